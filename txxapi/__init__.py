@@ -1,0 +1,3 @@
+"""txxapi: the XenAPI toolstack daemon on Twisted."""
+
+__version__ = "0.1.0"

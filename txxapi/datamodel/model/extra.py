@@ -1,0 +1,36 @@
+"""
+Facts the published interface description leaves out: parameter defaults
+(trailing parameters a caller may omit), the hidden calls hosts make to
+each other, and internal fields.  Hidden messages answer on the wire but
+are not listed by system.listMethods; internal fields are stored but never
+appear in records.
+"""
+
+from txxapi.datamodel.roles import NOBODY, POOL_ADMIN
+
+# (class, message) -> {parameter name: default wire value}
+PARAM_DEFAULTS = {
+    ("session", "login_with_password"): {"version": "1.1", "originator": ""},
+}
+
+# class -> ((message, ((type, name), ...), result, roles, session), ...)
+HIDDEN_MESSAGES = {
+    "session": (
+        ("slave_login", (("host ref", "host"), ("string", "psecret")),
+         "session ref", NOBODY, False),
+        ("slave_local_login", (("string", "psecret"),),
+         "session ref", NOBODY, False),
+    ),
+    "pool": (
+        ("hello", (("string", "host_uuid"), ("string", "host_address")),
+         "string", POOL_ADMIN, True),
+        ("is_slave", (("host ref", "host"),), "bool", POOL_ADMIN, True),
+    ),
+}
+
+# class -> ((field, type), ...): internal fields, runtime-only.
+INTERNAL_FIELDS = {
+    "task": (("session", "session ref"), ("forwarded", "bool"),
+             ("forwarded_to", "host ref")),
+    "PCI": (("attached_VMs", "VM ref set"),),
+}
