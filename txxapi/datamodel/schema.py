@@ -15,8 +15,9 @@ PUBLISHED, PROTOTYPED, DEPRECATED, REMOVED = (
 # Classes whose records are not database rows.
 NOT_IN_DB = frozenset(["event", "sr_stat", "probe_result", "data_source",
                        "message", "vdi_nbd_server_info", "auth"])
-# Rows of these tables live only in memory: they vanish with a restart.
-NOT_PERSISTENT = frozenset(["session", "task", "user"])
+# Rows of these tables live only in memory: they vanish with a restart
+# (roles are rebuilt from the datamodel at every start).
+NOT_PERSISTENT = frozenset(["session", "task", "user", "role"])
 # Classes without events (XAPI's gen_events flag is off for them).
 NO_EVENTS = frozenset(["session", "event", "user", "data_source"])
 # Classes whose explicit calls have no Async form.

@@ -1,0 +1,5 @@
+"""Kept for the twistd plugin cache refresh after installation."""
+
+from setuptools import setup
+
+setup()

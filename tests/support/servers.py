@@ -1,0 +1,116 @@
+"""
+Real txxapi servers for tests: ``twistd xapi`` in a subprocess on free
+loopback ports, with a passwd file of one superuser, a data dir of its own,
+and helpers to log in with the XenAPI SDK or talk raw HTTP.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import ssl
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+USER = "root"
+PASSWORD = "xenroot-test"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha512_crypt(password):
+    out = subprocess.run(["openssl", "passwd", "-6", password],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def insecure_context():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class RunningServer:
+    def __init__(self, data_dir, passwd_file=None, extra_args=(),
+                 http_port=None, https_port=None):
+        self.data_dir = data_dir
+        os.makedirs(data_dir, exist_ok=True)
+        if passwd_file is None:
+            passwd_file = os.path.join(data_dir, "..", "passwd")
+            passwd_file = os.path.abspath(passwd_file)
+            if not os.path.exists(passwd_file):
+                with open(passwd_file, "w") as f:
+                    f.write("%s:%s\n" % (USER, sha512_crypt(PASSWORD)))
+        self.passwd_file = passwd_file
+        self.extra_args = list(extra_args)
+        self.http_port = http_port or free_port()
+        self.https_port = https_port or free_port()
+        self.proc = None
+        self.log_path = os.path.join(data_dir, "..", "twistd-%d.log"
+                                     % self.http_port)
+
+    @property
+    def http_url(self):
+        return "http://127.0.0.1:%d" % self.http_port
+
+    @property
+    def https_url(self):
+        return "https://127.0.0.1:%d" % self.https_port
+
+    def start(self, timeout=30):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [sys.executable, "-m", "twisted", "--log-format", "text",
+               "xapi", "--data-dir", self.data_dir, "--bind", "127.0.0.1",
+               "--http-port", str(self.http_port),
+               "--https-port", str(self.https_port),
+               "--auth", "passwd:" + self.passwd_file,
+               "--backend", "simulator",
+               "--login-failure-delay", "0.2"] + self.extra_args
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited: %s" % self.read_log())
+            try:
+                urllib.request.urlopen(self.http_url + "/", timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start: %s" % self.read_log())
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")[-5000:]
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self.log.close()
+
+    def kill(self):
+        self.stop(signal.SIGKILL)
+
+    def session(self, https=True):
+        import XenAPI
+        url = self.https_url if https else self.http_url
+        s = XenAPI.Session(url, ignore_ssl=True)
+        s.xenapi.login_with_password(USER, PASSWORD, "1.0", "txxapi-tests")
+        return s

@@ -1,0 +1,1 @@
+"""The API layer: dispatch of decoded calls, sessions, RBAC, Async tasks."""

@@ -1,0 +1,147 @@
+"""
+Dispatch: from a decoded wire call to a result.
+
+    name → message (datamodel) → parameter count → parameter types →
+    session → RBAC → forwarding → implementation → durability
+
+in the order XAPI applies them, so that each kind of bad call gets the
+error XAPI gives, and nothing runs before every check has passed.  Async
+calls return a task ref as soon as the checks pass; the task records the
+outcome.  The caller (a wire codec) turns XenAPIError into a Failure
+envelope and anything else into INTERNAL_ERROR.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from txxapi.api import implicit, rbac
+from txxapi.api.context import Context
+from txxapi.api.registry import handler_for
+from txxapi.datamodel import MODEL
+from txxapi.datamodel.schema import REMOVED
+from txxapi.datamodel.types import BadEnum, TypeMismatch
+from txxapi.errors import XenAPIError
+
+log = Logger()
+
+ASYNC_PREFIX = "Async."
+
+
+def resolve(name):
+    """(message, is_async) for a wire name, or (None, is_async)."""
+    is_async = name.startswith(ASYNC_PREFIX)
+    if is_async:
+        name = name[len(ASYNC_PREFIX):]
+    m = MODEL.messages.get(name)
+    if m is None and "." not in name:
+        # XAPI also accepts Class_message; class names contain underscores
+        # themselves, so try every split.
+        for i, ch in enumerate(name):
+            if ch == "_":
+                m = MODEL.messages.get(name[:i] + "." + name[i + 1:])
+                if m is not None:
+                    break
+    return m, is_async
+
+
+def list_methods():
+    """Every synchronous wire name a client may call, for
+    system.listMethods."""
+    return [w for w, m in MODEL.messages.items()
+            if not m.hidden and m.state != REMOVED]
+
+
+class Dispatcher:
+    def __init__(self, server):
+        self.server = server
+
+    @staticmethod
+    def knows(name):
+        m, is_async = resolve(name)
+        return m is not None and (not is_async or m.is_async)
+
+    def call(self, name, params, origin=None):
+        """Run one call; a Deferred firing with its result."""
+        try:
+            return self._call(name, params, origin)
+        except XenAPIError:
+            return defer.fail()
+
+    def _call(self, name, params, origin):
+        if name == "system.listMethods":
+            return defer.succeed(list_methods())
+        if name.startswith("system.isAlive"):
+            return defer.succeed(params[0] if params else "")
+        message, is_async = resolve(name)
+        if message is None:
+            raise XenAPIError("MESSAGE_METHOD_UNKNOWN", name)
+        if is_async and not message.is_async:
+            raise XenAPIError(
+                "Fault", "No async mode for this operation (rpc: %s)" % name)
+        if message.state == REMOVED:
+            session = params[0] if message.session and params else None
+            self.server.sessions.check(session)
+            raise XenAPIError("MESSAGE_REMOVED")
+
+        offset = 1 if message.session else 0
+        received = len(params) - offset
+        if not message.required_count <= received <= len(message.params):
+            raise XenAPIError("MESSAGE_PARAMETER_COUNT_MISMATCH", name,
+                              str(message.required_count), str(received))
+        args = self._coerce(message, params[offset:])
+        session = None
+        if message.session:
+            session = params[0]
+            if not isinstance(session, str):
+                raise XenAPIError("SESSION_INVALID", str(session))
+            self.server.sessions.check(session)
+            rbac.check(self.server, session, message, args)
+        ctx = Context(self.server, session, message, origin=origin)
+        if is_async:
+            return defer.succeed(self.server.tasks.run_async(
+                ctx, name, lambda: self._execute(ctx, args)))
+        return self._execute(ctx, args)
+
+    @staticmethod
+    def _coerce(message, values):
+        args = []
+        for param, value in zip(message.params, values):
+            try:
+                args.append(param.type.coerce(value))
+            except TypeMismatch:
+                raise XenAPIError("FIELD_TYPE_ERROR", param.name)
+            except BadEnum as e:
+                raise XenAPIError("INVALID_VALUE", param.name, e.value)
+        for param in message.params[len(values):]:
+            args.append(param.type.coerce(param.default))
+        return args
+
+    def _execute(self, ctx, args):
+        """Run the implementation, then wait until what it wrote is
+        durable: the response must not acknowledge a write a crash could
+        lose."""
+        db = self.server.db
+        before = db.persistent_generation
+        d = defer.maybeDeferred(self.server.forwarder.execute, ctx,
+                                self._implementation(ctx.message), args)
+
+        def durable(result):
+            if db.persistent_generation == before:
+                return result
+            w = self.server.persistence.wait_durable(db.persistent_generation)
+            return w.addCallback(lambda _: result)
+
+        return d.addCallback(durable)
+
+    @staticmethod
+    def _implementation(message):
+        fn = handler_for(message)
+        if fn is not None:
+            return fn
+        if message.implicit:
+            return implicit.handler(message)
+        return _not_implemented
+
+
+def _not_implemented(ctx, *args):
+    raise XenAPIError("NOT_IMPLEMENTED", ctx.message.wire_name)

@@ -1,0 +1,144 @@
+"""
+The generic behaviour behind every implicit message: getters, setters,
+map and set updates, records, lookups, create and destroy.  Which of them
+a class has, and with which types, comes from the datamodel; this module
+only says what each kind does.
+"""
+
+from txxapi.datamodel.schema import RO_RUNTIME
+from txxapi.datamodel.types import BadEnum, TypeMismatch
+from txxapi.errors import XenAPIError
+
+
+def handler(message):
+    return _KINDS[message.kind]
+
+
+def _get(ctx, ref):
+    m = ctx.message
+    return ctx.db.get(m.cls.name, ref, m.field.name)
+
+
+def _set(ctx, ref, value):
+    m = ctx.message
+    ctx.db.fields(m.cls.name, ref)  # HANDLE_INVALID first
+    ctx.db.update(m.cls.name, ref, {m.field.name: value})
+    return ""
+
+
+def _add_to(ctx, ref, key, value):
+    m = ctx.message
+    current = ctx.db.fields(m.cls.name, ref)
+    old = current[m.field.name]
+    if key in old:
+        raise XenAPIError("MAP_DUPLICATE_KEY", m.cls.name, m.field.name,
+                          current["uuid"], str(key))
+    new = dict(old)
+    new[key] = value
+    ctx.db.update(m.cls.name, ref, {m.field.name: new})
+    return ""
+
+
+def _remove_from(ctx, ref, key):
+    m = ctx.message
+    old = ctx.db.fields(m.cls.name, ref)[m.field.name]
+    if key in old:
+        new = dict(old)
+        del new[key]
+        ctx.db.update(m.cls.name, ref, {m.field.name: new})
+    return ""
+
+
+def _add(ctx, ref, value):
+    m = ctx.message
+    old = ctx.db.fields(m.cls.name, ref)[m.field.name]
+    if value not in old:
+        ctx.db.update(m.cls.name, ref, {m.field.name: old + [value]})
+    return ""
+
+
+def _remove(ctx, ref, value):
+    m = ctx.message
+    old = ctx.db.fields(m.cls.name, ref)[m.field.name]
+    if value in old:
+        ctx.db.update(m.cls.name, ref,
+                      {m.field.name: [v for v in old if v != value]})
+    return ""
+
+
+def _get_record(ctx, ref):
+    return ctx.db.record(ctx.message.cls.name, ref)
+
+
+def _get_by_uuid(ctx, uuid):
+    return ctx.db.by_uuid(ctx.message.cls.name, uuid)
+
+
+def _get_by_name_label(ctx, label):
+    return ctx.db.by_name_label(ctx.message.cls.name, label)
+
+
+def _get_all(ctx):
+    return ctx.db.refs(ctx.message.cls.name)
+
+
+def _get_all_records(ctx):
+    return dict(ctx.db.records(ctx.message.cls.name))
+
+
+def _matching(ctx, expr):
+    from txxapi.db.where import compile_expr
+    predicate = compile_expr(expr)
+    table = ctx.db.table(ctx.message.cls.name)
+    return [ref for ref, row in table.rows.items()
+            if predicate(table.cls, row.fields)]
+
+
+def _get_all_records_where(ctx, expr):
+    return dict(ctx.db.records(ctx.message.cls.name, _matching(ctx, expr)))
+
+
+def _get_all_where(ctx, expr):
+    return _matching(ctx, expr)
+
+
+def constructor_fields(cls, record):
+    """Check a create() struct: every RW and RO/constructor field, typed;
+    missing ones take their defaults.  Runtime fields are not settable."""
+    fields = {}
+    for f in cls.stored_fields:
+        if f.qualifier == RO_RUNTIME or f.internal:
+            continue
+        if f.name in record:
+            try:
+                fields[f.name] = f.type.coerce(record[f.name])
+            except TypeMismatch:
+                raise XenAPIError("FIELD_TYPE_ERROR", f.name)
+            except BadEnum as e:
+                raise XenAPIError("INVALID_VALUE", f.name, e.value)
+        elif f.default_literal is None:
+            raise XenAPIError("INTERNAL_ERROR",
+                              "field %s missing from the %s record"
+                              % (f.name, cls.name))
+    return fields
+
+
+def _create(ctx, record):
+    cls = ctx.message.cls
+    return ctx.db.create(cls.name, constructor_fields(cls, record))
+
+
+def _destroy(ctx, ref):
+    ctx.db.delete(ctx.message.cls.name, ref)
+    return ""
+
+
+_KINDS = {
+    "get": _get, "set": _set, "add_to": _add_to,
+    "remove_from": _remove_from, "add": _add, "remove": _remove,
+    "get_record": _get_record, "get_by_uuid": _get_by_uuid,
+    "get_by_name_label": _get_by_name_label, "get_all": _get_all,
+    "get_all_records": _get_all_records,
+    "get_all_records_where": _get_all_records_where,
+    "get_all_where": _get_all_where, "create": _create, "destroy": _destroy,
+}

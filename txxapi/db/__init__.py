@@ -1,0 +1,1 @@
+"""The pool database: in-memory tables, persistence, change feed."""

@@ -1,0 +1,355 @@
+"""
+The in-memory pool database.
+
+Tables are the datamodel's stored classes; rows are keyed by ref and hold a
+dict of field values (txxapi.values forms).  One global generation counter
+orders every write; each row keeps the generation that created it and the
+one that last changed it, which is what event.from folds over.
+
+Writes happen on the reactor thread only, so no lock is needed; a row's
+field dict is replaced, never mutated, on every write (copy on write), so a
+reader that took a reference (a snapshot writer in a thread, an event
+batch) keeps a consistent view.
+
+Every write is announced to listeners as a change record
+``(generation, op, table, ref, fields)`` with op "add" (all fields),
+"mod" (changed fields), "del" (None) or "touch" ({}): the redo log, the
+event hub and replication to other hosts all consume this one feed.
+"""
+
+from bisect import bisect_right
+
+from txxapi.errors import XenAPIError, handle_invalid, uuid_invalid
+from txxapi.values import NULL_REF, new_ref, new_uuid
+
+# How many recent changes the log keeps for incremental event.from; older
+# tokens fall back to a scan of the row generations.
+CHANGE_LOG_KEEP = 200000
+TOMBSTONE_KEEP = 100000
+
+
+class Row:
+    __slots__ = ("ref", "fields", "ctime", "mtime")
+
+    def __init__(self, ref, fields, ctime, mtime):
+        self.ref = ref
+        self.fields = fields
+        self.ctime = ctime
+        self.mtime = mtime
+
+
+class Table:
+    """One class's rows and the indexes over them."""
+
+    def __init__(self, cls):
+        self.cls = cls
+        self.name = cls.name
+        self.rows = {}
+        self.by_uuid = {}
+        self.by_name = {} if "name_label" in cls.fields else None
+        # ref field -> {target ref -> {ref: None}}, for fields whose values
+        # other classes' set fields are computed from.
+        self.indexes = {}
+        self.record_names = [f.name for f in cls.record_fields
+                             if f.view_of is None]
+        self.defaults = {f.name: f.default for f in cls.stored_fields}
+        # (set field in a record, table holding the ref, indexed field)
+        self.views = []
+
+    def index(self, field):
+        return self.indexes.setdefault(field, {})
+
+
+class Database:
+    def __init__(self, model):
+        self.model = model
+        self.generation = 0
+        # Generation of the last write to a persistent table: a call that
+        # moved it must wait for the redo log before answering.
+        self.persistent_generation = 0
+        self.tables = {c.name: Table(c) for c in model.classes.values()
+                       if c.in_db}
+        for name, table in self.tables.items():
+            for set_field, (src_cls, src_field) in table.cls.views.items():
+                src = self.tables[src_cls]
+                src.index(src_field)
+                table.views.append((set_field, src, src_field))
+        self.listeners = []
+        # Recent changes, for event.from: parallel lists of generations and
+        # (table, ref); tombstones remember what deleted rows were.
+        self.log_gens = []
+        self.log_items = []
+        self.log_start = 0  # changes at generations <= this were trimmed
+        self.tombstones = {}  # (table, ref) -> (deleted gen, created gen)
+
+    # -- reads ------------------------------------------------------------
+
+    def table(self, name):
+        return self.tables[name]
+
+    def row(self, table, ref):
+        try:
+            return self.tables[table].rows[ref]
+        except KeyError:
+            raise handle_invalid(table, ref)
+
+    def exists(self, table, ref):
+        return ref in self.tables[table].rows
+
+    def fields(self, table, ref):
+        return self.row(table, ref).fields
+
+    def get(self, table, ref, field):
+        t = self.tables[table]
+        try:
+            row = t.rows[ref]
+        except KeyError:
+            raise handle_invalid(table, ref)
+        for set_field, src, src_field in t.views:
+            if set_field == field:
+                return list(src.indexes[src_field].get(ref, ()))
+        return row.fields[field]
+
+    def record(self, table, ref):
+        t = self.tables[table]
+        try:
+            row = t.rows[ref]
+        except KeyError:
+            raise handle_invalid(table, ref)
+        return self._record(t, row)
+
+    @staticmethod
+    def _record(t, row):
+        fields = row.fields
+        rec = {n: fields[n] for n in t.record_names}
+        for set_field, src, src_field in t.views:
+            rec[set_field] = list(src.indexes[src_field].get(row.ref, ()))
+        return rec
+
+    def records(self, table, refs=None):
+        """(ref, record) pairs of a table, all of them or those given."""
+        t = self.tables[table]
+        rows = t.rows
+        make = self._record
+        if refs is None:
+            return [(r, make(t, row)) for r, row in rows.items()]
+        return [(r, make(t, rows[r])) for r in refs if r in rows]
+
+    def refs(self, table):
+        return list(self.tables[table].rows)
+
+    def by_uuid(self, table, uuid):
+        try:
+            return self.tables[table].by_uuid[uuid]
+        except KeyError:
+            raise uuid_invalid(table, uuid)
+
+    def by_name_label(self, table, label):
+        t = self.tables[table]
+        return list(t.by_name.get(label, ())) if t.by_name is not None else []
+
+    def where(self, table, **equals):
+        """Refs of the rows whose fields equal the given values."""
+        t = self.tables[table]
+        items = list(equals.items())
+        if len(items) == 1 and items[0][0] in t.indexes:
+            field, value = items[0]
+            return list(t.indexes[field].get(value, ()))
+        return [r for r, row in t.rows.items()
+                if all(row.fields.get(k) == v for k, v in items)]
+
+    def count(self, table):
+        return len(self.tables[table].rows)
+
+    # -- writes (reactor thread only) ---------------------------------------
+
+    def create(self, table, fields, ref=None):
+        """Add a row; missing fields take the datamodel's defaults."""
+        t = self.tables[table]
+        ref = ref or new_ref()
+        if ref in t.rows:
+            raise XenAPIError("INTERNAL_ERROR",
+                              "duplicate ref %s in table %s" % (ref, table))
+        row_fields = dict(t.defaults)
+        unknown = set(fields) - set(row_fields)
+        if unknown:
+            raise XenAPIError("INTERNAL_ERROR", "unknown fields %s in %s"
+                              % (sorted(unknown), table))
+        row_fields.update(fields)
+        if not row_fields.get("uuid"):
+            row_fields["uuid"] = new_uuid()
+        uuid = row_fields["uuid"]
+        if uuid in t.by_uuid:
+            raise XenAPIError("INTERNAL_ERROR",
+                              "duplicate uuid %s in table %s" % (uuid, table))
+        gen = self._next_generation()
+        row = Row(ref, row_fields, gen, gen)
+        t.rows[ref] = row
+        t.by_uuid[uuid] = ref
+        if t.by_name is not None:
+            t.by_name.setdefault(row_fields.get("name_label", ""), {})[ref] \
+                = None
+        for field, index in t.indexes.items():
+            self._index_add(index, row_fields.get(field), ref)
+        self._logged(gen, t, ref, "add", row_fields)
+        return ref
+
+    def update(self, table, ref, changes):
+        """Replace some fields of a row (copy on write)."""
+        if not changes:
+            return
+        t = self.tables[table]
+        try:
+            row = t.rows[ref]
+        except KeyError:
+            raise handle_invalid(table, ref)
+        old = row.fields
+        unknown = [k for k in changes if k not in old]
+        if unknown:
+            raise XenAPIError("INTERNAL_ERROR", "unknown fields %s in %s"
+                              % (unknown, table))
+        new = dict(old)
+        new.update(changes)
+        for field, index in t.indexes.items():
+            if field in changes and changes[field] != old[field]:
+                self._index_remove(index, old[field], ref)
+                self._index_add(index, new[field], ref)
+        if t.by_name is not None and "name_label" in changes:
+            self._index_remove(t.by_name, old["name_label"], ref)
+            t.by_name.setdefault(new["name_label"], {})[ref] = None
+        if "uuid" in changes and changes["uuid"] != old["uuid"]:
+            if changes["uuid"] in t.by_uuid:
+                raise XenAPIError("INTERNAL_ERROR", "duplicate uuid")
+            del t.by_uuid[old["uuid"]]
+            t.by_uuid[changes["uuid"]] = ref
+        gen = self._next_generation()
+        row.fields = new
+        row.mtime = gen
+        self._logged(gen, t, ref, "mod", dict(changes))
+
+    def delete(self, table, ref):
+        t = self.tables[table]
+        try:
+            row = t.rows.pop(ref)
+        except KeyError:
+            raise handle_invalid(table, ref)
+        fields = row.fields
+        t.by_uuid.pop(fields["uuid"], None)
+        if t.by_name is not None:
+            self._index_remove(t.by_name, fields.get("name_label", ""), ref)
+        for field, index in t.indexes.items():
+            self._index_remove(index, fields.get(field), ref)
+        gen = self._next_generation()
+        self.tombstones[(table, ref)] = (gen, row.ctime)
+        if len(self.tombstones) > TOMBSTONE_KEEP:
+            self._trim_tombstones()
+        self._logged(gen, t, ref, "del", None)
+
+    def touch(self, table, ref):
+        """Bump a row's generation without changing it (event.inject)."""
+        t = self.tables[table]
+        try:
+            row = t.rows[ref]
+        except KeyError:
+            raise handle_invalid(table, ref)
+        gen = self._next_generation()
+        row.mtime = gen
+        self._logged(gen, t, ref, "touch", {})
+        return gen
+
+    # -- loading (startup, replication) ------------------------------------
+
+    def load_row(self, table, ref, fields, ctime, mtime):
+        """Put a row back as persisted, without announcing it."""
+        t = self.tables[table]
+        row_fields = dict(t.defaults)
+        row_fields.update((k, v) for k, v in fields.items()
+                          if k in row_fields)
+        if ref in t.rows:
+            self._unindex(t, t.rows[ref])
+        t.rows[ref] = Row(ref, row_fields, ctime, mtime)
+        t.by_uuid[row_fields["uuid"]] = ref
+        if t.by_name is not None:
+            t.by_name.setdefault(row_fields.get("name_label", ""), {})[ref] \
+                = None
+        for field, index in t.indexes.items():
+            self._index_add(index, row_fields.get(field), ref)
+
+    def apply_change(self, record):
+        """Replay one change record (redo log, replication) silently."""
+        gen, op, table, ref, fields = record
+        t = self.tables.get(table)
+        if t is None:
+            return
+        if op == "add":
+            self.load_row(table, ref, fields, gen, gen)
+        elif op in ("mod", "touch") and ref in t.rows:
+            row = t.rows[ref]
+            known = {k: v for k, v in (fields or {}).items()
+                     if k in row.fields}
+            merged = dict(row.fields)
+            merged.update(known)
+            self._unindex(t, row)
+            self.load_row(table, ref, merged, row.ctime, gen)
+        elif op == "del" and ref in t.rows:
+            self._unindex(t, t.rows.pop(ref))
+        self.generation = max(self.generation, gen)
+
+    def _unindex(self, t, row):
+        fields = row.fields
+        t.by_uuid.pop(fields["uuid"], None)
+        if t.by_name is not None:
+            self._index_remove(t.by_name, fields.get("name_label", ""),
+                               row.ref)
+        for field, index in t.indexes.items():
+            self._index_remove(index, fields.get(field), row.ref)
+
+    # -- change log -----------------------------------------------------------
+
+    def changes_since(self, generation):
+        """(table, ref) pairs changed after ``generation``, each once, or
+        None when the log no longer reaches back that far."""
+        if generation < self.log_start:
+            return None
+        i = bisect_right(self.log_gens, generation)
+        return dict.fromkeys(self.log_items[i:])
+
+    def _next_generation(self):
+        self.generation += 1
+        return self.generation
+
+    def _logged(self, gen, t, ref, op, fields):
+        self.log_gens.append(gen)
+        self.log_items.append((t.name, ref))
+        if len(self.log_gens) > 2 * CHANGE_LOG_KEEP:
+            cut = len(self.log_gens) - CHANGE_LOG_KEEP
+            self.log_start = self.log_gens[cut - 1]
+            del self.log_gens[:cut]
+            del self.log_items[:cut]
+        if t.cls.persistent:
+            self.persistent_generation = gen
+        record = (gen, op, t.name, ref, fields)
+        for listener in self.listeners:
+            listener(record, t.cls)
+
+    def _trim_tombstones(self):
+        keep = sorted(self.tombstones.items(), key=lambda kv: kv[1][0])
+        self.tombstones = dict(keep[len(keep) // 2:])
+
+    @staticmethod
+    def _index_add(index, value, ref):
+        if isinstance(value, list):
+            for v in value:
+                if v != NULL_REF:
+                    index.setdefault(v, {})[ref] = None
+        elif value is not None and value != NULL_REF:
+            index.setdefault(value, {})[ref] = None
+
+    @staticmethod
+    def _index_remove(index, value, ref):
+        for v in (value if isinstance(value, list) else (value,)):
+            refs = index.get(v)
+            if refs is not None:
+                refs.pop(ref, None)
+                if not refs:
+                    del index[v]

@@ -1,0 +1,142 @@
+"""
+Persistence: keeps the in-memory database on disk.
+
+Every change to a persistent table goes to the redo log, group-committed,
+and a call that wrote waits for the log before it answers, so an
+acknowledged write survives kill -9.  A snapshot in XAPI's state.db layout
+is written now and then (and at a clean stop) so that a restart replays
+only the log written since; after a snapshot at generation G the log
+segments it covers are dropped.
+
+On disk, in <data dir>/db:  state.db and redo-<generation>.log segments.
+Startup: load state.db (generation G), replay the log after G, then open
+the log for appending.
+"""
+
+import os
+
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+
+from txxapi.db import redolog, statedb
+
+log = Logger()
+
+SNAPSHOT_EVERY_RECORDS = 100000
+SNAPSHOT_EVERY_SECONDS = 600
+
+
+class NoPersistence:
+    """Keeps nothing: for unit tests of the layers above."""
+
+    def open(self, db):
+        return defer.succeed(None)
+
+    def wait_durable(self, generation):
+        return defer.succeed(None)
+
+    def close(self):
+        return defer.succeed(None)
+
+
+class Persistence:
+    def __init__(self, directory, reactor,
+                 snapshot_every_records=SNAPSHOT_EVERY_RECORDS,
+                 snapshot_every_seconds=SNAPSHOT_EVERY_SECONDS):
+        self.directory = directory
+        self.reactor = reactor
+        self.snapshot_path = os.path.join(directory, "state.db")
+        self.snapshot_every_records = snapshot_every_records
+        self.snapshot_every_seconds = snapshot_every_seconds
+        self.db = None
+        self.log = None
+        self._since_snapshot = 0
+        self._snapshotting = None
+        self._timer = None
+
+    def open(self, db):
+        """Load what is on disk into ``db`` and start logging its changes.
+        Blocking file reads at startup, before any listener exists."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self.db = db
+        generation = 0
+        if os.path.exists(self.snapshot_path):
+            generation = statedb.load(self.snapshot_path, db)
+        replayed = 0
+        for record in redolog.replay(self.directory, generation):
+            cls = db.model.classes.get(record[2])
+            if cls is not None and cls.persistent:
+                db.apply_change(record)
+            db.generation = max(db.generation, record[0])
+            replayed += 1
+        db.persistent_generation = db.generation
+        log.info("database loaded: snapshot generation {g}, {n} log records "
+                 "replayed, generation now {now}", g=generation, n=replayed,
+                 now=db.generation)
+        self.log = redolog.RedoLog(self.directory, reactor=self.reactor)
+        self._since_snapshot = replayed
+        db.listeners.append(self._changed)
+        self._timer = task.LoopingCall(self._periodic)
+        self._timer.clock = self.reactor
+        self._timer.start(self.snapshot_every_seconds, now=False)
+        return defer.succeed(generation)
+
+    def _changed(self, record, cls):
+        if not cls.persistent:
+            return
+        self.log.append(record)
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.snapshot_every_records:
+            self.snapshot()
+
+    def wait_durable(self, generation):
+        return self.log.wait_durable(generation)
+
+    def _periodic(self):
+        if self._since_snapshot:
+            self.snapshot()
+
+    def snapshot(self):
+        """Write a snapshot of the current state; the log it covers is
+        dropped once the snapshot is safely on disk.  Returns a Deferred."""
+        if self._snapshotting is not None:
+            return self._snapshotting
+        snap = statedb.capture(self.db)
+        generation = snap.generation
+        self.log.rotate(generation)
+        self._since_snapshot = 0
+
+        d = threads.deferToThreadPool(self.reactor,
+                                      self.reactor.getThreadPool(),
+                                      statedb.write, snap, self.snapshot_path)
+        d.addCallback(lambda _: self.log.drop_through(generation))
+
+        def done(result):
+            self._snapshotting = None
+            return result
+
+        def failed(f):
+            log.failure("snapshot at generation {g} failed", f, g=generation)
+
+        d.addBoth(done).addErrback(failed)
+        self._snapshotting = d
+        return d
+
+    @defer.inlineCallbacks
+    def close(self):
+        if self._timer is not None and self._timer.running:
+            self._timer.stop()
+        if self.log is None:
+            return
+        if self.db is not None and self._changed in self.db.listeners:
+            self.db.listeners.remove(self._changed)
+        if self._snapshotting is not None:
+            yield self._snapshotting
+        if self._since_snapshot:
+            yield self.snapshot()
+        yield self.log.close()
+        self.log = None
+
+
+def open_persistence(data_dir, reactor):
+    return Persistence(os.path.join(data_dir, "db"), reactor)

@@ -1,0 +1,1 @@
+"""HTTP: the site both listeners serve, the RPC endpoints and handlers."""

@@ -1,0 +1,122 @@
+"""
+The RPC endpoints: XML-RPC on POST / (and /RPC2, /xmlrpc, /json) and
+JSON-RPC on POST /jsonrpc.  Each request is decoded, handed to the
+dispatcher, and answered in XAPI's envelope; API failures are HTTP 200
+with a Failure status.  A body that cannot be decoded is answered with
+HTTP 400 (an XML-RPC fault or a JSON-RPC parse error) and the connection
+stays usable.
+"""
+
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from txxapi.errors import XenAPIError
+from txxapi.wire import jsonrpc, xmlrpc
+from txxapi.wire.errors import MalformedRequest
+
+log = Logger()
+
+XML_PATHS = (b"/", b"/RPC2", b"/xmlrpc", b"/json")
+JSON_PATHS = (b"/jsonrpc",)
+
+
+def _cors(request):
+    request.setHeader(b"Access-Control-Allow-Origin", b"*")
+    request.setHeader(b"Access-Control-Allow-Headers", b"X-Requested-With")
+
+
+def origin_of(request):
+    peer = request.getClientAddress()
+    return {"peer": getattr(peer, "host", None),
+            "tls": request.isSecure()}
+
+
+class RPCResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, server_):
+        resource.Resource.__init__(self)
+        self.server = server_
+
+    def render_OPTIONS(self, request):
+        _cors(request)
+        request.setHeader(b"Access-Control-Allow-Methods", b"POST, OPTIONS")
+        request.setHeader(b"Content-Length", b"0")
+        return b""
+
+    def render_POST(self, request):
+        _cors(request)
+        body = request.content.read()
+        if request.path in JSON_PATHS:
+            return self._json(request, body)
+        return self._xml(request, body)
+
+    # -- XML-RPC --------------------------------------------------------------
+
+    def _xml(self, request, body):
+        try:
+            method, params = xmlrpc.decode_call(body)
+        except MalformedRequest as e:
+            request.setResponseCode(400)
+            request.setHeader(b"Content-Type", b"text/xml")
+            return xmlrpc.encode_fault(-32700, "Malformed request: %s" % e)
+        d = self.server.dispatcher.call(method, params, origin_of(request))
+        if method == "system.listMethods":
+            ok = xmlrpc.encode_bare
+        else:
+            ok = xmlrpc.encode_success
+        d.addCallbacks(ok, self._failure_description,
+                       errbackArgs=(method,))
+        d.addErrback(self._encode_error_of, xmlrpc.encode_failure)
+        d.addCallback(self._write, request, b"text/xml")
+        return server.NOT_DONE_YET
+
+    # -- JSON-RPC -------------------------------------------------------------
+
+    def _json(self, request, body):
+        try:
+            call = jsonrpc.decode_call(body)
+        except MalformedRequest as e:
+            request.setResponseCode(400)
+            request.setHeader(b"Content-Type", b"application/json")
+            return jsonrpc.encode_early_failure(
+                ["INTERNAL_ERROR", "Malformed request: %s" % e])
+        d = self.server.dispatcher.call(call.method, call.params,
+                                        origin_of(request))
+        d.addCallbacks(lambda v: jsonrpc.encode_success(call, v),
+                       self._failure_description, errbackArgs=(call.method,))
+        d.addErrback(self._encode_error_of,
+                     lambda desc: jsonrpc.encode_failure(call, desc))
+        d.addCallback(self._write, request, b"application/json")
+        return server.NOT_DONE_YET
+
+    # -- shared ---------------------------------------------------------------
+
+    @staticmethod
+    def _failure_description(failure, method):
+        """Turn any failure into an error description, carried on as a
+        distinct exception so that the encoder of the envelope runs."""
+        if failure.check(XenAPIError):
+            raise _Described(failure.value.description)
+        log.failure("internal error in {method}", failure, method=method)
+        raise _Described(["INTERNAL_ERROR", failure.getErrorMessage()])
+
+    @staticmethod
+    def _encode_error_of(failure, encode):
+        failure.trap(_Described)
+        return encode(failure.value.description)
+
+    @staticmethod
+    def _write(body, request, content_type):
+        if request._disconnected or request.finished:
+            return
+        request.setHeader(b"Content-Type", content_type)
+        request.setHeader(b"Content-Length", str(len(body)).encode())
+        request.write(body)
+        request.finish()
+
+
+class _Described(Exception):
+    def __init__(self, description):
+        Exception.__init__(self, description)
+        self.description = description

@@ -1,0 +1,7 @@
+"""
+Implementations of explicit messages, one module per class family.  Each
+registers plain functions with ``@implements("Class.message")``; importing
+this package registers them all.  ``VM.start`` lives in ``impl/vm.py``.
+"""
+
+from txxapi.impl import event, host, session, task  # noqa: F401

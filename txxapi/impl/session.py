@@ -1,0 +1,65 @@
+"""session.*: login, logout and the questions a session can ask."""
+
+from txxapi.api.registry import implements
+from txxapi.errors import XenAPIError
+
+
+@implements("session.login_with_password")
+def login_with_password(ctx, uname, pwd, version, originator):
+    return ctx.server.sessions.login(uname, pwd, originator)
+
+
+@implements("session.slave_local_login_with_password")
+def slave_local_login_with_password(ctx, uname, pwd):
+    return ctx.server.sessions.login(uname, pwd, "")
+
+
+@implements("session.logout")
+def logout(ctx):
+    ctx.server.sessions.logout(ctx.session)
+    return ""
+
+
+@implements("session.local_logout")
+def local_logout(ctx):
+    ctx.server.sessions.logout(ctx.session)
+    return ""
+
+
+@implements("session.get_this_host")
+def get_this_host(ctx, self):
+    return ctx.db.get("session", self, "this_host")
+
+
+@implements("session.get_this_user")
+def get_this_user(ctx, self):
+    return ctx.db.get("session", self, "this_user")
+
+
+@implements("session.get_all_subject_identifiers")
+def get_all_subject_identifiers(ctx):
+    sids = []
+    for _, f in ctx.db.records("session"):
+        if f["is_local_superuser"]:
+            continue
+        for sid in (f["auth_user_sid"],):
+            if sid and sid not in sids:
+                sids.append(sid)
+    return sids
+
+
+@implements("session.logout_subject_identifier")
+def logout_subject_identifier(ctx, subject_identifier):
+    for ref, f in ctx.db.records("session"):
+        if ref != ctx.session and not f["is_local_superuser"] and \
+                f["auth_user_sid"] == subject_identifier:
+            ctx.server.sessions.logout(ref)
+    return ""
+
+
+@implements("session.change_password")
+def change_password(ctx, old_pwd, new_pwd):
+    if not ctx.session_fields()["is_local_superuser"]:
+        raise XenAPIError("USER_IS_NOT_LOCAL_SUPERUSER",
+                          ctx.session_fields()["auth_user_name"])
+    raise XenAPIError("NOT_IMPLEMENTED", "session.change_password")

@@ -1,0 +1,73 @@
+"""
+The Server: one host's toolstack, the object every layer reaches the
+others through (database, persistence, sessions, tasks, events, dispatch,
+forwarding, backends).  It is plain state plus start/stop; the twistd
+service (txxapi.service) owns its lifetime and its listeners.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+import txxapi.impl  # noqa: F401  (registers the explicit messages)
+from txxapi import bootstrap
+from txxapi.api.dispatch import Dispatcher
+from txxapi.api.sessions import SessionManager
+from txxapi.api.tasks import TaskManager
+from txxapi.datamodel import MODEL
+from txxapi.db.memory import Database
+from txxapi.events import EventHub
+from txxapi.forwarding import LocalForwarder
+
+log = Logger()
+
+
+class Server:
+    def __init__(self, data_dir, portal, xenops, persistence,
+                 bind="", login_failure_delay=5.0, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.data_dir = data_dir
+        self.bind = bind
+        self.xenops = xenops
+        self.db = Database(MODEL)
+        self.persistence = persistence
+        self.sessions = SessionManager(self, portal, login_failure_delay)
+        self.tasks = TaskManager(self)
+        self.events = EventHub(self)
+        self.dispatcher = Dispatcher(self)
+        self.forwarder = LocalForwarder(self)
+        self.host_ref = None
+        self.pool_ref = None
+
+    @defer.inlineCallbacks
+    def start(self):
+        yield self.persistence.open(self.db)
+        inventory = bootstrap.read_inventory(self.data_dir)
+        host_uuid = inventory["INSTALLATION_UUID"]
+        bootstrap.load_roles(self.db)
+        if host_uuid in self.db.table("host").by_uuid:
+            self.host_ref = self.db.by_uuid("host", host_uuid)
+        else:
+            address = bootstrap.management_address(self.bind)
+            self.host_ref = bootstrap.first_start(
+                self.db, inventory, self.xenops.host_info(), address,
+                self.xenops.name)
+            log.info("first start: created pool and host {uuid}",
+                     uuid=host_uuid)
+        self.pool_ref = self.db.refs("pool")[0]
+        yield self.persistence.wait_durable(self.db.persistent_generation)
+        self.sessions.start()
+        self.tasks.start()
+        self.events.start()
+
+    @defer.inlineCallbacks
+    def stop(self):
+        self.events.stop()
+        self.tasks.stop()
+        self.sessions.stop()
+        yield self.persistence.close()
+
+    def assert_master(self):
+        """Raise HOST_IS_SLAVE on a slave; this host is always the master
+        until pool membership lands."""

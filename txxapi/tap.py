@@ -1,0 +1,60 @@
+"""
+``twistd xapi``: command-line options and the service tree they build.
+"""
+
+import os
+
+from twisted.application import service
+from twisted.python import usage
+
+from txxapi import config
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", None, "INI configuration file ([xapi] section)."],
+        ["data-dir", "d", None,
+         "Database, certificate and state directory (/var/lib/txxapi)."],
+        ["bind", "b", None, "Address to listen on (all addresses)."],
+        ["http-port", None, None, "Plain HTTP port (80); 0 disables."],
+        ["https-port", None, None, "HTTPS port (443); 0 disables."],
+        ["auth", "a", None,
+         "Authentication: 'pam' (default) or 'passwd:FILE' (user:HASH "
+         "lines, SHA-512 crypt)."],
+        ["pam-service", None, None, "PAM service name (txxapi)."],
+        ["backend", None, None,
+         "VM backend: 'auto' (default: libxl on a Xen host, else the "
+         "simulator), 'simulator' or 'libxl'."],
+        ["certificate", None, None,
+         "PEM certificate (and key, unless --private-key) for HTTPS; a "
+         "self-signed one is generated in the data dir otherwise."],
+        ["private-key", None, None, "PEM private key for --certificate."],
+        ["login-failure-delay", None, None,
+         "Seconds a failed login waits before answering (5)."],
+        ["max-rpc-size", None, None, "Largest RPC body in bytes (307200)."],
+        ["simulator-memory", None, None,
+         "Memory of the simulated host in bytes (64 GiB)."],
+    ]
+
+    def postOptions(self):
+        overrides = {k: self[k] for k in config.DEFAULTS if k in self}
+        try:
+            self.settings = config.load(self["config"], overrides)
+        except (OSError, config.ConfigError) as e:
+            raise usage.UsageError(str(e))
+        auth = self.settings["auth"]
+        if auth != "pam" and not auth.startswith("passwd:"):
+            raise usage.UsageError("--auth must be 'pam' or 'passwd:FILE'")
+        if auth.startswith("passwd:") and not os.path.exists(auth[7:]):
+            raise usage.UsageError("passwd file %s does not exist" % auth[7:])
+        for key in ("http-port", "https-port", "max-rpc-size",
+                    "simulator-memory"):
+            if not self.settings[key].isdigit():
+                raise usage.UsageError("--%s must be a number" % key)
+
+
+def makeService(options):
+    from txxapi.service import XapiService
+    top = service.MultiService()
+    XapiService(options.settings).setServiceParent(top)
+    return top

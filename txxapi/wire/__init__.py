@@ -1,0 +1,1 @@
+"""Wire codecs for XenAPI calls: XML-RPC and JSON-RPC."""

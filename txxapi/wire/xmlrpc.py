@@ -1,0 +1,554 @@
+"""
+XAPI's dialect of XML-RPC: request decoding and response encoding.
+
+Pure functions, no Twisted.  The decoder drives expat directly and builds
+Python values as elements close, so no tree is ever materialised; DTDs are
+refused outright, which also rules out entity expansion attacks and external
+entities.  The encoder mirrors what xapi itself writes: strings and 64-bit
+ints as bare text, no <string> tags, compact output.
+"""
+
+import binascii
+import re
+from xml.parsers import expat
+
+from txxapi.values import DateTime, Int32, parse_datetime
+from txxapi.wire.errors import MalformedRequest
+
+__all__ = [
+    "MalformedRequest", "decode_call", "encode_value", "encode_success",
+    "encode_failure", "encode_bare", "encode_fault",
+]
+
+# Nesting bound on the element stack.  Each level of array or struct costs
+# three elements (array/data/value, struct/member/value); XenAPI values are a
+# handful deep, so this allows ~64 levels of value nesting and no more.
+MAX_STACK = 200
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]+\Z").match
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+def _to_int(text):
+    text = text.strip()
+    # int() alone would also take "1_000" and non-ASCII digits.
+    if not _INT_TEXT(text):
+        raise ValueError("not an integer: %r" % (text,))
+    n = int(text)
+    if not _INT64_MIN <= n <= _INT64_MAX:
+        raise ValueError("integer out of 64-bit range")
+    return n
+
+
+def _to_bool(text):
+    text = text.strip()
+    if text == "1" or text == "true":
+        return True
+    if text == "0" or text == "false":
+        return False
+    raise ValueError("not a boolean: %r" % (text,))
+
+
+def _to_float(text):
+    text = text.strip()
+    if "_" in text:
+        raise ValueError("not a double: %r" % (text,))
+    return float(text)
+
+
+def _to_base64(text):
+    return binascii.a2b_base64(text.encode("ascii"))
+
+
+def _to_nil(text):
+    if text.strip():
+        raise ValueError("<nil/> with content")
+    return None
+
+
+def _to_string(text):
+    return text
+
+
+_SCALARS = {
+    "string": _to_string,
+    "i4": _to_int,
+    "int": _to_int,
+    "i8": _to_int,
+    "boolean": _to_bool,
+    "double": _to_float,
+    "dateTime.iso8601": parse_datetime,
+    "base64": _to_base64,
+    "nil": _to_nil,
+}
+
+# Frame kinds.  A frame is a list [kind, payload, text_parts]; only the kinds
+# in _TEXTUAL collect character data, elsewhere only whitespace is allowed.
+_ROOT, _CALL, _NAME, _PARAMS, _PARAM, _VALUE, _SCALAR, _ARRAY, _DATA, \
+    _STRUCT, _MEMBER, _MEMBER_NAME = range(12)
+_TEXTUAL = frozenset((_NAME, _VALUE, _SCALAR, _MEMBER_NAME))
+
+# What each frame kind may contain, element name -> child frame kind.
+_CHILDREN = {
+    _ROOT: {"methodCall": _CALL},
+    _CALL: {"methodName": _NAME, "params": _PARAMS},
+    _PARAMS: {"param": _PARAM},
+    _PARAM: {"value": _VALUE},
+    _VALUE: dict.fromkeys(_SCALARS, _SCALAR),
+    _ARRAY: {"data": _DATA},
+    _DATA: {"value": _VALUE},
+    _STRUCT: {"member": _MEMBER},
+    _MEMBER: {"name": _MEMBER_NAME, "value": _VALUE},
+}
+_CHILDREN[_VALUE].update(array=_ARRAY, struct=_STRUCT)
+_VALUE_PARENTS = frozenset((_PARAM, _DATA, _MEMBER))
+
+_UNSET = object()
+
+
+class _CallBuilder:
+    """expat handlers that assemble (method, params) as elements close."""
+
+    def __init__(self):
+        self.method = None
+        self.params = None
+        # The root frame's payload counts methodCall elements seen.
+        self.stack = [[_ROOT, 0, None]]
+
+    def start(self, tag, attrs):
+        stack = self.stack
+        parent = stack[-1]
+        # The three commonest elements first, checked inline.
+        if tag == "value" and parent[0] in _VALUE_PARENTS:
+            if len(stack) >= MAX_STACK:
+                raise MalformedRequest("nesting too deep")
+            stack.append([_VALUE, _UNSET, []])
+            return
+        if tag == "member" and parent[0] == _STRUCT:
+            stack.append([_MEMBER, [_UNSET, _UNSET], None])
+            return
+        if tag == "name" and parent[0] == _MEMBER:
+            if parent[1][0] is not _UNSET:
+                raise MalformedRequest("<member> with two <name>")
+            stack.append([_MEMBER_NAME, None, []])
+            return
+        kind = _CHILDREN.get(parent[0], {}).get(tag)
+        if kind is None or kind == _VALUE or kind == _MEMBER:
+            raise MalformedRequest("unexpected <%s>" % (tag,))
+        if len(stack) >= MAX_STACK:
+            raise MalformedRequest("nesting too deep")
+        if parent[0] == _VALUE:
+            # A value holds at most one element, after optional whitespace.
+            if parent[1] is not _UNSET or "".join(parent[2]).strip():
+                raise MalformedRequest("<value> with mixed content")
+            parent[1] = None  # claimed; the child fills it in on close
+        if kind == _SCALAR:
+            stack.append([_SCALAR, tag, []])
+        elif kind == _ARRAY:
+            stack.append([_ARRAY, None, None])
+        elif kind == _DATA:
+            if parent[1] is not None:
+                raise MalformedRequest("<array> with two <data>")
+            parent[1] = []
+            stack.append([_DATA, parent[1], None])
+        elif kind == _STRUCT:
+            stack.append([_STRUCT, {}, None])
+        elif kind == _NAME:
+            if self.method is not None:
+                raise MalformedRequest("two <methodName>")
+            stack.append([_NAME, None, []])
+        elif kind == _PARAMS:
+            if self.params is not None:
+                raise MalformedRequest("two <params>")
+            self.params = []
+            stack.append([_PARAMS, None, None])
+        elif kind == _CALL:
+            if parent[1]:
+                raise MalformedRequest("two <methodCall>")
+            parent[1] = 1
+            stack.append([_CALL, None, None])
+        else:  # _PARAM
+            stack.append([_PARAM, _UNSET, None])
+
+    def end(self, tag):
+        stack = self.stack
+        frame = stack.pop()
+        kind = frame[0]
+        if kind == _VALUE:
+            if frame[1] is _UNSET:
+                value = "".join(frame[2])
+            else:
+                if frame[2] and "".join(frame[2]).strip():
+                    raise MalformedRequest("<value> with mixed content")
+                value = frame[1]
+            parent = stack[-1]
+            if parent[0] == _MEMBER:
+                if parent[1][1] is not _UNSET:
+                    raise MalformedRequest("<member> with two <value>")
+                parent[1][1] = value
+            elif parent[0] == _DATA:
+                parent[1].append(value)
+            else:  # _PARAM
+                if parent[1] is not _UNSET:
+                    raise MalformedRequest("<param> with two <value>")
+                parent[1] = value
+        elif kind == _MEMBER_NAME:
+            stack[-1][1][0] = "".join(frame[2])
+        elif kind == _MEMBER:
+            name, value = frame[1]
+            if name is _UNSET or value is _UNSET:
+                raise MalformedRequest("<member> needs a <name> and a <value>")
+            # Later duplicates win; the dispatcher sees a plain dict.
+            stack[-1][1][name] = value
+        elif kind == _SCALAR:
+            try:
+                stack[-1][1] = _SCALARS[frame[1]]("".join(frame[2]))
+            except (ValueError, binascii.Error, UnicodeError) as e:
+                raise MalformedRequest("bad <%s>: %s" % (frame[1], e))
+        elif kind == _ARRAY:
+            stack[-1][1] = frame[1] if frame[1] is not None else []
+        elif kind == _STRUCT:
+            stack[-1][1] = frame[1]
+        elif kind == _NAME:
+            self.method = "".join(frame[2]).strip()
+        elif kind == _PARAM:
+            if frame[1] is _UNSET:
+                raise MalformedRequest("<param> without <value>")
+            self.params.append(frame[1])
+        # _DATA, _PARAMS, _CALL: their payloads were filled in place.
+
+    def text(self, data):
+        frame = self.stack[-1]
+        if frame[0] in _TEXTUAL:
+            frame[2].append(data)
+        elif not data.isspace():
+            raise MalformedRequest("stray text %r" % (data[:40],))
+
+
+def _refuse_dtd(*args):
+    raise MalformedRequest("DTDs are not accepted")
+
+
+def decode_call(body):
+    """Parse a methodCall; return (method, params) or raise MalformedRequest.
+
+    Bare-text values are strings even when they look like numbers: XAPI
+    sends 64-bit ints that way, so the callee converts by declared type.
+    """
+    builder = _CallBuilder()
+    parser = expat.ParserCreate()
+    # One text callback per run of text, and attributes (always ignored)
+    # as a list, which is cheaper to build than a dict.
+    parser.buffer_text = True
+    parser.buffer_size = 65536
+    parser.ordered_attributes = True
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    # Refusing at the DOCTYPE start means no declaration is ever processed.
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.EntityDeclHandler = _refuse_dtd
+    parser.ExternalEntityRefHandler = _refuse_dtd
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.text
+    try:
+        parser.Parse(body, True)
+    except expat.ExpatError as e:
+        raise MalformedRequest("XML: %s" % (e,)) from None
+    if builder.method is None:
+        raise MalformedRequest("no <methodName>")
+    if not builder.method:
+        raise MalformedRequest("empty <methodName>")
+    return builder.method, builder.params if builder.params is not None else []
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+#
+# Two encoders producing the same text.  _fast writes every string without
+# looking at it and instead collects it in `strs`; each record-like struct
+# (and the top level) then checks its collected strings in one pass over
+# their join, and only if something there needs escaping is that struct
+# rewritten by _careful, which escapes string by string.  Per-string checks
+# cost more than everything else put together on large results.
+#
+# Output is gathered as many small pieces in one list and joined once;
+# extending by a tuple of pieces measured faster than concatenating them.
+
+# Anything that must not appear literally: markup characters, C0 controls
+# other than TAB/LF/CR, and code points that cannot be written in XML 1.0
+# UTF-8 (lone surrogates, U+FFFE/U+FFFF).
+_needs_escape = re.compile(
+    '[<>&"\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]').search
+
+_ESCAPES = {ord("<"): "&lt;", ord(">"): "&gt;", ord("&"): "&amp;",
+            ord('"'): "&quot;", 0xFFFE: None, 0xFFFF: None}
+_ESCAPES.update((c, None) for c in range(0x20) if c not in (9, 10, 13))
+_ESCAPES.update((c, "\ufffd") for c in range(0xD800, 0xE000))
+
+
+def _plain(s):
+    """True if s can be written verbatim (a sufficient test, not a
+    necessary one).  Non-printable covers controls, surrogates, U+FFFE and
+    U+FFFF, but also TAB/LF/CR, which are then merely looked at again."""
+    return (s.isprintable() and "<" not in s and ">" not in s
+            and "&" not in s and '"' not in s)
+
+
+def _escape(s):
+    if _plain(s) or _needs_escape(s) is None:
+        return s
+    return s.translate(_ESCAPES)
+
+
+def _key(k):
+    """A struct member name; non-string map keys are stringified."""
+    if isinstance(k, str):
+        return _escape(str.__str__(k))
+    if isinstance(k, bool):
+        return "true" if k else "false"
+    if isinstance(k, int):
+        return "%d" % k
+    raise TypeError("cannot encode %r as a struct key" % (k,))
+
+
+_only_str = frozenset((str,)).issuperset
+_name_value = "</name><value>".join
+_MEMBER_SEP = "</value></member><member><name>"
+
+
+def _fast(v, out, strs):
+    # Exact type tests: cheap, and they cannot confuse the subclasses
+    # (DateTime is a str; bool and Int32 are ints).
+    t = type(v)
+    if t is str:
+        strs.append(v)
+        out.extend(("<value>", v, "</value>"))
+    elif t is list or t is tuple:
+        _fast_list(v, out, strs)
+    elif t is dict:
+        _fast_dict(v, out, strs)
+    else:
+        _careful(v, out)
+
+
+def _fast_list(v, out, strs):
+    if v and _only_str(map(type, v)):
+        # Sets of refs/enums/strings: one join.
+        strs.extend(v)
+        out.extend(("<value><array><data><value>", "</value><value>".join(v),
+                    "</value></data></array></value>"))
+    elif not v:
+        out.append("<value><array><data></data></array></value>")
+    else:
+        out.append("<value><array><data>")
+        for x in v:
+            _fast(x, out, strs)
+        out.append("</data></array></value>")
+
+
+def _fast_dict(v, out, strs):
+    if not v:
+        out.append("<value><struct></struct></value>")
+        return
+    if _only_str(map(type, v.values())):
+        # string -> string maps (other_config and friends): joined in C;
+        # the join refuses non-string keys, which go the long way.
+        try:
+            joined = _MEMBER_SEP.join(map(_name_value, v.items()))
+        except TypeError:
+            pass
+        else:
+            strs.extend(v)
+            strs.extend(v.values())
+            out.extend(("<value><struct><member><name>", joined,
+                        "</value></member></struct></value>"))
+            return
+    # Records.  Field types are tested most common first, and strings,
+    # scalars and string sets/maps are written inline: calls and list
+    # operations are what costs here.
+    out_mark = len(out)
+    strs_mark = len(strs)
+    ext = out.extend
+    keep = strs.append
+    keep_all = strs.extend
+    if _only_str(map(type, v)):
+        keep_all(v)
+        items = v.items()
+    else:
+        items = [(_key(k), x) for k, x in v.items()]
+    out.append("<value><struct>")
+    for k, x in items:
+        t = type(x)
+        if t is str:
+            keep(x)
+            ext(("<member><name>", k, "</name><value>", x,
+                 "</value></member>"))
+        elif t is int:
+            ext(("<member><name>", k, "</name><value>", _int_text(x),
+                 "</value></member>"))
+        elif t is bool:
+            ext(("<member><name>", k, _TRUE_TAIL if x else _FALSE_TAIL))
+        elif t is list and x and _only_str(map(type, x)):
+            keep_all(x)
+            ext(("<member><name>", k, "</name><value><array><data><value>",
+                 "</value><value>".join(x),
+                 "</value></data></array></value></member>"))
+        elif t is dict and x and _only_str(map(type, x.values())):
+            try:
+                joined = _MEMBER_SEP.join(map(_name_value, x.items()))
+            except TypeError:
+                ext(("<member><name>", k, "</name>"))
+                _fast_dict(x, out, strs)
+                out.append("</member>")
+            else:
+                keep_all(x)
+                keep_all(x.values())
+                ext(("<member><name>", k, "</name><value><struct><member>"
+                     "<name>", joined, "</value></member></struct></value>"
+                     "</member>"))
+        else:
+            ext(("<member><name>", k, "</name>"))
+            _fast(x, out, strs)
+            out.append("</member>")
+    out.append("</struct></value>")
+    if len(strs) > strs_mark:
+        ok = _plain(" ".join(strs[strs_mark:]))
+        del strs[strs_mark:]
+        if not ok:
+            del out[out_mark:]
+            _careful(v, out)
+
+
+_int_text = int.__repr__
+_TRUE_TAIL = "</name><value><boolean>1</boolean></value></member>"
+_FALSE_TAIL = "</name><value><boolean>0</boolean></value></member>"
+
+
+def _careful(v, out):
+    """Encode v escaping each string as needed; also handles every type
+    _fast leaves alone."""
+    t = type(v)
+    if t is str:
+        out.extend(("<value>", _escape(v), "</value>"))
+    elif t is bool:
+        out.append("<value><boolean>1</boolean></value>" if v
+                   else "<value><boolean>0</boolean></value>")
+    elif t is int:
+        out.append("<value>%d</value>" % v)
+    elif t is DateTime:
+        out.extend(("<value><dateTime.iso8601>", _escape(v),
+                    "</dateTime.iso8601></value>"))
+    elif t is float:
+        out.append("<value><double>%.16g</double></value>" % v)
+    elif v is None:
+        out.append("<value><nil/></value>")
+    elif t is Int32:
+        out.append("<value><i4>%d</i4></value>" % v)
+    elif t is dict:
+        out.append("<value><struct>")
+        for k, x in v.items():
+            out.extend(("<member><name>", _key(k), "</name>"))
+            _careful(x, out)
+            out.append("</member>")
+        out.append("</struct></value>")
+    elif t is list or t is tuple:
+        out.append("<value><array><data>")
+        for x in v:
+            _careful(x, out)
+        out.append("</data></array></value>")
+    # Subclasses and the rarer types.
+    elif isinstance(v, DateTime):
+        _careful(DateTime(str.__str__(v)), out)
+    elif isinstance(v, str):
+        _careful(str.__str__(v), out)
+    elif isinstance(v, bool):
+        _careful(bool(v), out)
+    elif isinstance(v, Int32):
+        _careful(Int32(v), out)
+    elif isinstance(v, int):
+        _careful(int(v), out)
+    elif isinstance(v, float):
+        _careful(float(v), out)
+    elif isinstance(v, dict):
+        _careful(dict(v), out)
+    elif isinstance(v, (list, tuple, set, frozenset)):
+        _careful(list(v), out)
+    elif isinstance(v, (bytes, bytearray, memoryview)):
+        out.extend(("<value><base64>", binascii.b2a_base64(
+            bytes(v), newline=False).decode("ascii"), "</base64></value>"))
+    else:
+        raise TypeError("cannot encode %s as XML-RPC" % (type(v).__name__,))
+
+
+def _encode(v, out):
+    mark = len(out)
+    strs = []
+    _fast(v, out, strs)
+    if strs and not _plain(" ".join(strs)):
+        del out[mark:]
+        _careful(v, out)
+
+
+def encode_value(v):
+    """The <value>...</value> fragment for v, as a str."""
+    out = []
+    _encode(v, out)
+    return "".join(out)
+
+
+_HEAD = '<?xml version="1.0"?><methodResponse><params><param>'
+_TAIL = "</param></params></methodResponse>"
+_SUCCESS_HEAD = (_HEAD + "<value><struct><member><name>Status</name>"
+                 "<value>Success</value></member><member><name>Value</name>")
+_FAILURE_HEAD = (_HEAD + "<value><struct><member><name>Status</name>"
+                 "<value>Failure</value></member><member>"
+                 "<name>ErrorDescription</name>")
+_STRUCT_TAIL = "</member></struct></value>" + _TAIL
+
+
+def encode_success(value):
+    """{Status: Success, Value: value} methodResponse, as bytes."""
+    out = [_SUCCESS_HEAD]
+    _encode(value, out)
+    out.append(_STRUCT_TAIL)
+    return "".join(out).encode("utf-8")
+
+
+def encode_failure(error_description):
+    """{Status: Failure, ErrorDescription: [...]} methodResponse, as bytes.
+    Every element is sent as a string, whatever its Python type."""
+    out = [_FAILURE_HEAD]
+    _careful([_error_param(x) for x in error_description], out)
+    out.append(_STRUCT_TAIL)
+    return "".join(out).encode("utf-8")
+
+
+def _error_param(x):
+    if isinstance(x, str):
+        return str.__str__(x)
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    return str(x)
+
+
+def encode_bare(value):
+    """methodResponse whose only param is value itself, not wrapped in a
+    Status struct (system.listMethods)."""
+    out = [_HEAD]
+    _encode(value, out)
+    out.append(_TAIL)
+    return "".join(out).encode("utf-8")
+
+
+def encode_fault(code, text):
+    """A standard XML-RPC <fault>, for bodies that could not be parsed."""
+    return ('<?xml version="1.0"?><methodResponse><fault><value><struct>'
+            "<member><name>faultCode</name><value><int>%d</int></value>"
+            "</member><member><name>faultString</name><value>%s</value>"
+            "</member></struct></value></fault></methodResponse>"
+            % (int(code), _escape(str(text)))).encode("utf-8")

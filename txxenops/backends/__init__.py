@@ -1,0 +1,1 @@
+"""txxenops backends."""
