@@ -41,7 +41,9 @@ def role_uuid(name):
     return str(uuid_.UUID(bytes=hashlib.md5(name.encode()).digest()))
 
 
-def read_inventory(data_dir):
+def read_inventory(data_dir, defaults=None):
+    """This host's identity; missing facts come from ``defaults`` or are
+    made up, and are written back."""
     path = os.path.join(data_dir, "inventory")
     facts = {}
     if os.path.exists(path):
@@ -53,7 +55,7 @@ def read_inventory(data_dir):
     changed = False
     for key in ("INSTALLATION_UUID", "CONTROL_DOMAIN_UUID"):
         if key not in facts:
-            facts[key] = new_uuid()
+            facts[key] = (defaults or {}).get(key) or new_uuid()
             changed = True
     if changed:
         tmp = path + ".tmp"

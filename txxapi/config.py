@@ -18,6 +18,7 @@ DEFAULTS = {
     "login-failure-delay": "5",
     "max-rpc-size": str(300 * 1024),
     "simulator-memory": str(64 * 1024 ** 3),
+    "import-db": "",
 }
 SECTION = "xapi"
 

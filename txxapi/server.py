@@ -14,6 +14,7 @@ from txxapi.api.dispatch import Dispatcher
 from txxapi.api.sessions import SessionManager
 from txxapi.api.tasks import TaskManager
 from txxapi.datamodel import MODEL
+from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.events import EventHub
 from txxapi.forwarding import LocalForwarder
@@ -23,7 +24,8 @@ log = Logger()
 
 class Server:
     def __init__(self, data_dir, portal, xenops, persistence,
-                 bind="", login_failure_delay=5.0, reactor=None):
+                 bind="", login_failure_delay=5.0, reactor=None,
+                 import_db=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -32,18 +34,24 @@ class Server:
         self.xenops = xenops
         self.db = Database(MODEL)
         self.persistence = persistence
-        self.sessions = SessionManager(self, portal, login_failure_delay)
-        self.tasks = TaskManager(self)
+        self.sessions = SessionManager(self, portal, login_failure_delay,
+                                       clock=reactor)
+        self.tasks = TaskManager(self, clock=reactor)
         self.events = EventHub(self)
         self.dispatcher = Dispatcher(self)
         self.forwarder = LocalForwarder(self)
         self.host_ref = None
         self.pool_ref = None
+        self.import_db = import_db
 
     @defer.inlineCallbacks
     def start(self):
         yield self.persistence.open(self.db)
-        inventory = bootstrap.read_inventory(self.data_dir)
+        identity = {}
+        if self.import_db and not self.db.count("host"):
+            identity = self._import(self.import_db)
+            yield self.persistence.snapshot()
+        inventory = bootstrap.read_inventory(self.data_dir, identity)
         host_uuid = inventory["INSTALLATION_UUID"]
         bootstrap.load_roles(self.db)
         if host_uuid in self.db.table("host").by_uuid:
@@ -60,6 +68,22 @@ class Server:
         self.sessions.start()
         self.tasks.start()
         self.events.start()
+
+    def _import(self, path):
+        """Take over a real XAPI's state.db; this host becomes its pool's
+        master host.  Returns the inventory facts that say so."""
+        summary = statedb.import_xapi(path, self.db)
+        log.info("imported {path}: {summary}", path=path, summary=summary)
+        identity = {}
+        for _, pool in self.db.records("pool"):
+            if self.db.exists("host", pool["master"]):
+                host = self.db.fields("host", pool["master"])
+                identity["INSTALLATION_UUID"] = host["uuid"]
+                dom0 = host["control_domain"]
+                if self.db.exists("VM", dom0):
+                    identity["CONTROL_DOMAIN_UUID"] = \
+                        self.db.fields("VM", dom0)["uuid"]
+        return identity
 
     @defer.inlineCallbacks
     def stop(self):

@@ -85,7 +85,7 @@ class XapiService(service.Service):
         self.server = Server(
             data_dir, make_portal(make_checkers(s)), backend, persistence,
             bind=s["bind"], login_failure_delay=float(s["login-failure-delay"]),
-            reactor=self.reactor)
+            reactor=self.reactor, import_db=s["import-db"] or None)
         yield self.server.start()
         site = make_site(self.server, max_rpc_size=int(s["max-rpc-size"]))
         bind = s["bind"]

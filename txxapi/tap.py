@@ -34,6 +34,9 @@ class Options(usage.Options):
         ["max-rpc-size", None, None, "Largest RPC body in bytes (307200)."],
         ["simulator-memory", None, None,
          "Memory of the simulated host in bytes (64 GiB)."],
+        ["import-db", None, None,
+         "On a first start, take over this XAPI state.db (this host "
+         "becomes its pool's master)."],
     ]
 
     def postOptions(self):

@@ -7,6 +7,7 @@ only says what each kind does.
 
 from txxapi.datamodel.schema import RO_RUNTIME
 from txxapi.datamodel.types import BadEnum, TypeMismatch
+from txxapi.db.where import compile_expr
 from txxapi.errors import XenAPIError
 
 
@@ -87,11 +88,7 @@ def _get_all_records(ctx):
 
 
 def _matching(ctx, expr):
-    from txxapi.db.where import compile_expr
-    predicate = compile_expr(expr)
-    table = ctx.db.table(ctx.message.cls.name)
-    return [ref for ref, row in table.rows.items()
-            if predicate(table.cls, row.fields)]
+    return compile_expr(expr).select(ctx.db.table(ctx.message.cls.name))
 
 
 def _get_all_records_where(ctx, expr):

@@ -295,6 +295,20 @@ class Database:
             self._unindex(t, t.rows.pop(ref))
         self.generation = max(self.generation, gen)
 
+    def reset_runtime(self, names):
+        """Put runtime-only fields (operations in flight, say) back to
+        their defaults after a restart, silently: nothing they described
+        survived it."""
+        for t in self.tables.values():
+            reset = {n: t.defaults[n] for n in names if n in t.defaults}
+            if not reset:
+                continue
+            for row in t.rows.values():
+                if any(row.fields[n] != v for n, v in reset.items()):
+                    fields = dict(row.fields)
+                    fields.update(reset)
+                    row.fields = fields
+
     def _unindex(self, t, row):
         fields = row.fields
         t.by_uuid.pop(fields["uuid"], None)

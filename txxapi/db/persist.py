@@ -35,6 +35,9 @@ class NoPersistence:
     def wait_durable(self, generation):
         return defer.succeed(None)
 
+    def snapshot(self):
+        return defer.succeed(None)
+
     def close(self):
         return defer.succeed(None)
 
@@ -69,6 +72,8 @@ class Persistence:
                 db.apply_change(record)
             db.generation = max(db.generation, record[0])
             replayed += 1
+        # Operations in flight when the last process stopped are gone.
+        db.reset_runtime(statedb.RESET_ON_LOAD)
         db.persistent_generation = db.generation
         log.info("database loaded: snapshot generation {g}, {n} log records "
                  "replayed, generation now {now}", g=generation, n=replayed,

@@ -65,6 +65,7 @@ SCHEMA_MINOR_VSN = 909
 RESET_ON_LOAD = ("allowed_operations", "current_operations")
 
 _ROWS_PER_CHUNK = 2000
+_TEXT_KINDS = ("string", "ref", "enum", "datetime")
 _READ_BLOCK = 1 << 20
 _SEP = "\x00"  # cannot occur in XML text, so it can delimit values
 # XML 1.0 has no way to carry these, not even as character references.
@@ -146,7 +147,7 @@ class _WritePlan:
         for i, f in enumerate(self.fields):
             get = "f[%r]" % f.name
             kind = f.type.kind
-            if kind in ("string", "ref", "enum", "datetime"):
+            if kind in _TEXT_KINDS:
                 parts.append(get)
             elif kind == "int":
                 parts.append("str(%s)" % get)
@@ -168,9 +169,9 @@ class _WritePlan:
         for f in self.fields:
             value = fields.get(f.name, f.default)
             try:
-                text = to_db_func(f.type)(value)
-                if not isinstance(text, str):
+                if f.type.kind in _TEXT_KINDS and not isinstance(value, str):
                     raise TypeError(value)
+                text = to_db_func(f.type)(value)
             except Exception:
                 log.warn("state.db: {cls}.{field} of {ref} is not a {typ} "
                          "({value!r}); writing the default",
