@@ -91,7 +91,7 @@ def parse_subscription(item):
 class Subscription:
     """A parsed set of subscription items, matched by lower-case class."""
 
-    __slots__ = ("items", "all", "classes", "objects")
+    __slots__ = ("items", "all", "classes", "objects", "task_only")
 
     def __init__(self, items):
         self.items = list(items)
@@ -105,14 +105,12 @@ class Subscription:
                 self.classes.add(item[1])
             else:
                 self.objects.setdefault(item[1], set()).add(item[2])
+        self.task_only = all(i[0] != "*" and i[1] == "task"
+                             for i in self.items)
 
     @classmethod
     def parse(cls, items):
         return cls([parse_subscription(i) for i in items])
-
-    @property
-    def task_only(self):
-        return all(i[0] != "*" and i[1] == "task" for i in self.items)
 
     def table_matches(self, lower):
         return self.all or lower in self.classes or lower in self.objects
@@ -191,7 +189,13 @@ class _FromCall:
         if self.done:
             return
         hub = self.hub
-        result, gen, msg_gen = hub.collect(self)
+        try:
+            result, gen, msg_gen = hub.collect(self)
+        except Exception:
+            # This call's answer only; the others woken with it go on.
+            self.close()
+            self.d.errback(Failure())
+            return
         if result["events"] or self.expired:
             self.finish(result)
             return
@@ -210,10 +214,6 @@ class _FromCall:
     def finish(self, result):
         self.close()
         self.d.callback(result)
-
-    def fail(self, error):
-        self.close()
-        self.d.errback(Failure(error))
 
     def close(self):
         self.done = True
@@ -272,7 +272,7 @@ class EventHub:
         # Blocked event.from calls, by what wakes them.
         self._watch_all = set()
         self._watch = {}       # lower class or (lower class, ref) -> set
-        self._by_session = {}  # session -> set of calls (from and next)
+        self._by_session = {}  # session -> its event.from calls
         self._pending = []     # sets of woken calls, collected together
         self._flush_timer = None
         self._log_floor = 0
@@ -306,7 +306,7 @@ class EventHub:
         for s in self._watch.values():
             calls.update(s)
         for s in self._by_session.values():
-            calls.update(c for c in s if isinstance(c, _FromCall))
+            calls.update(s)
         for call in calls:
             if not call.done:
                 call.close()

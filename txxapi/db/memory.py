@@ -55,6 +55,8 @@ class Table:
         self.defaults = {f.name: f.default for f in cls.stored_fields}
         # (set field in a record, table holding the ref, indexed field)
         self.views = []
+        # indexed ref field -> table whose computed set field it feeds
+        self.view_targets = {}
 
     def index(self, field):
         return self.indexes.setdefault(field, {})
@@ -73,6 +75,7 @@ class Database:
             for set_field, (src_cls, src_field) in table.cls.views.items():
                 src = self.tables[src_cls]
                 src.index(src_field)
+                src.view_targets[src_field] = name
                 table.views.append((set_field, src, src_field))
         self.listeners = []
         # Recent changes, for event.from: parallel lists of generations and
@@ -189,9 +192,12 @@ class Database:
         if t.by_name is not None:
             t.by_name.setdefault(row_fields.get("name_label", ""), {})[ref] \
                 = None
+        touched = []
         for field, index in t.indexes.items():
             self._index_add(index, row_fields.get(field), ref)
+            touched += self._view_targets(t, field, row_fields.get(field))
         self._logged(gen, t, ref, "add", row_fields)
+        self._touch_all(touched)
         return ref
 
     def update(self, table, ref, changes):
@@ -208,12 +214,20 @@ class Database:
         if unknown:
             raise XenAPIError("INTERNAL_ERROR", "unknown fields %s in %s"
                               % (unknown, table))
+        # Writing a value a field already holds is no change at all: no
+        # generation, no event (metrics writers rely on this).
+        changes = {k: v for k, v in changes.items() if old[k] != v}
+        if not changes:
+            return
         new = dict(old)
         new.update(changes)
+        touched = []
         for field, index in t.indexes.items():
-            if field in changes and changes[field] != old[field]:
+            if field in changes:
                 self._index_remove(index, old[field], ref)
                 self._index_add(index, new[field], ref)
+                touched += self._view_targets(t, field, old[field])
+                touched += self._view_targets(t, field, new[field])
         if t.by_name is not None and "name_label" in changes:
             self._index_remove(t.by_name, old["name_label"], ref)
             t.by_name.setdefault(new["name_label"], {})[ref] = None
@@ -226,6 +240,7 @@ class Database:
         row.fields = new
         row.mtime = gen
         self._logged(gen, t, ref, "mod", dict(changes))
+        self._touch_all(touched)
 
     def delete(self, table, ref):
         t = self.tables[table]
@@ -237,13 +252,16 @@ class Database:
         t.by_uuid.pop(fields["uuid"], None)
         if t.by_name is not None:
             self._index_remove(t.by_name, fields.get("name_label", ""), ref)
+        touched = []
         for field, index in t.indexes.items():
             self._index_remove(index, fields.get(field), ref)
+            touched += self._view_targets(t, field, fields.get(field))
         gen = self._next_generation()
         self.tombstones[(table, ref)] = (gen, row.ctime)
         if len(self.tombstones) > TOMBSTONE_KEEP:
             self._trim_tombstones()
         self._logged(gen, t, ref, "del", None)
+        self._touch_all(touched)
 
     def touch(self, table, ref):
         """Bump a row's generation without changing it (event.inject)."""
@@ -256,6 +274,21 @@ class Database:
         row.mtime = gen
         self._logged(gen, t, ref, "touch", {})
         return gen
+
+    def _view_targets(self, t, field, value):
+        """(table, ref) of rows whose computed set fields list this row
+        through ``field``: they change when it does."""
+        target = t.view_targets.get(field)
+        if target is None or value is None:
+            return []
+        rows = self.tables[target].rows
+        values = value if isinstance(value, list) else (value,)
+        return [(target, v) for v in values if v in rows]
+
+    def _touch_all(self, targets):
+        for table, ref in dict.fromkeys(targets):
+            if ref in self.tables[table].rows:
+                self.touch(table, ref)
 
     # -- loading (startup, replication) ------------------------------------
 

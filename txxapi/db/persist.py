@@ -75,6 +75,9 @@ class Persistence:
         # Operations in flight when the last process stopped are gone.
         db.reset_runtime(statedb.RESET_ON_LOAD)
         db.persistent_generation = db.generation
+        # The change log of this process starts here; event.from answers
+        # older tokens from row generations.
+        db.log_start = db.generation
         log.info("database loaded: snapshot generation {g}, {n} log records "
                  "replayed, generation now {now}", g=generation, n=replayed,
                  now=db.generation)

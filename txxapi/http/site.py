@@ -71,8 +71,12 @@ class Root(resource.Resource):
         return b"txxapi\n"
 
 
-def make_site(server_, max_rpc_size=MAX_RPC_SIZE):
+def make_site(server_, max_rpc_size=MAX_RPC_SIZE, access_log=False):
     site = server.Site(Root(server_))
+    # RPC bodies are XML or JSON, never forms: skip Twisted's form parsing.
+    site._parsePOSTFormSubmission = False
+    if not access_log:
+        site.log = lambda request: None
     site.requestFactory = type("Request", (XapiRequest,),
                                {"max_rpc_size": max_rpc_size})
     site.displayTracebacks = False
