@@ -43,6 +43,10 @@ class Server:
         self.host_ref = None
         self.pool_ref = None
         self.import_db = import_db
+        # Parts that start after the database is ready and stop before it
+        # closes, in order: objects with start() and stop(), each of which
+        # may return a Deferred.
+        self.components = []
 
     @defer.inlineCallbacks
     def start(self):
@@ -68,6 +72,8 @@ class Server:
         self.sessions.start()
         self.tasks.start()
         self.events.start()
+        for component in self.components:
+            yield component.start()
 
     def _import(self, path):
         """Take over a real XAPI's state.db; this host becomes its pool's
@@ -87,6 +93,8 @@ class Server:
 
     @defer.inlineCallbacks
     def stop(self):
+        for component in reversed(self.components):
+            yield component.stop()
         self.events.stop()
         self.tasks.stop()
         self.sessions.stop()
