@@ -4,11 +4,19 @@ one interface (IXenopsBackend) with two backends: a simulator and libxl.
 Never imports txxapi or txstorage: disks arrive as plain paths.
 """
 
-from txxenops.errors import (  # noqa: F401
+from txxenops.errors import (
     BackendUnavailable, BadDomainState, Cancelled, DeviceError, DomainNotFound,
     ImageError, InvalidSpec, MigrationError, NotEnoughMemory, ShutdownTimeout,
     SuspendTimeout, XenopsError)
-from txxenops.interfaces import IXenopsBackend  # noqa: F401
-from txxenops.types import (  # noqa: F401
+from txxenops.interfaces import IXenopsBackend
+from txxenops.types import (
     ConsoleInfo, CpuInfo, DomainEvent, DomainInfo, HostInfo, VBDSpec, VIFSpec,
     VMSpec)
+
+__all__ = [
+    "BackendUnavailable", "BadDomainState", "Cancelled", "DeviceError",
+    "DomainNotFound", "ImageError", "InvalidSpec", "MigrationError",
+    "NotEnoughMemory", "ShutdownTimeout", "SuspendTimeout", "XenopsError",
+    "IXenopsBackend", "ConsoleInfo", "CpuInfo", "DomainEvent", "DomainInfo",
+    "HostInfo", "VBDSpec", "VIFSpec", "VMSpec",
+]

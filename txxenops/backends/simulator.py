@@ -1,21 +1,98 @@
 """
-The simulator backend: a host modelled in memory, the embedded default
-where no Xen is present.  CPUs are taken from the machine it runs on;
-memory is a configurable simulated amount.
+The simulator backend: a Xen host modelled in memory, the embedded default
+where no Xen is present.
+
+What it models (after xenopsd's own simulator, plus what XAPI can observe):
+* memory: host total, dom0, and per domain its actual memory plus the
+  overhead XAPI would compute; a start takes target memory if free, else
+  down to dynamic_min (as squeezed would), else fails with nothing left;
+* domids increasing from 1, never reused until they wrap;
+* operation times (``op_time``) slept in the calling thread, so concurrent
+  operations on different VMs overlap;
+* a guest that acknowledges clean shutdown/reboot/suspend after
+  ``shutdown_delay`` unless its VM has other_config simulator-hung=true,
+  and whose agent reports guest metrics ``agent_delay`` seconds after it
+  first runs;
+* vCPU time advancing with wall time while running;
+* an RFB console per domain on a loopback port (see simconsole);
+* with ``state_dir``, the domain table survives a restart of the process,
+  like domains outliving their toolstack.
+
+Per-VM knobs in VMSpec.other_config:
+  simulator-hung           'true': ignores shutdown/reboot/suspend requests,
+                           refuses non-forced unplugs, balloon stuck
+  simulator-no-agent       'true': no PV tools, so never any guest metrics
+  simulator-agent-delay    seconds, overrides ``agent_delay``
+  simulator-shutdown-delay seconds, overrides ``shutdown_delay``
+  simulator-cpu-load       fraction of each vCPU busy (default 0.1)
+  simulator-os-name/-distro/-major/-minor/-uname   the OS the agent reports
+                           (else guessed from install-distro, the name and
+                           platform:viridian)
 """
 
+import copy
+import hashlib
+import heapq
+import json
+import logging
 import os
+import queue
 import socket
+import stat
+import threading
+import time
 
 from zope.interface import implementer
 
+from txxenops.backends.simconsole import ConsoleServer
+from txxenops.errors import (
+    BackendUnavailable, BadDomainState, Cancelled, DeviceError, DomainNotFound,
+    ImageError, InvalidSpec, MigrationError, NotEnoughMemory, ShutdownTimeout,
+    SuspendTimeout, XenopsError)
 from txxenops.interfaces import IXenopsBackend
-from txxenops.types import CpuInfo, HostInfo
+from txxenops.memory import memory_overhead
+from txxenops.types import (
+    DOMAIN_TYPES, SHUTDOWN_REASONS, ConsoleInfo, CpuInfo, DomainEvent,
+    DomainInfo, HostInfo, VBDSpec, VIFSpec, VMSpec)
+
+log = logging.getLogger(__name__)
 
 GIB = 1024 ** 3
 DEFAULT_MEMORY = 64 * GIB
 DOM0_MEMORY = 4 * GIB
 XEN_VERSION = "4.17.5"
+MAX_DOMID = 0x7FEF            # above are Xen's reserved domids
+STATE_FILE = "domains.json"
+STATE_VERSION = 1
+IMAGE_MAGIC = b"TXXENOPS-SIM-IMAGE"
+IMAGE_VERSION = 1
+MAX_IMAGE = 64 * 1024 * 1024
+DEFAULT_CPU_LOAD = 0.1
+PV_TOOLS_VERSION = {"major": "9", "minor": "4", "micro": "0", "build": "1"}
+
+# hint -> (name, distro, major, minor, uname)
+_OSES = {
+    "debian": ("Debian GNU/Linux 12 (bookworm)", "debian", "12", "5",
+               "6.1.0-18-amd64"),
+    "ubuntu": ("Ubuntu 22.04.4 LTS", "ubuntu", "22", "04",
+               "5.15.0-105-generic"),
+    "centos": ("CentOS Stream 9", "centos", "9", "0",
+               "5.14.0-427.el9.x86_64"),
+    "rhel": ("Red Hat Enterprise Linux 9.3 (Plow)", "rhel", "9", "3",
+             "5.14.0-362.8.1.el9_3.x86_64"),
+    "rocky": ("Rocky Linux 9.3 (Blue Onyx)", "rocky", "9", "3",
+              "5.14.0-362.8.1.el9_3.x86_64"),
+    "alma": ("AlmaLinux 9.3 (Shamrock Pampas Cat)", "almalinux", "9", "3",
+             "5.14.0-362.8.1.el9_3.x86_64"),
+    "sles": ("SUSE Linux Enterprise Server 15 SP5", "sles", "15", "5",
+             "5.14.21-150500.53-default"),
+    "xcp": ("XCP-ng 8.3", "xcp-ng", "8", "3", "4.19.0+1"),
+    "windows": ("Microsoft Windows Server 2022 Standard|C:\\Windows|"
+                "\\Device\\Harddisk0\\Partition2", "windows", "10", "0", ""),
+}
+_OS_ALIASES = {"rhel": "rhel", "redhat": "rhel", "oracle": "rhel",
+               "almalinux": "alma", "suse": "sles", "opensuse": "sles",
+               "win": "windows"}
 
 
 def read_cpus(path="/proc/cpuinfo"):
@@ -47,22 +124,1113 @@ def read_cpus(path="/proc/cpuinfo"):
     return cpus
 
 
+def disk_device_name(domain_type, userdevice):
+    """The device a VBD appears as: HVM guests see the first four as IDE
+    (hda..hdd), everything else is xvd*, lettered like Linux does."""
+    n = int(userdevice)
+    if domain_type == "hvm" and n < 4:
+        return "hd" + "abcd"[n]
+    letters = ""
+    n += 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        letters = chr(ord("a") + r) + letters
+    return "xvd" + letters
+
+
+def _mac_bytes(mac, salt):
+    try:
+        octets = bytes(int(x, 16) for x in mac.split(":"))
+        if len(octets) == 6:
+            return octets
+    except ValueError:
+        pass
+    # Stable across processes, unlike hash().
+    return b"\x02" + hashlib.sha1(salt.encode()).digest()[:5]
+
+
+def guest_addresses(vif, salt=""):
+    """(ipv4, ipv6) the simulated guest reports on a VIF: 10.x.y.z from the
+    last three MAC octets, and the EUI-64 link-local address."""
+    m = _mac_bytes(vif.mac, salt + vif.device)
+    ipv4 = "10.%d.%d.%d" % (m[3], m[4], m[5] % 254 + 1)
+    eui = bytes([m[0] ^ 2, m[1], m[2], 0xFF, 0xFE, m[3], m[4], m[5]])
+    groups = ["%x" % int.from_bytes(eui[i:i + 2], "big")
+              for i in range(0, 8, 2)]
+    return ipv4, "fe80::" + ":".join(groups)
+
+
+def _os_of(spec):
+    oc = spec.other_config
+    hints = [oc.get("simulator-os", ""), oc.get("install-distro", ""),
+             oc.get("os-distro", ""), spec.name]
+    if str(spec.platform.get("viridian", "")).lower() == "true":
+        hints.insert(1, "windows")
+    guess = _OSES["debian"]
+    for hint in hints:
+        hint = hint.lower()
+        key = next((k for k in list(_OSES) + list(_OS_ALIASES)
+                    if k in hint), None)
+        if key:
+            guess = _OSES[_OS_ALIASES.get(key, key)]
+            break
+    name, distro, major, minor, uname = guess
+    return {
+        "name": oc.get("simulator-os-name", name),
+        "distro": oc.get("simulator-os-distro", distro),
+        "major": oc.get("simulator-os-major", major),
+        "minor": oc.get("simulator-os-minor", minor),
+        "uname": oc.get("simulator-os-uname", uname),
+    }
+
+
+def _float_knob(spec, key, default):
+    try:
+        return float(spec.other_config.get(key, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def _hung(spec):
+    return spec.other_config.get("simulator-hung") == "true"
+
+
+class _Domain:
+    """One domain, as the simulated hypervisor knows it."""
+
+    FIELDS = ("domid", "state", "shutdown_reason", "memory_target",
+              "memory_actual", "overhead", "vcpus", "cpu_accum",
+              "running_since", "start_time", "guest_metrics", "agent_due",
+              "console_port")
+
+    def __init__(self, spec, domid, overhead, actual):
+        self.spec = spec
+        self.domid = domid
+        self.state = "building"
+        self.shutdown_reason = ""
+        self.memory_target = spec.target
+        self.memory_actual = actual
+        self.overhead = overhead
+        self.vcpus = spec.vcpus
+        self.cpu_accum = [0.0] * spec.vcpus_max
+        self.running_since = None
+        self.start_time = time.time()
+        self.vbds = [copy.deepcopy(v) for v in spec.vbds]
+        self.vifs = [copy.deepcopy(v) for v in spec.vifs]
+        self.guest_metrics = None
+        self.agent_due = None
+        self.console_port = 0
+
+    def to_dict(self):
+        d = {k: getattr(self, k) for k in self.FIELDS}
+        d["spec"] = self.spec.to_dict()
+        d["vbds"] = [v.to_dict() for v in self.vbds]
+        d["vifs"] = [v.to_dict() for v in self.vifs]
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        rec = cls(VMSpec.from_dict(d["spec"]), d["domid"], d["overhead"],
+                  d["memory_actual"])
+        for k in cls.FIELDS:
+            if k in d:
+                setattr(rec, k, d[k])
+        rec.vbds = [VBDSpec.from_dict(v) for v in d.get("vbds", [])]
+        rec.vifs = [VIFSpec.from_dict(v) for v in d.get("vifs", [])]
+        return rec
+
+    def cpu_load(self):
+        return max(0.0, min(1.0, _float_knob(
+            self.spec, "simulator-cpu-load", DEFAULT_CPU_LOAD)))
+
+    def fold_cpu(self, now):
+        """Move the running time so far into cpu_accum."""
+        if self.running_since is not None:
+            spent = max(0.0, now - self.running_since) * self.cpu_load()
+            for i in range(self.vcpus):
+                self.cpu_accum[i] += spent
+            self.running_since = now
+
+    def vcpu_times(self, now):
+        spent = 0.0
+        if self.running_since is not None:
+            spent = max(0.0, now - self.running_since) * self.cpu_load()
+        return [self.cpu_accum[i] + spent for i in range(self.vcpus)]
+
+
+class _Control:
+    """Serialises the operations on one VM and lets a hard operation
+    interrupt a waiting one."""
+
+    def __init__(self, uuid):
+        self.uuid = uuid
+        self.lock = threading.Lock()
+        self.cancel = threading.Event()
+
+
+class _Scheduler:
+    """Runs callables at given Unix times on one daemon thread."""
+
+    def __init__(self):
+        self._heap = []
+        self._seq = 0
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=self._run, name="txxenops-sim-timer", daemon=True)
+        self._thread.start()
+
+    def call_at(self, when, fn):
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (when, self._seq, fn))
+            self._cond.notify()
+
+    def stop(self):
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(5)
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    now = time.time()
+                    if self._heap and self._heap[0][0] <= now:
+                        fn = heapq.heappop(self._heap)[2]
+                        break
+                    timeout = self._heap[0][0] - now if self._heap else None
+                    self._cond.wait(timeout)
+                else:
+                    return
+            try:
+                fn()
+            except Exception:
+                log.exception("simulator timer callback failed")
+
+
+class _Dispatcher:
+    """Delivers events to subscribers, in order, from one daemon thread."""
+
+    def __init__(self):
+        self._queue = queue.Queue()
+        self._subscribers = ()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._run, name="txxenops-sim-events", daemon=True)
+        self._thread.start()
+
+    def subscribe(self, callback):
+        with self._lock:
+            self._subscribers = self._subscribers + (callback,)
+
+    def unsubscribe(self, callback):
+        with self._lock:
+            self._subscribers = tuple(
+                s for s in self._subscribers if s != callback)
+
+    def put(self, event):
+        self._queue.put(event)
+
+    def stop(self):
+        self._queue.put(None)
+        self._thread.join(5)
+
+    def _run(self):
+        while True:
+            event = self._queue.get()
+            if event is None:
+                return
+            for callback in self._subscribers:
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("event subscriber %r failed", callback)
+
+
 @implementer(IXenopsBackend)
 class SimulatorBackend:
     name = "simulator"
 
-    def __init__(self, memory=DEFAULT_MEMORY, hostname=None):
-        self.memory_total = memory
+    def __init__(self, memory=DEFAULT_MEMORY, hostname=None, dom0_memory=None,
+                 state_dir=None, op_time=0.05, agent_delay=0.2,
+                 shutdown_delay=0.1, check_paths=True):
+        self.memory_total = int(memory)
         self.hostname = hostname or socket.gethostname()
         self.cpus = read_cpus()
+        if dom0_memory is None:
+            dom0_memory = min(DOM0_MEMORY, self.memory_total // 8)
+        self.dom0_memory = int(dom0_memory)
+        self.state_dir = state_dir
+        self.op_time = float(op_time)
+        self.agent_delay = float(agent_delay)
+        self.shutdown_delay = float(shutdown_delay)
+        self.check_paths = check_paths
+        self._lock = threading.RLock()
+        self._domains = {}          # VM uuid -> _Domain
+        self._controls = {}         # VM uuid -> _Control
+        self._next_domid = 1
+        self._gen = 0               # bumped on every change to persist
+        self._written_gen = 0
+        self._write_lock = threading.Lock()
+        self._closed = False
+        self._consoles = ConsoleServer()
+        self._dispatcher = _Dispatcher()
+        self._scheduler = _Scheduler()
+        if state_dir:
+            os.makedirs(state_dir, exist_ok=True)
+            self._load()
+
+    # --- host -------------------------------------------------------------
 
     def host_info(self):
         return HostInfo(
             hostname=self.hostname,
             memory_total=self.memory_total,
-            memory_free=self.memory_total - DOM0_MEMORY,
+            memory_free=self.free_memory(),
             hypervisor_version=XEN_VERSION,
             cpus=list(self.cpus),
-            dom0_memory=DOM0_MEMORY,
+            dom0_memory=self.dom0_memory,
             dom0_vcpus=min(len(self.cpus), 16),
         )
+
+    def free_memory(self):
+        with self._lock:
+            return max(0, self._free())
+
+    def memory_overhead(self, spec):
+        return memory_overhead(spec)
+
+    # --- lifecycle --------------------------------------------------------
+
+    def start(self, spec, paused=False):
+        ctl = self._control(spec.uuid)
+        with ctl.lock:
+            ctl.cancel.clear()
+            info = self._build(ctl, spec, paused)
+        self._commit()
+        return info
+
+    def pause(self, uuid):
+        return self._set_run_state(uuid, "running", "paused")
+
+    def unpause(self, uuid):
+        return self._set_run_state(uuid, "paused", "running")
+
+    def shutdown(self, uuid, clean=True, timeout=1200.0):
+        ctl = self._control(uuid)
+        if not clean:
+            ctl.cancel.set()
+        with ctl.lock:
+            ctl.cancel.clear()
+            rec = self._get(uuid, ("running",) if clean else None)
+            if clean:
+                self._guest_request(ctl, rec, timeout, ShutdownTimeout)
+                rec = self._get(uuid, ("running",))
+            self._teardown(rec)
+        self._commit()
+
+    def reboot(self, uuid, clean=True, timeout=1200.0, spec=None):
+        if spec is not None and spec.uuid != uuid:
+            raise InvalidSpec(uuid, "reboot with the spec of VM %s"
+                              % spec.uuid)
+        ctl = self._control(uuid)
+        if not clean:
+            ctl.cancel.set()
+        with ctl.lock:
+            ctl.cancel.clear()
+            rec = self._get(uuid, ("running",) if clean else None)
+            if clean:
+                self._guest_request(ctl, rec, timeout, ShutdownTimeout)
+                rec = self._get(uuid, ("running",))
+            spec = spec or rec.spec
+            self._validate(spec)
+            self._teardown(rec, emit=False)
+            try:
+                info = self._build(ctl, spec, False)
+            except BaseException:
+                self._emit_gone(uuid, rec.domid)
+                raise
+            finally:
+                self._commit()
+        return info
+
+    def suspend(self, uuid, image_path, timeout=1200.0):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            ctl.cancel.clear()
+            rec = self._get(uuid, ("running",))
+            self._guest_request(ctl, rec, timeout, SuspendTimeout)
+            self._sleep(ctl, self.op_time)
+            with self._lock:
+                rec = self._get(uuid, ("running",))
+                image = self._image(rec)
+            try:
+                write_image(image_path, image)
+            except OSError as e:
+                raise ImageError(uuid, "cannot write %s: %s"
+                                 % (image_path, e.strerror or e))
+            self._teardown(rec)
+        self._commit()
+
+    def resume(self, spec, image_path, paused=False):
+        try:
+            image = read_image(image_path)
+        except OSError as e:
+            raise ImageError(spec.uuid, "cannot read %s: %s"
+                             % (image_path, e.strerror or e))
+        except ValueError as e:
+            raise ImageError(spec.uuid, str(e))
+        self._check_image(spec, image)
+        ctl = self._control(spec.uuid)
+        with ctl.lock:
+            ctl.cancel.clear()
+            info = self._build(ctl, spec, paused, saved=image)
+        self._commit()
+        return info
+
+    def destroy(self, uuid):
+        ctl = self._control(uuid)
+        ctl.cancel.set()
+        with ctl.lock:
+            ctl.cancel.clear()
+            with self._lock:
+                rec = self._domains.get(uuid)
+            if rec is None or rec.state == "building":
+                return
+            self._teardown(rec)
+        self._commit()
+
+    def migrate_send(self, uuid, sock, timeout=600.0):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            ctl.cancel.clear()
+            rec = self._get(uuid, ("running", "paused"))
+            was = rec.state
+            with self._lock:
+                self._change_state(rec, "paused")
+                if was != "paused":
+                    self._emit("state", rec)
+            try:
+                sock.settimeout(timeout)
+                self._sleep(ctl, self.op_time)
+                with self._lock:
+                    image = self._image(rec)
+                image["state"] = was
+                send_frame(sock, image)
+                reply = read_line(sock)
+                if reply != b"OK":
+                    raise MigrationError(uuid, "peer: %s" % reply.decode(
+                        "utf-8", "replace"))
+                if ctl.cancel.is_set():
+                    raise Cancelled(uuid)
+                sock.sendall(b"GO\n")
+            except BaseException as e:
+                with self._lock:
+                    if self._domains.get(uuid) is rec and was == "running":
+                        self._change_state(rec, "running")
+                        self._emit("state", rec)
+                if isinstance(e, (MigrationError, Cancelled)):
+                    raise
+                if isinstance(e, (OSError, ValueError)):
+                    raise MigrationError(uuid, str(e) or type(e).__name__)
+                raise
+            self._teardown(rec)
+        self._commit()
+
+    def migrate_receive(self, spec, sock, paused=False, timeout=600.0):
+        sock.settimeout(timeout)
+        try:
+            image = read_frame(sock)
+        except (OSError, ValueError) as e:
+            raise MigrationError(spec.uuid, "receiving: %s" % (e,))
+        ctl = self._control(spec.uuid)
+        try:
+            self._check_image(spec, image)
+            with self._lock:
+                # The sender holds this VM's lock if it is local: fail
+                # now rather than wait for it.
+                if spec.uuid in self._domains:
+                    raise BadDomainState(spec.uuid, "halted",
+                                         self._domains[spec.uuid].state)
+        except XenopsError as e:
+            _send_error(sock, e)
+            raise
+        with ctl.lock:
+            ctl.cancel.clear()
+            try:
+                info = self._build(ctl, spec, True, saved=image)
+            except XenopsError as e:
+                _send_error(sock, e)
+                raise
+            rec = self._get(spec.uuid)
+            try:
+                sock.sendall(b"OK\n")
+                if read_line(sock) != b"GO":
+                    raise MigrationError(spec.uuid, "sender gave up")
+            except BaseException as e:
+                self._teardown(rec)
+                self._commit()
+                if isinstance(e, (OSError, ValueError)):
+                    raise MigrationError(spec.uuid, str(e) or "stream ended")
+                raise
+            with self._lock:
+                if not paused and image.get("state") != "paused":
+                    self._change_state(rec, "running")
+                    self._emit("state", rec)
+                info = self._info(rec)
+        self._commit()
+        return info
+
+    def cancel(self, uuid):
+        with self._lock:
+            ctl = self._controls.get(uuid)
+        if ctl is not None:
+            ctl.cancel.set()
+
+    # --- inspection -------------------------------------------------------
+
+    def domain_info(self, uuid):
+        with self._lock:
+            return self._info(self._get(uuid))
+
+    def list_domains(self):
+        with self._lock:
+            recs = [r for r in self._domains.values()
+                    if r.state != "building"]
+            return [self._info(r) for r in sorted(recs,
+                                                  key=lambda r: r.domid)]
+
+    # --- devices and resources --------------------------------------------
+
+    def plug_vbd(self, uuid, vbd):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            ctl.cancel.clear()
+            rec = self._get(uuid, ("running", "paused"))
+            vbd = copy.deepcopy(vbd)
+            if not vbd.device:
+                vbd.device = disk_device_name(rec.spec.domain_type,
+                                              vbd.userdevice)
+            if self._find_vbd(rec, vbd.device):
+                raise DeviceError(uuid, vbd.device, "device already exists")
+            self._check_path(uuid, vbd.device, vbd.path)
+            self._sleep(ctl, self.op_time)
+            with self._lock:
+                rec = self._get(uuid, ("running", "paused"))
+                if self._find_vbd(rec, vbd.device):
+                    raise DeviceError(uuid, vbd.device,
+                                      "device already exists")
+                rec.vbds.append(vbd)
+                info = self._emit("device", rec)
+        self._commit()
+        return info
+
+    def unplug_vbd(self, uuid, device, force=False):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            ctl.cancel.clear()
+            rec = self._get(uuid, ("running", "paused"))
+            if self._find_vbd(rec, device) is None:
+                raise DeviceError(uuid, device, "no such device")
+            if not force and (_hung(rec.spec) or rec.state != "running"):
+                raise DeviceError(uuid, device,
+                                  "the guest did not release the device")
+            self._sleep(ctl, self.op_time)
+            with self._lock:
+                rec = self._get(uuid)
+                rec.vbds = [v for v in rec.vbds if v.device != device]
+                info = self._emit("device", rec)
+        self._commit()
+        return info
+
+    def insert_cd(self, uuid, device, path):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            ctl.cancel.clear()
+            self._check_path(uuid, device, path)
+            with self._lock:
+                rec = self._get(uuid, ("running", "paused"))
+                vbd = self._cd_drive(rec, device)
+                if not vbd.empty:
+                    raise DeviceError(uuid, device, "media already present")
+                vbd.path, vbd.empty = path, False
+                info = self._emit("device", rec)
+        self._commit()
+        return info
+
+    def eject_cd(self, uuid, device):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            ctl.cancel.clear()
+            with self._lock:
+                rec = self._get(uuid, ("running", "paused"))
+                vbd = self._cd_drive(rec, device)
+                if vbd.empty:
+                    raise DeviceError(uuid, device, "no media present")
+                vbd.path, vbd.empty = "", True
+                info = self._emit("device", rec)
+        self._commit()
+        return info
+
+    def plug_vif(self, uuid, vif):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            ctl.cancel.clear()
+            rec = self._get(uuid, ("running", "paused"))
+            if any(v.device == vif.device for v in rec.vifs):
+                raise DeviceError(uuid, "vif" + vif.device,
+                                  "device already exists")
+            self._sleep(ctl, self.op_time)
+            with self._lock:
+                rec = self._get(uuid, ("running", "paused"))
+                if any(v.device == vif.device for v in rec.vifs):
+                    raise DeviceError(uuid, "vif" + vif.device,
+                                      "device already exists")
+                rec.vifs.append(copy.deepcopy(vif))
+                info = self._emit("device", rec)
+                self._refresh_networks(rec)
+        self._commit()
+        return info
+
+    def unplug_vif(self, uuid, device):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            ctl.cancel.clear()
+            rec = self._get(uuid, ("running", "paused"))
+            if not any(v.device == device for v in rec.vifs):
+                raise DeviceError(uuid, "vif" + device, "no such device")
+            self._sleep(ctl, self.op_time)
+            with self._lock:
+                rec = self._get(uuid)
+                rec.vifs = [v for v in rec.vifs if v.device != device]
+                info = self._emit("device", rec)
+                self._refresh_networks(rec)
+        self._commit()
+        return info
+
+    def set_memory_target(self, uuid, target):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            with self._lock:
+                rec = self._get(uuid, ("running", "paused"))
+                target = int(target)
+                if not 0 < target <= rec.spec.memory_static_max:
+                    raise InvalidSpec(uuid, "memory target %d outside "
+                                      "(0, static_max]" % target)
+                rec.memory_target = target
+                if not _hung(rec.spec):
+                    # Shrinking always works; growing only into free memory.
+                    rec.memory_actual = min(
+                        target, rec.memory_actual + max(0, self._free()))
+                info = self._emit("memory", rec)
+        self._commit()
+        return info
+
+    def set_vcpus(self, uuid, n):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            with self._lock:
+                rec = self._get(uuid, ("running", "paused"))
+                if not 1 <= n <= rec.spec.vcpus_max:
+                    raise InvalidSpec(uuid, "%d vCPUs outside 1..%d"
+                                      % (n, rec.spec.vcpus_max))
+                rec.fold_cpu(time.time())
+                rec.vcpus = n
+                info = self._emit("vcpus", rec)
+        self._commit()
+        return info
+
+    # --- events and teardown ----------------------------------------------
+
+    def subscribe(self, callback):
+        self._dispatcher.subscribe(callback)
+
+    def unsubscribe(self, callback):
+        self._dispatcher.unsubscribe(callback)
+
+    def close(self):
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            controls = list(self._controls.values())
+        for ctl in controls:
+            ctl.cancel.set()
+        self._scheduler.stop()
+        self._consoles.close()
+        self._commit(force=True)
+        self._dispatcher.stop()
+
+    # --- test hooks: what a guest may do on its own ------------------------
+
+    def simulate_crash(self, uuid):
+        """The guest crashes: its domain becomes 'crashed' (the toolstack
+        applies actions_after_crash)."""
+        self.simulate_guest_shutdown(uuid, "crash")
+
+    def simulate_guest_shutdown(self, uuid, reason="poweroff"):
+        """The guest shuts itself down (halt, reboot, ...): its domain
+        stays as 'shutdown' with that reason until the toolstack acts on
+        actions_after_shutdown/reboot."""
+        if reason not in SHUTDOWN_REASONS:
+            raise InvalidSpec(uuid, "unknown shutdown reason %r" % reason)
+        with self._lock:
+            rec = self._get(uuid, ("running",))
+            self._change_state(rec, "crashed" if reason == "crash"
+                               else "shutdown")
+            rec.shutdown_reason = reason
+            self._emit("state", rec)
+        self._commit()
+
+    # --- internals: building and tearing down -----------------------------
+
+    def _build(self, ctl, spec, paused, saved=None):
+        """Create a domain for ``spec`` (caller holds the VM's lock).  With
+        ``saved`` (an image), the guest continues from it."""
+        self._validate(spec)
+        overhead = memory_overhead(spec)
+        with self._lock:
+            self._check_open()
+            old = self._domains.get(spec.uuid)
+            if old is not None:
+                raise BadDomainState(spec.uuid, "halted", old.state)
+            if saved is not None:
+                # A saved guest needs exactly the memory it had.
+                low = high = int(saved["memory_actual"])
+            else:
+                low, high = spec.dynamic_min, spec.target
+            free = self._free()
+            if free < low + overhead:
+                raise NotEnoughMemory(low + overhead, max(0, free))
+            actual = min(high, free - overhead)
+            rec = _Domain(spec, self._alloc_domid(), overhead, actual)
+            if saved is not None:
+                rec.memory_target = int(saved.get("memory_target", actual))
+                rec.vcpus = min(int(saved.get("vcpus", rec.vcpus)),
+                                spec.vcpus_max)
+                rec.guest_metrics = saved.get("guest_metrics")
+            self._domains[spec.uuid] = rec
+        try:
+            for vbd in rec.vbds:
+                if not vbd.device:
+                    vbd.device = disk_device_name(spec.domain_type,
+                                                  vbd.userdevice)
+                self._check_path(spec.uuid, vbd.device, vbd.path)
+            self._sleep(ctl, self.op_time)
+            try:
+                port = self._consoles.open(rec.domid, spec.name or spec.uuid)
+            except OSError as e:
+                raise DeviceError(spec.uuid, "console", str(e))
+        except BaseException:
+            with self._lock:
+                if self._domains.get(spec.uuid) is rec:
+                    del self._domains[spec.uuid]
+            raise
+        with self._lock:
+            rec.console_port = port
+            rec.start_time = time.time()
+            self._change_state(rec, "paused" if paused else "running")
+            if rec.guest_metrics is not None:
+                self._refresh_networks(rec, emit=False)
+            return self._emit("state", rec)
+
+    def _teardown(self, rec, emit=True):
+        """Destroy ``rec``'s domain (caller holds the VM's lock).  Not
+        cancellable: it is what interrupting operations end with."""
+        if self.op_time:
+            time.sleep(self.op_time)
+        with self._lock:
+            if self._domains.get(rec.spec.uuid) is rec:
+                del self._domains[rec.spec.uuid]
+                self._gen += 1
+            self._consoles.close_console(rec.domid)
+            if emit:
+                self._emit_gone(rec.spec.uuid, rec.domid)
+
+    def _set_run_state(self, uuid, expected, new):
+        ctl = self._control(uuid)
+        with ctl.lock:
+            with self._lock:
+                rec = self._get(uuid, (expected,))
+                self._change_state(rec, new)
+                info = self._emit("state", rec)
+        self._commit()
+        return info
+
+    def _guest_request(self, ctl, rec, timeout, error):
+        """Ask the guest to shut down/reboot/suspend and wait for it to
+        comply; raises ``error`` after ``timeout`` if it does not."""
+        delay = _float_knob(rec.spec, "simulator-shutdown-delay",
+                            self.shutdown_delay)
+        if _hung(rec.spec) or delay > timeout:
+            if ctl.cancel.wait(timeout):
+                raise Cancelled(rec.spec.uuid)
+            raise error(rec.spec.uuid, timeout)
+        if ctl.cancel.wait(delay):
+            raise Cancelled(rec.spec.uuid)
+
+    def _sleep(self, ctl, seconds):
+        if seconds > 0 and ctl.cancel.wait(seconds):
+            raise Cancelled(ctl.uuid)
+
+    def _change_state(self, rec, new):
+        """Set the state, keeping CPU time and the guest agent in step.
+        Caller holds self._lock and emits."""
+        now = time.time()
+        rec.fold_cpu(now)
+        rec.state = new
+        self._gen += 1
+        if new == "running":
+            if rec.running_since is None:
+                rec.running_since = now
+            self._schedule_agent(rec, now)
+        else:
+            rec.running_since = None
+        if new in ("running", "paused"):
+            rec.shutdown_reason = ""
+
+    # --- internals: the guest agent ---------------------------------------
+
+    def _schedule_agent(self, rec, now):
+        if (rec.guest_metrics is not None or rec.agent_due is not None
+                or rec.spec.other_config.get("simulator-no-agent") == "true"):
+            return
+        delay = _float_knob(rec.spec, "simulator-agent-delay",
+                            self.agent_delay)
+        rec.agent_due = now + max(0.0, delay)
+        self._scheduler.call_at(rec.agent_due, lambda uuid=rec.spec.uuid,
+                                domid=rec.domid: self._agent_reports(uuid,
+                                                                     domid))
+
+    def _agent_reports(self, uuid, domid):
+        with self._lock:
+            rec = self._domains.get(uuid)
+            if rec is None or rec.domid != domid or self._closed:
+                return
+            rec.agent_due = None
+            if rec.guest_metrics is not None or rec.state != "running":
+                return      # a paused guest reports once unpaused
+            rec.guest_metrics = self._guest_metrics(rec)
+            self._gen += 1
+            self._emit("guest_metrics", rec)
+        self._commit()
+
+    def _guest_metrics(self, rec):
+        kib = rec.memory_actual // 1024
+        return {
+            "os_version": _os_of(rec.spec),
+            "pv_drivers_version": dict(PV_TOOLS_VERSION),
+            "pv_drivers_detected": True,
+            "networks": self._networks(rec),
+            "disks": {},
+            "memory": {"total": str(kib), "free": str(kib // 2)},
+            "other": {
+                "feature-shutdown": "1", "feature-poweroff": "1",
+                "feature-reboot": "1", "feature-suspend": "1",
+                "feature-vcpu-hotplug": "1", "feature-balloon": "1",
+                "has-vendor-device": "0",
+                "platform-feature-multiprocessor-suspend": "1",
+            },
+            "can_use_hotplug_vbd": "yes",
+            "can_use_hotplug_vif": "yes",
+            "live": True,
+            "last_updated": time.time(),
+        }
+
+    def _networks(self, rec):
+        nets = {}
+        for vif in rec.vifs:
+            ipv4, ipv6 = guest_addresses(vif, rec.spec.uuid)
+            nets["%s/ip" % vif.device] = ipv4
+            nets["%s/ipv4/0" % vif.device] = ipv4
+            nets["%s/ipv6/0" % vif.device] = ipv6
+        return nets
+
+    def _refresh_networks(self, rec, emit=True):
+        """The agent notices a VIF change (caller holds self._lock)."""
+        if rec.guest_metrics is None:
+            return
+        rec.guest_metrics["networks"] = self._networks(rec)
+        rec.guest_metrics["last_updated"] = time.time()
+        if emit:
+            self._emit("guest_metrics", rec)
+
+    # --- internals: bookkeeping -------------------------------------------
+
+    def _control(self, uuid):
+        with self._lock:
+            self._check_open()
+            ctl = self._controls.get(uuid)
+            if ctl is None:
+                ctl = self._controls[uuid] = _Control(uuid)
+            return ctl
+
+    def _check_open(self):
+        if self._closed:
+            raise BackendUnavailable("the simulator backend is closed")
+
+    def _get(self, uuid, states=None):
+        with self._lock:
+            rec = self._domains.get(uuid)
+            if rec is None or rec.state == "building":
+                raise DomainNotFound(uuid)
+            if states is not None and rec.state not in states:
+                raise BadDomainState(uuid, ", ".join(states), rec.state)
+            return rec
+
+    def _free(self):
+        used = sum(r.memory_actual + r.overhead
+                   for r in self._domains.values())
+        return self.memory_total - self.dom0_memory - used
+
+    def _alloc_domid(self):
+        used = {r.domid for r in self._domains.values()}
+        for _ in range(MAX_DOMID):
+            domid = self._next_domid
+            self._next_domid = domid + 1 if domid < MAX_DOMID else 1
+            if domid not in used:
+                return domid
+        raise XenopsError("no free domid")
+
+    def _validate(self, spec):
+        def bad(reason):
+            raise InvalidSpec(spec.uuid, reason)
+        if not spec.uuid:
+            bad("no uuid")
+        if spec.domain_type not in DOMAIN_TYPES:
+            bad("unknown domain type %r" % spec.domain_type)
+        if spec.memory_static_max <= 0:
+            bad("memory_static_max must be positive")
+        if not (0 < spec.dynamic_min <= spec.dynamic_max
+                <= spec.memory_static_max):
+            bad("need 0 < dynamic_min <= dynamic_max <= static_max")
+        if not spec.dynamic_min <= spec.target <= spec.memory_static_max:
+            bad("memory_target outside [dynamic_min, static_max]")
+        if not 1 <= spec.vcpus <= spec.vcpus_max:
+            bad("need 1 <= vcpus_at_startup <= vcpus_max")
+        names = [v.device or disk_device_name(spec.domain_type, v.userdevice)
+                 for v in spec.vbds]
+        if len(set(names)) != len(names):
+            bad("two VBDs share a device")
+        if len({v.device for v in spec.vifs}) != len(spec.vifs):
+            bad("two VIFs share a device")
+
+    def _check_path(self, uuid, device, path):
+        # Only local paths are checked; other params pass through as-is,
+        # as blkback/qemu would be handed them.
+        if self.check_paths and path.startswith("/") and \
+                not os.path.exists(path):
+            raise DeviceError(uuid, device, "cannot open %s" % path)
+
+    @staticmethod
+    def _find_vbd(rec, device):
+        return next((v for v in rec.vbds if v.device == device), None)
+
+    def _cd_drive(self, rec, device):
+        vbd = self._find_vbd(rec, device)
+        if vbd is None:
+            raise DeviceError(rec.spec.uuid, device, "no such device")
+        if vbd.type != "CD":
+            raise DeviceError(rec.spec.uuid, device, "not a CD drive")
+        return vbd
+
+    def _info(self, rec):
+        return DomainInfo(
+            uuid=rec.spec.uuid, domid=rec.domid, name=rec.spec.name,
+            domain_type=rec.spec.domain_type, state=rec.state,
+            shutdown_reason=rec.shutdown_reason,
+            memory_target=rec.memory_target,
+            memory_actual=rec.memory_actual,
+            memory_overhead=rec.overhead,
+            vcpus=rec.vcpus, vcpus_max=rec.spec.vcpus_max,
+            vcpu_times=rec.vcpu_times(time.time()),
+            start_time=rec.start_time,
+            consoles=[ConsoleInfo("rfb", port=rec.console_port)]
+            if rec.console_port else [],
+            vbds=copy.deepcopy(rec.vbds), vifs=copy.deepcopy(rec.vifs),
+            guest_metrics=copy.deepcopy(rec.guest_metrics))
+
+    def _emit(self, kind, rec):
+        """Queue an event for ``rec`` (caller holds self._lock, which keeps
+        events in the order of the changes); returns the DomainInfo."""
+        info = self._info(rec)
+        self._gen += 1
+        self._dispatcher.put(DomainEvent(rec.spec.uuid, rec.domid, kind,
+                                         info))
+        return info
+
+    def _emit_gone(self, uuid, domid):
+        with self._lock:
+            self._dispatcher.put(DomainEvent(uuid, domid, "state", None))
+
+    def _image(self, rec):
+        return {
+            "uuid": rec.spec.uuid, "domid": rec.domid,
+            "domain_type": rec.spec.domain_type,
+            "memory_static_max": rec.spec.memory_static_max,
+            "memory_actual": rec.memory_actual,
+            "memory_target": rec.memory_target,
+            "vcpus": rec.vcpus, "state": rec.state,
+            "guest_metrics": copy.deepcopy(rec.guest_metrics),
+            "saved_at": time.time(),
+        }
+
+    @staticmethod
+    def _check_image(spec, image):
+        if image.get("uuid") != spec.uuid:
+            raise ImageError(spec.uuid, "image is of VM %s"
+                             % image.get("uuid"))
+        if image.get("domain_type") != spec.domain_type:
+            raise ImageError(spec.uuid, "image is of a %s domain"
+                             % image.get("domain_type"))
+        if int(image.get("memory_actual", 0)) > spec.memory_static_max:
+            raise ImageError(spec.uuid, "image needs more than static_max")
+
+    # --- internals: persistence -------------------------------------------
+
+    def _state_path(self):
+        return os.path.join(self.state_dir, STATE_FILE)
+
+    def _load(self):
+        path = self._state_path()
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            # As after a host crash: the domains are gone with it.
+            log.warning("ignoring unreadable domain table %s: %s", path, e)
+            return
+        self._next_domid = int(data.get("next_domid", 1))
+        now = time.time()
+        for d in data.get("domains", []):
+            rec = _Domain.from_dict(d)
+            try:
+                rec.console_port = self._consoles.open(
+                    rec.domid, rec.spec.name or rec.spec.uuid,
+                    rec.console_port)
+            except OSError:
+                rec.console_port = 0
+            self._domains[rec.spec.uuid] = rec
+            if rec.agent_due is not None:
+                due = rec.agent_due
+                self._scheduler.call_at(
+                    max(now, due), lambda uuid=rec.spec.uuid,
+                    domid=rec.domid: self._agent_reports(uuid, domid))
+
+    def _commit(self, force=False):
+        """Write the domain table if it changed: tmp + rename, so a killed
+        process leaves the old table or the new one.  Concurrent callers
+        share one write (whoever writes covers everyone's changes)."""
+        if not self.state_dir:
+            return
+        with self._write_lock:
+            with self._lock:
+                if self._written_gen >= self._gen and not force:
+                    return
+                gen = self._gen
+                data = {
+                    "version": STATE_VERSION,
+                    "next_domid": self._next_domid,
+                    "domains": [r.to_dict() for r in self._domains.values()
+                                if r.state != "building"],
+                }
+            path = self._state_path()
+            tmp = "%s.%d.%x.tmp" % (path, os.getpid(), id(self))
+            with open(tmp, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, path)
+            self._written_gen = gen
+
+
+# --- suspend images and migration streams ---------------------------------
+#
+# Both carry one frame: a header line "<magic> <version> <length>\n" then
+# <length> bytes of JSON.  Images are written in place (the target may be a
+# block device) and any bytes after the frame are ignored.
+
+def _frame(image):
+    payload = json.dumps(image).encode()
+    return b"%s %d %d\n" % (IMAGE_MAGIC, IMAGE_VERSION, len(payload)) + \
+        payload
+
+
+def _parse_header(line):
+    parts = line.split()
+    if len(parts) != 3 or parts[0] != IMAGE_MAGIC:
+        raise ValueError("not a simulator domain image")
+    if int(parts[1]) != IMAGE_VERSION:
+        raise ValueError("image version %s unsupported" % parts[1].decode())
+    length = int(parts[2])
+    if not 0 < length <= MAX_IMAGE:
+        raise ValueError("bad image length %d" % length)
+    return length
+
+
+def write_image(path, image):
+    data = _frame(image)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_image(path):
+    with open(path, "rb") as f:
+        length = _parse_header(f.readline(128))
+        payload = f.read(length)
+    if len(payload) != length:
+        raise ValueError("truncated image")
+    return json.loads(payload)
+
+
+def send_frame(sock, image):
+    sock.sendall(_frame(image))
+
+
+def _recv_exact(sock, n):
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 65536))
+        if not chunk:
+            raise ValueError("stream ended early")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_line(sock, limit=4096):
+    """One line from ``sock`` without reading past it (the rest of the
+    stream belongs to the next step of the protocol)."""
+    out = bytearray()
+    while len(out) < limit:
+        c = sock.recv(1)
+        if not c:
+            raise ValueError("stream ended early")
+        if c == b"\n":
+            return bytes(out)
+        out += c
+    raise ValueError("line too long")
+
+
+def read_frame(sock):
+    length = _parse_header(read_line(sock, 128))
+    return json.loads(_recv_exact(sock, length))
+
+
+def _send_error(sock, error):
+    try:
+        sock.sendall(b"ERROR %s: %s\n" % (
+            type(error).__name__.encode(),
+            str(error).replace("\n", " ").encode("utf-8", "replace")))
+    except OSError:
+        pass

@@ -1,0 +1,76 @@
+"""
+Operations in flight on an object: XAPI's current_operations /
+allowed_operations bookkeeping.
+
+``run(ctx, cls, ref, op, body)`` checks that ``op`` is valid on the object
+now (the class's rule), records ``{key: op}`` in its current_operations,
+recomputes its allowed_operations, runs ``body()``, and undoes the
+record when the body finishes, however it finishes.  The check and the
+record happen in one reactor turn, so two conflicting calls cannot both
+pass: the second sees the first's entry and gets
+OTHER_OPERATION_IN_PROGRESS (callers fail fast rather than queue).
+"""
+
+from twisted.internet import defer
+
+from txxapi.values import new_uuid
+
+# class name -> (checker(db, ref, op) -> XenAPIError | None,
+#                advertiser(db, ref) -> [op, ...])
+_RULES = {}
+
+
+def rules(cls_name, checker, advertiser):
+    _RULES[cls_name] = (checker, advertiser)
+
+
+def key_for(ctx):
+    """The current_operations key: the call's task, or a throwaway ref
+    for a synchronous call (XAPI's DummyRef)."""
+    return ctx.task or "DummyRef:|%s|" % new_uuid()
+
+
+def check(ctx, cls_name, ref, op):
+    error = _RULES[cls_name][0](ctx.db, ref, op)
+    if error is not None:
+        raise error
+
+
+def refresh(db, cls_name, ref):
+    """Recompute an object's allowed_operations."""
+    if cls_name in _RULES and db.exists(cls_name, ref):
+        allowed = _RULES[cls_name][1](db, ref)
+        if allowed != db.fields(cls_name, ref)["allowed_operations"]:
+            db.update(cls_name, ref, {"allowed_operations": allowed})
+
+
+def begin(ctx, cls_name, ref, op):
+    check(ctx, cls_name, ref, op)
+    key = key_for(ctx)
+    current = dict(ctx.db.fields(cls_name, ref)["current_operations"])
+    current[key] = op
+    ctx.db.update(cls_name, ref, {"current_operations": current})
+    refresh(ctx.db, cls_name, ref)
+    return key
+
+
+def end(db, cls_name, ref, key):
+    if not db.exists(cls_name, ref):
+        return  # the operation destroyed its object
+    current = dict(db.fields(cls_name, ref)["current_operations"])
+    if current.pop(key, None) is not None:
+        db.update(cls_name, ref, {"current_operations": current})
+    refresh(db, cls_name, ref)
+
+
+def run(ctx, cls_name, ref, op, body):
+    """Run ``body()`` (a value or a Deferred) as operation ``op`` on the
+    object; a Deferred of its result."""
+    key = begin(ctx, cls_name, ref, op)
+    d = defer.maybeDeferred(body)
+
+    def finished(result):
+        end(ctx.db, cls_name, ref, key)
+        return result
+
+    return d.addBoth(finished)
