@@ -5,6 +5,8 @@ forwarding, backends).  It is plain state plus start/stop; the twistd
 service (txxapi.service) owns its lifetime and its listeners.
 """
 
+import os
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -18,6 +20,7 @@ from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.events import EventHub
 from txxapi.forwarding import LocalForwarder
+from txxapi.messages import MessageStore
 
 log = Logger()
 
@@ -47,6 +50,8 @@ class Server:
         # closes, in order: objects with start() and stop(), each of which
         # may return a Deferred.
         self.components = []
+        self.messages = MessageStore(self, os.path.join(data_dir, "messages"))
+        self.components.append(self.messages)
 
     @defer.inlineCallbacks
     def start(self):

@@ -4,4 +4,4 @@ registers plain functions with ``@implements("Class.message")``; importing
 this package registers them all.  ``VM.start`` lives in ``impl/vm.py``.
 """
 
-from txxapi.impl import event, host, session, task  # noqa: F401
+from txxapi.impl import event, host, message, session, task  # noqa: F401
