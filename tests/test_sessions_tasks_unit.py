@@ -185,3 +185,16 @@ def test_subtasks_view(srv):
     child = server.tasks.create(s, "child", subtask_of=parent)
     assert call(server, "task.get_subtasks", s, parent) == [child]
     assert call(server, "task.get_subtask_of", s, child) == parent
+
+
+def test_pool_secret_login(srv):
+    server, _ = srv
+    host = server.host_ref
+    s = call(server, "session.slave_login", host, server.pool_secret)
+    assert call(server, "session.get_pool", s, s) is True
+    with pytest.raises(XenAPIError) as e:
+        call(server, "session.slave_login", host, "wrong")
+    assert e.value.description == [
+        "SESSION_AUTHENTICATION_FAILED", host, "Pool credentials invalid"]
+    local = call(server, "session.slave_local_login", server.pool_secret)
+    assert call(server, "session.get_is_local_superuser", local, local)

@@ -68,6 +68,22 @@ def read_inventory(data_dir, defaults=None):
     return facts
 
 
+def read_pool_secret(data_dir):
+    """The secret hosts of a pool prove themselves with (XAPI's ptoken),
+    made on first start."""
+    path = os.path.join(data_dir, "ptoken")
+    if not os.path.exists(path):
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_uuid() + "/" + new_uuid() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    with open(path) as f:
+        return f.read().strip()
+
+
 def management_address(bind):
     if bind and bind not in ("0.0.0.0", "::", ""):
         return bind

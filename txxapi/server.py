@@ -45,6 +45,7 @@ class Server:
         self.forwarder = LocalForwarder(self)
         self.host_ref = None
         self.pool_ref = None
+        self.pool_secret = None
         self.import_db = import_db
         # Parts that start after the database is ready and stop before it
         # closes, in order: objects with start() and stop(), each of which
@@ -61,6 +62,7 @@ class Server:
             identity = self._import(self.import_db)
             yield self.persistence.snapshot()
         inventory = bootstrap.read_inventory(self.data_dir, identity)
+        self.pool_secret = bootstrap.read_pool_secret(self.data_dir)
         host_uuid = inventory["INSTALLATION_UUID"]
         bootstrap.load_roles(self.db)
         if host_uuid in self.db.table("host").by_uuid:

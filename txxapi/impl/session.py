@@ -1,5 +1,7 @@
 """session.*: login, logout and the questions a session can ask."""
 
+import hmac
+
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
 
@@ -12,6 +14,27 @@ def login_with_password(ctx, uname, pwd, version, originator):
 @implements("session.slave_local_login_with_password")
 def slave_local_login_with_password(ctx, uname, pwd):
     return ctx.server.sessions.login(uname, pwd, "")
+
+
+def _check_pool_secret(ctx, psecret, who):
+    if not hmac.compare_digest(psecret.encode(),
+                               ctx.server.pool_secret.encode()):
+        raise XenAPIError("SESSION_AUTHENTICATION_FAILED", who,
+                          "Pool credentials invalid")
+
+
+@implements("session.slave_login")
+def slave_login(ctx, host, psecret):
+    """A host of the pool logs in with the pool secret: a pool session,
+    superuser, that runs calls here rather than redirecting them."""
+    _check_pool_secret(ctx, psecret, host)
+    return ctx.server.sessions.create("", pool=True)
+
+
+@implements("session.slave_local_login")
+def slave_local_login(ctx, psecret):
+    _check_pool_secret(ctx, psecret, "")
+    return ctx.server.sessions.create("", pool=True)
 
 
 @implements("session.logout")
