@@ -17,6 +17,7 @@ from txxapi import __version__
 from txxapi.api.rbac import permissions_of
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.roles import ALL_ROLES
+from txxapi.files import write_atomically
 from txxapi.values import NULL_REF, REF_PREFIX, DateTime, new_uuid
 
 API_VERSION_MAJOR = 2
@@ -58,13 +59,9 @@ def read_inventory(data_dir, defaults=None):
             facts[key] = (defaults or {}).get(key) or new_uuid()
             changed = True
     if changed:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            for k, v in sorted(facts.items()):
-                f.write("%s='%s'\n" % (k, v))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, "".join("%s='%s'\n" % (k, v)
+                                       for k, v in sorted(facts.items())),
+                         perms=0o644)
     return facts
 
 
@@ -73,13 +70,7 @@ def read_pool_secret(data_dir):
     made on first start."""
     path = os.path.join(data_dir, "ptoken")
     if not os.path.exists(path):
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(new_uuid() + "/" + new_uuid() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, new_uuid() + "/" + new_uuid() + "\n")
     with open(path) as f:
         return f.read().strip()
 

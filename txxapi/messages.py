@@ -12,11 +12,12 @@ kept: the oldest go first.
 import json
 import os
 
-from twisted.internet import defer, threads
+from twisted.internet import threads
 from twisted.logger import Logger
 
 from txxapi.datamodel import MODEL
 from txxapi.errors import XenAPIError
+from txxapi.files import atomic_file
 from txxapi.values import DateTime, new_ref, new_uuid
 
 log = Logger()
@@ -158,12 +159,8 @@ def _append(path, lines):
 
 
 def _rewrite(path, lines):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path, "w", encoding="utf-8") as f:
         f.writelines(lines)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 MESSAGE_FIELDS = {f.name: f for f in MODEL.cls("message").fields.values()}

@@ -13,7 +13,6 @@ import ipaddress
 import os
 import re
 import secrets
-import tempfile
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +21,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet.ssl import (
     AcceptableCiphers, CertificateOptions, TLSVersion)
+
+from txxapi.files import write_atomically
 
 __all__ = ["ensure_self_signed", "server_context_factory",
            "fingerprint_sha256", "CIPHERS"]
@@ -47,29 +48,6 @@ def _pem_blocks(data):
 def _read(path):
     with open(path, "rb") as f:
         return f.read()
-
-
-def _write_atomically(path, data, mode):
-    """Replace path with data so that readers see the old file or the whole
-    new one, never a partial one, and a key never exists with loose
-    permissions (mkstemp creates the file 0600)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path) + ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _alt_names(hostname, ips):
@@ -152,11 +130,11 @@ def ensure_self_signed(cert_path, key_path, hostname, host_uuid=None,
         return
     key_pem, cert_pem = _self_signed(hostname, host_uuid, ips)
     if key_path is None:
-        _write_atomically(cert_path, key_pem + cert_pem, 0o600)
+        write_atomically(cert_path, key_pem + cert_pem, 0o600)
     else:
         # Key first: once the certificate exists the pair is complete.
-        _write_atomically(key_path, key_pem, 0o600)
-        _write_atomically(cert_path, cert_pem, 0o644)
+        write_atomically(key_path, key_pem, 0o600)
+        write_atomically(cert_path, cert_pem, 0o644)
 
 
 class _ServerOptions(CertificateOptions):

@@ -10,10 +10,11 @@ with a restart, as XAPI's do.
 import time
 
 from twisted.cred import credentials, error as cred_error
-from twisted.internet import defer, task as tasks_
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from txxapi.auth.realm import IXapiUser
+from txxapi.api.expiry import Expiring
 from txxapi.errors import XenAPIError
 from txxapi.values import NULL_REF, DateTime
 
@@ -27,29 +28,17 @@ MAX_SESSIONS_PER_GROUP = 500
 GC_INTERVAL = 300
 
 
-class SessionManager:
+class SessionManager(Expiring):
+    interval = GC_INTERVAL
+
     def __init__(self, server, portal, failure_delay=5.0, clock=None):
         self.server = server
         self.portal = portal
         self.failure_delay = failure_delay
         self.clock = clock
-        self._gc = None
         # ref -> monotonic time of the last last_active write
         self._touched = {}
 
-    @property
-    def db(self):
-        return self.server.db
-
-    def start(self):
-        self._gc = tasks_.LoopingCall(self.expire)
-        if self.clock is not None:
-            self._gc.clock = self.clock
-        self._gc.start(GC_INTERVAL, now=False)
-
-    def stop(self):
-        if self._gc is not None and self._gc.running:
-            self._gc.stop()
 
     # -- login / logout -----------------------------------------------------
 
@@ -75,7 +64,7 @@ class SessionManager:
 
     def _delay(self):
         from twisted.internet import reactor
-        return tasks_.deferLater(self.clock or reactor, self.failure_delay,
+        return task.deferLater(self.clock or reactor, self.failure_delay,
                                  lambda: None)
 
     def create(self, user_name, originator="", is_local_superuser=True,
@@ -101,8 +90,8 @@ class SessionManager:
 
     def logout(self, ref):
         if self.db.exists("session", ref):
-            for task in self.db.where("task", session=ref):
-                self.server.tasks.destroy(task)
+            for owned in self.db.where("task", session=ref):
+                self.server.tasks.destroy(owned)
             self.db.delete("session", ref)
         self._touched.pop(ref, None)
 

@@ -12,9 +12,10 @@ after 65 minutes, and the oldest finished ones go when there are too many.
 
 import time
 
-from twisted.internet import defer, task as tasks_
+from twisted.internet import defer
 from twisted.logger import Logger
 
+from txxapi.api.expiry import Expiring
 from txxapi.errors import XenAPIError
 from txxapi.values import EPOCH, NULL_REF, DateTime
 from txxapi.wire.xmlrpc import encode_value
@@ -28,27 +29,15 @@ GC_INTERVAL = 60
 FINISHED = ("success", "failure", "cancelled")
 
 
-class TaskManager:
+class TaskManager(Expiring):
+    interval = GC_INTERVAL
+
     def __init__(self, server, clock=None):
         self.server = server
         self.clock = clock
         self._cancellers = {}    # task ref -> callable
         self._destroy_when_done = set()
-        self._gc = None
 
-    @property
-    def db(self):
-        return self.server.db
-
-    def start(self):
-        self._gc = tasks_.LoopingCall(self.expire)
-        if self.clock is not None:
-            self._gc.clock = self.clock
-        self._gc.start(GC_INTERVAL, now=False)
-
-    def stop(self):
-        if self._gc is not None and self._gc.running:
-            self._gc.stop()
 
     def create(self, session, label, description="", subtask_of=NULL_REF):
         return self.db.create("task", {

@@ -42,7 +42,6 @@ import gc
 import gzip
 import os
 import re
-import tempfile
 import xml.parsers.expat
 from collections import Counter
 from contextlib import contextmanager
@@ -51,6 +50,7 @@ from operator import attrgetter
 from twisted.logger import Logger
 
 from txxapi.db.dbstring import column_name, from_db_func, to_db_func
+from txxapi.files import atomic_file
 
 __all__ = ["SCHEMA_MAJOR_VSN", "SCHEMA_MINOR_VSN", "Snapshot", "StateDBError",
            "capture", "write", "load", "import_xapi"]
@@ -233,28 +233,10 @@ def _write_tables(out, snapshot):
 def write(snapshot, path):
     """Write ``snapshot`` to ``path`` atomically and durably (worker
     thread).  Returns the size of the file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".",
-                               suffix=".tmp", dir=directory)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="\n",
-                  buffering=1 << 20) as out:
-            _write_tables(out, snapshot)
-            out.flush()
-            os.fsync(out.fileno())
-            size = os.fstat(out.fileno()).st_size
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    with atomic_file(path, "w", encoding="utf-8", newline="\n",
+                     buffering=1 << 20) as out:
+        _write_tables(out, snapshot)
+    size = os.stat(path).st_size
     return size
 
 
