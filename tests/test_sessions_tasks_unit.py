@@ -198,3 +198,20 @@ def test_pool_secret_login(srv):
         "SESSION_AUTHENTICATION_FAILED", host, "Pool credentials invalid"]
     local = call(server, "session.slave_local_login", server.pool_secret)
     assert call(server, "session.get_is_local_superuser", local, local)
+
+
+def test_rbac_read_only_session(srv):
+    from txxapi.api.rbac import permissions_of
+    server, _ = srv
+    s = server.sessions.create("reader", is_local_superuser=False,
+                               sid="S-1-5-21-1", permissions=permissions_of(
+                                   "read-only"))
+    host = call(server, "host.get_all", s)[0]
+    assert call(server, "host.get_name_label", s, host)
+    with pytest.raises(XenAPIError) as e:
+        call(server, "host.set_name_label", s, host, "new")
+    assert e.value.description == [
+        "RBAC_PERMISSION_DENIED", "host.set_name_label",
+        "No permission in user session. (Roles with this permission: "
+        "pool-admin, pool-operator)"]
+    assert call(server, "host.get_name_label", s, host) != "new"
