@@ -274,3 +274,35 @@ def test_tls_minimum_version(server):
     with socket.create_connection(("127.0.0.1", server.https_port)) as raw:
         with ok.wrap_socket(raw) as tls:
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_large_record_maps_are_streamed(server, xapi):
+    x = xapi.xenapi
+    made = [x.network.create({"name_label": "bulk-%d" % i,
+                              "name_description": "<&\"'>",
+                              "MTU": "1500", "other_config": {"i": str(i)}})
+            for i in range(300)]
+    try:
+        records = x.network.get_all_records()
+        assert set(made) <= set(records)
+        assert records[made[7]]["other_config"] == {"i": "7"}
+        assert records[made[7]]["name_description"] == "<&\"'>"
+        session = xapi._session
+        for version in (1, 2):
+            req = {"method": "network.get_all_records", "params": [session],
+                   "id": 5}
+            if version == 2:
+                req["jsonrpc"] = "2.0"
+            status, headers, body = post(server, "/jsonrpc",
+                                         json.dumps(req).encode(),
+                                         "application/json")
+            assert headers.get("Transfer-Encoding") == "chunked"
+            answer = json.loads(body)
+            assert answer["id"] == 5
+            assert set(made) <= set(answer["result"])
+            assert answer["result"][made[3]]["name_label"] == "bulk-3"
+        where = x.network.get_all_records_where('field "name_label"="bulk-9"')
+        assert list(where) == [made[9]]
+    finally:
+        for ref in made:
+            x.network.destroy(ref)

@@ -84,7 +84,7 @@ def _get_all(ctx):
 
 
 def _get_all_records(ctx):
-    return dict(ctx.db.records(ctx.message.cls.name))
+    return ctx.db.record_map(ctx.message.cls.name)
 
 
 def _matching(ctx, expr):
@@ -92,7 +92,7 @@ def _matching(ctx, expr):
 
 
 def _get_all_records_where(ctx, expr):
-    return dict(ctx.db.records(ctx.message.cls.name, _matching(ctx, expr)))
+    return ctx.db.record_map(ctx.message.cls.name, _matching(ctx, expr))
 
 
 def _get_all_where(ctx, expr):

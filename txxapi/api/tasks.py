@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from txxapi.api.expiry import Expiring
+from txxapi.db.memory import RecordMap
 from txxapi.errors import XenAPIError
 from txxapi.values import EPOCH, NULL_REF, DateTime
 from txxapi.wire.xmlrpc import encode_value
@@ -71,6 +72,8 @@ class TaskManager(Expiring):
             self.db.update("task", ref, {"progress": float(fraction)})
 
     def succeed(self, ref, result):
+        if isinstance(result, RecordMap):
+            result = result.to_dict()
         self._finish(ref, {"status": "success", "progress": 1.0,
                            "result": encode_value(result)})
 

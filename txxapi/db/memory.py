@@ -38,6 +38,33 @@ class Row:
         self.mtime = mtime
 
 
+class RecordMap:
+    """Records of many rows, captured at once and built as they are read.
+
+    The rows' field dicts are captured when the map is made (cheap: they
+    are never mutated), so every record shows one consistent state; the
+    records themselves are built during iteration, which lets a large
+    answer be encoded and sent in slices between other work.  Computed
+    set fields are read when each record is built."""
+
+    __slots__ = ("_table", "_rows")
+
+    def __init__(self, table, rows):
+        self._table = table
+        self._rows = rows
+
+    def __len__(self):
+        return len(self._rows)
+
+    def items(self):
+        table, make = self._table, Database.record_of
+        for ref, fields in self._rows:
+            yield ref, make(table, ref, fields)
+
+    def to_dict(self):
+        return dict(self.items())
+
+
 class Table:
     """One class's rows and the indexes over them."""
 
@@ -123,11 +150,24 @@ class Database:
 
     @staticmethod
     def _record(t, row):
-        fields = row.fields
+        return Database.record_of(t, row.ref, row.fields)
+
+    @staticmethod
+    def record_of(t, ref, fields):
         rec = {n: fields[n] for n in t.record_names}
         for set_field, src, src_field in t.views:
-            rec[set_field] = list(src.indexes[src_field].get(row.ref, ()))
+            rec[set_field] = list(src.indexes[src_field].get(ref, ()))
         return rec
+
+    def record_map(self, table, refs=None):
+        """A RecordMap of a table's rows, all of them or those given."""
+        t = self.tables[table]
+        rows = t.rows
+        if refs is None:
+            pairs = [(r, row.fields) for r, row in rows.items()]
+        else:
+            pairs = [(r, rows[r].fields) for r in refs if r in rows]
+        return RecordMap(t, pairs)
 
     def records(self, table, refs=None):
         """(ref, record) pairs of a table, all of them or those given."""

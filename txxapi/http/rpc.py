@@ -10,7 +10,9 @@ stays usable.
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from txxapi.db.memory import RecordMap
 from txxapi.errors import XenAPIError
+from txxapi.http import streaming
 from txxapi.wire import jsonrpc, xmlrpc
 from txxapi.wire.errors import MalformedRequest
 
@@ -64,7 +66,13 @@ class RPCResource(resource.Resource):
         if method == "system.listMethods":
             ok = xmlrpc.encode_bare
         else:
-            ok = xmlrpc.encode_success
+            def ok(value):
+                if isinstance(value, RecordMap):
+                    if len(value) > streaming.STREAM_ABOVE:
+                        return self._stream(request, b"text/xml",
+                                            streaming.stream_xmlrpc, value)
+                    value = value.to_dict()
+                return xmlrpc.encode_success(value)
         d.addCallbacks(ok, self._failure_description,
                        errbackArgs=(method,))
         d.addErrback(self._encode_error_of, xmlrpc.encode_failure)
@@ -83,8 +91,15 @@ class RPCResource(resource.Resource):
                 ["INTERNAL_ERROR", "Malformed request: %s" % e])
         d = self.server.dispatcher.call(call.method, call.params,
                                         origin_of(request))
-        d.addCallbacks(lambda v: jsonrpc.encode_success(call, v),
-                       self._failure_description, errbackArgs=(call.method,))
+        def ok(value):
+            if isinstance(value, RecordMap):
+                if len(value) > streaming.STREAM_ABOVE:
+                    return self._stream(request, b"application/json",
+                                        streaming.stream_jsonrpc, call, value)
+                value = value.to_dict()
+            return jsonrpc.encode_success(call, value)
+        d.addCallbacks(ok, self._failure_description,
+                       errbackArgs=(call.method,))
         d.addErrback(self._encode_error_of,
                      lambda desc: jsonrpc.encode_failure(call, desc))
         d.addCallback(self._write, request, b"application/json")
@@ -107,13 +122,23 @@ class RPCResource(resource.Resource):
         return encode(failure.value.description)
 
     @staticmethod
+    def _stream(request, content_type, stream, *args):
+        request.setHeader(b"Content-Type", content_type)
+        stream(request, *args)
+        return _STREAMING
+
+    @staticmethod
     def _write(body, request, content_type):
-        if request._disconnected or request.finished:
+        if body is _STREAMING or request._disconnected or request.finished:
             return
         request.setHeader(b"Content-Type", content_type)
         request.setHeader(b"Content-Length", str(len(body)).encode())
         request.write(body)
         request.finish()
+
+
+# Returned in place of a body when the answer is being streamed.
+_STREAMING = object()
 
 
 class _Described(Exception):

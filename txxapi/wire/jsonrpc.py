@@ -157,6 +157,11 @@ else:  # pragma: no cover
     _dumps = _stdlib_dumps
 
 
+def dumps(value):
+    """Any value as JSON bytes, in the envelope's encoding."""
+    return _dumps(value)
+
+
 def encode_success(call, value):
     """The response to call carrying value, as bytes."""
     if call.version == 2:
