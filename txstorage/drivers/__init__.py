@@ -1,0 +1,10 @@
+"""The storage drivers, by SR type."""
+
+from txstorage.drivers.file import FileSRDriver
+from txstorage.drivers.iso import ISOSRDriver
+from txstorage.drivers.shared_file import SharedFileSRDriver
+
+DRIVERS = {cls.sm_type: cls
+           for cls in (FileSRDriver, ISOSRDriver, SharedFileSRDriver)}
+
+__all__ = ["DRIVERS", "FileSRDriver", "ISOSRDriver", "SharedFileSRDriver"]

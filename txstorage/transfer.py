@@ -1,0 +1,498 @@
+"""
+Moving disk contents in and out of VDIs, for the HTTP handlers
+(/import_raw_vdi, /export_raw_vdi).  Everything here blocks: run it in a
+thread.
+
+Access to qcow2 images goes through a private qemu-nbd (qemu-img cannot
+read or write a pipe); raw images are read directly.
+
+Imports never touch the VDI until the upload is complete and valid: the
+data goes into a temporary qcow2 overlay on top of the VDI, and commit()
+folds it in -- by renaming the overlay over the VDI when the VDI's own
+layer is empty (a fresh VDI: no copy at all), else with qemu-img commit.
+A truncated or corrupt upload is aborted and the overlay deleted.
+"""
+
+import os
+import struct
+import uuid as uuidlib
+
+from txstorage import qemu, vhd
+from txstorage.errors import StorageError
+from txstorage.vhd import DEFAULT_BLOCK_SIZE, VHDError
+
+# Granularity of zero detection on writes: the qcow2 cluster size.
+ZERO_GRAIN = 64 << 10
+
+
+# -- reading ------------------------------------------------------------------
+
+class _FileReader:
+    def __init__(self, path, size):
+        self._fd = os.open(path, os.O_RDONLY)
+        self.size = size
+
+    def pread(self, offset, length):
+        length = max(0, min(length, self.size - offset))
+        out = os.pread(self._fd, length, offset)
+        if len(out) < length:
+            # A raw image shorter than its recorded size reads as zeros.
+            out += bytes(length - len(out))
+        return out
+
+    def pread_many(self, requests):
+        for offset, length in requests:
+            yield self.pread(offset, length)
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class _NBDReader:
+    def __init__(self, path, fmt):
+        self._export = qemu.NBDExport(path, fmt, read_only=True)
+        self.size = self._export.size
+
+    def pread(self, offset, length):
+        return self._export.client.pread(offset, length)
+
+    def pread_many(self, requests):
+        return self._export.client.pread_many(requests)
+
+    def close(self):
+        self._export.close()
+
+
+class RawReader:
+    """The raw view of a VDI: pread(offset, length), or read() it
+    sequentially like a file."""
+
+    def __init__(self, attach_info):
+        if attach_info.format == "raw":
+            self._impl = _FileReader(attach_info.path,
+                                     os.path.getsize(attach_info.path))
+        else:
+            self._impl = _NBDReader(attach_info.path, attach_info.format)
+        self.size = self._impl.size
+        self._pos = 0
+
+    def pread(self, offset, length):
+        return self._impl.pread(offset, length)
+
+    def iter_blocks(self, indices, block_size=DEFAULT_BLOCK_SIZE):
+        """Data of the given blocks, in order (reads overlap)."""
+        return self._impl.pread_many(
+            (idx * block_size, block_size) for idx in indices)
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            n = self.size - self._pos
+        data = self.pread(self._pos, n)
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset, whence=0):
+        base = {0: 0, 1: self._pos, 2: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self):
+        return self._pos
+
+    def close(self):
+        self._impl.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_raw_reader(attach_info):
+    return RawReader(attach_info)
+
+
+# -- writing ------------------------------------------------------------------
+
+def _present(entry):
+    """Whether a qemu-img map entry is set by its layer (data or zeros);
+    without the "present" key (old qemu) assume it is: safe both ways."""
+    return entry.get("present", entry["data"] or entry["zero"])
+
+
+def _top_layer_empty(entries):
+    return not any(e["depth"] == 0 and _present(e)
+                   for e in entries)
+
+
+def _all_zero(entries):
+    return not any(e["data"] for e in entries)
+
+
+class RawWriter:
+    """Writes to a VDI's raw view, staged in an overlay until commit().
+
+    Use as a context manager: commit() on a clean exit, abort() when an
+    exception escapes.  Zero pieces are not stored: skipped when the VDI
+    reads as zeros already, else recorded as zero clusters.
+    """
+
+    def __init__(self, attach_info):
+        if attach_info.read_only:
+            raise StorageError.named("VDIUnavailable",
+                                     "VDI %s is attached read-only"
+                                     % attach_info.vdi_uuid)
+        self.attach_info = attach_info
+        self._target = attach_info.path
+        self._format = attach_info.format
+        entries = qemu.img_map(self._target, self._format)
+        self._zeroed = _all_zero(entries)
+        # A qcow2 VDI whose own layer is empty can simply be replaced.
+        self._swap = self._format == "qcow2" and _top_layer_empty(entries)
+        self._overlay = os.path.join(
+            os.path.dirname(self._target),
+            ".import-%s-%s.qcow2" % (attach_info.vdi_uuid,
+                                     uuidlib.uuid4().hex[:8]))
+        size = qemu.img_info(self._target, self._format)["virtual-size"]
+        try:
+            qemu.img_create(self._overlay, "qcow2", size,
+                            backing=os.path.basename(self._target),
+                            backing_fmt=self._format, error="VDILoad")
+            self._export = qemu.NBDExport(self._overlay, "qcow2",
+                                          read_only=False)
+        except BaseException:
+            _unlink(self._overlay)
+            raise
+        self.size = self._export.size
+        self._client = self._export.client
+        self._pos = 0
+        self.bytes_written = 0
+        self._closed = False
+
+    def pwrite(self, offset, data):
+        if self._closed:
+            raise StorageError.named("SMGeneral", "writer is closed")
+        end = offset + len(data)
+        if offset < 0 or end > self.size:
+            raise StorageError.named(
+                "VDISize", "write of %d bytes at %d beyond the VDI's end "
+                "(%d)" % (len(data), offset, self.size))
+        view = memoryview(data)
+        pos = 0
+        run_start, run_zero = 0, None
+        # Split at cluster boundaries into runs of zero / non-zero pieces.
+        while pos < len(view):
+            step = ZERO_GRAIN - (offset + pos) % ZERO_GRAIN
+            piece = view[pos:pos + step]
+            zero = vhd.is_zero(piece)
+            if run_zero is None:
+                run_zero = zero
+            elif zero != run_zero:
+                self._flush_run(offset + run_start, view[run_start:pos],
+                                run_zero)
+                run_start, run_zero = pos, zero
+            pos += len(piece)
+        if run_zero is not None:
+            self._flush_run(offset + run_start, view[run_start:], run_zero)
+        self.bytes_written += len(data)
+
+    def _flush_run(self, offset, view, zero):
+        if not zero:
+            self._client.pwrite(offset, view)
+        elif not self._zeroed:
+            self._client.write_zeroes(offset, len(view))
+
+    def write(self, data):
+        """Sequential write at the current position."""
+        self.pwrite(self._pos, data)
+        self._pos += len(data)
+
+    def write_zeroes(self, offset, length):
+        if offset < 0 or offset + length > self.size:
+            raise StorageError.named("VDISize", "zeroing beyond the end")
+        if not self._zeroed:
+            self._client.write_zeroes(offset, length)
+
+    def commit(self):
+        """Fold the staged writes into the VDI."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._client.flush()
+            self._export.close(sync=True)
+            if self._swap:
+                info = qemu.img_info(self._target, "qcow2")
+                qemu.img_rebase(self._overlay,
+                                info.get("backing-filename", ""),
+                                backing_fmt=info.get(
+                                    "backing-filename-format", "qcow2"),
+                                unsafe=True, error="VDILoad")
+                os.replace(self._overlay, self._target)
+            else:
+                qemu.img_commit(self._overlay, "qcow2", error="VDILoad")
+                os.unlink(self._overlay)
+        except BaseException:
+            self._export.close()
+            _unlink(self._overlay)
+            raise
+
+    def abort(self):
+        """Drop the staged writes; the VDI is untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._export.close()
+        finally:
+            _unlink(self._overlay)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def open_raw_writer(attach_info):
+    return RawWriter(attach_info)
+
+
+# -- imports ------------------------------------------------------------------
+
+def import_raw(attach_info, chunks, expected_size=None):
+    """Write a raw disk stream (an iterable of bytes) from offset 0.
+    expected_size (e.g. the Content-Length): fewer bytes is a truncated
+    upload and leaves the VDI as it was.  Returns the bytes written."""
+    with open_raw_writer(attach_info) as w:
+        for chunk in chunks:
+            if chunk:
+                w.write(chunk)
+        if expected_size is not None and w.bytes_written != expected_size:
+            raise StorageError.named(
+                "VDIUnavailable", "truncated upload: %d of %d bytes"
+                % (w.bytes_written, expected_size))
+        return w.bytes_written
+
+
+def import_vhd(attach_info, chunks):
+    """Apply a VHD stream to the VDI: the blocks it holds are written, the
+    rest of the VDI keeps its content.  VHDError on a corrupt or truncated
+    stream, which leaves the VDI as it was."""
+    reader = vhd.VHDStreamReader()
+    with open_raw_writer(attach_info) as w:
+        for chunk in chunks:
+            writes = reader.feed(chunk)
+            _check_vhd_size(reader, w)
+            for offset, data in writes:
+                w.pwrite(offset, data)
+        for offset, data in reader.finish():
+            w.pwrite(offset, data)
+        _check_vhd_size(reader, w)
+        return reader.bytes_written
+
+
+def _check_vhd_size(reader, writer):
+    size = reader.virtual_size
+    if size is not None and size > writer.size:
+        raise StorageError.named(
+            "VDISize", "the VHD's disk (%d bytes) is larger than the VDI "
+            "(%d bytes)" % (size, writer.size))
+
+
+class ChunkedReader:
+    """Parser of vhd-tool's "chunked" raw body: records of a little-endian
+    u64 offset, a u32 length and that many bytes; length 0 ends it.
+    feed() returns (offset, data) writes as the bytes arrive."""
+
+    _HEAD = struct.Struct("<QI")
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._offset = None
+        self._left = 0
+        self.done = False
+
+    def feed(self, data):
+        if self.done:
+            if data:
+                raise StorageError.named("InvalidArg",
+                                         "data after the end record")
+            return []
+        self._buf += data
+        out = []
+        while True:
+            if self._offset is None:
+                if len(self._buf) < self._HEAD.size:
+                    break
+                self._offset, self._left = self._HEAD.unpack_from(self._buf)
+                del self._buf[:self._HEAD.size]
+                if self._left == 0:
+                    self.done = True
+                    if self._buf:
+                        raise StorageError.named(
+                            "InvalidArg", "data after the end record")
+                    break
+            n = min(self._left, len(self._buf))
+            if n == 0:
+                break
+            out.append((self._offset, bytes(self._buf[:n])))
+            del self._buf[:n]
+            self._offset += n
+            self._left -= n
+            if self._left == 0:
+                self._offset = None
+        return out
+
+    def finish(self):
+        if not self.done:
+            raise StorageError.named("InvalidArg",
+                                     "truncated chunked stream: no end "
+                                     "record")
+        return []
+
+
+def import_chunked(attach_info, chunks):
+    reader = ChunkedReader()
+    with open_raw_writer(attach_info) as w:
+        for chunk in chunks:
+            for offset, data in reader.feed(chunk):
+                w.pwrite(offset, data)
+        reader.finish()
+        return w.bytes_written
+
+
+# -- extents ------------------------------------------------------------------
+
+def _merge(extents):
+    out = []
+    for start, length in sorted(extents):
+        if out and start <= out[-1][0] + out[-1][1]:
+            end = max(out[-1][0] + out[-1][1], start + length)
+            out[-1] = (out[-1][0], end - out[-1][0])
+        else:
+            out.append((start, length))
+    return out
+
+
+def allocated_extents(attach_info):
+    """[(offset, length)] of the VDI that may hold non-zero data (the
+    rest reads as zeros), from qemu-img map over the whole chain."""
+    entries = qemu.img_map(attach_info.path, attach_info.format)
+    return _merge((e["start"], e["length"]) for e in entries if e["data"])
+
+
+def _chain(attach_info):
+    info = qemu.img_info(attach_info.path, attach_info.format, chain=True)
+    return [os.path.realpath(i["filename"]) for i in info]
+
+
+def _layers_above(attach_info, depth):
+    """Extents set by the images above `depth` in the VDI's chain (zeroed
+    ones included: they differ from what lies below)."""
+    entries = qemu.img_map(attach_info.path, attach_info.format)
+    return [(e["start"], e["length"]) for e in entries
+            if e["depth"] < depth and _present(e)]
+
+
+def candidate_blocks(attach_info, base=None, block_size=DEFAULT_BLOCK_SIZE):
+    """Blocks that may differ from base (None: that may hold data).
+
+    When the two share an ancestor image (base is in the VDI's chain, or
+    they are siblings under a snapshot's base copy), only the layers
+    above the common ancestor can differ.  Otherwise every block with data
+    in either is a candidate."""
+    if base is None:
+        return vhd.blocks_of_extents(allocated_extents(attach_info),
+                                     block_size)
+    mine, theirs = _chain(attach_info), _chain(base)
+    common = next((p for p in mine if p in set(theirs)), None)
+    if common is None:
+        ext = allocated_extents(attach_info) + allocated_extents(base)
+    else:
+        ext = (_layers_above(attach_info, mine.index(common))
+               + _layers_above(base, theirs.index(common)))
+    return vhd.blocks_of_extents(_merge(ext), block_size)
+
+
+# -- exports ------------------------------------------------------------------
+
+def export_vhd(attach_info, base=None, block_size=DEFAULT_BLOCK_SIZE,
+               detect_zeros=True):
+    """The VDI as a dynamic VHD: an iterator of byte strings.
+
+    base (AttachInfo of an earlier snapshot): only blocks that differ from
+    it are present, so unallocated blocks mean "as in base" (xapi's
+    export_raw_vdi?format=vhd&base=); blocks that became zero are present.
+    Without base, blocks qemu-img map shows unallocated or zero are never
+    read, and detect_zeros also drops allocated blocks that read as zeros
+    (one more read of the allocated data).  The planning runs on the first
+    next(); nothing is held beyond a block or two, and closing the
+    iterator stops the readers."""
+    reader = open_raw_reader(attach_info)
+    base_reader = None
+    try:
+        size = reader.size
+        vsize = -(-size // vhd.SECTOR) * vhd.SECTOR
+        if vsize > vhd.MAX_VHD_SIZE:
+            raise VHDError("VDI of %d bytes is too large for VHD" % size)
+        blocks = candidate_blocks(attach_info, base, block_size)
+        if base is not None:
+            base_reader = open_raw_reader(base)
+            pairs = zip(blocks, reader.iter_blocks(blocks, block_size),
+                        base_reader.iter_blocks(blocks, block_size))
+            blocks = [idx for idx, mine, theirs in pairs
+                      if mine != _pad(theirs, len(mine))]
+            base_reader.close()
+            base_reader = None
+        elif detect_zeros:
+            pairs = zip(blocks, reader.iter_blocks(blocks, block_size))
+            blocks = [idx for idx, data in pairs if not vhd.is_zero(data)]
+        writer = vhd.VHDWriter(vsize, blocks, block_size)
+        yield writer.header()
+        for idx, data in zip(blocks, reader.iter_blocks(blocks,
+                                                        block_size)):
+            yield from writer.block(idx, data)
+        yield writer.footer()
+    finally:
+        reader.close()
+        if base_reader is not None:
+            base_reader.close()
+
+
+def _pad(data, n):
+    return data if len(data) >= n else bytes(data) + bytes(n - len(data))
+
+
+def export_raw(attach_info, chunk_size=1 << 20):
+    """The VDI's raw bytes as an iterator; holes are produced without
+    reading them."""
+    extents = allocated_extents(attach_info)
+    reader = open_raw_reader(attach_info)
+    try:
+        pos = 0
+        for start, length in extents + [(reader.size, 0)]:
+            while pos < start:
+                n = min(chunk_size, start - pos)
+                yield bytes(n)
+                pos += n
+            end = min(start + length, reader.size)
+            while pos < end:
+                n = min(chunk_size, end - pos)
+                yield reader.pread(pos, n)
+                pos += n
+    finally:
+        reader.close()
