@@ -18,6 +18,8 @@ DEFAULTS = {
     "login-failure-delay": "5",
     "max-rpc-size": str(300 * 1024),
     "simulator-memory": str(64 * 1024 ** 3),
+    "simulator-op-time": "0.05",
+    "shutdown-timeout": "1200",
     "import-db": "",
 }
 SECTION = "xapi"

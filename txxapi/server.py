@@ -21,6 +21,7 @@ from txxapi.db.memory import Database
 from txxapi.events import EventHub
 from txxapi.forwarding import LocalForwarder
 from txxapi.messages import MessageStore
+from txxapi.xenops import DEFAULT_SHUTDOWN_TIMEOUT, Xenops
 
 log = Logger()
 
@@ -28,13 +29,15 @@ log = Logger()
 class Server:
     def __init__(self, data_dir, portal, xenops, persistence,
                  bind="", login_failure_delay=5.0, reactor=None,
-                 import_db=None):
+                 import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.data_dir = data_dir
         self.bind = bind
-        self.xenops = xenops
+        # The backend, behind the bridge that runs it on threads and keeps
+        # the database in step with its domains.
+        self.xenops = Xenops(self, xenops, shutdown_timeout=shutdown_timeout)
         self.db = Database(MODEL)
         self.persistence = persistence
         self.sessions = SessionManager(self, portal, login_failure_delay,
@@ -53,6 +56,7 @@ class Server:
         self.components = []
         self.messages = MessageStore(self, os.path.join(data_dir, "messages"))
         self.components.append(self.messages)
+        self.components.append(self.xenops)
 
     @defer.inlineCallbacks
     def start(self):

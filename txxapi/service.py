@@ -41,7 +41,12 @@ def make_backend(settings):
     elif choice != "simulator":
         raise StartupError("unknown backend %r" % choice)
     from txxenops.backends.simulator import SimulatorBackend
-    return SimulatorBackend(memory=int(settings["simulator-memory"]))
+    # The domain table lives in the data dir, so domains outlive a restart
+    # of the server as they outlive XAPI on a real host.
+    return SimulatorBackend(
+        memory=int(settings["simulator-memory"]),
+        state_dir=os.path.join(settings["data-dir"], "xenops"),
+        op_time=float(settings["simulator-op-time"]))
 
 
 def make_checkers(settings):
@@ -85,7 +90,8 @@ class XapiService(service.Service):
         self.server = Server(
             data_dir, make_portal(make_checkers(s)), backend, persistence,
             bind=s["bind"], login_failure_delay=float(s["login-failure-delay"]),
-            reactor=self.reactor, import_db=s["import-db"] or None)
+            reactor=self.reactor, import_db=s["import-db"] or None,
+            shutdown_timeout=float(s["shutdown-timeout"]))
         yield self.server.start()
         site = make_site(self.server, max_rpc_size=int(s["max-rpc-size"]))
         bind = s["bind"]

@@ -34,6 +34,10 @@ class Options(usage.Options):
         ["max-rpc-size", None, None, "Largest RPC body in bytes (307200)."],
         ["simulator-memory", None, None,
          "Memory of the simulated host in bytes (64 GiB)."],
+        ["simulator-op-time", None, None,
+         "Seconds each simulated domain operation takes (0.05)."],
+        ["shutdown-timeout", None, None,
+         "Seconds a clean shutdown or reboot waits for the guest (1200)."],
         ["import-db", None, None,
          "On a first start, take over this XAPI state.db (this host "
          "becomes its pool's master)."],
@@ -54,6 +58,13 @@ class Options(usage.Options):
                     "simulator-memory"):
             if not self.settings[key].isdigit():
                 raise usage.UsageError("--%s must be a number" % key)
+        for key in ("simulator-op-time", "shutdown-timeout"):
+            try:
+                if float(self.settings[key]) < 0:
+                    raise ValueError
+            except ValueError:
+                raise usage.UsageError("--%s must be a number of seconds"
+                                       % key)
 
 
 def makeService(options):

@@ -67,13 +67,12 @@ _NOT_ADVERTISED = frozenset([
 
 
 def allowed_states(vm, op):
-    states = _STATES[op]
     if op in ("changing_VCPUs", "changing_static_range",
               "changing_memory_limits"):
         return (HALTED, RUNNING) if vm["is_control_domain"] else (HALTED,)
     if op in ("clone", "copy"):
         return (HALTED, SUSPENDED) if vm["is_a_snapshot"] else (HALTED,)
-    return states
+    return _STATES[op]
 
 
 def allowed_concurrently(op, current):

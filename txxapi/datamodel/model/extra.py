@@ -11,6 +11,7 @@ from txxapi.datamodel.roles import NOBODY, POOL_ADMIN
 # (class, message) -> {parameter name: default wire value}
 PARAM_DEFAULTS = {
     ("session", "login_with_password"): {"version": "1.1", "originator": ""},
+    ("VM", "snapshot"): {"ignore_vdis": []},
 }
 
 # class -> ((message, ((type, name), ...), result, roles, session), ...)
@@ -33,4 +34,7 @@ INTERNAL_FIELDS = {
     "task": (("session", "session ref"), ("forwarded", "bool"),
              ("forwarded_to", "host ref")),
     "PCI": (("attached_VMs", "VM ref set"),),
+    # The backend's port of a console, for the console handler (XAPI's
+    # Console.port).
+    "console": (("port", "int"),),
 }

@@ -1,0 +1,480 @@
+"""
+VM power operations: start, shutdown, reboot, pause, suspend, resume,
+migrate, power_state_reset, and the checks a VM must pass to boot.
+
+Every operation is checked and marked in current_operations by
+txxapi.operations with the rules of vm_lifecycle, in the reactor turn
+the call arrives in, so a refused call changes nothing and a conflicting
+one gets OTHER_OPERATION_IN_PROGRESS.  The domain work runs through the
+xenops bridge, which writes power_state, domid, resident_on and metrics
+back before the call answers.
+"""
+
+from twisted.internet import task as task_
+from twisted.python.failure import Failure
+
+from txxapi import disks, operations, vmspec
+from txxapi.api.registry import implements
+from txxapi.datamodel import MODEL
+from txxapi.errors import XenAPIError
+from txxapi.impl import vm_lifecycle
+from txxapi.values import NULL_REF
+
+MIB = 1024 * 1024
+# Too little to boot anything (XAPI's old vm_minimum_memory).
+MINIMUM_MEMORY = 16 * MIB
+VM_OPERATIONS = MODEL.enums["vm_operations"]
+SIMULATOR_TRIGGERS = {"crash": "crash", "poweroff": "poweroff",
+                      "halt": "halt", "reboot": "reboot",
+                      "watchdog": "watchdog"}
+
+
+# --- the rules, for operations.run and allowed_operations -------------------
+
+def _view(db, ref):
+    """What the rules read: the VM's fields (plus VTPMs, a computed set)
+    and its metrics."""
+    vm = dict(db.fields("VM", ref))
+    vm["VTPMs"] = db.get("VM", ref, "VTPMs")
+    metrics = db.fields("VM_metrics", vm["metrics"]) \
+        if db.exists("VM_metrics", vm["metrics"]) else None
+    gm = db.fields("VM_guest_metrics", vm["guest_metrics"]) \
+        if db.exists("VM_guest_metrics", vm["guest_metrics"]) else None
+    return vm, metrics, gm
+
+
+def _check(db, ref, op):
+    vm, metrics, gm = _view(db, ref)
+    return vm_lifecycle.operation_error(ref, vm, op, metrics, gm)
+
+
+def _advertise(db, ref):
+    vm, metrics, gm = _view(db, ref)
+    return vm_lifecycle.allowed_operations(ref, vm, VM_OPERATIONS, metrics,
+                                           gm)
+
+
+operations.rules("VM", _check, _advertise)
+
+
+def run(ctx, ref, op, body):
+    """``body()`` as VM operation ``op`` (HANDLE_INVALID first)."""
+    ctx.db.fields("VM", ref)
+    return operations.run(ctx, "VM", ref, op, body)
+
+
+def _void(_):
+    return ""
+
+
+def _progress(ctx, fraction):
+    if ctx.task is not None:
+        ctx.server.tasks.set_progress(ctx.task, fraction)
+
+
+def _delay(ctx, seconds, result=""):
+    """XAPI's start_delay/shutdown_delay, without holding a thread."""
+    if seconds <= 0:
+        return result
+    return task_.deferLater(ctx.server.reactor, seconds, lambda: result)
+
+
+# --- can it boot here? ------------------------------------------------------
+
+def validate_basic_parameters(ref, vm):
+    """What XAPI checks of a VM's configuration before it boots."""
+    if vm["VCPUs_max"] < 1:
+        raise XenAPIError("INVALID_VALUE", "VCPUs_max", str(vm["VCPUs_max"]))
+    if vm["VCPUs_at_startup"] < 1:
+        raise XenAPIError("INVALID_VALUE", "VCPUs-at-startup",
+                          str(vm["VCPUs_at_startup"]))
+    if vm["VCPUs_at_startup"] > vm["VCPUs_max"]:
+        raise XenAPIError("VALUE_NOT_SUPPORTED", "VCPUs-at-startup",
+                          str(vm["VCPUs_at_startup"]),
+                          "value greater than VCPUs-max")
+    if vmspec.coerced_memory(vm) is None:
+        raise XenAPIError("MEMORY_CONSTRAINT_VIOLATION")
+    if vm["HVM_shadow_multiplier"] < 1.0:
+        raise XenAPIError("INVALID_VALUE", "HVM_shadow_multiplier",
+                          repr(vm["HVM_shadow_multiplier"]))
+    crash = vm["actions_after_crash"]
+    if crash == "rename_restart":
+        raise XenAPIError(
+            "VALUE_NOT_SUPPORTED", "VM.actions_after_crash", crash,
+            "option would leak a domain; VMs and not domains are managed "
+            "by this API")
+    if crash.startswith("coredump_") and vmspec.domain_type(vm) != "pv":
+        raise XenAPIError(
+            "VALUE_NOT_SUPPORTED", "VM.actions_after_crash", crash,
+            "cannot invoke a coredump of an HVM, PVH or PV-in-PVH domain")
+    if vm["memory_static_max"] < MINIMUM_MEMORY:
+        raise XenAPIError("VM_MEMORY_SIZE_TOO_LOW", ref)
+
+
+def assert_can_boot_here(ctx, ref, host, memory=True):
+    db = ctx.db
+    vm = db.fields("VM", ref)
+    h = db.fields("host", host)
+    validate_basic_parameters(ref, vm)
+    if db.exists("host_metrics", h["metrics"]) and \
+            not db.fields("host_metrics", h["metrics"])["live"]:
+        raise XenAPIError("HOST_NOT_LIVE")
+    if not h["enabled"] and not vm["is_control_domain"]:
+        raise XenAPIError("HOST_DISABLED", host)
+    for vbd in db.where("VBD", VM=ref):
+        vdi = db.fields("VBD", vbd)["VDI"]
+        if db.fields("VBD", vbd)["empty"] or not db.exists("VDI", vdi):
+            continue
+        sr = db.fields("VDI", vdi)["SR"]
+        if not any(db.fields("PBD", p)["host"] == host
+                   and db.fields("PBD", p)["currently_attached"]
+                   for p in db.where("PBD", SR=sr)):
+            raise XenAPIError("VM_REQUIRES_SR", ref, sr)
+    for vif in db.where("VIF", VM=ref):
+        net = db.fields("VIF", vif)["network"]
+        pifs = db.where("PIF", network=net) if db.exists("network", net) \
+            else []
+        if pifs and not any(db.fields("PIF", p)["host"] == host
+                            for p in pifs):
+            raise XenAPIError("VM_REQUIRES_NETWORK", ref, net)
+    if vmspec.domain_type(vm) != "pv" and not any(
+            c.startswith("hvm") for c in h["capabilities"]):
+        raise XenAPIError("VM_HVM_REQUIRED", ref)
+    pcpus = len(db.where("host_cpu", host=host))
+    unrestricted = vm["platform"].get("vcpu-unrestricted", "") in (
+        "true", "1")
+    if pcpus and vm["VCPUs_max"] > pcpus and not unrestricted:
+        raise XenAPIError("HOST_NOT_ENOUGH_PCPUS", str(vm["VCPUs_max"]),
+                          str(pcpus))
+    if memory:
+        needed = vmspec.start_memory(vm)
+        free = vmspec.host_free_memory(db, host, ignore_scheduled=ref)
+        if free < needed:
+            raise XenAPIError("HOST_NOT_ENOUGH_FREE_MEMORY", str(needed),
+                              str(free))
+
+
+def _reserve(ctx, ref, host):
+    """Check and hold the host's memory for a start or resume, in the same
+    reactor turn: concurrent starts see each other's reservations."""
+    assert_can_boot_here(ctx, ref, host)
+    vm = ctx.db.fields("VM", ref)
+    ctx.db.update("VM", ref, {
+        "scheduled_to_be_resident_on": host,
+        "memory_overhead": vmspec.vm_overhead(vm),
+        "domain_type": vmspec.domain_type(vm)})
+
+
+def _release(ctx, ref):
+    def release(result):
+        if ctx.db.exists("VM", ref):
+            ctx.db.update("VM", ref,
+                          {"scheduled_to_be_resident_on": NULL_REF})
+        return result
+    return release
+
+
+def _local_host(ctx, host):
+    ctx.db.fields("host", host)
+    if host != ctx.server.host_ref:
+        # Only reachable once hosts can join: forwarding runs it there.
+        raise XenAPIError("NOT_IMPLEMENTED", "operation on another host")
+    return host
+
+
+# --- start -------------------------------------------------------------------
+
+def _start(ctx, ref, op, paused, host):
+    def body():
+        db, xen = ctx.db, ctx.server.xenops
+        _reserve(ctx, ref, host)
+        try:
+            gm = db.fields("VM", ref)["guest_metrics"]
+            # A fresh boot reports its own; a clone's are stale.
+            if db.exists("VM_guest_metrics", gm):
+                db.delete("VM_guest_metrics", gm)
+            db.update("VM", ref, {"guest_metrics": NULL_REF})
+            xen.ensure_metrics(ref)
+            spec = vmspec.vm_spec(db, ctx.server, ref)
+        except Exception:
+            _release(ctx, ref)(None)
+            raise
+        _progress(ctx, 0.1)
+        d = xen.vm_op(ref, "start", spec, paused, task=ctx.task)
+        d.addBoth(_release(ctx, ref))
+        d.addCallback(lambda _: _delay(
+            ctx, db.fields("VM", ref)["start_delay"]))
+        return d.addCallback(_void)
+    return run(ctx, ref, op, body)
+
+
+@implements("VM.start")
+def start(ctx, vm, start_paused, force):
+    return _start(ctx, vm, "start", start_paused, ctx.server.host_ref)
+
+
+@implements("VM.start_on")
+def start_on(ctx, vm, host, start_paused, force):
+    ctx.db.fields("VM", vm)
+    return _start(ctx, vm, "start_on", start_paused, _local_host(ctx, host))
+
+
+@implements("VM.assert_can_boot_here")
+def assert_can_boot_here_(ctx, self, host):
+    ctx.db.fields("VM", self)
+    ctx.db.fields("host", host)
+    assert_can_boot_here(ctx, self, host)
+    return ""
+
+
+@implements("VM.get_possible_hosts")
+def get_possible_hosts(ctx, vm):
+    ctx.db.fields("VM", vm)
+    hosts = []
+    for host in ctx.db.refs("host"):
+        try:
+            assert_can_boot_here(ctx, vm, host)
+        except XenAPIError:
+            continue
+        hosts.append(host)
+    return hosts
+
+
+# --- shutdown and reboot -----------------------------------------------------
+
+def _uuid(ctx, ref):
+    return ctx.db.fields("VM", ref)["uuid"]
+
+
+def _after_shutdown(ctx, ref):
+    return lambda _: _delay(ctx, ctx.db.fields("VM", ref)["shutdown_delay"])
+
+
+def _clean_shutdown(ctx, ref, timeout):
+    d = ctx.server.xenops.vm_op(ref, "shutdown", _uuid(ctx, ref), True,
+                                timeout, task=ctx.task)
+    return d.addCallback(_after_shutdown(ctx, ref))
+
+
+def _hard_shutdown(ctx, ref):
+    db, xen = ctx.db, ctx.server.xenops
+    vm = db.fields("VM", ref)
+    if vm["power_state"] == "Suspended":
+        disks.discard_suspend_image(ctx.server, vm["uuid"])
+        db.update("VM", ref, {"suspend_VDI": NULL_REF})
+        xen.mark_halted(ref, "Halted")
+        return ""
+    if vm["power_state"] == "Halted":
+        return ""
+    d = xen.vm_op(ref, "shutdown", vm["uuid"], False, task=ctx.task,
+                  cancellable=False)
+    return d.addCallback(_after_shutdown(ctx, ref))
+
+
+@implements("VM.clean_shutdown")
+def clean_shutdown(ctx, vm):
+    return run(ctx, vm, "clean_shutdown", lambda: _clean_shutdown(
+        ctx, vm, ctx.server.xenops.shutdown_timeout).addCallback(_void))
+
+
+@implements("VM.hard_shutdown")
+def hard_shutdown(ctx, vm):
+    return run(ctx, vm, "hard_shutdown", lambda: _hard_shutdown(ctx, vm)) \
+        .addCallback(_void)
+
+
+@implements("VM.shutdown")
+def shutdown(ctx, vm):
+    """Clean within the VM's shutdown_delay (else the global timeout),
+    hard if that fails for any reason."""
+    def body():
+        delay = ctx.db.fields("VM", vm)["shutdown_delay"]
+        timeout = delay if delay > 0 else ctx.server.xenops.shutdown_timeout
+        if ctx.db.fields("VM", vm)["power_state"] != "Running":
+            return _hard_shutdown(ctx, vm)
+        d = _clean_shutdown(ctx, vm, timeout)
+        return d.addErrback(lambda _: _hard_shutdown(ctx, vm))
+    return run(ctx, vm, "shutdown", body).addCallback(_void)
+
+
+def _reboot(ctx, ref, clean):
+    spec = vmspec.vm_spec(ctx.db, ctx.server, ref)
+    xen = ctx.server.xenops
+    return xen.vm_op(ref, "reboot", spec.uuid, clean, xen.shutdown_timeout,
+                     spec, task=ctx.task, cancellable=clean)
+
+
+@implements("VM.clean_reboot")
+def clean_reboot(ctx, vm):
+    return run(ctx, vm, "clean_reboot", lambda: _reboot(ctx, vm, True)) \
+        .addCallback(_void)
+
+
+@implements("VM.hard_reboot")
+def hard_reboot(ctx, vm):
+    return run(ctx, vm, "hard_reboot", lambda: _reboot(ctx, vm, False)) \
+        .addCallback(_void)
+
+
+@implements("VM.pause")
+def pause(ctx, vm):
+    return run(ctx, vm, "pause", lambda: ctx.server.xenops.vm_op(
+        vm, "pause", _uuid(ctx, vm), task=ctx.task)).addCallback(_void)
+
+
+@implements("VM.unpause")
+def unpause(ctx, vm):
+    return run(ctx, vm, "unpause", lambda: ctx.server.xenops.vm_op(
+        vm, "unpause", _uuid(ctx, vm), task=ctx.task)).addCallback(_void)
+
+
+# --- suspend and resume ------------------------------------------------------
+
+def suspend_to(ctx, ref, key):
+    """Suspend the VM's domain into the image ``key``; the VM ends
+    Suspended (a Deferred)."""
+    db, xen = ctx.db, ctx.server.xenops
+
+    def settled(result):
+        if not isinstance(result, Failure):
+            db.update("VM", ref, {"power_state": "Suspended"})
+
+    image = disks.suspend_image(ctx.server, key)
+    return xen.vm_op(ref, "suspend", _uuid(ctx, ref), image,
+                     xen.shutdown_timeout, task=ctx.task, settled=settled)
+
+
+def resume_from(ctx, ref, key, paused, host):
+    """Resume the Suspended VM from image ``key`` (a Deferred)."""
+    db, xen = ctx.db, ctx.server.xenops
+    if not disks.has_suspend_image(ctx.server, key):
+        raise XenAPIError("VM_HAS_NO_SUSPEND_VDI", ref)
+    _reserve(ctx, ref, host)
+    try:
+        spec = vmspec.vm_spec(db, ctx.server, ref)
+    except Exception:
+        _release(ctx, ref)(None)
+        raise
+    image = disks.suspend_image(ctx.server, key)
+    d = xen.vm_op(ref, "resume", spec, image, paused, task=ctx.task)
+    d.addBoth(_release(ctx, ref))
+
+    def resumed(_):
+        disks.discard_suspend_image(ctx.server, key)
+        db.update("VM", ref, {"suspend_VDI": NULL_REF})
+    return d.addCallback(resumed)
+
+
+@implements("VM.suspend")
+def suspend(ctx, vm):
+    return run(ctx, vm, "suspend", lambda: suspend_to(
+        ctx, vm, _uuid(ctx, vm))).addCallback(_void)
+
+
+def _resume(ctx, ref, op, paused, host):
+    return run(ctx, ref, op, lambda: resume_from(
+        ctx, ref, _uuid(ctx, ref), paused, host)).addCallback(_void)
+
+
+@implements("VM.resume")
+def resume(ctx, vm, start_paused, force):
+    return _resume(ctx, vm, "resume", start_paused, ctx.server.host_ref)
+
+
+@implements("VM.resume_on")
+def resume_on(ctx, vm, host, start_paused, force):
+    ctx.db.fields("VM", vm)
+    return _resume(ctx, vm, "resume_on", start_paused, _local_host(ctx, host))
+
+
+# --- migration ---------------------------------------------------------------
+
+def _migrate_locally(backend, uuid, spec, image, timeout):
+    """A localhost migration: the guest is saved and restored into a new
+    domain on this host (new domid), as XAPI's localhost migration does."""
+    backend.suspend(uuid, image, timeout)
+    try:
+        return backend.resume(spec, image, False)
+    except Exception as e:
+        e.saved = True      # the guest is safe in its image
+        raise
+
+
+@implements("VM.pool_migrate")
+def pool_migrate(ctx, vm, host, options):
+    def body():
+        ctx.db.fields("host", host)
+        if host != ctx.server.host_ref:
+            # Another host: migrate_send over a connection to that host's
+            # migrate_receive, then that host takes resident_on.
+            raise XenAPIError("NOT_IMPLEMENTED",
+                              "VM.pool_migrate to another host")
+        db, xen = ctx.db, ctx.server.xenops
+        uuid = _uuid(ctx, vm)
+        key = uuid + ".migrate"
+        image = disks.suspend_image(ctx.server, key)
+        spec = vmspec.vm_spec(db, ctx.server, vm)
+
+        def settled(result):
+            if getattr(getattr(result, "value", None), "saved", False):
+                disks.copy_suspend_image(ctx.server, key, uuid)
+                db.update("VM", vm, {"power_state": "Suspended"})
+            disks.discard_suspend_image(ctx.server, key)
+
+        return xen.vm_op(vm, _migrate_locally, uuid, spec, image,
+                         xen.shutdown_timeout, task=ctx.task,
+                         settled=settled)
+    return run(ctx, vm, "pool_migrate", body).addCallback(_void)
+
+
+# --- state repair and guest hooks --------------------------------------------
+
+@implements("VM.power_state_reset")
+def power_state_reset(ctx, vm):
+    db, xen = ctx.db, ctx.server.xenops
+    if db.fields("VM", vm)["is_control_domain"]:
+        raise XenAPIError("CANNOT_RESET_CONTROL_DOMAIN", vm)
+
+    def body():
+        fields = db.fields("VM", vm)
+        if fields["power_state"] not in vmspec.LIVE_STATES or \
+                fields["resident_on"] != ctx.server.host_ref:
+            return reset(None)
+        d = xen.call("domain_info", fields["uuid"])
+        return d.addCallbacks(reset, lambda f: reset(None))
+
+    def reset(info):
+        if info is not None and info.state == "running":
+            raise XenAPIError("DOMAIN_EXISTS", vm, str(info.domid))
+        disks.discard_suspend_image(ctx.server, _uuid(ctx, vm))
+        db.update("VM", vm, {"suspend_VDI": NULL_REF})
+        xen.mark_halted(vm, "Halted")
+        return ""
+    return run(ctx, vm, "power_state_reset", body)
+
+
+@implements("VM.call_plugin")
+def call_plugin(ctx, vm, plugin, fn, args):
+    """Plugin 'simulator' stands for what a guest may do on its own (the
+    simulator backend only): fn crash, poweroff, halt, reboot, watchdog."""
+    db, xen = ctx.db, ctx.server.xenops
+    db.fields("VM", vm)
+    if plugin != "simulator" or \
+            not hasattr(xen.backend, "simulate_guest_shutdown"):
+        raise XenAPIError("XENAPI_MISSING_PLUGIN", plugin)
+    if fn not in SIMULATOR_TRIGGERS:
+        raise XenAPIError("XENAPI_PLUGIN_FAILURE", "unknown function", "",
+                          fn)
+
+    def body():
+        d = xen.call("simulate_guest_shutdown", _uuid(ctx, vm),
+                     SIMULATOR_TRIGGERS[fn])
+        d.addErrback(xen.translate, vm, ctx.task)
+        return d.addCallback(_void)
+    return run(ctx, vm, "call_plugin", body)
+
+
+@implements("VM.query_services")
+def query_services(ctx, self):
+    operations.check(ctx, "VM", self, "query_services")
+    raise XenAPIError("NOT_IMPLEMENTED", "query_services")

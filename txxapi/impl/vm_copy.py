@@ -1,0 +1,323 @@
+"""
+New VMs from old: clone, copy, snapshot, checkpoint, revert, provision.
+
+The VM-metadata side is done here: the new VM record (uuid, mac_seed,
+snapshot_of/snapshots, is_a_snapshot, snapshot_time, snapshot_info and
+snapshot_metadata, parent), its metrics, VBDs and VIFs (new MACs unless
+it is a snapshot), suspend images.  Disks go through txxapi.disks:
+clone_disk / copy_disk / snapshot_disk for a VBD that has a VDI (CDs keep
+pointing at their ISO), create_disk for a provision <disk/>; those hooks
+belong to the storage layer.
+"""
+
+import random
+import xml.etree.ElementTree as ET
+
+from twisted.internet import defer
+
+from txxapi import disks, operations
+from txxapi.api.registry import implements
+from txxapi.errors import XenAPIError
+from txxapi.impl import vif as vif_impl
+from txxapi.impl.vm import _hard_shutdown, resume_from, run, suspend_to
+from txxapi.impl.vm_config import make_vm
+from txxapi.values import EPOCH, NULL_REF, DateTime, new_uuid
+from txxapi.wire.xmlrpc import encode_value
+
+CLONE, COPY, SNAPSHOT, CHECKPOINT = "clone", "copy", "snapshot", "checkpoint"
+_SNAPSHOTS = (SNAPSHOT, CHECKPOINT)
+# Fields a new VM never inherits: identity, what exists only at run time,
+# what belongs to the old VM's place in the world.
+_FRESH = {
+    "allowed_operations": [], "current_operations": {},
+    "blocked_operations": {}, "is_default_template": False,
+    "resident_on": NULL_REF, "scheduled_to_be_resident_on": NULL_REF,
+    "suspend_VDI": NULL_REF, "domid": -1, "domarch": "",
+    "ha_always_run": False, "blobs": {}, "protection_policy": NULL_REF,
+    "snapshot_schedule": NULL_REF, "is_vmss_snapshot": False,
+    "appliance": NULL_REF, "start_delay": 0, "shutdown_delay": 0,
+    "order": 0, "suspend_SR": NULL_REF, "version": 0,
+    "requires_reboot": False, "transportable_snapshot_id": "",
+    "pending_guidances": [], "pending_guidances_recommended": [],
+    "pending_guidances_full": []}
+# What a revert leaves as the VM had it.
+_KEEP_ON_REVERT = frozenset([
+    "uuid", "suspend_VDI", "power_state", "parent", "current_operations",
+    "allowed_operations", "metrics", "guest_metrics", "resident_on",
+    "domid", "protection_policy", "snapshot_schedule",
+    "scheduled_to_be_resident_on", "tags", "affinity", "name_label",
+    "is_a_snapshot", "is_a_template", "is_default_template", "snapshot_of",
+    "snapshot_time", "transportable_snapshot_id", "snapshot_info",
+    "snapshot_metadata", "is_snapshot_from_vmpp", "blobs"])
+_VBD_COPIED = ("userdevice", "bootable", "mode", "type", "unpluggable",
+               "other_config", "qos_algorithm_type", "qos_algorithm_params")
+_VIF_COPIED = ("device", "network", "MTU", "other_config",
+               "qos_algorithm_type", "qos_algorithm_params", "locking_mode",
+               "ipv4_allowed", "ipv6_allowed", "ipv4_configuration_mode",
+               "ipv4_addresses", "ipv4_gateway", "ipv6_configuration_mode",
+               "ipv6_addresses", "ipv6_gateway")
+
+
+def _fresh_genid(current):
+    if current in ("", "0:0"):
+        return current
+    return "%d:%d" % (random.getrandbits(63), random.getrandbits(63))
+
+
+# --- disks (storage layer) ---------------------------------------------------
+
+def _new_disks(ctx, vbds, op, sr=NULL_REF):
+    """[(vbd, new VDI)] for the VBDs being carried over; a VDI is cloned,
+    copied or snapshotted by the storage layer, a CD keeps its ISO."""
+    db = ctx.db
+    out = []
+    for vbd in vbds:
+        f = db.fields("VBD", vbd)
+        if f["empty"] or f["VDI"] == NULL_REF or f["type"] == "CD":
+            out.append((vbd, f["VDI"]))
+        elif op == COPY:
+            out.append((vbd, disks.copy_disk(ctx, f["VDI"], sr)))
+        elif op in _SNAPSHOTS:
+            out.append((vbd, disks.snapshot_disk(ctx, f["VDI"])))
+        else:
+            out.append((vbd, disks.clone_disk(ctx, f["VDI"])))
+    return out
+
+
+def _copy_vbd(db, vbd, vm, vdi):
+    f = db.fields("VBD", vbd)
+    fields = {k: f[k] for k in _VBD_COPIED}
+    fields.update(VM=vm, VDI=vdi, empty=f["empty"] or vdi == NULL_REF,
+                  device=f["device"])
+    if fields["type"] == "Disk":
+        # The new VM owns the disks made for it.
+        fields["other_config"] = dict(fields["other_config"])
+        fields["other_config"].setdefault("owner", "")
+    return db.create("VBD", fields)
+
+
+def _copy_vif(db, vif, vm, keep_mac):
+    f = db.fields("VIF", vif)
+    fields = {k: f[k] for k in _VIF_COPIED}
+    fields.update(VM=vm, MAC=f["MAC"] if keep_mac else "")
+    return vif_impl.new_vif(db, fields)
+
+
+def _copy_object(db, cls, ref):
+    if not db.exists(cls, ref):
+        return NULL_REF
+    fields = dict(db.fields(cls, ref))
+    del fields["uuid"]
+    return db.create(cls, fields)
+
+
+# --- the new VM record -------------------------------------------------------
+
+def copy_vm(ctx, src, op, new_name, new_power, new_disks,
+            ignore_vdis=()):
+    """Create the record of a clone/copy/snapshot/checkpoint of ``src``
+    with ``new_disks`` [(old vbd, new vdi)] and its VIFs; returns it."""
+    db = ctx.db
+    vm = db.fields("VM", src)
+    record = db.record("VM", src)
+    snap = op in _SNAPSHOTS
+    fields = {k: v for k, v in vm.items() if k != "uuid"}
+    fields.update(_FRESH)
+    other = dict(vm["other_config"])
+    if not snap:
+        other["mac_seed"] = new_uuid()
+    other.pop("default_template", None)
+    other.pop("xensource_internal", None)
+    if vm["is_a_template"] and "base_template_name" not in other:
+        other["base_template_name"] = vm["name_label"]
+    fields.update(
+        name_label=new_name, power_state=new_power, other_config=other,
+        is_a_template=snap or vm["is_a_template"], is_a_snapshot=snap,
+        snapshot_of=src if snap else NULL_REF,
+        snapshot_time=DateTime.now() if snap else EPOCH,
+        snapshot_info={"power-state-at-snapshot": vm["power_state"],
+                       "disk-snapshot-type": "crash_consistent"}
+        if snap else {},
+        snapshot_metadata=encode_value(record) if snap else "",
+        parent=vm["parent"] if snap else NULL_REF,
+        generation_id=_fresh_genid(vm["generation_id"]),
+        metrics=_copy_object(db, "VM_metrics", vm["metrics"]),
+        guest_metrics=_copy_object(db, "VM_guest_metrics",
+                                   vm["guest_metrics"]))
+    ref = db.create("VM", fields)
+    if snap:
+        db.update("VM", src, {"parent": ref})
+    for vbd, vdi in new_disks:
+        _copy_vbd(db, vbd, ref, vdi)
+    for vif in db.where("VIF", VM=src):
+        _copy_vif(db, vif, ref, keep_mac=snap)
+    ctx.server.xenops.mark_halted(ref, new_power)
+    return ref
+
+
+def _clone_or_copy(ctx, vm, op, new_name, sr=NULL_REF):
+    db = ctx.db
+    vbds = db.where("VBD", VM=vm)
+    new_disks = _new_disks(ctx, vbds, op, sr)
+    # A clone of a (checkpoint) snapshot is a fresh VM: halted.
+    return copy_vm(ctx, vm, op, new_name, "Halted", new_disks)
+
+
+@implements("VM.clone")
+def clone(ctx, vm, new_name):
+    return run(ctx, vm, "clone",
+               lambda: _clone_or_copy(ctx, vm, CLONE, new_name))
+
+
+@implements("VM.copy")
+def copy(ctx, vm, new_name, sr):
+    db = ctx.db
+    if db.exists("SR", sr) and db.fields("SR", sr)["content_type"] == "iso":
+        raise XenAPIError("OPERATION_NOT_ALLOWED",
+                          "Cannot copy a VM's disks to an ISO SR")
+    target = sr if db.exists("SR", sr) else NULL_REF
+    return run(ctx, vm, "copy",
+               lambda: _clone_or_copy(ctx, vm, COPY, new_name, target))
+
+
+@implements("VM.snapshot")
+def snapshot(ctx, vm, new_name, ignore_vdis):
+    def body():
+        db = ctx.db
+        vbds = [v for v in db.where("VBD", VM=vm)
+                if db.fields("VBD", v)["VDI"] not in ignore_vdis]
+        new_disks = _new_disks(ctx, vbds, SNAPSHOT)
+        return copy_vm(ctx, vm, SNAPSHOT, new_name, "Halted", new_disks)
+    return run(ctx, vm, "snapshot", body)
+
+
+@implements("VM.checkpoint")
+def checkpoint(ctx, vm, new_name):
+    """Suspend a running VM, snapshot it with its memory image, resume
+    it; the snapshot is Suspended and reverts to a running guest."""
+    db = ctx.db
+
+    @defer.inlineCallbacks
+    def body():
+        power = db.fields("VM", vm)["power_state"]
+        uuid = db.fields("VM", vm)["uuid"]
+        if power == "Running":
+            try:
+                yield suspend_to(ctx, vm, uuid)
+            except XenAPIError as e:
+                if e.code == "TASK_CANCELLED":
+                    raise
+                raise XenAPIError("VM_CHECKPOINT_SUSPEND_FAILED", vm)
+        snap_power = "Suspended" if power in ("Running", "Suspended") \
+            else "Halted"
+        error, snap = None, None
+        try:
+            new_disks = _new_disks(ctx, db.where("VBD", VM=vm), CHECKPOINT)
+            snap = copy_vm(ctx, vm, CHECKPOINT, new_name, snap_power,
+                           new_disks)
+            if snap_power == "Suspended":
+                key = db.fields("VM", snap)["uuid"]
+                yield ctx.server.xenops.run_blocking(
+                    disks.copy_suspend_image, ctx.server, uuid, key)
+                if power == "Running":
+                    info = dict(db.fields("VM", snap)["snapshot_info"])
+                    info["power-state-at-snapshot"] = "Running"
+                    db.update("VM", snap, {"snapshot_info": info})
+        except Exception as e:
+            error = e
+        if power == "Running":
+            try:
+                yield resume_from(ctx, vm, uuid, False, ctx.server.host_ref)
+            except XenAPIError:
+                raise XenAPIError("VM_CHECKPOINT_RESUME_FAILED", vm)
+        if error is not None:
+            raise error
+        return snap
+    return run(ctx, vm, "checkpoint", body)
+
+
+# --- revert ------------------------------------------------------------------
+
+@implements("VM.revert")
+def revert(ctx, snapshot):
+    db = ctx.db
+    vm = db.fields("VM", snapshot)["snapshot_of"]
+
+    def outer():
+        if not db.exists("VM", vm):
+            raise XenAPIError("VM_REVERT_FAILED", snapshot, vm)
+        return operations.run(ctx, "VM", vm, "reverting", inner)
+
+    @defer.inlineCallbacks
+    def inner():
+        if db.fields("VM", vm)["power_state"] != "Halted":
+            yield _hard_shutdown(ctx, vm)
+        snap = db.fields("VM", snapshot)
+        new_disks = _new_disks(ctx, db.where("VBD", VM=snapshot), CLONE)
+        for vbd in db.where("VBD", VM=vm):
+            f = db.fields("VBD", vbd)
+            if f["type"] == "Disk" and not f["empty"]:
+                disks.destroy_disk(ctx, f["VDI"])
+            db.delete("VBD", vbd)
+        for vif in db.where("VIF", VM=vm):
+            db.delete("VIF", vif)
+        db.update("VM", vm, {k: v for k, v in snap.items()
+                             if k not in _KEEP_ON_REVERT})
+        db.update("VM", vm, {"parent": snapshot})
+        for vbd, vdi in new_disks:
+            _copy_vbd(db, vbd, vm, vdi)
+        for vif in db.where("VIF", VM=snapshot):
+            _copy_vif(db, vif, vm, keep_mac=True)
+        old = db.fields("VM", vm)["guest_metrics"]
+        if db.exists("VM_guest_metrics", old):
+            db.delete("VM_guest_metrics", old)
+        db.update("VM", vm, {"guest_metrics": _copy_object(
+            db, "VM_guest_metrics", snap["guest_metrics"])})
+        power = snap["power_state"]
+        if power == "Suspended":
+            yield ctx.server.xenops.run_blocking(
+                disks.copy_suspend_image, ctx.server, snap["uuid"],
+                db.fields("VM", vm)["uuid"])
+        ctx.server.xenops.mark_halted(vm, power)
+        return ""
+    return run(ctx, snapshot, "revert", outer)
+
+
+# --- provision ---------------------------------------------------------------
+
+def provision_disks(other_config):
+    """The <disk/> entries of a template's other_config:disks."""
+    text = other_config.get("disks", "")
+    if not text.strip():
+        return []
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        raise XenAPIError("INVALID_VALUE", "other_config:disks", text)
+    return [d.attrib for d in root.iter("disk")]
+
+
+@implements("VM.provision")
+def provision(ctx, vm):
+    """Make the template's disks (other_config:disks) and turn it into a
+    VM; a template without disks to make just becomes a VM."""
+    def body():
+        db = ctx.db
+        wanted = provision_disks(db.fields("VM", vm)["other_config"])
+        made = []
+        for disk in wanted:
+            sr = disks.provision_sr(ctx, disk.get("sr", ""))
+            vdi = disks.create_disk(ctx, sr, int(disk.get("size", "0")),
+                                    db.fields("VM", vm)["name_label"],
+                                    disk.get("type", "system"))
+            made.append(db.create("VBD", {
+                "VM": vm, "VDI": vdi, "userdevice": disk.get("device", "0"),
+                "bootable": disk.get("bootable", "false") == "true",
+                "mode": "RW", "type": "Disk", "empty": False,
+                "other_config": {"owner": ""}}))
+        other = dict(db.fields("VM", vm)["other_config"])
+        other.pop("disks", None)
+        db.update("VM", vm, {"other_config": other})
+        make_vm(ctx, vm)
+        return ""
+    return run(ctx, vm, "provision", body)
