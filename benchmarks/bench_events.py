@@ -6,6 +6,7 @@ RSS idle, with the watchers blocked, and after.
 
     python3 benchmarks/bench_events.py [--watchers N] [--rounds R]
                                        [--subscription network|*|object]
+                                       [--json]
 
 The server is a real `twistd xapi` (as the tests start it); the watchers
 live in a separate client process, each on its own keep-alive HTTP
@@ -20,6 +21,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -148,7 +150,9 @@ def percentile(sorted_values, p):
     return sorted_values[i]
 
 
-def drive(args):
+def measure(args, say=print):
+    """Run the benchmark; a dict of its figures (latencies in ms, RSS in
+    MiB)."""
     raise_fd_limit()
     base = tempfile.mkdtemp(prefix="bench-events-")
     server = RunningServer(os.path.join(base, "data"))
@@ -181,8 +185,9 @@ def drive(args):
             line = client.stdout.readline()
             assert line.startswith("ready"), line
             if r == 0:
-                print("%d watchers connected and sent in %.2f s"
-                      % (args.watchers, time.monotonic() - started))
+                connected = time.monotonic() - started
+                say("%d watchers connected and sent in %.2f s"
+                    % (args.watchers, connected))
             time.sleep(args.settle)   # let every request reach the server
             rss_blocked = max(rss_blocked, rss_kib(pid))
             t0 = time.monotonic()
@@ -192,25 +197,41 @@ def drive(args):
             arrivals = json.loads(line.split(" ", 2)[2])
             lat = sorted(a - t0 for a in arrivals)
             latencies.extend(lat)
-            print("round %d: all %d answered %.1f ms after the write "
-                  "(p50 %.1f ms)" % (r, len(lat), lat[-1] * 1e3,
-                                     percentile(lat, 50) * 1e3))
+            say("round %d: all %d answered %.1f ms after the write "
+                "(p50 %.1f ms)" % (r, len(lat), lat[-1] * 1e3,
+                                   percentile(lat, 50) * 1e3))
         client.wait(60)
         rss_after = rss_kib(pid)
-        latencies.sort()
-        print()
-        print("watchers %d, subscription %s, rounds %d"
-              % (args.watchers, classes[0].split("/")[0] +
-                 ("/<ref>" if "/" in classes[0] else ""), args.rounds))
-        print("write -> watcher reply latency: p50 %.1f ms, p99 %.1f ms, "
-              "max %.1f ms" % (percentile(latencies, 50) * 1e3,
-                               percentile(latencies, 99) * 1e3,
-                               latencies[-1] * 1e3))
-        print("server RSS: idle %.1f MiB, %d watchers blocked %.1f MiB, "
-              "after %.1f MiB" % (rss_idle / 1024.0, args.watchers,
-                                  rss_blocked / 1024.0, rss_after / 1024.0))
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    latencies.sort()
+    return {"watchers": args.watchers, "rounds": args.rounds,
+            "subscription": classes[0].split("/")[0] +
+            ("/<ref>" if "/" in classes[0] else ""),
+            "connect_s": connected,
+            "p50_ms": percentile(latencies, 50) * 1e3,
+            "p99_ms": percentile(latencies, 99) * 1e3,
+            "max_ms": latencies[-1] * 1e3,
+            "rss_idle_mib": rss_idle / 1024.0,
+            "rss_blocked_mib": rss_blocked / 1024.0,
+            "rss_after_mib": rss_after / 1024.0}
+
+
+def drive(args):
+    if args.json:
+        figures = measure(args, say=lambda text: None)
+        print(json.dumps(figures))
+        return
+    f = measure(args)
+    print()
+    print("watchers %d, subscription %s, rounds %d"
+          % (f["watchers"], f["subscription"], f["rounds"]))
+    print("write -> watcher reply latency: p50 %.1f ms, p99 %.1f ms, "
+          "max %.1f ms" % (f["p50_ms"], f["p99_ms"], f["max_ms"]))
+    print("server RSS: idle %.1f MiB, %d watchers blocked %.1f MiB, "
+          "after %.1f MiB" % (f["rss_idle_mib"], f["watchers"],
+                              f["rss_blocked_mib"], f["rss_after_mib"]))
 
 
 def main():
@@ -221,6 +242,8 @@ def main():
                    help="seconds between the last request sent and the write")
     p.add_argument("--subscription", default="network",
                    choices=["network", "*", "object"])
+    p.add_argument("--json", action="store_true",
+                   help="print the figures as one JSON line")
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--host")
     p.add_argument("--port", type=int)

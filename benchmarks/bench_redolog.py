@@ -4,7 +4,7 @@ record, with 1, 10 and 100 concurrent writers.  Each writer appends a record,
 waits for wait_durable, then appends its next one, like an API call that
 must not answer before its change is on disk.
 
-    python3 benchmarks/bench_redolog.py [--seconds S] [--dir DIR]
+    python3 benchmarks/bench_redolog.py [--seconds S] [--dir DIR] [--json]
 
 Run it on the disk the pool database will live on (--dir): on tmpfs the
 fsyncs cost nothing and the comparison is meaningless.
@@ -96,24 +96,35 @@ def codec_costs(n=20000):
 
 @defer.inlineCallbacks
 def main(reactor, args):
-    print("codec, per record:")
-    print("  %-12s %-15s %9s %9s %7s" % ("backend", "record", "encode",
-                                         "decode", "bytes"))
+    say = (lambda text: None) if args.json else print
+    figures = {"codec": [], "durable": []}
+    say("codec, per record:")
+    say("  %-12s %-15s %9s %9s %7s" % ("backend", "record", "encode",
+                                       "decode", "bytes"))
     for cname, kind, enc, dec, size in codec_costs():
-        print("  %-12s %-15s %7.2fus %7.2fus %7.0f"
-              % (cname, kind, enc, dec, size))
-    print()
-    print("durable writes/second (%.1f s per run):" % args.seconds)
-    print("  %7s | %14s %9s | %14s | %6s"
-          % ("writers", "group commit", "rec/sync", "fsync/record", "ratio"))
+        figures["codec"].append({"backend": cname, "record": kind,
+                                 "encode_us": enc, "decode_us": dec,
+                                 "bytes": size})
+        say("  %-12s %-15s %7.2fus %7.2fus %7.0f"
+            % (cname, kind, enc, dec, size))
+    say("")
+    say("durable writes/second (%.1f s per run):" % args.seconds)
+    say("  %7s | %14s %9s | %14s | %6s"
+        % ("writers", "group commit", "rec/sync", "fsync/record", "ratio"))
     for n in WRITERS:
         gc_rate, gc_stats = yield run_one(reactor, args.dir, n, True,
                                           args.seconds)
         one_rate, _ = yield run_one(reactor, args.dir, n, False,
                                     args.seconds)
         per_sync = gc_stats["records"] / max(gc_stats["fsyncs"], 1)
-        print("  %7d | %14.0f %9.1f | %14.0f | %5.1fx"
-              % (n, gc_rate, per_sync, one_rate, gc_rate / one_rate))
+        figures["durable"].append({
+            "writers": n, "group_commit_per_s": gc_rate,
+            "records_per_fsync": per_sync, "fsync_per_record_per_s":
+            one_rate})
+        say("  %7d | %14.0f %9.1f | %14.0f | %5.1fx"
+            % (n, gc_rate, per_sync, one_rate, gc_rate / one_rate))
+    if args.json:
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":
@@ -123,4 +134,6 @@ if __name__ == "__main__":
     parser.add_argument("--dir", default=None,
                         help="where to create the scratch logs "
                              "(default: the system temp directory)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the figures as one JSON line")
     task.react(main, [parser.parse_args()])

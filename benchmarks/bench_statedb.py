@@ -2,6 +2,7 @@
 state.db write and load times for 10,000 and 100,000 objects.
 
     python3 benchmarks/bench_statedb.py [--dir DIR] [--sizes 10000,100000]
+                                        [--json]
 
 A third of the objects are VMs (every VM field set, maps and sets filled
 like a real pool's), the rest VBDs and VIFs attached to them.  Prints the
@@ -11,6 +12,7 @@ live on.
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -95,9 +97,16 @@ def run(objects, directory):
     t_load = time.perf_counter() - t0
     assert sum(len(t.rows) for t in fresh.tables.values()) == snap.count()
 
+    return {"objects": snap.count(), "capture_s": t_capture,
+            "write_s": t_write, "load_s": t_load, "size_mb": size / 1e6,
+            "populate_s": t_pop}
+
+
+def show(f):
     print("%7d objects: capture %6.3f s  write %6.2f s  load %6.2f s  "
           "size %6.1f MB  (populate %.1f s)"
-          % (snap.count(), t_capture, t_write, t_load, size / 1e6, t_pop))
+          % (f["objects"], f["capture_s"], f["write_s"], f["load_s"],
+             f["size_mb"], f["populate_s"]))
 
 
 def main():
@@ -105,11 +114,18 @@ def main():
     parser.add_argument("--dir", help="where to write the files "
                         "(default: a temporary directory)")
     parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--json", action="store_true",
+                        help="print the figures as one JSON line")
     args = parser.parse_args()
     directory = args.dir or tempfile.mkdtemp(prefix="bench-statedb-")
     try:
+        figures = []
         for n in args.sizes.split(","):
-            run(int(n), directory)
+            figures.append(run(int(n), directory))
+            if not args.json:
+                show(figures[-1])
+        if args.json:
+            print(json.dumps(figures))
     finally:
         if not args.dir:
             shutil.rmtree(directory, ignore_errors=True)
