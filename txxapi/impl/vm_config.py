@@ -120,6 +120,50 @@ def make_vm(ctx, ref):
     ctx.server.xenops.refresh_allowed(ref)
 
 
+# --- plain settings ----------------------------------------------------------
+
+def _setter(field):
+    def set_field(ctx, self, value):
+        ctx.db.fields("VM", self)
+        ctx.db.update("VM", self, {field: value})
+        return ""
+    return set_field
+
+
+for _field in ("actions_after_crash", "start_delay", "shutdown_delay",
+               "order"):
+    implements("VM.set_" + _field)(_setter(_field))
+
+
+@implements("VM.set_domain_type")
+def set_domain_type(ctx, self, value):
+    ctx.db.fields("VM", self)
+    if value == "unspecified":
+        raise XenAPIError("INVALID_VALUE", "domain_type", value)
+    ctx.db.update("VM", self, {"domain_type": value, "HVM_boot_policy":
+                               "BIOS order" if value == "hvm" else ""})
+    return ""
+
+
+@implements("VM.set_HVM_boot_policy")
+def set_HVM_boot_policy(ctx, self, value):
+    ctx.db.fields("VM", self)
+    ctx.db.update("VM", self, {"HVM_boot_policy": value,
+                               "domain_type": "hvm" if value else "pv"})
+    return ""
+
+
+@implements("VM.set_HVM_shadow_multiplier")
+def set_HVM_shadow_multiplier(ctx, self, value):
+    def body():
+        if value < 1.0:
+            raise XenAPIError("INVALID_VALUE", "multiplier", repr(value))
+        ctx.db.update("VM", self, {"HVM_shadow_multiplier": value})
+        _memory_changed(ctx, self)
+        return ""
+    return run(ctx, self, "changing_shadow_memory", body)
+
+
 # --- memory ------------------------------------------------------------------
 
 def assert_memory_valid(ctx, ref, smin, dmin, dmax, smax):
