@@ -262,3 +262,19 @@ def test_every_operation_has_its_states():
     vm = {"is_control_domain": False, "is_a_snapshot": False}
     for op in MODEL.enums["vm_operations"]:
         vm_lifecycle.allowed_states(vm, op)
+
+
+def test_host_free_memory_call(tmp_path):
+    from tests.support.inprocess import call, login, make_server
+    server, _ = make_server(tmp_path)
+    s = login(server)
+    host = server.host_ref
+    free = call(server, "host.compute_free_memory", s, host)
+    total = server.db.fields("host_metrics",
+                             server.db.fields("host", host)["metrics"])[
+                                 "memory_total"]
+    dom0 = server.db.fields("VM", server.db.fields("host", host)[
+        "control_domain"])
+    assert free == total - dom0["memory_dynamic_min"] - dom0[
+        "memory_overhead"]
+    assert call(server, "host.compute_memory_overhead", s, host) == 0
