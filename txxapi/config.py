@@ -21,6 +21,8 @@ DEFAULTS = {
     "simulator-op-time": "0.05",
     "shutdown-timeout": "1200",
     "import-db": "",
+    "local-sr-dir": "",
+    "iso-dir": "",
 }
 SECTION = "xapi"
 

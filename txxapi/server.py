@@ -21,6 +21,7 @@ from txxapi.db.memory import Database
 from txxapi.events import EventHub
 from txxapi.forwarding import LocalForwarder
 from txxapi.messages import MessageStore
+from txxapi.storage import Storage
 from txxapi.xenops import DEFAULT_SHUTDOWN_TIMEOUT, Xenops
 
 log = Logger()
@@ -29,7 +30,8 @@ log = Logger()
 class Server:
     def __init__(self, data_dir, portal, xenops, persistence,
                  bind="", login_failure_delay=5.0, reactor=None,
-                 import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT):
+                 import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT,
+                 local_sr_dir=None, iso_dir=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -56,6 +58,10 @@ class Server:
         self.components = []
         self.messages = MessageStore(self, os.path.join(data_dir, "messages"))
         self.components.append(self.messages)
+        # Storage before the VMs: a VM's disks are attached through it.
+        self.storage = Storage(self, local_sr_dir=local_sr_dir,
+                               iso_dir=iso_dir)
+        self.components.append(self.storage)
         self.components.append(self.xenops)
 
     @defer.inlineCallbacks

@@ -91,7 +91,9 @@ class XapiService(service.Service):
             data_dir, make_portal(make_checkers(s)), backend, persistence,
             bind=s["bind"], login_failure_delay=float(s["login-failure-delay"]),
             reactor=self.reactor, import_db=s["import-db"] or None,
-            shutdown_timeout=float(s["shutdown-timeout"]))
+            shutdown_timeout=float(s["shutdown-timeout"]),
+            local_sr_dir=s["local-sr-dir"] or None,
+            iso_dir=s["iso-dir"] or None)
         yield self.server.start()
         site = make_site(self.server, max_rpc_size=int(s["max-rpc-size"]))
         bind = s["bind"]

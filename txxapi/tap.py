@@ -41,6 +41,11 @@ class Options(usage.Options):
         ["import-db", None, None,
          "On a first start, take over this XAPI state.db (this host "
          "becomes its pool's master)."],
+        ["local-sr-dir", None, None,
+         "Directory the local SR is created in on a first start, as "
+         "DIR/<sr-uuid> (<data-dir>/sr)."],
+        ["iso-dir", None, None,
+         "Directory of .iso images served as an ISO library SR (none)."],
     ]
 
     def postOptions(self):
