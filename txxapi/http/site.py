@@ -1,13 +1,20 @@
 """
-The site both listeners (HTTP and HTTPS) serve: the RPC endpoints, and the
-HTTP handlers of later work (import/export, console, RRDs, CLI).
+The site both listeners (HTTP and HTTPS) serve: the RPC endpoints, the VDI
+data paths, and the HTTP handlers of later work (console, RRDs, CLI).
 
 Requests are bounded: an RPC body larger than ``max_rpc_size`` is refused
-with 413 before it is read, and the connection is closed.
+with 413 before it is read, and the connection is closed.  The body of an
+upload (PUT /import_raw_vdi) is not buffered at all: each piece goes to
+the upload's writer as it arrives, with the connection paused while the
+writer is behind.
 """
+
+import io
 
 from twisted.web import resource, server
 
+from txxapi.http import responses, vdi_transfer
+from txxapi.http.auth import version_of
 from txxapi.http.rpc import JSON_PATHS, XML_PATHS, RPCResource
 
 MAX_RPC_SIZE = 300 * 1024   # XAPI's limit for an RPC body
@@ -16,7 +23,9 @@ RPC_PATHS = frozenset(XML_PATHS + JSON_PATHS)
 
 class XapiRequest(server.Request):
     max_rpc_size = MAX_RPC_SIZE
+    xapi_server = None
     _refused = False
+    _upload = None
 
     def gotLength(self, length):
         path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
@@ -25,11 +34,23 @@ class XapiRequest(server.Request):
                 and length > self.max_rpc_size:
             self._refuse()
             return
+        if command == b"PUT" and path == vdi_transfer.IMPORT_PATH and \
+                self.xapi_server is not None:
+            self.content = io.BytesIO()
+            # XAPI ignores Expect: its 200 (or refusal) is the answer that
+            # lets the client send, and no 100 may follow it.
+            self.requestHeaders.removeHeader(b"expect")
+            self._upload = vdi_transfer.Upload(self.xapi_server, self,
+                                               length)
+            return
         self._rpc_limited = path in RPC_PATHS
         self._received = 0
         server.Request.gotLength(self, length)
 
     def handleContentChunk(self, data):
+        if self._upload is not None:
+            self._upload.data(data)
+            return
         if self._refused:
             return
         self._received += len(data)
@@ -48,20 +69,58 @@ class XapiRequest(server.Request):
         transport.loseConnection()
 
     def requestReceived(self, command, path, version):
+        if self._upload is not None:
+            # The upload answers for itself; twisted renders nothing.
+            self._upload.body_complete()
+            return
         if self._refused:
             return
         server.Request.requestReceived(self, command, path, version)
+
+    def connectionLost(self, reason):
+        if self._upload is not None:
+            self._upload.connection_lost()
+        server.Request.connectionLost(self, reason)
+
+
+class TransferResource(resource.Resource):
+    """GET /export_raw_vdi; what XAPI answers other methods on the data
+    paths (its HTTP server knows no HEAD at all)."""
+
+    isLeaf = True
+
+    def __init__(self, server_):
+        resource.Resource.__init__(self)
+        self.server = server_
+
+    def render(self, request):
+        if request.method == b"GET" and \
+                request.path == vdi_transfer.EXPORT_PATH:
+            vdi_transfer.Download(self.server, request)
+            return server.NOT_DONE_YET
+        if request.method == b"HEAD":
+            answer = responses.method_not_implemented(
+                version_of(request), "HEAD")
+        else:
+            answer = responses.not_found(version_of(request))
+        request.channel.transport.write(answer)
+        request.channel.loseConnection()
+        return server.NOT_DONE_YET
 
 
 class Root(resource.Resource):
     def __init__(self, server_):
         resource.Resource.__init__(self)
         self.rpc = RPCResource(server_)
+        self.transfers = TransferResource(server_)
 
     def getChildWithDefault(self, name, request):
         if request.path in RPC_PATHS and request.method in (b"POST",
                                                             b"OPTIONS"):
             return self.rpc
+        if request.path in (vdi_transfer.IMPORT_PATH,
+                            vdi_transfer.EXPORT_PATH):
+            return self.transfers
         if request.path == b"/":
             return self
         return resource.Resource.getChildWithDefault(self, name, request)
@@ -78,7 +137,8 @@ def make_site(server_, max_rpc_size=MAX_RPC_SIZE, access_log=False):
     if not access_log:
         site.log = lambda request: None
     site.requestFactory = type("Request", (XapiRequest,),
-                               {"max_rpc_size": max_rpc_size})
+                               {"max_rpc_size": max_rpc_size,
+                                "xapi_server": server_})
     site.displayTracebacks = False
     # Idle keep-alive connections are closed after this long.
     site.timeOut = 300

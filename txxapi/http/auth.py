@@ -1,0 +1,170 @@
+"""
+Who calls an HTTP data handler, decided as XAPI decides it: a session_id
+(cookie before query), else the pool secret, else HTTP basic credentials
+that log in a session lasting the request.  Then the handler's RBAC
+permission, ``http/<action>``: local superusers hold every one.
+
+Failures are Refused exceptions carrying XAPI's canned response; a task
+the client named in ``task_id`` is failed with the reason first, as XAPI
+does.
+"""
+
+import base64
+import binascii
+from urllib.parse import parse_qsl, urlsplit
+
+from twisted.internet import defer
+
+from txxapi.errors import XenAPIError
+from txxapi.http import responses
+
+# The roles holding each data handler's permission (XAPI's http_actions).
+VM_ADMIN = ("pool-admin", "pool-operator", "vm-power-admin", "vm-admin")
+HTTP_ACTIONS = {"put_import_raw_vdi": VM_ADMIN,
+                "get_export_raw_vdi": VM_ADMIN}
+
+
+class Refused(Exception):
+    """Answer the request with ``response`` (bytes) and close it."""
+
+    def __init__(self, response):
+        Exception.__init__(self, response)
+        self.response = response
+
+
+def version_of(request):
+    """The HTTP version XAPI answers a request in."""
+    proto = getattr(request, "clientproto", None) or \
+        getattr(request.channel, "_version", b"")
+    return "1.0" if proto == b"HTTP/1.0" else "1.1"
+
+
+def query_of(request):
+    """The query parameters (first value of each).  Works before twisted
+    has parsed the request, while the body is still arriving."""
+    uri = getattr(request.channel, "_path", None) or request.uri
+    args = {}
+    for k, v in parse_qsl(urlsplit(uri).query, keep_blank_values=True):
+        args.setdefault(k.decode("utf-8", "replace"),
+                        v.decode("utf-8", "replace"))
+    return args
+
+
+def cookies_of(request):
+    """Cookies as XAPI parses them: separated by ';', or by '&' in the
+    legacy form that has no ';'."""
+    out = {}
+    for raw in request.requestHeaders.getRawHeaders(b"cookie", []):
+        text = raw.decode("utf-8", "replace")
+        for item in text.split(";" if ";" in text else "&"):
+            name, sep, value = item.strip().partition("=")
+            if sep:
+                out.setdefault(name, value)
+    return out
+
+
+class Params:
+    """A request's parameters: query and cookies."""
+
+    def __init__(self, request):
+        self.query = query_of(request)
+        self.cookies = cookies_of(request)
+
+    def get(self, name, cookie_first=False):
+        """XAPI reads session_id, pool_secret and task_id from the cookie
+        first, and handler arguments from the query first."""
+        first, second = (self.cookies, self.query) if cookie_first \
+            else (self.query, self.cookies)
+        return first.get(name, second.get(name))
+
+    def __contains__(self, name):
+        return name in self.query or name in self.cookies
+
+
+class Caller:
+    """The session a request runs in; a temporary one is logged out by
+    close()."""
+
+    def __init__(self, server, session, temporary):
+        self.server = server
+        self.session = session
+        self.temporary = temporary
+
+    def close(self):
+        if self.temporary:
+            self.temporary = False
+            self.server.sessions.logout(self.session)
+
+
+def fail_named_task(server, params, error):
+    """Fail the task the client passed in task_id, if it exists."""
+    task = params.get("task_id", cookie_first=True)
+    if task and server.db.exists("task", task):
+        server.tasks.fail(task, error)
+
+
+class _Unauthorised(Exception):
+    pass
+
+
+@defer.inlineCallbacks
+def authenticate(server, request, params, realm, action):
+    """The Caller of an HTTP data request (a Deferred), or Refused."""
+    version = version_of(request)
+    try:
+        caller = yield _identify(server, request, params)
+    except _Unauthorised:
+        fail_named_task(server, params,
+                        XenAPIError("SESSION_AUTHENTICATION_FAILED"))
+        raise Refused(responses.unauthorised(version, realm))
+    permission = "http/" + action
+    fields = server.db.fields("session", caller.session)
+    if not fields["is_local_superuser"] and \
+            permission not in fields["rbac_permissions"]:
+        holders = ", ".join(HTTP_ACTIONS.get(action, ()))
+        fail_named_task(server, params, XenAPIError(
+            "RBAC_PERMISSION_DENIED", permission,
+            "No permission in user session. (Roles with this permission: "
+            "%s)" % holders))
+        caller.close()
+        raise Refused(responses.forbidden(version))
+    return caller
+
+
+@defer.inlineCallbacks
+def _identify(server, request, params):
+    session = params.get("session_id", cookie_first=True)
+    if session is not None:
+        try:
+            server.sessions.check(session)
+        except XenAPIError:
+            raise _Unauthorised()
+        return Caller(server, session, False)
+    secret = params.get("pool_secret", cookie_first=True)
+    if secret is not None:
+        if secret != server.pool_secret:
+            raise _Unauthorised()
+        return Caller(server, server.sessions.create(
+            "", originator="pool secret", pool=True), True)
+    header = request.getHeader(b"authorization")
+    if header is None:
+        raise _Unauthorised()
+    header = header.decode("latin-1")
+    scheme, _, data = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise Refused(responses.internal_error(
+            version_of(request), "Unknown authorization header: " + header))
+    try:
+        user, sep, password = base64.b64decode(data.strip()).decode(
+            "utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise _Unauthorised()
+    if not sep:
+        raise _Unauthorised()
+    peer = getattr(request.getClientAddress(), "host", "unknown")
+    try:
+        session = yield server.sessions.login(
+            user, password, "%s using Basic auth" % peer)
+    except XenAPIError:
+        raise _Unauthorised()
+    return Caller(server, session, True)

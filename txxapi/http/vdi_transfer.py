@@ -1,0 +1,447 @@
+"""
+PUT /import_raw_vdi and GET /export_raw_vdi: a VDI's data in and out over
+HTTP and HTTPS, with XAPI's order of checks, status codes and task
+bookkeeping, streamed in bounded memory with flow control both ways.
+
+Uploads: the site's request class hands each piece of the body to an
+Upload as it arrives instead of buffering the body.  The Upload gathers
+pieces into large writes run on the storage pool, one at a time; while
+one is in flight and another is gathered, the client's connection is
+paused (transport.pauseProducing), so memory stays at about two writes.
+
+Downloads: a push producer on the channel.  Batches of the stream are read
+on the storage pool, one ahead of the one being sent; the transport's
+pause stops the reading until its buffer drains.
+
+Like XAPI, both answer 200 with the task before any data moves and close
+the connection at the end (no Content-Length); a failure after that point
+is on the task, and the connection ends with XAPI's 500 page.
+"""
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from txxapi.api.context import Context
+from txxapi.errors import XenAPIError
+from txxapi.http import responses
+from txxapi.http.auth import Params, Refused, authenticate, version_of
+
+log = Logger()
+
+IMPORT_PATH = b"/import_raw_vdi"
+EXPORT_PATH = b"/export_raw_vdi"
+# Bytes gathered into one write on the storage pool.
+WRITE_CHUNK = 4 << 20
+PROGRESS_INTERVAL = 1.0
+# Seconds a closed connection may wait for the client's side of the TLS
+# close before it is cut.
+CLOSE_GRACE = 30.0
+# Largest VDI exported as VHD (XAPI's max_vhd_size).
+MAX_VHD_SIZE = 2040 << 30
+FORMATS = ("raw", "vhd")
+CONTENT_TYPES = {"raw": "application/octet-stream",
+                 "vhd": "application/vhd"}
+
+
+def _error_of(failure):
+    if isinstance(failure, Failure):
+        if failure.check(XenAPIError):
+            return failure.value
+        log.failure("VDI transfer", failure)
+        return XenAPIError("INTERNAL_ERROR", failure.getErrorMessage())
+    return failure
+
+
+class _Transfer:
+    """What uploads and downloads share: parameters, the caller, the task
+    and how a request ends."""
+
+    realm = action = label = None
+
+    def __init__(self, server, request):
+        self.server = server
+        self.request = request
+        self.transport = request.channel.transport
+        self.version = version_of(request)
+        self.params = Params(request)
+        self.caller = None
+        self.task = None
+        self.session = None
+        self.headers_sent = False
+        self.done = False
+        self._last_progress = 0.0
+
+    @property
+    def db(self):
+        return self.server.db
+
+    def _authenticate(self):
+        return authenticate(self.server, self.request, self.params,
+                            self.realm, self.action)
+
+    def _resolve_vdi(self, value):
+        if self.db.exists("VDI", value):
+            return value
+        return self.db.by_uuid("VDI", value)
+
+    def _begin_task(self):
+        named = self.params.get("task_id", cookie_first=True)
+        if named is not None:
+            # The client's task: this request completes it.
+            self.db.fields("task", named)
+            self.task = named
+        else:
+            self.task = self.server.tasks.create(self.caller.session,
+                                                 self.label)
+        self.server.tasks.set_progress(self.task, 0.0)
+
+    def _progress(self, fraction):
+        now = self.server.reactor.seconds()
+        if self.task is not None and \
+                now - self._last_progress >= PROGRESS_INTERVAL:
+            self._last_progress = now
+            self.server.tasks.set_progress(self.task, min(fraction, 0.99))
+
+    def _context(self):
+        return Context(self.server, self.caller.session, task=self.task)
+
+    def _send_head(self, extra):
+        self.headers_sent = True
+        self.transport.write(responses.ok_streaming(self.task, extra))
+
+    def _end(self):
+        """Close the connection and let go of what the request held."""
+        if self.task is not None:
+            self.server.tasks.clear_canceller(self.task)
+        if self.caller is not None:
+            self.caller.close()
+        self._close_connection()
+
+    def _close_connection(self):
+        channel = self.request.channel
+        if channel is None:
+            return      # already gone
+        transport = self.transport
+        # A TLS close needs the client's close_notify: read again.
+        transport.resumeProducing()
+        channel.loseConnection()
+
+        def cut():
+            if getattr(transport, "connected", False):
+                transport.abortConnection()
+        self.server.reactor.callLater(CLOSE_GRACE, cut)
+
+    def _succeed(self, result=""):
+        """The data is through: the task succeeds, the connection ends."""
+        self.done = True
+        self.server.tasks.succeed(self.task, result)
+        self._end()
+
+    def _fail(self, failure, respond=True):
+        """End the request with an error: a refusal's own response, or the
+        error on the task and XAPI's 500 page.  The task fails once the
+        VDI is let go, so a client that sees it failed can use the VDI."""
+        if self.done:
+            return
+        self.done = True
+        error = None
+        if isinstance(failure, Failure) and failure.check(Refused):
+            self.transport.write(failure.value.response)
+        else:
+            error = _error_of(failure)
+            if respond:
+                self.transport.write(responses.internal_error(
+                    self.version, str(error)))
+        session, self.session = self.session, None
+        d = session.abort() if session is not None else defer.succeed(None)
+        d.addErrback(lambda f: log.warn("aborting a transfer: {error}",
+                                        error=f.getErrorMessage()))
+
+        def ended(_):
+            if error is not None and self.task is not None and \
+                    self.db.exists("task", self.task):
+                self.server.tasks.fail(self.task, error)
+            self._end()
+        d.addCallback(ended)
+
+    def _cancel(self):
+        self._fail(XenAPIError("TASK_CANCELLED", self.task))
+
+
+class Upload(_Transfer):
+    """PUT /import_raw_vdi, fed by the request as the body arrives."""
+
+    realm = "VDI.import"
+    action = "put_import_raw_vdi"
+    label = "Importing raw VDI"
+
+    def __init__(self, server, request, length):
+        _Transfer.__init__(self, server, request)
+        self.length = length
+        self.received = 0
+        self._pending = []
+        self._pending_size = 0
+        self._writing = False
+        self._complete = False
+        self._paused = False
+        # Nothing is read until the request is known to be acceptable.
+        self._pause()
+        d = self._prepare()
+        d.addErrback(self._fail)
+
+    # --- flow control -------------------------------------------------------
+
+    def _pause(self):
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def _resume(self):
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def data(self, data):
+        """A piece of the body (from XapiRequest.handleContentChunk)."""
+        if self.done:
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        self.received += len(data)
+        self._pump()
+
+    def body_complete(self):
+        """The body has all arrived (from XapiRequest.requestReceived)."""
+        self._complete = True
+        self._pump()
+
+    def connection_lost(self):
+        if not self.done:
+            self._fail(XenAPIError(
+                "VDI_IO_ERROR", "Device I/O errors",
+                "the connection closed after %d bytes of the upload"
+                % self.received), respond=False)
+
+    def _pump(self):
+        if self.done:
+            return
+        if self.session is None or self._writing:
+            if self._pending_size >= WRITE_CHUNK:
+                self._pause()
+            return
+        if self._pending_size >= WRITE_CHUNK or \
+                (self._complete and self._pending):
+            pieces, self._pending = self._pending, []
+            self._pending_size = 0
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self._writing = True
+            if self.length:
+                self._progress(self.received / self.length)
+            d = self.session.feed(data)
+            d.addCallbacks(self._written, self._fail)
+        elif self._complete:
+            self._finish()
+        else:
+            self._resume()
+
+    def _written(self, _):
+        self._writing = False
+        self._pump()
+
+    # --- the request --------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _prepare(self):
+        params = self.params
+        self.caller = yield self._authenticate()
+        vdi = params.get("vdi")
+        if vdi is not None:
+            vdi = self._resolve_vdi(vdi)
+        sr = self._target_sr(vdi)
+        self.server.storage.assert_plugged(sr)
+        self._begin_task()
+        fmt = (params.get("format") or "raw").lower()
+        chunked = "chunked" in params
+        if fmt not in FORMATS:
+            raise self._refusal("Unknown format " + fmt)
+        if fmt != "raw" and chunked:
+            raise self._refusal("Cannot handle chunked VHD")
+        if vdi is None:
+            if fmt != "raw" or self.length is None:
+                raise self._refusal(
+                    "Importing a %s directly into an SR not yet supported"
+                    % fmt.upper() if fmt != "raw" else
+                    "Not enough info supplied to import",
+                    responses.bad_request("1.0"))
+            vdi = yield self.server.storage.create_vdi(
+                self._context(), sr, self.length, "Imported VDI")
+        self.vdi = vdi
+        self._send_head(["content-type: application/octet-stream"])
+        expected = self.length if fmt == "raw" and not chunked else None
+        session = yield self.server.storage.open_import(
+            vdi, fmt, chunked, expected)
+        if self.done:
+            yield session.abort()
+            return
+        self.session = session
+        self.server.tasks.set_canceller(self.task, self._cancel)
+        self._pump()
+
+    def _target_sr(self, vdi):
+        db, params = self.db, self.params
+        if vdi is not None:
+            return db.fields("VDI", vdi)["SR"]
+        sr = params.get("sr_id")
+        if sr is not None:
+            db.fields("SR", sr)
+            return sr
+        uuid = params.get("sr_uuid")
+        if uuid is not None:
+            return db.by_uuid("SR", uuid)
+        error = XenAPIError("VDI_MISSING")
+        named = params.get("task_id", cookie_first=True)
+        if named and db.exists("task", named):
+            self.server.tasks.fail(named, error)
+        raise Refused(responses.bad_request())
+
+    def _refusal(self, message, response=None):
+        """Fail the task with INTERNAL_ERROR and answer 404 (or the given
+        response), as XAPI's import handler does."""
+        self.server.tasks.fail(self.task, XenAPIError("INTERNAL_ERROR",
+                                                      message))
+        return Refused(response or responses.not_found())
+
+    def _finish(self):
+        # The data is in: the import can no longer be cancelled, and the
+        # client going away now changes nothing.
+        self.server.tasks.clear_canceller(self.task)
+        self.done = True
+        session, self.session = self.session, None
+        d = session.commit()
+        d.addCallbacks(self._succeed, self._committed_failure)
+
+    def _committed_failure(self, failure):
+        self.done = False
+        self._fail(failure)
+
+
+@implementer(IPushProducer)
+class Download(_Transfer):
+    """GET /export_raw_vdi: a push producer on the request's channel."""
+
+    realm = "VDI.export_raw"
+    action = "get_export_raw_vdi"
+    label = "Exporting raw VDI"
+
+    def __init__(self, server, request):
+        _Transfer.__init__(self, server, request)
+        self.sent = 0
+        self._paused = False
+        self._reading = False
+        self._ready = None
+        self._registered = False
+        request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        d = self._prepare()
+        d.addErrback(self._fail)
+
+    @defer.inlineCallbacks
+    def _prepare(self):
+        params = self.params
+        self.caller = yield self._authenticate()
+        vdi = params.get("vdi")
+        if vdi is None:
+            raise XenAPIError("INTERNAL_ERROR", "Missing vdi query parameter")
+        vdi = self._resolve_vdi(vdi)
+        self.server.storage.assert_plugged(self.db.fields("VDI", vdi)["SR"])
+        self._begin_task()
+        fmt = (params.get("format") or "raw").lower()
+        if fmt not in FORMATS:
+            self.server.tasks.fail(self.task, XenAPIError(
+                "INTERNAL_ERROR", "Unknown format " + fmt))
+            raise Refused(responses.not_found())
+        uuid = self.db.fields("VDI", vdi)["uuid"]
+        self._send_head([
+            "content-type:" + CONTENT_TYPES[fmt],
+            'content-disposition: attachment; filename="%s.%s"'
+            % (uuid, fmt)])
+        size = self.db.fields("VDI", vdi)["virtual_size"]
+        if fmt == "vhd" and size > MAX_VHD_SIZE:
+            raise XenAPIError("VDI_TOO_LARGE", vdi, str(MAX_VHD_SIZE))
+        base = params.get("base")
+        if base is not None:
+            base = self._resolve_vdi(base)
+        session = yield self.server.storage.open_export(
+            vdi, fmt, base if fmt == "vhd" else None)
+        if self.done:
+            yield session.close()
+            return
+        self.session = session
+        self.size = size
+        self.server.tasks.set_canceller(self.task, self._cancel)
+        self.request.channel.registerProducer(self, True)
+        self._registered = True
+        self._read()
+
+    def _read(self):
+        if self.done or self._reading or self._ready is not None:
+            return
+        self._reading = True
+        d = self.session.next_batch()
+        d.addCallbacks(self._got, self._fail)
+
+    def _got(self, pieces):
+        self._reading = False
+        if self.done:
+            return
+        if not pieces:
+            self._finish()
+            return
+        self._ready = pieces
+        if not self._paused:
+            self._send()
+
+    def _send(self):
+        pieces, self._ready = self._ready, None
+        self.transport.writeSequence(pieces)
+        self.sent += sum(len(p) for p in pieces)
+        self._progress(self.sent / max(1, self.size))
+        # Read the next batch while this one drains.
+        self._read()
+
+    def _finish(self):
+        self.done = True
+        session, self.session = self.session, None
+        self._unregister()
+        d = session.close()
+        d.addBoth(lambda _: self._succeed())
+
+    def _unregister(self):
+        if self._registered:
+            self._registered = False
+            channel = self.request.channel
+            if channel is not None:
+                channel.unregisterProducer()
+
+    def _end(self):
+        self._unregister()
+        _Transfer._end(self)
+
+    # --- IPushProducer ------------------------------------------------------
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        if self._ready is not None and not self.done:
+            self._send()
+
+    def stopProducing(self):
+        if not self.done:
+            self._fail(XenAPIError(
+                "VDI_IO_ERROR", "Device I/O errors",
+                "the client closed the connection after %d bytes"
+                % self.sent), respond=False)
