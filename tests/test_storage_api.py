@@ -3,7 +3,8 @@ SRs, PBDs, VDIs and SM records through the XenAPI SDK against a real
 server: the local SR of a first start, SR create/scan/probe/destroy/forget
 on file and ISO SRs, VDI create/snapshot/clone/copy/resize/destroy with
 the database following the driver's tree, garbage collection returning
-space, and XAPI's errors.
+space, XAPI's errors, and VMs whose disks are really made, snapshotted,
+cloned and copied.
 """
 
 import os
@@ -273,6 +274,117 @@ def test_scan_probe_introduce_forget(x, server):
     assert x.VDI.get_SR(x.VDI.get_by_uuid(uuid)) == sr2
 
 
+def test_vm_provision_start_snapshot_clone_copy(x, server):
+    template = [r for r, rec in x.VM.get_all_records().items()
+                if rec["is_a_template"] and "disks" in rec["other_config"]
+                and 'size="' in rec["other_config"]["disks"]][0]
+    vm = x.VM.clone(template, "with disks")
+    x.VM.provision(vm)
+    vbds = [v for v in x.VM.get_VBDs(vm) if x.VBD.get_type(v) == "Disk"]
+    assert vbds
+    disk = x.VBD.get_VDI(vbds[0])
+    default_sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    assert x.VDI.get_SR(disk) == default_sr
+    assert int(x.VDI.get_virtual_size(disk)) >= GIB
+    x.VM.set_memory_limits(vm, str(256 * MIB), str(256 * MIB),
+                           str(256 * MIB), str(256 * MIB))
+    x.VM.start(vm, False, False)
+    assert x.VBD.get_currently_attached(vbds[0])
+    # Attached read-write to a running VM: no destroy, no import.
+    assert failure(x.VDI.destroy, disk) == ["VDI_IN_USE", disk, "destroy"]
+    snap = x.VM.snapshot(vm, "snap")
+    snap_disk = [x.VBD.get_VDI(v) for v in x.VM.get_VBDs(snap)
+                 if x.VBD.get_type(v) == "Disk"][0]
+    assert x.VDI.get_is_a_snapshot(snap_disk)
+    assert x.VDI.get_snapshot_of(snap_disk) == disk
+    x.VM.hard_shutdown(vm)
+    clone = x.VM.clone(vm, "clone")
+    clone_disk = [x.VBD.get_VDI(v) for v in x.VM.get_VBDs(clone)
+                  if x.VBD.get_type(v) == "Disk"][0]
+    assert clone_disk != disk and x.VDI.get_SR(clone_disk) == default_sr
+    copy = x.VM.copy(vm, "copy", NULL)
+    copy_disk = [x.VBD.get_VDI(v) for v in x.VM.get_VBDs(copy)
+                 if x.VBD.get_type(v) == "Disk"][0]
+    assert "vhd-parent" not in x.VDI.get_sm_config(copy_disk)
+    x.VM.start(clone, False, False)
+    x.VM.hard_shutdown(clone)
+    x.VM.revert(snap)
+    reverted = [x.VBD.get_VDI(v) for v in x.VM.get_VBDs(vm)
+                if x.VBD.get_type(v) == "Disk"][0]
+    assert reverted != disk
+    assert failure(x.VDI.get_record, disk)[0] == "HANDLE_INVALID"
+    for v in (vm, snap, clone, copy):
+        for vbd in x.VM.get_VBDs(v):
+            vdi = x.VBD.get_VDI(vbd)
+            if vdi != NULL and x.VBD.get_type(vbd) == "Disk":
+                x.VDI.destroy(vdi)
+        x.VM.destroy(v)
+
+
+def _vbd(x, vm, vdi, userdevice, mode="RW", vbd_type="Disk"):
+    return x.VBD.create({
+        "VM": vm, "VDI": vdi, "userdevice": userdevice, "bootable": False,
+        "mode": mode, "type": vbd_type, "empty": vdi == NULL,
+        "other_config": {}, "qos_algorithm_type": "",
+        "qos_algorithm_params": {}})
+
+
+def _active_files(x, sr):
+    location = x.PBD.get_device_config(x.SR.get_PBDs(sr)[0])["location"]
+    return [n for n in os.listdir(location) if n.endswith(".active")]
+
+
+def test_vm_disks_attach_and_let_go(x, server):
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    template = [r for r, rec in x.VM.get_all_records().items()
+                if rec["is_a_template"] and
+                rec["name_label"].startswith("Other install media")][0]
+    vm = x.VM.clone(template, "disks")
+    x.VM.provision(vm)
+    x.VM.set_memory_limits(vm, str(256 * MIB), str(256 * MIB),
+                           str(256 * MIB), str(256 * MIB))
+    data = new_vdi(x, sr, 8 * MIB, name="data")
+    iso = [r for r, rec in x.SR.get_all_records().items()
+           if rec["type"] == "iso"][0]
+    cd = _vbd(x, vm, NULL, "3", "RO", "CD")
+    x.VM.start(vm, False, False)
+    assert len(_active_files(x, sr)) == 1
+    # A second VM may not write the disk the first one writes.
+    other = x.VM.clone(template, "other")
+    x.VM.set_is_a_template(other, False)
+    x.VM.set_memory_limits(other, str(256 * MIB), str(256 * MIB),
+                           str(256 * MIB), str(256 * MIB))
+    disk = [x.VBD.get_VDI(v) for v in x.VM.get_VBDs(vm)
+            if x.VBD.get_type(v) == "Disk"][0]
+    _vbd(x, other, disk, "0")
+    assert failure(x.VM.start, other, False, False) == ["VDI_IN_USE", disk]
+    assert x.VM.get_power_state(other) == "Halted"
+    # Hot-plug a data disk and a CD (once the guest has its drivers);
+    # unplug the disk again.
+    wait_until(lambda: x.VM.get_guest_metrics(vm) != NULL,
+               what="the guest's drivers")
+    plugged = _vbd(x, vm, data, "1")
+    x.VBD.plug(plugged)
+    assert x.VBD.get_currently_attached(plugged)
+    assert len(_active_files(x, sr)) == 2
+    x.VBD.insert(cd, x.SR.get_VDIs(iso)[0])
+    assert not x.VBD.get_empty(cd)
+    x.VBD.unplug(plugged)
+    wait_until(lambda: len(_active_files(x, sr)) == 1,
+               what="the unplugged disk to be let go")
+    x.VDI.destroy(data)
+    x.VM.suspend(vm)
+    wait_until(lambda: not _active_files(x, sr), what="suspend to let go")
+    x.VM.resume(vm, False, False)
+    assert len(_active_files(x, sr)) == 1
+    x.VM.checkpoint(vm, "cp")
+    assert x.VM.get_power_state(vm) == "Running"
+    x.VM.hard_shutdown(vm)
+    wait_until(lambda: not _active_files(x, sr), what="shutdown to let go")
+    x.VM.start(other, False, False)
+    x.VM.hard_shutdown(other)
+
+
 def test_restart_keeps_srs_and_vdis(tmp_path):
     server = RunningServer(str(tmp_path / "data"))
     server.start()
@@ -282,6 +394,12 @@ def test_restart_keeps_srs_and_vdis(tmp_path):
         sr = x.pool.get_default_SR(x.pool.get_all()[0])
         vdi = new_vdi(x, sr, 8 * MIB, name="kept")
         snap = x.VDI.snapshot(vdi, {})
+        template = x.VM.get_by_name_label("Other install media")[0]
+        vm = x.VM.clone(template, "running")
+        x.VM.provision(vm)
+        x.VM.set_memory_limits(vm, str(256 * MIB), str(256 * MIB),
+                               str(256 * MIB), str(256 * MIB))
+        x.VM.start(vm, False, False)
         server.stop()
         server.start()
         x = server.session(https=False).xenapi
@@ -291,5 +409,15 @@ def test_restart_keeps_srs_and_vdis(tmp_path):
         assert x.VDI.get_snapshot_of(snap) == vdi
         assert len([r for r in x.SR.get_all_records().values()
                     if r["name_label"] == "Local storage"]) == 1
+        # The VM outlived the restart; its disk is claimed again and let
+        # go when it stops.
+        assert x.VM.get_power_state(vm) == "Running"
+        assert len(_active_files(x, sr)) == 1
+        disk = [x.VBD.get_VDI(v) for v in x.VM.get_VBDs(vm)
+                if x.VBD.get_type(v) == "Disk"][0]
+        assert failure(x.VDI.destroy, disk)[0] == "VDI_IN_USE"
+        x.VM.hard_shutdown(vm)
+        wait_until(lambda: not _active_files(x, sr), what="the disk let go")
+        x.VDI.destroy(disk)
     finally:
         server.stop()

@@ -108,9 +108,9 @@ def plug(ctx, self):
         if vmspec.domain_type(vm) == "hvm" and f["type"] != "CD" and \
                 f["mode"] == "RO":
             raise XenAPIError("DISK_VBD_MUST_BE_READWRITE_FOR_HVM", self)
-        spec = vmspec.vbd_spec(db, ctx.server, self, f)
-        d = ctx.server.xenops.vm_op(vm_ref, "plug_vbd", vm["uuid"], spec,
-                                    task=ctx.task)
+        d = disks.with_disk(ctx, self, lambda: ctx.server.xenops.vm_op(
+            vm_ref, "plug_vbd", vm["uuid"],
+            vmspec.vbd_spec(db, ctx.server, self, f), task=ctx.task))
         return d.addCallback(lambda _: "")
     return _run(ctx, self, "plug", body)
 
@@ -152,9 +152,9 @@ def insert(ctx, vbd, vdi):
             db.update("VBD", vbd, {"VDI": vdi, "empty": False})
             return ""
         device = db.fields("VBD", vbd)["device"]
-        path = disks.vdi_path(ctx.server, vdi)
-        d = ctx.server.xenops.vm_op(vm_ref, "insert_cd", vm["uuid"], device,
-                                    path, task=ctx.task)
+        d = disks.with_disk(ctx, vbd, lambda: ctx.server.xenops.vm_op(
+            vm_ref, "insert_cd", vm["uuid"], device,
+            disks.vdi_path(ctx.server, vdi), task=ctx.task), vdi)
 
         def inserted(_):
             db.update("VBD", vbd, {"VDI": vdi, "empty": False})

@@ -195,12 +195,15 @@ def _start(ctx, ref, op, paused, host):
                 db.delete("VM_guest_metrics", gm)
             db.update("VM", ref, {"guest_metrics": NULL_REF})
             xen.ensure_metrics(ref)
-            spec = vmspec.vm_spec(db, ctx.server, ref)
         except Exception:
             _release(ctx, ref)(None)
             raise
-        _progress(ctx, 0.1)
-        d = xen.vm_op(ref, "start", spec, paused, task=ctx.task)
+
+        def boot():
+            spec = vmspec.vm_spec(db, ctx.server, ref)
+            _progress(ctx, 0.1)
+            return xen.vm_op(ref, "start", spec, paused, task=ctx.task)
+        d = disks.with_disks(ctx, ref, boot)
         d.addBoth(_release(ctx, ref))
         d.addCallback(lambda _: _delay(
             ctx, db.fields("VM", ref)["start_delay"]))
@@ -350,13 +353,12 @@ def resume_from(ctx, ref, key, paused, host):
     if not disks.has_suspend_image(ctx.server, key):
         raise XenAPIError("VM_HAS_NO_SUSPEND_VDI", ref)
     _reserve(ctx, ref, host)
-    try:
-        spec = vmspec.vm_spec(db, ctx.server, ref)
-    except Exception:
-        _release(ctx, ref)(None)
-        raise
     image = disks.suspend_image(ctx.server, key)
-    d = xen.vm_op(ref, "resume", spec, image, paused, task=ctx.task)
+
+    def restore():
+        spec = vmspec.vm_spec(db, ctx.server, ref)
+        return xen.vm_op(ref, "resume", spec, image, paused, task=ctx.task)
+    d = disks.with_disks(ctx, ref, restore)
     d.addBoth(_release(ctx, ref))
 
     def resumed(_):

@@ -66,21 +66,34 @@ def _fresh_genid(current):
 
 # --- disks (storage layer) ---------------------------------------------------
 
+@defer.inlineCallbacks
 def _new_disks(ctx, vbds, op, sr=NULL_REF):
-    """[(vbd, new VDI)] for the VBDs being carried over; a VDI is cloned,
-    copied or snapshotted by the storage layer, a CD keeps its ISO."""
+    """A Deferred of [(vbd, new VDI)] for the VBDs being carried over; a
+    VDI is cloned, copied or snapshotted by the storage layer, a CD keeps
+    its ISO.  If one fails, the new VDIs made before it are destroyed."""
     db = ctx.db
     out = []
-    for vbd in vbds:
-        f = db.fields("VBD", vbd)
-        if f["empty"] or f["VDI"] == NULL_REF or f["type"] == "CD":
-            out.append((vbd, f["VDI"]))
-        elif op == COPY:
-            out.append((vbd, disks.copy_disk(ctx, f["VDI"], sr)))
-        elif op in _SNAPSHOTS:
-            out.append((vbd, disks.snapshot_disk(ctx, f["VDI"])))
-        else:
-            out.append((vbd, disks.clone_disk(ctx, f["VDI"])))
+    try:
+        for vbd in vbds:
+            f = db.fields("VBD", vbd)
+            if f["empty"] or f["VDI"] == NULL_REF or f["type"] == "CD":
+                out.append((vbd, f["VDI"]))
+                continue
+            if op == COPY:
+                vdi = yield disks.copy_disk(ctx, f["VDI"], sr)
+            elif op in _SNAPSHOTS:
+                vdi = yield disks.snapshot_disk(ctx, f["VDI"])
+            else:
+                vdi = yield disks.clone_disk(ctx, f["VDI"])
+            out.append((vbd, vdi))
+    except Exception:
+        for vbd, vdi in out:
+            if vdi != db.fields("VBD", vbd)["VDI"]:
+                try:
+                    yield disks.destroy_disk(ctx, vdi)
+                except Exception:
+                    pass
+        raise
     return out
 
 
@@ -158,9 +171,10 @@ def copy_vm(ctx, src, op, new_name, new_power, new_disks,
 def _clone_or_copy(ctx, vm, op, new_name, sr=NULL_REF):
     db = ctx.db
     vbds = db.where("VBD", VM=vm)
-    new_disks = _new_disks(ctx, vbds, op, sr)
     # A clone of a (checkpoint) snapshot is a fresh VM: halted.
-    return copy_vm(ctx, vm, op, new_name, "Halted", new_disks)
+    return _new_disks(ctx, vbds, op, sr).addCallback(
+        lambda new_disks: copy_vm(ctx, vm, op, new_name, "Halted",
+                                  new_disks))
 
 
 @implements("VM.clone")
@@ -186,8 +200,9 @@ def snapshot(ctx, vm, new_name, ignore_vdis):
         db = ctx.db
         vbds = [v for v in db.where("VBD", VM=vm)
                 if db.fields("VBD", v)["VDI"] not in ignore_vdis]
-        new_disks = _new_disks(ctx, vbds, SNAPSHOT)
-        return copy_vm(ctx, vm, SNAPSHOT, new_name, "Halted", new_disks)
+        return _new_disks(ctx, vbds, SNAPSHOT).addCallback(
+            lambda new_disks: copy_vm(ctx, vm, SNAPSHOT, new_name, "Halted",
+                                      new_disks))
     return run(ctx, vm, "snapshot", body)
 
 
@@ -212,7 +227,8 @@ def checkpoint(ctx, vm, new_name):
             else "Halted"
         error, snap = None, None
         try:
-            new_disks = _new_disks(ctx, db.where("VBD", VM=vm), CHECKPOINT)
+            new_disks = yield _new_disks(ctx, db.where("VBD", VM=vm),
+                                         CHECKPOINT)
             snap = copy_vm(ctx, vm, CHECKPOINT, new_name, snap_power,
                            new_disks)
             if snap_power == "Suspended":
@@ -253,12 +269,14 @@ def revert(ctx, snapshot):
         if db.fields("VM", vm)["power_state"] != "Halted":
             yield _hard_shutdown(ctx, vm)
         snap = db.fields("VM", snapshot)
-        new_disks = _new_disks(ctx, db.where("VBD", VM=snapshot), CLONE)
+        new_disks = yield _new_disks(ctx, db.where("VBD", VM=snapshot),
+                                     CLONE)
         for vbd in db.where("VBD", VM=vm):
             f = db.fields("VBD", vbd)
             if f["type"] == "Disk" and not f["empty"]:
-                disks.destroy_disk(ctx, f["VDI"])
-            db.delete("VBD", vbd)
+                yield disks.destroy_disk(ctx, f["VDI"])
+            if db.exists("VBD", vbd):
+                db.delete("VBD", vbd)
         for vif in db.where("VIF", VM=vm):
             db.delete("VIF", vif)
         db.update("VM", vm, {k: v for k, v in snap.items()
@@ -301,15 +319,16 @@ def provision_disks(other_config):
 def provision(ctx, vm):
     """Make the template's disks (other_config:disks) and turn it into a
     VM; a template without disks to make just becomes a VM."""
+    @defer.inlineCallbacks
     def body():
         db = ctx.db
         wanted = provision_disks(db.fields("VM", vm)["other_config"])
         made = []
         for disk in wanted:
             sr = disks.provision_sr(ctx, disk.get("sr", ""))
-            vdi = disks.create_disk(ctx, sr, int(disk.get("size", "0")),
-                                    db.fields("VM", vm)["name_label"],
-                                    disk.get("type", "system"))
+            vdi = yield disks.create_disk(
+                ctx, sr, int(disk.get("size", "0")),
+                db.fields("VM", vm)["name_label"], disk.get("type", "system"))
             made.append(db.create("VBD", {
                 "VM": vm, "VDI": vdi, "userdevice": disk.get("device", "0"),
                 "bootable": disk.get("bootable", "false") == "true",
