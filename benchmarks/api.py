@@ -8,6 +8,7 @@ processes (benchmarks.loadgen), the same for all three servers.
 
 import json
 import os
+import signal
 import subprocess
 
 from benchmarks import common
@@ -147,7 +148,13 @@ def run(ctx):
                              figures["errors"], 100 * figures["client_cpu"],
                              figures["client_procs"]), flush=True)
 
-        sweep("txxapi", server.https_port)
+        spy = profiler(ctx, server.proc.pid)
+        try:
+            sweep("txxapi", server.https_port)
+        finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes on SIGINT
+                spy.wait(60)
         for kind, name in (("twisted", CEILING), ("stdlib", STDLIB)):
             with Baseline(kind, cert, key, response_map) as b:
                 sweep(name, b.port)
@@ -157,6 +164,19 @@ def run(ctx):
     finally:
         server.stop()
     report(results, measured, [m for m, _ in chosen], concurrency)
+
+
+def profiler(ctx, pid):
+    """py-spy recording the server, if --profile asked for it."""
+    if not ctx.profile:
+        return None
+    os.makedirs(ctx.profile, exist_ok=True)
+    out = os.path.join(ctx.profile, "api-txxapi.speedscope.json")
+    print("  profiling the server into %s" % out)
+    return subprocess.Popen(["py-spy", "record", "-p", str(pid), "-o", out,
+                             "-f", "speedscope", "-r", "200"],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def report(results, measured, methods, concurrency):

@@ -22,7 +22,6 @@ import argparse
 import json
 import socketserver
 import ssl
-import sys
 import xmlrpc.client
 import xmlrpc.server
 

@@ -7,7 +7,6 @@ import json
 import os
 import resource
 import shutil
-import ssl
 import subprocess
 import sys
 import time
@@ -58,8 +57,8 @@ def format_value(v):
 def print_row(row):
     ratio = "" if row["ratio"] is None else "%.2fx" % row["ratio"]
     base = ("vs " + row["baseline"]) if row["baseline"] else ""
-    print("%-58s %14s %-8s %8s  %s%s" % (
-        row["figure"][:58], format_value(row["value"]), row["unit"], ratio,
+    print("%-66s %14s %-6s %7s  %s%s" % (
+        row["figure"][:66], format_value(row["value"]), row["unit"], ratio,
         base, ("  [%s]" % row["note"]) if row["note"] else ""), flush=True)
 
 
@@ -205,7 +204,7 @@ def populate(db, vms):
             "affinity": host,
             "memory_static_max": 4 << 30, "memory_dynamic_max": 4 << 30,
             "memory_dynamic_min": 2 << 30, "memory_static_min": 1 << 30,
-            "VCPUs_max": 4, "VCPUs_at_startup": 2,
+            "VCPUs_max": 2, "VCPUs_at_startup": 2,
             "other_config": {"folder": "/bench/%d" % (i % 10),
                              "owner": "ops", "base_template_name":
                              "Debian Bookworm 12"},

@@ -89,7 +89,9 @@ def run(ctx):
     seconds = 1.0 if ctx.quick else ctx.seconds
     data = os.path.join(ctx.base, "lifecycle-data")
     common.populated_data_dir(ctx.template(), data, max(in_flight))
-    server = common.RunningServer(data, extra_args=[OP_TIME_OPTION, "0"])
+    # Memory for every VM in flight at once: the figure is the toolstack's.
+    server = common.RunningServer(data, extra_args=[
+        OP_TIME_OPTION, "0", "--simulator-memory", str(1 << 40)])
     try:
         server.start()
     except RuntimeError as e:

@@ -31,6 +31,7 @@ class Context:
         self.quick = args.quick
         self.seconds = args.seconds
         self.client_processes = args.clients
+        self.profile = args.profile
         self.base = base
         self.results = common.Results()
         self._template = None
@@ -60,9 +61,9 @@ def run_item(name, ctx):
 
 def print_table(rows):
     print()
-    print("%-58s %14s %-8s %8s  %s" % ("figure", "value", "unit", "ratio",
+    print("%-66s %14s %-6s %7s  %s" % ("figure", "value", "unit", "ratio",
                                        "baseline"))
-    print("-" * 100)
+    print("-" * 110)
     item = None
     for row in rows:
         if row["item"] != item:
@@ -110,6 +111,9 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "results"),
         help="where the JSON table and the chart go")
+    p.add_argument("--profile", metavar="DIR",
+                   help="record the txxapi server with py-spy during the API "
+                        "item (a speedscope file in DIR)")
     p.add_argument("--keep", action="store_true",
                    help="keep the scratch directory (data dirs, logs)")
     args = p.parse_args(argv)
