@@ -72,10 +72,11 @@ def raise_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-def rss_mib(pid):
+def rss_mib(pid, field="VmRSS"):
+    """Resident memory of a process now, or at its peak (field="VmHWM")."""
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     return 0.0
 

@@ -132,14 +132,6 @@ def txxapi_available(server):
         return False
 
 
-def peak_rss_mib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
 def txxapi_figures(server, work, images, cert, key):
     """{(direction, image, path): bytes/s} of txxapi over its own TLS and
     behind stunnel, and the server's peak RSS."""
@@ -174,7 +166,7 @@ def txxapi_figures(server, work, images, cert, key):
                         [base + "/export_raw_vdi" + query])
             finally:
                 common.jsonrpc(url, "VDI.destroy", [session, vdi])
-    return figures, peak_rss_mib(server.proc.pid)
+    return figures, common.rss_mib(server.proc.pid, "VmHWM")
 
 
 def ceilings(ctx, work, images, results, repeats):
