@@ -77,6 +77,10 @@ def _zeros(n, _cache={}):
 
 
 def is_zero(data):
+    if isinstance(data, memoryview):
+        # A memoryview compares item by item; a copy and a memcmp are
+        # some fifty times faster.
+        data = data.tobytes()
     return data == _zeros(len(data))
 
 
