@@ -1124,6 +1124,15 @@ def _copy_blocking(src, dst, base, progress, cancelled):
             base_reader.close()
 
 
+def _locked(method):
+    """Run a transfer's blocking step holding the transfer's lock."""
+    def run(self, *args):
+        with self._lock:
+            return method(self, *args)
+    run.__name__ = method.__name__
+    return run
+
+
 class _DataPath:
     """What imports and exports share: the claim on the VDI, registered
     where the operation rules see it."""
@@ -1136,6 +1145,9 @@ class _DataPath:
         self.key = "%s/%s" % (type(self).__name__, new_uuid())
         self.info = None
         self._closed = False
+        # An abort may come (the client went away) while a read or write
+        # is under way on another thread: they take turns.
+        self._lock = threading.Lock()
 
     def _claim(self):
         st = self.storage
@@ -1204,6 +1216,7 @@ class ImportSession(_DataPath):
 
     # blocking side
 
+    @_locked
     def _open_blocking(self, info):
         self._writer = transfer.open_raw_writer(info)
         if self.format == "vhd":
@@ -1227,12 +1240,14 @@ class ImportSession(_DataPath):
                     continue
             self._writer.pwrite(offset, data)
 
+    @_locked
     def _feed_blocking(self, data):
         if self._parser is None:
             self._writer.write(data)
         else:
             self._write(self._parser.feed(data))
 
+    @_locked
     def _commit_blocking(self):
         if self._parser is not None:
             self._write(self._parser.finish())
@@ -1243,6 +1258,7 @@ class ImportSession(_DataPath):
                 % (self._writer.bytes_written, self.expected_size))
         self._writer.commit()
 
+    @_locked
     def _abort_blocking(self):
         if self._writer is not None:
             self._writer.abort()
@@ -1310,6 +1326,7 @@ class ExportSession(_DataPath):
             raise
         return self
 
+    @_locked
     def _next_blocking(self, limit):
         out, n = [], 0
         while n < limit:
@@ -1329,6 +1346,7 @@ class ExportSession(_DataPath):
         return self.storage.run(self._next_blocking, limit).addErrback(
             _io_error)
 
+    @_locked
     def _close_blocking(self):
         if self._iter is not None:
             self._iter.close()
