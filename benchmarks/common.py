@@ -203,8 +203,9 @@ def populate(db, vms):
             "name_description": "benchmark VM %d" % i,
             "power_state": "Halted",
             "affinity": host,
-            "memory_static_max": 4 << 30, "memory_dynamic_max": 4 << 30,
-            "memory_dynamic_min": 2 << 30, "memory_static_min": 1 << 30,
+            # Small enough for 100 of them to run on the simulated host.
+            "memory_static_max": 512 << 20, "memory_dynamic_max": 512 << 20,
+            "memory_dynamic_min": 256 << 20, "memory_static_min": 256 << 20,
             "VCPUs_max": 2, "VCPUs_at_startup": 2,
             "other_config": {"folder": "/bench/%d" % (i % 10),
                              "owner": "ops", "base_template_name":
