@@ -176,6 +176,18 @@ def test_snapshot_write_clone(sr):
     assert infos[infos[snap.uuid].parent].parent == base
 
 
+def _allocated(directory):
+    """Bytes the files below ``directory`` occupy on disk."""
+    total = 0
+    for root, _, names in os.walk(directory):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
 def test_gc_coalesces_and_returns_space(sr):
     d, dc = sr
     v = d.vdi_create(SR, None, 32 * MiB)
@@ -183,7 +195,9 @@ def test_gc_coalesces_and_returns_space(sr):
     write(d, v.uuid, 0, data)
     snap = d.vdi_snapshot(SR, v.uuid)
     write(d, v.uuid, 0, data[::-1])                    # rewrite everything
-    used = d.sr_update(SR)
+    # The SR's own files: the filesystem's figures move with whatever else
+    # the machine is doing.
+    used = _allocated(dc["location"])
     d.vdi_delete(SR, snap.uuid)
     # Until the GC runs the garbage still counts, as upstream.
     assert sum(i.physical_utilisation for i in d.sr_scan(SR)) >= 16 * MiB
@@ -193,7 +207,7 @@ def test_gc_coalesces_and_returns_space(sr):
     infos = d.sr_scan(SR)
     assert [i.uuid for i in infos] == [v.uuid] and infos[0].parent is None
     assert read(d, v.uuid, 0, 8 * MiB) == data[::-1]
-    assert d.sr_update(SR).physical_utilisation < used.physical_utilisation
+    assert _allocated(dc["location"]) < used
     assert d.sr_gc(SR).removed == []                   # nothing left
     # Leftovers of a crash are swept too.
     stray = os.path.join(dc["location"], "0000dead.meta")

@@ -20,7 +20,7 @@ from tests.support.servers import RunningServer
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 NULL = "OpaqueRef:NULL"
-SERVER_ARGS = ["--simulator-op-time", "0.01", "--shutdown-timeout", "1",
+SERVER_ARGS = ["--simulator-op-time", "0.01", "--shutdown-timeout", "3",
                "--simulator-memory", str(32 * GIB)]
 
 
@@ -350,7 +350,7 @@ def test_hung_guest_times_out_and_stays_running(x):
     x.VM.start(vm, False, False)
     domid = x.VM.get_domid(vm)
     assert failure(x.VM.clean_shutdown, vm) == [
-        "VM_SHUTDOWN_TIMEOUT", vm, "1."]
+        "VM_SHUTDOWN_TIMEOUT", vm, "3."]
     assert x.VM.get_power_state(vm) == "Running"
     assert x.VM.get_domid(vm) == domid
     # A cancelled clean shutdown also leaves it running.
