@@ -14,8 +14,9 @@ from txxenops.errors import BackendUnavailable
 
 PRIVCMD = "/dev/xen/privcmd"
 CAPABILITIES = "/proc/xen/capabilities"
-# The out-of-line cffi module built from libxl.h at install time.
-BINDING = "txxenops.backends.libxl._libxl"
+# The glue around the out-of-line cffi module (_libxl, built by _build.py
+# from decl/ when libxen-dev is installed).
+BINDING = "txxenops.backends.libxl.ffi"
 
 
 def check_xen_host(privcmd=PRIVCMD, capabilities=CAPABILITIES):
