@@ -84,8 +84,10 @@ def add_vif(x, vm, device="0"):
 
 
 def wait_task(x, task, timeout=30.0):
-    wait_until(lambda: x.task.get_status(task) != "pending", timeout,
-               "task %s" % task)
+    # A cancel passes through "cancelling" before it ends.
+    wait_until(lambda: x.task.get_status(task) not in ("pending",
+                                                        "cancelling"),
+               timeout, "task %s" % task)
     rec = x.task.get_record(task)
     x.task.destroy(task)
     return rec
