@@ -19,11 +19,18 @@ SHUTDOWN_REASONS = ("poweroff", "reboot", "suspend", "crash", "watchdog",
 EVENT_KINDS = ("state", "memory", "vcpus", "device", "guest_metrics")
 
 
-def _build(cls, d):
-    """A dataclass from a dict, ignoring keys it does not know, so that
-    state written by a newer version can still be read."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+class _Plain:
+    """to_dict/from_dict for the dataclasses below.  from_dict ignores keys
+    it does not know, so that state written by a newer version can still
+    be read."""
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _mib(n):
@@ -56,7 +63,7 @@ class HostInfo:
 
 
 @dataclass
-class VBDSpec:
+class VBDSpec(_Plain):
     """A disk or CD drive, already attached in dom0 by the toolstack:
     ``path`` is the local file or block device to expose ('' for an empty
     CD drive)."""
@@ -69,32 +76,18 @@ class VBDSpec:
     empty: bool = False
     bootable: bool = False
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return _build(cls, d)
-
 
 @dataclass
-class VIFSpec:
+class VIFSpec(_Plain):
     device: str = "0"
     mac: str = ""
     bridge: str = ""
     mtu: int = 1500
     other_config: dict = field(default_factory=dict)
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return _build(cls, d)
-
 
 @dataclass
-class VMSpec:
+class VMSpec(_Plain):
     """Everything a backend needs to build a domain for one VM.
 
     memory_dynamic_min/max and memory_target default to memory_static_max
@@ -149,31 +142,17 @@ class VMSpec:
     def vcpus(self):
         return self.vcpus_at_startup or self.vcpus_max
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return _build(cls, d)
-
 
 @dataclass
-class ConsoleInfo:
+class ConsoleInfo(_Plain):
     protocol: str                # 'rfb' | 'vt100'
     port: int = 0                # TCP port on ``host``, or 0
     path: str = ""               # Unix socket path, or ''
     host: str = "127.0.0.1"
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return _build(cls, d)
-
 
 @dataclass
-class DomainInfo:
+class DomainInfo(_Plain):
     """A snapshot of one domain.  ``guest_metrics`` is None until the guest
     agent has reported; otherwise a dict shaped like VM_guest_metrics:
     os_version, pv_drivers_version, networks ('0/ip', '0/ipv4/0',
@@ -201,12 +180,9 @@ class DomainInfo:
     def hvm(self):
         return self.domain_type == "hvm"
 
-    def to_dict(self):
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d):
-        info = _build(cls, d)
+        info = super().from_dict(d)
         info.consoles = [ConsoleInfo.from_dict(c) for c in info.consoles]
         info.vbds = [VBDSpec.from_dict(v) for v in info.vbds]
         info.vifs = [VIFSpec.from_dict(v) for v in info.vifs]
