@@ -50,9 +50,11 @@ from txxenops.errors import (
     ImageError, InvalidSpec, MigrationError, NotEnoughMemory, ShutdownTimeout,
     SuspendTimeout, XenopsError)
 from txxenops.interfaces import IXenopsBackend
+from txxenops.host import read_cpus
 from txxenops.memory import memory_overhead
+from txxenops.spec import check_spec, disk_device_name
 from txxenops.types import (
-    DOMAIN_TYPES, SHUTDOWN_REASONS, ConsoleInfo, CpuInfo, DomainEvent,
+    DOMAIN_TYPES, SHUTDOWN_REASONS, ConsoleInfo, DomainEvent,
     DomainInfo, HostInfo, VBDSpec, VIFSpec, VMSpec)
 
 log = logging.getLogger(__name__)
@@ -93,49 +95,6 @@ _OSES = {
 _OS_ALIASES = {"rhel": "rhel", "redhat": "rhel", "oracle": "rhel",
                "almalinux": "alma", "suse": "sles", "opensuse": "sles",
                "win": "windows"}
-
-
-def read_cpus(path="/proc/cpuinfo"):
-    cpus, current = [], {}
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        text = ""
-    for block in text.split("\n\n"):
-        current = {}
-        for line in block.splitlines():
-            if ":" in line:
-                k, v = line.split(":", 1)
-                current[k.strip()] = v.strip()
-        if "processor" in current:
-            cpus.append(CpuInfo(
-                number=len(cpus),
-                vendor=current.get("vendor_id", "GenuineIntel"),
-                model_name=current.get("model name", "Simulated CPU"),
-                family=current.get("cpu family", "6"),
-                model=current.get("model", "0"),
-                stepping=current.get("stepping", "0"),
-                speed_mhz=float(current.get("cpu MHz", "2000") or 2000),
-                flags=current.get("flags", "")))
-    if not cpus:
-        cpus = [CpuInfo(i, "GenuineIntel", "Simulated CPU", "6", "0", "0",
-                        2000.0, "") for i in range(os.cpu_count() or 1)]
-    return cpus
-
-
-def disk_device_name(domain_type, userdevice):
-    """The device a VBD appears as: HVM guests see the first four as IDE
-    (hda..hdd), everything else is xvd*, lettered like Linux does."""
-    n = int(userdevice)
-    if domain_type == "hvm" and n < 4:
-        return "hd" + "abcd"[n]
-    letters = ""
-    n += 1
-    while n:
-        n, r = divmod(n - 1, 26)
-        letters = chr(ord("a") + r) + letters
-    return "xvd" + letters
 
 
 def _mac_bytes(mac, salt):
@@ -1001,21 +960,7 @@ class SimulatorBackend:
             bad("no uuid")
         if spec.domain_type not in DOMAIN_TYPES:
             bad("unknown domain type %r" % spec.domain_type)
-        if spec.memory_static_max <= 0:
-            bad("memory_static_max must be positive")
-        if not (0 < spec.dynamic_min <= spec.dynamic_max
-                <= spec.memory_static_max):
-            bad("need 0 < dynamic_min <= dynamic_max <= static_max")
-        if not spec.dynamic_min <= spec.target <= spec.memory_static_max:
-            bad("memory_target outside [dynamic_min, static_max]")
-        if not 1 <= spec.vcpus <= spec.vcpus_max:
-            bad("need 1 <= vcpus_at_startup <= vcpus_max")
-        names = [v.device or disk_device_name(spec.domain_type, v.userdevice)
-                 for v in spec.vbds]
-        if len(set(names)) != len(names):
-            bad("two VBDs share a device")
-        if len({v.device for v in spec.vifs}) != len(spec.vifs):
-            bad("two VIFs share a device")
+        check_spec(spec)
 
     def _check_path(self, uuid, device, path):
         # Only local paths are checked; other params pass through as-is,

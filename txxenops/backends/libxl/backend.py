@@ -41,13 +41,14 @@ from zope.interface import implementer
 from txxenops.backends.libxl import errors
 from txxenops.backends.libxl.errors import LibxlError
 from txxenops.backends.libxl.loop import EventLoop
-from txxenops.backends.simulator import disk_device_name, read_cpus
 from txxenops.errors import (
     BackendUnavailable, BadDomainState, Cancelled, DeviceError,
     DomainNotFound, ImageError, InvalidSpec, MigrationError, NotEnoughMemory,
     ShutdownTimeout, SuspendTimeout)
 from txxenops.interfaces import IXenopsBackend
+from txxenops.host import read_cpus
 from txxenops.memory import memory_overhead
+from txxenops.spec import check_spec, disk_device_name
 from txxenops.types import (
     ConsoleInfo, CpuInfo, DomainEvent, DomainInfo, HostInfo, VMSpec)
 
@@ -135,23 +136,9 @@ def validate(spec):
     if spec.domain_type not in SUPPORTED_TYPES:
         bad("domain type %r is not supported by the libxl backend yet "
             "(pv and pvh only)" % spec.domain_type)
-    if spec.memory_static_max <= 0:
-        bad("memory_static_max must be positive")
-    if not (0 < spec.dynamic_min <= spec.dynamic_max
-            <= spec.memory_static_max):
-        bad("need 0 < dynamic_min <= dynamic_max <= static_max")
-    if not spec.dynamic_min <= spec.target <= spec.memory_static_max:
-        bad("memory_target outside [dynamic_min, static_max]")
-    if not 1 <= spec.vcpus <= spec.vcpus_max:
-        bad("need 1 <= vcpus_at_startup <= vcpus_max")
     if not spec.kernel and not spec.bootloader:
         bad("a %s domain needs a kernel or a bootloader" % spec.domain_type)
-    names = [v.device or disk_device_name(spec.domain_type, v.userdevice)
-             for v in spec.vbds]
-    if len(set(names)) != len(names):
-        bad("two VBDs share a device")
-    if len({v.device for v in spec.vifs}) != len(spec.vifs):
-        bad("two VIFs share a device")
+    check_spec(spec)
 
 
 def domain_config(spec, name, target):
