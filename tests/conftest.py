@@ -24,3 +24,9 @@ def xapi(server):
         session.xenapi.session.logout()
     except Exception:
         pass
+
+
+@pytest.fixture
+def x(xapi):
+    """The SDK's call proxy of that session: x.VM.get_all() and so on."""
+    return xapi.xenapi

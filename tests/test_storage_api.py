@@ -35,11 +35,6 @@ def server(tmp_path_factory):
     s.stop()
 
 
-@pytest.fixture
-def x(xapi):
-    return xapi.xenapi
-
-
 def new_vdi(x, sr, size=16 * MIB, name="disk", **extra):
     record = {"name_label": name, "name_description": "", "SR": sr,
               "virtual_size": str(size), "type": "user", "sharable": False,

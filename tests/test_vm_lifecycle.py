@@ -35,11 +35,6 @@ def server(tmp_path_factory):
     s.stop()
 
 
-@pytest.fixture
-def x(xapi):
-    return xapi.xenapi
-
-
 def failure(fn, *args):
     with pytest.raises(XenAPI.Failure) as e:
         fn(*args)

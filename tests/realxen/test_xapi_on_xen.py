@@ -52,16 +52,6 @@ def server(tmp_path_factory):
     print(s.read_log()[-3000:])
 
 
-@pytest.fixture
-def x(server):
-    session = server.session()
-    yield session.xenapi
-    try:
-        session.xenapi.session.logout()
-    except Exception:
-        pass
-
-
 def xl_list():
     """{domid: (name, state flags)} of the guests, as ``xl list`` says."""
     out = subprocess.run([XL, "list"], capture_output=True, text=True,
