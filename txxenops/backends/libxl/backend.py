@@ -16,6 +16,8 @@ Threads (the contract in txxenops.interfaces):
 * ``txxenops-libxl-poll`` (loop.py) watches the file descriptors and
   timeouts libxl registers through its osevent hooks (the xenstore watch
   behind domain death events among them) and has libxl reap its children.
+  It serves the process's one libxl context (context.py), which every
+  backend in the process shares and which is never freed.
 * ``txxenops-libxl-events`` takes libxl's events (queued by the event hook,
   on whichever thread libxl raised them) and the events operations emit,
   in one queue, and calls the subscribers: one thread, in order.
@@ -40,7 +42,8 @@ from zope.interface import implementer
 
 from txxenops.backends.libxl import errors
 from txxenops.backends.libxl.errors import LibxlError
-from txxenops.backends.libxl.loop import EventLoop
+from txxenops.backends.libxl.context import (
+    EVENT_DOMAIN_DEATH, EVENT_DOMAIN_SHUTDOWN, shared_context)
 from txxenops.errors import (
     BackendUnavailable, BadDomainState, Cancelled, DeviceError,
     DomainNotFound, ImageError, InvalidSpec, MigrationError, NotEnoughMemory,
@@ -61,8 +64,6 @@ PAGE = 4096
 SUPPORTED_TYPES = ("pv", "pvh")
 SHUTDOWN_REASONS = {0: "poweroff", 1: "reboot", 2: "suspend", 3: "crash",
                     4: "watchdog", 5: "soft_reset"}
-EVENT_DOMAIN_SHUTDOWN = 1
-EVENT_DOMAIN_DEATH = 2
 # How long destroy waits for Xen to release a dying domain.
 DESTROY_WAIT = 30.0
 # Balloon and vCPU changes are carried out by the guest; wait this long for
@@ -218,49 +219,16 @@ class LibxlBackend:
         self._subscribers = ()
         self._queue = queue.Queue()
         self._closed = False
-        self._loop = EventLoop(self.ffi, self.lib)
-        self._ctx = None
-        self._open_context()
+        self._context = shared_context(binding)
+        self._ctx = self._context.ctx
+        self._xs = self._context.xs
+        self._serial = self._context.attach(self)
         self._event_thread = threading.Thread(
             target=self._event_loop, name="txxenops-libxl-events",
             daemon=True)
         self._event_thread.start()
-        self._loop.start()
         for di in self._xen_domains():
             self._adopt(di)
-
-    # --- context ----------------------------------------------------------
-
-    def _open_context(self):
-        ffi, lib = self.ffi, self.lib
-        pctx = ffi.new("libxl_ctx **")
-        try:
-            self._call("libxl_ctx_alloc", pctx, lib.LIBXL_VERSION, 0,
-                       lib.txx_logger())
-        except LibxlError as e:
-            self._loop.close()
-            raise BackendUnavailable("libxl: %s" % e)
-        self._ctx = pctx[0]
-        self._xs = lib.xs_open(0)
-        if self._xs == ffi.NULL:
-            lib.libxl_ctx_free(self._ctx)
-            self._loop.close()
-            raise BackendUnavailable("cannot connect to xenstore: %s"
-                                     % os.strerror(ffi.errno))
-        # Hooks first: libxl registers its fds as soon as it has them.
-        self._loop.register(self._ctx)
-        # These structures must outlive the context.
-        self._handle = ffi.new_handle(self)
-        self._hooks = ffi.new("libxl_event_hooks *")
-        self._hooks.event_occurs_mask = (1 << EVENT_DOMAIN_SHUTDOWN) | \
-            (1 << EVENT_DOMAIN_DEATH)
-        self._hooks.event_occurs = lib.txx_event_occurs
-        self._hooks.disaster = lib.txx_disaster
-        lib.libxl_event_register_callbacks(self._ctx, self._hooks,
-                                           self._handle)
-        self._childproc = ffi.new("libxl_childproc_hooks *")
-        self._childproc.chldowner = lib.libxl_sigchld_owner_mainloop
-        lib.libxl_childproc_setmode(self._ctx, self._childproc, ffi.NULL)
 
     def _call(self, function, *args, uuid=None):
         return self._ffi_mod.call(function, *args, uuid=uuid, via=self.lib)
@@ -603,32 +571,19 @@ class LibxlBackend:
             vms = list(self._vms.values())
         for ctl in controls:
             self._interrupt(ctl)
-        loop_stopped = self._loop.stop()
-        self._queue.put(None)
-        self._event_thread.join(10)
-        if not loop_stopped or self._event_thread.is_alive():
-            # Freeing the context under a thread still in libxl would
-            # crash the process: leak it instead.
-            log.error("libxl backend threads did not stop; leaving the "
-                      "libxl context open")
-            return
+        # The context stays (it is the process's): operations still under
+        # way finish on it, and events for this backend stop here.
+        self._context.detach(self._serial)
         for vm in vms:
             self._disable_events(vm)
-        self.lib.libxl_ctx_free(self._ctx)
-        self._ctx = None
-        self.lib.xs_close(self._xs)
-        self._xs = None
-        self._loop.close()
+        self._queue.put(None)
+        self._event_thread.join(10)
 
-    # --- libxl events (called by ffi.txx_event_occurs / txx_disaster) -----
+    # --- libxl events (routed here by context.Context) --------------------
 
-    def libxl_event(self, domid, kind, reason, for_user):
+    def libxl_event(self, domid, kind, reason):
         """On whatever thread libxl is running: only queue it."""
         self._queue.put(("libxl", domid, kind, reason))
-
-    def libxl_disaster(self, kind, message):
-        log.critical("libxl cannot deliver events (type %d) any more: %s",
-                     kind, message)
 
     def _event_loop(self):
         while True:
@@ -772,7 +727,7 @@ class LibxlBackend:
         ev = self.ffi.new("libxl_evgen_domain_death **")
         try:
             self._call("libxl_evenable_domain_death", self._ctx, vm.domid,
-                       vm.domid, ev)
+                       self._context.cookie(self._serial, vm.domid), ev)
         except LibxlError as e:
             log.error("no death events for domain %d: %s", vm.domid, e)
             return
@@ -782,7 +737,7 @@ class LibxlBackend:
     def _disable_events(self, vm):
         with self._lock:
             evgen, vm.evgen = vm.evgen, None
-        if evgen is not None and self._ctx is not None:
+        if evgen is not None:
             self.lib.libxl_evdisable_domain_death(self._ctx, evgen)
 
     def _info(self, vm, di=None):

@@ -12,6 +12,9 @@ reported after libxl dropped it is safe: libxl ignores stale handles.
 The loop also asks libxl every TICK_MS to reap its child processes: the
 application owns SIGCHLD (libxl_sigchld_owner_mainloop), so libxl never
 touches the SIGCHLD handlers of Twisted or of Python's subprocess module.
+
+It serves the process's one context (context.py) and, like it, lives as
+long as the process.
 """
 
 import itertools
@@ -35,7 +38,6 @@ class EventLoop:
         self._fds = {}          # id -> [fd, events, for_libxl]
         self._timeouts = {}     # id -> [unix time, for_libxl]
         self._ids = itertools.count(1)
-        self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -60,25 +62,11 @@ class EventLoop:
             target=self._run, name="txxenops-libxl-poll", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout=10):
-        """Stop the thread; True if it has (only then may the context be
-        freed)."""
-        self._stopping = True
-        self.wake()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
-
-    def close(self):
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-
     def wake(self):
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
-            pass    # already awake, or closing
+            pass    # already awake
 
     # --- the hooks (see ffi.py): registry only, never libxl ----------------
 
@@ -134,7 +122,7 @@ class EventLoop:
 
     def _run(self):
         ffi, lib = self.ffi, self.lib
-        while not self._stopping:
+        while True:
             with self._lock:
                 watched = [(fd, events, for_libxl) for fd, events, for_libxl
                            in self._fds.values() if events]
@@ -156,8 +144,6 @@ class EventLoop:
                         pass
                 except BlockingIOError:
                     pass
-            if self._stopping:
-                return
             for i, (fd, events, for_libxl) in enumerate(watched):
                 if fds[i].revents:
                     lib.libxl_osevent_occurred_fd(self.ctx, for_libxl, fd,
