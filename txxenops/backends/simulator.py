@@ -45,6 +45,7 @@ import time
 from zope.interface import implementer
 
 from txxenops.backends.simconsole import ConsoleServer
+from txxenops.control import Control
 from txxenops.errors import (
     BackendUnavailable, BadDomainState, Cancelled, DeviceError, DomainNotFound,
     ImageError, InvalidSpec, MigrationError, NotEnoughMemory, ShutdownTimeout,
@@ -217,16 +218,6 @@ class _Domain:
         return [self.cpu_accum[i] + spent for i in range(self.vcpus)]
 
 
-class _Control:
-    """Serialises the operations on one VM and lets a hard operation
-    interrupt a waiting one."""
-
-    def __init__(self, uuid):
-        self.uuid = uuid
-        self.lock = threading.Lock()
-        self.cancel = threading.Event()
-
-
 class _Scheduler:
     """Runs callables at given Unix times on one daemon thread."""
 
@@ -328,7 +319,7 @@ class SimulatorBackend:
         self.check_paths = check_paths
         self._lock = threading.RLock()
         self._domains = {}          # VM uuid -> _Domain
-        self._controls = {}         # VM uuid -> _Control
+        self._controls = {}         # VM uuid -> Control
         self._next_domid = 1
         self._gen = 0               # bumped on every change to persist
         self._written_gen = 0
@@ -365,8 +356,7 @@ class SimulatorBackend:
 
     def start(self, spec, paused=False):
         ctl = self._control(spec.uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             info = self._build(ctl, spec, paused)
         self._commit()
         return info
@@ -381,8 +371,7 @@ class SimulatorBackend:
         ctl = self._control(uuid)
         if not clean:
             ctl.cancel.set()
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             rec = self._get(uuid, ("running",) if clean else None)
             if clean:
                 self._guest_request(ctl, rec, timeout, ShutdownTimeout)
@@ -397,8 +386,7 @@ class SimulatorBackend:
         ctl = self._control(uuid)
         if not clean:
             ctl.cancel.set()
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             rec = self._get(uuid, ("running",) if clean else None)
             if clean:
                 self._guest_request(ctl, rec, timeout, ShutdownTimeout)
@@ -417,8 +405,7 @@ class SimulatorBackend:
 
     def suspend(self, uuid, image_path, timeout=1200.0):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             rec = self._get(uuid, ("running",))
             self._guest_request(ctl, rec, timeout, SuspendTimeout)
             self._sleep(ctl, self.op_time)
@@ -443,8 +430,7 @@ class SimulatorBackend:
             raise ImageError(spec.uuid, str(e))
         self._check_image(spec, image)
         ctl = self._control(spec.uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             info = self._build(ctl, spec, paused, saved=image)
         self._commit()
         return info
@@ -452,8 +438,7 @@ class SimulatorBackend:
     def destroy(self, uuid):
         ctl = self._control(uuid)
         ctl.cancel.set()
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             with self._lock:
                 rec = self._domains.get(uuid)
             if rec is None or rec.state == "building":
@@ -463,8 +448,7 @@ class SimulatorBackend:
 
     def migrate_send(self, uuid, sock, timeout=600.0):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             rec = self._get(uuid, ("running", "paused"))
             was = rec.state
             with self._lock:
@@ -516,8 +500,7 @@ class SimulatorBackend:
         except XenopsError as e:
             _send_error(sock, e)
             raise
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             try:
                 info = self._build(ctl, spec, True, saved=image)
             except XenopsError as e:
@@ -565,8 +548,7 @@ class SimulatorBackend:
 
     def plug_vbd(self, uuid, vbd):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             rec = self._get(uuid, ("running", "paused"))
             vbd = copy.deepcopy(vbd)
             if not vbd.device:
@@ -588,8 +570,7 @@ class SimulatorBackend:
 
     def unplug_vbd(self, uuid, device, force=False):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             rec = self._get(uuid, ("running", "paused"))
             if self._find_vbd(rec, device) is None:
                 raise DeviceError(uuid, device, "no such device")
@@ -606,8 +587,7 @@ class SimulatorBackend:
 
     def insert_cd(self, uuid, device, path):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             self._check_path(uuid, device, path)
             with self._lock:
                 rec = self._get(uuid, ("running", "paused"))
@@ -621,8 +601,7 @@ class SimulatorBackend:
 
     def eject_cd(self, uuid, device):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             with self._lock:
                 rec = self._get(uuid, ("running", "paused"))
                 vbd = self._cd_drive(rec, device)
@@ -635,8 +614,7 @@ class SimulatorBackend:
 
     def plug_vif(self, uuid, vif):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             rec = self._get(uuid, ("running", "paused"))
             if any(v.device == vif.device for v in rec.vifs):
                 raise DeviceError(uuid, "vif" + vif.device,
@@ -655,8 +633,7 @@ class SimulatorBackend:
 
     def unplug_vif(self, uuid, device):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             rec = self._get(uuid, ("running", "paused"))
             if not any(v.device == device for v in rec.vifs):
                 raise DeviceError(uuid, "vif" + device, "no such device")
@@ -923,7 +900,7 @@ class SimulatorBackend:
             self._check_open()
             ctl = self._controls.get(uuid)
             if ctl is None:
-                ctl = self._controls[uuid] = _Control(uuid)
+                ctl = self._controls[uuid] = Control(uuid)
             return ctl
 
     def _check_open(self):

@@ -11,7 +11,7 @@ Threads (the contract in txxenops.interfaces):
   are made with a NULL ao_how.  libxl serialises use of its context with
   a lock of its own and cffi drops the GIL around each call, so calls on
   different VMs overlap; operations on one VM are serialised by that VM's
-  _Control lock, and ``_lock`` guards only the Python bookkeeping (never
+  Control lock, and ``_lock`` guards only the Python bookkeeping (never
   held across a slow libxl call).
 * ``txxenops-libxl-poll`` (loop.py) watches the file descriptors and
   timeouts libxl registers through its osevent hooks (the xenstore watch
@@ -44,6 +44,7 @@ from txxenops.backends.libxl import errors
 from txxenops.backends.libxl.errors import LibxlError
 from txxenops.backends.libxl.context import (
     EVENT_DOMAIN_DEATH, EVENT_DOMAIN_SHUTDOWN, shared_context)
+from txxenops.control import Control
 from txxenops.errors import (
     BackendUnavailable, BadDomainState, Cancelled, DeviceError,
     DomainNotFound, ImageError, InvalidSpec, MigrationError, NotEnoughMemory,
@@ -77,15 +78,6 @@ IMAGE_VERSION = 1
 MAX_HEADER = 1024 * 1024
 # libxl save stream version written by 4.17 (migration v2).
 STREAM_VERSION = 2
-
-
-class _Control:
-    """Serialises the operations on one VM; ``cancel`` interrupts a wait."""
-
-    def __init__(self, uuid):
-        self.uuid = uuid
-        self.lock = threading.Lock()
-        self.cancel = threading.Event()
 
 
 class _Vm:
@@ -214,7 +206,7 @@ class LibxlBackend:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._vms = {}              # uuid -> _Vm
-        self._controls = {}         # uuid -> _Control
+        self._controls = {}         # uuid -> Control
         self._building = set()      # uuids whose domain is being built
         self._subscribers = ()
         self._queue = queue.Queue()
@@ -301,8 +293,7 @@ class LibxlBackend:
     def start(self, spec, paused=False):
         validate(spec)
         ctl = self._control(spec.uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             info = self._build(spec, paused)
         return info
 
@@ -316,8 +307,7 @@ class LibxlBackend:
         ctl = self._control(uuid)
         if not clean:
             self._interrupt(ctl)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             vm = self._require(uuid, ("running",) if clean else None)
             if clean:
                 self._guest_request(ctl, vm, "libxl_domain_shutdown",
@@ -333,8 +323,7 @@ class LibxlBackend:
         ctl = self._control(uuid)
         if not clean:
             self._interrupt(ctl)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             vm = self._require(uuid, ("running",) if clean else None)
             spec = spec or vm.spec
             config = None if spec else self._stored_config(vm)
@@ -352,8 +341,7 @@ class LibxlBackend:
 
     def suspend(self, uuid, image_path, timeout=1200.0):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             vm = self._require(uuid, ("running",))
             info = self._info(vm)
             header = {
@@ -425,8 +413,7 @@ class LibxlBackend:
                 raise ImageError(spec.uuid, "image is of a %s domain"
                                  % header.get("domain_type"))
             ctl = self._control(spec.uuid)
-            with ctl.lock:
-                ctl.cancel.clear()
+            with ctl.operation():
                 return self._build(spec, paused, restore_fd=fd,
                                    saved=header)
         finally:
@@ -435,8 +422,7 @@ class LibxlBackend:
     def destroy(self, uuid):
         ctl = self._control(uuid)
         self._interrupt(ctl)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             try:
                 vm = self._require(uuid)
             except DomainNotFound:
@@ -505,8 +491,7 @@ class LibxlBackend:
 
     def set_memory_target(self, uuid, target):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             vm = self._require(uuid, ("running", "paused"))
             target = int(target)
             static_max = self._static_max(vm)
@@ -526,8 +511,7 @@ class LibxlBackend:
 
     def set_vcpus(self, uuid, n):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             vm = self._require(uuid, ("running", "paused"))
             vcpus_max = self._dominfo_of(vm).vcpu_max_id + 1
             if not 1 <= n <= vcpus_max:
@@ -945,8 +929,7 @@ class LibxlBackend:
 
     def _set_paused(self, uuid, expected, function):
         ctl = self._control(uuid)
-        with ctl.lock:
-            ctl.cancel.clear()
+        with ctl.operation():
             vm = self._require(uuid, (expected,))
             self._call(function, self._ctx, vm.domid, self.ffi.NULL,
                        uuid=uuid)
@@ -1025,7 +1008,7 @@ class LibxlBackend:
             self._check_open()
             ctl = self._controls.get(uuid)
             if ctl is None:
-                ctl = self._controls[uuid] = _Control(uuid)
+                ctl = self._controls[uuid] = Control(uuid)
             return ctl
 
     def _emit(self, event):
