@@ -25,6 +25,8 @@ mkdir -p /run/xen /run/xenstored /run/lock /var/log/xen/console /var/lib/xen
 mark "init hypervisor=$(cat /sys/hypervisor/type 2>/dev/null)"
 
 for m in xen-privcmd xen-evtchn xen-gntdev xen-gntalloc xenfs; do
+    # Absent when the kernel has it built in.
+    [ -f /modules/$m.ko ] || continue
     insmod /modules/$m.ko || die "insmod $m"
 done
 mount -t xenfs xenfs /proc/xen || die "mount xenfs"
@@ -43,6 +45,8 @@ mark "toolstack up"
 
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev \
          virtio_pci netfs fscache 9pnet 9pnet_virtio 9p overlay; do
+    # Absent when the kernel has it built in.
+    [ -f /modules/$m.ko ] || continue
     insmod /modules/$m.ko || die "insmod $m"
 done
 mkdir -p /hostro /ovl /host

@@ -3,9 +3,11 @@
 #   python3 -m tests.realxen.harness --command "$PWD/tests/realxen/xl_stress.sh"
 # Builds and destroys diskless PV guests with xl (Xen's own toolstack, none
 # of this project's code) for a while, beside two churn.py processes that
-# never touch Xen, then reports what crashed.  In QEMU's emulation, xl and
-# the bystanders both crash within a minute or two (segfaults, glibc's
-# "corrupted unsorted chunks", ld.so assertions).
+# never touch Xen, then reports what crashed.  With Xen's lazy FPU switching
+# (REALXEN_XEN_ARGS=spec-ctrl=no-eager-fpu undoes the harness's default),
+# xl and the bystanders crash within the first builds under QEMU's
+# emulation (segfaults, glibc's "corrupted unsorted chunks", ld.so
+# assertions); with eager switching the run stays clean.
 cd "$(dirname "$0")/../.." || exit 100
 REPO=$(pwd)
 PY="$REPO/.venv/bin/python"
