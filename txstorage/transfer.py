@@ -81,9 +81,14 @@ class RawReader:
     def pread(self, offset, length):
         return self._impl.pread(offset, length)
 
+    def iter_pieces(self, requests):
+        """Data of each (offset, length) request, in order (reads
+        overlap); lengths must fit one NBD request."""
+        return self._impl.pread_many(requests)
+
     def iter_blocks(self, indices, block_size=DEFAULT_BLOCK_SIZE):
         """Data of the given blocks, in order (reads overlap)."""
-        return self._impl.pread_many(
+        return self.iter_pieces(
             (idx * block_size, block_size) for idx in indices)
 
     def read(self, n=-1):
@@ -477,22 +482,41 @@ def _pad(data, n):
     return data if len(data) >= n else bytes(data) + bytes(n - len(data))
 
 
+def _raw_plan(extents, size, chunk_size):
+    """(offset, length, is_data) pieces of a raw export: data in pieces
+    of at most chunk_size, each hole as a single entry."""
+    pos = 0
+    for start, length in extents + [(size, 0)]:
+        start = min(start, size)
+        if pos < start:
+            yield pos, start - pos, False
+            pos = start
+        end = min(start + length, size)
+        while pos < end:
+            n = min(chunk_size, end - pos)
+            yield pos, n, True
+            pos += n
+
+
 def export_raw(attach_info, chunk_size=1 << 20):
     """The VDI's raw bytes as an iterator; holes are produced without
-    reading them."""
+    reading them.  Data pieces are requested ahead (pread_many), so the
+    image is read while the previous piece is on its way."""
+    chunk_size = min(chunk_size, qemu.NBD_MAX_REQUEST)
     extents = allocated_extents(attach_info)
     reader = open_raw_reader(attach_info)
     try:
-        pos = 0
-        for start, length in extents + [(reader.size, 0)]:
-            while pos < start:
-                n = min(chunk_size, start - pos)
-                yield bytes(n)
-                pos += n
-            end = min(start + length, reader.size)
-            while pos < end:
-                n = min(chunk_size, end - pos)
-                yield reader.pread(pos, n)
-                pos += n
+        size = reader.size
+        data = reader.iter_pieces(
+            (offset, n) for offset, n, is_data
+            in _raw_plan(extents, size, chunk_size) if is_data)
+        for offset, n, is_data in _raw_plan(extents, size, chunk_size):
+            if is_data:
+                yield next(data)
+                continue
+            while n:
+                k = min(chunk_size, n)
+                yield bytes(k)
+                n -= k
     finally:
         reader.close()

@@ -20,7 +20,7 @@ log = Logger()
 # Bytes an export reads per trip to the thread pool, and the piece size
 # of raw exports.
 EXPORT_BATCH = 4 << 20
-RAW_PIECE = 4 << 20
+RAW_PIECE = 1 << 20
 
 
 def _locked(method):

@@ -18,6 +18,8 @@ the connection at the end (no Content-Length); a failure after that point
 is on the task, and the connection ends with XAPI's 500 page.
 """
 
+import collections
+
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -35,6 +37,8 @@ IMPORT_PATH = b"/import_raw_vdi"
 EXPORT_PATH = b"/export_raw_vdi"
 # Bytes gathered into one write on the storage pool.
 WRITE_CHUNK = 4 << 20
+# Bytes of a download read ahead of what the transport has taken.
+READ_AHEAD = 4 << 20
 PROGRESS_INTERVAL = 1.0
 # Seconds a closed connection may wait for the client's side of the TLS
 # close before it is cut.
@@ -341,7 +345,10 @@ class Download(_Transfer):
         self.sent = 0
         self._paused = False
         self._reading = False
-        self._ready = None
+        # Pieces read and not yet written, and whether the stream ended.
+        self._ready = collections.deque()
+        self._ready_bytes = 0
+        self._eof = False
         self._registered = False
         request.notifyFinish().addErrback(lambda _: self.stopProducing())
         d = self._prepare()
@@ -386,7 +393,9 @@ class Download(_Transfer):
         self._read()
 
     def _read(self):
-        if self.done or self._reading or self._ready is not None:
+        # One batch ahead of what is being written, no more.
+        if self.done or self._reading or self._eof or \
+                self._ready_bytes > READ_AHEAD:
             return
         self._reading = True
         d = self.session.next_batch()
@@ -397,19 +406,31 @@ class Download(_Transfer):
         if self.done:
             return
         if not pieces:
-            self._finish()
-            return
-        self._ready = pieces
+            self._eof = True
+        self._ready.extend(pieces)
+        self._ready_bytes += sum(len(p) for p in pieces)
         if not self._paused:
             self._send()
 
     def _send(self):
-        pieces, self._ready = self._ready, None
-        self.transport.writeSequence(pieces)
-        self.sent += sum(len(p) for p in pieces)
+        # A piece per write while the transport takes them: it pauses us
+        # once its buffer fills, and the next piece goes out on resume.
+        # Over TLS a write is encrypted at once, so a whole batch in one
+        # write would leave the socket idle while the rest of the batch
+        # is encrypted; a piece at a time keeps both busy.
+        ready = self._ready
+        while ready and not self._paused and not self.done:
+            piece = ready.popleft()
+            self._ready_bytes -= len(piece)
+            self.transport.write(piece)
+            self.sent += len(piece)
+        if self.done:
+            return
         self._progress(self.sent / max(1, self.size))
-        # Read the next batch while this one drains.
-        self._read()
+        if self._eof and not ready:
+            self._finish()
+        else:
+            self._read()
 
     def _finish(self):
         self.done = True
@@ -436,7 +457,7 @@ class Download(_Transfer):
 
     def resumeProducing(self):
         self._paused = False
-        if self._ready is not None and not self.done:
+        if (self._ready or self._eof) and not self.done:
             self._send()
 
     def stopProducing(self):
