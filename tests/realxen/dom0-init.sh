@@ -59,7 +59,9 @@ mount -t tmpfs tmpfs /ovl && mkdir -p /ovl/upper /ovl/work
 mount -t overlay overlay \
     -o lowerdir=/hostro,upperdir=/ovl/upper,workdir=/ovl/work /host \
     || die "overlay mount"
-for d in proc sys dev dev/pts run tmp; do
+# Not /tmp: the overlay keeps it writable already, and a checkout under
+# the host's /tmp (a CI clone, say) must stay visible.
+for d in proc sys dev dev/pts run; do
     mkdir -p /host/$d && mount --bind /$d /host/$d
 done
 mount --bind /proc/xen /host/proc/xen
