@@ -201,23 +201,33 @@ def _fingerprint(debs, kver):
     return h.hexdigest()
 
 
+def _unzstd(payload):
+    # Python 3.11 has no zstd module; the payload is followed by trailing
+    # data zstd warns about, and the ELF check below judges the result.
+    return subprocess.run(["zstd", "-dc"], input=payload,
+                          capture_output=True).stdout
+
+
+# How a bzImage's payload may be compressed: its magic, and how to unpack
+# it (zstd: newer kernels, such as backports', and only with zstd here).
+_KERNEL_PAYLOADS = (
+    (b"\xfd7zXZ\x00", lambda p: lzma.LZMADecompressor().decompress(p)),
+    (b"\x1f\x8b\x08\x00",
+     lambda p: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(p)),
+    (b"\x28\xb5\x2f\xfd", _unzstd if shutil.which("zstd") else None),
+)
+
+
 def unpack_kernel(bzimage, out):
     """Write the ELF vmlinux inside a compressed bzImage to ``out``,
     gzipped (quick to unpack in dom0, and a fifth of the size to copy)."""
     with open(bzimage, "rb") as f:
         data = f.read()
-    at = data.find(b"\xfd7zXZ\x00")
-    if at >= 0:
-        raw = lzma.LZMADecompressor().decompress(data[at:])
-    elif data.find(b"\x1f\x8b\x08\x00") >= 0:
-        at = data.find(b"\x1f\x8b\x08\x00")
-        raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[at:])
-    elif data.find(b"\x28\xb5\x2f\xfd") >= 0 and shutil.which("zstd"):
-        # Newer kernels (backports) use zstd, which Python 3.11 lacks;
-        # the payload is followed by trailing data zstd warns about.
-        at = data.find(b"\x28\xb5\x2f\xfd")
-        raw = subprocess.run(["zstd", "-dc"], input=data[at:],
-                             capture_output=True).stdout
+    for magic, unpack in _KERNEL_PAYLOADS:
+        at = data.find(magic)
+        if at >= 0 and unpack is not None:
+            raw = unpack(data[at:])
+            break
     else:
         raise Unavailable("no xz, gzip or zstd payload in %s" % bzimage)
     if raw[:4] != b"\x7fELF":
