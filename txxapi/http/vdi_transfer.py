@@ -393,7 +393,8 @@ class Download(_Transfer):
         self._read()
 
     def _read(self):
-        # One batch ahead of what is being written, no more.
+        # Another batch only while at most READ_AHEAD bytes wait unwritten,
+        # so a download holds about two batches at most.
         if self.done or self._reading or self._eof or \
                 self._ready_bytes > READ_AHEAD:
             return
