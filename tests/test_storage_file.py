@@ -16,7 +16,7 @@ import subprocess
 import pytest
 from zope.interface.verify import verifyObject
 
-from txstorage import transfer, vhd
+from txstorage import AttachInfo, transfer, vhd
 from txstorage.drivers import (DRIVERS, FileSRDriver, ISOSRDriver,
                                SharedFileSRDriver)
 from txstorage.errors import (SRFull, SRNotEmpty, StorageError,
@@ -497,3 +497,51 @@ def _blocks(vhd_bytes):
     reader = vhd.VHDStreamReader()
     reader.feed(vhd_bytes[:8192])
     return sorted(idx for _, idx in reader._blocks)
+
+
+def _qemu_io(path, *commands):
+    args = ["qemu-io", "-f", "qcow2"]
+    for c in commands:
+        args += ["-c", c]
+    subprocess.run(args + [path], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("qemu-io") is None,
+                    reason="qemu-io is not installed")
+def test_qcow2_chains_are_read_from_the_files_as_qemu_nbd_reads_them(
+        tmp_path):
+    base, top = str(tmp_path / "base.qcow2"), str(tmp_path / "top.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", base,
+                    str(10 * MiB)], check=True)
+    _qemu_io(base, "write -P 1 0 1M", "write -P 2 2M 64k",
+             "write -P 7 9M 1M")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b",
+                    "base.qcow2", "-F", "qcow2", top], check=True)
+    # Data over data, zeroes over data, data in a hole, an odd length.
+    _qemu_io(top, "write -P 3 512k 128k", "write -z 9M 64k",
+             "write -P 5 3M 100k")
+    ai = AttachInfo(sr_uuid=SR, vdi_uuid="top", path=top, format="qcow2",
+                    read_only=True, virtual_size=10 * MiB)
+    served = transfer._NBDReader(top, "qcow2")
+    try:
+        whole = served.pread(0, served.size)
+    finally:
+        served.close()
+    rnd = random.Random(7)
+    with transfer.open_raw_reader(ai) as mapped:
+        assert isinstance(mapped._impl, transfer._MappedReader)
+        assert mapped.size == len(whole) == 10 * MiB
+        assert mapped.pread(0, mapped.size) == whole
+        for _ in range(200):
+            offset = rnd.randrange(mapped.size)
+            length = rnd.randrange(3 * MiB)
+            assert mapped.pread(offset, length) == \
+                whole[offset:offset + length]
+        assert b"".join(transfer.export_raw(ai, chunk_size=256 << 10)) \
+            == whole
+
+    # A compressed cluster has no place in the file: qemu-nbd reads it.
+    _qemu_io(base, "write -c -P 9 4M 64k")
+    with transfer.open_raw_reader(ai) as reader:
+        assert isinstance(reader._impl, transfer._NBDReader)
+        assert reader.pread(4 * MiB, 64 << 10) == b"\x09" * (64 << 10)

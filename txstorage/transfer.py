@@ -3,18 +3,24 @@ Moving disk contents in and out of VDIs, for the HTTP handlers
 (/import_raw_vdi, /export_raw_vdi).  Everything here blocks: run it in a
 thread.
 
-Access to qcow2 images goes through a private qemu-nbd (qemu-img cannot
-read or write a pipe); raw images are read directly.
+Reads of raw images, and of qcow2 images whose data clusters all have a
+place in a file (qemu-img map gives it; compressed clusters have none),
+go straight to the files.  Other reads, and all writes, go through a
+private qemu-nbd (qemu-img cannot read or write a pipe).
 
 Imports never touch the VDI until the upload is complete and valid: the
 data goes into a temporary qcow2 overlay on top of the VDI, and commit()
 folds it in -- by renaming the overlay over the VDI when the VDI's own
 layer is empty (a fresh VDI: no copy at all), else with qemu-img commit.
-A truncated or corrupt upload is aborted and the overlay deleted.
+A truncated or corrupt upload is aborted and the overlay deleted.  The
+overlay is flushed to disk in the background as it grows, so the sync
+that makes a commit durable has little left to do.
 """
 
+import bisect
 import os
 import struct
+import threading
 import uuid as uuidlib
 
 from txstorage import qemu, vhd
@@ -23,6 +29,8 @@ from txstorage.vhd import DEFAULT_BLOCK_SIZE, VHDError
 
 # Granularity of zero detection on writes: the qcow2 cluster size.
 ZERO_GRAIN = 64 << 10
+# Bytes written to an import's overlay between background flushes.
+WRITEBACK_EVERY = 64 << 20
 
 
 # -- reading ------------------------------------------------------------------
@@ -65,16 +73,89 @@ class _NBDReader:
         self._export.close()
 
 
+class _MappedReader:
+    """A qcow2 chain read at the file offsets qemu-img map reports, with
+    no qemu-nbd between: the image is held read-only for the reader's
+    life, so its clusters stay where the map saw them."""
+
+    def __init__(self, paths, entries, size):
+        self._starts = [e["start"] for e in entries]
+        self._entries = entries
+        self.size = size
+        self._fds = []
+        try:
+            for path in paths:
+                fd = os.open(path, os.O_RDONLY)
+                self._fds.append(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, attach_info, entries):
+        """The reader, or None when some data has no place in a file
+        (compressed clusters) or the map names a layer we cannot see."""
+        info = qemu.img_info(attach_info.path, attach_info.format,
+                             chain=True)
+        data = [e for e in entries if e["data"] and not e["zero"]]
+        if any("offset" not in e or e.get("compressed")
+               or e["depth"] >= len(info) for e in data):
+            return None
+        return cls([i["filename"] for i in info], entries,
+                   info[0]["virtual-size"])
+
+    def _pieces(self, offset, length):
+        end = min(offset + length, self.size)
+        i = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        while offset < end:
+            e = self._entries[i] if i < len(self._entries) else None
+            if e is None or offset < e["start"]:
+                # Beyond the map, or a gap in it: nothing there.
+                n = (end if e is None else min(end, e["start"])) - offset
+                yield bytes(n)
+            else:
+                n = min(end, e["start"] + e["length"]) - offset
+                if n <= 0:
+                    i += 1
+                    continue
+                if e["data"] and not e["zero"]:
+                    at = e["offset"] + offset - e["start"]
+                    out = os.pread(self._fds[e["depth"]], n, at)
+                    yield out + bytes(n - len(out))
+                else:
+                    yield bytes(n)
+                i += 1
+            offset += n
+
+    def pread(self, offset, length):
+        pieces = list(self._pieces(offset, max(0, length)))
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def pread_many(self, requests):
+        for offset, length in requests:
+            yield self.pread(offset, length)
+
+    def close(self):
+        while self._fds:
+            os.close(self._fds.pop())
+
+
 class RawReader:
     """The raw view of a VDI: pread(offset, length), or read() it
-    sequentially like a file."""
+    sequentially like a file.  entries: the image's qemu-img map, when
+    the caller has it already."""
 
-    def __init__(self, attach_info):
+    def __init__(self, attach_info, entries=None):
         if attach_info.format == "raw":
             self._impl = _FileReader(attach_info.path,
                                      os.path.getsize(attach_info.path))
         else:
-            self._impl = _NBDReader(attach_info.path, attach_info.format)
+            if entries is None:
+                entries = qemu.img_map(attach_info.path, attach_info.format)
+            self._impl = (_MappedReader.open(attach_info, entries)
+                          or _NBDReader(attach_info.path,
+                                        attach_info.format))
         self.size = self._impl.size
         self._pos = 0
 
@@ -116,8 +197,8 @@ class RawReader:
         self.close()
 
 
-def open_raw_reader(attach_info):
-    return RawReader(attach_info)
+def open_raw_reader(attach_info, entries=None):
+    return RawReader(attach_info, entries)
 
 
 # -- writing ------------------------------------------------------------------
@@ -135,6 +216,43 @@ def _top_layer_empty(entries):
 
 def _all_zero(entries):
     return not any(e["data"] for e in entries)
+
+
+class _Writeback:
+    """Flushes a file being written to disk in the background, a little
+    at a time, so the sync that makes an import durable at its end finds
+    little left to write instead of the whole upload."""
+
+    def __init__(self, path, every=WRITEBACK_EVERY):
+        self._fd = os.open(path, os.O_RDONLY)
+        self._every = every
+        self._since = 0
+        self._thread = None
+
+    def wrote(self, n):
+        self._since += n
+        if self._since < self._every or (
+                self._thread is not None and self._thread.is_alive()):
+            return
+        self._since = 0
+        self._thread = threading.Thread(target=self._flush, daemon=True,
+                                        name="writeback")
+        self._thread.start()
+
+    def _flush(self):
+        try:
+            os.fdatasync(self._fd)
+        except OSError:
+            # Only an early start: the final sync reports failures.
+            pass
+
+    def close(self):
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class RawWriter:
@@ -168,6 +286,7 @@ class RawWriter:
                             backing_fmt=self._format, error="VDILoad")
             self._export = qemu.NBDExport(self._overlay, "qcow2",
                                           read_only=False)
+            self._writeback = _Writeback(self._overlay)
         except BaseException:
             _unlink(self._overlay)
             raise
@@ -203,6 +322,7 @@ class RawWriter:
         if run_zero is not None:
             self._flush_run(offset + run_start, view[run_start:], run_zero)
         self.bytes_written += len(data)
+        self._writeback.wrote(len(data))
 
     def _flush_run(self, offset, view, zero):
         if not zero:
@@ -228,6 +348,7 @@ class RawWriter:
         self._closed = True
         try:
             self._client.flush()
+            self._writeback.close()
             self._export.close(sync=True)
             if self._swap:
                 info = qemu.img_info(self._target, "qcow2")
@@ -241,6 +362,7 @@ class RawWriter:
                 qemu.img_commit(self._overlay, "qcow2", error="VDILoad")
                 os.unlink(self._overlay)
         except BaseException:
+            self._writeback.close()
             self._export.close()
             _unlink(self._overlay)
             raise
@@ -251,6 +373,7 @@ class RawWriter:
             return
         self._closed = True
         try:
+            self._writeback.close()
             self._export.close()
         finally:
             _unlink(self._overlay)
@@ -393,10 +516,11 @@ def _merge(extents):
     return out
 
 
-def allocated_extents(attach_info):
+def allocated_extents(attach_info, entries=None):
     """[(offset, length)] of the VDI that may hold non-zero data (the
     rest reads as zeros), from qemu-img map over the whole chain."""
-    entries = qemu.img_map(attach_info.path, attach_info.format)
+    if entries is None:
+        entries = qemu.img_map(attach_info.path, attach_info.format)
     return _merge((e["start"], e["length"]) for e in entries if e["data"])
 
 
@@ -503,8 +627,9 @@ def export_raw(attach_info, chunk_size=1 << 20):
     reading them.  Data pieces are requested ahead (pread_many), so the
     image is read while the previous piece is on its way."""
     chunk_size = min(chunk_size, qemu.NBD_MAX_REQUEST)
-    extents = allocated_extents(attach_info)
-    reader = open_raw_reader(attach_info)
+    entries = qemu.img_map(attach_info.path, attach_info.format)
+    extents = allocated_extents(attach_info, entries)
+    reader = open_raw_reader(attach_info, entries)
     try:
         size = reader.size
         data = reader.iter_pieces(
