@@ -381,3 +381,55 @@ def test_status_codes(x, server, sid, work):
     assert int(x.VDI.get_virtual_size(made)) >= MIB
     out, _ = export(server, sid, made, work / "made.raw")
     assert open(out, "rb").read()[:MIB] == open(small, "rb").read()
+
+
+def _read_head(s):
+    """The bytes of one response head (up to its blank line)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("latin-1")
+
+
+def test_expect_100_continue_is_answered_once_the_upload_is_accepted(
+        x, server, sid, work):
+    # curl asks for a 100 before sending a large body and holds it back
+    # for a second or two without one: the 100 comes before XAPI's 200.
+    vdi = new_vdi(x, MIB)
+    body = random.Random(3).randbytes(MIB)
+    with socket.create_connection(("127.0.0.1", server.http_port)) as s:
+        s.sendall(("PUT /import_raw_vdi?session_id=%s&vdi=%s HTTP/1.1\r\n"
+                   "Host: x\r\nContent-Length: %d\r\n"
+                   "Expect: 100-continue\r\n\r\n"
+                   % (sid, vdi, MIB)).encode())
+        assert _read_head(s).startswith("HTTP/1.1 100 Continue")
+        head = _read_head(s)
+        assert head.startswith("HTTP/1.1 200 OK")
+        s.sendall(body)
+        task = head.split("task-id:")[1].split("\r\n")[0].strip()
+        wait_until(lambda: x.task.get_status(task) != "pending",
+                   what="the upload's task")
+    assert x.task.get_status(task) == "success"
+    out, _ = export(server, sid, vdi, work / "expect.raw")
+    got = open(out, "rb").read()
+    # (the VDI may be larger than asked: the rest reads as zeros)
+    assert got[:MIB] == body and got[MIB:].count(0) == len(got) - MIB
+
+    # Refused before any 100: the client never sends the body.
+    with socket.create_connection(("127.0.0.1", server.http_port)) as s:
+        s.sendall(("PUT /import_raw_vdi?session_id=OpaqueRef:bogus&vdi=%s "
+                   "HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                   "Expect: 100-continue\r\n\r\n" % (vdi, MIB)).encode())
+        assert _read_head(s).startswith("HTTP/1.1 401")
+
+    # Without Expect, no 100 (XAPI's exchange, unchanged).
+    with socket.create_connection(("127.0.0.1", server.http_port)) as s:
+        s.sendall(("PUT /import_raw_vdi?session_id=%s&vdi=%s HTTP/1.1\r\n"
+                   "Host: x\r\nContent-Length: %d\r\n\r\n"
+                   % (sid, vdi, MIB)).encode())
+        assert _read_head(s).startswith("HTTP/1.1 200 OK")
+        s.sendall(body)
+        assert s.recv(1) == b""   # the server closes once the data is in

@@ -37,11 +37,15 @@ class XapiRequest(server.Request):
         if command == b"PUT" and path == vdi_transfer.IMPORT_PATH and \
                 self.xapi_server is not None:
             self.content = io.BytesIO()
-            # XAPI ignores Expect: its 200 (or refusal) is the answer that
-            # lets the client send, and no 100 may follow it.
+            # The upload answers Expect itself, once the request is known
+            # to be acceptable; twisted must not send its own 100 first.
+            expect = self.requestHeaders.getRawHeaders(b"expect") or []
+            version = getattr(self.channel, "_version", b"")
             self.requestHeaders.removeHeader(b"expect")
-            self._upload = vdi_transfer.Upload(self.xapi_server, self,
-                                               length)
+            self._upload = vdi_transfer.Upload(
+                self.xapi_server, self, length,
+                expect_continue=version == b"HTTP/1.1"
+                and [v.lower() for v in expect] == [b"100-continue"])
             return
         self._rpc_limited = path in RPC_PATHS
         self._received = 0
