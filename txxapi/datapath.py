@@ -140,7 +140,8 @@ class ImportSession(_DataPath):
             self._writer.pwrite(offset, data)
 
     @_locked
-    def _feed_blocking(self, data):
+    def _feed_blocking(self, pieces):
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         if self._parser is None:
             self._writer.write(data)
         else:
@@ -164,8 +165,9 @@ class ImportSession(_DataPath):
 
     # reactor side
 
-    def feed(self, data):
-        return self.storage.run(self._feed_blocking, data).addErrback(
+    def feed(self, pieces):
+        """Write the next pieces of the body (a list of bytes)."""
+        return self.storage.run(self._feed_blocking, pieces).addErrback(
             _io_error)
 
     def commit(self):

@@ -242,11 +242,11 @@ class Upload(_Transfer):
                 (self._complete and self._pending):
             pieces, self._pending = self._pending, []
             self._pending_size = 0
-            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             self._writing = True
             if self.length:
                 self._progress(self.received / self.length)
-            d = self.session.feed(data)
+            # Joined on the storage thread, not here.
+            d = self.session.feed(pieces)
             d.addCallbacks(self._written, self._fail)
             if not self._complete:
                 # Gather the next write while this one runs.
