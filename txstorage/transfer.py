@@ -280,14 +280,17 @@ class RawWriter:
             ".import-%s-%s.qcow2" % (attach_info.vdi_uuid,
                                      uuidlib.uuid4().hex[:8]))
         size = qemu.img_info(self._target, self._format)["virtual-size"]
+        self._writeback = None
         try:
             qemu.img_create(self._overlay, "qcow2", size,
                             backing=os.path.basename(self._target),
                             backing_fmt=self._format, error="VDILoad")
+            self._writeback = _Writeback(self._overlay)
             self._export = qemu.NBDExport(self._overlay, "qcow2",
                                           read_only=False)
-            self._writeback = _Writeback(self._overlay)
         except BaseException:
+            if self._writeback is not None:
+                self._writeback.close()
             _unlink(self._overlay)
             raise
         self.size = self._export.size
