@@ -96,14 +96,15 @@ class _MappedReader:
     def open(cls, attach_info, entries):
         """The reader, or None when some data has no place in a file
         (compressed clusters) or the map names a layer we cannot see."""
-        info = qemu.img_info(attach_info.path, attach_info.format,
-                             chain=True)
+        paths = _chain(attach_info)
         data = [e for e in entries if e["data"] and not e["zero"]]
         if any("offset" not in e or e.get("compressed")
-               or e["depth"] >= len(info) for e in data):
+               or e["depth"] >= len(paths) for e in data):
             return None
-        return cls([i["filename"] for i in info], entries,
-                   info[0]["virtual-size"])
+        # The map covers the whole virtual disk.
+        size = entries[-1]["start"] + entries[-1]["length"] if entries \
+            else 0
+        return cls(paths, entries, size)
 
     def _pieces(self, offset, length):
         end = min(offset + length, self.size)
@@ -143,17 +144,19 @@ class _MappedReader:
 
 class RawReader:
     """The raw view of a VDI: pread(offset, length), or read() it
-    sequentially like a file.  entries: the image's qemu-img map, when
-    the caller has it already."""
+    sequentially like a file.  entries: the qemu-img map it read a qcow2
+    image's layout from (None for raw images), for the caller to plan
+    with instead of mapping the image again."""
 
-    def __init__(self, attach_info, entries=None):
+    def __init__(self, attach_info):
+        self.entries = None
         if attach_info.format == "raw":
             self._impl = _FileReader(attach_info.path,
                                      os.path.getsize(attach_info.path))
         else:
-            if entries is None:
-                entries = qemu.img_map(attach_info.path, attach_info.format)
-            self._impl = (_MappedReader.open(attach_info, entries)
+            self.entries = qemu.img_map(attach_info.path,
+                                        attach_info.format)
+            self._impl = (_MappedReader.open(attach_info, self.entries)
                           or _NBDReader(attach_info.path,
                                         attach_info.format))
         self.size = self._impl.size
@@ -197,8 +200,8 @@ class RawReader:
         self.close()
 
 
-def open_raw_reader(attach_info, entries=None):
-    return RawReader(attach_info, entries)
+def open_raw_reader(attach_info):
+    return RawReader(attach_info)
 
 
 # -- writing ------------------------------------------------------------------
@@ -532,31 +535,35 @@ def _chain(attach_info):
     return [os.path.realpath(i["filename"]) for i in info]
 
 
-def _layers_above(attach_info, depth):
+def _layers_above(attach_info, depth, entries=None):
     """Extents set by the images above `depth` in the VDI's chain (zeroed
     ones included: they differ from what lies below)."""
-    entries = qemu.img_map(attach_info.path, attach_info.format)
+    if entries is None:
+        entries = qemu.img_map(attach_info.path, attach_info.format)
     return [(e["start"], e["length"]) for e in entries
             if e["depth"] < depth and _present(e)]
 
 
-def candidate_blocks(attach_info, base=None, block_size=DEFAULT_BLOCK_SIZE):
+def candidate_blocks(attach_info, base=None, block_size=DEFAULT_BLOCK_SIZE,
+                     entries=None, base_entries=None):
     """Blocks that may differ from base (None: that may hold data).
 
     When the two share an ancestor image (base is in the VDI's chain, or
     they are siblings under a snapshot's base copy), only the layers
     above the common ancestor can differ.  Otherwise every block with data
-    in either is a candidate."""
+    in either is a candidate.  entries, base_entries: their qemu-img maps
+    when the caller has them (RawReader.entries)."""
     if base is None:
-        return vhd.blocks_of_extents(allocated_extents(attach_info),
+        return vhd.blocks_of_extents(allocated_extents(attach_info, entries),
                                      block_size)
     mine, theirs = _chain(attach_info), _chain(base)
     common = next((p for p in mine if p in set(theirs)), None)
     if common is None:
-        ext = allocated_extents(attach_info) + allocated_extents(base)
+        ext = (allocated_extents(attach_info, entries)
+               + allocated_extents(base, base_entries))
     else:
-        ext = (_layers_above(attach_info, mine.index(common))
-               + _layers_above(base, theirs.index(common)))
+        ext = (_layers_above(attach_info, mine.index(common), entries)
+               + _layers_above(base, theirs.index(common), base_entries))
     return vhd.blocks_of_extents(_merge(ext), block_size)
 
 
@@ -581,9 +588,12 @@ def export_vhd(attach_info, base=None, block_size=DEFAULT_BLOCK_SIZE,
         vsize = -(-size // vhd.SECTOR) * vhd.SECTOR
         if vsize > vhd.MAX_VHD_SIZE:
             raise VHDError("VDI of %d bytes is too large for VHD" % size)
-        blocks = candidate_blocks(attach_info, base, block_size)
         if base is not None:
             base_reader = open_raw_reader(base)
+        blocks = candidate_blocks(
+            attach_info, base, block_size, reader.entries,
+            base_reader.entries if base_reader is not None else None)
+        if base is not None:
             pairs = zip(blocks, reader.iter_blocks(blocks, block_size),
                         base_reader.iter_blocks(blocks, block_size))
             blocks = [idx for idx, mine, theirs in pairs
@@ -630,10 +640,9 @@ def export_raw(attach_info, chunk_size=1 << 20):
     reading them.  Data pieces are requested ahead (pread_many), so the
     image is read while the previous piece is on its way."""
     chunk_size = min(chunk_size, qemu.NBD_MAX_REQUEST)
-    entries = qemu.img_map(attach_info.path, attach_info.format)
-    extents = allocated_extents(attach_info, entries)
-    reader = open_raw_reader(attach_info, entries)
+    reader = open_raw_reader(attach_info)
     try:
+        extents = allocated_extents(attach_info, reader.entries)
         size = reader.size
         data = reader.iter_pieces(
             (offset, n) for offset, n, is_data

@@ -1093,7 +1093,7 @@ def _copy_blocking(src, dst, base, progress, cancelled):
     try:
         with transfer.open_raw_writer(dst) as writer:
             if base is None:
-                extents = transfer.allocated_extents(src)
+                extents = transfer.allocated_extents(src, reader.entries)
                 pos = 0
                 for start, length in extents + [(reader.size, 0)]:
                     if start > pos:
@@ -1108,7 +1108,8 @@ def _copy_blocking(src, dst, base, progress, cancelled):
                     pos = max(pos, end)
             else:
                 size = vhd.DEFAULT_BLOCK_SIZE
-                blocks = transfer.candidate_blocks(src, base, size)
+                blocks = transfer.candidate_blocks(
+                    src, base, size, reader.entries, base_reader.entries)
                 pairs = zip(blocks, reader.iter_blocks(blocks, size),
                             base_reader.iter_blocks(blocks, size))
                 for n, (idx, mine, theirs) in enumerate(pairs):
