@@ -19,7 +19,7 @@ from txxapi.api.context import Context
 from txxapi.api.registry import handler_for
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.schema import REMOVED
-from txxapi.datamodel.types import BadEnum, TypeMismatch
+from txxapi.datamodel.types import BadEnum, MissingField, TypeMismatch
 from txxapi.errors import XenAPIError
 
 log = Logger()
@@ -108,10 +108,16 @@ class Dispatcher:
         for param, value in zip(message.params, values):
             try:
                 args.append(param.type.coerce(value))
-            except TypeMismatch:
-                raise XenAPIError("FIELD_TYPE_ERROR", param.name)
+            except TypeMismatch as e:
+                raise XenAPIError("FIELD_TYPE_ERROR", e.field or param.name)
             except BadEnum as e:
-                raise XenAPIError("INVALID_VALUE", param.name, e.value)
+                raise XenAPIError("INVALID_VALUE", e.field or param.name,
+                                  e.value)
+            except MissingField as e:
+                # XAPI's generated unmarshaller fails this way, exactly.
+                raise XenAPIError(
+                    "INTERNAL_ERROR",
+                    'Server_helpers.Dispatcher_FieldNotFound("%s")' % e.field)
         for param in message.params[len(values):]:
             args.append(param.type.coerce(param.default))
         return args
