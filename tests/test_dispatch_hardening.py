@@ -5,13 +5,16 @@ generated unmarshaller does), method names resolved in linear time,
 linear type coercion, and strings the database cannot keep refused.
 """
 
+import json
 import os
+import urllib.request
 import xmlrpc.client
 
 import pytest
 
 from tests.support.api import failure
-from tests.support.servers import RunningServer
+from tests.support.cost import cpu_of
+from tests.support.servers import PASSWORD, USER, RunningServer
 from txxapi.datamodel import MODEL
 
 NULL = "OpaqueRef:NULL"
@@ -157,3 +160,51 @@ def test_constructor_record_errors(x):
         "INTERNAL_ERROR",
         'Server_helpers.Dispatcher_FieldNotFound("other_config")']
     assert len(x.VDI.get_all()) == before
+
+
+# -- what a hostile request costs ------------------------------------------
+
+# A bound far above what these requests cost now (milliseconds) and far
+# below what they cost before (6 to 31 s of CPU).
+CHEAP = 0.5
+
+
+def _jsonrpc(server, method, params):
+    body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params,
+                       "id": 1}).encode()
+    assert len(body) <= 300 * 1024
+    req = urllib.request.Request(server.http_url + "/jsonrpc", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
+
+
+def _error(answer):
+    return [answer["error"]["message"]] + answer["error"]["data"]
+
+
+@pytest.mark.parametrize("name", [
+    "_" * 300000, "VM_" * 100000, "Async." + "_" * 299000,
+    "VM." + "_" * 299990])
+def test_a_long_method_name_costs_little(server, name):
+    """Without a session: resolving used to try every "_" split, building
+    a string each time (300,000 underscores: 31 s).  The answer is XAPI's,
+    the name given back whole (the body limit bounds it)."""
+    with cpu_of(server) as cost:
+        answer = _jsonrpc(server, name, [])
+    assert _error(answer) == ["MESSAGE_METHOD_UNKNOWN", name]
+    assert cost.seconds < CHEAP
+
+
+def test_both_spellings_of_a_name_resolve(server):
+    for name in ("session.login_with_password",
+                 "session_login_with_password"):
+        answer = _jsonrpc(server, name, [USER, PASSWORD, "1.0", "t"])
+        session = answer["result"]
+        for getter in ("VM_metrics.get_all", "VM_metrics_get_all",
+                       "VM_get_all"):
+            assert isinstance(_jsonrpc(server, getter, [session])["result"],
+                              list)
+        _jsonrpc(server, "session.logout", [session])
+    assert _error(_jsonrpc(server, "VM_metrics_", [])) == [
+        "MESSAGE_METHOD_UNKNOWN", "VM_metrics_"]
