@@ -196,6 +196,10 @@ class EnumType(Type):
         return "enum %s" % self.name
 
 
+# Kinds whose values cannot be dictionary keys (XenAPI has no set of them).
+_UNHASHABLE_KINDS = frozenset(["set", "map", "record", "struct"])
+
+
 class SetType(Type):
     kind = "set"
 
@@ -203,13 +207,16 @@ class SetType(Type):
         self.elem = elem
 
     def coerce(self, v):
+        """The elements coerced, each once, in first-seen order; in linear
+        time (a list scan per element made 30,000 tags cost 6 s)."""
         if not isinstance(v, (list, tuple)):
             raise TypeMismatch(v)
         coerce = self.elem.coerce
+        if self.elem.kind not in _UNHASHABLE_KINDS:
+            return list(dict.fromkeys(map(coerce, v)))
         out = []
-        for x in v:
-            x = coerce(x)
-            if x not in out:  # sets hold each element once
+        for x in map(coerce, v):
+            if x not in out:
                 out.append(x)
         return out
 
