@@ -19,7 +19,8 @@ from txxapi.api.context import Context
 from txxapi.api.registry import handler_for
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.schema import REMOVED
-from txxapi.datamodel.types import BadEnum, MissingField, TypeMismatch
+from txxapi.datamodel.types import (
+    BadEnum, BadString, MissingField, TypeMismatch)
 from txxapi.errors import XenAPIError
 
 log = Logger()
@@ -120,6 +121,11 @@ class Dispatcher:
                 raise XenAPIError("FIELD_TYPE_ERROR", e.field or param.name)
             except BadEnum as e:
                 raise XenAPIError("INVALID_VALUE", e.field or param.name,
+                                  e.value)
+            except BadString as e:
+                # XAPI's text for a parameter it cannot take as a string.
+                raise XenAPIError("INVALID_VALUE",
+                                  "Invalid UTF-8 string in parameter",
                                   e.value)
             except MissingField as e:
                 # XAPI's generated unmarshaller fails this way, exactly.

@@ -8,9 +8,18 @@ wrong shape and BadEnum for a string outside an enum.  XML-RPC carries
 always strings, so maps coerce their keys too.
 """
 
+import re
+
 from txxapi.values import EPOCH, NULL_REF, DateTime, parse_datetime
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+# What XML 1.0, and so state.db, cannot carry even as a character
+# reference: C0 controls but tab, LF and CR; lone surrogates (not UTF-8
+# either); U+FFFE and U+FFFF.  A string holding one is refused rather than
+# stored and changed by the next restart.
+UNSTORABLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class TypeMismatch(Exception):
@@ -27,6 +36,20 @@ class BadEnum(Exception):
         Exception.__init__(self, enum, value)
         self.enum = enum
         self.value = value
+
+
+class BadString(Exception):
+    """A string the database cannot keep (see UNSTORABLE)."""
+
+    def __init__(self, value):
+        Exception.__init__(self, value)
+        self.value = value
+
+
+def _storable(v):
+    if UNSTORABLE.search(v) is not None:
+        raise BadString(v)
+    return str(v)
 
 
 class MissingField(Exception):
@@ -51,8 +74,8 @@ class _String(Type):
     kind = "string"
 
     def coerce(self, v):
-        if type(v) is str or isinstance(v, str):
-            return str(v)
+        if isinstance(v, str):
+            return _storable(v)
         raise TypeMismatch(v)
 
     def zero(self):
@@ -159,7 +182,7 @@ class Ref(Type):
         # Any string is a well-typed ref; whether it names a live object
         # is the database's question (HANDLE_INVALID).
         if isinstance(v, str):
-            return str(v)
+            return _storable(v)
         raise TypeMismatch(v)
 
     def zero(self):
