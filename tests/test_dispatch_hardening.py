@@ -196,6 +196,19 @@ def test_a_long_method_name_costs_little(server, name):
     assert cost.seconds < CHEAP
 
 
+def test_a_long_method_name_over_xmlrpc_costs_little(server):
+    name = "_" * 300000
+    body = ("<?xml version='1.0'?><methodCall><methodName>%s</methodName>"
+            "<params></params></methodCall>" % name).encode()
+    req = urllib.request.Request(server.http_url + "/", data=body,
+                                 headers={"Content-Type": "text/xml"})
+    with cpu_of(server) as cost:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            answer = xmlrpc.client.loads(r.read())[0][0]
+    assert answer["ErrorDescription"] == ["MESSAGE_METHOD_UNKNOWN", name]
+    assert cost.seconds < CHEAP
+
+
 def test_both_spellings_of_a_name_resolve(server):
     for name in ("session.login_with_password",
                  "session_login_with_password"):
