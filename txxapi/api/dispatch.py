@@ -19,7 +19,7 @@ from txxapi.api.context import Context
 from txxapi.api.registry import handler_for
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.schema import REMOVED
-from txxapi.datamodel.types import BadEnum, TypeMismatch
+from txxapi.datamodel.types import BadEnum, MissingField, TypeMismatch
 from txxapi.errors import XenAPIError
 
 log = Logger()
@@ -27,21 +27,29 @@ log = Logger()
 ASYNC_PREFIX = "Async."
 
 
+def _wire_names():
+    """Every name a message answers to: Class.message and XAPI's
+    alternative spelling Class_message (no two messages share one)."""
+    names = {}
+    for wire, m in MODEL.messages.items():
+        names[wire] = m
+        names["%s_%s" % (m.cls.name, m.name)] = m
+    return names
+
+
+_WIRE_NAMES = _wire_names()
+_LONGEST_NAME = max(map(len, _WIRE_NAMES))
+
+
 def resolve(name):
-    """(message, is_async) for a wire name, or (None, is_async)."""
+    """(message, is_async) for a wire name, or (None, is_async): one
+    dictionary look-up, and none for a name longer than any known."""
     is_async = name.startswith(ASYNC_PREFIX)
     if is_async:
         name = name[len(ASYNC_PREFIX):]
-    m = MODEL.messages.get(name)
-    if m is None and "." not in name:
-        # XAPI also accepts Class_message; class names contain underscores
-        # themselves, so try every split.
-        for i, ch in enumerate(name):
-            if ch == "_":
-                m = MODEL.messages.get(name[:i] + "." + name[i + 1:])
-                if m is not None:
-                    break
-    return m, is_async
+    if len(name) > _LONGEST_NAME:
+        return None, is_async
+    return _WIRE_NAMES.get(name), is_async
 
 
 def list_methods():
@@ -108,10 +116,16 @@ class Dispatcher:
         for param, value in zip(message.params, values):
             try:
                 args.append(param.type.coerce(value))
-            except TypeMismatch:
-                raise XenAPIError("FIELD_TYPE_ERROR", param.name)
+            except TypeMismatch as e:
+                raise XenAPIError("FIELD_TYPE_ERROR", e.field or param.name)
             except BadEnum as e:
-                raise XenAPIError("INVALID_VALUE", param.name, e.value)
+                raise XenAPIError("INVALID_VALUE", e.field or param.name,
+                                  e.value)
+            except MissingField as e:
+                # XAPI's generated unmarshaller fails this way, exactly.
+                raise XenAPIError(
+                    "INTERNAL_ERROR",
+                    'Server_helpers.Dispatcher_FieldNotFound("%s")' % e.field)
         for param in message.params[len(values):]:
             args.append(param.type.coerce(param.default))
         return args

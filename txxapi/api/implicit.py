@@ -5,8 +5,6 @@ a class has, and with which types, comes from the datamodel; this module
 only says what each kind does.
 """
 
-from txxapi.datamodel.schema import RO_RUNTIME
-from txxapi.datamodel.types import BadEnum, TypeMismatch
 from txxapi.db.where import compile_expr
 from txxapi.errors import XenAPIError
 
@@ -99,30 +97,9 @@ def _get_all_where(ctx, expr):
     return _matching(ctx, expr)
 
 
-def constructor_fields(cls, record):
-    """Check a create() struct: every RW and RO/constructor field, typed;
-    missing ones take their defaults.  Runtime fields are not settable."""
-    fields = {}
-    for f in cls.stored_fields:
-        if f.qualifier == RO_RUNTIME or f.internal:
-            continue
-        if f.name in record:
-            try:
-                fields[f.name] = f.type.coerce(record[f.name])
-            except TypeMismatch:
-                raise XenAPIError("FIELD_TYPE_ERROR", f.name)
-            except BadEnum as e:
-                raise XenAPIError("INVALID_VALUE", f.name, e.value)
-        elif f.default_literal is None:
-            raise XenAPIError("INTERNAL_ERROR",
-                              "field %s missing from the %s record"
-                              % (f.name, cls.name))
-    return fields
-
-
 def _create(ctx, record):
-    cls = ctx.message.cls
-    return ctx.db.create(cls.name, constructor_fields(cls, record))
+    # Dispatch has completed and checked the record (RecordType.coerce).
+    return ctx.db.create(ctx.message.cls.name, record)
 
 
 def _destroy(ctx, ref):

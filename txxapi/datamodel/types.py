@@ -14,14 +14,27 @@ INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
 class TypeMismatch(Exception):
-    pass
+    """A value of the wrong shape.  ``field`` names the record field it
+    was found in, when it was in a record."""
+
+    field = None
 
 
 class BadEnum(Exception):
+    field = None
+
     def __init__(self, enum, value):
         Exception.__init__(self, enum, value)
         self.enum = enum
         self.value = value
+
+
+class MissingField(Exception):
+    """A constructor record lacks a field that has no default."""
+
+    def __init__(self, field):
+        Exception.__init__(self, field)
+        self.field = field
 
 
 class Type:
@@ -227,19 +240,54 @@ class MapType(Type):
         return "(%s -> %s) map" % (self.key, self.value)
 
 
+_REQUIRED = object()
+
+
 class RecordType(Type):
-    """A class's record; resolved against the model when first used."""
+    """A class's record; resolved against the model when first used.
+
+    The only records a client sends are constructor records (the one
+    argument of ``<Class>.create``), so coercing one gives the complete
+    constructor record: every RW and RO/constructor field, typed, in model
+    order (as XAPI reads them), the datamodel's default for an omitted
+    one; MissingField for an omitted field without a default.  Other keys
+    are ignored, as XAPI ignores them."""
 
     kind = "record"
 
     def __init__(self, cls, model):
         self.cls = cls
         self._model = model
+        self._fields = None
+
+    def constructor_fields(self):
+        """(name, type, default or _REQUIRED) of each constructor field."""
+        if self._fields is None:
+            cls = self._model.classes[self.cls]
+            self._fields = tuple(
+                (f.name, f.type,
+                 _REQUIRED if f.default_literal is None else f.default)
+                for f in cls.stored_fields
+                if f.in_constructor and not f.internal)
+        return self._fields
 
     def coerce(self, v):
         if not isinstance(v, dict):
             raise TypeMismatch(v)
-        return dict(v)  # fields are checked by the caller, per field
+        out = {}
+        for name, typ, default in self.constructor_fields():
+            if name in v:
+                value = v[name]
+            elif default is _REQUIRED:
+                raise MissingField(name)
+            else:
+                value = default  # coerced too: a fresh copy of it
+            try:
+                out[name] = typ.coerce(value)
+            except (TypeMismatch, BadEnum) as e:
+                e.field = name
+                raise
+        return out
 
     def zero(self):
         return {}

@@ -10,7 +10,6 @@ from twisted.logger import Logger
 
 from txstorage.types import probe_xml
 from txxapi import operations
-from txxapi.api.implicit import constructor_fields
 from txxapi.api.registry import implements
 from txxapi.datamodel import MODEL
 from txxapi.errors import XenAPIError
@@ -266,8 +265,7 @@ def set_physical_size(ctx, sr, value):
 # --- PBD --------------------------------------------------------------------
 
 @implements("PBD.create")
-def pbd_create(ctx, record):
-    f = constructor_fields(MODEL.classes["PBD"], record)
+def pbd_create(ctx, f):
     db = ctx.db
     db.fields("host", f["host"])
     db.fields("SR", f["SR"])

@@ -5,9 +5,7 @@ ejected.  A VBD's disk comes from the storage layer (txxapi.disks).
 """
 
 from txxapi import disks, operations, vmspec
-from txxapi.api.implicit import constructor_fields
 from txxapi.api.registry import implements
-from txxapi.datamodel import MODEL
 from txxapi.errors import XenAPIError
 from txxapi.impl import devices
 from txxapi.values import NULL_REF
@@ -34,9 +32,8 @@ def _vm_busy_with_migration(db, vm_ref):
 
 
 @implements("VBD.create")
-def create(ctx, record):
+def create(ctx, f):
     db = ctx.db
-    f = constructor_fields(MODEL.classes["VBD"], record)
     vm_ref = f["VM"]
     vm = db.fields("VM", vm_ref)
     vdi = f.get("VDI", NULL_REF)

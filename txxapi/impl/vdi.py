@@ -7,9 +7,7 @@ rules for when a VDI operation is allowed and the API entry points.
 from twisted.internet import defer
 
 from txxapi import operations
-from txxapi.api.implicit import constructor_fields
 from txxapi.api.registry import implements
-from txxapi.datamodel import MODEL
 from txxapi.errors import XenAPIError
 from txxapi.impl.sr import field_setter
 from txxapi.storage import (data_path_users, register_rules, sm_features,
@@ -132,13 +130,11 @@ def _void(_):
 
 
 @implements("VDI.create")
-def create(ctx, record):
-    f = constructor_fields(MODEL.classes["VDI"], record)
+def create(ctx, f):
     return _storage(ctx).create_vdi(
         ctx, f["SR"], f["virtual_size"], f["name_label"],
         f["name_description"], f["type"], f["sharable"], f["read_only"],
-        f["other_config"], f["xenstore_data"], f.get("sm_config"),
-        f.get("tags"))
+        f["other_config"], f["xenstore_data"], f["sm_config"], f["tags"])
 
 
 @implements("VDI.destroy")

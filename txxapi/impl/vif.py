@@ -4,9 +4,7 @@ when none is given, hot-plug into running VMs through the xenops bridge.
 """
 
 from txxapi import operations, vmspec
-from txxapi.api.implicit import constructor_fields
 from txxapi.api.registry import implements
-from txxapi.datamodel import MODEL
 from txxapi.errors import XenAPIError
 from txxapi.impl import devices
 
@@ -41,8 +39,7 @@ def new_vif(db, fields):
 
 
 @implements("VIF.create")
-def create(ctx, record):
-    fields = constructor_fields(MODEL.classes["VIF"], record)
+def create(ctx, fields):
     vm = ctx.db.fields("VM", fields["VM"])
     if vm["power_state"] != "Suspended":
         fields["currently_attached"] = False

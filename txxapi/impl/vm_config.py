@@ -5,9 +5,7 @@ XAPI's constraints, templates, and the questions clients ask about a VM
 """
 
 from txxapi import disks, operations, vmspec
-from txxapi.api.implicit import constructor_fields
 from txxapi.api.registry import implements
-from txxapi.datamodel import MODEL
 from txxapi.errors import XenAPIError
 from txxapi.impl import devices
 from txxapi.impl.vm import run
@@ -24,12 +22,11 @@ _IGNORED_ON_CREATE = ("blocked_operations", "protection_policy",
 # --- create and destroy ------------------------------------------------------
 
 @implements("VM.create")
-def create(ctx, record):
+def create(ctx, fields):
     """A VM record as XAPI makes one: a mac_seed for its VIFs, its own
     metrics, Halted unless a complete suspended state is given.  Its
     memory and vCPU settings are checked when it boots, not now."""
     db = ctx.db
-    fields = constructor_fields(MODEL.classes["VM"], record)
     for name in _IGNORED_ON_CREATE:
         fields.pop(name, None)
     ref = new_ref()
