@@ -53,7 +53,8 @@ class Playbook:
             "xapi_url": server.https_url, "xapi_user": USER,
             "xapi_password": PASSWORD, "vm_name": VM_NAME,
             "template": TEMPLATE, "network": network, "disk_mib": DISK_MIB,
-            "memory_mib": MEMORY_MIB, "shutdown_timeout": 60,
+            "memory_mib": MEMORY_MIB, "num_cpus": 2,
+            "state_change_timeout": 60,
             # The modules import XenAPI: run them with this Python.
             "ansible_python_interpreter": sys.executable,
         }
@@ -72,12 +73,12 @@ class Playbook:
                 p for p in (TRACE_DIR, os.environ.get("PYTHONPATH")) if p),
             XAPI_CALL_TRACE=self.trace)
 
-    def run(self, step):
+    def run(self, step, **overrides):
         if os.path.exists(self.trace):
             os.unlink(self.trace)
         proc = subprocess.run(
             [self.command, "-i", "localhost,", PLAYBOOK, "--tags", step,
-             "-e", json.dumps(self.variables)],
+             "-e", json.dumps(dict(self.variables, **overrides))],
             cwd=self.workdir, env=self.env, capture_output=True, text=True,
             timeout=120)
         try:
@@ -144,9 +145,6 @@ def disk_and_nic(x, vm_ref):
     return x.VBD.get_record(vm["VBDs"][0]), x.VIF.get_record(vm["VIFs"][0])
 
 
-@pytest.mark.xfail(strict=True, reason="VDI.create with a partial record "
-                   "(no xenstore_data, sm_config, tags) answers INTERNAL_ERROR "
-                   "instead of taking the fields' defaults")
 def test_deploy_from_template_with_disk_and_nic(playbook, guest, x):
     result, calls = playbook.run("deploy")
     assert_no_failed_call(calls)
@@ -265,6 +263,31 @@ def test_guest_shutdown_within_state_change_timeout(playbook, deployed, x):
     assert x.VBD.get_currently_attached(deployed["vbd"]) is False
     assert [t for t in x.task.get_all_records().values()
             if t["name_label"] == "Async.VM.clean_shutdown"] == []
+
+
+def test_redeploy_halted_with_a_bigger_disk_reconfigures(playbook, deployed,
+                                                        x):
+    result, calls = playbook.run("deploy", disk_mib=2 * DISK_MIB,
+                                 memory_mib=MEMORY_MIB // 2, num_cpus=1)
+    assert_no_failed_call(calls)
+    for needed in ("VDI.resize", "VM.set_VCPUs_max", "VM.set_memory_limits"):
+        assert needed in methods(calls)
+    for not_needed in ("VM.copy", "VDI.create", "VIF.create"):
+        assert not_needed not in methods(calls)
+    assert result["changed"] is True
+    facts = result["instance"]
+    assert facts["hardware"]["num_cpus"] == 1
+    assert facts["hardware"]["memory_mb"] == MEMORY_MIB // 2
+    assert facts["disks"][0]["size"] == 2 * DISK_MIB * MIB
+
+    vm = x.VM.get_record(deployed["vm"])
+    assert (vm["VCPUs_max"], vm["VCPUs_at_startup"]) == ("1", "1")
+    for field in ("memory_static_min", "memory_static_max",
+                  "memory_dynamic_max", "memory_dynamic_min"):
+        assert int(vm[field]) == MEMORY_MIB // 2 * MIB, field
+    vdi = x.VDI.get_by_uuid(deployed["vdi_uuid"])
+    assert int(x.VDI.get_virtual_size(vdi)) == 2 * DISK_MIB * MIB
+    assert vm["VBDs"] == [deployed["vbd"]] and vm["VIFs"] == [deployed["vif"]]
 
 
 def test_remove_destroys_the_vm_and_its_disk(playbook, deployed, x):
