@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+import XenAPI
 
 from tests.support.servers import PASSWORD, USER
 
@@ -105,6 +106,19 @@ def methods(calls):
 
 def assert_no_failed_call(calls):
     assert [c for c in calls if "error" in c] == []
+
+
+def writes(calls):
+    """The calls that may change something (all but get_*, login, logout)."""
+    return [m for m in methods(calls)
+            if not m.split(".")[-1].startswith("get")
+            and m not in ("session.login_with_password", "session.logout")]
+
+
+def assert_invalid(call, *args, code="HANDLE_INVALID"):
+    with pytest.raises(XenAPI.Failure) as e:
+        call(*args)
+    assert e.value.details[0] == code
 
 
 @pytest.fixture(scope="module")
@@ -202,10 +216,7 @@ def test_deploy_again_changes_nothing(playbook, deployed, x):
     assert_no_failed_call(calls)
     assert result["changed"] is False
     # What the server reported matches what was asked: nothing to write.
-    writes = [m for m in methods(calls)
-              if not m.split(".")[-1].startswith("get")
-              and m not in ("session.login_with_password", "session.logout")]
-    assert writes == []
+    assert writes(calls) == []
     assert result["instance"]["networks"][0]["mac"] == deployed["mac"]
 
 
@@ -235,9 +246,7 @@ def test_info_reads_the_running_guest(playbook, deployed, x, server):
     result, calls = playbook.run(
         "info", xapi_url="127.0.0.1:%d" % server.http_port)
     assert_no_failed_call(calls)
-    assert all(m.split(".")[-1].startswith("get")
-               or m in ("session.login_with_password", "session.logout")
-               for m in methods(calls)), methods(calls)
+    assert writes(calls) == []
     assert result["changed"] is False
     facts = result["instance"]
     vm = x.VM.get_record(deployed["vm"])
@@ -264,8 +273,9 @@ def test_guest_shutdown_within_state_change_timeout(playbook, deployed, x):
     vm = x.VM.get_record(deployed["vm"])
     assert vm["power_state"] == "Halted" and vm["domid"] == "-1"
     assert x.VBD.get_currently_attached(deployed["vbd"]) is False
-    assert [t for t in x.task.get_all_records().values()
-            if t["name_label"] == "Async.VM.clean_shutdown"] == []
+    [task] = [c["task"] for c in calls
+              if c["method"] == "Async.VM.clean_shutdown"]
+    assert_invalid(x.task.get_record, task)
 
 
 def test_redeploy_halted_with_a_bigger_disk_reconfigures(playbook, deployed,
@@ -302,9 +312,6 @@ def test_remove_destroys_the_vm_and_its_disk(playbook, deployed, x):
     assert x.VM.get_by_name_label(VM_NAME) == []
     for cls, ref in (("VM", deployed["vm"]), ("VBD", deployed["vbd"]),
                      ("VIF", deployed["vif"])):
-        with pytest.raises(Exception) as e:
-            getattr(x, cls).get_record(ref)
-        assert e.value.details[0] == "HANDLE_INVALID", cls
-    with pytest.raises(Exception) as e:
-        x.VDI.get_by_uuid(deployed["vdi_uuid"])
-    assert e.value.details[0] == "UUID_INVALID"
+        assert_invalid(getattr(x, cls).get_record, ref)
+    assert_invalid(x.VDI.get_by_uuid, deployed["vdi_uuid"],
+                   code="UUID_INVALID")
