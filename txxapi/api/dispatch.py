@@ -128,10 +128,11 @@ class Dispatcher:
                                   "Invalid UTF-8 string in parameter",
                                   e.value)
             except MissingField as e:
-                # XAPI's generated unmarshaller fails this way, exactly.
-                raise XenAPIError(
-                    "INTERNAL_ERROR",
-                    'Server_helpers.Dispatcher_FieldNotFound("%s")' % e.field)
+                # XAPI's unmarshaller answers INTERNAL_ERROR
+                # [Server_helpers.Dispatcher_FieldNotFound("<field>")]; a
+                # client's mistake is no internal error, so it is named as
+                # a field of the wrong type.
+                raise XenAPIError("FIELD_TYPE_ERROR", e.field)
         for param in message.params[len(values):]:
             args.append(param.type.coerce(param.default))
         return args
