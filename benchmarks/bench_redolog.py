@@ -127,13 +127,20 @@ def main(reactor, args):
         print(json.dumps(figures))
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.strip()
+def scratch_parser(doc):
+    """Arguments of a benchmark script that writes in a scratch directory
+    and can print its figures as JSON (for benchmarks/run.py)."""
+    parser = argparse.ArgumentParser(description=doc.strip()
                                      .splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--dir", default=None,
-                        help="where to create the scratch logs "
+                        help="where to create the scratch files "
                              "(default: the system temp directory)")
     parser.add_argument("--json", action="store_true",
                         help="print the figures as one JSON line")
+    return parser
+
+
+if __name__ == "__main__":
+    parser = scratch_parser(__doc__)
+    parser.add_argument("--seconds", type=float, default=2.0)
     task.react(main, [parser.parse_args()])

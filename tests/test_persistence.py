@@ -1,15 +1,25 @@
 """
 Durability against a real server: an acknowledged write survives kill -9,
 and a restart on the same data directory keeps every object and UUID.
+When snapshots are taken (log size, record count, age; at once after a
+start that replayed too much), on the persistence layer itself.
 """
 
 import os
+import queue
 import threading
 import time
 
+import pytest
 import XenAPI
+from twisted.internet import task
+from twisted.python.threadpool import ThreadPool
 
 from tests.support.servers import PASSWORD, USER, RunningServer
+from txxapi.datamodel import MODEL
+from txxapi.db import redolog
+from txxapi.db.memory import Database
+from txxapi.db.persist import Persistence
 
 
 def _net(label):
@@ -94,3 +104,148 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
         assert os.listdir(os.path.join(s.data_dir, "db"))
     finally:
         s.stop()
+
+
+def test_database_files_are_private(tmp_path):
+    s = RunningServer(str(tmp_path / "data")).start()
+    db_dir = os.path.join(s.data_dir, "db")
+
+    def modes():
+        return {name: os.stat(os.path.join(db_dir, name)).st_mode & 0o777
+                for name in os.listdir(db_dir)}
+
+    try:
+        s.session().xenapi.network.create(_net("private"))
+        running = modes()
+    finally:
+        s.stop()
+    assert any(n.startswith("redo-") for n in running)
+    stopped = modes()
+    assert "state.db" in stopped
+    assert os.stat(db_dir).st_mode & 0o777 == 0o700
+    for name, mode in list(running.items()) + list(stopped.items()):
+        assert mode == 0o600, (name, oct(mode))
+
+
+# -- when snapshots are taken (the persistence layer, no server) ------------
+
+class Reactor(task.Clock):
+    """Enough of a reactor for Persistence: a clock, a thread pool, and
+    callFromThread calls run when the test (the reactor thread) asks."""
+
+    def __init__(self):
+        super().__init__()
+        self.from_threads = queue.SimpleQueue()
+        self.pool = ThreadPool(minthreads=1, maxthreads=2)
+        self.pool.start()
+
+    def getThreadPool(self):
+        return self.pool
+
+    def callFromThread(self, f, *args, **kw):
+        self.from_threads.put((f, args, kw))
+
+    def result(self, d, timeout=10.0):
+        box = []
+        d.addBoth(box.append)
+        deadline = time.monotonic() + timeout
+        while not box:
+            assert time.monotonic() < deadline, "timed out"
+            try:
+                f, args, kw = self.from_threads.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            f(*args, **kw)
+        return box[0]
+
+
+@pytest.fixture
+def reactor():
+    r = Reactor()
+    yield r
+    r.pool.stop()
+
+
+def _open(directory, reactor, **bounds):
+    persistence = Persistence(str(directory), reactor, **bounds)
+    db = Database(MODEL)
+    persistence.open(db)
+    return persistence, db
+
+
+def _crash(reactor, persistence):
+    """What kill -9 leaves: the log as written, no snapshot at the end."""
+    persistence._timer.stop()
+    reactor.result(persistence.log.close())
+
+
+def _write(db, n, prefix="n"):
+    for i in range(n):
+        db.create("network", {"name_label": "%s%d" % (prefix, i),
+                              "other_config": {"pad": "x" * 1000}})
+
+
+def test_snapshot_once_the_log_passes_its_size_bound(tmp_path, reactor):
+    bound = 100000
+    p, db = _open(tmp_path, reactor, snapshot_log_bytes=bound)
+    written = 0
+    while p._snapshotting is None:
+        assert written < bound
+        before = redolog.log_bytes(str(tmp_path))
+        _write(db, 1)
+        reactor.result(p.wait_durable(db.generation))
+        written += redolog.log_bytes(str(tmp_path)) - before
+    # The record that took the log past the bound started it.
+    assert written >= bound
+    reactor.result(p._snapshotting)
+    assert os.path.exists(p.snapshot_path)
+    # The segments the snapshot covers are gone.
+    assert redolog.log_bytes(str(tmp_path)) == 0
+    count = len(db.refs("network"))
+    reactor.result(p.close())
+    p2, db2 = _open(tmp_path, reactor, snapshot_log_bytes=bound)
+    assert len(db2.refs("network")) == count
+    reactor.result(p2.close())
+
+
+def test_a_crash_loop_cannot_grow_the_log(tmp_path, reactor):
+    bound = 200000
+    # Each process writes half a bound and is killed before any
+    # snapshot: without counting what a start replays, the log would
+    # grow by that much per crash.
+    for run in range(6):
+        p, db = _open(tmp_path, reactor, snapshot_log_bytes=bound)
+        if p._snapshotting is not None:
+            reactor.result(p._snapshotting)
+        # The bound grows with the database: a replay no longer than
+        # loading state.db.
+        limit = max(bound, os.path.getsize(p.snapshot_path)
+                    if os.path.exists(p.snapshot_path) else 0)
+        assert redolog.log_bytes(str(tmp_path)) < limit
+        _write(db, 100, prefix="r%d-" % run)
+        if p._snapshotting is not None:
+            reactor.result(p._snapshotting)
+        _crash(reactor, p)
+        assert redolog.log_bytes(str(tmp_path)) < 2 * limit
+    p, db = _open(tmp_path, reactor, snapshot_log_bytes=bound)
+    assert len(db.refs("network")) == 600
+    reactor.result(p.close())
+
+
+def test_start_with_a_large_log_snapshots_at_once(tmp_path, reactor):
+    p, db = _open(tmp_path, reactor)   # the default bounds: none hit
+    _write(db, 300)
+    _crash(reactor, p)
+    grown = redolog.log_bytes(str(tmp_path))
+    assert grown > 300000
+    p, db = _open(tmp_path, reactor, snapshot_log_bytes=grown // 2)
+    assert p._snapshotting is not None
+    reactor.result(p._snapshotting)
+    assert redolog.log_bytes(str(tmp_path)) == 0
+    assert len(db.refs("network")) == 300
+    _crash(reactor, p)
+    # The next start loads the snapshot and replays nothing.
+    p, db = _open(tmp_path, reactor, snapshot_log_bytes=grown // 2)
+    assert p._snapshotting is None and p._since_snapshot == 0
+    assert len(db.refs("network")) == 300
+    reactor.result(p.close())

@@ -506,3 +506,25 @@ def test_writer_failure_fails_waiters(tmp_path, reactor, monkeypatch):
         log.append(rec(2))
     assert reactor.result(log.wait_durable(1)).check(RedoLogError)
     assert reactor.result(log.close()).check(RedoLogError)
+
+
+def test_segments_are_private(tmp_path, reactor):
+    log = RedoLog(str(tmp_path / "log"), reactor=reactor)
+    log.append(rec(1))
+    reactor.result(log.close())
+    [(_, name)] = list_segments(str(tmp_path / "log"))
+    path = tmp_path / "log" / name
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "log").stat().st_mode & 0o777 == 0o700
+    # A segment an older version left world-readable is made private.
+    path.chmod(0o644)
+    reactor.result(RedoLog(str(tmp_path / "log"), reactor=reactor).close())
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_append_reports_frame_size(tmp_path, reactor):
+    log = RedoLog(str(tmp_path), reactor=reactor)
+    sizes = [log.append(rec(g)) for g in range(1, 11)]
+    reactor.result(log.close())
+    assert sizes == [len(encode_record(rec(g))) for g in range(1, 11)]
+    assert sum(sizes) == redolog.log_bytes(str(tmp_path))

@@ -88,7 +88,7 @@ def test_first_start_has_the_local_sr_and_sm_records(x, server):
     assert "VDI_CREATE" not in sms["iso"]["capabilities"]
     # The ISO directory given on the command line is a library SR.
     iso, = [r for r in x.SR.get_all_records().values()
-            if r["type"] == "iso"]
+            if r["type"] == "iso" and not r["is_tools_sr"]]
     assert iso["content_type"] == "iso"
     names = [x.VDI.get_name_label(v) for v in iso["VDIs"]]
     assert names == ["install.iso"]
@@ -219,7 +219,7 @@ def test_vdi_errors(x, server):
     assert failure(new_vdi, x, sr, MIB, type="cbt_metadata") == [
         "VDI_INCOMPATIBLE_TYPE", "", "cbt_metadata"]
     iso = [r for r, rec in x.SR.get_all_records().items()
-           if rec["type"] == "iso"][0]
+           if rec["type"] == "iso" and not rec["is_tools_sr"]][0]
     assert failure(new_vdi, x, iso) == ["SR_OPERATION_NOT_SUPPORTED", iso]
     cd = x.SR.get_VDIs(iso)[0]
     assert failure(x.VDI.destroy, cd) == ["SR_OPERATION_NOT_SUPPORTED", iso]
@@ -341,7 +341,7 @@ def test_vm_disks_attach_and_let_go(x, server):
                            str(256 * MIB), str(256 * MIB))
     data = new_vdi(x, sr, 8 * MIB, name="data")
     iso = [r for r, rec in x.SR.get_all_records().items()
-           if rec["type"] == "iso"][0]
+           if rec["type"] == "iso" and not rec["is_tools_sr"]][0]
     cd = _vbd(x, vm, NULL, "3", "RO", "CD")
     x.VM.start(vm, False, False)
     assert len(_active_files(x, sr)) == 1

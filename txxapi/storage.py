@@ -32,7 +32,7 @@ from txstorage import transfer, vhd
 from txstorage.drivers import DRIVERS
 from txstorage.drivers.file import FileSRDriver
 from txstorage.errors import StorageError, Unimplemented
-from txxapi import operations
+from txxapi import host_srs, operations
 from txxapi.datamodel import MODEL
 from txxapi.datapath import ExportSession, ImportSession
 from txxapi.errors import XenAPIError
@@ -153,6 +153,8 @@ class Storage:
         self._register_sm()
         if self._first_start():
             yield self._create_local_sr()
+            yield host_srs.create_udev_srs(self)
+        yield host_srs.ensure_tools_sr(self)
         if self.iso_dir:
             yield self._ensure_iso_sr()
         yield self._plug_all()
@@ -438,7 +440,8 @@ class Storage:
             "snapshot_of": self._vdi_by_uuid(info.snapshot_of),
             "snapshot_time": DateTime(info.snapshot_time)
             if info.snapshot_time else EPOCH,
-            "sm_config": sm_config}
+            "sm_config": sm_config,
+            "is_tools_iso": sm_config.get("xs-tools") == "true"}
         if ref is not None:
             db.update("VDI", ref, fields)
         else:
@@ -485,6 +488,8 @@ class Storage:
         else:
             raise XenAPIError("INTERNAL_ERROR",
                               "SR.scan retry limit exceeded")
+        if db.fields("SR", sr)["is_tools_sr"]:
+            host_srs.mark_tools_iso(infos)
         seen = set()
         # Sources before their snapshots, so snapshot_of resolves.
         for info in sorted(infos, key=lambda i: i.is_snapshot):

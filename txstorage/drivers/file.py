@@ -199,12 +199,17 @@ class DirectorySRBase:
         """The directory holding SR sr_uuid."""
         return os.path.abspath(self._location(device_config))
 
-    def _sr(self, sr_uuid):
+    def _registered(self, sr_uuid):
+        """An attached SR, SRUnavailable if it is not."""
         with self._srs_lock:
             sr = self._srs.get(sr_uuid)
         if sr is None:
             raise StorageError.named("SRUnavailable",
                                      "SR %s is not attached" % sr_uuid)
+        return sr
+
+    def _sr(self, sr_uuid):
+        sr = self._registered(sr_uuid)
         if not os.path.isdir(sr.path):
             raise StorageError.named("SRUnavailable",
                                      "no such directory %s" % sr.path)

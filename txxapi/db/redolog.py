@@ -62,6 +62,7 @@ __all__ = [
     "replay",
     "segment_name",
     "list_segments",
+    "log_bytes",
 ]
 
 log = Logger()
@@ -83,6 +84,9 @@ _TAG_MAP = "\0m"        # dict with keys that aren't plain str -> [[k, v]]
 _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1  # orjson accepts unsigned 64-bit as well
 _GEN_MAX = (1 << 63) - 1
+# Segments hold everything the database holds, secrets included.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 class RedoLogError(Exception):
@@ -314,6 +318,22 @@ def list_segments(directory):
     return found
 
 
+def log_bytes(directory):
+    """Total size of the log's segments (0 if there is no log yet)."""
+    if not os.path.isdir(directory):
+        return 0
+    return sum(os.path.getsize(os.path.join(directory, name))
+               for _first, name in list_segments(directory))
+
+
+def _make_private(directory, segments):
+    """Segments written by older versions were world-readable."""
+    for _first, name in segments:
+        path = os.path.join(directory, name)
+        if os.stat(path).st_mode & 0o777 != FILE_MODE:
+            os.chmod(path, FILE_MODE)
+
+
 def _frames(path, tolerate_tail):
     """Yield (payload, end offset) for every good frame of a segment.
 
@@ -447,7 +467,7 @@ class RedoLog:
                       "records": 0, "bytes": 0}
 
         if not os.path.isdir(directory):
-            os.makedirs(directory)
+            os.makedirs(directory, mode=DIR_MODE)
             _fsync_dir(os.path.dirname(os.path.abspath(directory)))
         self._dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -495,6 +515,7 @@ class RedoLog:
         """Check the last segment, cut a torn tail, reopen it for append.
         Returns (last generation or -1, fd or None, its first generation)."""
         segments = list_segments(self.directory)
+        _make_private(self.directory, segments)
         while segments:
             first, name = segments[-1]
             path = os.path.join(self.directory, name)
@@ -535,9 +556,10 @@ class RedoLog:
         return None if self._durable < 0 else self._durable
 
     def append(self, record):
-        """Queue one change record.  Returns nothing; raises ValueError for
-        a malformed or out-of-order record, TypeError for an unloggable
-        value, RedoLogError once the log has failed or is closing."""
+        """Queue one change record.  Returns the size of its frame (what
+        the log grows by); raises ValueError for a malformed or
+        out-of-order record, TypeError for an unloggable value,
+        RedoLogError once the log has failed or is closing."""
         if self._failure is not None:
             raise RedoLogError("redo log has failed") from self._failure.value
         if self._closing is not None:
@@ -557,6 +579,7 @@ class RedoLog:
         data = encode_record(record)
         self._floor = self._last_appended = gen
         self._queue.put((gen, data))
+        return len(data)
 
     def wait_durable(self, generation):
         """Deferred firing (with ``generation``) once every record appended
@@ -746,7 +769,7 @@ class RedoLog:
     def _open_segment(self, generation):
         path = os.path.join(self.directory, segment_name(generation))
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                           | os.O_APPEND | os.O_CLOEXEC, 0o644)
+                           | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
         self._fd_start = generation
         self._fd_last = -1
         os.fsync(self._dir_fd)
