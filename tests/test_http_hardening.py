@@ -1,0 +1,120 @@
+"""
+The HTTP layer against what real clients and hostile ones send, over real
+sockets to a real server: paths routed by longest prefix as XAPI routes
+them (Xen Orchestra's trailing slashes and its empty probe PUT), XML
+bodies in encodings that cannot be read, header-phase time limits and the
+per-client connection cap, the pool secret, and tasks named by requests
+that carry no valid session.
+"""
+
+import http.client
+import json
+import os
+import random
+import socket
+
+import pytest
+
+from tests.support.api import wait_until
+
+MIB = 1 << 20
+SIZE = 2 * MIB    # a multiple of what the local SR rounds sizes to
+
+
+@pytest.fixture
+def sid(xapi):
+    return xapi._session
+
+
+def new_vdi(x, size=SIZE):
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    return x.VDI.create({
+        "name_label": "hardening", "name_description": "", "SR": sr,
+        "virtual_size": str(size), "type": "user", "sharable": False,
+        "read_only": False, "other_config": {}, "xenstore_data": {},
+        "sm_config": {}, "tags": []})
+
+
+def exchange(server, method, path, body=None, headers=None):
+    """(status, headers, body) of one request on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port,
+                                      timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def task_of(headers):
+    return headers["task-id"].strip()
+
+
+# --- 1. paths by longest prefix ----------------------------------------------
+
+@pytest.mark.parametrize("path", ["/import_raw_vdi", "/import_raw_vdi/",
+                                  "/import%5Fraw%5Fvdi/"])
+def test_import_and_export_with_or_without_a_trailing_slash(
+        x, server, sid, path):
+    vdi = new_vdi(x)
+    data = random.Random(path).randbytes(SIZE)
+    status, headers, _ = exchange(
+        server, "PUT", "%s?session_id=%s&vdi=%s" % (path, sid, vdi), data)
+    assert status == 200
+    assert x.task.get_status(task_of(headers)) == "success"
+    for export_path in ("/export_raw_vdi/", "/export_raw_vdi"):
+        status, headers, body = exchange(
+            server, "GET", "%s?session_id=%s&vdi=%s" % (export_path, sid,
+                                                        vdi))
+        assert status == 200 and body == data
+    x.VDI.destroy(vdi)
+
+
+def test_the_empty_probe_put_answers_200_and_leaves_the_vdi_free(
+        x, server, sid):
+    """Xen Orchestra's putResource sends an empty PUT (no task_id) and,
+    as soon as the answer comes, the real upload."""
+    vdi = new_vdi(x)
+    data = random.Random(2).randbytes(SIZE)
+    assert exchange(server, "PUT", "/import_raw_vdi/?session_id=%s&vdi=%s"
+                    % (sid, vdi), data)[0] == 200
+    status, headers, body = exchange(
+        server, "PUT", "/import_raw_vdi/?session_id=%s&vdi=%s&format=raw"
+        % (sid, vdi), b"")
+    assert status == 200 and body == b""
+    probe = task_of(headers)
+    wait_until(lambda: x.task.get_status(probe) == "success",
+               what="the probe's task")
+    # At once free for the upload that follows, and unchanged.
+    task = x.task.create("upload", "")
+    status, headers, _ = exchange(
+        server, "PUT", "/import_raw_vdi/?session_id=%s&vdi=%s&task_id=%s"
+        % (sid, vdi, task), data[::-1])
+    assert status == 200 and task_of(headers) == task
+    assert x.task.get_status(task) == "success"
+    status, _, body = exchange(
+        server, "GET", "/export_raw_vdi/?session_id=%s&vdi=%s" % (sid, vdi))
+    assert body == data[::-1]
+    x.VDI.destroy(vdi)
+
+
+@pytest.mark.parametrize("path,json_rpc", [
+    ("/jsonrpc/", True), ("/jsonrpc", True), ("/RPC2/", False),
+    ("/json/", False), ("/anything", False)])
+def test_every_post_reaches_an_rpc_endpoint(server, path, json_rpc):
+    if json_rpc:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1,
+                           "method": "session.get_all_subject_identifiers",
+                           "params": ["OpaqueRef:bogus"]}).encode()
+    else:
+        body = (b"<?xml version='1.0'?><methodCall><methodName>"
+                b"session.get_all_subject_identifiers</methodName><params>"
+                b"<param><value>OpaqueRef:bogus</value></param></params>"
+                b"</methodCall>")
+    status, headers, answer = exchange(server, "POST", path, body)
+    assert status == 200
+    if json_rpc:
+        assert json.loads(answer)["error"]["message"] == "SESSION_INVALID"
+    else:
+        assert b"SESSION_INVALID" in answer and b"<methodResponse>" in answer
