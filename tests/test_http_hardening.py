@@ -118,3 +118,46 @@ def test_every_post_reaches_an_rpc_endpoint(server, path, json_rpc):
         assert json.loads(answer)["error"]["message"] == "SESSION_INVALID"
     else:
         assert b"SESSION_INVALID" in answer and b"<methodResponse>" in answer
+
+
+# --- 2. XML bodies in encodings that cannot be read --------------------------
+
+def log_since(server, start):
+    with open(server.log_path, "rb") as f:
+        f.seek(start)
+        return f.read().decode("utf-8", "replace")
+
+
+def log_size(server):
+    return os.path.getsize(server.log_path)
+
+
+CALL = ("<methodCall><methodName>session.get_all_subject_identifiers"
+        "</methodName><params><param><value>OpaqueRef:bogus</value></param>"
+        "</params></methodCall>")
+
+
+@pytest.mark.parametrize("body", [
+    b'<?xml version="1.0" encoding="foo-bar"?>' + CALL.encode(),
+    b'<?xml version="1.0" encoding="EBCDIC-US"?>' + CALL.encode(),
+    b'<?xml version="1.0" encoding="UTF-7"?>' + CALL.encode(),
+    b'<?xml version="1.0" encoding="UTF-32"?>' + CALL.encode(),
+    b'<?xml version="1.0" encoding="UTF-16"?>' + CALL.encode(),
+], ids=["unknown", "ebcdic", "utf7", "utf32", "utf16-declared"])
+def test_unreadable_encodings_are_malformed_bodies(server, body):
+    start = log_size(server)
+    status, headers, answer = exchange(server, "POST", "/", body)
+    assert status == 400
+    assert headers["content-type"] == "text/xml"
+    assert b"<fault>" in answer and b"Malformed request" in answer
+    log = log_since(server, start)
+    assert "Traceback" not in log and "Unhandled" not in log, log
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_is_read(server, codec):
+    """With a BOM or without (told by its first bytes), as XML parsers,
+    XAPI's among them, read it."""
+    body = ('<?xml version="1.0" encoding="UTF-16"?>' + CALL).encode(codec)
+    status, _, answer = exchange(server, "POST", "/", body)
+    assert status == 200 and b"SESSION_INVALID" in answer
