@@ -161,3 +161,14 @@ def test_utf16_is_read(server, codec):
     body = ('<?xml version="1.0" encoding="UTF-16"?>' + CALL).encode(codec)
     status, _, answer = exchange(server, "POST", "/", body)
     assert status == 200 and b"SESSION_INVALID" in answer
+
+
+
+def test_non_ascii_query_values_reach_the_handler(server, sid):
+    """A %-escaped UTF-8 value is a value like any other (here a VDI that
+    does not exist: XAPI's 500 page naming the error)."""
+    start = log_size(server)
+    status, _, body = exchange(server, "GET", "/export_raw_vdi?session_id="
+                               "%s&vdi=%%C3%%A9%%FF" % sid)
+    assert status == 500 and b"UUID_INVALID" in body
+    assert "Traceback" not in log_since(server, start)

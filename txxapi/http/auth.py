@@ -43,10 +43,12 @@ def query_of(request):
     """The query parameters (first value of each).  Works before twisted
     has parsed the request, while the body is still arriving."""
     uri = getattr(request.channel, "_path", None) or request.uri
+    # Parsed as text: parse_qsl of bytes fails on a %-escaped non-ASCII
+    # byte.
+    query = urlsplit(uri.decode("utf-8", "replace")).query
     args = {}
-    for k, v in parse_qsl(urlsplit(uri).query, keep_blank_values=True):
-        args.setdefault(k.decode("utf-8", "replace"),
-                        v.decode("utf-8", "replace"))
+    for k, v in parse_qsl(query, keep_blank_values=True, errors="replace"):
+        args.setdefault(k, v)
     return args
 
 
