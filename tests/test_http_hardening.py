@@ -7,6 +7,7 @@ per-client connection cap, the pool secret, and tasks named by requests
 that carry no valid session.
 """
 
+import hmac
 import http.client
 import json
 import os
@@ -14,8 +15,11 @@ import random
 import socket
 
 import pytest
+from twisted.web.http_headers import Headers
 
+from tests.support import inprocess
 from tests.support.api import wait_until
+from txxapi.http import auth
 
 MIB = 1 << 20
 SIZE = 2 * MIB    # a multiple of what the local SR rounds sizes to
@@ -172,3 +176,48 @@ def test_non_ascii_query_values_reach_the_handler(server, sid):
                                "%s&vdi=%%C3%%A9%%FF" % sid)
     assert status == 500 and b"UUID_INVALID" in body
     assert "Traceback" not in log_since(server, start)
+
+# --- 4. the pool secret -------------------------------------------------------
+
+class _Request:
+    """What authenticate() reads of a request, for in-process checks."""
+
+    channel = None
+    clientproto = b"HTTP/1.1"
+
+    def __init__(self, uri):
+        self.uri = uri
+        self.requestHeaders = Headers()
+
+    def getHeader(self, name):
+        return None
+
+
+def _authenticate(server, uri):
+    request = _Request(uri)
+    results = []
+    auth.authenticate(server, request, auth.Params(request), "VDI.export_raw",
+                      "get_export_raw_vdi").addBoth(results.append)
+    return results[0]
+
+
+def test_the_pool_secret_is_compared_in_constant_time(tmp_path, monkeypatch):
+    server, _ = inprocess.make_server(tmp_path)
+    compared = []
+    original = hmac.compare_digest
+
+    def compare_digest(a, b):
+        compared.append((a, b))
+        return original(a, b)
+    monkeypatch.setattr(auth.hmac, "compare_digest", compare_digest)
+    secret = server.pool_secret
+    caller = _authenticate(server, b"/export_raw_vdi?pool_secret=" +
+                           secret.encode())
+    assert isinstance(caller, auth.Caller)
+    caller.close()
+    assert compared == [(secret.encode(), secret.encode())]
+    for wrong in (secret[:-1] + "x", secret[:4], "%C3%A9", ""):
+        refused = _authenticate(server, b"/export_raw_vdi?pool_secret=" +
+                                wrong.encode())
+        assert refused.check(auth.Refused)
+        assert b"401 Unauthorised" in refused.value.response

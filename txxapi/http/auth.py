@@ -11,6 +11,7 @@ does.
 
 import base64
 import binascii
+import hmac
 from urllib.parse import parse_qsl, urlsplit
 
 from twisted.internet import defer
@@ -144,7 +145,9 @@ def _identify(server, request, params):
         return Caller(server, session, False)
     secret = params.get("pool_secret", cookie_first=True)
     if secret is not None:
-        if secret != server.pool_secret:
+        # In constant time, as session.slave_login compares it.
+        if not hmac.compare_digest(secret.encode(),
+                                   server.pool_secret.encode()):
             raise _Unauthorised()
         return Caller(server, server.sessions.create(
             "", originator="pool secret", pool=True), True)
