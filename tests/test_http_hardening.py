@@ -221,3 +221,48 @@ def test_the_pool_secret_is_compared_in_constant_time(tmp_path, monkeypatch):
                                 wrong.encode())
         assert refused.check(auth.Refused)
         assert b"401 Unauthorised" in refused.value.response
+
+
+# --- 5. tasks named by refused requests --------------------------------------
+
+def test_a_request_without_valid_credentials_leaves_the_named_task(
+        x, server, sid):
+    vdi = new_vdi(x)
+    task = x.task.create("someone's task", "")
+    for query, headers in [
+            ("session_id=OpaqueRef:bogus", {}),
+            ("", {"Authorization": "Basic cm9vdDp3cm9uZw=="}),  # root:wrong
+            ("pool_secret=wrong", {}),
+            ("", {"Cookie": "session_id=OpaqueRef:bogus"})]:
+        for method, path, body in [("PUT", "/import_raw_vdi", b"x" * 512),
+                                   ("GET", "/export_raw_vdi", None)]:
+            status, _, _ = exchange(server, method, "%s?%s&vdi=%s&task_id=%s"
+                                    % (path, query, vdi, task), body,
+                                    headers)
+            assert status == 401
+            assert x.task.get_status(task) == "pending"
+            assert x.task.get_error_info(task) == []
+    x.task.destroy(task)
+    x.VDI.destroy(vdi)
+
+
+def test_an_rbac_refusal_fails_only_the_refused_sessions_own_task(
+        tmp_path):
+    server, _ = inprocess.make_server(tmp_path)
+    limited = server.sessions.create("reader", is_local_superuser=False,
+                                     permissions=("task.create",))
+    other = server.sessions.create("admin")
+    own = server.tasks.create(limited, "the reader's task")
+    theirs = server.tasks.create(other, "someone else's task")
+    for task in (own, theirs):
+        refused = _authenticate(server, (
+            "/export_raw_vdi?session_id=%s&task_id=%s"
+            % (limited, task)).encode())
+        assert refused.check(auth.Refused)
+        assert b"403 Forbidden" in refused.value.response
+    fields = server.db.fields("task", own)
+    assert fields["status"] == "failure"
+    assert fields["error_info"][0] == "RBAC_PERMISSION_DENIED"
+    assert fields["error_info"][1] == "http/get_export_raw_vdi"
+    fields = server.db.fields("task", theirs)
+    assert fields["status"] == "pending" and fields["error_info"] == []

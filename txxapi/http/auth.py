@@ -4,9 +4,10 @@ Who calls an HTTP data handler, decided as XAPI decides it: a session_id
 that log in a session lasting the request.  Then the handler's RBAC
 permission, ``http/<action>``: local superusers hold every one.
 
-Failures are Refused exceptions carrying XAPI's canned response; a task
+Failures are Refused exceptions carrying XAPI's canned response.  A task
 the client named in ``task_id`` is failed with the reason first, as XAPI
-does.
+does, but only on an RBAC refusal and only if the refused session created
+it: a request with no valid credentials changes no task.
 """
 
 import base64
@@ -99,10 +100,13 @@ class Caller:
             self.server.sessions.logout(self.session)
 
 
-def fail_named_task(server, params, error):
-    """Fail the task the client passed in task_id, if it exists."""
+def fail_named_task(server, params, error, session):
+    """Fail the task the client passed in task_id, if it is ``session``'s
+    own: a refused request must not change a task its caller could not
+    otherwise touch."""
     task = params.get("task_id", cookie_first=True)
-    if task and server.db.exists("task", task):
+    if task and server.db.exists("task", task) and \
+            server.db.fields("task", task)["session"] == session:
         server.tasks.fail(task, error)
 
 
@@ -117,8 +121,8 @@ def authenticate(server, request, params, realm, action):
     try:
         caller = yield _identify(server, request, params)
     except _Unauthorised:
-        fail_named_task(server, params,
-                        XenAPIError("SESSION_AUTHENTICATION_FAILED"))
+        # XAPI fails the named task with SESSION_AUTHENTICATION_FAILED
+        # here; a request without valid credentials leaves it alone.
         raise Refused(responses.unauthorised(version, realm))
     permission = "http/" + action
     fields = server.db.fields("session", caller.session)
@@ -128,7 +132,7 @@ def authenticate(server, request, params, realm, action):
         fail_named_task(server, params, XenAPIError(
             "RBAC_PERMISSION_DENIED", permission,
             "No permission in user session. (Roles with this permission: "
-            "%s)" % holders))
+            "%s)" % holders), caller.session)
         caller.close()
         raise Refused(responses.forbidden(version))
     return caller
