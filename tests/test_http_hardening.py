@@ -13,12 +13,14 @@ import json
 import os
 import random
 import socket
+import time
 
 import pytest
 from twisted.web.http_headers import Headers
 
 from tests.support import inprocess
 from tests.support.api import wait_until
+from tests.support.servers import RunningServer
 from txxapi.http import auth
 
 MIB = 1 << 20
@@ -266,3 +268,168 @@ def test_an_rbac_refusal_fails_only_the_refused_sessions_own_task(
     assert fields["error_info"][1] == "http/get_export_raw_vdi"
     fields = server.db.fields("task", theirs)
     assert fields["status"] == "pending" and fields["error_info"] == []
+
+
+# --- 3. the header phase's time limits, connections per client ---------------
+
+READ_TIMEOUT, TOTAL_TIMEOUT, CAP = 0.5, 2.0, 5
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    """A server with XAPI's header limits made short, and a small cap."""
+    base = tmp_path_factory.mktemp("limited")
+    s = RunningServer(os.path.join(str(base), "data"), extra_args=[
+        "--header-read-timeout", str(READ_TIMEOUT),
+        "--header-total-timeout", str(TOTAL_TIMEOUT),
+        "--max-connections-per-client", str(CAP)])
+    s.start()
+    yield s
+    s.stop()
+
+
+def connect(server):
+    return socket.create_connection(("127.0.0.1", server.http_port),
+                                    timeout=30)
+
+
+def read_all(sock):
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def closed_by_server(sock, wait):
+    """Whether the server closes the connection within ``wait`` seconds
+    (and what it sent)."""
+    sock.settimeout(wait)
+    try:
+        return True, read_all(sock)
+    except socket.timeout:
+        return False, b""
+
+
+def test_a_silent_connection_gets_408_after_the_read_timeout(limited):
+    with connect(limited) as s:
+        closed, answer = closed_by_server(s, 20)
+    assert closed
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"connection: close" in answer.lower()
+    assert b"Timed out waiting for the request" in answer
+
+
+def test_a_trickling_header_is_cut_at_the_total_timeout(limited):
+    """Each byte well within the read timeout, the whole far beyond the
+    total: the server ends it, and it never reaches a handler."""
+    with connect(limited) as s:
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        s.settimeout(READ_TIMEOUT / 4)
+        answer = b""
+        for _ in range(int(20 / (READ_TIMEOUT / 4))):   # up to 20 s
+            try:
+                s.sendall(b"X")
+                answer = s.recv(65536)
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if answer:
+                break
+        else:
+            pytest.fail("a header trickling for 20 s was not cut")
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout")
+
+
+def test_a_kept_alive_connection_may_wait_between_requests(limited):
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(limited) as s:
+        s.sendall(request)
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        closed, _ = closed_by_server(s, TOTAL_TIMEOUT + 1)
+        assert not closed, "an idle kept-alive connection was closed"
+        s.settimeout(30)
+        s.sendall(request)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_a_slow_body_is_not_cut(limited):
+    """An upload whose body pauses longer than the header's limits, and
+    takes longer in all."""
+    session = limited.session(https=False)
+    x, sid = session.xenapi, session._session
+    try:
+        vdi = new_vdi(x)
+        data = random.Random(3).randbytes(SIZE)
+        pieces = 4
+        with connect(limited) as s:
+            s.sendall(("PUT /import_raw_vdi?session_id=%s&vdi=%s HTTP/1.1\r\n"
+                       "Host: x\r\nContent-Length: %d\r\n\r\n"
+                       % (sid, vdi, SIZE)).encode())
+            step = SIZE // pieces
+            for i in range(pieces):
+                time.sleep(READ_TIMEOUT * 2)
+                s.sendall(data[i * step:(i + 1) * step])
+            s.settimeout(30)
+            answer = read_all(s)
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        task = answer.split(b"task-id:")[1].split(b"\r\n")[0].decode()
+        wait_until(lambda: x.task.get_status(task) != "pending",
+                   what="the upload's task")
+        assert x.task.get_status(task) == "success"
+        status, _, body = exchange(limited, "GET", "/export_raw_vdi?"
+                                   "session_id=%s&vdi=%s" % (sid, vdi))
+        assert body == data
+        x.VDI.destroy(vdi)
+    finally:
+        x.session.logout()
+
+
+def served_connection(server):
+    """A kept-alive connection the server has served, or None if it was
+    refused."""
+    s = connect(server)
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        if s.recv(65536).startswith(b"HTTP/1.1 200"):
+            return s
+    except OSError:
+        pass
+    s.close()
+    return None
+
+
+def test_connections_per_client_are_capped(limited):
+    held = []
+    try:
+        # Earlier tests' connections may take a moment to be let go.
+        def hold():
+            s = served_connection(limited)
+            if s is not None:
+                held.append(s)
+            return len(held) == CAP
+        wait_until(hold, what="%d connections served" % CAP)
+        with connect(limited) as extra:
+            closed, answer = closed_by_server(extra, 20)
+            assert closed and answer == b""
+        held.pop().close()
+        # The slot is free again once the server sees the close.
+        wait_until(hold, what="a connection to be served again")
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_silent_tls_connection_is_closed_too(limited):
+    """No handshake at all: the header's clock runs from the accept."""
+    with socket.create_connection(("127.0.0.1", limited.https_port),
+                                  timeout=30) as s:
+        closed, _ = closed_by_server(s, 30)
+    assert closed

@@ -13,7 +13,7 @@ import io
 
 from twisted.web import resource, server
 
-from txxapi.http import responses, routes, vdi_transfer
+from txxapi.http import limits, responses, routes, vdi_transfer
 from txxapi.http.auth import version_of
 from txxapi.http.rpc import RPCResource
 
@@ -131,8 +131,16 @@ class Root(resource.Resource):
         return b"txxapi\n"
 
 
-def make_site(server_, max_rpc_size=MAX_RPC_SIZE, access_log=False):
+def make_site(server_, max_rpc_size=MAX_RPC_SIZE, access_log=False,
+              header_read_timeout=limits.HEADER_READ_TIMEOUT,
+              header_total_timeout=limits.HEADER_TOTAL_TIMEOUT,
+              max_connections_per_client=limits.MAX_CONNECTIONS_PER_CLIENT):
     site = server.Site(Root(server_))
+    site.protocol = limits.LimitedChannel
+    site.header_read_timeout = header_read_timeout
+    site.header_total_timeout = header_total_timeout
+    site.client_connections = limits.ClientConnections(
+        max_connections_per_client)
     # RPC bodies are XML or JSON, never forms: skip Twisted's form parsing.
     site._parsePOSTFormSubmission = False
     if not access_log:
