@@ -135,7 +135,8 @@ def make_site(server_, max_rpc_size=MAX_RPC_SIZE, access_log=False,
               header_read_timeout=limits.HEADER_READ_TIMEOUT,
               header_total_timeout=limits.HEADER_TOTAL_TIMEOUT,
               max_connections_per_client=limits.MAX_CONNECTIONS_PER_CLIENT):
-    site = server.Site(Root(server_))
+    # The server's reactor runs the channels' timers too.
+    site = server.Site(Root(server_), reactor=server_.reactor)
     site.protocol = limits.LimitedChannel
     site.header_read_timeout = header_read_timeout
     site.header_total_timeout = header_total_timeout
