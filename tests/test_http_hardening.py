@@ -179,7 +179,7 @@ def test_non_ascii_query_values_reach_the_handler(server, sid):
     assert status == 500 and b"UUID_INVALID" in body
     assert "Traceback" not in log_since(server, start)
 
-# --- 4. the pool secret -------------------------------------------------------
+# --- 4. the pool secret ------------------------------------------------------
 
 class _Request:
     """What authenticate() reads of a request, for in-process checks."""

@@ -99,7 +99,8 @@ class XapiService(service.Service):
             self.server, max_rpc_size=int(s["max-rpc-size"]),
             header_read_timeout=float(s["header-read-timeout"]),
             header_total_timeout=float(s["header-total-timeout"]),
-            max_connections_per_client=int(s["max-connections-per-client"]))
+            max_connections_per_client=int(
+                s["max-connections-per-client"]))
         bind = s["bind"]
         if int(s["http-port"]):
             self.ports.append(self.reactor.listenTCP(

@@ -1,10 +1,10 @@
 """
 The RPC endpoints: JSON-RPC on POST /jsonrpc, XML-RPC on every other
-POST path (/, /RPC2, /json: see routes).  Each request is decoded, handed to the
-dispatcher, and answered in XAPI's envelope; API failures are HTTP 200
-with a Failure status.  A body that cannot be decoded is answered with
-HTTP 400 (an XML-RPC fault or a JSON-RPC parse error) and the connection
-stays usable.
+POST path (/, /RPC2, /json: see routes).  Each request is decoded,
+handed to the dispatcher, and answered in XAPI's envelope; API failures
+are HTTP 200 with a Failure status.  A body that cannot be decoded is
+answered with HTTP 400 (an XML-RPC fault or a JSON-RPC parse error) and
+the connection stays usable.
 """
 
 from twisted.logger import Logger
