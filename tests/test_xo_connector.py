@@ -1,7 +1,9 @@
 """
 Xen Orchestra's XAPI connector (npm "xen-api", pinned in tests/xo) against
 a real server: it logs in, fills its object cache, keeps it current with
-event.from and learns the outcome of Async calls from task events.
+event.from and learns the outcome of Async calls from task events; then
+its putResource/getResource round trip of a VDI's content, on the paths
+xo-server uses ('/import_raw_vdi/', '/export_raw_vdi/').
 """
 
 import json
@@ -50,4 +52,9 @@ def test_xo_connector_follows_changes_and_tasks(server, xo_connector):
     assert out["watch_events_error"] is None
     names = [s["name"] for s in out["steps"]]
     assert names == ["connected", "cache filled", "add seen", "mod seen",
-                     "async create done", "del seen", "async failure seen"]
+                     "async create done", "del seen", "async failure seen",
+                     "content imported", "content exported"]
+    content = out["content"]
+    assert content["exported_size"] == content["size"]
+    assert content["same"]
+    assert content["import_task"] == content["export_task"] == "success"

@@ -95,7 +95,12 @@ class XapiService(service.Service):
             local_sr_dir=s["local-sr-dir"] or None,
             iso_dir=s["iso-dir"] or None)
         yield self.server.start()
-        site = make_site(self.server, max_rpc_size=int(s["max-rpc-size"]))
+        site = make_site(
+            self.server, max_rpc_size=int(s["max-rpc-size"]),
+            header_read_timeout=float(s["header-read-timeout"]),
+            header_total_timeout=float(s["header-total-timeout"]),
+            max_connections_per_client=int(
+                s["max-connections-per-client"]))
         bind = s["bind"]
         if int(s["http-port"]):
             self.ports.append(self.reactor.listenTCP(

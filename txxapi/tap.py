@@ -32,6 +32,13 @@ class Options(usage.Options):
         ["login-failure-delay", None, None,
          "Seconds a failed login waits before answering (5)."],
         ["max-rpc-size", None, None, "Largest RPC body in bytes (307200)."],
+        ["header-read-timeout", None, None,
+         "Seconds a request's header may pause before the client gets a "
+         "408 (10)."],
+        ["header-total-timeout", None, None,
+         "Seconds a request's header may take in all (60)."],
+        ["max-connections-per-client", None, None,
+         "Connections one client address may hold open (200)."],
         ["simulator-memory", None, None,
          "Memory of the simulated host in bytes (64 GiB)."],
         ["simulator-op-time", None, None,
@@ -60,10 +67,11 @@ class Options(usage.Options):
         if auth.startswith("passwd:") and not os.path.exists(auth[7:]):
             raise usage.UsageError("passwd file %s does not exist" % auth[7:])
         for key in ("http-port", "https-port", "max-rpc-size",
-                    "simulator-memory"):
+                    "simulator-memory", "max-connections-per-client"):
             if not self.settings[key].isdigit():
                 raise usage.UsageError("--%s must be a number" % key)
-        for key in ("simulator-op-time", "shutdown-timeout"):
+        for key in ("simulator-op-time", "shutdown-timeout",
+                    "header-read-timeout", "header-total-timeout"):
             try:
                 if float(self.settings[key]) < 0:
                     raise ValueError

@@ -4,13 +4,15 @@ Who calls an HTTP data handler, decided as XAPI decides it: a session_id
 that log in a session lasting the request.  Then the handler's RBAC
 permission, ``http/<action>``: local superusers hold every one.
 
-Failures are Refused exceptions carrying XAPI's canned response; a task
+Failures are Refused exceptions carrying XAPI's canned response.  A task
 the client named in ``task_id`` is failed with the reason first, as XAPI
-does.
+does, but only on an RBAC refusal and only if the refused session created
+it: a request with no valid credentials changes no task.
 """
 
 import base64
 import binascii
+import hmac
 from urllib.parse import parse_qsl, urlsplit
 
 from twisted.internet import defer
@@ -43,10 +45,12 @@ def query_of(request):
     """The query parameters (first value of each).  Works before twisted
     has parsed the request, while the body is still arriving."""
     uri = getattr(request.channel, "_path", None) or request.uri
+    # Parsed as text: parse_qsl of bytes fails on a %-escaped non-ASCII
+    # byte.
+    query = urlsplit(uri.decode("utf-8", "replace")).query
     args = {}
-    for k, v in parse_qsl(urlsplit(uri).query, keep_blank_values=True):
-        args.setdefault(k.decode("utf-8", "replace"),
-                        v.decode("utf-8", "replace"))
+    for k, v in parse_qsl(query, keep_blank_values=True, errors="replace"):
+        args.setdefault(k, v)
     return args
 
 
@@ -96,10 +100,13 @@ class Caller:
             self.server.sessions.logout(self.session)
 
 
-def fail_named_task(server, params, error):
-    """Fail the task the client passed in task_id, if it exists."""
+def fail_named_task(server, params, error, session):
+    """Fail the task the client passed in task_id, if it is ``session``'s
+    own: a refused request must not change a task its caller could not
+    otherwise touch."""
     task = params.get("task_id", cookie_first=True)
-    if task and server.db.exists("task", task):
+    if task and server.db.exists("task", task) and \
+            server.db.fields("task", task)["session"] == session:
         server.tasks.fail(task, error)
 
 
@@ -114,8 +121,8 @@ def authenticate(server, request, params, realm, action):
     try:
         caller = yield _identify(server, request, params)
     except _Unauthorised:
-        fail_named_task(server, params,
-                        XenAPIError("SESSION_AUTHENTICATION_FAILED"))
+        # XAPI fails the named task with SESSION_AUTHENTICATION_FAILED
+        # here; a request without valid credentials leaves it alone.
         raise Refused(responses.unauthorised(version, realm))
     permission = "http/" + action
     fields = server.db.fields("session", caller.session)
@@ -125,7 +132,7 @@ def authenticate(server, request, params, realm, action):
         fail_named_task(server, params, XenAPIError(
             "RBAC_PERMISSION_DENIED", permission,
             "No permission in user session. (Roles with this permission: "
-            "%s)" % holders))
+            "%s)" % holders), caller.session)
         caller.close()
         raise Refused(responses.forbidden(version))
     return caller
@@ -142,7 +149,9 @@ def _identify(server, request, params):
         return Caller(server, session, False)
     secret = params.get("pool_secret", cookie_first=True)
     if secret is not None:
-        if secret != server.pool_secret:
+        # In constant time, as session.slave_login compares it.
+        if not hmac.compare_digest(secret.encode(),
+                                   server.pool_secret.encode()):
             raise _Unauthorised()
         return Caller(server, server.sessions.create(
             "", originator="pool secret", pool=True), True)

@@ -66,6 +66,14 @@ def internal_error(version, extra=None):
         "</body></html>")
 
 
+def request_timeout():
+    """What XAPI answers a request whose header is too slow to arrive."""
+    return _error_html(
+        "1.1", "408", "Request Timeout", [],
+        "<html><body><h1>HTTP 408 request timeout</h1>Timed out waiting "
+        "for the request.</body></html>")
+
+
 def method_not_implemented(version, method):
     return _error_html(
         version, "501", "Method not implemented", [],

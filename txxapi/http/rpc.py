@@ -1,10 +1,10 @@
 """
-The RPC endpoints: XML-RPC on POST / (and /RPC2, /xmlrpc, /json) and
-JSON-RPC on POST /jsonrpc.  Each request is decoded, handed to the
-dispatcher, and answered in XAPI's envelope; API failures are HTTP 200
-with a Failure status.  A body that cannot be decoded is answered with
-HTTP 400 (an XML-RPC fault or a JSON-RPC parse error) and the connection
-stays usable.
+The RPC endpoints: JSON-RPC on POST /jsonrpc, XML-RPC on every other
+POST path (/, /RPC2, /json: see routes).  Each request is decoded,
+handed to the dispatcher, and answered in XAPI's envelope; API failures
+are HTTP 200 with a Failure status.  A body that cannot be decoded is
+answered with HTTP 400 (an XML-RPC fault or a JSON-RPC parse error) and
+the connection stays usable.
 """
 
 from twisted.logger import Logger
@@ -12,14 +12,11 @@ from twisted.web import resource, server
 
 from txxapi.db.memory import RecordMap
 from txxapi.errors import XenAPIError
-from txxapi.http import streaming
+from txxapi.http import routes, streaming
 from txxapi.wire import jsonrpc, xmlrpc
 from txxapi.wire.errors import MalformedRequest
 
 log = Logger()
-
-XML_PATHS = (b"/", b"/RPC2", b"/xmlrpc", b"/json")
-JSON_PATHS = (b"/jsonrpc",)
 
 
 def _cors(request):
@@ -49,7 +46,7 @@ class RPCResource(resource.Resource):
     def render_POST(self, request):
         _cors(request)
         body = request.content.read()
-        if request.path in JSON_PATHS:
+        if routes.handler_of(request.method, request.uri) == routes.JSONRPC:
             return self._json(request, body)
         return self._xml(request, body)
 

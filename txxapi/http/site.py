@@ -13,12 +13,11 @@ import io
 
 from twisted.web import resource, server
 
-from txxapi.http import responses, vdi_transfer
+from txxapi.http import limits, responses, routes, vdi_transfer
 from txxapi.http.auth import version_of
-from txxapi.http.rpc import JSON_PATHS, XML_PATHS, RPCResource
+from txxapi.http.rpc import RPCResource
 
 MAX_RPC_SIZE = 300 * 1024   # XAPI's limit for an RPC body
-RPC_PATHS = frozenset(XML_PATHS + JSON_PATHS)
 
 
 class XapiRequest(server.Request):
@@ -28,14 +27,14 @@ class XapiRequest(server.Request):
     _upload = None
 
     def gotLength(self, length):
-        path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
         command = getattr(self.channel, "_command", b"")
-        if command == b"POST" and path in RPC_PATHS and length is not None \
-                and length > self.max_rpc_size:
+        handler = routes.handler_of(command,
+                                    getattr(self.channel, "_path", b""))
+        rpc = command == b"POST" and handler in routes.RPC
+        if rpc and length is not None and length > self.max_rpc_size:
             self._refuse()
             return
-        if command == b"PUT" and path == vdi_transfer.IMPORT_PATH and \
-                self.xapi_server is not None:
+        if handler == routes.IMPORT_RAW_VDI and self.xapi_server is not None:
             self.content = io.BytesIO()
             # The upload answers Expect itself, once the request is known
             # to be acceptable; twisted must not send its own 100 first.
@@ -47,7 +46,7 @@ class XapiRequest(server.Request):
                 expect_continue=version == b"HTTP/1.1"
                 and [v.lower() for v in expect] == [b"100-continue"])
             return
-        self._rpc_limited = path in RPC_PATHS
+        self._rpc_limited = rpc
         self._received = 0
         server.Request.gotLength(self, length)
 
@@ -98,8 +97,8 @@ class TransferResource(resource.Resource):
         self.server = server_
 
     def render(self, request):
-        if request.method == b"GET" and \
-                request.path == vdi_transfer.EXPORT_PATH:
+        if routes.handler_of(request.method, request.uri) == \
+                routes.EXPORT_RAW_VDI:
             vdi_transfer.Download(self.server, request)
             return server.NOT_DONE_YET
         if request.method == b"HEAD":
@@ -119,11 +118,9 @@ class Root(resource.Resource):
         self.transfers = TransferResource(server_)
 
     def getChildWithDefault(self, name, request):
-        if request.path in RPC_PATHS and request.method in (b"POST",
-                                                            b"OPTIONS"):
+        if routes.handler_of(request.method, request.uri) in routes.RPC:
             return self.rpc
-        if request.path in (vdi_transfer.IMPORT_PATH,
-                            vdi_transfer.EXPORT_PATH):
+        if routes.is_transfer_path(request.uri):
             return self.transfers
         if request.path == b"/":
             return self
@@ -134,8 +131,17 @@ class Root(resource.Resource):
         return b"txxapi\n"
 
 
-def make_site(server_, max_rpc_size=MAX_RPC_SIZE, access_log=False):
-    site = server.Site(Root(server_))
+def make_site(server_, max_rpc_size=MAX_RPC_SIZE, access_log=False,
+              header_read_timeout=limits.HEADER_READ_TIMEOUT,
+              header_total_timeout=limits.HEADER_TOTAL_TIMEOUT,
+              max_connections_per_client=limits.MAX_CONNECTIONS_PER_CLIENT):
+    # The server's reactor runs the channels' timers too.
+    site = server.Site(Root(server_), reactor=server_.reactor)
+    site.protocol = limits.LimitedChannel
+    site.header_read_timeout = header_read_timeout
+    site.header_total_timeout = header_total_timeout
+    site.client_connections = limits.ClientConnections(
+        max_connections_per_client)
     # RPC bodies are XML or JSON, never forms: skip Twisted's form parsing.
     site._parsePOSTFormSubmission = False
     if not access_log:

@@ -34,8 +34,6 @@ from txxapi.http.auth import Params, Refused, authenticate, version_of
 
 log = Logger()
 
-IMPORT_PATH = b"/import_raw_vdi"
-EXPORT_PATH = b"/export_raw_vdi"
 # Bytes gathered into one write on the storage pool.
 WRITE_CHUNK = 4 << 20
 # Bytes of a download read ahead of what the transport has taken.
@@ -288,12 +286,21 @@ class Upload(_Transfer):
             vdi = yield self.server.storage.create_vdi(
                 self._context(), sr, self.length, "Imported VDI")
         self.vdi = vdi
+        empty = self.length == 0 and fmt == "raw" and not chunked
+        if empty:
+            # Nothing to write: Xen Orchestra probes the URL so before the
+            # real upload, which follows at once.  The VDI is not taken
+            # (that upload would find it in use), only checked free.
+            self.server.storage.assert_free(vdi, True)
         if self.expect_continue:
             # XAPI sends no 100, and curl then holds the body back for a
             # second or two; an interim 100 before the 200 lets it go at
             # once, and clients that did not ask never see one.
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._send_head(["content-type: application/octet-stream"])
+        if empty:
+            self._succeed(vdi)
+            return
         expected = self.length if fmt == "raw" and not chunked else None
         session = yield self.server.storage.open_import(
             vdi, fmt, chunked, expected)

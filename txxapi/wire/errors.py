@@ -4,6 +4,6 @@
 class MalformedRequest(Exception):
     """The request body could not be turned into a call.
 
-    The HTTP layer answers these with a 500 and an HTML body, as XAPI does;
-    the message is for logs only.
+    The RPC endpoints answer these with HTTP 400: an XML-RPC fault, or a
+    JSON-RPC parse error.
     """

@@ -259,6 +259,11 @@ def decode_call(body):
         parser.Parse(body, True)
     except expat.ExpatError as e:
         raise MalformedRequest("XML: %s" % (e,)) from None
+    except (LookupError, ValueError) as e:
+        # A declared encoding expat leaves to Python: an unknown name is a
+        # LookupError, a multi-byte one (UTF-7, UTF-32) a ValueError.
+        raise MalformedRequest("XML: unreadable encoding: %s" % (e,)) \
+            from None
     if builder.method is None:
         raise MalformedRequest("no <methodName>")
     if not builder.method:

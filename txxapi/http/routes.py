@@ -1,0 +1,56 @@
+"""
+Which handler a request goes to, decided as XAPI's HTTP server decides it:
+per method, the handler whose URI is the longest prefix of the request's
+(percent-decoded) path.  So '/import_raw_vdi/' and '/import_raw_vdiX'
+reach the import handler, and every POST reaches an RPC endpoint, '/'
+being one of them.
+"""
+
+from urllib.parse import unquote_to_bytes, urlsplit
+
+XMLRPC = "xmlrpc"
+JSONRPC = "jsonrpc"
+IMPORT_RAW_VDI = "import_raw_vdi"
+EXPORT_RAW_VDI = "export_raw_vdi"
+RPC = frozenset((XMLRPC, JSONRPC))
+TRANSFERS = frozenset((IMPORT_RAW_VDI, EXPORT_RAW_VDI))
+
+IMPORT_PATH = b"/import_raw_vdi"
+EXPORT_PATH = b"/export_raw_vdi"
+
+# XAPI's handler URIs (xapi.ml's common_http_handlers) that are served here.
+_RPC_URIS = [(b"/", XMLRPC), (b"/RPC2", XMLRPC), (b"/json", XMLRPC),
+             (b"/jsonrpc", JSONRPC)]
+_TABLE = {
+    b"POST": _RPC_URIS,
+    b"OPTIONS": _RPC_URIS,
+    b"PUT": [(IMPORT_PATH, IMPORT_RAW_VDI)],
+    b"GET": [(EXPORT_PATH, EXPORT_RAW_VDI)],
+}
+# Longest URI first, so the first match is the longest prefix.
+for _uris in _TABLE.values():
+    _uris.sort(key=lambda entry: -len(entry[0]))
+
+
+def path_of(uri):
+    """The decoded path of a request URI (no query); an absolute URI's
+    path too."""
+    path = uri.split(b"?", 1)[0]
+    if not path.startswith(b"/"):
+        path = urlsplit(path).path
+    return unquote_to_bytes(path)
+
+
+def handler_of(method, uri):
+    """The name of the handler serving ``method`` on ``uri``, or None."""
+    path = path_of(uri)
+    for prefix, handler in _TABLE.get(method, ()):
+        if path.startswith(prefix):
+            return handler
+    return None
+
+
+def is_transfer_path(uri):
+    """Whether the path is one of a data handler's, by any method."""
+    return any(handler_of(method, uri) in TRANSFERS
+               for method in (b"GET", b"PUT"))
