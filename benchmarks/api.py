@@ -104,7 +104,7 @@ def run(ctx):
     seconds = 1.0 if ctx.quick else ctx.seconds
     data = os.path.join(ctx.base, "api-data")
     common.populated_data_dir(ctx.template(), data, VMS)
-    server = common.RunningServer(data)
+    server = common.LoadServer(data)
     server.start()
     work = os.path.join(ctx.base, "api")
     os.makedirs(work, exist_ok=True)

@@ -31,7 +31,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 os.pardir))
 
-from tests.support.servers import PASSWORD, USER, RunningServer  # noqa: E402
+from tests.support.servers import PASSWORD, USER, LoadServer  # noqa: E402
 
 
 # -- the client process -------------------------------------------------------
@@ -155,7 +155,7 @@ def measure(args, say=print):
     MiB)."""
     raise_fd_limit()
     base = tempfile.mkdtemp(prefix="bench-events-")
-    server = RunningServer(os.path.join(base, "data"))
+    server = LoadServer(os.path.join(base, "data"))
     server.start()
     try:
         pid = server.proc.pid

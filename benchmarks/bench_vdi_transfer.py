@@ -28,7 +28,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 os.pardir))
 
-from tests.support.servers import RunningServer  # noqa: E402
+from tests.support.servers import LoadServer  # noqa: E402
 
 MIB = 1 << 20
 
@@ -166,7 +166,7 @@ def main():
     try:
         images = make_images(work, args.dense_mib * MIB,
                              args.sparse_mib * MIB)
-        server = RunningServer(os.path.join(work, "data"),
+        server = LoadServer(os.path.join(work, "data"),
                                extra_args=["--simulator-op-time", "0"])
         server.start()
         try:

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 import XenAPI  # noqa: E402
 
-from tests.support.servers import PASSWORD, USER, RunningServer  # noqa: E402
+from tests.support.servers import PASSWORD, USER, LoadServer  # noqa: E402
 
 MIB = 1024 ** 2
 NULL = "OpaqueRef:NULL"
@@ -100,7 +100,7 @@ def main():
     args = parser.parse_args()
     levels = [int(n) for n in args.inflight.split(",")]
     base = tempfile.mkdtemp(prefix="bench-vm-")
-    server = RunningServer(os.path.join(base, "data"), extra_args=[
+    server = LoadServer(os.path.join(base, "data"), extra_args=[
         "--simulator-op-time", "0", "--simulator-memory",
         str(64 * 1024 * MIB)])
     server.start()

@@ -13,7 +13,8 @@ import time
 import urllib.request
 
 from tests.support.servers import (  # noqa: F401  (re-exported)
-    PASSWORD, REPO, USER, RunningServer, free_port, insecure_context)
+    PASSWORD, REPO, USER, LoadServer, RunningServer, free_port,
+    insecure_context)
 
 NOT_AVAILABLE = "not available yet"
 
@@ -179,7 +180,7 @@ def bootstrap_data_dir(base, name="data"):
     """A data dir as a first start leaves it (pool, host, dom0, roles),
     stopped cleanly so that everything is in db/state.db."""
     data = os.path.join(base, name)
-    server = RunningServer(data)
+    server = LoadServer(data)
     server.start()
     server.stop()
     return data

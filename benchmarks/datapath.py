@@ -235,7 +235,7 @@ def run(ctx):
             "GB/s", figures[(direction, kind, "nginx TLS")] / 1e9,
             "nginx TLS")
     # A data dir of its own: the local SR lives inside it.
-    server = common.RunningServer(os.path.join(work, "data"))
+    server = common.LoadServer(os.path.join(work, "data"))
     server.start()
     try:
         idle = common.rss_mib(server.proc.pid)

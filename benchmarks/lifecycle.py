@@ -90,7 +90,7 @@ def run(ctx):
     data = os.path.join(ctx.base, "lifecycle-data")
     common.populated_data_dir(ctx.template(), data, max(in_flight))
     # Memory for every VM in flight at once: the figure is the toolstack's.
-    server = common.RunningServer(data, extra_args=[
+    server = common.LoadServer(data, extra_args=[
         OP_TIME_OPTION, "0", "--simulator-memory", str(1 << 40)])
     try:
         server.start()

@@ -24,7 +24,7 @@ def measure_pool(ctx, vms):
             ctx.template(), data, vms)
     else:
         shutil.copytree(ctx.template(), data)
-    server = common.RunningServer(data)
+    server = common.LoadServer(data)
     t0 = time.perf_counter()
     server.start(timeout=600)
     figures["startup"] = time.perf_counter() - t0

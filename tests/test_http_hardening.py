@@ -433,3 +433,13 @@ def test_a_silent_tls_connection_is_closed_too(limited):
                                   timeout=30) as s:
         closed, _ = closed_by_server(s, 30)
     assert closed
+
+
+def test_a_cap_of_zero_admits_any_number():
+    from txxapi.http.limits import ClientConnections
+    unlimited, capped = ClientConnections(0), ClientConnections(3)
+    assert all(unlimited.admit("127.0.0.1") for _ in range(5000))
+    assert [capped.admit("127.0.0.1") for _ in range(4)] == [
+        True, True, True, False]
+    capped.release("127.0.0.1")
+    assert capped.admit("127.0.0.1")

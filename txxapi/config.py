@@ -19,7 +19,7 @@ DEFAULTS = {
     "max-rpc-size": str(300 * 1024),
     "header-read-timeout": "10",
     "header-total-timeout": "60",
-    "max-connections-per-client": "200",
+    "max-connections-per-client": "1000",
     "simulator-memory": str(64 * 1024 ** 3),
     "simulator-op-time": "0.05",
     "shutdown-timeout": "1200",

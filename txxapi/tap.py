@@ -38,7 +38,7 @@ class Options(usage.Options):
         ["header-total-timeout", None, None,
          "Seconds a request's header may take in all (60)."],
         ["max-connections-per-client", None, None,
-         "Connections one client address may hold open (200)."],
+         "Connections one client address may hold open (1000; 0: no cap)."],
         ["simulator-memory", None, None,
          "Memory of the simulated host in bytes (64 GiB)."],
         ["simulator-op-time", None, None,

@@ -114,3 +114,14 @@ class RunningServer:
         s = XenAPI.Session(url, ignore_ssl=True)
         s.xenapi.login_with_password(USER, PASSWORD, "1.0", "txxapi-tests")
         return s
+
+
+class LoadServer(RunningServer):
+    """A server for load generators: they open every connection from one
+    address, so the per-client connection cap is lifted."""
+
+    def __init__(self, data_dir, extra_args=(), **kw):
+        RunningServer.__init__(
+            self, data_dir,
+            extra_args=["--max-connections-per-client", "0"] + list(extra_args),
+            **kw)

@@ -22,10 +22,11 @@ log = Logger()
 
 HEADER_READ_TIMEOUT = 10.0
 HEADER_TOTAL_TIMEOUT = 60.0
-# XAPI caps all TCP connections at 800 (conn_limit_tcp); a quarter of that
-# per address leaves room for several busy clients while no single one
-# can take them all.
-MAX_CONNECTIONS_PER_CLIENT = 200
+# XAPI caps all TCP connections at 800 (conn_limit_tcp).  Per address, so
+# that no one client takes them all, yet one Xen Orchestra with many
+# watchers, or a script host running many jobs, has room; 0: no cap (load
+# generators, which open every connection from one address).
+MAX_CONNECTIONS_PER_CLIENT = 1000
 # Seconds a connection closed for its header's slowness may take to go.
 CLOSE_GRACE = 2.0
 
@@ -39,7 +40,7 @@ class ClientConnections:
         self._refusing = set()
 
     def admit(self, client):
-        if self.open[client] >= self.cap:
+        if self.cap and self.open[client] >= self.cap:
             if client not in self._refusing:
                 self._refusing.add(client)
                 log.warn("refusing connections from {client}: {cap} open",
@@ -52,7 +53,7 @@ class ClientConnections:
         self.open[client] -= 1
         if self.open[client] <= 0:
             del self.open[client]
-        if self.open[client] < self.cap:
+        if not self.cap or self.open[client] < self.cap:
             self._refusing.discard(client)
 
 
