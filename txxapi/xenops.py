@@ -115,8 +115,8 @@ class Xenops:
             *args)
 
     def run_blocking(self, fn, *args):
-        """Other blocking work that belongs beside the backend's (suspend
-        image copies)."""
+        """Other blocking work that belongs beside the backend's (a
+        backend call with the suspend image streamed beside it)."""
         return threads.deferToThreadPool(self.server.reactor, self.pool, fn,
                                          *args)
 
