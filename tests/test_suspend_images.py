@@ -57,6 +57,8 @@ def test_suspend_makes_a_suspend_vdi_and_resume_destroys_it(x):
     # XAPI's sizing: static_max * 1.2 * 1.05 + 100 MiB.
     assert int(v["virtual_size"]) >= int(MEMORY * 1.2 * 1.05) + 100 * MIB
     assert v["sm_config"]["vmhint"] == rec["uuid"]
+    assert int(v["sm_config"]["initial_allocation"]) <= \
+        int(v["virtual_size"])
     assert v["VBDs"] == []
     x.VM.resume(vm, False, False)
     rec = x.VM.get_record(vm)
@@ -107,6 +109,19 @@ def test_suspend_sr_choice(x, server):
         x.host.set_suspend_image_sr(host, NULL)
         domid = x.VM.get_domid(vm)
         assert failure(x.VM.suspend, vm) == ["VM_NO_SUSPEND_SR", vm]
+        assert x.VM.get_power_state(vm) == "Running"
+        assert x.VM.get_domid(vm) == domid
+        assert suspend_vdis(x) == []
+        # An SR without room for the suspend VDI (a thin file SR checks
+        # the empty image's size at creation; a full one mid-image is a
+        # VDI_IO_ERROR that leaves the VM as it was).
+        small = x.SR.create(host, {
+            "location": os.path.join(server.base, "small"),
+            "size": str(64 * 1024)}, "0", "small", "", "file", "user",
+            False, {})
+        x.VM.set_suspend_SR(vm, small)
+        assert failure(x.VM.suspend, vm) == [
+            "SR_SUSPEND_SPACE_INSUFFICIENT", small]
         assert x.VM.get_power_state(vm) == "Running"
         assert x.VM.get_domid(vm) == domid
         assert suspend_vdis(x) == []

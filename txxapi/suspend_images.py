@@ -29,8 +29,10 @@ IMAGE_NAME = "Suspend image"
 # XAPI's sizing: static_max with 20% and 5% headroom, plus 100 MiB.
 EXTRA_BYTES = 100 << 20
 PIECE = 4 << 20
-# sm_config keys XAPI gives a suspend VDI (Constants._sm_vm_hint).
+# sm_config keys XAPI gives a suspend VDI: the VM it is for, and the
+# allocation a thin SR should make at once (the whole image).
 VM_HINT = "vmhint"
+INITIAL_ALLOCATION = "initial_allocation"
 
 
 def image_size(vm):
@@ -60,12 +62,15 @@ def create(ctx, vm_ref, host):
     """A new, empty suspend VDI for the VM (a Deferred of its ref)."""
     sr = choose_sr(ctx, vm_ref, host)
     vm = ctx.db.fields("VM", vm_ref)
+    size = image_size(vm)
     try:
         vdi = yield ctx.server.storage.create_vdi(
-            ctx, sr, image_size(vm), IMAGE_NAME, IMAGE_NAME,
-            vdi_type="suspend", sm_config={VM_HINT: vm["uuid"]})
+            ctx, sr, size, IMAGE_NAME, IMAGE_NAME, vdi_type="suspend",
+            sm_config={VM_HINT: vm["uuid"], INITIAL_ALLOCATION: str(size)})
     except XenAPIError as e:
-        if e.code == "SR_BACKEND_FAILURE_44":
+        # XAPI turns the SM's "insufficient space" into this; a file SR
+        # says SR_FULL for the same thing.
+        if e.code in ("SR_BACKEND_FAILURE_44", "SR_FULL"):
             raise XenAPIError("SR_SUSPEND_SPACE_INSUFFICIENT", sr)
         raise
     return vdi

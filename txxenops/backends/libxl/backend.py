@@ -398,6 +398,13 @@ class LibxlBackend:
         except LibxlError as e:
             log.warning("VM %s: resuming after a failed save: %s",
                         vm.uuid, e)
+            return
+        # libxl reports a domain's shutdown once per death watch, and it
+        # has reported the suspend: a fresh watch sees the next one.
+        self._disable_events(vm)
+        with self._lock:
+            vm.shutdown_reason = None
+        self._enable_events(vm)
 
     def resume(self, spec, image, paused=False):
         validate(spec)
