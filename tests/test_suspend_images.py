@@ -286,9 +286,18 @@ def test_restart_keeps_a_suspended_vm_resumable(tmp_path):
         vm = running_vm(x, "kept")
         x.VM.suspend(vm)
         vdi = x.VM.get_suspend_VDI(vm)
+        # What a suspend cut off by the process's end leaves behind: a
+        # suspend VDI made for a VM, which no VM refers to.
+        orphan = x.VDI.create({
+            "name_label": "Suspend image", "name_description": "",
+            "SR": default_sr(x), "virtual_size": str(MIB),
+            "type": "suspend", "sharable": False, "read_only": False,
+            "other_config": {}, "xenstore_data": {},
+            "sm_config": {"vmhint": x.VM.get_uuid(vm)}, "tags": []})
         server.stop()
         server.start()
         x = server.session(https=False).xenapi
+        wait_until(lambda: gone(x, orphan), what="the orphan to go")
         assert x.VM.get_power_state(vm) == "Suspended"
         assert x.VM.get_suspend_VDI(vm) == vdi
         assert x.VDI.get_type(vdi) == "suspend"

@@ -91,6 +91,24 @@ def destroy_quietly(ctx, vdi):
     return d
 
 
+def orphans(db):
+    """Suspend VDIs made for a VM (vmhint) that no VM refers to: what a
+    suspend, checkpoint or copy cut off by the process's end left."""
+    used = {db.fields("VM", vm)["suspend_VDI"] for vm in db.refs("VM")}
+    return [vdi for vdi in db.where("VDI", type="suspend")
+            if vdi not in used and db.fields("VDI", vdi)["managed"]
+            and VM_HINT in db.fields("VDI", vdi)["sm_config"]]
+
+
+@defer.inlineCallbacks
+def discard_orphans(ctx):
+    """At start: destroy the orphans (failures are logged)."""
+    for vdi in orphans(ctx.db):
+        log.info("destroying suspend VDI {vdi}: no VM refers to it",
+                 vdi=vdi)
+        yield destroy_quietly(ctx, vdi)
+
+
 @defer.inlineCallbacks
 def attached(ctx, vdi, writable, use):
     """``use(attach_info)`` (a Deferred) with the VDI attached for it."""
