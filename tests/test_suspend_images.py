@@ -229,7 +229,7 @@ def _curl(server, sid, method, path, vdi, filename):
                    timeout=60)
 
 
-def test_checkpoint_clone_copy_and_revert_carry_their_own_images(x):
+def test_checkpoint_clone_copy_and_revert_carry_their_own_images(x, server):
     vm = running_vm(x, "carry")
     cp = x.VM.checkpoint(vm, "carry-cp")
     assert x.VM.get_power_state(vm) == "Running"
@@ -239,7 +239,12 @@ def test_checkpoint_clone_copy_and_revert_carry_their_own_images(x):
     assert x.VDI.get_type(cp_image) == "suspend"
     assert suspend_vdis(x) == [cp_image]
 
-    copy = x.VM.copy(cp, "carry-copy", NULL)
+    # A copy into another SR takes its image there too, as on XAPI.
+    elsewhere = x.SR.create(
+        x.host.get_all()[0], {"location": os.path.join(server.base, "sr3")},
+        "0", "copies", "", "file", "user", False, {})
+    copy = x.VM.copy(cp, "carry-copy", elsewhere)
+    assert x.VDI.get_SR(x.VM.get_suspend_VDI(copy)) == elsewhere
     clone = x.VM.clone(cp, "carry-clone")
     for new in (copy, clone):
         rec = x.VM.get_record(new)
