@@ -97,8 +97,10 @@ def _new_suspend_vdi(ctx, vm, op, sr=NULL_REF):
     """A Deferred of the suspend VDI the new VM gets from Suspended ``vm``
     (as XAPI: cloned, copied, or snapshotted for a checkpoint); NULL when
     there is none."""
-    vdi = ctx.db.fields("VM", vm)["suspend_VDI"]
-    if not ctx.db.exists("VDI", vdi) or op == SNAPSHOT:
+    fields = ctx.db.fields("VM", vm)
+    vdi = fields["suspend_VDI"]
+    if fields["power_state"] != "Suspended" or op == SNAPSHOT or \
+            not ctx.db.exists("VDI", vdi):
         return defer.succeed(NULL_REF)
     if op == COPY:
         return disks.copy_disk(ctx, vdi, sr)
