@@ -30,6 +30,7 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("vmlife")
     s = RunningServer(os.path.join(str(base), "data"),
                       extra_args=SERVER_ARGS)
+    s.base = str(base)      # room for a module's own files
     s.start()
     yield s
     s.stop()

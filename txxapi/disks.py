@@ -8,22 +8,13 @@ A VBD's disk is attached for the VBD (the claim's key is the VBD ref)
 before its domain or hot-plug is built; the storage component lets go of
 it when the device goes away (VM halted or suspended, VBD unplugged or
 destroyed).  release_disks undoes an attach whose start never happened.
-
-Suspend images are the exception: until suspend VDIs exist they are files
-under <data-dir>/xenops/suspend, one per VM (or snapshot) uuid, so that
-suspend, resume, checkpoint and revert work for diskless VMs.  Their file
-operations block: callers run them on the xenops thread pool.
+Suspend images are VDIs too (txxapi.suspend_images).
 """
-
-import os
-import shutil
 
 from twisted.internet import defer
 
 from txxapi.errors import XenAPIError
 from txxapi.values import NULL_REF
-
-SUSPEND_DIR = os.path.join("xenops", "suspend")
 
 
 # --- disks (the storage layer's job) ---------------------------------------
@@ -122,33 +113,3 @@ def provision_sr(ctx, sr_uuid):
     if not db.exists("SR", sr):
         raise XenAPIError("DEFAULT_SR_NOT_FOUND", sr)
     return sr
-
-
-# --- suspend images (files until suspend VDIs exist) ------------------------
-
-def suspend_image(server, key):
-    """The image path for the VM or snapshot with uuid ``key``."""
-    directory = os.path.join(server.data_dir, SUSPEND_DIR)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    return os.path.join(directory, key + ".img")
-
-
-def has_suspend_image(server, key):
-    return os.path.exists(os.path.join(server.data_dir, SUSPEND_DIR,
-                                       key + ".img"))
-
-
-def discard_suspend_image(server, key):
-    try:
-        os.unlink(os.path.join(server.data_dir, SUSPEND_DIR, key + ".img"))
-    except FileNotFoundError:
-        pass
-
-
-def copy_suspend_image(server, src_key, dst_key):
-    """Blocking: run on a thread."""
-    src = suspend_image(server, src_key)
-    dst = suspend_image(server, dst_key)
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)

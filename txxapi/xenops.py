@@ -29,7 +29,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from txxapi import operations, templates, vmspec
+from txxapi import operations, suspend_images, templates, vmspec
+from txxapi.api.context import Context
 from txxapi.errors import XenAPIError
 from txxapi.events import update_changed
 from txxapi.values import NULL_REF, DateTime, new_uuid
@@ -97,6 +98,9 @@ class Xenops:
         templates.ensure_default_templates(self.db)
         self.resync()
         self.backend.subscribe(self._backend_event)
+        # Storage is up by now (it starts first); nothing is suspending.
+        suspend_images.discard_orphans(Context(self.server)).addErrback(
+            lambda f: log.failure("discarding orphan suspend images", f))
 
     def stop(self):
         self._running = False
@@ -115,8 +119,8 @@ class Xenops:
             *args)
 
     def run_blocking(self, fn, *args):
-        """Other blocking work that belongs beside the backend's (suspend
-        image copies)."""
+        """Other blocking work that belongs beside the backend's (a
+        backend call with the suspend image streamed beside it)."""
         return threads.deferToThreadPool(self.server.reactor, self.pool, fn,
                                          *args)
 

@@ -86,17 +86,25 @@ class IXenopsBackend(Interface):
         new DomainInfo.  If the new domain does not fit (NotEnoughMemory)
         the VM is left without a domain."""
 
-    def suspend(uuid, image_path, timeout=1200.0):
+    def suspend(uuid, image, timeout=1200.0):
         """Ask the guest to suspend (SuspendTimeout if it does not), write
-        its memory image to ``image_path`` (a file or block device the
-        toolstack attached; written in place, not replaced) and destroy the
-        domain.  Needs a running domain.  Returns None."""
+        its memory image to ``image`` and destroy the domain.  ``image`` is
+        a file descriptor open for writing (a file, a pipe or a socket:
+        the toolstack may stream it into storage as it comes); the image
+        is written sequentially from its position, and the descriptor is
+        neither seeked, truncated, synced nor closed.  Needs a running
+        domain.  On any failure the domain is left running as it was and
+        ImageError (the image could not be written), SuspendTimeout or
+        Cancelled is raised.  Returns None."""
 
-    def resume(spec, image_path, paused=False):
-        """Build a domain for ``spec`` from the image at ``image_path``
-        (written by suspend for the same VM uuid, else ImageError); the
-        guest continues where it stopped.  Memory and device rules as for
-        start.  Returns the new DomainInfo."""
+    def resume(spec, image, paused=False):
+        """Build a domain for ``spec`` from the image read sequentially
+        from ``image`` (a file descriptor open for reading, not closed;
+        bytes after the image are not read, or ignored), written by
+        suspend for a domain of the same type (of this VM, or of the VM
+        a clone was made from), else ImageError; the guest continues
+        where it stopped.  Memory and device rules as for start; on any
+        failure nothing is left behind.  Returns the new DomainInfo."""
 
     def destroy(uuid):
         """Destroy the VM's domain at once, whatever its state; no-op when

@@ -1,9 +1,9 @@
 """
 XenAPI on real Xen: ``twistd xapi --backend libxl`` in dom0, driven over
 the loopback with the XenAPI SDK.  A diskless PV guest (the test kernel and
-initramfs) goes through start, pause, unpause, clean and hard shutdown, and
-after each step VM.power_state, VM.domid and VM.resident_on must agree
-with what ``xl list`` shows.
+initramfs) goes through start, pause, unpause, suspend into a suspend VDI
+and resume, clean and hard shutdown, and after each step VM.power_state,
+VM.domid and VM.resident_on must agree with what ``xl list`` shows.
 
 Runs inside the real-Xen VM (tests/test_realxen.py boots it); skipped on
 any machine that is not a Xen control domain with the binding built.
@@ -69,7 +69,7 @@ def assert_agrees(x, vm, host):
     rec = x.VM.get_record(vm)
     rows = xl_list()
     state = rec["power_state"]
-    if state == "Halted":
+    if state in ("Halted", "Suspended"):
         assert rec["domid"] == "-1" and rec["resident_on"] == NULL
         assert not [d for d, (name, _) in rows.items()
                     if name == rec["name_label"]], rows
@@ -133,13 +133,38 @@ def test_pv_guest_lifecycle(x):
     x.VM.unpause(vm)
     assert assert_agrees(x, vm, host)["power_state"] == "Running"
 
-    # The guest's kernel powers off on the PV control node's request.
+    # Suspend: the memory image goes into a suspend VDI on the suspend SR
+    # and the guest resumes from it in a new domain, its VDI gone.
+    x.VM.suspend(vm)
+    rec = assert_agrees(x, vm, host)
+    assert rec["power_state"] == "Suspended"
+    image = x.VDI.get_record(rec["suspend_VDI"])
+    assert image["type"] == "suspend"
+    assert image["SR"] == x.host.get_suspend_image_sr(host)
+    x.SR.scan(image["SR"])
+    assert int(x.VDI.get_physical_utilisation(rec["suspend_VDI"])) > MIB
+    x.VM.resume(vm, False, False)
+    resumed = assert_agrees(x, vm, host)
+    assert resumed["power_state"] == "Running"
+    assert int(resumed["domid"]) > int(first["domid"])
+    assert resumed["suspend_VDI"] == NULL
+    assert rec["suspend_VDI"] not in x.VDI.get_all()
+
+    # The resumed guest's kernel powers off on the PV control node's
+    # request.
     x.VM.clean_shutdown(vm)
     assert assert_agrees(x, vm, host)["power_state"] == "Halted"
 
     x.VM.start(vm, False, False)
     again = assert_agrees(x, vm, host)
-    assert int(again["domid"]) > int(first["domid"])
+    assert int(again["domid"]) > int(resumed["domid"])
+    # A suspended VM's hard shutdown discards its image.
+    x.VM.suspend(vm)
+    image = x.VM.get_suspend_VDI(vm)
+    x.VM.hard_shutdown(vm)
+    assert assert_agrees(x, vm, host)["power_state"] == "Halted"
+    assert image not in x.VDI.get_all()
+    x.VM.start(vm, False, False)
     x.VM.hard_shutdown(vm)
     assert assert_agrees(x, vm, host)["power_state"] == "Halted"
     x.VM.destroy(vm)

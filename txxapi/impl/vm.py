@@ -10,10 +10,11 @@ xenops bridge, which writes power_state, domid, resident_on and metrics
 back before the call answers.
 """
 
+from twisted.internet import defer
 from twisted.internet import task as task_
 from twisted.python.failure import Failure
 
-from txxapi import disks, operations, vmspec
+from txxapi import disks, operations, suspend_images, vmspec
 from txxapi.api.registry import implements
 from txxapi.datamodel import MODEL
 from txxapi.errors import XenAPIError
@@ -263,10 +264,13 @@ def _hard_shutdown(ctx, ref):
     db, xen = ctx.db, ctx.server.xenops
     vm = db.fields("VM", ref)
     if vm["power_state"] == "Suspended":
-        disks.discard_suspend_image(ctx.server, vm["uuid"])
-        db.update("VM", ref, {"suspend_VDI": NULL_REF})
-        xen.mark_halted(ref, "Halted")
-        return ""
+        # The image goes, and whether or not that worked, the VM forgets it.
+        def halted(_):
+            db.update("VM", ref, {"suspend_VDI": NULL_REF})
+            xen.mark_halted(ref, "Halted")
+            return ""
+        return suspend_images.destroy_quietly(ctx, vm["suspend_VDI"]) \
+            .addCallback(halted)
     if vm["power_state"] == "Halted":
         return ""
     d = xen.vm_op(ref, "shutdown", vm["uuid"], False, task=ctx.task,
@@ -333,49 +337,71 @@ def unpause(ctx, vm):
 
 # --- suspend and resume ------------------------------------------------------
 
-def suspend_to(ctx, ref, key):
-    """Suspend the VM's domain into the image ``key``; the VM ends
-    Suspended (a Deferred)."""
+@defer.inlineCallbacks
+def suspend_to(ctx, ref):
+    """Suspend the VM's domain into a new suspend VDI; the VM ends
+    Suspended with that VDI as its suspend_VDI (a Deferred of the VDI).
+    On failure the VDI is destroyed again and the VM is as it was (or
+    Halted, if its domain went but its image could not be kept)."""
     db, xen = ctx.db, ctx.server.xenops
+    uuid = _uuid(ctx, ref)
+    vdi = yield suspend_images.create(ctx, ref, ctx.server.host_ref)
 
     def settled(result):
         if not isinstance(result, Failure):
-            db.update("VM", ref, {"power_state": "Suspended"})
+            db.update("VM", ref, {"power_state": "Suspended",
+                                  "suspend_VDI": vdi})
 
-    image = disks.suspend_image(ctx.server, key)
-    return xen.vm_op(ref, "suspend", _uuid(ctx, ref), image,
-                     xen.shutdown_timeout, task=ctx.task, settled=settled)
+    def save(info):
+        return xen.vm_op(ref, suspend_images.save, uuid, info,
+                         xen.shutdown_timeout, task=ctx.task,
+                         settled=settled,
+                         errors=suspend_images.storage_errors)
+    try:
+        yield suspend_images.attached(ctx, vdi, True, save)
+    except Exception:
+        yield suspend_images.destroy_quietly(ctx, vdi)
+        raise
+    return vdi
 
 
-def resume_from(ctx, ref, key, paused, host):
-    """Resume the Suspended VM from image ``key`` (a Deferred)."""
+def resume_from(ctx, ref, paused, host):
+    """Resume the Suspended VM from its suspend VDI, which goes once the
+    domain runs (a Deferred).  On failure the VM stays Suspended with
+    it."""
     db, xen = ctx.db, ctx.server.xenops
-    if not disks.has_suspend_image(ctx.server, key):
-        raise XenAPIError("VM_HAS_NO_SUSPEND_VDI", ref)
+    vdi = db.fields("VM", ref)["suspend_VDI"]
+    if not db.exists("VDI", vdi):
+        # XAPI: nothing to resume from, so the VM is halted.
+        db.update("VM", ref, {"suspend_VDI": NULL_REF})
+        xen.mark_halted(ref, "Halted")
+        raise XenAPIError("VM_HAS_NO_SUSPEND_VDI", "VM", ref)
     _reserve(ctx, ref, host)
-    image = disks.suspend_image(ctx.server, key)
 
     def restore():
         spec = vmspec.vm_spec(db, ctx.server, ref)
-        return xen.vm_op(ref, "resume", spec, image, paused, task=ctx.task)
+        return suspend_images.attached(
+            ctx, vdi, False, lambda info: xen.vm_op(
+                ref, suspend_images.restore, spec, info, paused,
+                task=ctx.task, errors=suspend_images.storage_errors))
     d = disks.with_disks(ctx, ref, restore)
     d.addBoth(_release(ctx, ref))
 
     def resumed(_):
-        disks.discard_suspend_image(ctx.server, key)
         db.update("VM", ref, {"suspend_VDI": NULL_REF})
+        return suspend_images.destroy_quietly(ctx, vdi)
     return d.addCallback(resumed)
 
 
 @implements("VM.suspend")
 def suspend(ctx, vm):
-    return run(ctx, vm, "suspend", lambda: suspend_to(
-        ctx, vm, _uuid(ctx, vm))).addCallback(_void)
+    return run(ctx, vm, "suspend", lambda: suspend_to(ctx, vm)) \
+        .addCallback(_void)
 
 
 def _resume(ctx, ref, op, paused, host):
     return run(ctx, ref, op, lambda: resume_from(
-        ctx, ref, _uuid(ctx, ref), paused, host)).addCallback(_void)
+        ctx, ref, paused, host)).addCallback(_void)
 
 
 @implements("VM.resume")
@@ -391,19 +417,12 @@ def resume_on(ctx, vm, host, start_paused, force):
 
 # --- migration ---------------------------------------------------------------
 
-def _migrate_locally(backend, uuid, spec, image, timeout):
-    """A localhost migration: the guest is saved and restored into a new
-    domain on this host (new domid), as XAPI's localhost migration does."""
-    backend.suspend(uuid, image, timeout)
-    try:
-        return backend.resume(spec, image, False)
-    except Exception as e:
-        e.saved = True      # the guest is safe in its image
-        raise
-
-
 @implements("VM.pool_migrate")
 def pool_migrate(ctx, vm, host, options):
+    """To this host: the guest is saved to a suspend image and restored
+    into a new domain (new domid), as XAPI's localhost migration does; if
+    the restore fails the VM is left Suspended with its image."""
+    @defer.inlineCallbacks
     def body():
         ctx.db.fields("host", host)
         if host != ctx.server.host_ref:
@@ -411,21 +430,8 @@ def pool_migrate(ctx, vm, host, options):
             # migrate_receive, then that host takes resident_on.
             raise XenAPIError("NOT_IMPLEMENTED",
                               "VM.pool_migrate to another host")
-        db, xen = ctx.db, ctx.server.xenops
-        uuid = _uuid(ctx, vm)
-        key = uuid + ".migrate"
-        image = disks.suspend_image(ctx.server, key)
-        spec = vmspec.vm_spec(db, ctx.server, vm)
-
-        def settled(result):
-            if getattr(getattr(result, "value", None), "saved", False):
-                disks.copy_suspend_image(ctx.server, key, uuid)
-                db.update("VM", vm, {"power_state": "Suspended"})
-            disks.discard_suspend_image(ctx.server, key)
-
-        return xen.vm_op(vm, _migrate_locally, uuid, spec, image,
-                         xen.shutdown_timeout, task=ctx.task,
-                         settled=settled)
+        yield suspend_to(ctx, vm)
+        yield resume_from(ctx, vm, False, host)
     return run(ctx, vm, "pool_migrate", body).addCallback(_void)
 
 
@@ -448,10 +454,11 @@ def power_state_reset(ctx, vm):
     def reset(info):
         if info is not None and info.state == "running":
             raise XenAPIError("DOMAIN_EXISTS", vm, str(info.domid))
-        disks.discard_suspend_image(ctx.server, _uuid(ctx, vm))
+        image = db.fields("VM", vm)["suspend_VDI"]
         db.update("VM", vm, {"suspend_VDI": NULL_REF})
         xen.mark_halted(vm, "Halted")
-        return ""
+        return suspend_images.destroy_quietly(ctx, image).addCallback(
+            lambda _: "")
     return run(ctx, vm, "power_state_reset", body)
 
 

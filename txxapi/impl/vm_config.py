@@ -4,7 +4,7 @@ XAPI's constraints, templates, and the questions clients ask about a VM
 (allowed devices, overhead, operation validity).
 """
 
-from txxapi import disks, operations, vmspec
+from txxapi import operations, suspend_images, vmspec
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
 from txxapi.impl import devices
@@ -61,7 +61,7 @@ def create(ctx, fields):
 
 def delete_vm(ctx, ref):
     """Remove a VM record and what hangs off it (devices, metrics,
-    consoles, its suspend image), but not its disks."""
+    consoles), but not its disks."""
     db = ctx.db
     vm = db.fields("VM", ref)
     for child in db.where("VM", parent=ref):
@@ -73,18 +73,19 @@ def delete_vm(ctx, ref):
                        ("VM_guest_metrics", "guest_metrics")):
         if db.exists(cls, vm[field]):
             db.delete(cls, vm[field])
-    disks.discard_suspend_image(ctx.server, vm["uuid"])
     db.delete("VM", ref)
 
 
 @implements("VM.destroy")
 def destroy(ctx, self):
+    """A Suspended VM (or checkpoint) takes its suspend image with it."""
     def body():
-        other = ctx.db.fields("VM", self)["other_config"]
-        if other.get("default_template") == "true":
+        vm = ctx.db.fields("VM", self)
+        if vm["other_config"].get("default_template") == "true":
             raise XenAPIError("VM_CANNOT_DELETE_DEFAULT_TEMPLATE")
-        delete_vm(ctx, self)
-        return ""
+        d = suspend_images.destroy(ctx, vm["suspend_VDI"])
+        d.addCallback(lambda _: delete_vm(ctx, self))
+        return d.addCallback(lambda _: "")
     return run(ctx, self, "destroy", body)
 
 

@@ -4,7 +4,8 @@ New VMs from old: clone, copy, snapshot, checkpoint, revert, provision.
 The VM-metadata side is done here: the new VM record (uuid, mac_seed,
 snapshot_of/snapshots, is_a_snapshot, snapshot_time, snapshot_info and
 snapshot_metadata, parent), its metrics, VBDs and VIFs (new MACs unless
-it is a snapshot), suspend images.  Disks go through txxapi.disks:
+it is a snapshot), which of them are Suspended.  Disks, and the suspend
+VDI that travels with a Suspended VM, go through txxapi.disks:
 clone_disk / copy_disk / snapshot_disk for a VBD that has a VDI (CDs keep
 pointing at their ISO), create_disk for a provision <disk/>; those hooks
 belong to the storage layer.
@@ -87,14 +88,25 @@ def _new_disks(ctx, vbds, op, sr=NULL_REF):
                 vdi = yield disks.clone_disk(ctx, f["VDI"])
             out.append((vbd, vdi))
     except Exception:
-        for vbd, vdi in out:
-            if vdi != db.fields("VBD", vbd)["VDI"]:
-                try:
-                    yield disks.destroy_disk(ctx, vdi)
-                except Exception:
-                    pass
+        yield _destroy_new_disks(ctx, out)
         raise
     return out
+
+
+def _new_suspend_vdi(ctx, vm, op, sr=NULL_REF):
+    """A Deferred of the suspend VDI the new VM gets from Suspended ``vm``
+    (as XAPI: cloned, copied, or snapshotted for a checkpoint); NULL when
+    there is none."""
+    fields = ctx.db.fields("VM", vm)
+    vdi = fields["suspend_VDI"]
+    if fields["power_state"] != "Suspended" or op == SNAPSHOT or \
+            not ctx.db.exists("VDI", vdi):
+        return defer.succeed(NULL_REF)
+    if op == COPY:
+        return disks.copy_disk(ctx, vdi, sr)
+    if op == CHECKPOINT:
+        return disks.snapshot_disk(ctx, vdi)
+    return disks.clone_disk(ctx, vdi)
 
 
 def _copy_vbd(db, vbd, vm, vdi):
@@ -168,13 +180,35 @@ def copy_vm(ctx, src, op, new_name, new_power, new_disks,
     return ref
 
 
+@defer.inlineCallbacks
 def _clone_or_copy(ctx, vm, op, new_name, sr=NULL_REF):
+    """A clone or copy of a Suspended VM (a checkpoint) is Suspended with
+    its own copy of the image, as on XAPI."""
     db = ctx.db
     vbds = db.where("VBD", VM=vm)
-    # A clone of a (checkpoint) snapshot is a fresh VM: halted.
-    return _new_disks(ctx, vbds, op, sr).addCallback(
-        lambda new_disks: copy_vm(ctx, vm, op, new_name, "Halted",
-                                  new_disks))
+    new_disks = yield _new_disks(ctx, vbds, op, sr)
+    try:
+        image = yield _new_suspend_vdi(ctx, vm, op, sr)
+    except Exception:
+        yield _destroy_new_disks(ctx, new_disks)
+        raise
+    power = "Suspended" if image != NULL_REF else "Halted"
+    ref = copy_vm(ctx, vm, op, new_name, power, new_disks)
+    db.update("VM", ref, {"suspend_VDI": image})
+    return ref
+
+
+@defer.inlineCallbacks
+def _destroy_new_disks(ctx, new_disks):
+    """Undo _new_disks: destroy the VDIs it made (a CD's ISO stays)."""
+    db = ctx.db
+    for vbd, vdi in new_disks:
+        if db.exists("VBD", vbd) and vdi == db.fields("VBD", vbd)["VDI"]:
+            continue
+        try:
+            yield disks.destroy_disk(ctx, vdi)
+        except Exception:
+            pass
 
 
 @implements("VM.clone")
@@ -208,42 +242,43 @@ def snapshot(ctx, vm, new_name, ignore_vdis):
 
 @implements("VM.checkpoint")
 def checkpoint(ctx, vm, new_name):
-    """Suspend a running VM, snapshot it with its memory image, resume
-    it; the snapshot is Suspended and reverts to a running guest."""
+    """Suspend a running VM, snapshot it with a snapshot of its suspend
+    VDI, resume it; the snapshot is Suspended and reverts to a running
+    guest."""
     db = ctx.db
 
     @defer.inlineCallbacks
     def body():
         power = db.fields("VM", vm)["power_state"]
-        uuid = db.fields("VM", vm)["uuid"]
         if power == "Running":
             try:
-                yield suspend_to(ctx, vm, uuid)
+                yield suspend_to(ctx, vm)
             except XenAPIError as e:
                 if e.code == "TASK_CANCELLED":
                     raise
                 raise XenAPIError("VM_CHECKPOINT_SUSPEND_FAILED", vm)
-        snap_power = "Suspended" if power in ("Running", "Suspended") \
-            else "Halted"
         error, snap = None, None
         try:
             new_disks = yield _new_disks(ctx, db.where("VBD", VM=vm),
                                          CHECKPOINT)
+            try:
+                image = yield _new_suspend_vdi(ctx, vm, CHECKPOINT)
+            except Exception:
+                yield _destroy_new_disks(ctx, new_disks)
+                raise
+            snap_power = "Suspended" if image != NULL_REF else "Halted"
             snap = copy_vm(ctx, vm, CHECKPOINT, new_name, snap_power,
                            new_disks)
-            if snap_power == "Suspended":
-                key = db.fields("VM", snap)["uuid"]
-                yield ctx.server.xenops.run_blocking(
-                    disks.copy_suspend_image, ctx.server, uuid, key)
-                if power == "Running":
-                    info = dict(db.fields("VM", snap)["snapshot_info"])
-                    info["power-state-at-snapshot"] = "Running"
-                    db.update("VM", snap, {"snapshot_info": info})
+            db.update("VM", snap, {"suspend_VDI": image})
+            if power == "Running":
+                info = dict(db.fields("VM", snap)["snapshot_info"])
+                info["power-state-at-snapshot"] = "Running"
+                db.update("VM", snap, {"snapshot_info": info})
         except Exception as e:
             error = e
         if power == "Running":
             try:
-                yield resume_from(ctx, vm, uuid, False, ctx.server.host_ref)
+                yield resume_from(ctx, vm, False, ctx.server.host_ref)
             except XenAPIError:
                 raise XenAPIError("VM_CHECKPOINT_RESUME_FAILED", vm)
         if error is not None:
@@ -291,11 +326,9 @@ def revert(ctx, snapshot):
             db.delete("VM_guest_metrics", old)
         db.update("VM", vm, {"guest_metrics": _copy_object(
             db, "VM_guest_metrics", snap["guest_metrics"])})
-        power = snap["power_state"]
-        if power == "Suspended":
-            yield ctx.server.xenops.run_blocking(
-                disks.copy_suspend_image, ctx.server, snap["uuid"],
-                db.fields("VM", vm)["uuid"])
+        image = yield _new_suspend_vdi(ctx, snapshot, CLONE)
+        db.update("VM", vm, {"suspend_VDI": image})
+        power = "Suspended" if image != NULL_REF else "Halted"
         ctx.server.xenops.mark_halted(vm, power)
         return ""
     return run(ctx, snapshot, "revert", outer)

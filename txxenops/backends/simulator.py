@@ -38,7 +38,6 @@ import logging
 import os
 import queue
 import socket
-import stat
 import threading
 import time
 
@@ -403,7 +402,7 @@ class SimulatorBackend:
                 self._commit()
         return info
 
-    def suspend(self, uuid, image_path, timeout=1200.0):
+    def suspend(self, uuid, image, timeout=1200.0):
         ctl = self._control(uuid)
         with ctl.operation():
             rec = self._get(uuid, ("running",))
@@ -411,27 +410,27 @@ class SimulatorBackend:
             self._sleep(ctl, self.op_time)
             with self._lock:
                 rec = self._get(uuid, ("running",))
-                image = self._image(rec)
+                saved = self._image(rec)
             try:
-                write_image(image_path, image)
+                write_image(image, saved)
             except OSError as e:
-                raise ImageError(uuid, "cannot write %s: %s"
-                                 % (image_path, e.strerror or e))
+                raise ImageError(uuid, "cannot write the image: %s"
+                                 % (e.strerror or e))
             self._teardown(rec)
         self._commit()
 
-    def resume(self, spec, image_path, paused=False):
+    def resume(self, spec, image, paused=False):
         try:
-            image = read_image(image_path)
+            saved = read_image(image)
         except OSError as e:
-            raise ImageError(spec.uuid, "cannot read %s: %s"
-                             % (image_path, e.strerror or e))
+            raise ImageError(spec.uuid, "cannot read the image: %s"
+                             % (e.strerror or e))
         except ValueError as e:
             raise ImageError(spec.uuid, str(e))
-        self._check_image(spec, image)
+        self._check_image(spec, saved)
         ctl = self._control(spec.uuid)
         with ctl.operation():
-            info = self._build(ctl, spec, paused, saved=image)
+            info = self._build(ctl, spec, paused, saved=saved)
         self._commit()
         return info
 
@@ -1001,9 +1000,8 @@ class SimulatorBackend:
 
     @staticmethod
     def _check_image(spec, image):
-        if image.get("uuid") != spec.uuid:
-            raise ImageError(spec.uuid, "image is of VM %s"
-                             % image.get("uuid"))
+        # An image of another VM is fine: a clone of a suspended VM
+        # resumes a copy of its source's image.
         if image.get("domain_type") != spec.domain_type:
             raise ImageError(spec.uuid, "image is of a %s domain"
                              % image.get("domain_type"))
@@ -1092,27 +1090,35 @@ def _parse_header(line):
     return length
 
 
-def write_image(path, image):
-    data = _frame(image)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.ftruncate(fd, len(data))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def write_image(fd, image):
+    """The image's frame, written sequentially to the descriptor ``fd``."""
+    view = memoryview(_frame(image))
+    while view:
+        view = view[os.write(fd, view):]
 
 
-def read_image(path):
-    with open(path, "rb") as f:
-        length = _parse_header(f.readline(128))
-        payload = f.read(length)
-    if len(payload) != length:
-        raise ValueError("truncated image")
-    return json.loads(payload)
+def _read_exact(fd, n):
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 65536))
+        if not chunk:
+            raise ValueError("truncated image")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_image(fd):
+    """The image framed at the descriptor's position; reads nothing past
+    it (a pipe's writer may have more to say)."""
+    line = bytearray()
+    while len(line) < 128 and not line.endswith(b"\n"):
+        c = os.read(fd, 1)
+        if not c:
+            break
+        line += c
+    length = _parse_header(bytes(line))
+    return json.loads(_read_exact(fd, length))
 
 
 def send_frame(sock, image):

@@ -33,7 +33,6 @@ import logging
 import os
 import queue
 import socket
-import stat
 import threading
 import time
 import uuid as uuidlib
@@ -339,7 +338,7 @@ class LibxlBackend:
                 self._emit_gone(uuid, vm.domid)
                 raise
 
-    def suspend(self, uuid, image_path, timeout=1200.0):
+    def suspend(self, uuid, image, timeout=1200.0):
         ctl = self._control(uuid)
         with ctl.operation():
             vm = self._require(uuid, ("running",))
@@ -361,63 +360,68 @@ class LibxlBackend:
                                    SuspendTimeout)
                 vm.booting = False
             try:
-                fd = os.open(image_path, os.O_WRONLY | os.O_CREAT, 0o600)
-            except OSError as e:
-                raise ImageError(uuid, "cannot write %s: %s"
-                                 % (image_path, e.strerror or e))
-            try:
-                _write_all(fd, b"%s %d %d\n" % (
+                _write_all(image, b"%s %d %d\n" % (
                     IMAGE_MAGIC, IMAGE_VERSION, len(payload)) + payload)
-                with self._lock:
-                    vm.awaiting = True
-                    vm.shutdown_reason = None
-                try:
-                    # Asks the guest to suspend, then libxl-save-helper
-                    # writes its memory after our header.
-                    self._call("libxl_domain_suspend", self._ctx, vm.domid,
-                               fd, 0, self.ffi.NULL, uuid=uuid)
-                    with self._lock:
-                        vm.quiet = True     # torn down below
-                except LibxlError as e:
-                    if e.rc in (errors.ERROR_GUEST_TIMEDOUT,
-                                errors.ERROR_TIMEDOUT):
-                        raise SuspendTimeout(uuid, timeout)
-                    raise
-                finally:
-                    with self._lock:
-                        vm.awaiting = False
-                end = os.lseek(fd, 0, os.SEEK_CUR)
-                if stat.S_ISREG(os.fstat(fd).st_mode):
-                    os.ftruncate(fd, end)
-                os.fsync(fd)
             except OSError as e:
-                raise ImageError(uuid, "cannot write %s: %s"
-                                 % (image_path, e.strerror or e))
+                raise ImageError(uuid, "cannot write the image: %s"
+                                 % (e.strerror or e))
+            with self._lock:
+                vm.awaiting = True
+                vm.shutdown_reason = None
+            try:
+                # Asks the guest to suspend, then libxl-save-helper
+                # writes its memory after our header.
+                self._call("libxl_domain_suspend", self._ctx, vm.domid,
+                           image, 0, self.ffi.NULL, uuid=uuid)
+                with self._lock:
+                    vm.quiet = True     # torn down below
+            except LibxlError as e:
+                self._cancel_suspend(vm)
+                if e.rc in (errors.ERROR_GUEST_TIMEDOUT,
+                            errors.ERROR_TIMEDOUT):
+                    raise SuspendTimeout(uuid, timeout)
+                raise ImageError(uuid, "saving the domain failed: %s" % e)
             finally:
-                os.close(fd)
+                with self._lock:
+                    vm.awaiting = False
             self._teardown(vm)
 
-    def resume(self, spec, image_path, paused=False):
+    def _cancel_suspend(self, vm):
+        """After a failed save: a guest that had already suspended runs
+        on (libxl's suspend_cancel, as xl save does on failure)."""
+        di = self._dominfo(vm.domid, vm.uuid)
+        if di is None or di.shutdown_reason != "suspend":
+            return
+        try:
+            self._call("libxl_domain_resume", self._ctx, vm.domid, 1,
+                       self.ffi.NULL, uuid=vm.uuid)
+        except LibxlError as e:
+            log.warning("VM %s: resuming after a failed save: %s",
+                        vm.uuid, e)
+            return
+        # libxl reports a domain's shutdown once per death watch, and it
+        # has reported the suspend: a fresh watch sees the next one.
+        self._disable_events(vm)
+        with self._lock:
+            vm.shutdown_reason = None
+        self._enable_events(vm)
+
+    def resume(self, spec, image, paused=False):
         validate(spec)
         try:
-            fd = os.open(image_path, os.O_RDONLY)
+            header = _read_header(image, spec.uuid)
         except OSError as e:
-            raise ImageError(spec.uuid, "cannot read %s: %s"
-                             % (image_path, e.strerror or e))
-        try:
-            header = _read_header(fd, spec.uuid)
-            if header.get("uuid") != spec.uuid:
-                raise ImageError(spec.uuid, "image is of VM %s"
-                                 % header.get("uuid"))
-            if header.get("domain_type") != spec.domain_type:
-                raise ImageError(spec.uuid, "image is of a %s domain"
-                                 % header.get("domain_type"))
-            ctl = self._control(spec.uuid)
-            with ctl.operation():
-                return self._build(spec, paused, restore_fd=fd,
-                                   saved=header)
-        finally:
-            os.close(fd)
+            raise ImageError(spec.uuid, "cannot read the image: %s"
+                             % (e.strerror or e))
+        # An image of another VM is fine: a clone of a suspended VM
+        # resumes a copy of its source's image.
+        if header.get("domain_type") != spec.domain_type:
+            raise ImageError(spec.uuid, "image is of a %s domain"
+                             % header.get("domain_type"))
+        ctl = self._control(spec.uuid)
+        with ctl.operation():
+            return self._build(spec, paused, restore_fd=image,
+                               saved=header)
 
     def destroy(self, uuid):
         ctl = self._control(uuid)

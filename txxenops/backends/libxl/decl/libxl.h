@@ -199,6 +199,8 @@ int libxl_domain_create_restore(libxl_ctx *ctx,
                                 const libxl_asyncprogress_how *aop_console_how);
 int libxl_domain_suspend(libxl_ctx *ctx, uint32_t domid, int fd, int flags,
                          const libxl_asyncop_how *ao_how);
+int libxl_domain_resume(libxl_ctx *ctx, uint32_t domid, int suspend_cancel,
+                        const libxl_asyncop_how *ao_how);
 int libxl_domain_shutdown(libxl_ctx *ctx, uint32_t domid,
                           const libxl_asyncop_how *ao_how);
 int libxl_domain_reboot(libxl_ctx *ctx, uint32_t domid,
