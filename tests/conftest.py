@@ -1,18 +1,12 @@
-import os
-
 import pytest
 
-from tests.support.servers import RunningServer
+from tests.support.servers import serving
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One real server for the tests of a module."""
-    base = tmp_path_factory.mktemp("xapi")
-    s = RunningServer(os.path.join(str(base), "data"))
-    s.start()
-    yield s
-    s.stop()
+    yield from serving(tmp_path_factory, "xapi")
 
 
 @pytest.fixture

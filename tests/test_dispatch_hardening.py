@@ -6,7 +6,6 @@ linear type coercion, and strings the database cannot keep refused.
 """
 
 import json
-import os
 import urllib.request
 import xmlrpc.client
 
@@ -14,7 +13,7 @@ import pytest
 
 from tests.support.api import failure
 from tests.support.cost import cpu_of
-from tests.support.servers import PASSWORD, USER, RunningServer
+from tests.support.servers import PASSWORD, USER, RunningServer, serving
 from txxapi.datamodel import MODEL
 
 NULL = "OpaqueRef:NULL"
@@ -22,12 +21,8 @@ NULL = "OpaqueRef:NULL"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("dispatch")
-    s = RunningServer(os.path.join(str(base), "data"),
-                      extra_args=["--simulator-op-time", "0"])
-    s.start()
-    yield s
-    s.stop()
+    yield from serving(tmp_path_factory, "dispatch",
+                       ["--simulator-op-time", "0"])
 
 
 # -- constructor records ----------------------------------------------------

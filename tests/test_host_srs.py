@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tests.support.api import failure, wait_until
-from tests.support.servers import RunningServer
+from tests.support.servers import RunningServer, serving
 
 MIB = 1 << 20
 NULL = "OpaqueRef:NULL"
@@ -22,12 +22,8 @@ NULL = "OpaqueRef:NULL"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("host-srs")
-    s = RunningServer(os.path.join(str(base), "data"),
-                      extra_args=["--simulator-op-time", "0"])
-    s.start()
-    yield s
-    s.stop()
+    yield from serving(tmp_path_factory, "host-srs",
+                       ["--simulator-op-time", "0"])
 
 
 def srs_named(x):

@@ -4,7 +4,6 @@ each link is a VDI while its target exists; with no directory at all the
 SR is empty; nothing can be created, deleted or copied.
 """
 
-import os
 
 import pytest
 

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from tests.support.api import failure, wait_until
-from tests.support.servers import PASSWORD, USER, RunningServer
+from tests.support.servers import PASSWORD, USER, serving
 from txstorage import vhd
 
 MIB = 1 << 20
@@ -31,11 +31,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("transfer")
-    s = RunningServer(os.path.join(str(base), "data"))
-    s.start()
-    yield s
-    s.stop()
+    yield from serving(tmp_path_factory, "transfer")
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ guests; 100 concurrent starts beside a responsive API; kill -9 with VMs
 running.
 """
 
-import os
 import threading
 import time
 
 import pytest
 import XenAPI
 
-from tests.support.servers import RunningServer
+from tests.support.servers import RunningServer, serving
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -27,13 +26,7 @@ SERVER_ARGS = ["--simulator-op-time", "0.01", "--shutdown-timeout", "3",
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """This module's server (conftest's xapi fixture logs in to it)."""
-    base = tmp_path_factory.mktemp("vmlife")
-    s = RunningServer(os.path.join(str(base), "data"),
-                      extra_args=SERVER_ARGS)
-    s.base = str(base)      # room for a module's own files
-    s.start()
-    yield s
-    s.stop()
+    yield from serving(tmp_path_factory, "vmlife", SERVER_ARGS)
 
 
 def failure(fn, *args):

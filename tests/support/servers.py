@@ -125,3 +125,15 @@ class LoadServer(RunningServer):
             self, data_dir,
             extra_args=["--max-connections-per-client", "0"] + list(extra_args),
             **kw)
+
+
+def serving(tmp_path_factory, name, extra_args=()):
+    """A module fixture's body: a server in a fresh directory named after
+    ``name``, started, yielded, stopped.  ``server.base`` is that directory,
+    room for the module's own files."""
+    base = str(tmp_path_factory.mktemp(name))
+    server = RunningServer(os.path.join(base, "data"), extra_args=extra_args)
+    server.base = base
+    server.start()
+    yield server
+    server.stop()
