@@ -23,7 +23,8 @@ import traceback
 
 from benchmarks import common
 
-ITEMS = ("api", "scale", "events", "lifecycle", "datapath", "durability")
+ITEMS = ("api", "scale", "events", "lifecycle", "datapath", "durability",
+         "etcdlog")
 
 
 class Context:

@@ -86,6 +86,7 @@ class Member:
 class EtcdCluster:
     def __init__(self, base, size=3, token="tests"):
         self.base = str(base)
+        os.makedirs(self.base, exist_ok=True)
         self.token = token
         self.members = [Member("m%d" % i, loopback(i),
                                os.path.join(self.base, "m%d" % i))
