@@ -43,7 +43,8 @@ def percentile(values, p):
     values = sorted(values)
     if not values:
         return None
-    return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
+    rank = int(round(p / 100.0 * (len(values) - 1)))
+    return values[min(len(values) - 1, rank)]
 
 
 def summary(latencies, elapsed, cpu):

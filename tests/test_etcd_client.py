@@ -5,7 +5,11 @@ watches across a killed member, election, quorum loss and return, and
 etcd members run as Twisted services, grown and shrunk by the member API.
 """
 
+import base64
+import json
+import threading
 import time
+import urllib.request
 
 import pytest
 from twisted.application import service
@@ -47,19 +51,6 @@ def client(rt, cluster):
 
 def sleep(reactor, seconds):
     return task.deferLater(reactor, seconds, lambda: None)
-
-
-def create_once(rt, client, key, value, tries=4):
-    """Create key, retrying while the cluster elects a new leader (a write
-    sent to a dead leader times out, applied or not): the compare makes a
-    retry harmless."""
-    txn = Txn().when(Compare.version(key) == 0).then(Put(key, value))
-    for attempt in range(tries):
-        try:
-            return rt.call(client.txn, txn)
-        except (EtcdTimeout, EtcdNoQuorum):
-            if attempt == tries - 1:
-                raise
 
 
 def test_put_get_range_by_prefix(rt, client):
@@ -186,22 +177,42 @@ def test_watch_compacted_is_reported(rt, client):
     assert compacted == [rev + 1]
 
 
+def gateway_put(url, key, value):
+    """A put straight to one member's gateway, not through the reactor."""
+    body = json.dumps({"key": base64.b64encode(key).decode(),
+                       "value": base64.b64encode(value).decode()}).encode()
+    with urllib.request.urlopen(url + "/v3/kv/put", body, timeout=5) as r:
+        assert r.status == 200
+
+
 def test_watch_in_order_and_resumes_after_member_killed(rt, cluster, client):
+    statuses = {e: rt.call(client.status, e) for e in cluster.endpoints}
+    leader_id = next(iter(statuses.values())).leader
+    [leader] = [e for e, s in statuses.items() if s.member_id == leader_id]
+    watched = next(e for e in cluster.endpoints if e != leader)
+    watching = rt.call(EtcdClient, [watched] + [
+        e for e in cluster.endpoints if e != watched], timeout=5)
     seen = []
     start = rt.call(client.put, b"t/w/0", b"before").revision
-    watcher = Watcher(client, b"t/w/", lambda evs: seen.extend(evs),
+    watcher = Watcher(watching, b"t/w/", lambda evs: seen.extend(evs),
                       prefix=True, start_revision=start + 1)
     rt.call(watcher.start)
-    watched = client.transport.current.url
-    writer = rt.call(EtcdClient, [e for e in cluster.endpoints
-                                  if e != watched], timeout=5)
+    assert watching.transport.current.url == watched
     for i in range(1, 6):
-        rt.call(writer.put, b"t/w/%d" % i, b"%d" % i)
-    rt.call(writer.delete, b"t/w/1")
-    [victim] = [m for m in cluster.members if m.client_url == watched]
-    cluster.kill(victim)
-    for i in range(6, 11):
-        create_once(rt, writer, b"t/w/%d" % i, b"%d" % i)
+        rt.call(client.put, b"t/w/%d" % i, b"%d" % i)
+    rt.call(client.delete, b"t/w/1")
+    # The watched member dies and five writes land before the watcher
+    # can notice (its reactor is held): it must resume behind them.
+    held, release = threading.Event(), threading.Event()
+    rt.reactor.callFromThread(lambda: (held.set(), release.wait(15)))
+    assert held.wait(5)
+    try:
+        [victim] = [m for m in cluster.members if m.client_url == watched]
+        cluster.kill(victim)
+        for i in range(6, 11):
+            gateway_put(leader, b"t/w/%d" % i, b"%d" % i)
+    finally:
+        release.set()
     deadline = time.monotonic() + 15
     while len(seen) < 11 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -213,8 +224,8 @@ def test_watch_in_order_and_resumes_after_member_killed(rt, cluster, client):
     revisions = [e.kv.mod_revision for e in seen]
     assert revisions == sorted(set(revisions))
     assert watcher.reconnects >= 1
-    assert client.transport.current.url != watched
-    rt.call(writer.close)
+    assert watching.transport.current.url != watched     # failed over
+    rt.call(watching.close)
 
 
 def test_election_loser_wins_after_winner_revoked(rt, client):

@@ -117,7 +117,8 @@ class EtcdCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not m.alive:
-                raise RuntimeError("etcd %s exited: %s" % (m.name, self.tail(m)))
+                raise RuntimeError("etcd %s exited: %s"
+                                   % (m.name, self.tail(m)))
             try:
                 with urllib.request.urlopen(m.client_url + "/health",
                                             timeout=1) as r:

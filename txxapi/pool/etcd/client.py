@@ -35,7 +35,7 @@ class EtcdClient:
         d.addCallback(parse)
         return d
 
-    # -- keys ------------------------------------------------------------------
+    # -- keys -----------------------------------------------------------------
 
     def range(self, key, prefix=False, timeout=None, **options):
         """RangeResult of key (or of every key under it with prefix=True);
@@ -70,7 +70,7 @@ class EtcdClient:
         return self._call("/kv/compaction", body,
                           lambda obj: Header.parse(obj.get("header")), timeout)
 
-    # -- leases ------------------------------------------------------------------
+    # -- leases ---------------------------------------------------------------
 
     def grant(self, ttl, lease_id=0, timeout=None):
         """A new Lease of ttl seconds (the server may raise it to its
@@ -98,7 +98,7 @@ class EtcdClient:
                           lambda obj: int(obj.get("TTL") or 0), timeout,
                           idempotent=True)
 
-    # -- cluster -----------------------------------------------------------------
+    # -- cluster --------------------------------------------------------------
 
     def members(self, timeout=None):
         return self._call("/cluster/member/list", {}, _parse_members,
@@ -139,7 +139,7 @@ class EtcdClient:
         return self.transport.stream("/watch", {"create_request": body},
                                      on_message, timeout)
 
-    # -- election ----------------------------------------------------------------
+    # -- election -------------------------------------------------------------
 
     def campaign(self, key, value, lease_id, timeout=None):
         """One attempt at holding key: create it with value under the lease

@@ -13,7 +13,7 @@ import os
 import shutil
 
 from twisted.application import service
-from twisted.internet import defer, error as net_error, protocol, task
+from twisted.internet import defer, error as net_error, protocol, task, threads
 from twisted.logger import Logger, LogLevel
 
 from txxapi.pool.etcd import errors
@@ -287,6 +287,7 @@ def remove_member(client, member):
             yield member.disownServiceParent()
         elif member.running:
             yield member.stopService()
-        shutil.rmtree(member.data_dir, ignore_errors=True)
+        yield threads.deferToThread(shutil.rmtree, member.data_dir,
+                                    ignore_errors=True)
     else:
         yield client.member_remove(member)

@@ -44,9 +44,9 @@ MAX_LINE = 64 << 20          # one watch response, at most
 _NOT_SENT = (net_error.ConnectError, net_error.DNSLookupError,
              web_client.RequestNotSent)
 # Failures after sending: the answer was lost with the connection.
-_LOST = (web_client.ResponseNeverReceived, web_client.RequestTransmissionFailed,
-         web_client.ResponseFailed, net_error.ConnectionLost,
-         net_error.ConnectionDone)
+_LOST = (web_client.ResponseNeverReceived,
+         web_client.RequestTransmissionFailed, web_client.ResponseFailed,
+         net_error.ConnectionLost, net_error.ConnectionDone)
 
 
 def _is(failure_or_exc, kinds):
@@ -108,25 +108,37 @@ class LineStream(protocol.Protocol):
     def __init__(self, on_message):
         self.on_message = on_message
         self.done = defer.Deferred()
-        self._buffer = b""
+        self._parts = []        # the pieces of the line not finished yet
+        self._pending = 0
 
     def dataReceived(self, data):
-        self._buffer += data
+        start = 0
         while True:
-            line, sep, rest = self._buffer.partition(b"\n")
-            if not sep:
+            end = data.find(b"\n", start)
+            if end < 0:
                 break
-            self._buffer = rest
-            if line.strip():
-                try:
-                    self.on_message(loads(line))
-                except Exception:
-                    log.failure("etcd stream: message handler failed")
-                    self.close()
-                    return
-        if len(self._buffer) > MAX_LINE:
-            log.error("etcd stream: a message over {max} bytes", max=MAX_LINE)
+            self._parts.append(data[start:end])
+            line = b"".join(self._parts)
+            self._parts, self._pending = [], 0
+            start = end + 1
+            if line.strip() and not self._deliver(line):
+                return
+        if start < len(data):
+            self._parts.append(data[start:])
+            self._pending += len(data) - start
+            if self._pending > MAX_LINE:
+                log.error("etcd stream: a message over {max} bytes",
+                          max=MAX_LINE)
+                self.close()
+
+    def _deliver(self, line):
+        try:
+            self.on_message(loads(line))
+            return True
+        except Exception:
+            log.failure("etcd stream: message handler failed")
             self.close()
+            return False
 
     def close(self):
         """Drop the stream (the connection is aborted)."""
