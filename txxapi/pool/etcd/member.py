@@ -25,6 +25,7 @@ __all__ = ["EtcdMember", "add_member", "remove_member", "etcd_binary"]
 log = Logger()
 
 CLIENT_PORT, PEER_PORT = 2379, 2380
+STABLE_RUN = 30.0   # up this long, a crash restarts it after the first delay
 
 # etcd's own (zap) levels as ours: its routine chatter stays at debug.
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.debug,
@@ -154,8 +155,7 @@ class EtcdMember(service.Service):
         self._process = None
         if not self.running:
             return
-        ran = self.reactor.seconds() - self._started_at
-        if ran > 10 * self.restart_delay + 10:
+        if self.reactor.seconds() - self._started_at > STABLE_RUN:
             self._delay = self.restart_delay   # it had been running well
         log.warn("etcd member {name} exited ({why}); restarting in "
                  "{delay:.1f} s", name=self.name, why=reason.value,
