@@ -7,6 +7,7 @@ etcd members run as Twisted services, grown and shrunk by the member API.
 
 import base64
 import json
+import signal
 import threading
 import time
 import urllib.request
@@ -143,6 +144,34 @@ def test_lease_keeper_reports_loss_before_expiry(rt, tmp_path):
         rt.call(c.close)
     finally:
         single.stop()
+
+
+def test_hung_member_costs_reads_and_renewals_only_a_share(rt, cluster):
+    """A member that stops answering (SIGSTOP) without closing its
+    connections: reads and lease renewals move on to the next member
+    within their share of the deadline, so the lease survives."""
+    statuses = {e: rt.call(lambda e=e: EtcdClient([e]).status())
+                for e in cluster.endpoints}
+    leader_id = next(iter(statuses.values())).leader
+    hung = next(e for e, s in statuses.items() if s.member_id != leader_id)
+    c = rt.call(EtcdClient, [hung] + [e for e in cluster.endpoints
+                                      if e != hung], timeout=3)
+    lease = rt.call(c.grant, 2)
+    lost = []
+    keeper = rt.call(lambda: LeaseKeeper(c, lease, lost.append).start())
+    [member] = [m for m in cluster.members if m.client_url == hung]
+    member.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert rt.call(c.get, b"t/nothing") is None
+        assert time.monotonic() - started < 3
+        time.sleep(lease.ttl + 1)
+        assert not lost and keeper.renewals >= 2
+        assert c.transport.current.url != hung
+    finally:
+        member.proc.send_signal(signal.SIGCONT)
+    rt.call(keeper.stop, revoke=True)
+    rt.call(c.close)
 
 
 def test_errors_are_typed(rt, client):

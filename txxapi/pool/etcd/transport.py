@@ -211,25 +211,38 @@ class Transport:
     def call(self, path, body, timeout=None, idempotent=False):
         """POST body (a dict) to API_PREFIX + path; the decoded answer.
         Fails with an errors.EtcdError once timeout seconds have passed,
-        whatever the number of endpoints tried."""
+        whatever the number of endpoints tried.  An idempotent call gives
+        each endpoint its share of the time left, so a member that hangs
+        (stopped, overloaded) costs a share and the next one is asked."""
         timeout = self.timeout if timeout is None else timeout
-        d = self._call(API_PREFIX + path, body, idempotent)
+        d = self._call(API_PREFIX + path, body, idempotent,
+                       self.reactor.seconds() + timeout)
         return _with_deadline(d, timeout, self.reactor, path)
 
+    def _attempt(self, endpoint, path, body):
+        d = endpoint.request(path, body)
+        d.addCallback(lambda response: _read_body(response).addCallback(
+            lambda raw: (response.code, raw)))
+        return d.addErrback(_unwrap_cancel)
+
     @defer.inlineCallbacks
-    def _call(self, path, body, idempotent):
+    def _call(self, path, body, idempotent, deadline):
         tried, no_leader = [], None
-        for endpoint in self._order():
+        order = self._order()
+        for i, endpoint in enumerate(order):
             tried.append(endpoint.url)
+            attempt = self._attempt(endpoint, path, body)
+            if idempotent and i < len(order) - 1:
+                share = (deadline - self.reactor.seconds()) / (len(order) - i)
+                attempt = _with_deadline(attempt, max(share, 0.01),
+                                         self.reactor, path)
             try:
-                response = yield endpoint.request(path, body)
-                raw = yield _read_body(response)
+                code, raw = yield attempt
+            except CancelledError:
+                raise
             except Exception as e:
-                if _is(e, CancelledError):
-                    # Our deadline: Twisted wraps the cancel in its
-                    # connection error; addTimeout must see CancelledError.
-                    raise CancelledError()
-                if _is(e, _NOT_SENT) or (idempotent and _is(e, _LOST)):
+                if isinstance(e, errors.EtcdTimeout) or _is(e, _NOT_SENT) \
+                        or (idempotent and _is(e, _LOST)):
                     log.debug("etcd {url}: {error}; trying the next member",
                               url=endpoint.url, error=e)
                     self.mark_failed(endpoint)
@@ -240,7 +253,7 @@ class Transport:
                         "etcd %s: connection lost before the answer to %s "
                         "(outcome unknown)" % (endpoint.url, path), tried)
                 raise
-            answer = decode(raw, response.code)
+            answer = decode(raw, code)
             if (isinstance(answer, errors.EtcdNoQuorum)
                     and "no leader" in str(answer)):
                 # Not proposed: safe to ask a member that may see a leader.
@@ -268,11 +281,11 @@ class Transport:
             tried.append(endpoint.url)
             try:
                 response = yield _with_deadline(
-                    endpoint.request(API_PREFIX + path, body),
-                    connect_timeout, self.reactor, path)
+                    endpoint.request(API_PREFIX + path, body).addErrback(
+                        _unwrap_cancel), connect_timeout, self.reactor, path)
+            except CancelledError:
+                raise
             except Exception as e:
-                if _is(e, CancelledError):
-                    raise CancelledError()
                 if isinstance(e, errors.EtcdTimeout) or _is(e, _NOT_SENT) \
                         or _is(e, _LOST):
                     self.mark_failed(endpoint)
@@ -295,6 +308,14 @@ class Transport:
     def close(self):
         return defer.DeferredList([e.pool.closeCachedConnections()
                                    for e in self.endpoints])
+
+
+def _unwrap_cancel(failure):
+    """A cancelled request fails with Twisted's connection error wrapping
+    the CancelledError; a deadline (addTimeout) only knows the bare one."""
+    if _is(failure, CancelledError):
+        raise CancelledError()
+    return failure
 
 
 def _read_body(response):
