@@ -165,7 +165,11 @@ class Endpoint:
     def request(self, path, body):
         return self.agent.request(
             b"POST", (self.url + path).encode("ascii"),
-            Headers({b"Content-Type": [b"application/json"]}),
+            Headers({b"Content-Type": [b"application/json"],
+                     # gRPC metadata through the gateway: a member without
+                     # a leader refuses at once ("no leader") instead of
+                     # holding the request, and ends a watch it serves.
+                     b"Grpc-Metadata-Hasleader": [b"true"]}),
             _Bytes(dumps(body)))
 
     def __repr__(self):

@@ -17,6 +17,8 @@ __all__ = ["Watcher"]
 
 log = Logger()
 
+STABLE_STREAM = 2.0   # seconds; a stream that lasted less ends in a backoff
+
 
 class Watcher:
     """Watch key (every key under it with prefix=True) from
@@ -84,17 +86,23 @@ class Watcher:
                 delay = min(delay * 2, self.max_retry_delay)
                 continue
             self._stream = stream
+            opened = self.client.reactor.seconds()
             yield stream.done
             self._stream = None
             if not self._running or self._compacted is not None:
                 break
-            # The stream dropped: its member is likely gone, go elsewhere.
+            # The stream dropped (its member died, or lost its leader and
+            # ended the watch): go elsewhere.
             self.reconnects += 1
             self.client.transport.mark_failed(endpoint)
-            log.debug("etcd watch on {key!r}: stream from {url} dropped, "
+            log.debug("etcd watch on {key!r}: stream from {url} ended, "
                       "resuming after revision {rev}", key=self.key,
                       url=endpoint.url, rev=self.revision)
-            delay = self.retry_delay
+            if self.client.reactor.seconds() - opened > STABLE_STREAM:
+                delay = self.retry_delay
+            else:   # ended at once (no quorum anywhere?): back off
+                yield self._sleep(delay)
+                delay = min(delay * 2, self.max_retry_delay)
         self._running = False
         if not self.created.called:
             self.created.errback(self._compacted or errors.EtcdError(
