@@ -1,0 +1,122 @@
+"""
+LeaseKeeper: keeps an etcd lease alive (a renewal every ttl/3) and tells
+its owner at once when the lease is gone: the server says it no longer
+exists, or no renewal succeeded before the time it would expire.
+
+The expiry is counted from when each successful renewal was *sent*: the
+server counts from when it received it, later, so the keeper declares the
+lease lost no later than the server does and a master holding it stops in
+time (no two holders at once).
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from txxapi.pool.etcd import errors
+
+__all__ = ["LeaseKeeper"]
+
+log = Logger()
+
+
+class LeaseKeeper:
+    """Renew ``lease`` (a types.Lease) until stop(); on_lost(reason) is
+    called once, and self.lost fires with the reason, if it is lost."""
+
+    def __init__(self, client, lease, on_lost=None, interval=None,
+                 retry_interval=None):
+        self.client = client
+        self.lease = lease
+        self.on_lost = on_lost
+        self.interval = interval or max(lease.ttl / 3.0, 0.05)
+        self.retry_interval = retry_interval or min(self.interval / 3.0, 0.5)
+        self.lost = defer.Deferred()
+        self.renewals = 0
+        self.expires_at = None
+        self._renew_call = self._expiry_call = self._in_flight = None
+        self._running = False
+
+    @property
+    def reactor(self):
+        return self.client.reactor
+
+    def start(self, granted_at=None):
+        """Start renewing; granted_at (reactor time) is when the grant was
+        sent, now by default."""
+        now = self.reactor.seconds()
+        self._running = True
+        self._set_expiry((granted_at or now) + self.lease.ttl)
+        self._schedule(self.interval)
+        return self
+
+    def stop(self, revoke=False):
+        """Stop renewing (and revoke the lease if asked)."""
+        self._running = False
+        self._cancel_timers()
+        if revoke:
+            return self.client.revoke(self.lease.id)
+        return defer.succeed(None)
+
+    def _cancel_timers(self):
+        for call in (self._renew_call, self._expiry_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._renew_call = self._expiry_call = None
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+
+    def _schedule(self, delay):
+        self._renew_call = self.reactor.callLater(delay, self._renew)
+
+    def _set_expiry(self, at):
+        self.expires_at = at
+        if self._expiry_call is not None and self._expiry_call.active():
+            self._expiry_call.reset(max(at - self.reactor.seconds(), 0))
+        else:
+            self._expiry_call = self.reactor.callLater(
+                max(at - self.reactor.seconds(), 0), self._expired)
+
+    def _renew(self):
+        self._renew_call = None
+        sent = self.reactor.seconds()
+        left = self.expires_at - sent
+        d = self._in_flight = self.client.keepalive(
+            self.lease.id, timeout=max(min(self.client.timeout, left), 0.05))
+        d.addCallbacks(self._renewed, self._failed,
+                       callbackArgs=(sent,))
+        d.addErrback(lambda f: f.trap(defer.CancelledError))
+
+    def _renewed(self, lease, sent):
+        self._in_flight = None
+        if not self._running:
+            return
+        self.renewals += 1
+        self._set_expiry(sent + lease.ttl)
+        self._schedule(self.interval)
+
+    def _failed(self, failure):
+        self._in_flight = None
+        if not self._running:
+            return
+        if failure.check(errors.EtcdLeaseNotFound):
+            self._lose("lease %x no longer exists (expired or revoked)"
+                       % self.lease.id)
+            return
+        failure.trap(errors.EtcdError)
+        log.info("etcd lease {id:x}: renewal failed ({error}), retrying",
+                 id=self.lease.id, error=failure.value)
+        self._schedule(self.retry_interval)
+
+    def _expired(self):
+        self._expiry_call = None
+        self._lose("lease %x not renewed before it expired" % self.lease.id)
+
+    def _lose(self, reason):
+        if not self._running:
+            return
+        self._running = False
+        self._cancel_timers()
+        log.warn("etcd lease lost: {reason}", reason=reason)
+        if self.on_lost is not None:
+            self.on_lost(reason)
+        self.lost.callback(reason)
