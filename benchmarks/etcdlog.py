@@ -3,7 +3,10 @@ Item 7: the pool's database log on etcd, durable writes per second and
 latency p50/p99 with 1, 10 and 100 writers on a 3-member etcd cluster on
 loopback, through txxapi's Twisted gateway client and through etcd3gw (a
 maintained PyPI client) on a thread pool, each against today's local redo
-log measured in the same run (benchmarks/bench_etcd.py).
+log measured in the same run (benchmarks/bench_etcd.py); and database
+writes through the master's PoolPersistence (group commit: one fenced etcd
+transaction per batch) against the local Persistence alone
+(benchmarks/bench_pool_dblog.py).
 """
 
 from benchmarks.durability import script
@@ -34,12 +37,8 @@ def run(ctx):
             if key not in row:
                 continue
             fig = row[key]
-            ctx.results.add(ITEM, head + label + ", writes", fig["per_s"],
-                            "/s", local["per_s"], "local redo log")
-            for p in ("p50", "p99"):
-                ctx.results.add(ITEM, head + label + ", latency " + p,
-                                fig[p + "_ms"], "ms", local[p + "_ms"],
-                                "local redo log")
+            add_writes(ctx, head + label, ", writes", fig, local,
+                       "local redo log")
             ctx.results.add(ITEM, head + label + ", client CPU per write",
                             fig["client_cpu_us"], "us",
                             local["client_cpu_us"], "local redo log")
@@ -48,3 +47,31 @@ def run(ctx):
             ctx.results.add(ITEM, head + "Twisted client against etcd3gw, "
                             "writes", row["twisted"]["per_s"], "/s",
                             row["etcd3gw"]["per_s"], "etcd3gw on threads")
+
+    pool_writes(ctx, seconds)
+
+
+def add_writes(ctx, name, what, fig, base, base_label):
+    """Writes per second and latency p50/p99 against a baseline's."""
+    ctx.results.add(ITEM, name + what, fig["per_s"], "/s", base["per_s"],
+                    base_label)
+    for p in ("p50", "p99"):
+        ctx.results.add(ITEM, name + ", latency " + p, fig[p + "_ms"], "ms",
+                        base[p + "_ms"], base_label)
+
+
+def pool_writes(ctx, seconds):
+    doc = script("bench_pool_dblog.py", "--seconds", str(seconds),
+                 "--dir", ctx.base)
+    chart = "pool database: acknowledged writes/s"
+    for row in doc["rows"]:
+        head = "%d writer%s: " % (row["writers"], "s"[:row["writers"] > 1])
+        local, pool = row["local"], row["pool"]
+        label = "PoolPersistence"
+        add_writes(ctx, head + label, ", db writes", pool, local,
+                   "local Persistence")
+        ctx.results.add(ITEM, head + label + ", records per etcd txn",
+                        pool["records_per_txn"], "")
+        ctx.results.point(chart, "local Persistence", row["writers"],
+                          local["per_s"])
+        ctx.results.point(chart, label, row["writers"], pool["per_s"])

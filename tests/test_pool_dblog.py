@@ -17,9 +17,11 @@ from twisted.internet import defer
 from tests.support.etcd import needs_etcd
 from tests.support.etcd_fixtures import client, cluster, rt  # noqa: F401
 from txxapi.datamodel import MODEL
+from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.pool.dblog import (
     Keys, MastershipLost, PoolDatabaseUnavailable, decode_batch)
+from txxapi.pool.etcd import LeaseKeeper
 from txxapi.pool.persistence import PoolPersistence
 from txxapi.pool.replica import Replica
 
@@ -170,6 +172,22 @@ def test_ack_waits_for_quorum_and_the_log_resumes(rt, pool, cluster):
     assert master.writer.stats["retries"] >= 1
 
 
+def test_close_without_quorum_keeps_the_local_disk(rt, pool, cluster):
+    master, db, _ = pool.master("a", durable_timeout=2)
+    writes(rt, db, master, ["acknowledged"])
+    for m in cluster.members[1:]:
+        cluster.kill(m)
+    rt.call(lambda: write(db, master, "local only").addErrback(
+        lambda f: f.trap(PoolDatabaseUnavailable)))
+    pool.opened.remove(master)
+    started = time.monotonic()
+    rt.call(master.close, within=10)
+    assert time.monotonic() - started < 2 + 2
+    on_disk = Database(MODEL)
+    statedb.load(str(pool.tmp / "a" / "state.db"), on_disk)
+    assert labels_of(on_disk) == ["acknowledged", "local only"]
+
+
 def test_killed_member_writes_continue_and_watch_resumes(rt, pool, cluster):
     master, db, _ = pool.master("a")
     follower, fdb = pool.replica("follower")
@@ -192,8 +210,10 @@ def test_a_deposed_master_cannot_write(rt, pool):
     # A contender that does not hold the key: every write is fenced off.
     intruder, idb, _ = pool.master("b", campaign=False)
     assert labels_of(idb) == ["a1"]         # it loaded the pool's state
-    with pytest.raises(MastershipLost):
+    with pytest.raises(MastershipLost) as refused:
         rt.call(write, idb, intruder, "intruder")
+    # The client is sent to the holder, as XAPI's slaves send it.
+    assert refused.value.description == ["HOST_IS_SLAVE", "a"]
     # a loses its lease; b wins the key.
     rt.call(pool.client.revoke, alease.id)
     with pytest.raises(MastershipLost):
@@ -207,6 +227,24 @@ def test_a_deposed_master_cannot_write(rt, pool):
     log = rt.call(pool.client.range, pool.prefix + b"/", prefix=True)
     assert b"intruder" not in b"".join(kv.value for kv in log.kvs)
     assert b"after-deposed" not in b"".join(kv.value for kv in log.kvs)
+
+
+def test_a_lost_lease_stops_writes_at_once(rt, pool):
+    lease = pool.lease(ttl=2)
+    keeper = rt.call(lambda: LeaseKeeper(pool.client, lease).start())
+    master, db, _ = pool.master("a", lease=lease, lease_keeper=keeper)
+    writes(rt, db, master, ["kept"])
+    rt.call(pool.client.revoke, lease.id)
+    rt.call(lambda: keeper.lost, within=5)
+    started = time.monotonic()
+    with pytest.raises(MastershipLost) as refused:
+        rt.call(write, db, master, "refused")
+    assert time.monotonic() - started < 0.5      # no etcd round needed
+    assert refused.value.description == ["HA_LOST_STATEFILE"]
+    with pytest.raises(MastershipLost):
+        master.check_writable()
+    late, ldb = pool.replica("late")
+    assert labels_of(ldb) == ["kept"]
 
 
 def test_compaction_while_a_replica_is_behind(rt, pool):

@@ -53,13 +53,15 @@ class _Job:
     """Transactions to run in order; ``generation`` is acknowledged once
     the last one succeeds (None: a job that acknowledges nothing)."""
 
-    def __init__(self, txns, generation, own_key=None, own_value=None):
+    def __init__(self, txns, generation, own_key=None, own_value=None,
+                 awaited=False):
         self.txns = txns
         self.generation = generation
         # The key the last transaction creates, and its value: a retry
         # that finds them there knows the first attempt landed.
         self.own_key, self.own_value = own_key, own_value
-        self.done = defer.Deferred()
+        # Batches are awaited through wait(); a snapshot's job by itself.
+        self.done = defer.Deferred() if awaited else None
 
 
 class LogWriter:
@@ -146,7 +148,7 @@ class LogWriter:
             DeleteRange(k.snap + b"%020d/%06d" % (generation, parts),
                         prefix_end(k.snap + b"%020d/" % generation)),
         ).otherwise(Range(self.master_key))
-        job = _Job([txn], None)
+        job = _Job([txn], None, awaited=True)
         self._jobs.append(job)
         self._kick()
         return job.done
@@ -220,7 +222,7 @@ class LogWriter:
                 d.errback(self.failure)
         jobs, self._jobs = self._jobs, collections.deque()
         for job in jobs:
-            if not job.done.called:
+            if job.done is not None and not job.done.called:
                 job.done.errback(self.failure)
 
     def _kick(self):
@@ -248,7 +250,8 @@ class LogWriter:
                 self._jobs.popleft()
                 if job.generation is not None:
                     self._acknowledge(job.generation)
-                job.done.callback(revision)
+                if job.done is not None:
+                    job.done.callback(revision)
         except Exception:
             log.failure("pool log writer crashed")
             self._fail(PoolDatabaseUnavailable("pool log writer crashed"))

@@ -17,7 +17,8 @@ only once a quorum of etcd members holds it.
   of the log keys it covers; etcd's history is then compacted to the
   revision of the previous snapshot, so a replica less than one snapshot
   behind still resumes its watch.
-- close(): a last snapshot as Persistence does, then the writer stops.
+- close(): a last snapshot as Persistence does, then the writer stops
+  (within durable_timeout when etcd has no quorum).
 """
 
 import os
@@ -177,9 +178,17 @@ class PoolPersistence(Persistence):
 
     @defer.inlineCallbacks
     def close(self):
+        """The local close (a last snapshot, the redo log closed) with the
+        etcd side given durable_timeout: without quorum the writer is
+        stopped then, so a stop never hangs on etcd (what did not reach it
+        stays on the local disk; the next master starts from etcd's)."""
+        give_up = self.reactor.callLater(self.writer.durable_timeout,
+                                         self.writer.stop)
         try:
             yield Persistence.close(self)
         finally:
+            if give_up.active():
+                give_up.cancel()
             self.writer.stop()
 
 
