@@ -17,10 +17,11 @@ from twisted.internet import defer
 from tests.support.etcd import needs_etcd
 from tests.support.etcd_fixtures import client, cluster, rt  # noqa: F401
 from txxapi.datamodel import MODEL
-from txxapi.db import statedb
+from txxapi.db import redolog, statedb
 from txxapi.db.memory import Database
 from txxapi.pool.dblog import (
-    Keys, MastershipLost, PoolDatabaseUnavailable, decode_batch)
+    Keys, MastershipLost, PoolDatabaseUnavailable, decode_batch,
+    encode_batch)
 from txxapi.pool.etcd import LeaseKeeper
 from txxapi.pool.persistence import PoolPersistence
 from txxapi.pool.replica import Replica
@@ -38,6 +39,7 @@ class Pool:
         self.prefix = b"t/pool%d" % next(_prefixes)
         self.master_key = self.prefix + b"/master"
         self.opened = []
+        self.replicas = []
 
     def lease(self, ttl=30):
         return self.rt.call(self.client.grant, ttl)
@@ -60,9 +62,12 @@ class Pool:
         db = Database(MODEL)
         r = Replica(self.client, self.prefix, db, str(self.tmp / name))
         self.rt.call(r.start)
+        self.replicas.append(r)
         return r, db
 
     def close(self):
+        for r in self.replicas:
+            self.rt.call(r.stop)
         for p in self.opened:
             self.rt.call(lambda p=p: p.close().addErrback(lambda f: None))
 
@@ -273,6 +278,21 @@ def test_compaction_while_a_replica_is_behind(rt, pool):
     rt.call(follower.stop)
 
 
+def test_a_missed_batch_makes_the_replica_reload(rt, pool):
+    master, db, _ = pool.master("a")
+    follower, fdb = pool.replica("follower")
+    writes(rt, db, master, ["n0"])
+    wait_until(lambda: follower.generation >= db.persistent_generation)
+    # A batch that says it follows a generation the replica never saw.
+    g = db.generation + 100
+    record = (g, "touch", "network", db.refs("network")[0], {})
+    value = encode_batch(g - 1, [record], [redolog.encode_payload(record)])
+    rt.call(pool.client.put, Keys(pool.prefix).log_key(g), value)
+    wait_until(lambda: follower.loads == 2)
+    assert follower.generation == g         # reloaded: etcd's state
+    rt.call(follower.stop)
+
+
 def test_large_records_and_snapshots_go_in_parts(rt, pool):
     master, db, _ = pool.master("a")
     big = "x" * (1536 << 10)
@@ -317,3 +337,15 @@ def test_promoted_replica_has_every_acknowledged_write(rt, pool):
     writes(rt, ndb, new, ["after-failover"])
     late, ldb = pool.replica("late")
     assert labels_of(ldb) == sorted(acknowledged + ["after-failover"])
+
+
+def test_a_replica_stops_while_its_watch_opens(rt, pool):
+    master, db, _ = pool.master("a")
+    replica = Replica(pool.client, pool.prefix, Database(MODEL),
+                      str(pool.tmp / "r"))
+
+    @defer.inlineCallbacks
+    def start_then_stop():
+        yield replica.start()           # the watch is still opening
+        yield replica.stop()
+    rt.call(start_then_stop, within=10)

@@ -21,14 +21,15 @@ adopts its tables in one reactor step: readers never see half a database.
 import collections
 import os
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.pool import dblog
 from txxapi.pool.dblog import Keys
-from txxapi.pool.etcd import Watcher
+from txxapi.pool.etcd import EtcdError, Watcher
+from txxapi.pool.logwriter import MAX_RETRY_DELAY, RETRY_DELAY
 
 __all__ = ["Replica"]
 
@@ -83,8 +84,17 @@ class Replica:
     def _load(self):
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         path = os.path.join(self.directory, "state.db")
+        delay = RETRY_DELAY
         while True:
-            state = yield dblog.read_state(self.client, self.keys, path)
+            try:
+                state = yield dblog.read_state(self.client, self.keys, path)
+            except EtcdError as e:
+                # No quorum, say: keep the copy held and try again.
+                log.info("replica: cannot read the log ({e}); retrying", e=e)
+                yield task.deferLater(self.client.reactor, delay,
+                                      lambda: None)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+                continue
             if state is None:
                 self.revision = (yield self.client.range(
                     self.keys.manifest)).revision
@@ -127,8 +137,12 @@ class Replica:
         self._events.extend(e for e in events if e.type == "put")
         self._drain()
 
-    @defer.inlineCallbacks
     def _drain(self):
+        self._drain_events().addErrback(
+            lambda f: log.failure("replica: stopped following the log", f))
+
+    @defer.inlineCallbacks
+    def _drain_events(self):
         if self._applying:
             return
         self._applying = True

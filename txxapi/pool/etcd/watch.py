@@ -86,6 +86,8 @@ class Watcher:
                 delay = min(delay * 2, self.max_retry_delay)
                 continue
             self._stream = stream
+            if not self._running:
+                stream.close()      # stopped while it was opening
             opened = self.client.reactor.seconds()
             yield stream.done
             self._stream = None
