@@ -349,3 +349,26 @@ def test_a_replica_stops_while_its_watch_opens(rt, pool):
         yield replica.start()           # the watch is still opening
         yield replica.stop()
     rt.call(start_then_stop, within=10)
+
+
+def test_a_retry_of_a_write_that_landed_unseen_succeeds(rt, pool):
+    """A transaction whose answer was lost (outcome unknown) is sent
+    again: it finds its own key there and counts as landed, not as a
+    rival master's write."""
+    master, db, _ = pool.master("a")
+    writes(rt, db, master, ["n0"])
+    writer = master.writer
+
+    @defer.inlineCallbacks
+    def first_attempt_lands_unseen():
+        writer._running = False         # hold the writer for a moment
+        durable = write(db, master, "n1")
+        writer.flush_pending()
+        yield pool.client.txn(writer._jobs[0].txns[0])
+        writer.start()                  # sends the same transaction again
+        yield durable
+    rt.call(first_attempt_lands_unseen)
+    assert writer.failure is None
+    writes(rt, db, master, ["n2"])
+    late, ldb = pool.replica("late")
+    assert labels_of(ldb) == ["n0", "n1", "n2"]
