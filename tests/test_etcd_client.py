@@ -17,7 +17,8 @@ from twisted.application import service
 from twisted.internet import defer, task
 
 from tests.support.etcd import (
-    EtcdCluster, ReactorThread, TIMING, free_ports, loopback, needs_etcd)
+    EtcdCluster, TIMING, free_ports, loopback, needs_etcd)
+from tests.support.etcd_fixtures import client, cluster, rt  # noqa: F401
 from txxapi.pool.etcd import (
     Compare, EtcdClient, EtcdCompacted, EtcdLeaseNotFound, EtcdNoQuorum,
     EtcdTimeout, EtcdUnavailable, Election, LeaseKeeper, Put, Range, Txn,
@@ -25,29 +26,7 @@ from txxapi.pool.etcd import (
 from txxapi.pool.etcd.member import EtcdMember, add_member, remove_member
 
 pytestmark = [needs_etcd, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def rt():
-    return ReactorThread.get()
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = EtcdCluster(tmp_path_factory.mktemp("etcd3"), size=3).start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def client(rt, cluster):
-    for m in cluster.members:          # a test may have killed one
-        if not m.alive:
-            cluster.start_member(m)
-            cluster.wait_healthy(m)
-    c = rt.call(EtcdClient, cluster.endpoints, timeout=5)
-    yield c
-    rt.call(c.close)
+ETCD_CLIENT_TIMEOUT = 5
 
 
 def sleep(reactor, seconds):

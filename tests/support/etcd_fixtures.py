@@ -3,7 +3,8 @@ pytest fixtures over tests/support/etcd.py for a test module that runs
 against one 3-member cluster: ``rt`` (the reactor thread), ``cluster``
 (started once per module) and ``client`` (an EtcdClient on every member,
 after restarting any member a previous test killed).  A module takes them
-with ``from tests.support.etcd_fixtures import rt, cluster, client``.
+with ``from tests.support.etcd_fixtures import rt, cluster, client``, and
+may set ``ETCD_CLIENT_TIMEOUT`` (seconds, default 3) for its clients.
 """
 
 import pytest
@@ -27,12 +28,13 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture
-def client(rt, cluster):
+def client(request, rt, cluster):
     for m in cluster.members:          # a test may have killed some
         if not m.alive:
             cluster.start_member(m)
     for m in cluster.members:
         cluster.wait_healthy(m)
-    c = rt.call(EtcdClient, cluster.endpoints, timeout=3)
+    timeout = getattr(request.module, "ETCD_CLIENT_TIMEOUT", 3)
+    c = rt.call(EtcdClient, cluster.endpoints, timeout=timeout)
     yield c
     rt.call(c.close)
