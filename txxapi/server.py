@@ -19,7 +19,7 @@ from txxapi.datamodel import MODEL
 from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.events import EventHub
-from txxapi.forwarding import LocalForwarder
+from txxapi.forwarding import Forwarder
 from txxapi.messages import MessageStore
 from txxapi.storage import Storage
 from txxapi.xenops import DEFAULT_SHUTDOWN_TIMEOUT, Xenops
@@ -47,7 +47,6 @@ class Server:
         self.tasks = TaskManager(self, clock=reactor)
         self.events = EventHub(self)
         self.dispatcher = Dispatcher(self)
-        self.forwarder = LocalForwarder(self)
         self.host_ref = None
         self.pool_ref = None
         self.pool_secret = None
@@ -62,6 +61,7 @@ class Server:
         self.storage = Storage(self, local_sr_dir=local_sr_dir,
                                iso_dir=iso_dir)
         self.components.append(self.storage)
+        self.forwarder = Forwarder(self, self.db, reactor, self.storage)
         self.components.append(self.xenops)
 
     @defer.inlineCallbacks

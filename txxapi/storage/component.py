@@ -5,9 +5,10 @@ reactor only, from the results), and its lifetime: at start, the SM
 records, the first start's SRs, and plugging this host's SRs again.
 
 Its parts live beside it, one seam each: SR and PBD records (srs), VDI
-records and GC (vdi_records), waiting marks (marking), claims on VDI data
-(claims), VDI operations (vdi_ops), copies (copies), HTTP data paths
-(datapath).
+records and GC (vdi_records), claims on VDI data (claims), VDI
+operations (vdi_ops), copies (copies), HTTP data paths (datapath).  The
+operations are marked by the forwarding layer (txxapi.forwarding), not
+here.
 """
 
 import os
@@ -24,7 +25,6 @@ from txxapi.storage import host_srs
 from txxapi.storage.claims import Claims
 from txxapi.storage.copies import Copies
 from txxapi.storage.datapath import DataPaths
-from txxapi.storage.marking import Marking
 from txxapi.storage.srs import SRRecords
 from txxapi.storage.vdi_ops import VDIOperations
 from txxapi.storage.vdi_records import VDIRecords
@@ -35,8 +35,8 @@ POOL_SIZE = 16
 LIVE_STATES = ("Running", "Paused")
 
 
-class Storage(SRRecords, VDIRecords, Marking, Claims, VDIOperations,
-              Copies, DataPaths):
+class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
+              DataPaths):
     """The server component: drivers, their thread pool and the database
     records of storage objects."""
 
@@ -56,7 +56,6 @@ class Storage(SRRecords, VDIRecords, Marking, Claims, VDIOperations,
         self._uses = {}            # (VDI ref, key) -> Use
         self._releasing = {}       # VDI ref -> [Deferred] of detaches
         self._gc = {}              # SR ref -> rerun wanted
-        self._waiters = {}         # (class, ref) -> [Deferred]
         self.transfers = set()     # open data paths, aborted at stop
         self._running = False
 

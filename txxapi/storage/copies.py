@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from txstorage import transfer, vhd
 from txstorage.errors import StorageError
 from txxapi.errors import XenAPIError
-from txxapi.values import NULL_REF, new_uuid
+from txxapi.values import new_uuid
 
 log = Logger()
 
@@ -25,17 +25,24 @@ PROGRESS_INTERVAL = 1.0
 class Copies:
     """VDI.copy's data movement."""
 
-    def copy_vdi(self, ctx, vdi, sr, base_vdi=NULL_REF, into_vdi=NULL_REF):
+    def assert_can_copy(self, vdi, sr, into_vdi):
+        """What VDI.copy refuses before it is marked."""
+        db = self.db
+        db.fields("VDI", vdi)
+        self.assert_managed(vdi)
+        if not db.exists("VDI", into_vdi):
+            db.fields("SR", sr)
+
+    def copy_vdi(self, ctx, vdi, sr, base_vdi, into_vdi, calls):
         """VDI.copy: ``vdi``'s data into ``into_vdi``, or into a new VDI in
         ``sr``; with ``base_vdi``, only the blocks that differ from it (the
         target already holds the base's data).  A Deferred of the target's
-        ref; a VDI created here is destroyed again if the copy fails."""
+        ref; a VDI created here is destroyed again if the copy fails.
+        ``calls`` creates and destroys that VDI, marked as the API's calls
+        are (the forwarding layer's storage calls)."""
         db = self.db
         src = db.fields("VDI", vdi)
-        self.assert_managed(vdi)
         into = into_vdi if db.exists("VDI", into_vdi) else None
-        if into is None:
-            db.fields("SR", sr)
         base = base_vdi if db.exists("VDI", base_vdi) else None
 
         @defer.inlineCallbacks
@@ -43,7 +50,7 @@ class Copies:
             created = None
             try:
                 if into is None:
-                    created = yield self.create_vdi(
+                    created = yield calls.create_vdi(
                         ctx, sr, src["virtual_size"], src["name_label"],
                         src["name_description"], src["type"],
                         src["sharable"], False, src["other_config"],
@@ -65,12 +72,12 @@ class Copies:
                 if created is not None and db.exists("VDI", created):
                     log.info("copy failed: destroying the VDI it made")
                     try:
-                        yield self.destroy_vdi(ctx, created)
+                        yield calls.destroy_vdi(ctx, created)
                     except Exception as e:
                         log.warn("cleaning up {vdi}: {error}", vdi=created,
                                  error=e)
                 raise
-        return self.marked(ctx, [("VDI", vdi, "copy")], body)
+        return body()
 
     @defer.inlineCallbacks
     def _copy_data(self, ctx, src, dst, base):
