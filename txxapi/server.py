@@ -66,7 +66,27 @@ class Server:
 
     @defer.inlineCallbacks
     def start(self):
-        yield self.persistence.open(self.db)
+        """The whole server: its database, then its core."""
+        yield self.open_database()
+        yield self.start_core()
+
+    @defer.inlineCallbacks
+    def stop(self):
+        yield self.stop_core()
+        yield self.close_database()
+
+    def open_database(self):
+        """Load the database from its persistence (state.db, redo log)."""
+        return self.persistence.open(self.db)
+
+    def close_database(self):
+        return self.persistence.close()
+
+    @defer.inlineCallbacks
+    def start_core(self):
+        """On an open database: this host's identity (a first start makes
+        the pool and the host), then sessions, tasks, events and the
+        components in order."""
         identity = {}
         if self.import_db and not self.db.count("host"):
             identity = self._import(self.import_db)
@@ -109,13 +129,12 @@ class Server:
         return identity
 
     @defer.inlineCallbacks
-    def stop(self):
+    def stop_core(self):
         for component in reversed(self.components):
             yield component.stop()
         self.events.stop()
         self.tasks.stop()
         self.sessions.stop()
-        yield self.persistence.close()
 
     def assert_master(self):
         """Raise HOST_IS_SLAVE on a slave; this host is always the master
