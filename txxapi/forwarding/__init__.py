@@ -14,14 +14,17 @@ dispatch or the implementations.
 """
 
 from twisted.internet import defer
+from zope.interface import implementer
 
 from txxapi.errors import XenAPIError
 from txxapi.forwarding import devices, vm  # noqa: F401 (their rules)
 from txxapi.forwarding.marking import Marker
 from txxapi.forwarding.registry import rule_for
 from txxapi.forwarding.storage import StorageCalls
+from txxapi.interfaces import IForwarder
 
 
+@implementer(IForwarder)
 class Forwarder:
     """Runs each call as its rule says.  ``storage`` holds the VDI calls
     the toolstack makes itself, forwarded like the API's."""

@@ -98,7 +98,7 @@ class Claims:
         def refresh():
             if self.db.exists("VDI", vdi):
                 operations.refresh(self.db, "VDI", vdi)
-        self.server.reactor.callLater(0, refresh)
+        self.clock.callLater(0, refresh)
 
     def detach(self, vdi, key):
         """Undo ``attach`` (a Deferred); detaching twice is harmless.  The

@@ -18,9 +18,11 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from txstorage.drivers import DRIVERS
 from txstorage.drivers.file import FileSRDriver
+from txxapi.interfaces import IStorageBridge
 from txxapi.storage import host_srs
 from txxapi.storage.claims import Claims
 from txxapi.storage.copies import Copies
@@ -35,21 +37,25 @@ POOL_SIZE = 16
 LIVE_STATES = ("Running", "Paused")
 
 
+@implementer(IStorageBridge)
 class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
               DataPaths):
     """The server component: drivers, their thread pool and the database
     records of storage objects."""
 
-    def __init__(self, server, local_sr_dir=None, iso_dir=None,
-                 pool_size=POOL_SIZE):
-        self.server = server
-        self.local_sr_dir = local_sr_dir or os.path.join(server.data_dir,
+    def __init__(self, db, identity, clock, tasks, local_sr_dir=None,
+                 iso_dir=None, pool_size=POOL_SIZE):
+        self.db = db
+        self.identity = identity
+        self.clock = clock
+        self.tasks = tasks
+        self.local_sr_dir = local_sr_dir or os.path.join(identity.data_dir,
                                                          "sr")
         self.iso_dir = iso_dir or None
         self.pool = ThreadPool(minthreads=0, maxthreads=pool_size,
                                name="storage")
         # A reactor without threads (a test Clock) runs driver calls inline.
-        self._inline = not IReactorThreads.providedBy(server.reactor)
+        self._inline = not IReactorThreads.providedBy(clock)
         self.drivers = {}
         self._claims = {}          # (SR uuid, VDI location) -> {key: rw}
         self._claim_lock = threading.Lock()
@@ -59,15 +65,11 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
         self.transfers = set()     # open data paths, aborted at stop
         self._running = False
 
-    @property
-    def db(self):
-        return self.server.db
-
     # --- lifetime -----------------------------------------------------------
 
     @defer.inlineCallbacks
     def start(self):
-        host_uuid = self.db.fields("host", self.server.host_ref)["uuid"]
+        host_uuid = self.db.fields("host", self.identity.host_ref)["uuid"]
         self.drivers = {t: self._make_driver(cls, host_uuid)
                         for t, cls in DRIVERS.items()}
         if not self._inline:
@@ -107,7 +109,7 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
         """Run blocking storage work on the pool: a Deferred."""
         if self._inline:
             return defer.maybeDeferred(fn, *args, **kw)
-        return threads.deferToThreadPool(self.server.reactor, self.pool, fn,
+        return threads.deferToThreadPool(self.clock, self.pool, fn,
                                          *args, **kw)
 
 
@@ -117,7 +119,7 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
         VMs still running here use, and bring the database up to date."""
         db = self.db
         plugged = []
-        for pbd in db.where("PBD", host=self.server.host_ref):
+        for pbd in db.where("PBD", host=self.identity.host_ref):
             db.update("PBD", pbd, {"currently_attached": False})
             try:
                 yield self.attach_sr(pbd)
@@ -149,7 +151,7 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
                     not db.exists("VM", f["VM"]):
                 continue
             vm = db.fields("VM", f["VM"])
-            if vm["resident_on"] != self.server.host_ref or \
+            if vm["resident_on"] != self.identity.host_ref or \
                     vm["power_state"] not in LIVE_STATES:
                 continue
             try:

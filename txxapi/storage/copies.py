@@ -87,7 +87,7 @@ class Copies:
         infos = []
         cancelled = threading.Event()
         if ctx.task is not None:
-            self.server.tasks.set_canceller(ctx.task, cancelled.set)
+            self.tasks.set_canceller(ctx.task, cancelled.set)
         try:
             for vdi, writable in uses:
                 infos.append((yield self.attach(vdi, writable, key)))
@@ -100,7 +100,7 @@ class Copies:
             raise XenAPIError("VDI_IO_ERROR", "Device I/O errors", str(e))
         finally:
             if ctx.task is not None:
-                self.server.tasks.clear_canceller(ctx.task)
+                self.tasks.clear_canceller(ctx.task)
             for vdi, _ in uses:
                 try:
                     yield self.detach(vdi, key)
@@ -113,13 +113,13 @@ class Copies:
         if ctx.task is None:
             return lambda fraction: None
         last = [0.0]
-        reactor = self.server.reactor
+        reactor = self.clock
 
         def report(fraction):
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL:
                 last[0] = now
-                reactor.callFromThread(self.server.tasks.set_progress,
+                reactor.callFromThread(self.tasks.set_progress,
                                        ctx.task, min(fraction, 0.99))
         return report
 

@@ -64,13 +64,13 @@ class SRRecords:
     def _first_start(self):
         """A host with no storage at all: a fresh install, which gets the
         local SR XAPI's installer makes."""
-        pool = self.db.fields("pool", self.server.pool_ref)
-        return (not self.db.where("PBD", host=self.server.host_ref)
+        pool = self.db.fields("pool", self.identity.pool_ref)
+        return (not self.db.where("PBD", host=self.identity.host_ref)
                 and pool["default_SR"] == NULL_REF)
 
     @defer.inlineCallbacks
     def _create_local_sr(self):
-        db, host = self.db, self.server.host_ref
+        db, host = self.db, self.identity.host_ref
         sr_uuid = new_uuid()
         config = {"location": os.path.join(
             os.path.abspath(self.local_sr_dir), sr_uuid)}
@@ -78,7 +78,7 @@ class SRRecords:
         sr = self.introduce_sr(sr_uuid, LOCAL_SR_NAME, "", "file", "user",
                                False, {}, other_config=LOCAL_SR_OTHER_CONFIG)
         self.create_pbd(host, sr, config)
-        db.update("pool", self.server.pool_ref, {
+        db.update("pool", self.identity.pool_ref, {
             "default_SR": sr, "suspend_image_SR": sr, "crash_dump_SR": sr})
         db.update("host", host, {"suspend_image_sr": sr,
                                  "crash_dump_sr": sr})
@@ -87,7 +87,7 @@ class SRRecords:
 
     @defer.inlineCallbacks
     def _ensure_iso_sr(self):
-        db, host = self.db, self.server.host_ref
+        db, host = self.db, self.identity.host_ref
         path = os.path.abspath(self.iso_dir)
         present = yield self.run(os.path.isdir, path)
         if not present:
@@ -144,7 +144,7 @@ class SRRecords:
 
     def local_pbd(self, sr):
         for pbd in self.db.where("PBD", SR=sr):
-            if self.db.fields("PBD", pbd)["host"] == self.server.host_ref:
+            if self.db.fields("PBD", pbd)["host"] == self.identity.host_ref:
                 return pbd
         return None
 
