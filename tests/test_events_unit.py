@@ -26,7 +26,7 @@ class FakeServer:
 @pytest.fixture
 def hub():
     server = FakeServer()
-    h = EventHub(server)
+    h = EventHub(server.db, server.reactor)
     h.start()
     yield h
     h.stop()
@@ -182,7 +182,7 @@ def test_tokens_from_before_a_restart_are_answered_by_a_scan():
     # As after a restart: rows carry generations the log never saw.
     db.log_gens[:] = []
     db.log_items[:] = []
-    h = EventHub(server)
+    h = EventHub(server.db, server.reactor)
     h.start()
     reply = run(h, h.event_from(SESSION, ["network"], token, 1.0))
     assert [(e["ref"], e["operation"]) for e in reply["events"]] == \

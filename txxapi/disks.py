@@ -76,31 +76,31 @@ def with_disk(ctx, vbd, build, vdi=None):
 
 def clone_disk(ctx, vdi):
     """VM.clone: a new VDI sharing ``vdi``'s data (copy on write)."""
-    return ctx.server.storage.clone_vdi(ctx, vdi)
+    return ctx.server.forwarder.storage.clone_vdi(ctx, vdi)
 
 
 def copy_disk(ctx, vdi, sr):
     """VM.copy: a full copy of ``vdi`` into ``sr`` (NULL: the same SR)."""
     if sr == NULL_REF:
         sr = ctx.db.fields("VDI", vdi)["SR"]
-    return ctx.server.storage.copy_vdi(ctx, vdi, sr)
+    return ctx.server.forwarder.storage.copy_vdi(ctx, vdi, sr)
 
 
 def snapshot_disk(ctx, vdi):
     """VM.snapshot/checkpoint: a read-only snapshot VDI of ``vdi``."""
-    return ctx.server.storage.snapshot_vdi(ctx, vdi)
+    return ctx.server.forwarder.storage.snapshot_vdi(ctx, vdi)
 
 
 def destroy_disk(ctx, vdi):
     """Undo a clone/copy/snapshot that failed half way, or VM.revert
     replacing the disks it reverts."""
-    return ctx.server.storage.destroy_vdi(ctx, vdi)
+    return ctx.server.forwarder.storage.destroy_vdi(ctx, vdi)
 
 
 def create_disk(ctx, sr, size, name_label, vdi_type):
     """VM.provision: a new empty VDI of ``size`` bytes in ``sr``."""
-    return ctx.server.storage.create_vdi(ctx, sr, size, name_label,
-                                         vdi_type=vdi_type)
+    return ctx.server.forwarder.storage.create_vdi(
+        ctx, sr, size, name_label, vdi_type=vdi_type)
 
 
 def provision_sr(ctx, sr_uuid):

@@ -36,8 +36,10 @@ from collections import deque
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from txxapi.errors import XenAPIError
+from txxapi.interfaces import IEvents
 from txxapi.values import Int32
 
 FROM_DELAY = 0.05          # s before the first collection, and between
@@ -257,11 +259,11 @@ class _NextCall:
         self.done = False
 
 
+@implementer(IEvents)
 class EventHub:
-    def __init__(self, server):
-        self.server = server
-        self.reactor = server.reactor
-        self.db = server.db
+    def __init__(self, db, clock):
+        self.reactor = clock
+        self.db = db
         model = self.db.model
         # lower-case class -> table, for the tables that generate events
         self.event_tables = {name.lower(): name

@@ -14,10 +14,12 @@ import os
 
 from twisted.internet import threads
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from txxapi.datamodel import MODEL
 from txxapi.errors import XenAPIError
 from txxapi.files import atomic_file
+from txxapi.interfaces import IMessages
 from txxapi.values import DateTime, new_ref, new_uuid
 
 log = Logger()
@@ -30,9 +32,12 @@ CLASS_TABLES = {"VM": "VM", "Host": "host", "SR": "SR", "Pool": "pool",
                 "VDI": "VDI", "Certificate": "Certificate"}
 
 
+@implementer(IMessages)
 class MessageStore:
-    def __init__(self, server, path, limit=LIMIT):
-        self.server = server
+    def __init__(self, db, events, clock, path, limit=LIMIT):
+        self.db = db
+        self.events = events
+        self.clock = clock
         self.path = path
         self.limit = limit
         self.generation = 0
@@ -44,15 +49,15 @@ class MessageStore:
     # -- lifetime -------------------------------------------------------------
 
     def start(self):
-        self.server.events.message_source = self.changes_since
+        self.events.message_source = self.changes_since
         if os.path.exists(self.path):
             self._load()
             return self._compact()
         return None
 
     def stop(self):
-        if self.server.events.message_source == self.changes_since:
-            self.server.events.message_source = None
+        if self.events.message_source == self.changes_since:
+            self.events.message_source = None
 
     def _load(self):
         with open(self.path, encoding="utf-8") as f:
@@ -81,14 +86,14 @@ class MessageStore:
                  for ref, (gen, record) in self.messages.items()]
         self._lines = len(lines)
         return threads.deferToThreadPool(
-            self.server.reactor, self.server.reactor.getThreadPool(),
+            self.clock, self.clock.getThreadPool(),
             _rewrite, self.path, lines)
 
     def _append(self, entries):
         lines = [json.dumps(e) + "\n" for e in entries]
         self._lines += len(lines)
         d = threads.deferToThreadPool(
-            self.server.reactor, self.server.reactor.getThreadPool(),
+            self.clock, self.clock.getThreadPool(),
             _append, self.path, lines)
         if self._lines > 2 * max(len(self.messages), 1000):
             d.addCallback(lambda _: self._compact())
@@ -98,7 +103,7 @@ class MessageStore:
 
     def create(self, name, priority, cls, obj_uuid, body):
         table = CLASS_TABLES.get(cls)
-        if table is None or obj_uuid not in self.server.db.table(table).by_uuid:
+        if table is None or obj_uuid not in self.db.table(table).by_uuid:
             raise XenAPIError("UUID_INVALID", cls, obj_uuid)
         ref = new_ref()
         self.generation += 1
@@ -109,7 +114,7 @@ class MessageStore:
         self.by_uuid[record["uuid"]] = ref
         entries = [{"op": "add", "gen": self.generation, "ref": ref,
                     "record": record}]
-        self.server.events.message_changed("add", ref, record)
+        self.events.message_changed("add", ref, record)
         while len(self.messages) > self.limit:
             oldest = next(iter(self.messages))
             entries.append(self._forget(oldest))
@@ -125,7 +130,7 @@ class MessageStore:
         self.generation += 1
         self.deleted.append((self.generation, ref))
         del self.deleted[:-DELETIONS_KEPT]
-        self.server.events.message_changed("del", ref)
+        self.events.message_changed("del", ref)
         return {"op": "del", "gen": self.generation, "ref": ref}
 
     def changes_since(self, since):

@@ -2,16 +2,12 @@
 Operations in flight on an object: XAPI's current_operations /
 allowed_operations bookkeeping.
 
-``run(ctx, cls, ref, op, body)`` checks that ``op`` is valid on the object
-now (the class's rule), records ``{key: op}`` in its current_operations,
-recomputes its allowed_operations, runs ``body()``, and undoes the
-record when the body finishes, however it finishes.  The check and the
-record happen in one reactor turn, so two conflicting calls cannot both
-pass: the second sees the first's entry and gets
-OTHER_OPERATION_IN_PROGRESS (callers fail fast rather than queue).
+Each class registers its rule (``rules``): which operations are valid on
+an object now, and which it advertises.  ``begin`` checks one and records
+``{key: op}`` in current_operations, ``end`` removes it, and both
+recompute allowed_operations.  The forwarding layer marks calls with
+them (txxapi/forwarding/marking.py), fail fast or waiting.
 """
-
-from twisted.internet import defer
 
 from txxapi.values import new_uuid
 
@@ -61,16 +57,3 @@ def end(db, cls_name, ref, key):
     if current.pop(key, None) is not None:
         db.update(cls_name, ref, {"current_operations": current})
     refresh(db, cls_name, ref)
-
-
-def run(ctx, cls_name, ref, op, body):
-    """Run ``body()`` (a value or a Deferred) as operation ``op`` on the
-    object; a Deferred of its result."""
-    key = begin(ctx, cls_name, ref, op)
-    d = defer.maybeDeferred(body)
-
-    def finished(result):
-        end(ctx.db, cls_name, ref, key)
-        return result
-
-    return d.addBoth(finished)

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 import txxapi.impl  # noqa: F401  (registers the explicit messages)
 from txxapi import bootstrap
+from txxapi.api.context import Context
 from txxapi.api.dispatch import Dispatcher
 from txxapi.api.sessions import SessionManager
 from txxapi.api.tasks import TaskManager
@@ -19,7 +20,8 @@ from txxapi.datamodel import MODEL
 from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.events import EventHub
-from txxapi.forwarding import LocalForwarder
+from txxapi.forwarding import Forwarder
+from txxapi.identity import HostIdentity
 from txxapi.messages import MessageStore
 from txxapi.storage import Storage
 from txxapi.xenops import DEFAULT_SHUTDOWN_TIMEOUT, Xenops
@@ -28,6 +30,10 @@ log = Logger()
 
 
 class Server:
+    """The parts, wired: each is given the collaborators it uses (see
+    txxapi.interfaces), and this object is what ``ctx.server`` reaches
+    them through."""
+
     def __init__(self, data_dir, portal, xenops, persistence,
                  bind="", login_failure_delay=5.0, reactor=None,
                  import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT,
@@ -37,54 +43,86 @@ class Server:
         self.reactor = reactor
         self.data_dir = data_dir
         self.bind = bind
+        self.identity = HostIdentity(data_dir, bind)
+        self.db = db = Database(MODEL)
+        self.persistence = persistence
+        self.tasks = TaskManager(db, self.identity, clock=reactor)
+        self.sessions = SessionManager(db, self.identity, self.tasks, portal,
+                                       login_failure_delay, clock=reactor)
+        self.events = EventHub(db, reactor)
         # The backend, behind the bridge that runs it on threads and keeps
         # the database in step with its domains.
-        self.xenops = Xenops(self, xenops, shutdown_timeout=shutdown_timeout)
-        self.db = Database(MODEL)
-        self.persistence = persistence
-        self.sessions = SessionManager(self, portal, login_failure_delay,
-                                       clock=reactor)
-        self.tasks = TaskManager(self, clock=reactor)
-        self.events = EventHub(self)
-        self.dispatcher = Dispatcher(self)
-        self.forwarder = LocalForwarder(self)
-        self.host_ref = None
-        self.pool_ref = None
-        self.pool_secret = None
+        self.xenops = Xenops(db, self.identity, reactor, self.tasks, xenops,
+                             self.context, shutdown_timeout=shutdown_timeout)
         self.import_db = import_db
         # Parts that start after the database is ready and stop before it
         # closes, in order: objects with start() and stop(), each of which
         # may return a Deferred.
         self.components = []
-        self.messages = MessageStore(self, os.path.join(data_dir, "messages"))
+        self.messages = MessageStore(db, self.events, reactor,
+                                     os.path.join(data_dir, "messages"))
         self.components.append(self.messages)
         # Storage before the VMs: a VM's disks are attached through it.
-        self.storage = Storage(self, local_sr_dir=local_sr_dir,
-                               iso_dir=iso_dir)
+        self.storage = Storage(db, self.identity, reactor, self.tasks,
+                               local_sr_dir=local_sr_dir, iso_dir=iso_dir)
         self.components.append(self.storage)
         self.components.append(self.xenops)
+        self.forwarder = Forwarder(self.identity, db, reactor, self.storage)
+        self.dispatcher = Dispatcher(db, self.sessions, self.tasks,
+                                     self.forwarder, persistence,
+                                     self.context)
+
+    def context(self, session=None, message=None, origin=None):
+        """A call context on this server."""
+        return Context(self, session, message, origin=origin)
+
+    # This host's identity, as the implementations read it.
+    host_ref = property(lambda self: self.identity.host_ref)
+    pool_ref = property(lambda self: self.identity.pool_ref)
+    pool_secret = property(lambda self: self.identity.pool_secret)
 
     @defer.inlineCallbacks
     def start(self):
-        yield self.persistence.open(self.db)
+        """The whole server: its database, then its core."""
+        yield self.open_database()
+        yield self.start_core()
+
+    @defer.inlineCallbacks
+    def stop(self):
+        yield self.stop_core()
+        yield self.close_database()
+
+    def open_database(self):
+        """Load the database from its persistence (state.db, redo log)."""
+        return self.persistence.open(self.db)
+
+    def close_database(self):
+        return self.persistence.close()
+
+    @defer.inlineCallbacks
+    def start_core(self):
+        """On an open database: this host's identity (a first start makes
+        the pool and the host), then sessions, tasks, events and the
+        components in order."""
         identity = {}
         if self.import_db and not self.db.count("host"):
             identity = self._import(self.import_db)
             yield self.persistence.snapshot()
         inventory = bootstrap.read_inventory(self.data_dir, identity)
-        self.pool_secret = bootstrap.read_pool_secret(self.data_dir)
+        self.identity.pool_secret = bootstrap.read_pool_secret(
+            self.data_dir)
         host_uuid = inventory["INSTALLATION_UUID"]
         bootstrap.load_roles(self.db)
         if host_uuid in self.db.table("host").by_uuid:
-            self.host_ref = self.db.by_uuid("host", host_uuid)
+            self.identity.host_ref = self.db.by_uuid("host", host_uuid)
         else:
             address = bootstrap.management_address(self.bind)
-            self.host_ref = bootstrap.first_start(
+            self.identity.host_ref = bootstrap.first_start(
                 self.db, inventory, self.xenops.host_info(), address,
                 self.xenops.name)
             log.info("first start: created pool and host {uuid}",
                      uuid=host_uuid)
-        self.pool_ref = self.db.refs("pool")[0]
+        self.identity.pool_ref = self.db.refs("pool")[0]
         yield self.persistence.wait_durable(self.db.persistent_generation)
         self.sessions.start()
         self.tasks.start()
@@ -109,14 +147,12 @@ class Server:
         return identity
 
     @defer.inlineCallbacks
-    def stop(self):
+    def stop_core(self):
         for component in reversed(self.components):
             yield component.stop()
         self.events.stop()
         self.tasks.stop()
         self.sessions.stop()
-        yield self.persistence.close()
 
     def assert_master(self):
-        """Raise HOST_IS_SLAVE on a slave; this host is always the master
-        until pool membership lands."""
+        self.identity.assert_master()

@@ -1,13 +1,29 @@
 """
-The twistd service: builds a Server from settings, starts it, and owns
-the HTTP and HTTPS listeners (TLS terminated here, in-process).
+The twistd service tree, as Twisted builds one: ``XapiService`` is a
+MultiService whose named children are the server's architecture, started
+in this order and stopped in the reverse one, each waiting for the last:
+
+    database   the database, loaded from and kept in its persistence
+    core       this host's identity, sessions, tasks, events, messages,
+               storage, the xenops bridge (and the periodic jobs they own:
+               session expiry, GC kicks, snapshots)
+    http       the plain listener, an endpoint string (tcp:PORT:interface=)
+    https      the TLS listener (TLS terminated here, in-process), on an
+               SSL endpoint built from txxapi.tls's context factory, whose
+               settings (TLS 1.2+, its suites, no renegotiation) the ssl:
+               strports grammar cannot state
+
+A child joins once the one before it has started (the database and the
+core start asynchronously).  An error at start stops the reactor with the
+message on stderr.
 """
 
 import os
 import sys
 
-from twisted.application import service
-from twisted.internet import defer
+from twisted.application import service, strports
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from txxapi import tls
@@ -56,19 +72,46 @@ def make_checkers(settings):
     return [PAMChecker(settings["pam-service"])]
 
 
-class XapiService(service.Service):
+class StepService(service.Service):
+    """A child whose start and stop are Deferreds (``ready`` fires once it
+    has started)."""
+
+    def __init__(self, name, start, stop):
+        self.setName(name)
+        self._start, self._stop = start, stop
+        self.ready = None
+
+    def startService(self):
+        service.Service.startService(self)
+        self.ready = defer.maybeDeferred(self._start)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return defer.maybeDeferred(self._stop)
+
+
+def http_endpoint(port, bind):
+    """The endpoint string of the plain listener."""
+    description = "tcp:%d" % port
+    if bind:
+        description += ":interface=" + endpoints.quoteStringArgument(bind)
+    return description
+
+
+class XapiService(service.MultiService):
     name = "xapi"
 
     def __init__(self, settings, reactor=None):
+        service.MultiService.__init__(self)
         if reactor is None:
             from twisted.internet import reactor
         self.settings = settings
         self.reactor = reactor
         self.server = None
-        self.ports = []
         self._starting = None
 
     def startService(self):
+        # Children are added, and so started, one after the other.
         service.Service.startService(self)
         self._starting = self._start()
         self._starting.addErrback(self._failed)
@@ -80,6 +123,18 @@ class XapiService(service.Service):
         if self.reactor.running:
             self.reactor.stop()
 
+    def _join(self, child):
+        """Add a child to the running tree (which starts it); a Deferred
+        of its start."""
+        child.setServiceParent(self)
+        return getattr(child, "ready", None)
+
+    def _listener(self, name, child):
+        # A port that cannot be had fails the start, as listenTCP did.
+        child._raiseSynchronously = True
+        child.setName(name)
+        return self._join(child)
+
     @defer.inlineCallbacks
     def _start(self):
         s = self.settings
@@ -87,29 +142,35 @@ class XapiService(service.Service):
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         backend = make_backend(s)
         persistence = open_persistence(data_dir, self.reactor)
-        self.server = Server(
+        server = self.server = Server(
             data_dir, make_portal(make_checkers(s)), backend, persistence,
             bind=s["bind"], login_failure_delay=float(s["login-failure-delay"]),
             reactor=self.reactor, import_db=s["import-db"] or None,
             shutdown_timeout=float(s["shutdown-timeout"]),
             local_sr_dir=s["local-sr-dir"] or None,
             iso_dir=s["iso-dir"] or None)
-        yield self.server.start()
+        yield self._join(StepService("database", server.open_database,
+                                     server.close_database))
+        yield self._join(StepService("core", server.start_core,
+                                     server.stop_core))
         site = make_site(
-            self.server, max_rpc_size=int(s["max-rpc-size"]),
+            server, max_rpc_size=int(s["max-rpc-size"]),
             header_read_timeout=float(s["header-read-timeout"]),
             header_total_timeout=float(s["header-total-timeout"]),
             max_connections_per_client=int(
                 s["max-connections-per-client"]))
         bind = s["bind"]
         if int(s["http-port"]):
-            self.ports.append(self.reactor.listenTCP(
-                int(s["http-port"]), site, interface=bind))
+            self._listener("http", strports.service(
+                http_endpoint(int(s["http-port"]), bind), site,
+                reactor=self.reactor))
         if int(s["https-port"]):
             cert, key = self._certificate(data_dir)
-            self.ports.append(self.reactor.listenSSL(
-                int(s["https-port"]), site,
-                tls.server_context_factory(cert, key), interface=bind))
+            endpoint = endpoints.SSL4ServerEndpoint(
+                self.reactor, int(s["https-port"]),
+                tls.server_context_factory(cert, key), interface=bind)
+            self._listener("https", StreamServerEndpointService(endpoint,
+                                                                site))
         log.info("txxapi ready: http {http}, https {https}",
                  http=s["http-port"], https=s["https-port"])
 
@@ -127,9 +188,7 @@ class XapiService(service.Service):
 
     @defer.inlineCallbacks
     def stopService(self):
+        """Children in reverse order, each stopped before the next."""
         service.Service.stopService(self)
-        for port in self.ports:
-            yield port.stopListening()
-        self.ports = []
-        if self.server is not None:
-            yield self.server.stop()
+        for child in reversed(list(self)):
+            yield defer.maybeDeferred(child.stopService)

@@ -64,7 +64,7 @@ def create(ctx, vm_ref, host):
     vm = ctx.db.fields("VM", vm_ref)
     size = image_size(vm)
     try:
-        vdi = yield ctx.server.storage.create_vdi(
+        vdi = yield ctx.server.forwarder.storage.create_vdi(
             ctx, sr, size, IMAGE_NAME, IMAGE_NAME, vdi_type="suspend",
             sm_config={VM_HINT: vm["uuid"], INITIAL_ALLOCATION: str(size)})
     except XenAPIError as e:
@@ -80,7 +80,7 @@ def destroy(ctx, vdi):
     """Destroy a suspend VDI (a Deferred); one already gone is fine."""
     if not ctx.db.exists("VDI", vdi):
         return defer.succeed(None)
-    return ctx.server.storage.destroy_vdi(ctx, vdi)
+    return ctx.server.forwarder.storage.destroy_vdi(ctx, vdi)
 
 
 def destroy_quietly(ctx, vdi):

@@ -28,11 +28,12 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from txxapi import operations, suspend_images, templates, vmspec
-from txxapi.api.context import Context
 from txxapi.errors import XenAPIError
 from txxapi.events import update_changed
+from txxapi.interfaces import IXenopsBridge
 from txxapi.values import NULL_REF, DateTime, new_uuid
 from txxenops.errors import (
     BadDomainState, Cancelled, DeviceError, DomainNotFound, MigrationError,
@@ -62,12 +63,20 @@ class _Refresh:
         self.waiters = []   # (Deferred, force)
 
 
+@implementer(IXenopsBridge)
 class Xenops:
     """A server component wrapping the raw backend."""
 
-    def __init__(self, server, backend, pool_size=POOL_SIZE,
+    def __init__(self, db, identity, clock, tasks, backend, make_context,
+                 pool_size=POOL_SIZE,
                  shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT):
-        self.server = server
+        """``make_context()``: a call context for the toolstack's own work
+        (a clean-up at start, a VM's spec at reboot)."""
+        self.db = db
+        self.identity = identity
+        self.clock = clock
+        self.tasks = tasks
+        self.make_context = make_context
         self.backend = backend
         self.name = backend.name
         self.shutdown_timeout = float(shutdown_timeout)
@@ -86,10 +95,6 @@ class Xenops:
     def free_memory(self):
         return self.backend.free_memory()
 
-    @property
-    def db(self):
-        return self.server.db
-
     # --- component lifetime ----------------------------------------------
 
     def start(self):
@@ -99,7 +104,7 @@ class Xenops:
         self.resync()
         self.backend.subscribe(self._backend_event)
         # Storage is up by now (it starts first); nothing is suspending.
-        suspend_images.discard_orphans(Context(self.server)).addErrback(
+        suspend_images.discard_orphans(self.make_context()).addErrback(
             lambda f: log.failure("discarding orphan suspend images", f))
 
     def stop(self):
@@ -115,13 +120,13 @@ class Xenops:
     def call(self, method, *args):
         """Run a backend method on the pool: a Deferred of its result."""
         return threads.deferToThreadPool(
-            self.server.reactor, self.pool, getattr(self.backend, method),
+            self.clock, self.pool, getattr(self.backend, method),
             *args)
 
     def run_blocking(self, fn, *args):
         """Other blocking work that belongs beside the backend's (a
         backend call with the suspend image streamed beside it)."""
-        return threads.deferToThreadPool(self.server.reactor, self.pool, fn,
+        return threads.deferToThreadPool(self.clock, self.pool, fn,
                                          *args)
 
     def vm_op(self, vm_ref, method, *args, task=None, cancellable=True,
@@ -136,7 +141,7 @@ class Xenops:
         uuid = self.db.fields("VM", vm_ref)["uuid"]
         self._inflight[uuid] = self._inflight.get(uuid, 0) + 1
         if task is not None and cancellable:
-            self.server.tasks.set_canceller(task, lambda: self.cancel(uuid))
+            self.tasks.set_canceller(task, lambda: self.cancel(uuid))
         if callable(method):
             d = self.run_blocking(method, self.backend, *args)
         else:
@@ -144,7 +149,7 @@ class Xenops:
 
         def settle(result):
             if task is not None and cancellable:
-                self.server.tasks.clear_canceller(task)
+                self.tasks.clear_canceller(task)
             if settled is not None and self.db.exists("VM", vm_ref):
                 settled(result)
             left = self._inflight.get(uuid, 1) - 1
@@ -175,7 +180,7 @@ class Xenops:
             return failure
         vm = str(vm_ref)
         if isinstance(e, NotEnoughMemory):
-            free = vmspec.host_free_memory(self.db, self.server.host_ref,
+            free = vmspec.host_free_memory(self.db, self.identity.host_ref,
                                            ignore_scheduled=vm_ref)
             raise XenAPIError("HOST_NOT_ENOUGH_FREE_MEMORY", str(e.needed),
                               str(free))
@@ -194,7 +199,7 @@ class Xenops:
             raise XenAPIError("INTERNAL_ERROR", "Object with type VM and id "
                               "%s does not exist in xenopsd" % e.uuid)
         if isinstance(e, MigrationError):
-            host = self.server.host_ref
+            host = self.identity.host_ref
             raise XenAPIError("VM_MIGRATE_FAILED", vm, host, host, e.reason)
         if isinstance(e, DeviceError):
             raise XenAPIError("INTERNAL_ERROR", "xenopsd: %s" % e)
@@ -209,7 +214,7 @@ class Xenops:
 
     def _backend_event(self, event):
         # Backend thread: hand over and return at once.
-        self.server.reactor.callFromThread(self._event, event.uuid)
+        self.clock.callFromThread(self._event, event.uuid)
 
     def _event(self, uuid):
         if self._running and not self._inflight.get(uuid):
@@ -285,7 +290,7 @@ class Xenops:
         db = self.db
         update_changed(db, "VM", ref, {
             "power_state": power, "domid": info.domid,
-            "resident_on": self.server.host_ref,
+            "resident_on": self.identity.host_ref,
             "scheduled_to_be_resident_on": NULL_REF,
             "memory_target": info.memory_target})
         self._metrics(ref, info)
@@ -390,7 +395,7 @@ class Xenops:
                 existing[protocol] = c
             else:
                 db.delete("console", c)
-        address = db.fields("host", self.server.host_ref)["address"]
+        address = db.fields("host", self.identity.host_ref)["address"]
         for protocol, info in wanted.items():
             port = info.port or -1
             if protocol in existing:
@@ -418,7 +423,7 @@ class Xenops:
                 "currently_attached": db.fields("VIF", vif)["device"] in vifs})
 
     def _host_memory(self):
-        host = self.db.fields("host", self.server.host_ref)
+        host = self.db.fields("host", self.identity.host_ref)
         if self.db.exists("host_metrics", host["metrics"]):
             update_changed(self.db, "host_metrics", host["metrics"],
                            {"memory_free": self.backend.free_memory()})
@@ -440,7 +445,7 @@ class Xenops:
             return
         if action == "restart":
             try:
-                spec = vmspec.vm_spec(self.db, self.server, ref)
+                spec = vmspec.vm_spec(self.db, self.make_context().server, ref)
             except XenAPIError as e:
                 log.warn("cannot restart VM {uuid}: {e}", uuid=uuid, e=e)
                 action = "destroy"

@@ -13,15 +13,16 @@ envelope and anything else into INTERNAL_ERROR.
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from txxapi.api import implicit, rbac
-from txxapi.api.context import Context
 from txxapi.api.registry import handler_for
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.schema import REMOVED
 from txxapi.datamodel.types import (
     BadEnum, BadString, MissingField, TypeMismatch)
 from txxapi.errors import XenAPIError
+from txxapi.interfaces import IDispatcher
 
 log = Logger()
 
@@ -60,9 +61,19 @@ def list_methods():
             if not m.hidden and m.state != REMOVED]
 
 
+@implementer(IDispatcher)
 class Dispatcher:
-    def __init__(self, server):
-        self.server = server
+    """``make_context(session, message, origin)``: the context a call runs
+    in (it carries the parts implementations reach)."""
+
+    def __init__(self, db, sessions, tasks, forwarder, persistence,
+                 make_context):
+        self.db = db
+        self.sessions = sessions
+        self.tasks = tasks
+        self.forwarder = forwarder
+        self.persistence = persistence
+        self.make_context = make_context
 
     @staticmethod
     def knows(name):
@@ -89,7 +100,7 @@ class Dispatcher:
                 "Fault", "No async mode for this operation (rpc: %s)" % name)
         if message.state == REMOVED:
             session = params[0] if message.session and params else None
-            self.server.sessions.check(session)
+            self.sessions.check(session)
             raise XenAPIError("MESSAGE_REMOVED")
 
         offset = 1 if message.session else 0
@@ -103,11 +114,11 @@ class Dispatcher:
             session = params[0]
             if not isinstance(session, str):
                 raise XenAPIError("SESSION_INVALID", str(session))
-            self.server.sessions.check(session)
-            rbac.check(self.server, session, message, args)
-        ctx = Context(self.server, session, message, origin=origin)
+            self.sessions.check(session)
+            rbac.check(self.db, session, message, args)
+        ctx = self.make_context(session, message, origin)
         if is_async:
-            return defer.succeed(self.server.tasks.run_async(
+            return defer.succeed(self.tasks.run_async(
                 ctx, name, lambda: self._execute(ctx, args)))
         return self._execute(ctx, args)
 
@@ -141,15 +152,15 @@ class Dispatcher:
         """Run the implementation, then wait until what it wrote is
         durable: the response must not acknowledge a write a crash could
         lose."""
-        db = self.server.db
+        db = self.db
         before = db.persistent_generation
-        d = defer.maybeDeferred(self.server.forwarder.execute, ctx,
+        d = defer.maybeDeferred(self.forwarder.execute, ctx,
                                 self._implementation(ctx.message), args)
 
         def durable(result):
             if db.persistent_generation == before:
                 return result
-            w = self.server.persistence.wait_durable(db.persistent_generation)
+            w = self.persistence.wait_durable(db.persistent_generation)
             return w.addCallback(lambda _: result)
 
         return d.addCallback(durable)

@@ -11,10 +11,6 @@ class Expiring:
     clock = None
     _timer = None
 
-    @property
-    def db(self):
-        return self.server.db
-
     def start(self):
         self._timer = task.LoopingCall(self.expire)
         if self.clock is not None:

@@ -15,8 +15,8 @@ def permissions_of(role):
                   if role in m.roles)
 
 
-def check(server, session, message, args):
-    fields = server.db.fields("session", session)
+def check(db, session, message, args):
+    fields = db.fields("session", session)
     if fields["is_local_superuser"]:
         return
     permission = message.permission

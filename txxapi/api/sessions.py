@@ -12,10 +12,12 @@ import time
 from twisted.cred import credentials, error as cred_error
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from txxapi.auth.realm import IXapiUser
 from txxapi.api.expiry import Expiring
 from txxapi.errors import XenAPIError
+from txxapi.interfaces import ISessions
 from txxapi.values import NULL_REF, DateTime
 
 log = Logger()
@@ -28,11 +30,15 @@ MAX_SESSIONS_PER_GROUP = 500
 GC_INTERVAL = 300
 
 
+@implementer(ISessions)
 class SessionManager(Expiring):
     interval = GC_INTERVAL
 
-    def __init__(self, server, portal, failure_delay=5.0, clock=None):
-        self.server = server
+    def __init__(self, db, identity, tasks, portal, failure_delay=5.0,
+                 clock=None):
+        self.db = db
+        self.identity = identity
+        self.tasks = tasks
         self.portal = portal
         self.failure_delay = failure_delay
         self.clock = clock
@@ -43,7 +49,7 @@ class SessionManager(Expiring):
     # -- login / logout -----------------------------------------------------
 
     def login(self, user, password, originator=""):
-        self.server.assert_master()
+        self.identity.assert_master()
         creds = credentials.UsernamePassword(
             user.encode("utf-8"), password.encode("utf-8"))
         d = self.portal.login(creds, None, IXapiUser)
@@ -72,7 +78,7 @@ class SessionManager(Expiring):
                parent=NULL_REF):
         now = DateTime.now()
         ref = self.db.create("session", {
-            "this_host": self.server.host_ref,
+            "this_host": self.identity.host_ref,
             "this_user": NULL_REF,
             "last_active": now,
             "pool": pool,
@@ -91,7 +97,7 @@ class SessionManager(Expiring):
     def logout(self, ref):
         if self.db.exists("session", ref):
             for owned in self.db.where("task", session=ref):
-                self.server.tasks.destroy(owned)
+                self.tasks.destroy(owned)
             self.db.delete("session", ref)
         self._touched.pop(ref, None)
 
@@ -103,7 +109,7 @@ class SessionManager(Expiring):
             raise XenAPIError("SESSION_INVALID", str(ref))
         fields = self.db.fields("session", ref)
         if not fields["pool"]:
-            self.server.assert_master()
+            self.identity.assert_master()
         now = time.monotonic()
         if now - self._touched.get(ref, 0) > LAST_ACTIVE_REFRESH:
             self._touched[ref] = now

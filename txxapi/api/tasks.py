@@ -14,10 +14,12 @@ import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from txxapi.api.expiry import Expiring
 from txxapi.db.memory import RecordMap
 from txxapi.errors import XenAPIError
+from txxapi.interfaces import ITasks
 from txxapi.values import EPOCH, NULL_REF, DateTime
 from txxapi.wire.xmlrpc import encode_value
 
@@ -30,11 +32,13 @@ GC_INTERVAL = 60
 FINISHED = ("success", "failure", "cancelled")
 
 
+@implementer(ITasks)
 class TaskManager(Expiring):
     interval = GC_INTERVAL
 
-    def __init__(self, server, clock=None):
-        self.server = server
+    def __init__(self, db, identity, clock=None):
+        self.db = db
+        self.identity = identity
         self.clock = clock
         self._cancellers = {}    # task ref -> callable
         self._destroy_when_done = set()
@@ -48,7 +52,7 @@ class TaskManager(Expiring):
             "progress": 0.0,
             "created": DateTime.now(),
             "finished": EPOCH,
-            "resident_on": self.server.host_ref,
+            "resident_on": self.identity.host_ref,
             "session": session or NULL_REF,
             "subtask_of": subtask_of,
             "backtrace": "()",

@@ -19,7 +19,10 @@ event hub and replication to other hosts all consume this one feed.
 
 from bisect import bisect_right
 
+from zope.interface import implementer
+
 from txxapi.errors import XenAPIError, handle_invalid, uuid_invalid
+from txxapi.interfaces import IDatabase
 from txxapi.values import NULL_REF, new_ref, new_uuid
 
 # How many recent changes the log keeps for incremental event.from; older
@@ -89,6 +92,7 @@ class Table:
         return self.indexes.setdefault(field, {})
 
 
+@implementer(IDatabase)
 class Database:
     def __init__(self, model):
         self.model = model

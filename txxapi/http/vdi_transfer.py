@@ -283,7 +283,7 @@ class Upload(_Transfer):
                     % fmt.upper() if fmt != "raw" else
                     "Not enough info supplied to import",
                     responses.bad_request("1.0"))
-            vdi = yield self.server.storage.create_vdi(
+            vdi = yield self.server.forwarder.storage.create_vdi(
                 self._context(), sr, self.length, "Imported VDI")
         self.vdi = vdi
         empty = self.length == 0 and fmt == "raw" and not chunked

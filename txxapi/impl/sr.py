@@ -70,10 +70,6 @@ def _storage(ctx):
     return ctx.server.storage
 
 
-def _marked(ctx, sr, op, body):
-    return _storage(ctx).marked(ctx, [("SR", sr, op)], body)
-
-
 def _void(_):
     return ""
 
@@ -89,11 +85,7 @@ def _internal_only(ctx, sr):
 def create(ctx, host, device_config, physical_size, name_label,
            name_description, type, content_type, shared, sm_config):
     db, st = ctx.db, _storage(ctx)
-    db.fields("host", host)
     driver = st.driver_for_type(type)
-    if host != ctx.server.host_ref and not shared:
-        # Another host's local SR is created there; none can join yet.
-        raise XenAPIError("NOT_IMPLEMENTED", "SR.create on another host")
     sr_uuid = new_uuid()
     # The record exists before the SR does, as in XAPI, so that a failed
     # create has a record to clean up and nothing else.
@@ -155,38 +147,29 @@ def introduce(ctx, uuid, name_label, name_description, type, content_type,
 
 @implements("SR.forget")
 def forget(ctx, sr):
-    ctx.db.fields("SR", sr)
-    return _marked(ctx, sr, "forget", lambda: _forget_records(ctx.db, sr)) \
-        .addCallback(_void)
+    _forget_records(ctx.db, sr)
+    return ""
 
 
 @implements("SR.destroy")
 def destroy(ctx, sr):
     db, st = ctx.db, _storage(ctx)
-    db.fields("SR", sr)
-
-    def body():
-        driver, sr_uuid = st.driver_of(sr)
-        pbd = st.local_pbd(sr) or db.where("PBD", SR=sr)[0]
-        config = dict(db.fields("PBD", pbd)["device_config"])
-        d = st.run(driver.sr_delete, sr_uuid, config)
-        d.addErrback(translate, sr)
-        return d.addCallback(lambda _: _forget_records(db, sr))
-    return _marked(ctx, sr, "destroy", body).addCallback(_void)
+    driver, sr_uuid = st.driver_of(sr)
+    pbd = st.local_pbd(sr) or db.where("PBD", SR=sr)[0]
+    config = dict(db.fields("PBD", pbd)["device_config"])
+    d = st.run(driver.sr_delete, sr_uuid, config)
+    d.addErrback(translate, sr)
+    return d.addCallback(lambda _: _forget_records(db, sr)) \
+        .addCallback(_void)
 
 
 @implements("SR.scan")
 def scan(ctx, sr):
     st = _storage(ctx)
-    ctx.db.fields("SR", sr)
-    st.assert_plugged(sr)
-
-    def body():
-        d = st.scan(sr)
-        # XAPI kicks the garbage collector after a scan.
-        d.addCallback(lambda _: st.kick_gc(sr))
-        return d
-    return _marked(ctx, sr, "scan", body).addCallback(_void)
+    d = st.scan(sr)
+    # XAPI kicks the garbage collector after a scan.
+    d.addCallback(lambda _: st.kick_gc(sr))
+    return d.addCallback(_void)
 
 
 @implements("SR.update")
@@ -266,49 +249,32 @@ def set_physical_size(ctx, sr, value):
 
 @implements("PBD.create")
 def pbd_create(ctx, f):
-    db = ctx.db
-    db.fields("host", f["host"])
-    db.fields("SR", f["SR"])
-    return _marked(ctx, f["SR"], "pbd_create", lambda: _storage(ctx)
-                   .create_pbd(f["host"], f["SR"], f["device_config"],
-                               f.get("other_config")))
+    return _storage(ctx).create_pbd(f["host"], f["SR"], f["device_config"],
+                                    f.get("other_config"))
 
 
 @implements("PBD.destroy")
 def pbd_destroy(ctx, self):
     db = ctx.db
-    f = db.fields("PBD", self)
-    if f["currently_attached"]:
-        raise XenAPIError("OPERATION_NOT_ALLOWED", "PBD is currently attached")
-
-    def body():
-        db.delete("PBD", self)
-        operations.refresh(db, "SR", f["SR"])
-    return _marked(ctx, f["SR"], "pbd_destroy", body).addCallback(_void)
+    sr = db.fields("PBD", self)["SR"]
+    db.delete("PBD", self)
+    operations.refresh(db, "SR", sr)
+    return ""
 
 
 @implements("PBD.plug")
 def plug(ctx, self):
+    """The scan that follows is the forwarding rule's (after the mark)."""
     db, st = ctx.db, _storage(ctx)
-    f = db.fields("PBD", self)
-    sr = f["SR"]
-    if f["host"] != ctx.server.host_ref:
-        raise XenAPIError("NOT_IMPLEMENTED", "PBD.plug on another host")
-
-    @defer.inlineCallbacks
-    def body():
-        if db.fields("PBD", self)["currently_attached"]:
-            return
-        if not db.fields("SR", sr)["shared"]:
-            for other in db.where("PBD", SR=sr):
-                g = db.fields("PBD", other)
-                if other != self and g["currently_attached"]:
-                    raise XenAPIError("SR_NOT_SHARABLE", sr, g["host"])
-        yield st.attach_sr(self)
-    d = _marked(ctx, sr, "plug", body)
-    # The first plug of an SR on the master scans it, before answering.
-    d.addCallback(lambda _: st.scan(sr))
-    return d.addCallback(_void)
+    sr = db.fields("PBD", self)["SR"]
+    if db.fields("PBD", self)["currently_attached"]:
+        return ""
+    if not db.fields("SR", sr)["shared"]:
+        for other in db.where("PBD", SR=sr):
+            g = db.fields("PBD", other)
+            if other != self and g["currently_attached"]:
+                raise XenAPIError("SR_NOT_SHARABLE", sr, g["host"])
+    return st.attach_sr(self).addCallback(_void)
 
 
 @implements("PBD.unplug")
@@ -318,27 +284,20 @@ def unplug(ctx, self):
     sr = f["SR"]
     if not f["currently_attached"]:
         return ""
+    active = []
     for vdi in db.where("VDI", SR=sr):
-        for task, op in db.fields("VDI", vdi)["current_operations"].items():
-            raise XenAPIError("OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, op,
-                              task)
-
-    def body():
-        active = []
-        for vdi in db.where("VDI", SR=sr):
-            for vbd in db.where("VBD", VDI=vdi):
-                g = db.fields("VBD", vbd)
-                if g["currently_attached"] and not g["empty"] and \
-                        db.exists("VM", g["VM"]) and \
-                        db.fields("VM", g["VM"])["resident_on"] == f["host"]:
-                    active.append(vdi)
-                    break
-        if active:
-            raise XenAPIError("VDI_IN_USE", *active)
-        # Devices that just went away may still be letting go.
-        d = st.settled()
-        return d.addCallback(lambda _: st.detach_sr(self))
-    return _marked(ctx, sr, "unplug", body).addCallback(_void)
+        for vbd in db.where("VBD", VDI=vdi):
+            g = db.fields("VBD", vbd)
+            if g["currently_attached"] and not g["empty"] and \
+                    db.exists("VM", g["VM"]) and \
+                    db.fields("VM", g["VM"])["resident_on"] == f["host"]:
+                active.append(vdi)
+                break
+    if active:
+        raise XenAPIError("VDI_IN_USE", *active)
+    # Devices that just went away may still be letting go.
+    d = st.settled()
+    return d.addCallback(lambda _: st.detach_sr(self)).addCallback(_void)
 
 
 @implements("PBD.set_device_config")

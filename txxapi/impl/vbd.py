@@ -4,6 +4,8 @@ hot-plugged into running ones through the xenops bridge, CDs inserted and
 ejected.  A VBD's disk comes from the storage layer (txxapi.disks).
 """
 
+from twisted.internet import defer
+
 from txxapi import disks, operations, vmspec
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
@@ -16,11 +18,6 @@ operations.rules("VBD", devices.checker(devices.vbd_errors),
 
 _VDI_TYPES_FOR_VBDS = ("system", "user", "ephemeral", "suspend", "crashdump",
                        "metadata", "rrd", "pvs_cache")
-
-
-def _run(ctx, ref, op, body):
-    ctx.db.fields("VBD", ref)
-    return operations.run(ctx, "VBD", ref, op, body)
 
 
 def _vm_busy_with_migration(db, vm_ref):
@@ -109,7 +106,7 @@ def plug(ctx, self):
             vm_ref, "plug_vbd", vm["uuid"],
             vmspec.vbd_spec(db, ctx.server, self, f), task=ctx.task))
         return d.addCallback(lambda _: "")
-    return _run(ctx, self, "plug", body)
+    return defer.maybeDeferred(body)
 
 
 def _unplug(ctx, ref, force):
@@ -124,7 +121,7 @@ def _unplug(ctx, ref, force):
         d = ctx.server.xenops.vm_op(vm_ref, "unplug_vbd", vm["uuid"], device,
                                     force, task=ctx.task, errors=rejected)
         return d.addCallback(lambda _: "")
-    return _run(ctx, ref, "unplug_force" if force else "unplug", body)
+    return defer.maybeDeferred(body)
 
 
 @implements("VBD.unplug")
@@ -157,7 +154,7 @@ def insert(ctx, vbd, vdi):
             db.update("VBD", vbd, {"VDI": vdi, "empty": False})
             return ""
         return d.addCallback(inserted)
-    return _run(ctx, vbd, "insert", body)
+    return defer.maybeDeferred(body)
 
 
 @implements("VBD.eject")
@@ -177,4 +174,4 @@ def eject(ctx, vbd):
         d = ctx.server.xenops.vm_op(vm_ref, "eject_cd", vm["uuid"], device,
                                     task=ctx.task)
         return d.addCallback(ejected)
-    return _run(ctx, vbd, "eject", body)
+    return defer.maybeDeferred(body)

@@ -149,12 +149,14 @@ def snapshot(ctx, vdi, driver_params):
 
 @implements("VDI.clone")
 def clone(ctx, vdi, driver_params):
+    """None where the driver cannot clone: forwarding then copies."""
     return _storage(ctx).clone_vdi(ctx, vdi, driver_params)
 
 
 @implements("VDI.copy")
 def copy(ctx, vdi, sr, base_vdi, into_vdi):
-    return _storage(ctx).copy_vdi(ctx, vdi, sr, base_vdi, into_vdi)
+    return _storage(ctx).copy_vdi(ctx, vdi, sr, base_vdi, into_vdi,
+                                  ctx.server.forwarder.storage)
 
 
 @implements("VDI.resize")
@@ -164,52 +166,39 @@ def resize(ctx, vdi, size):
 
 @implements("VDI.update")
 def update(ctx, vdi):
-    st = _storage(ctx)
-    st.assert_plugged(ctx.db.fields("VDI", vdi)["SR"])
-    return st.marked(ctx, [("VDI", vdi, "update")],
-                     lambda: st.refresh_vdi(vdi)).addCallback(_void)
+    return _storage(ctx).refresh_vdi(vdi).addCallback(_void)
 
 
 @implements("VDI.forget")
 def forget(ctx, vdi):
-    db = ctx.db
-    db.fields("VDI", vdi)
-    return _storage(ctx).marked(ctx, [("VDI", vdi, "forget")],
-                                lambda: db.delete("VDI", vdi)) \
-        .addCallback(_void)
+    ctx.db.delete("VDI", vdi)
+    return ""
 
 
 @implements("VDI.introduce")
+@defer.inlineCallbacks
 def introduce(ctx, uuid, name_label, name_description, SR, type, sharable,
               read_only, other_config, location, xenstore_data, sm_config,
               managed, virtual_size, physical_utilisation, metadata_of_pool,
               is_a_snapshot, snapshot_time, snapshot_of):
+    """LOCATION_NOT_UNIQUE and an SR not plugged are refused by the
+    forwarding rule, before the mark."""
     db, st = ctx.db, _storage(ctx)
-    db.fields("SR", SR)
-    st.assert_plugged(SR)
-    for other in db.where("VDI", SR=SR):
-        f = db.fields("VDI", other)
-        if f["location"] == location and f["uuid"] != uuid:
-            raise XenAPIError("LOCATION_NOT_UNIQUE", SR, location)
-
-    @defer.inlineCallbacks
-    def body():
-        driver, sr_uuid = st.driver_of(SR)
-        d = st.run(driver.vdi_introduce, sr_uuid, uuid or None, location,
-                   dict(sm_config))
-        info = yield d.addErrback(translate, SR)
-        ref = st.record_vdi(SR, info)
-        changes = {"other_config": other_config,
-                   "xenstore_data": xenstore_data, "sharable": sharable,
-                   "type": type}
-        if name_label:
-            changes["name_label"] = name_label
-        if name_description:
-            changes["name_description"] = name_description
-        db.update("VDI", ref, changes)
-        operations.refresh(db, "VDI", ref)
-        return ref
-    return st.marked(ctx, [("SR", SR, "vdi_introduce")], body)
+    driver, sr_uuid = st.driver_of(SR)
+    d = st.run(driver.vdi_introduce, sr_uuid, uuid or None, location,
+               dict(sm_config))
+    info = yield d.addErrback(translate, SR)
+    ref = st.record_vdi(SR, info)
+    changes = {"other_config": other_config,
+               "xenstore_data": xenstore_data, "sharable": sharable,
+               "type": type}
+    if name_label:
+        changes["name_label"] = name_label
+    if name_description:
+        changes["name_description"] = name_description
+    db.update("VDI", ref, changes)
+    operations.refresh(db, "VDI", ref)
+    return ref
 
 
 implements("VDI.set_name_label")(field_setter("VDI", "name_label"))
@@ -227,7 +216,7 @@ implements("VDI.set_read_only")(_internal_only)
 implements("VDI.set_sharable")(_internal_only)
 
 
-def _assert_not_on_running_vm(db, vdi):
+def assert_not_on_running_vm(db, vdi):
     for vbd in db.where("VBD", VDI=vdi):
         vm = db.fields("VBD", vbd)["VM"]
         if db.exists("VM", vm):
@@ -239,22 +228,15 @@ def _assert_not_on_running_vm(db, vdi):
 
 @implements("VDI.set_on_boot")
 def set_on_boot(ctx, self, value):
-    db = ctx.db
-    sr = db.fields("VDI", self)["SR"]
-    _assert_not_on_running_vm(db, self)
-
-    def body():
-        db.update("VDI", self, {"on_boot": value})
-    return _storage(ctx).marked(ctx, [("SR", sr, "vdi_set_on_boot"),
-                                      ("VDI", self, "set_on_boot")], body) \
-        .addCallback(_void)
+    ctx.db.update("VDI", self, {"on_boot": value})
+    return ""
 
 
 @implements("VDI.set_allow_caching")
 def set_allow_caching(ctx, self, value):
     db = ctx.db
     db.fields("VDI", self)
-    _assert_not_on_running_vm(db, self)
+    assert_not_on_running_vm(db, self)
     db.update("VDI", self, {"allow_caching": value})
     return ""
 

@@ -3,6 +3,8 @@ VIF.*: virtual network interfaces; a MAC generated from the VM's mac_seed
 when none is given, hot-plug into running VMs through the xenops bridge.
 """
 
+from twisted.internet import defer
+
 from txxapi import operations, vmspec
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
@@ -58,11 +60,6 @@ def destroy(ctx, self):
     return ""
 
 
-def _run(ctx, ref, op, body):
-    ctx.db.fields("VIF", ref)
-    return operations.run(ctx, "VIF", ref, op, body)
-
-
 def _vm_of(ctx, ref):
     vm_ref = ctx.db.fields("VIF", ref)["VM"]
     return vm_ref, ctx.db.fields("VM", vm_ref)
@@ -76,7 +73,7 @@ def plug(ctx, self):
         d = ctx.server.xenops.vm_op(vm_ref, "plug_vif", vm["uuid"], spec,
                                     task=ctx.task)
         return d.addCallback(lambda _: "")
-    return _run(ctx, self, "plug", body)
+    return defer.maybeDeferred(body)
 
 
 def _unplug(ctx, ref):
@@ -86,7 +83,7 @@ def _unplug(ctx, ref):
         d = ctx.server.xenops.vm_op(vm_ref, "unplug_vif", vm["uuid"], device,
                                     task=ctx.task)
         return d.addCallback(lambda _: "")
-    return _run(ctx, ref, "unplug", body)
+    return defer.maybeDeferred(body)
 
 
 @implements("VIF.unplug")

@@ -2,11 +2,12 @@
 VM power operations: start, shutdown, reboot, pause, suspend, resume,
 migrate, power_state_reset, and the checks a VM must pass to boot.
 
-Every operation is checked and marked in current_operations by
-txxapi.operations with the rules of vm_lifecycle, in the reactor turn
-the call arrives in, so a refused call changes nothing and a conflicting
-one gets OTHER_OPERATION_IN_PROGRESS.  The domain work runs through the
-xenops bridge, which writes power_state, domid, resident_on and metrics
+These are the local steps.  Each operation is checked and marked in
+current_operations (with the rules of vm_lifecycle, registered here) and
+sent to its host by the forwarding layer (txxapi/forwarding/vm.py), in
+the reactor turn the call arrives in, so a refused call changes nothing
+and a conflicting one gets OTHER_OPERATION_IN_PROGRESS.  The domain work
+runs through the xenops bridge, which writes power_state, domid, resident_on and metrics
 back before the call answers.
 """
 
@@ -30,7 +31,7 @@ SIMULATOR_TRIGGERS = {"crash": "crash", "poweroff": "poweroff",
                       "watchdog": "watchdog"}
 
 
-# --- the rules, for operations.run and allowed_operations -------------------
+# --- the rules, for operation marking and allowed_operations ---------------
 
 def _view(db, ref):
     """What the rules read: the VM's fields (plus VTPMs, a computed set)
@@ -56,12 +57,6 @@ def _advertise(db, ref):
 
 
 operations.rules("VM", _check, _advertise)
-
-
-def run(ctx, ref, op, body):
-    """``body()`` as VM operation ``op`` (HANDLE_INVALID first)."""
-    ctx.db.fields("VM", ref)
-    return operations.run(ctx, "VM", ref, op, body)
 
 
 def _void(_):
@@ -175,52 +170,41 @@ def _release(ctx, ref):
     return release
 
 
-def _local_host(ctx, host):
-    ctx.db.fields("host", host)
-    if host != ctx.server.host_ref:
-        # Only reachable once hosts can join: forwarding runs it there.
-        raise XenAPIError("NOT_IMPLEMENTED", "operation on another host")
-    return host
-
-
 # --- start -------------------------------------------------------------------
 
-def _start(ctx, ref, op, paused, host):
-    def body():
-        db, xen = ctx.db, ctx.server.xenops
-        _reserve(ctx, ref, host)
-        try:
-            gm = db.fields("VM", ref)["guest_metrics"]
-            # A fresh boot reports its own; a clone's are stale.
-            if db.exists("VM_guest_metrics", gm):
-                db.delete("VM_guest_metrics", gm)
-            db.update("VM", ref, {"guest_metrics": NULL_REF})
-            xen.ensure_metrics(ref)
-        except Exception:
-            _release(ctx, ref)(None)
-            raise
+def _start(ctx, ref, paused, host):
+    db, xen = ctx.db, ctx.server.xenops
+    _reserve(ctx, ref, host)
+    try:
+        gm = db.fields("VM", ref)["guest_metrics"]
+        # A fresh boot reports its own; a clone's are stale.
+        if db.exists("VM_guest_metrics", gm):
+            db.delete("VM_guest_metrics", gm)
+        db.update("VM", ref, {"guest_metrics": NULL_REF})
+        xen.ensure_metrics(ref)
+    except Exception:
+        _release(ctx, ref)(None)
+        raise
 
-        def boot():
-            spec = vmspec.vm_spec(db, ctx.server, ref)
-            _progress(ctx, 0.1)
-            return xen.vm_op(ref, "start", spec, paused, task=ctx.task)
-        d = disks.with_disks(ctx, ref, boot)
-        d.addBoth(_release(ctx, ref))
-        d.addCallback(lambda _: _delay(
-            ctx, db.fields("VM", ref)["start_delay"]))
-        return d.addCallback(_void)
-    return run(ctx, ref, op, body)
+    def boot():
+        spec = vmspec.vm_spec(db, ctx.server, ref)
+        _progress(ctx, 0.1)
+        return xen.vm_op(ref, "start", spec, paused, task=ctx.task)
+    d = disks.with_disks(ctx, ref, boot)
+    d.addBoth(_release(ctx, ref))
+    d.addCallback(lambda _: _delay(
+        ctx, db.fields("VM", ref)["start_delay"]))
+    return d.addCallback(_void)
 
 
 @implements("VM.start")
 def start(ctx, vm, start_paused, force):
-    return _start(ctx, vm, "start", start_paused, ctx.server.host_ref)
+    return _start(ctx, vm, start_paused, ctx.server.host_ref)
 
 
 @implements("VM.start_on")
 def start_on(ctx, vm, host, start_paused, force):
-    ctx.db.fields("VM", vm)
-    return _start(ctx, vm, "start_on", start_paused, _local_host(ctx, host))
+    return _start(ctx, vm, start_paused, host)
 
 
 @implements("VM.assert_can_boot_here")
@@ -280,28 +264,27 @@ def _hard_shutdown(ctx, ref):
 
 @implements("VM.clean_shutdown")
 def clean_shutdown(ctx, vm):
-    return run(ctx, vm, "clean_shutdown", lambda: _clean_shutdown(
-        ctx, vm, ctx.server.xenops.shutdown_timeout).addCallback(_void))
+    return _clean_shutdown(ctx, vm, ctx.server.xenops.shutdown_timeout) \
+        .addCallback(_void)
 
 
 @implements("VM.hard_shutdown")
 def hard_shutdown(ctx, vm):
-    return run(ctx, vm, "hard_shutdown", lambda: _hard_shutdown(ctx, vm)) \
-        .addCallback(_void)
+    return defer.maybeDeferred(_hard_shutdown, ctx, vm).addCallback(_void)
 
 
 @implements("VM.shutdown")
 def shutdown(ctx, vm):
     """Clean within the VM's shutdown_delay (else the global timeout),
     hard if that fails for any reason."""
-    def body():
+    def shut():
         delay = ctx.db.fields("VM", vm)["shutdown_delay"]
         timeout = delay if delay > 0 else ctx.server.xenops.shutdown_timeout
         if ctx.db.fields("VM", vm)["power_state"] != "Running":
             return _hard_shutdown(ctx, vm)
         d = _clean_shutdown(ctx, vm, timeout)
         return d.addErrback(lambda _: _hard_shutdown(ctx, vm))
-    return run(ctx, vm, "shutdown", body).addCallback(_void)
+    return defer.maybeDeferred(shut).addCallback(_void)
 
 
 def _reboot(ctx, ref, clean):
@@ -313,26 +296,24 @@ def _reboot(ctx, ref, clean):
 
 @implements("VM.clean_reboot")
 def clean_reboot(ctx, vm):
-    return run(ctx, vm, "clean_reboot", lambda: _reboot(ctx, vm, True)) \
-        .addCallback(_void)
+    return _reboot(ctx, vm, True).addCallback(_void)
 
 
 @implements("VM.hard_reboot")
 def hard_reboot(ctx, vm):
-    return run(ctx, vm, "hard_reboot", lambda: _reboot(ctx, vm, False)) \
-        .addCallback(_void)
+    return _reboot(ctx, vm, False).addCallback(_void)
 
 
 @implements("VM.pause")
 def pause(ctx, vm):
-    return run(ctx, vm, "pause", lambda: ctx.server.xenops.vm_op(
-        vm, "pause", _uuid(ctx, vm), task=ctx.task)).addCallback(_void)
+    return ctx.server.xenops.vm_op(
+        vm, "pause", _uuid(ctx, vm), task=ctx.task).addCallback(_void)
 
 
 @implements("VM.unpause")
 def unpause(ctx, vm):
-    return run(ctx, vm, "unpause", lambda: ctx.server.xenops.vm_op(
-        vm, "unpause", _uuid(ctx, vm), task=ctx.task)).addCallback(_void)
+    return ctx.server.xenops.vm_op(
+        vm, "unpause", _uuid(ctx, vm), task=ctx.task).addCallback(_void)
 
 
 # --- suspend and resume ------------------------------------------------------
@@ -395,24 +376,22 @@ def resume_from(ctx, ref, paused, host):
 
 @implements("VM.suspend")
 def suspend(ctx, vm):
-    return run(ctx, vm, "suspend", lambda: suspend_to(ctx, vm)) \
+    return suspend_to(ctx, vm).addCallback(_void)
+
+
+def _resume(ctx, ref, paused, host):
+    return defer.maybeDeferred(resume_from, ctx, ref, paused, host) \
         .addCallback(_void)
-
-
-def _resume(ctx, ref, op, paused, host):
-    return run(ctx, ref, op, lambda: resume_from(
-        ctx, ref, paused, host)).addCallback(_void)
 
 
 @implements("VM.resume")
 def resume(ctx, vm, start_paused, force):
-    return _resume(ctx, vm, "resume", start_paused, ctx.server.host_ref)
+    return _resume(ctx, vm, start_paused, ctx.server.host_ref)
 
 
 @implements("VM.resume_on")
 def resume_on(ctx, vm, host, start_paused, force):
-    ctx.db.fields("VM", vm)
-    return _resume(ctx, vm, "resume_on", start_paused, _local_host(ctx, host))
+    return _resume(ctx, vm, start_paused, host)
 
 
 # --- migration ---------------------------------------------------------------
@@ -423,7 +402,7 @@ def pool_migrate(ctx, vm, host, options):
     into a new domain (new domid), as XAPI's localhost migration does; if
     the restore fails the VM is left Suspended with its image."""
     @defer.inlineCallbacks
-    def body():
+    def migrate():
         ctx.db.fields("host", host)
         if host != ctx.server.host_ref:
             # Another host: migrate_send over a connection to that host's
@@ -432,18 +411,22 @@ def pool_migrate(ctx, vm, host, options):
                               "VM.pool_migrate to another host")
         yield suspend_to(ctx, vm)
         yield resume_from(ctx, vm, False, host)
-    return run(ctx, vm, "pool_migrate", body).addCallback(_void)
+    return migrate().addCallback(_void)
 
 
 # --- state repair and guest hooks --------------------------------------------
 
+def assert_resettable(ctx, vm):
+    """What VM.power_state_reset refuses before it is marked."""
+    if ctx.db.fields("VM", vm)["is_control_domain"]:
+        raise XenAPIError("CANNOT_RESET_CONTROL_DOMAIN", vm)
+
+
 @implements("VM.power_state_reset")
 def power_state_reset(ctx, vm):
     db, xen = ctx.db, ctx.server.xenops
-    if db.fields("VM", vm)["is_control_domain"]:
-        raise XenAPIError("CANNOT_RESET_CONTROL_DOMAIN", vm)
 
-    def body():
+    def look():
         fields = db.fields("VM", vm)
         if fields["power_state"] not in vmspec.LIVE_STATES or \
                 fields["resident_on"] != ctx.server.host_ref:
@@ -459,28 +442,29 @@ def power_state_reset(ctx, vm):
         xen.mark_halted(vm, "Halted")
         return suspend_images.destroy_quietly(ctx, image).addCallback(
             lambda _: "")
-    return run(ctx, vm, "power_state_reset", body)
+    return defer.maybeDeferred(look)
+
+
+def assert_plugin_call(ctx, vm, plugin, fn):
+    """What VM.call_plugin refuses before it is marked."""
+    ctx.db.fields("VM", vm)
+    if plugin != "simulator" or \
+            not hasattr(ctx.server.xenops.backend, "simulate_guest_shutdown"):
+        raise XenAPIError("XENAPI_MISSING_PLUGIN", plugin)
+    if fn not in SIMULATOR_TRIGGERS:
+        raise XenAPIError("XENAPI_PLUGIN_FAILURE", "unknown function", "",
+                          fn)
 
 
 @implements("VM.call_plugin")
 def call_plugin(ctx, vm, plugin, fn, args):
     """Plugin 'simulator' stands for what a guest may do on its own (the
     simulator backend only): fn crash, poweroff, halt, reboot, watchdog."""
-    db, xen = ctx.db, ctx.server.xenops
-    db.fields("VM", vm)
-    if plugin != "simulator" or \
-            not hasattr(xen.backend, "simulate_guest_shutdown"):
-        raise XenAPIError("XENAPI_MISSING_PLUGIN", plugin)
-    if fn not in SIMULATOR_TRIGGERS:
-        raise XenAPIError("XENAPI_PLUGIN_FAILURE", "unknown function", "",
-                          fn)
-
-    def body():
-        d = xen.call("simulate_guest_shutdown", _uuid(ctx, vm),
-                     SIMULATOR_TRIGGERS[fn])
-        d.addErrback(xen.translate, vm, ctx.task)
-        return d.addCallback(_void)
-    return run(ctx, vm, "call_plugin", body)
+    xen = ctx.server.xenops
+    d = xen.call("simulate_guest_shutdown", _uuid(ctx, vm),
+                 SIMULATOR_TRIGGERS[fn])
+    d.addErrback(xen.translate, vm, ctx.task)
+    return d.addCallback(_void)
 
 
 @implements("VM.query_services")

@@ -4,11 +4,12 @@ XAPI's constraints, templates, and the questions clients ask about a VM
 (allowed devices, overhead, operation validity).
 """
 
+from twisted.internet import defer
+
 from txxapi import operations, suspend_images, vmspec
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
 from txxapi.impl import devices
-from txxapi.impl.vm import run
 from txxapi.values import EPOCH, NULL_REF, DateTime, new_ref, new_uuid
 
 MAC_SEED = "mac_seed"
@@ -86,7 +87,7 @@ def destroy(ctx, self):
         d = suspend_images.destroy(ctx, vm["suspend_VDI"])
         d.addCallback(lambda _: delete_vm(ctx, self))
         return d.addCallback(lambda _: "")
-    return run(ctx, self, "destroy", body)
+    return defer.maybeDeferred(body)
 
 
 # --- templates ---------------------------------------------------------------
@@ -104,7 +105,7 @@ def set_is_a_template(ctx, self, value):
             if db.exists("VM_metrics", metrics):
                 db.delete("VM_metrics", metrics)
             return ""
-        return run(ctx, self, "make_into_template", body)
+        return body()
     make_vm(ctx, self)
     return ""
 
@@ -159,7 +160,7 @@ def set_HVM_shadow_multiplier(ctx, self, value):
         ctx.db.update("VM", self, {"HVM_shadow_multiplier": value})
         _memory_changed(ctx, self)
         return ""
-    return run(ctx, self, "changing_shadow_memory", body)
+    return defer.maybeDeferred(body)
 
 
 # --- memory ------------------------------------------------------------------
@@ -197,7 +198,7 @@ def _set_static_range(ctx, ref, smin, smax):
                                   "memory_static_max": smax})
         _memory_changed(ctx, ref)
         return ""
-    return run(ctx, ref, "changing_static_range", body)
+    return defer.maybeDeferred(body)
 
 
 @implements("VM.set_memory_static_range")
@@ -226,7 +227,7 @@ def _set_limits(ctx, ref, smin, smax, dmin, dmax):
             "memory_target": dmin})
         _memory_changed(ctx, ref)
         return ""
-    return run(ctx, ref, "changing_memory_limits", body)
+    return defer.maybeDeferred(body)
 
 
 @implements("VM.set_memory_limits")
@@ -271,7 +272,7 @@ def _set_dynamic_range(ctx, ref, dmin, dmax):
                 db.update("VM", ref, old)
             return failure
         return d.addCallbacks(lambda _: "", undo)
-    return run(ctx, ref, "changing_dynamic_range", body)
+    return defer.maybeDeferred(body)
 
 
 @implements("VM.set_memory_dynamic_range")
@@ -311,7 +312,7 @@ def set_VCPUs_max(ctx, self, value):
         ctx.db.update("VM", self, {"VCPUs_max": value})
         _memory_changed(ctx, self)
         return ""
-    return run(ctx, self, "changing_VCPUs", body)
+    return defer.maybeDeferred(body)
 
 
 @implements("VM.set_VCPUs_at_startup")
@@ -340,7 +341,7 @@ def set_VCPUs_number_live(ctx, self, nvcpu):
         d = ctx.server.xenops.vm_op(self, "set_vcpus", vm["uuid"], nvcpu,
                                     task=ctx.task)
         return d.addCallback(lambda _: "")
-    return run(ctx, self, "changing_VCPUs_live", body)
+    return defer.maybeDeferred(body)
 
 
 # --- questions ---------------------------------------------------------------

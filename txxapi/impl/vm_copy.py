@@ -16,11 +16,11 @@ import xml.etree.ElementTree as ET
 
 from twisted.internet import defer
 
-from txxapi import disks, operations
+from txxapi import disks
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
 from txxapi.impl import vif as vif_impl
-from txxapi.impl.vm import _hard_shutdown, resume_from, run, suspend_to
+from txxapi.impl.vm import _hard_shutdown, resume_from, suspend_to
 from txxapi.impl.vm_config import make_vm
 from txxapi.values import EPOCH, NULL_REF, DateTime, new_uuid
 from txxapi.wire.xmlrpc import encode_value
@@ -213,19 +213,21 @@ def _destroy_new_disks(ctx, new_disks):
 
 @implements("VM.clone")
 def clone(ctx, vm, new_name):
-    return run(ctx, vm, "clone",
-               lambda: _clone_or_copy(ctx, vm, CLONE, new_name))
+    return _clone_or_copy(ctx, vm, CLONE, new_name)
 
 
-@implements("VM.copy")
-def copy(ctx, vm, new_name, sr):
+def assert_copy_target(ctx, sr):
+    """What VM.copy refuses before it is marked."""
     db = ctx.db
     if db.exists("SR", sr) and db.fields("SR", sr)["content_type"] == "iso":
         raise XenAPIError("OPERATION_NOT_ALLOWED",
                           "Cannot copy a VM's disks to an ISO SR")
-    target = sr if db.exists("SR", sr) else NULL_REF
-    return run(ctx, vm, "copy",
-               lambda: _clone_or_copy(ctx, vm, COPY, new_name, target))
+
+
+@implements("VM.copy")
+def copy(ctx, vm, new_name, sr):
+    target = sr if ctx.db.exists("SR", sr) else NULL_REF
+    return _clone_or_copy(ctx, vm, COPY, new_name, target)
 
 
 @implements("VM.snapshot")
@@ -237,7 +239,7 @@ def snapshot(ctx, vm, new_name, ignore_vdis):
         return _new_disks(ctx, vbds, SNAPSHOT).addCallback(
             lambda new_disks: copy_vm(ctx, vm, SNAPSHOT, new_name, "Halted",
                                       new_disks))
-    return run(ctx, vm, "snapshot", body)
+    return defer.maybeDeferred(body)
 
 
 @implements("VM.checkpoint")
@@ -284,7 +286,7 @@ def checkpoint(ctx, vm, new_name):
         if error is not None:
             raise error
         return snap
-    return run(ctx, vm, "checkpoint", body)
+    return defer.maybeDeferred(body)
 
 
 # --- revert ------------------------------------------------------------------
@@ -297,7 +299,7 @@ def revert(ctx, snapshot):
     def outer():
         if not db.exists("VM", vm):
             raise XenAPIError("VM_REVERT_FAILED", snapshot, vm)
-        return operations.run(ctx, "VM", vm, "reverting", inner)
+        return inner()
 
     @defer.inlineCallbacks
     def inner():
@@ -331,7 +333,7 @@ def revert(ctx, snapshot):
         power = "Suspended" if image != NULL_REF else "Halted"
         ctx.server.xenops.mark_halted(vm, power)
         return ""
-    return run(ctx, snapshot, "revert", outer)
+    return defer.maybeDeferred(outer)
 
 
 # --- provision ---------------------------------------------------------------
@@ -372,4 +374,4 @@ def provision(ctx, vm):
         db.update("VM", vm, {"other_config": other})
         make_vm(ctx, vm)
         return ""
-    return run(ctx, vm, "provision", body)
+    return defer.maybeDeferred(body)

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from txstorage import transfer, vhd
 from txstorage.errors import StorageError
 from txxapi.errors import XenAPIError
+from txxapi.storage.common import data_path_users
 from txxapi.values import new_uuid
 
 log = Logger()
@@ -270,3 +271,26 @@ class ExportSession(_DataPath):
         return self._wind_up(self._close_blocking)
 
     abort = close
+
+
+class DataPaths:
+    """The HTTP data paths a storage component opens."""
+
+    def assert_free(self, vdi, writable):
+        """VDI_IN_USE if the VDI's data cannot be used this way now: a
+        writer needs it to itself, a reader needs nobody writing."""
+        users = data_path_users(self.db, vdi)
+        if (writable and users) or any(rw for rw, _ in users):
+            raise XenAPIError("VDI_IN_USE", vdi)
+
+    def open_import(self, vdi, fmt, chunked=False, expected_size=None):
+        """Start an upload into ``vdi`` (fmt "raw" or "vhd"; chunked: the
+        vhd-tool record framing): a Deferred of an ImportSession."""
+        return defer.maybeDeferred(
+            ImportSession(self, vdi, fmt, chunked, expected_size).open)
+
+    def open_export(self, vdi, fmt, base=None):
+        """Start a download of ``vdi`` as "raw" or "vhd" (against ``base``
+        for a differential VHD): a Deferred of an ExportSession."""
+        return defer.maybeDeferred(ExportSession(self, vdi, fmt, base).open)
+

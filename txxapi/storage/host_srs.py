@@ -56,7 +56,7 @@ def _i18n(key, name_label, name_description=""):
 def ensure_tools_sr(storage):
     """The tools SR and its ISO, on every start."""
     db = storage.db
-    directory = os.path.abspath(os.path.join(storage.server.data_dir,
+    directory = os.path.abspath(os.path.join(storage.identity.data_dir,
                                              TOOLS_ISO_DIR))
     yield storage.run(tools_iso.ensure, directory, PRODUCT_BRAND)
     srs = [sr for sr in db.refs("SR") if db.fields("SR", sr)["is_tools_sr"]]
@@ -85,7 +85,7 @@ def ensure_tools_sr(storage):
     for pbd in db.where("PBD", SR=sr):
         db.update("PBD", pbd, {"device_config": config})
     if storage.local_pbd(sr) is None:
-        storage.create_pbd(storage.server.host_ref, sr, config)
+        storage.create_pbd(storage.identity.host_ref, sr, config)
 
 
 def _forget(storage, sr):
@@ -108,7 +108,7 @@ def create_udev_srs(storage):
         sr = storage.introduce_sr(
             sr_uuid, name, description, "udev", content_type, False,
             {"type": kind}, other_config=_i18n(key, name, description))
-        storage.create_pbd(storage.server.host_ref, sr, config)
+        storage.create_pbd(storage.identity.host_ref, sr, config)
 
 
 def mark_tools_iso(infos):

@@ -1,0 +1,56 @@
+"""
+Where forwarding rules are registered, as implementations are with
+``@implements``.
+
+A rule is a function decorated with ``@forwards("VM.start")``; it takes
+the call context and the message's parameters (as the implementation
+does) and answers a ``Route``: the host that executes the call and the
+operations to mark on the objects it works on.  It also makes the checks
+that must come before any mark (a bad handle, a refused argument), so
+that a refused call changes nothing.  A message without a rule passes
+straight through to its implementation.
+"""
+
+from txxapi.datamodel import MODEL
+
+RULES = {}
+
+
+class Route:
+    """Where a call runs and what it marks.
+
+    ``marks``: (class, ref, op) recorded in current_operations for the
+    call's length.  ``wait``: wait out a conflicting operation (storage's
+    policy, as XAPI's storage calls retry) rather than fail at once with
+    OTHER_OPERATION_IN_PROGRESS.  ``refusal``: the NOT_IMPLEMENTED text
+    for a host that is not this one, until calls can be sent there.
+    ``after``: a step on the result once the marks are gone (a PBD.plug's
+    scan, a clone's fallback copy).
+    """
+
+    __slots__ = ("host", "marks", "wait", "refusal", "after")
+
+    def __init__(self, host, marks=(), wait=False, refusal=None,
+                 after=None):
+        self.host = host
+        self.marks = list(marks)
+        self.wait = wait
+        self.refusal = refusal
+        self.after = after
+
+
+def forwards(*wire_names):
+    for name in wire_names:
+        MODEL.messages[name]  # KeyError: not in the datamodel
+
+    def register(fn):
+        for name in wire_names:
+            if name in RULES:
+                raise ValueError("%s has two forwarding rules" % name)
+            RULES[name] = fn
+        return fn
+    return register
+
+
+def rule_for(wire_name):
+    return RULES.get(wire_name)
