@@ -286,10 +286,15 @@ def test_quorum_loss_fails_writes_then_recovers(rt, cluster, client):
     rt.call(short.put, b"t/q", b"after")
     assert rt.call(short.get, b"t/q").value == b"after"
     deadline = time.monotonic() + 10
-    while not seen and time.monotonic() < deadline:
+    while b"after" not in [e.kv.value for e in seen] and \
+            time.monotonic() < deadline:
         time.sleep(0.1)
     rt.call(watcher.stop)
-    assert [e.kv.value for e in seen] == [b"after"]
+    # A write that timed out has an unknown outcome: the survivor may
+    # have proposed it before quorum went, and it lands once quorum is
+    # back.  Either way the watch sees every landed write once, in order.
+    values = [e.kv.value for e in seen]
+    assert values in ([b"after"], [b"during", b"after"])
     rt.call(short.close)
 
 
