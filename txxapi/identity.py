@@ -7,7 +7,9 @@ open; the server core fills them in at start.
 
 from zope.interface import implementer
 
+from txxapi.errors import XenAPIError
 from txxapi.interfaces import IHostIdentity
+from txxapi.pool.role import Role, MASTER
 
 
 @implementer(IHostIdentity)
@@ -18,7 +20,15 @@ class HostIdentity:
         self.host_ref = None
         self.pool_ref = None
         self.pool_secret = None
+        # Read from pool.conf once at start (txxapi.pool.role).
+        self.role = Role(MASTER)
+
+    @property
+    def is_master(self):
+        return self.role.is_master
 
     def assert_master(self):
-        """Raise HOST_IS_SLAVE on a slave; this host is always the master
-        until pool membership lands."""
+        """Raise HOST_IS_SLAVE [master address] on a slave: clients
+        reconnect there."""
+        if not self.role.is_master:
+            raise XenAPIError("HOST_IS_SLAVE", self.role.master_address or "")

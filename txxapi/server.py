@@ -23,6 +23,8 @@ from txxapi.events import EventHub
 from txxapi.forwarding import Forwarder
 from txxapi.identity import HostIdentity
 from txxapi.messages import MessageStore
+from txxapi.pool import role as pool_role
+from txxapi.pool.hello import Greeting
 from txxapi.storage import Storage
 from txxapi.xenops import DEFAULT_SHUTDOWN_TIMEOUT, Xenops
 
@@ -67,6 +69,8 @@ class Server:
                                local_sr_dir=local_sr_dir, iso_dir=iso_dir)
         self.components.append(self.storage)
         self.components.append(self.xenops)
+        # A slave says pool.hello to its master once it is up.
+        self.components.append(Greeting(reactor, self.identity, db))
         self.forwarder = Forwarder(self.identity, db, reactor, self.storage)
         self.dispatcher = Dispatcher(db, self.sessions, self.tasks,
                                      self.forwarder, persistence,
@@ -111,6 +115,7 @@ class Server:
         inventory = bootstrap.read_inventory(self.data_dir, identity)
         self.identity.pool_secret = bootstrap.read_pool_secret(
             self.data_dir)
+        self.identity.role = pool_role.read(self.data_dir)
         host_uuid = inventory["INSTALLATION_UUID"]
         bootstrap.load_roles(self.db)
         if host_uuid in self.db.table("host").by_uuid:

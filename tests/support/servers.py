@@ -39,8 +39,9 @@ def insecure_context():
 
 class RunningServer:
     def __init__(self, data_dir, passwd_file=None, extra_args=(),
-                 http_port=None, https_port=None):
+                 http_port=None, https_port=None, bind="127.0.0.1"):
         self.data_dir = data_dir
+        self.bind = bind
         os.makedirs(data_dir, exist_ok=True)
         if passwd_file is None:
             passwd_file = os.path.join(data_dir, "..", "passwd")
@@ -53,22 +54,22 @@ class RunningServer:
         self.http_port = http_port or free_port()
         self.https_port = https_port or free_port()
         self.proc = None
-        self.log_path = os.path.join(data_dir, "..", "twistd-%d.log"
-                                     % self.http_port)
+        self.log_path = os.path.join(data_dir, "..", "twistd-%s-%d.log"
+                                     % (bind, self.http_port))
 
     @property
     def http_url(self):
-        return "http://127.0.0.1:%d" % self.http_port
+        return "http://%s:%d" % (self.bind, self.http_port)
 
     @property
     def https_url(self):
-        return "https://127.0.0.1:%d" % self.https_port
+        return "https://%s:%d" % (self.bind, self.https_port)
 
     def start(self, timeout=30):
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         cmd = [sys.executable, "-m", "twisted", "--log-format", "text",
-               "xapi", "--data-dir", self.data_dir, "--bind", "127.0.0.1",
+               "xapi", "--data-dir", self.data_dir, "--bind", self.bind,
                "--http-port", str(self.http_port),
                "--https-port", str(self.https_port),
                "--auth", "passwd:" + self.passwd_file,
@@ -91,6 +92,13 @@ class RunningServer:
     def read_log(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")[-5000:]
+
+    def wait_exit(self, timeout=30):
+        """Wait for the process to end by itself (a host restarting into
+        a new role exits; its supervisor starts it again)."""
+        self.proc.wait(timeout)
+        self.proc = None
+        self.log.close()
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc is None:

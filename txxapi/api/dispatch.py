@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txxapi.api import implicit, rbac
-from txxapi.api.registry import handler_for
+from txxapi.api.registry import INTERNAL, handler_for
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.schema import REMOVED
 from txxapi.datamodel.types import (
@@ -93,6 +93,8 @@ class Dispatcher:
         if name.startswith("system.isAlive"):
             return defer.succeed(params[0] if params else "")
         message, is_async = resolve(name)
+        if message is None and name in INTERNAL:
+            return self._internal(INTERNAL[name], params, origin)
         if message is None:
             raise XenAPIError("MESSAGE_METHOD_UNKNOWN", name)
         if is_async and not message.is_async:
@@ -148,14 +150,23 @@ class Dispatcher:
             args.append(param.type.coerce(param.default))
         return args
 
+    def _internal(self, fn, params, origin):
+        """A pool-internal call: the function checks its credentials; its
+        writes are durable before it answers, as any call's."""
+        ctx = self.make_context(None, None, origin)
+        return self._durable(fn, ctx, *params)
+
     def _execute(self, ctx, args):
         """Run the implementation, then wait until what it wrote is
         durable: the response must not acknowledge a write a crash could
         lose."""
+        return self._durable(self.forwarder.execute, ctx,
+                             self._implementation(ctx.message), args)
+
+    def _durable(self, fn, *args):
         db = self.db
         before = db.persistent_generation
-        d = defer.maybeDeferred(self.forwarder.execute, ctx,
-                                self._implementation(ctx.message), args)
+        d = defer.maybeDeferred(fn, *args)
 
         def durable(result):
             if db.persistent_generation == before:

@@ -26,5 +26,21 @@ def implements(wire_name):
     return register
 
 
+# Host-to-host calls of the pool that the published API does not list
+# (XAPI's hidden pool.initial_auth and txxapi's own join steps): name ->
+# fn(ctx, *wire_params); each checks its own credentials.
+INTERNAL = {}
+
+
+def internal(wire_name):
+    def register(fn):
+        if wire_name in INTERNAL or wire_name in MODEL.messages:
+            raise ValueError("%s registered twice" % wire_name)
+        INTERNAL[wire_name] = fn
+        return fn
+
+    return register
+
+
 def handler_for(message):
     return HANDLERS.get(message.wire_name)

@@ -1,0 +1,79 @@
+"""
+A pool of real hosts for tests: N ``twistd xapi`` processes, each with
+its own data dir, simulator and local SR, bound to its own loopback
+address (127.0.0.2, .3, ...; Linux routes all of 127/8 to lo) on ports
+80 and 443, so hosts reach each other as real hosts do and
+``pool.join("127.0.0.2", ...)`` means what it means on a real pool.
+Each host's management address (host.address, the PIF's IP) is its bind
+address.  Binding ports below 1024 needs root, as the tests run.
+"""
+
+import os
+
+from tests.support.servers import PASSWORD, USER, RunningServer
+
+
+def host_address(index):
+    return "127.0.0.%d" % (2 + index)
+
+
+class PoolHost(RunningServer):
+    def __init__(self, base, index):
+        address = host_address(index)
+        RunningServer.__init__(
+            self, os.path.join(base, "host%d" % index, "data"),
+            passwd_file=os.path.join(base, "passwd"),
+            http_port=80, https_port=443, bind=address)
+        self.address = address
+
+    def restart(self):
+        """Start again after the process exited by itself (a join or an
+        eject restarts the host into its new role)."""
+        self.wait_exit()
+        return self.start()
+
+
+class PoolHosts:
+    """``hosts[i]`` is a PoolHost; start(), stop() and kill() per host."""
+
+    def __init__(self, base, count):
+        self.base = base
+        os.makedirs(base, exist_ok=True)
+        passwd = os.path.join(base, "passwd")
+        if not os.path.exists(passwd):
+            from tests.support.servers import sha512_crypt
+            with open(passwd, "w") as f:
+                f.write("%s:%s\n" % (USER, sha512_crypt(PASSWORD)))
+        self.hosts = [PoolHost(base, i) for i in range(count)]
+
+    def __getitem__(self, index):
+        return self.hosts[index]
+
+    def __iter__(self):
+        return iter(self.hosts)
+
+    def start(self):
+        for host in self.hosts:
+            host.start()
+        return self
+
+    def stop(self):
+        for host in self.hosts:
+            host.stop()
+
+    def join(self, joiner, master):
+        """``joiner`` joins ``master``'s pool (the SDK call an operator
+        makes) and comes back up as a slave."""
+        session = joiner.session()
+        try:
+            session.xenapi.pool.join(master.address, USER, PASSWORD)
+        finally:
+            _logout(session)
+        joiner.restart()
+
+
+def _logout(session):
+    try:
+        session.xenapi.session.logout()
+    except Exception:
+        pass

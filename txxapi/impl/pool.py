@@ -1,0 +1,122 @@
+"""
+pool.* membership: join (on the joiner), eject and host.destroy (on the
+master), hello (slave -> master at start), is_slave; and the pool's
+internal host-to-host calls, authenticated by a session the caller
+proves (a password session for the pool secret, the pool secret's
+session for the rest).  The steps live in txxapi.pool.join.
+"""
+
+import json
+
+from twisted.internet import defer
+
+from txxapi.api.registry import implements, internal
+from txxapi.errors import XenAPIError
+from txxapi.pool import join as pool_join
+from txxapi.pool.client import PeerClient, PeerUnreachable
+
+
+@implements("pool.join")
+def join(ctx, master_address, master_username, master_password):
+    return pool_join.join(ctx.server, master_address, master_username,
+                          master_password, force=False)
+
+
+@implements("pool.join_force")
+def join_force(ctx, master_address, master_username, master_password):
+    return pool_join.join(ctx.server, master_address, master_username,
+                          master_password, force=True)
+
+
+def _non_dom0_resident(db, host):
+    return [vm for vm in db.where("VM", resident_on=host)
+            if not db.get("VM", vm, "is_control_domain")]
+
+
+@implements("pool.eject")
+@defer.inlineCallbacks
+def eject(ctx, host):
+    db, server = ctx.db, ctx.server
+    fields = db.fields("host", host)
+    if host == server.host_ref:
+        raise XenAPIError("OPERATION_NOT_ALLOWED",
+                          "Cannot eject the pool master")
+    if _non_dom0_resident(db, host):
+        raise XenAPIError("OPERATION_NOT_ALLOWED", "VM resident on host")
+    client = PeerClient(server.reactor, fields["address"])
+    try:
+        session = yield client.call("session.slave_login", host,
+                                    server.pool_secret)
+        yield client.call("pool.eject_self", session)
+    except PeerUnreachable:
+        raise XenAPIError("CANNOT_CONTACT_HOST", host)
+    pool_join.forget(db, host)
+
+
+@implements("host.destroy")
+def destroy_host(ctx, self):
+    """xe host-forget: drop a dead host from the master's database."""
+    db = ctx.db
+    db.fields("host", self)
+    if self == ctx.server.host_ref:
+        raise XenAPIError("HOST_CANNOT_DESTROY_SELF", self)
+    metrics = db.get("host", self, "metrics")
+    if db.exists("host_metrics", metrics) and \
+            db.get("host_metrics", metrics, "live"):
+        raise XenAPIError("HOST_IS_LIVE", self)
+    if _non_dom0_resident(db, self):
+        raise XenAPIError("HOST_HAS_RESIDENT_VMS", self)
+    pool_join.forget(db, self)
+
+
+@implements("pool.hello")
+def hello(ctx, host_uuid, host_address):
+    """A slave starting: it is live, at this address."""
+    db = ctx.db
+    if host_uuid not in db.table("host").by_uuid:
+        return "unknown_host"
+    host = db.by_uuid("host", host_uuid)
+    db.update("host", host, {"address": host_address, "enabled": True})
+    metrics = db.get("host", host, "metrics")
+    if db.exists("host_metrics", metrics):
+        db.update("host_metrics", metrics, {"live": True})
+    return "ok"
+
+
+@implements("pool.is_slave")
+def is_slave(ctx, host):
+    return not ctx.server.identity.is_master
+
+
+def _pool_session(ctx, session):
+    sessions = ctx.server.sessions
+    sessions.check(session)
+    if not ctx.db.get("session", session, "pool"):
+        raise XenAPIError("PERMISSION_DENIED", "pool session required")
+
+
+@internal("pool.initial_auth")
+def initial_auth(ctx, session):
+    """The pool secret, to a pool-admin's session on the master."""
+    ctx.server.sessions.check(session)
+    if not ctx.db.get("session", session, "is_local_superuser"):
+        raise XenAPIError("RBAC_PERMISSION_DENIED", "pool.initial_auth",
+                          "No permission in user session")
+    return ctx.server.pool_secret
+
+
+@internal("pool.introduce_host")
+def introduce_host(ctx, session, records):
+    _pool_session(ctx, session)
+    ctx.server.identity.assert_master()
+    pool_join.introduce(ctx.db, json.loads(records))
+    return ""
+
+
+@internal("pool.eject_self")
+def eject_self(ctx, session):
+    _pool_session(ctx, session)
+    if ctx.server.identity.is_master:
+        raise XenAPIError("OPERATION_NOT_ALLOWED", "Host is not a slave")
+    pool_join.eject_here(ctx.server)
+    return ""

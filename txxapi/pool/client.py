@@ -1,0 +1,81 @@
+"""
+Calls from this host to another host of the pool: XML-RPC over HTTPS to
+port 443 of its address, through Twisted's HTTP client so the reactor
+never waits.  As XAPI's first step of a join, the peer's certificate is
+not verified (pool certificates come with a later slice).  A XenAPI
+failure comes back as the same XenAPIError; a peer that cannot be
+reached as JOINING_HOST_CONNECTION_FAILED's kin, chosen by the caller.
+"""
+
+import xmlrpc.client
+
+from twisted.internet import defer, ssl
+from twisted.web import client as web_client
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from txxapi.errors import XenAPIError
+
+PEER_HTTPS_PORT = 443
+TIMEOUT = 30
+
+
+class PeerUnreachable(Exception):
+    """The peer could not be reached or did not answer XML-RPC."""
+
+
+@implementer(IPolicyForHTTPS)
+class _NoVerification:
+    def creatorForNetloc(self, hostname, port):
+        return ssl.CertificateOptions(verify=False)
+
+
+def _url(address):
+    host = "[%s]" % address if ":" in address else address
+    return ("https://%s:%d/" % (host, PEER_HTTPS_PORT)).encode()
+
+
+class _QuietFactory(web_client._HTTP11ClientFactory):
+    # One log line per connection is noise on a busy pool.
+    noisy = False
+
+
+class PeerClient:
+    """XML-RPC calls to one host, by its management address."""
+
+    def __init__(self, reactor, address):
+        self.reactor = reactor
+        self.address = address
+        connections = web_client.HTTPConnectionPool(reactor,
+                                                    persistent=False)
+        connections._factory = _QuietFactory
+        self.agent = web_client.Agent(reactor, _NoVerification(),
+                                      connectTimeout=TIMEOUT,
+                                      pool=connections)
+
+    @defer.inlineCallbacks
+    def call(self, method, *params):
+        body = xmlrpc.client.dumps(tuple(params), method, allow_none=False)
+        try:
+            response = yield self.agent.request(
+                b"POST", _url(self.address),
+                Headers({b"content-type": [b"text/xml"]}),
+                web_client.FileBodyProducer(_bytes_io(body.encode())))
+            data = yield web_client.readBody(response)
+        except Exception as e:
+            raise PeerUnreachable("%s: %s" % (self.address, e))
+        try:
+            (reply,), _ = xmlrpc.client.loads(data.decode("utf-8"))
+        except Exception as e:
+            raise PeerUnreachable("%s answered no XML-RPC: %s"
+                                  % (self.address, e))
+        if reply.get("Status") != "Success":
+            description = reply.get("ErrorDescription") or ["INTERNAL_ERROR"]
+            raise XenAPIError(*description)
+        return reply.get("Value")
+
+
+def _bytes_io(data):
+    import io
+    return io.BytesIO(data)
