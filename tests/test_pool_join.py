@@ -13,7 +13,7 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
-from tests.support.api import failure
+from tests.support.api import failure, wait_until
 from tests.support.pool import PoolHosts
 from tests.support.servers import PASSWORD, USER
 from tests.test_vm_lifecycle import new_vm
@@ -65,7 +65,8 @@ def test_join_lists_the_host_with_its_local_sr(pool, master):
     assert sorted(hosts) == ["127.0.0.2", "127.0.0.3"]
     assert master.pool.get_master(pool_ref) == master_ref
     ref, host = hosts["127.0.0.3"]
-    assert host["enabled"] is True
+    # Its pool.hello, once restarted, makes it live and enabled.
+    wait_until(lambda: master.host.get_enabled(ref), what="host enabled")
     assert master.host_metrics.get_live(host["metrics"]) is True
     assert role_of(pool[1]) == "slave:127.0.0.2"
     assert open(os.path.join(pool[1].data_dir, "ptoken")).read() == \

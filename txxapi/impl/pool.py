@@ -70,12 +70,24 @@ def destroy_host(ctx, self):
 
 
 @implements("pool.hello")
+@defer.inlineCallbacks
 def hello(ctx, host_uuid, host_address):
-    """A slave starting: it is live, at this address."""
-    db = ctx.db
+    """A slave starting: once it answers a call back at the address it
+    gives, it is live there."""
+    db, server = ctx.db, ctx.server
     if host_uuid not in db.table("host").by_uuid:
         return "unknown_host"
     host = db.by_uuid("host", host_uuid)
+    client = PeerClient(server.reactor, host_address)
+    try:
+        session = yield client.call("session.slave_login", host,
+                                    server.pool_secret)
+        is_slave = yield client.call("pool.is_slave", session, host)
+        yield client.call("session.logout", session)
+    except (PeerUnreachable, XenAPIError):
+        return "cannot_talk_back"
+    if not is_slave:
+        return "cannot_talk_back"
     db.update("host", host, {"address": host_address, "enabled": True})
     metrics = db.get("host", host, "metrics")
     if db.exists("host_metrics", metrics):

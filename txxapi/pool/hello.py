@@ -1,9 +1,11 @@
 """
 A slave's greeting to its master at start (XAPI's pool.hello): it logs in
 with the pool secret and says which host it is and at which address; the
-master marks it live.  A master that cannot be reached is tried again
-every RETRY seconds until it answers (XAPI's emergency mode, where a slave
-refuses ordinary calls meanwhile, is the next slice's).
+master calls it back and marks it live.  A master that cannot be reached
+is tried again every RETRY seconds until it answers, and so is one that
+could not call back (``cannot_talk_back``); ``unknown_host`` is final.
+(XAPI's emergency mode, where a slave refuses ordinary calls meanwhile,
+is the next slice's.)
 """
 
 from twisted.internet import defer
@@ -48,6 +50,9 @@ class Greeting:
             yield client.call("session.logout", session)
             log.info("pool.hello to {master}: {answer}",
                      master=identity.role.master_address, answer=self.answer)
+            if self.answer == "cannot_talk_back":
+                # Temporary (the master could not reach us yet): again.
+                self._later = self.reactor.callLater(RETRY, self._attempt)
         except Exception as e:
             log.warn("pool.hello to {master} failed ({error}); retrying",
                      master=identity.role.master_address, error=e)

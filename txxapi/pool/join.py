@@ -165,6 +165,12 @@ def introduce(db, records):
                 row[field.name] = _remap(field.type.coerce(fields[field.name]),
                                          field.type, mapping, db)
         rows.append((table, ref, row))
+    # The joiner is restarting: live and enabled once it says pool.hello.
+    for table, ref, row in rows:
+        if table == "host":
+            row["enabled"] = False
+        elif table == "host_metrics":
+            row["live"] = False
     # Every check passed and every value is well typed: all or nothing.
     for table, ref, row in rows:
         db.create(table, row, ref=ref)
