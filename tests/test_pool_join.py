@@ -8,6 +8,7 @@ HOST_IS_SLAVE, the role kept across a restart, pool.eject.
 import json
 import os
 import subprocess
+import sys
 import xmlrpc.client
 
 import pytest
@@ -15,7 +16,7 @@ import XenAPI
 
 from tests.support.api import failure, wait_until
 from tests.support.pool import PoolHosts
-from tests.support.servers import PASSWORD, USER
+from tests.support.servers import PASSWORD, REPO, USER
 from tests.test_vm_lifecycle import new_vm
 from tests.test_xo_connector import XO_DIR, xo_connector  # noqa: F401
 
@@ -46,7 +47,8 @@ def role_of(host):
 
 
 def by_address(x):
-    return {h["address"]: (ref, h) for ref, h in x.host.get_all_records().items()}
+    return {h["address"]: (ref, h)
+            for ref, h in x.host.get_all_records().items()}
 
 
 def state(pool, x):
@@ -113,10 +115,29 @@ def test_refused_joins_change_nothing(pool, master):
     joiner.session.logout()
 
 
+def pool_script(*args):
+    env = dict(os.environ, XAPI_PASSWORD=PASSWORD)
+    return subprocess.run([sys.executable, os.path.join(REPO, "scripts",
+                                                         "pool")] + list(args),
+                          env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
 def test_second_join_and_slaves_answer_host_is_slave(pool, master):
-    pool.join(pool[2], pool[0])
+    # The operator's one command (the README's).
+    joined = pool_script("join", pool[2].address, pool[0].address)
+    assert joined.returncode == 0, joined.stderr
+    pool[2].restart()
     assert sorted(by_address(master)) == ["127.0.0.2", "127.0.0.3",
                                           "127.0.0.4"]
+
+    def live_addresses():
+        lines = pool_script("hosts", pool[0].address).stdout.splitlines()
+        return sorted(line.split()[1] for line in lines
+                      if line.endswith(" live"))
+
+    wait_until(lambda: len(live_addresses()) == 3, what="3 live hosts")
+    assert live_addresses() == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     assert len(master.SR.get_by_name_label("Local storage")) == 3
     for slave in pool[1], pool[2]:
         # What a client does: log in where it was pointed, reconnect to
@@ -132,7 +153,8 @@ def test_second_join_and_slaves_answer_host_is_slave(pool, master):
         session.xenapi.session.logout()
 
 
-def test_xo_connector_reconnects_to_the_master(pool, xo_connector):
+def test_xo_connector_reconnects_to_the_master(
+        pool, xo_connector):  # noqa: F811
     """Xen Orchestra's connector pointed at a slave: HOST_IS_SLAVE makes it
     log in at the master it names, and everything else follows there."""
     proc = subprocess.run(
