@@ -213,6 +213,8 @@ def join(server, master_address, username, password, force):
         records = own_records(db, identity.host_ref)
         yield client.call("pool.introduce_host", pool_session,
                           json.dumps(records, default=str))
+        client.call("session.logout", pool_session).addErrback(
+            lambda _: None)
     except PeerUnreachable as e:
         log.warn("pool.join: {error}", error=e)
         raise XenAPIError("JOINING_HOST_SERVICE_FAILED")
