@@ -11,6 +11,7 @@ address.  Binding ports below 1024 needs root, as the tests run.
 import os
 
 from tests.support.servers import PASSWORD, USER, RunningServer
+from txxapi.pool.join import RESTART_STATUS
 
 
 def host_address(index):
@@ -28,8 +29,10 @@ class PoolHost(RunningServer):
 
     def restart(self):
         """Start again after the process exited by itself (a join or an
-        eject restarts the host into its new role)."""
-        self.wait_exit()
+        eject restarts the host into its new role), with the status that
+        asks its supervisor for a restart."""
+        status = self.wait_exit()
+        assert status == RESTART_STATUS, (status, self.read_log())
         return self.start()
 
 

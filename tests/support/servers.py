@@ -95,10 +95,12 @@ class RunningServer:
 
     def wait_exit(self, timeout=30):
         """Wait for the process to end by itself (a host restarting into
-        a new role exits; its supervisor starts it again)."""
-        self.proc.wait(timeout)
+        a new role exits; its supervisor starts it again).  Returns its
+        exit status."""
+        status = self.proc.wait(timeout)
         self.proc = None
         self.log.close()
+        return status
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc is None:

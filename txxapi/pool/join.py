@@ -17,9 +17,12 @@ master, its secret and database files go, and it restarts as the fresh
 master of a pool of its own (its identity, the inventory, stays).
 """
 
+import atexit
 import json
+import logging
 import os
 import shutil
+import sys
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -242,10 +245,26 @@ def eject_here(server):
     restart(server.reactor)
 
 
+# The exit status of a process that stopped to start again in a new role
+# (EX_TEMPFAIL): scripts/serve starts it again on this status alone, so a
+# stop asked for by the operator stays a stop.
+RESTART_STATUS = 75
+
+
 def restart(reactor):
     """Stop the process once the answer has left: it starts again in its
     new role (the role is read once at start, as XAPI's)."""
+    atexit.register(_exit_for_restart)
     reactor.callLater(RESTART_DELAY, reactor.stop)
+
+
+def _exit_for_restart():
+    # Registered last, so run first at exit: flush what logging holds,
+    # then leave with the status that asks for a restart.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(RESTART_STATUS)
 
 
 def forget(db, host_ref):
