@@ -191,3 +191,176 @@ def test_connect_relays_the_rfb_console(server, x, sid, running, tls):
         pixels = framebuffer(sock, width, height)
         assert len(pixels) == width * height * 4
         assert pixels.count(0) < len(pixels)
+
+
+def test_a_vm_ref_or_uuid_means_its_rfb_console_and_basic_auth_works(
+        server, x, sid, running):
+    vm_uuid = x.VM.get_uuid(running)
+    basic = "Authorization: Basic " + base64.b64encode(
+        ("%s:%s" % (USER, PASSWORD)).encode()).decode()
+    for query, headers in [("uuid=%s&session_id=%s" % (vm_uuid, sid), ()),
+                           ("ref=%s" % running,
+                            ("Cookie: session_id=%s" % sid,)),
+                           ("uuid=%s" % vm_uuid, (basic,))]:
+        sock, head = connect(server, query, headers=headers)
+        with sock:
+            assert head == OK
+            assert rfb_handshake(sock)[2] == "console-vm"
+
+
+def test_console_records_follow_the_vm(server, x, running, halted):
+    host = x.host.get_all()[0]
+    address = x.host.get_address(host)
+    for c in x.VM.get_consoles(running):
+        assert x.console.get_location(c) == \
+            "https://%s/console?uuid=%s" % (address, x.console.get_uuid(c))
+    assert x.VM.get_consoles(halted) == []
+
+
+UNAUTHORISED = (
+    "HTTP/1.0 401 Unauthorised\r\ncontent-length: 96\r\n"
+    "content-type: text/html\r\nconnection: close\r\n"
+    "cache-control: no-cache, no-store\r\n"
+    "WWW-Authenticate: Basic realm=\"%s\"\r\n\r\n"
+    "<html><body><h1>HTTP 401 unauthorised</h1>Please check your "
+    "credentials and retry.</body></html>")
+
+
+def internal_error(extra):
+    body = ("<html><body><h1>HTTP 500 internal server error</h1>An "
+            "unexpected error occurred; please wait a while and try again. "
+            "If the problem persists, please contact your support "
+            "representative.<h1> Additional information </h1>%s"
+            "</body></html>" % extra)
+    return ("HTTP/1.0 500 Internal Error\r\ncontent-length: %d\r\n"
+            "content-type: text/html\r\nconnection: close\r\n"
+            "cache-control: no-cache, no-store\r\n\r\n%s"
+            % (len(body), body)).encode()
+
+
+def test_refusals_get_xapis_answers(server, x, sid, running, halted):
+    uuid = x.console.get_uuid(console_of(x, running))
+    unknown = "0b8a3a4e-0000-4000-8000-000000000000"
+    assert refusal(server, "uuid=%s" % uuid) == \
+        (UNAUTHORISED % "connect_console").encode()
+    assert refusal(server, "uuid=%s&session_id=OpaqueRef:bogus" % uuid) == \
+        (UNAUTHORISED % "connect_console").encode()
+    assert refusal(server, "uuid=%s" % uuid, method="GET",
+                   headers=("Upgrade: websocket",)) == \
+        (UNAUTHORISED % "connect_console_ws").encode()
+    failure = internal_error("Console.Failure")
+    for query in ["uuid=%s" % x.VM.get_uuid(halted), "ref=%s" % halted,
+                  "", "ref=OpaqueRef:nothing"]:
+        assert refusal(server, query + "&session_id=" + sid) == failure
+    assert refusal(server, "uuid=%s&session_id=%s" % (unknown, sid)) == \
+        internal_error("Db_exn.Read_missing_uuid(&quot;console&quot;, "
+                       "&quot;&quot;, &quot;%s&quot;)" % unknown)
+    # GET without a websocket handshake: what XAPI's failed upgrade sends.
+    assert refusal(server, "uuid=%s&session_id=%s" % (uuid, sid),
+                   method="GET") == \
+        b"HTTP/1.0 501 Method Not Implemented\r\nConnection: close\r\n" \
+        b"Cache-Control: no-cache, no-store\r\n\r\n"
+
+
+class _WebSocketStream:
+    """recv/sendall over a websockets connection, for rfb_handshake."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.buffer = b""
+
+    def sendall(self, data):
+        self.ws.send(data)
+
+    def recv(self, n):
+        if not self.buffer:
+            message = self.ws.recv(timeout=10)
+            self.buffer = message if isinstance(message, bytes) else \
+                base64.b64decode(message)
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+
+@pytest.mark.parametrize("subprotocol", ["binary", "base64"])
+def test_websocket_carries_rfb(server, x, sid, running, subprotocol):
+    from websockets.sync.client import connect as ws_connect
+    uuid = x.console.get_uuid(console_of(x, running))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with ws_connect("wss://127.0.0.1:%d/console?uuid=%s"
+                    % (server.https_port, uuid), ssl=ctx,
+                    subprotocols=[subprotocol],
+                    additional_headers={"Cookie": "session_id=" + sid},
+                    max_size=None) as ws:
+        assert ws.subprotocol == subprotocol
+        ws.ping().wait(10)
+        stream = _WebSocketStream(ws)
+        width, height, name = rfb_handshake(stream)
+        assert name == "console-vm"
+        assert len(framebuffer(stream, width, height)) == width * height * 4
+
+
+class _Forwarder:
+    """A loopback TCP port whose each connection is a CONNECT tunnel over
+    TLS to the server: what vncdotool can connect to."""
+
+    def __init__(self, server, query):
+        self.server, self.query = server, query
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                local, _ = self.listener.accept()
+            except OSError:
+                return
+            remote, head = connect(self.server, self.query)
+            assert head == OK
+            for a, b in ((local, remote), (remote, local)):
+                threading.Thread(target=self._pipe, args=(a, b),
+                                 daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+
+
+def test_vncdotool_screenshot_through_connect(server, x, sid, running,
+                                              tmp_path):
+    from PIL import Image
+    from vncdotool import api as vnc
+    uuid = x.console.get_uuid(console_of(x, running))
+    forwarder = _Forwarder(server, "uuid=%s&session_id=%s" % (uuid, sid))
+    try:
+        client = vnc.connect("127.0.0.1::%d" % forwarder.port, timeout=20)
+        try:
+            path = str(tmp_path / "screen.png")
+            client.captureScreen(path)
+        finally:
+            client.disconnect()
+    finally:
+        forwarder.close()
+    image = Image.open(path).convert("RGB")
+    assert image.size == (320, 240)
+    colours = image.getcolors(maxcolors=320 * 240)
+    assert len(colours) > 1      # a picture, not one flat colour

@@ -45,6 +45,14 @@ def flow(consumer_transport, producer_transport):
     consumer_transport.registerProducer(producer_transport, True)
 
 
+def end(transport):
+    """Close a transport of the relay.  The other side must stop being
+    its producer first: a TLS transport would otherwise wait for that
+    before closing."""
+    transport.unregisterProducer()
+    transport.loseConnection()
+
+
 class Side(protocol.Protocol):
     """One end of a splice; ``peer`` is the other end (a Side or anything
     with send() and close())."""
@@ -63,7 +71,7 @@ class Side(protocol.Protocol):
 
     def close(self):
         if not self.closed and self.transport is not None:
-            self.transport.loseConnection()
+            end(self.transport)
 
     def connectionLost(self, reason):
         self.closed = True

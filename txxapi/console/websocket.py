@@ -11,7 +11,7 @@ import base64
 import hashlib
 import struct
 
-from txxapi.console.relay import Side
+from txxapi.console.relay import Side, end
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
@@ -84,7 +84,7 @@ class WebSocketSide(Side):
         if not self.closing:
             self.closing = True
             self.transport.write(frame(CLOSE, struct.pack(">H", code)))
-        self.transport.loseConnection()
+        end(self.transport)
 
     # -- client -> console ---------------------------------------------------
 
@@ -179,6 +179,6 @@ class WebSocketSide(Side):
             code = payload[:2] if len(payload) >= 2 else b"\x03\xe8"
             self.closing = True
             self.transport.write(frame(CLOSE, code))
-            self.transport.loseConnection()
+            end(self.transport)
         elif opcode in (TEXT, BINARY, CONTINUATION) and self.fin:
             self.message = None
