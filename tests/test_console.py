@@ -364,3 +364,74 @@ def test_vncdotool_screenshot_through_connect(server, x, sid, running,
     assert image.size == (320, 240)
     colours = image.getcolors(maxcolors=320 * 240)
     assert len(colours) > 1      # a picture, not one flat colour
+
+
+def read_until(sock, marker, limit=65536):
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise EOFError(data)
+        data += chunk
+        assert len(data) < limit
+    return data
+
+
+def test_vt100_console_of_a_vm_echoes_at_its_login_prompt(
+        server, x, sid, running):
+    uuid = x.console.get_uuid(console_of(x, running, "vt100"))
+    sock, head = connect(server, "uuid=%s&session_id=%s" % (uuid, sid))
+    with sock:
+        assert head == OK
+        read_until(sock, b"console-vm login: ")
+        sock.sendall(b"root\r")
+        assert b"root" in read_until(sock, b"console-vm login: ")
+
+
+def band(pixels, width, line):
+    """The pixels of one text line of the simulator's panel (name, state,
+    uptime, typed keys) in a 32 bpp picture."""
+    top = (180 + 12 * line) * width * 4
+    return pixels[top:top + 12 * width * 4]
+
+
+def wait_for_band_change(sock, width, height, pixels, line):
+    """Incremental updates until text line ``line`` changes."""
+    for _ in range(20):
+        new = framebuffer(sock, width, height, incremental=1)
+        if band(new, width, line) != band(pixels, width, line):
+            return new
+    raise AssertionError("line %d never changed" % line)
+
+
+def test_the_picture_follows_keys_and_the_guest_state(server, x, sid):
+    vm = new_vm(x, "screen-vm")
+    x.VM.start(vm, False, False)
+    try:
+        uuid = x.console.get_uuid(console_of(x, vm))
+        sock, head = connect(server, "uuid=%s&session_id=%s" % (uuid, sid))
+        with sock:
+            width, height, _ = rfb_handshake(sock)
+            before = framebuffer(sock, width, height)
+            # Typed keys appear: an incremental request gets the new picture.
+            for key in (ord("Z"), ord("9")):
+                sock.sendall(struct.pack(">BBxxI", 4, 1, key))
+                sock.sendall(struct.pack(">BBxxI", 4, 0, key))
+            sock.sendall(struct.pack(">BBHH", 5, 0, 10, 10))   # pointer
+            typed = framebuffer(sock, width, height, incremental=1)
+            assert len(typed) == len(before)
+            assert band(typed, width, 3) != band(before, width, 3)
+            x.VM.pause(vm)
+            paused = wait_for_band_change(sock, width, height, typed, 1)
+            assert band(paused, width, 3) == band(typed, width, 3)
+            x.VM.unpause(vm)
+            framebuffer(sock, width, height, incremental=1)
+            x.VM.hard_shutdown(vm)
+            # The console server going away closes the client's side too.
+            sock.settimeout(10)
+            assert read_all(sock) == b""
+        assert x.VM.get_consoles(vm) == []
+    finally:
+        if x.VM.get_power_state(vm) != "Halted":
+            x.VM.hard_shutdown(vm)
+        x.VM.destroy(vm)

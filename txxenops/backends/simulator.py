@@ -160,7 +160,7 @@ class _Domain:
     FIELDS = ("domid", "state", "shutdown_reason", "memory_target",
               "memory_actual", "overhead", "vcpus", "cpu_accum",
               "running_since", "start_time", "guest_metrics", "agent_due",
-              "console_port")
+              "console_port", "text_port")
 
     def __init__(self, spec, domid, overhead, actual):
         self.spec = spec
@@ -179,6 +179,7 @@ class _Domain:
         self.guest_metrics = None
         self.agent_due = None
         self.console_port = 0
+        self.text_port = 0
 
     def to_dict(self):
         d = {k: getattr(self, k) for k in self.FIELDS}
@@ -756,6 +757,8 @@ class SimulatorBackend:
             self._sleep(ctl, self.op_time)
             try:
                 port = self._consoles.open(rec.domid, spec.name or spec.uuid)
+                text_port = self._consoles.open(
+                    rec.domid, spec.name or spec.uuid, protocol="vt100")
             except OSError as e:
                 raise DeviceError(spec.uuid, "console", str(e))
         except BaseException:
@@ -764,7 +767,7 @@ class SimulatorBackend:
                     del self._domains[spec.uuid]
             raise
         with self._lock:
-            rec.console_port = port
+            rec.console_port, rec.text_port = port, text_port
             rec.start_time = time.time()
             self._change_state(rec, "paused" if paused else "running")
             if rec.guest_metrics is not None:
@@ -817,6 +820,7 @@ class SimulatorBackend:
         rec.fold_cpu(now)
         rec.state = new
         self._gen += 1
+        self._consoles.set_state(rec.domid, new)
         if new == "running":
             if rec.running_since is None:
                 rec.running_since = now
@@ -968,8 +972,9 @@ class SimulatorBackend:
             vcpus=rec.vcpus, vcpus_max=rec.spec.vcpus_max,
             vcpu_times=rec.vcpu_times(time.time()),
             start_time=rec.start_time,
-            consoles=[ConsoleInfo("rfb", port=rec.console_port)]
-            if rec.console_port else [],
+            consoles=[ConsoleInfo(protocol, port=port) for protocol, port
+                      in (("rfb", rec.console_port),
+                          ("vt100", rec.text_port)) if port],
             vbds=copy.deepcopy(rec.vbds), vifs=copy.deepcopy(rec.vifs),
             guest_metrics=copy.deepcopy(rec.guest_metrics))
 
@@ -1028,12 +1033,15 @@ class SimulatorBackend:
         now = time.time()
         for d in data.get("domains", []):
             rec = _Domain.from_dict(d)
+            name = rec.spec.name or rec.spec.uuid
             try:
                 rec.console_port = self._consoles.open(
-                    rec.domid, rec.spec.name or rec.spec.uuid,
-                    rec.console_port)
+                    rec.domid, name, rec.console_port)
+                rec.text_port = self._consoles.open(
+                    rec.domid, name, rec.text_port, protocol="vt100")
             except OSError:
-                rec.console_port = 0
+                rec.console_port = rec.text_port = 0
+            self._consoles.set_state(rec.domid, rec.state)
             self._domains[rec.spec.uuid] = rec
             if rec.agent_due is not None:
                 due = rec.agent_due
