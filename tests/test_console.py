@@ -435,3 +435,60 @@ def test_the_picture_follows_keys_and_the_guest_state(server, x, sid):
         if x.VM.get_power_state(vm) != "Halted":
             x.VM.hard_shutdown(vm)
         x.VM.destroy(vm)
+
+
+def test_the_control_domains_consoles(server, x, sid):
+    host = x.host.get_all()[0]
+    dom0 = x.host.get_control_domain(host)
+    hostname = x.host.get_hostname(host)
+    assert sorted(x.console.get_protocol(c)
+                  for c in x.VM.get_consoles(dom0)) == ["rfb", "vt100"]
+    uuid = x.console.get_uuid(console_of(x, dom0, "vt100"))
+    sock, head = connect(server, "uuid=%s&session_id=%s" % (uuid, sid))
+    with sock:
+        assert head == OK
+        prompt = ("%s login: " % hostname).encode()
+        read_until(sock, prompt)
+        sock.sendall(b"admin\n")
+        assert b"admin" in read_until(sock, prompt)
+    sock, head = connect(server, "ref=%s&session_id=%s" % (dom0, sid))
+    with sock:
+        assert head == OK
+        assert rfb_handshake(sock)[2] == hostname
+
+
+def test_rbac_permissions_of_the_console_handlers(tmp_path):
+    """A session without http/connect_console gets 403; one without
+    http/connect_console/host_console gets XAPI's 500 for the control
+    domain's console (its check runs in a context without the session)."""
+    from tests.support import inprocess
+    from tests.test_http_hardening import _Request
+    from txxapi.console.resource import check_console, console_of as find
+    from txxapi.http import auth
+    server, _ = inprocess.make_server(tmp_path)
+    db = server.db
+    dom0 = db.fields("host", server.host_ref)["control_domain"]
+    console = find(server, {"ref": dom0}, "1.1")
+    reader = server.sessions.create("reader", is_local_superuser=False,
+                                    permissions=("vm.get_record",))
+    request = _Request(
+        ("/console?ref=%s&session_id=%s" % (dom0, reader)).encode())
+    results = []
+    auth.authenticate(server, request, auth.Params(request),
+                      "connect_console", "connect_console").addBoth(
+                          results.append)
+    assert b"403 Forbidden" in results[0].value.response
+    operator = server.sessions.create(
+        "operator", is_local_superuser=False,
+        permissions=("http/connect_console",))
+    with pytest.raises(auth.Refused) as refused:
+        check_console(server, operator, console, "1.1")
+    assert refused.value.response.endswith(
+        b"<h1> Additional information </h1>RBAC_PERMISSION_DENIED: [ "
+        b"http/connect_console/host_console; no session in context ]"
+        b"</body></html>")
+    admin = server.sessions.create(
+        "admin", is_local_superuser=False,
+        permissions=("http/connect_console",
+                     "http/connect_console/host_console"))
+    assert check_console(server, admin, console, "1.1") > 0

@@ -343,7 +343,19 @@ class SimulatorBackend:
             cpus=list(self.cpus),
             dom0_memory=self.dom0_memory,
             dom0_vcpus=min(len(self.cpus), 16),
+            consoles=self._control_domain_consoles(),
         )
+
+    def _control_domain_consoles(self):
+        """The control domain's console and text console (opened once;
+        domid 0 is never a guest's)."""
+        with self._lock:
+            if not getattr(self, "_dom0_consoles", None):
+                self._dom0_consoles = [
+                    ConsoleInfo(protocol, port=self._consoles.open(
+                        0, self.hostname, protocol=protocol))
+                    for protocol in ("rfb", "vt100")]
+            return list(self._dom0_consoles)
 
     def free_memory(self):
         with self._lock:
