@@ -492,3 +492,41 @@ def test_rbac_permissions_of_the_console_handlers(tmp_path):
         permissions=("http/connect_console",
                      "http/connect_console/host_console"))
     assert check_console(server, admin, console, "1.1") > 0
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_the_relay_is_flow_controlled(server, x, sid, running):
+    """A client that sends to the echoing text console and never reads:
+    the relay stops reading from it once the way back is full, so the
+    client soon cannot send more and the server does not grow."""
+    uuid = x.console.get_uuid(console_of(x, running, "vt100"))
+    sock, head = connect(server, "uuid=%s&session_id=%s" % (uuid, sid),
+                         tls=False)
+    with sock:
+        assert head == OK
+        before = rss_kib(server.proc.pid)
+        sock.setblocking(False)
+        chunk = b"a" * 65536
+        accepted, stalled_since = 0, None
+        deadline = time.monotonic() + 30
+        while accepted < 256 * MIB and time.monotonic() < deadline:
+            try:
+                accepted += sock.send(chunk)
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 2:
+                    break
+                time.sleep(0.01)
+        grown = rss_kib(server.proc.pid) - before
+    # Socket buffers and the bounded console buffer only.
+    print("accepted %d bytes, server grew %d KiB" % (accepted, grown))
+    assert accepted < 64 * MIB, accepted
+    assert grown < 32 * 1024, grown

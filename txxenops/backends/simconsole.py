@@ -32,6 +32,7 @@ SERVER_FORMAT = (32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
 _MSG_FIXED = {0: 20, 3: 10, 4: 8, 5: 6}   # type -> total length
 # Keysyms of the keys the picture follows.
 _KEYS = {0xff08: "\b", 0xff0d: "\r", 0xff8d: "\r"}
+OUTBUF_LIMIT = 1 << 20   # bytes queued for a client before reading stops
 TICK = 0.5    # how often waiting incremental requests are looked at
 
 
@@ -381,7 +382,10 @@ class ConsoleServer:
         if conn.closing and not conn.outbuf:
             self._drop(conn)
             return
-        want = selectors.EVENT_READ
+        # A client that does not read what it asked for is not read from
+        # either, so a console's buffer stays bounded.
+        want = selectors.EVENT_READ if len(conn.outbuf) < OUTBUF_LIMIT \
+            else 0
         if conn.outbuf:
             want |= selectors.EVENT_WRITE
         if self._sel.get_key(conn.sock).events != want:
