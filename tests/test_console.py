@@ -270,7 +270,8 @@ class _WebSocketStream:
         self.buffer = b""
 
     def sendall(self, data):
-        self.ws.send(data)
+        # Fragmented, so the server has to put messages back together.
+        self.ws.send([data[:1], data[1:]] if len(data) > 1 else data)
 
     def recv(self, n):
         if not self.buffer:
@@ -299,6 +300,47 @@ def test_websocket_carries_rfb(server, x, sid, running, subprotocol):
         width, height, name = rfb_handshake(stream)
         assert name == "console-vm"
         assert len(framebuffer(stream, width, height)) == width * height * 4
+        ws.ping(b"still there?").wait(10)
+
+
+def test_websocket_ends_with_the_console_and_refuses_bad_frames(
+        server, x, sid):
+    from websockets.exceptions import ConnectionClosedOK
+    from websockets.sync.client import connect as ws_connect
+    vm = new_vm(x, "ws-vm")
+    x.VM.start(vm, False, False)
+    try:
+        uuid = x.console.get_uuid(console_of(x, vm))
+        url = "ws://127.0.0.1:%d/console?uuid=%s&session_id=%s" % (
+            server.http_port, uuid, sid)
+        with ws_connect(url) as ws:
+            # No subprotocol offered: none named (a browser would drop
+            # the connection otherwise); binary frames all the same.
+            assert ws.subprotocol is None
+            assert ws.recv(timeout=10) == b"RFB 003.008\n"
+            x.VM.hard_shutdown(vm)
+            with pytest.raises(ConnectionClosedOK):
+                ws.recv(timeout=10)
+            assert ws.close_code == 1000
+    finally:
+        if x.VM.get_power_state(vm) != "Halted":
+            x.VM.hard_shutdown(vm)
+        x.VM.destroy(vm)
+    # A client frame without a mask is a protocol error (RFC 6455 5.1).
+    uuid = x.console.get_uuid(console_of(x, x.host.get_control_domain(
+        x.host.get_all()[0])))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock, head = connect(server, "uuid=%s&session_id=%s" % (uuid, sid),
+                         method="GET", headers=(
+                             "Upgrade: websocket", "Connection: Upgrade",
+                             "Sec-WebSocket-Key: " + key,
+                             "Sec-WebSocket-Version: 13"), tls=False)
+    with sock:
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        sock.sendall(b"\x82\x03abc")
+        sock.settimeout(10)
+        rest = read_all(sock)
+        assert rest.endswith(b"\x88\x02\x03\xea")   # close, 1002
 
 
 class _Forwarder:
@@ -530,3 +572,59 @@ def test_the_relay_is_flow_controlled(server, x, sid, running):
     print("accepted %d bytes, server grew %d KiB" % (accepted, grown))
     assert accepted < 64 * MIB, accepted
     assert grown < 32 * 1024, grown
+
+
+def masked(opcode, payload, fin=True):
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + body
+
+
+def test_websocket_frames_unit():
+    """Large frames split anywhere, fragments with a ping between them,
+    base64 text frames, and the close handshake."""
+    from twisted.internet.testing import StringTransport
+    from txxapi.console.websocket import WebSocketSide
+
+    class Sink:
+        def __init__(self):
+            self.data = b""
+
+        def send(self, data):
+            self.data += data
+
+        def close(self):
+            pass
+
+    side = WebSocketSide("binary")
+    side.makeConnection(StringTransport())
+    side.peer = sink = Sink()
+    big = os.urandom(70000)
+    wire = masked(2, big[:10], fin=False) + masked(9, b"hi") + \
+        masked(0, big[10:], fin=True) + masked(2, b"end")
+    for i in range(0, len(wire), 997):
+        side.dataReceived(wire[i:i + 997])
+    assert sink.data == big + b"end"
+    assert side.transport.value() == b"\x8a\x02hi"        # the pong
+    side.dataReceived(masked(8, struct.pack(">H", 1001)))
+    assert side.transport.value().endswith(b"\x88\x02\x03\xe9")
+    assert side.transport.disconnecting
+
+    text = WebSocketSide("base64")
+    text.makeConnection(StringTransport())
+    text.peer = sink = Sink()
+    encoded = base64.b64encode(b"RFB 003.008\n")
+    text.dataReceived(masked(1, encoded[:5], fin=False))
+    text.dataReceived(masked(0, encoded[5:]))
+    assert sink.data == b"RFB 003.008\n"
+    text.send(b"\x00\x01")
+    assert text.transport.value() == b"\x81\x04" + base64.b64encode(
+        b"\x00\x01")

@@ -49,7 +49,9 @@ def end(transport):
     """Close a transport of the relay.  The other side must stop being
     its producer first: a TLS transport would otherwise wait for that
     before closing."""
-    transport.unregisterProducer()
+    if getattr(transport, "producer", None) is not None or \
+            getattr(transport, "_producer", None) is not None:
+        transport.unregisterProducer()
     transport.loseConnection()
 
 

@@ -106,15 +106,15 @@ class WebSocketSide(Side):
             self.head = buf
             return b""
         first, second = buf[0], buf[1]
+        if not second & 0x80 or first & 0x70:
+            # Client frames must be masked; no extension was agreed.
+            self.close(PROTOCOL_ERROR)
+            return b""
         need = 2 + {126: 2, 127: 8}.get(second & 0x7F, 0) + 4
         if len(buf) < need:
             self.head = buf
             return b""
         self.head = b""
-        if not second & 0x80 or first & 0x70:
-            # Client frames must be masked; no extension was agreed.
-            self.close(PROTOCOL_ERROR)
-            return b""
         length = second & 0x7F
         if length == 126:
             length = struct.unpack(">H", buf[2:4])[0]
