@@ -628,3 +628,21 @@ def test_websocket_frames_unit():
     text.send(b"\x00\x01")
     assert text.transport.value() == b"\x81\x04" + base64.b64encode(
         b"\x00\x01")
+
+
+def test_relayed_connections_leave_the_per_client_cap(tmp_path_factory):
+    """A relayed connection counts against the per-client cap until it
+    closes, then no longer."""
+    for s in serving(tmp_path_factory, "console-cap", SERVER_ARGS + [
+            "--max-connections-per-client", "3"]):
+        api = s.session(https=False)
+        x, sid = api.xenapi, api._session
+        dom0 = x.host.get_control_domain(x.host.get_all()[0])
+        for _ in range(6):
+            sock, head = connect(s, "ref=%s&session_id=%s" % (dom0, sid),
+                                 tls=False)
+            with sock:
+                assert head == OK
+                assert rfb_handshake(sock)[2]
+            time.sleep(0.05)
+        api.xenapi.session.logout()

@@ -10,10 +10,11 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.protocols.policies import ProtocolWrapper
 
 
-def take_over(request, proto):
+def take_over(request, proto, on_end):
     """Detach the request's connection from twisted.web and give it to
-    ``proto``; returns the bytes the client sent after the request head,
-    for ``proto`` once it is joined."""
+    ``proto``; ``on_end`` is called when it closes.  Returns the bytes
+    the client sent after the request head, for ``proto`` once it is
+    joined."""
     channel = request.channel
     transport = channel.transport
     # The HTTP channel registered itself as the producer of its transport.
@@ -22,13 +23,15 @@ def take_over(request, proto):
         channel._end_header()
     early = b"".join(getattr(channel, "_dataBuffer", []))
     channel._dataBuffer = []
-    client = getattr(channel, "_client", None)
-    if client is not None:
-        # The per-client connection count: the relay holds it until the
-        # end, then releases it (twisted.web never sees this close).
-        channel._client = None
-        proto.release = lambda: channel.site.client_connections.release(
-            client)
+    # The per-client connection count is held until the relay ends:
+    # twisted.web never sees this connection close.
+    client, channel._client = getattr(channel, "_client", None), None
+
+    def release():
+        if client is not None:
+            channel.site.client_connections.release(client)
+        on_end()
+    proto.release = release
     channel.transport = None
     if isinstance(transport, ProtocolWrapper):
         transport.wrappedProtocol = proto

@@ -27,10 +27,6 @@ CONNECTED = responses.header_lines(["HTTP/1.1 200 OK",
                                     "Cache-Control: no-cache, no-store"])
 
 
-class _Failed(Exception):
-    """console.ml's ``Failure``: a 500 naming it."""
-
-
 def _console_failure(version, what="Console.Failure"):
     return Refused(responses.internal_error(version, what))
 
@@ -91,6 +87,12 @@ def check_console(server, session, console, version):
     return port
 
 
+def _gone(request):
+    """Whether the client closed while its request was being checked."""
+    return request.channel.transport is None or \
+        getattr(request, "_disconnected", False)
+
+
 class ConsoleResource(resource.Resource):
     isLeaf = True
 
@@ -119,47 +121,38 @@ class ConsoleResource(resource.Resource):
             else:
                 side, head = relay.Side(), CONNECTED
         except Refused as refused:
-            if caller is not None:
-                caller.close()
-            if request.channel.transport is not None:
-                request.channel.transport.write(refused.response)
-                request.channel.loseConnection()
+            self._refuse(request, caller, refused.response)
             return
         except Exception:
             log.err(None, "console request failed")
-            if caller is not None:
-                caller.close()
-            if request.channel.transport is not None:
-                request.channel.transport.write(
-                    responses.internal_error(version))
-                request.channel.loseConnection()
+            self._refuse(request, caller, responses.internal_error(version))
             return
         try:
             backend = yield relay.connect(self.server.reactor, port)
         except Exception:
-            # XAPI has sent its 200 by now and just closes.
             backend = None
-        if request.channel.transport is None:   # the client went away
+        if _gone(request):
             caller.close()
             if backend is not None:
                 backend.close()
             return
-        request.channel.transport.write(head)
         if backend is None:
-            caller.close()
-            request.channel.loseConnection()
+            # XAPI sends its 200 before it connects, then just closes.
+            self._refuse(request, caller, head)
             return
-        early = relay.take_over(request, side)
-        previous = side.release
-
-        def released():
-            caller.close()
-            if previous is not None:
-                previous()
-        side.release = released
+        request.channel.transport.write(head)
+        early = relay.take_over(request, side, caller.close)
         relay.join(side, backend)
         if early:
             side.dataReceived(early)
+
+    @staticmethod
+    def _refuse(request, caller, response):
+        if caller is not None:
+            caller.close()
+        if not _gone(request):
+            request.channel.transport.write(response)
+            request.channel.loseConnection()
 
     def _upgrade(self, request):
         """The websocket end and XAPI's 101, or its 501 when the request
