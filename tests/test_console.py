@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests.support.api import wait_until
 from tests.support.servers import PASSWORD, USER, serving
 
 MIB = 1024 ** 2
@@ -646,3 +647,28 @@ def test_relayed_connections_leave_the_per_client_cap(tmp_path_factory):
                 assert rfb_handshake(sock)[2]
             time.sleep(0.05)
         api.xenapi.session.logout()
+
+
+def test_a_connection_runs_as_a_task(server, x, sid, running):
+    uuid = x.console.get_uuid(console_of(x, running))
+
+    def console_tasks():
+        return [t for t in x.task.get_all()
+                if x.task.get_name_label(t) == "Connection to VM console"]
+    assert console_tasks() == []
+    sock, head = connect(server, "uuid=%s&session_id=%s" % (uuid, sid))
+    with sock:
+        assert head == OK
+        rfb_handshake(sock)
+        (task,) = console_tasks()
+        assert x.task.get_status(task) == "pending"
+    wait_until(lambda: console_tasks() == [], what="the task gone")
+    named = x.task.create("my console", "")
+    sock, head = connect(server, "uuid=%s&session_id=%s&task_id=%s"
+                         % (uuid, sid, named))
+    with sock:
+        rfb_handshake(sock)
+        assert x.task.get_status(named) == "pending"
+    wait_until(lambda: x.task.get_status(named) == "success",
+               what="the named task done")
+    x.task.destroy(named)

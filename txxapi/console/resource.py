@@ -21,6 +21,7 @@ from txxapi.http.auth import Params, Refused, authenticate, query_of, \
     version_of
 
 HOST_CONSOLE = "http/connect_console/host_console"
+TASK_LABEL = "Connection to VM console"
 # The 200 XAPI writes before it connects to the console server.
 CONNECTED = responses.header_lines(["HTTP/1.1 200 OK",
                                     "Connection: keep-alive",
@@ -141,10 +142,30 @@ class ConsoleResource(resource.Resource):
             self._refuse(request, caller, head)
             return
         request.channel.transport.write(head)
-        early = relay.take_over(request, side, caller.close)
+        end = self._task(request, caller)
+        early = relay.take_over(request, side, end)
         relay.join(side, backend)
         if early:
             side.dataReceived(early)
+
+    def _task(self, request, caller):
+        """The connection runs as a task, as XAPI's handlers do: the one
+        the client named in task_id (it succeeds when the console closes)
+        or one of its own, gone with the connection.  Returns what ends
+        it."""
+        tasks, db = self.server.tasks, self.server.db
+        named = Params(request).get("task_id", cookie_first=True)
+        own = not (named and db.exists("task", named))
+        task = tasks.create(caller.session, TASK_LABEL) if own else named
+
+        def end():
+            if db.exists("task", task):
+                if db.fields("task", task)["status"] == "pending":
+                    tasks.succeed(task, "")
+                if own:
+                    tasks.destroy(task)
+            caller.close()
+        return end
 
     @staticmethod
     def _refuse(request, caller, response):
