@@ -77,6 +77,15 @@ def running(x):
 
 
 @pytest.fixture(scope="module")
+def pv_running(x):
+    vm = new_vm(x, "pv-vm", hvm=False)
+    x.VM.start(vm, False, False)
+    yield vm
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+
+
+@pytest.fixture(scope="module")
 def halted(x):
     vm = new_vm(x, "halted-vm")
     yield vm
@@ -420,15 +429,19 @@ def read_until(sock, marker, limit=65536):
     return data
 
 
-def test_vt100_console_of_a_vm_echoes_at_its_login_prompt(
-        server, x, sid, running):
-    uuid = x.console.get_uuid(console_of(x, running, "vt100"))
+def test_vt100_console_of_a_pv_vm_echoes_at_its_login_prompt(
+        server, x, sid, running, pv_running):
+    # As XAPI gives them: an HVM guest has qemu's VNC only, a PV guest a
+    # text console too.
+    assert [x.console.get_protocol(c)
+            for c in x.VM.get_consoles(running)] == ["rfb"]
+    uuid = x.console.get_uuid(console_of(x, pv_running, "vt100"))
     sock, head = connect(server, "uuid=%s&session_id=%s" % (uuid, sid))
     with sock:
         assert head == OK
-        read_until(sock, b"console-vm login: ")
+        read_until(sock, b"pv-vm login: ")
         sock.sendall(b"root\r")
-        assert b"root" in read_until(sock, b"console-vm login: ")
+        assert b"root" in read_until(sock, b"pv-vm login: ")
 
 
 def band(pixels, width, line):
@@ -545,11 +558,11 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
-def test_the_relay_is_flow_controlled(server, x, sid, running):
+def test_the_relay_is_flow_controlled(server, x, sid, pv_running):
     """A client that sends to the echoing text console and never reads:
     the relay stops reading from it once the way back is full, so the
     client soon cannot send more and the server does not grow."""
-    uuid = x.console.get_uuid(console_of(x, running, "vt100"))
+    uuid = x.console.get_uuid(console_of(x, pv_running, "vt100"))
     sock, head = connect(server, "uuid=%s&session_id=%s" % (uuid, sid),
                          tls=False)
     with sock:

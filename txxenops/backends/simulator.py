@@ -769,8 +769,10 @@ class SimulatorBackend:
             self._sleep(ctl, self.op_time)
             try:
                 port = self._consoles.open(rec.domid, spec.name or spec.uuid)
-                text_port = self._consoles.open(
-                    rec.domid, spec.name or spec.uuid, protocol="vt100")
+                # A PV guest's text console; an HVM guest has qemu's VNC.
+                text_port = 0 if spec.domain_type == "hvm" else \
+                    self._consoles.open(rec.domid, spec.name or spec.uuid,
+                                        protocol="vt100")
             except OSError as e:
                 raise DeviceError(spec.uuid, "console", str(e))
         except BaseException:
@@ -1049,8 +1051,9 @@ class SimulatorBackend:
             try:
                 rec.console_port = self._consoles.open(
                     rec.domid, name, rec.console_port)
-                rec.text_port = self._consoles.open(
-                    rec.domid, name, rec.text_port, protocol="vt100")
+                if rec.text_port:
+                    rec.text_port = self._consoles.open(
+                        rec.domid, name, rec.text_port, protocol="vt100")
             except OSError:
                 rec.console_port = rec.text_port = 0
             self._consoles.set_state(rec.domid, rec.state)
