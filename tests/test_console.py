@@ -685,3 +685,19 @@ def test_a_connection_runs_as_a_task(server, x, sid, running):
     wait_until(lambda: x.task.get_status(named) == "success",
                what="the named task done")
     x.task.destroy(named)
+
+
+def test_what_relaying_costs(server, x, sid, running):
+    """CPU seconds of the server (relay, TLS and the simulated console
+    drawing) for 100 full framebuffers, about 30 MB, through CONNECT."""
+    from tests.support.cost import cpu_of
+    uuid = x.console.get_uuid(console_of(x, running))
+    sock, head = connect(server, "uuid=%s&session_id=%s" % (uuid, sid))
+    with sock:
+        width, height, _ = rfb_handshake(sock)
+        with cpu_of(server) as cost:
+            total = sum(len(framebuffer(sock, width, height))
+                        for _ in range(100))
+    print("relayed %d bytes for %.2f CPU s" % (total, cost.seconds))
+    assert total == 100 * width * height * 4
+    assert cost.seconds < 10
