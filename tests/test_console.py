@@ -548,6 +548,19 @@ def test_rbac_permissions_of_the_console_handlers(tmp_path):
         permissions=("http/connect_console",
                      "http/connect_console/host_console"))
     assert check_console(server, admin, console, "1.1") > 0
+    # No console server to connect to: XAPI's bare 404.
+    db.update("console", console, {"port": -1})
+    with pytest.raises(auth.Refused) as refused:
+        check_console(server, admin, console, "1.1")
+    assert refused.value.response == (
+        b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n"
+        b"Cache-Control: no-cache, no-store\r\n\r\n")
+    # A VM not resident on this host (its console is another host's).
+    db.update("VM", dom0, {"resident_on": "OpaqueRef:another-host"})
+    with pytest.raises(auth.Refused) as refused:
+        check_console(server, admin, console, "1.1")
+    assert refused.value.response.endswith(
+        b"<h1> Additional information </h1>Console.Failure</body></html>")
 
 
 def rss_kib(pid):
