@@ -679,8 +679,8 @@ def test_a_connection_runs_as_a_task(server, x, sid, running):
     uuid = x.console.get_uuid(console_of(x, running))
 
     def console_tasks():
-        return [t for t in x.task.get_all()
-                if x.task.get_name_label(t) == "Connection to VM console"]
+        return [t for t, r in x.task.get_all_records().items()
+                if r["name_label"] == "Connection to VM console"]
     assert console_tasks() == []
     sock, head = connect(server, "uuid=%s&session_id=%s" % (uuid, sid))
     with sock:
