@@ -102,6 +102,7 @@ class Xenops:
         self._running = True
         templates.ensure_default_templates(self.db)
         self.resync()
+        self.control_domain_consoles()
         self.backend.subscribe(self._backend_event)
         # Storage is up by now (it starts first); nothing is suspending.
         suspend_images.discard_orphans(self.make_context()).addErrback(
@@ -407,6 +408,14 @@ class Xenops:
                 "uuid": uuid, "protocol": protocol, "VM": ref,
                 "location": "https://%s/console?uuid=%s" % (address, uuid),
                 "other_config": {}, "port": port})
+
+    def control_domain_consoles(self):
+        """The control domain's console records follow the consoles the
+        backend serves for it (a backend serving none leaves them)."""
+        consoles = getattr(self.backend.host_info(), "consoles", None)
+        dom0 = self.db.fields("host", self.server.host_ref)["control_domain"]
+        if consoles and self.db.exists("VM", dom0):
+            self._consoles(dom0, consoles)
 
     def _devices(self, ref, info):
         db = self.db

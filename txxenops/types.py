@@ -60,6 +60,7 @@ class HostInfo:
     dom0_vcpus: int = 1
     cpu_features: str = ""
     sockets: int = 1
+    consoles: list = field(default_factory=list)  # the control domain's
 
 
 @dataclass

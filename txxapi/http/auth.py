@@ -22,8 +22,11 @@ from txxapi.http import responses
 
 # The roles holding each data handler's permission (XAPI's http_actions).
 VM_ADMIN = ("pool-admin", "pool-operator", "vm-power-admin", "vm-admin")
+VM_OPERATOR = VM_ADMIN + ("vm-operator",)
 HTTP_ACTIONS = {"put_import_raw_vdi": VM_ADMIN,
-                "get_export_raw_vdi": VM_ADMIN}
+                "get_export_raw_vdi": VM_ADMIN,
+                "connect_console": VM_OPERATOR,
+                "connect_console_ws": VM_OPERATOR}
 
 
 class Refused(Exception):

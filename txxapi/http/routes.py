@@ -12,7 +12,10 @@ XMLRPC = "xmlrpc"
 JSONRPC = "jsonrpc"
 IMPORT_RAW_VDI = "import_raw_vdi"
 EXPORT_RAW_VDI = "export_raw_vdi"
+CONNECT_CONSOLE = "connect_console"
+CONNECT_CONSOLE_WS = "connect_console_ws"
 RPC = frozenset((XMLRPC, JSONRPC))
+CONSOLE = frozenset((CONNECT_CONSOLE, CONNECT_CONSOLE_WS))
 TRANSFERS = frozenset((IMPORT_RAW_VDI, EXPORT_RAW_VDI))
 
 IMPORT_PATH = b"/import_raw_vdi"
@@ -25,7 +28,9 @@ _TABLE = {
     b"POST": _RPC_URIS,
     b"OPTIONS": _RPC_URIS,
     b"PUT": [(IMPORT_PATH, IMPORT_RAW_VDI)],
-    b"GET": [(EXPORT_PATH, EXPORT_RAW_VDI)],
+    b"GET": [(EXPORT_PATH, EXPORT_RAW_VDI),
+             (b"/console", CONNECT_CONSOLE_WS)],
+    b"CONNECT": [(b"/console", CONNECT_CONSOLE)],
 }
 # Longest URI first, so the first match is the longest prefix.
 for _uris in _TABLE.values():

@@ -13,6 +13,7 @@ import io
 
 from twisted.web import resource, server
 
+from txxapi.console.resource import ConsoleResource
 from txxapi.http import limits, responses, routes, vdi_transfer
 from txxapi.http.auth import version_of
 from txxapi.http.rpc import RPCResource
@@ -116,10 +117,13 @@ class Root(resource.Resource):
         resource.Resource.__init__(self)
         self.rpc = RPCResource(server_)
         self.transfers = TransferResource(server_)
+        self.console = ConsoleResource(server_)
 
     def getChildWithDefault(self, name, request):
         if routes.handler_of(request.method, request.uri) in routes.RPC:
             return self.rpc
+        if routes.handler_of(request.method, request.uri) in routes.CONSOLE:
+            return self.console
         if routes.is_transfer_path(request.uri):
             return self.transfers
         if request.path == b"/":

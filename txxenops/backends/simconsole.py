@@ -1,14 +1,17 @@
 """
-Consoles for simulated domains: one loopback TCP port per domain speaking
-enough RFB (VNC) for a client to connect and see a picture, the way qemu's
-VNC server would for an HVM guest.
+Consoles for simulated domains, on loopback TCP ports: per domain one
+speaking enough RFB (VNC) for a client to connect and see the guest's
+picture, the way qemu's VNC server would for an HVM guest, and one vt100
+text console (a login prompt that echoes what is typed), as a PV guest's
+serial console.
 
 Implemented: RFB 3.3, 3.7 and 3.8 handshakes with security type None,
 ServerInit, SetPixelFormat (any true-colour format of 8/16/32 bpp),
 SetEncodings, FramebufferUpdateRequest answered with one Raw rectangle
-(incremental requests get nothing, as the picture never changes),
-KeyEvent, PointerEvent and ClientCutText (read and ignored).  Unknown client
-messages end the connection, as the protocol requires.
+(an incremental request waits until the picture changes: the guest's
+state, its uptime in seconds, keys typed), KeyEvent (printable keys appear
+on screen), PointerEvent and ClientCutText (read and ignored).  Unknown
+client messages end the connection, as the protocol requires.
 
 All consoles of a backend share one selector thread.
 """
@@ -19,44 +22,34 @@ import socket
 import struct
 import threading
 
+from txxenops.backends.simscreen import HEIGHT, WIDTH, Screen, bar_rows, \
+    panel_rows
+
 log = logging.getLogger(__name__)
 
-WIDTH, HEIGHT = 320, 240
 # 32 bpp, depth 24, little endian, true colour, 8 bits per channel.
 SERVER_FORMAT = (32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
-# Colour bars, so a client shows something recognisable.
-BARS = [(192, 192, 192), (192, 192, 0), (0, 192, 192), (0, 192, 0),
-        (192, 0, 192), (192, 0, 0), (0, 0, 192), (16, 16, 16)]
-
 _MSG_FIXED = {0: 20, 3: 10, 4: 8, 5: 6}   # type -> total length
-
-
-def _pixel_rows(fmt):
-    """The framebuffer encoded in pixel format ``fmt``, one bytes per row."""
-    bpp, _depth, big, _tc, rmax, gmax, bmax, rsh, gsh, bsh = fmt
-    size = bpp // 8
-    order = "big" if big else "little"
-    encoded = [((r * rmax // 255) << rsh | (g * gmax // 255) << gsh
-                | (b * bmax // 255) << bsh).to_bytes(size, order)
-               for r, g, b in BARS]
-    bar_w = WIDTH // len(BARS)
-    top = b"".join(encoded[min(x // bar_w, len(BARS) - 1)]
-                   for x in range(WIDTH))
-    bottom = encoded[-1] * WIDTH
-    return [top] * (HEIGHT * 3 // 4) + [bottom] * (HEIGHT - HEIGHT * 3 // 4)
+# Keysyms of the keys the picture follows.
+_KEYS = {0xff08: "\b", 0xff0d: "\r", 0xff8d: "\r"}
+OUTBUF_LIMIT = 1 << 20   # bytes queued for a client before reading stops
+TICK = 0.5    # how often waiting incremental requests are looked at
 
 
 class _Connection:
-    def __init__(self, sock, key, name):
+    def __init__(self, sock, key, screen):
         self.sock = sock
         self.key = key
-        self.name = name.encode("utf-8", "replace")[:255]
+        self.screen = screen
+        self.name = screen.name.encode("utf-8", "replace")[:255]
+        self.shown = None        # the picture last sent
+        self.waiting = None      # an incremental request's rectangle
         self.inbuf = b""
         self.outbuf = bytearray(b"RFB 003.008\n")
         self.stage = "version"
         self.version = 8
         self.format = SERVER_FORMAT
-        self.rows = None
+        self.bars = None
         self.closing = False
 
     def feed(self, data):
@@ -123,6 +116,9 @@ class _Connection:
                 self._set_format(buf[4:20])
             elif kind == 3:
                 self._update(*struct.unpack(">BHHHH", buf[1:10]))
+            elif kind == 4:
+                down, keysym = struct.unpack(">BxxI", buf[1:8])
+                self._key(down, keysym)
             return n
         if kind == 2:
             if len(buf) < 4:
@@ -141,22 +137,74 @@ class _Connection:
         fmt = struct.unpack(">BBBBHHHBBBxxx", raw)
         if fmt[0] in (8, 16, 32) and fmt[4] and fmt[5] and fmt[6]:
             self.format = fmt
-            self.rows = None
+            self.bars = None
         else:
             self.closing = True
 
-    def _update(self, incremental, x, y, w, h):
-        if incremental:
+    def _key(self, down, keysym):
+        if not down:
             return
+        if 32 <= keysym < 127:
+            self.screen.key(chr(keysym))
+        elif keysym in _KEYS:
+            self.screen.key(_KEYS[keysym])
+
+    def _update(self, incremental, x, y, w, h):
+        if incremental and self.screen.picture() == self.shown:
+            self.waiting = (x, y, w, h)    # answered once it changes
+            return
+        self._send_picture(x, y, w, h)
+
+    def poll(self):
+        """Answer a waiting incremental request if the picture changed."""
+        if self.waiting is not None and \
+                self.screen.picture() != self.shown:
+            self._send_picture(*self.waiting)
+
+    def _send_picture(self, x, y, w, h):
+        self.waiting = None
         x, y = min(x, WIDTH), min(y, HEIGHT)
         w, h = min(w, WIDTH - x), min(h, HEIGHT - y)
-        if self.rows is None:
-            self.rows = _pixel_rows(self.format)
+        if self.bars is None:
+            self.bars = bar_rows(self.format)
+        self.shown = self.screen.picture()
+        rows = self.bars + panel_rows(self.shown, self.format)
         size = self.format[0] // 8
         self.outbuf += struct.pack(">BxH", 0, 1)
         self.outbuf += struct.pack(">HHHHi", x, y, w, h, 0)
-        for row in self.rows[y:y + h]:
+        for row in rows[y:y + h]:
             self.outbuf += row[x * size:(x + w) * size]
+
+
+class _TextConnection:
+    """A vt100 console: boot text and a login prompt; what is typed is
+    echoed, and each line gets a new prompt."""
+
+    def __init__(self, sock, key, screen):
+        self.sock = sock
+        self.key = key
+        self.screen = screen
+        self.prompt = ("\r\n%s login: " % screen.name).encode(
+            "utf-8", "replace")
+        self.outbuf = bytearray(
+            b"\r\nSimulated guest console\r\n" + self.prompt)
+        self.closing = False
+
+    def feed(self, data):
+        for byte in data:
+            if byte in (13, 10):
+                self.outbuf += self.prompt
+                self.screen.key("\r")
+            elif byte in (8, 127):
+                self.outbuf += b"\b \b"
+                self.screen.key("\b")
+            elif 32 <= byte < 127:
+                self.outbuf.append(byte)
+                self.screen.key(chr(byte))
+        return True
+
+    def poll(self):
+        pass
 
 
 class ConsoleServer:
@@ -171,12 +219,28 @@ class ConsoleServer:
         self._sel = None
         self._wake = None
         self._listeners = {}     # key -> listening socket
+        self._screens = {}       # key -> Screen
         self._stopped = False
 
-    def open(self, key, name, port=0):
-        """Start serving a console for ``key``; returns its TCP port.  A
-        wanted ``port`` is taken if free (to keep a console's address over
-        a toolstack restart), else any free one."""
+    def screen(self, key, name):
+        """The Screen of ``key``'s consoles (made on first use)."""
+        with self._lock:
+            screen = self._screens.get(key)
+            if screen is None:
+                screen = self._screens[key] = Screen(name)
+            return screen
+
+    def set_state(self, key, state):
+        with self._lock:
+            screen = self._screens.get(key)
+        if screen is not None:
+            screen.set_state(state)
+
+    def open(self, key, name, port=0, protocol="rfb"):
+        """Start serving a console (``protocol`` rfb or vt100) for
+        ``key``; returns its TCP port.  A wanted ``port`` is taken if free
+        (to keep a console's address over a toolstack restart), else any
+        free one."""
         sock = None
         for p in ([port, 0] if port else [0]):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -190,11 +254,15 @@ class ConsoleServer:
             raise OSError("no port for the console of %s" % (key,))
         sock.listen(8)
         sock.setblocking(False)
-        self._post(("add", key, sock, name))
+        self._post(("add", (protocol, key), sock, self.screen(key, name)))
         return sock.getsockname()[1]
 
     def close_console(self, key):
-        self._post(("remove", key))
+        """Stop serving every console of ``key``."""
+        with self._lock:
+            self._screens.pop(key, None)
+        for protocol in ("rfb", "vt100"):
+            self._post(("remove", (protocol, key)))
 
     def close(self):
         with self._lock:
@@ -237,7 +305,7 @@ class ConsoleServer:
             self._wake[1].close()
 
     def _serve_once(self):
-        for skey, events in self._sel.select():
+        for skey, events in self._sel.select(TICK):
             data = skey.data
             if data is None:
                 try:
@@ -250,6 +318,12 @@ class ConsoleServer:
                 self._accept(skey.fileobj, data[1], data[2])
             else:
                 self._service(data[1], events)
+        for skey in list(self._sel.get_map().values()):
+            data = skey.data
+            if data and data[0] == "conn" and not data[1].outbuf:
+                data[1].poll()
+                if data[1].outbuf:
+                    self._service(data[1], 0)
         return True
 
     def _run_commands(self):
@@ -259,13 +333,13 @@ class ConsoleServer:
             if command[0] == "stop":
                 return False
             if command[0] == "add":
-                _, key, sock, name = command
+                _, key, sock, screen = command
                 old = self._listeners.pop(key, None)
                 if old is not None:
                     self._drop_key(key, old)
                 self._listeners[key] = sock
                 self._sel.register(sock, selectors.EVENT_READ,
-                                   ("listen", key, name))
+                                   ("listen", key, screen))
             elif command[0] == "remove":
                 sock = self._listeners.pop(command[1], None)
                 if sock is not None:
@@ -280,13 +354,14 @@ class ConsoleServer:
             if data and data[0] == "conn" and data[1].key == key:
                 self._drop(data[1])
 
-    def _accept(self, listener, key, name):
+    def _accept(self, listener, key, screen):
         try:
             sock, _ = listener.accept()
         except OSError:
             return
         sock.setblocking(False)
-        conn = _Connection(sock, key, name)
+        kind = _TextConnection if key[0] == "vt100" else _Connection
+        conn = kind(sock, key, screen)
         self._sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
                            ("conn", conn))
 
@@ -307,7 +382,10 @@ class ConsoleServer:
         if conn.closing and not conn.outbuf:
             self._drop(conn)
             return
-        want = selectors.EVENT_READ
+        # A client that does not read what it asked for is not read from
+        # either, so a console's buffer stays bounded.
+        want = selectors.EVENT_READ if len(conn.outbuf) < OUTBUF_LIMIT \
+            else 0
         if conn.outbuf:
             want |= selectors.EVENT_WRITE
         if self._sel.get_key(conn.sock).events != want:

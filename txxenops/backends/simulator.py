@@ -160,7 +160,7 @@ class _Domain:
     FIELDS = ("domid", "state", "shutdown_reason", "memory_target",
               "memory_actual", "overhead", "vcpus", "cpu_accum",
               "running_since", "start_time", "guest_metrics", "agent_due",
-              "console_port")
+              "console_port", "text_port")
 
     def __init__(self, spec, domid, overhead, actual):
         self.spec = spec
@@ -179,6 +179,7 @@ class _Domain:
         self.guest_metrics = None
         self.agent_due = None
         self.console_port = 0
+        self.text_port = 0
 
     def to_dict(self):
         d = {k: getattr(self, k) for k in self.FIELDS}
@@ -342,7 +343,19 @@ class SimulatorBackend:
             cpus=list(self.cpus),
             dom0_memory=self.dom0_memory,
             dom0_vcpus=min(len(self.cpus), 16),
+            consoles=self._control_domain_consoles(),
         )
+
+    def _control_domain_consoles(self):
+        """The control domain's console and text console (opened once;
+        domid 0 is never a guest's)."""
+        with self._lock:
+            if not getattr(self, "_dom0_consoles", None):
+                self._dom0_consoles = [
+                    ConsoleInfo(protocol, port=self._consoles.open(
+                        0, self.hostname, protocol=protocol))
+                    for protocol in ("rfb", "vt100")]
+            return list(self._dom0_consoles)
 
     def free_memory(self):
         with self._lock:
@@ -756,6 +769,10 @@ class SimulatorBackend:
             self._sleep(ctl, self.op_time)
             try:
                 port = self._consoles.open(rec.domid, spec.name or spec.uuid)
+                # A PV guest's text console; an HVM guest has qemu's VNC.
+                text_port = 0 if spec.domain_type == "hvm" else \
+                    self._consoles.open(rec.domid, spec.name or spec.uuid,
+                                        protocol="vt100")
             except OSError as e:
                 raise DeviceError(spec.uuid, "console", str(e))
         except BaseException:
@@ -764,7 +781,7 @@ class SimulatorBackend:
                     del self._domains[spec.uuid]
             raise
         with self._lock:
-            rec.console_port = port
+            rec.console_port, rec.text_port = port, text_port
             rec.start_time = time.time()
             self._change_state(rec, "paused" if paused else "running")
             if rec.guest_metrics is not None:
@@ -817,6 +834,7 @@ class SimulatorBackend:
         rec.fold_cpu(now)
         rec.state = new
         self._gen += 1
+        self._consoles.set_state(rec.domid, new)
         if new == "running":
             if rec.running_since is None:
                 rec.running_since = now
@@ -968,8 +986,9 @@ class SimulatorBackend:
             vcpus=rec.vcpus, vcpus_max=rec.spec.vcpus_max,
             vcpu_times=rec.vcpu_times(time.time()),
             start_time=rec.start_time,
-            consoles=[ConsoleInfo("rfb", port=rec.console_port)]
-            if rec.console_port else [],
+            consoles=[ConsoleInfo(protocol, port=port) for protocol, port
+                      in (("rfb", rec.console_port),
+                          ("vt100", rec.text_port)) if port],
             vbds=copy.deepcopy(rec.vbds), vifs=copy.deepcopy(rec.vifs),
             guest_metrics=copy.deepcopy(rec.guest_metrics))
 
@@ -1028,12 +1047,16 @@ class SimulatorBackend:
         now = time.time()
         for d in data.get("domains", []):
             rec = _Domain.from_dict(d)
+            name = rec.spec.name or rec.spec.uuid
             try:
                 rec.console_port = self._consoles.open(
-                    rec.domid, rec.spec.name or rec.spec.uuid,
-                    rec.console_port)
+                    rec.domid, name, rec.console_port)
+                if rec.text_port:
+                    rec.text_port = self._consoles.open(
+                        rec.domid, name, rec.text_port, protocol="vt100")
             except OSError:
-                rec.console_port = 0
+                rec.console_port = rec.text_port = 0
+            self._consoles.set_state(rec.domid, rec.state)
             self._domains[rec.spec.uuid] = rec
             if rec.agent_due is not None:
                 due = rec.agent_due
