@@ -413,7 +413,7 @@ class Xenops:
         """The control domain's console records follow the consoles the
         backend serves for it (a backend serving none leaves them)."""
         consoles = getattr(self.backend.host_info(), "consoles", None)
-        dom0 = self.db.fields("host", self.server.host_ref)["control_domain"]
+        dom0 = self.db.fields("host", self.identity.host_ref)["control_domain"]
         if consoles and self.db.exists("VM", dom0):
             self._consoles(dom0, consoles)
 
