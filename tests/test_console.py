@@ -16,7 +16,8 @@ import time
 import pytest
 
 from tests.support.api import wait_until
-from tests.support.servers import PASSWORD, USER, serving
+from tests.support.servers import (
+    PASSWORD, USER, insecure_context, read_head, serving)
 
 MIB = 1024 ** 2
 NULL = "OpaqueRef:NULL"
@@ -104,21 +105,8 @@ def open_socket(server, tls):
         ("127.0.0.1", server.https_port if tls else server.http_port),
         timeout=10)
     if tls:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        sock = ctx.wrap_socket(sock)
+        sock = insecure_context().wrap_socket(sock)
     return sock
-
-
-def read_head(sock):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(1)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def read_all(sock):

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from tests.support.api import failure, wait_until
-from tests.support.servers import PASSWORD, USER, serving
+from tests.support.servers import PASSWORD, USER, read_head, serving
 from txstorage import vhd
 
 MIB = 1 << 20
@@ -381,14 +381,8 @@ def test_status_codes(x, server, sid, work):
 
 
 def _read_head(s):
-    """The bytes of one response head (up to its blank line)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(1)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("latin-1")
+    """One response head (up to its blank line), as text."""
+    return read_head(s).decode("latin-1")
 
 
 def test_expect_100_continue_is_answered_once_the_upload_is_accepted(

@@ -30,6 +30,18 @@ def sha512_crypt(password):
     return out.stdout.strip()
 
 
+def read_head(sock):
+    """The bytes of one HTTP response head, up to its blank line (read a
+    byte at a time, so nothing after it is consumed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def insecure_context():
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
