@@ -55,6 +55,16 @@ def handler_of(method, uri):
     return None
 
 
+def handler_of_request(request):
+    """The handler of a request, worked out once: XapiRequest records it
+    as its header ends (``route``), and every later step reads it."""
+    route = getattr(request, "route", None)
+    if route is None:
+        route = handler_of(request.method, request.uri)
+        request.route = route
+    return route
+
+
 def is_transfer_path(uri):
     """Whether the path is one of a data handler's, by any method."""
     return any(handler_of(method, uri) in TRANSFERS

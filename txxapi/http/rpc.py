@@ -46,7 +46,7 @@ class RPCResource(resource.Resource):
     def render_POST(self, request):
         _cors(request)
         body = request.content.read()
-        if routes.handler_of(request.method, request.uri) == routes.JSONRPC:
+        if routes.handler_of_request(request) == routes.JSONRPC:
             return self._json(request, body)
         return self._xml(request, body)
 

@@ -26,11 +26,13 @@ class XapiRequest(server.Request):
     xapi_server = None
     _refused = False
     _upload = None
+    route = None    # the handler serving it (routes), set as its header ends
 
     def gotLength(self, length):
         command = getattr(self.channel, "_command", b"")
-        handler = routes.handler_of(command,
-                                    getattr(self.channel, "_path", b""))
+        # Routed once, before the body: the site's resources read it.
+        self.route = handler = routes.handler_of(
+            command, getattr(self.channel, "_path", b""))
         rpc = command == b"POST" and handler in routes.RPC
         if rpc and length is not None and length > self.max_rpc_size:
             self._refuse()
@@ -98,8 +100,7 @@ class TransferResource(resource.Resource):
         self.server = server_
 
     def render(self, request):
-        if routes.handler_of(request.method, request.uri) == \
-                routes.EXPORT_RAW_VDI:
+        if routes.handler_of_request(request) == routes.EXPORT_RAW_VDI:
             vdi_transfer.Download(self.server, request)
             return server.NOT_DONE_YET
         if request.method == b"HEAD":
@@ -120,9 +121,10 @@ class Root(resource.Resource):
         self.console = ConsoleResource(server_)
 
     def getChildWithDefault(self, name, request):
-        if routes.handler_of(request.method, request.uri) in routes.RPC:
+        handler = routes.handler_of_request(request)
+        if handler in routes.RPC:
             return self.rpc
-        if routes.handler_of(request.method, request.uri) in routes.CONSOLE:
+        if handler in routes.CONSOLE:
             return self.console
         if routes.is_transfer_path(request.uri):
             return self.transfers
