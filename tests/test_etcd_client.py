@@ -18,6 +18,7 @@ from twisted.internet import defer, task
 
 from tests.support.etcd import (
     EtcdCluster, TIMING, free_ports, loopback, needs_etcd)
+from tests.support.pool import host_address
 from tests.support.etcd_fixtures import client, cluster, rt  # noqa: F401
 from txxapi.pool.etcd import (
     Compare, EtcdClient, EtcdCompacted, EtcdLeaseNotFound, EtcdNoQuorum,
@@ -161,8 +162,9 @@ def test_errors_are_typed(rt, client):
     rt.call(client.compact, rev + 1)
     with pytest.raises(EtcdCompacted):
         rt.call(client.range, b"t/compact", revision=rev)
-    closed = free_ports("127.0.0.2", 2)
-    nowhere = rt.call(EtcdClient, ["http://127.0.0.2:%d" % p for p in closed],
+    closed = free_ports(host_address(0), 2)
+    nowhere = rt.call(EtcdClient, ["http://%s:%d" % (host_address(0), p)
+                                   for p in closed],
                       timeout=3)
     started = time.monotonic()
     with pytest.raises(EtcdUnavailable):

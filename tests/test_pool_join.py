@@ -15,7 +15,7 @@ import pytest
 import XenAPI
 
 from tests.support.api import failure, wait_until
-from tests.support.pool import PoolHosts
+from tests.support.pool import PoolHosts, host_address
 from tests.support.servers import PASSWORD, REPO, USER
 from tests.test_vm_lifecycle import new_vm
 from tests.test_xo_connector import XO_DIR, xo_connector  # noqa: F401
@@ -64,13 +64,13 @@ def test_join_lists_the_host_with_its_local_sr(pool, master):
     master_ref = master.pool.get_master(pool_ref)
     pool.join(pool[1], pool[0])
     hosts = by_address(master)
-    assert sorted(hosts) == ["127.0.0.2", "127.0.0.3"]
+    assert sorted(hosts) == [host_address(0), host_address(1)]
     assert master.pool.get_master(pool_ref) == master_ref
-    ref, host = hosts["127.0.0.3"]
+    ref, host = hosts[host_address(1)]
     # Its pool.hello, once restarted, makes it live and enabled.
     wait_until(lambda: master.host.get_enabled(ref), what="host enabled")
     assert master.host_metrics.get_live(host["metrics"]) is True
-    assert role_of(pool[1]) == "slave:127.0.0.2"
+    assert role_of(pool[1]) == "slave:" + host_address(0)
     assert open(os.path.join(pool[1].data_dir, "ptoken")).read() == \
         open(os.path.join(pool[0].data_dir, "ptoken")).read()
     # Its own storage, plugged on it; its PIF on the pool's network.
@@ -79,7 +79,7 @@ def test_join_lists_the_host_with_its_local_sr(pool, master):
              == [ref]]
     assert len(local) == 1
     pifs = master.PIF.get_all_records()
-    assert {p["IP"] for p in pifs.values()} == {"127.0.0.2", "127.0.0.3"}
+    assert {p["IP"] for p in pifs.values()} == {host_address(0), host_address(1)}
     assert len({p["network"] for p in pifs.values()}) == 1
     assert master.VM.get_is_control_domain(host["control_domain"])
     assert host["cpu_info"]["cpu_count"] == str(
@@ -128,8 +128,8 @@ def test_second_join_and_slaves_answer_host_is_slave(pool, master):
     joined = pool_script("join", pool[2].address, pool[0].address)
     assert joined.returncode == 0, joined.stderr
     pool[2].restart()
-    assert sorted(by_address(master)) == ["127.0.0.2", "127.0.0.3",
-                                          "127.0.0.4"]
+    assert sorted(by_address(master)) == [host_address(0), host_address(1),
+                                          host_address(2)]
 
     def live_addresses():
         lines = pool_script("hosts", pool[0].address).stdout.splitlines()
@@ -137,7 +137,7 @@ def test_second_join_and_slaves_answer_host_is_slave(pool, master):
                       if line.endswith(" live"))
 
     wait_until(lambda: len(live_addresses()) == 3, what="3 live hosts")
-    assert live_addresses() == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert live_addresses() == [host_address(0), host_address(1), host_address(2)]
     assert len(master.SR.get_by_name_label("Local storage")) == 3
     for slave in pool[1], pool[2]:
         # What a client does: log in where it was pointed, reconnect to
@@ -145,7 +145,7 @@ def test_second_join_and_slaves_answer_host_is_slave(pool, master):
         session = XenAPI.Session(slave.https_url, ignore_ssl=True)
         with pytest.raises(XenAPI.Failure) as e:
             session.xenapi.login_with_password(USER, PASSWORD, "1.0", "t")
-        assert e.value.details == ["HOST_IS_SLAVE", "127.0.0.2"]
+        assert e.value.details == ["HOST_IS_SLAVE", host_address(0)]
         session = XenAPI.Session("https://%s" % e.value.details[1],
                                  ignore_ssl=True)
         session.xenapi.login_with_password(USER, PASSWORD, "1.0", "t")
@@ -190,34 +190,34 @@ def test_slave_emergency_calls(pool):
 def test_restarted_slave_keeps_its_role(pool, master):
     pool[1].kill()
     pool[1].start()
-    assert role_of(pool[1]) == "slave:127.0.0.2"
-    assert failure(pool[1].session) == ["HOST_IS_SLAVE", "127.0.0.2"]
-    ref, host = by_address(master)["127.0.0.3"]
+    assert role_of(pool[1]) == "slave:" + host_address(0)
+    assert failure(pool[1].session) == ["HOST_IS_SLAVE", host_address(0)]
+    ref, host = by_address(master)[host_address(1)]
     assert master.host_metrics.get_live(host["metrics"]) is True
 
 
 def test_forget_refuses_live_host_and_master(pool, master):
-    ref, _ = by_address(master)["127.0.0.3"]
+    ref, _ = by_address(master)[host_address(1)]
     assert failure(master.host.destroy, ref) == ["HOST_IS_LIVE", ref]
-    me, _ = by_address(master)["127.0.0.2"]
+    me, _ = by_address(master)[host_address(0)]
     assert failure(master.host.destroy, me) == [
         "HOST_CANNOT_DESTROY_SELF", me]
 
 
 def test_eject_makes_a_fresh_master(pool, master):
-    ref, host = by_address(master)["127.0.0.4"]
+    ref, host = by_address(master)[host_address(2)]
     srs = [sr for sr in master.SR.get_all()
            if [master.PBD.get_host(p) for p in master.SR.get_PBDs(sr)]
            == [ref]]
     master.pool.eject(ref)
     pool[2].restart()
-    assert sorted(by_address(master)) == ["127.0.0.2", "127.0.0.3"]
+    assert sorted(by_address(master)) == [host_address(0), host_address(1)]
     assert not set(srs) & set(master.SR.get_all())
     assert all(p["host"] != ref for p in master.PIF.get_all_records().values())
     assert role_of(pool[2]) == "master"
     alone = pool[2].session().xenapi
     hosts = alone.host.get_all_records()
     assert [h["uuid"] for h in hosts.values()] == [host["uuid"]]
-    assert alone.host.get_address(list(hosts)[0]) == "127.0.0.4"
+    assert alone.host.get_address(list(hosts)[0]) == host_address(2)
     assert len(alone.SR.get_by_name_label("Local storage")) == 1
     alone.session.logout()

@@ -53,8 +53,10 @@ def free_ports(host, count=2):
 
 
 def loopback(i):
-    """The i-th test host address: 127.0.0.2, 127.0.0.3..."""
-    return "127.0.0.%d" % (2 + i)
+    """The i-th test host address: 127.0.0.2, 127.0.0.3... (see
+    tests.support.pool.host_address)."""
+    from tests.support.pool import host_address
+    return host_address(i)
 
 
 class Member:

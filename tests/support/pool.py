@@ -14,8 +14,13 @@ from tests.support.servers import PASSWORD, USER, RunningServer
 from txxapi.pool.join import RESTART_STATUS
 
 
+# Runs that share a machine take distinct loopback nets (127.0.N.x):
+# TXXAPI_TEST_NET=N.  Default 0: 127.0.0.2, .3, ...
+TEST_NET = int(os.environ.get("TXXAPI_TEST_NET", "0"))
+
+
 def host_address(index):
-    return "127.0.0.%d" % (2 + index)
+    return "127.0.%d.%d" % (TEST_NET, 2 + index)
 
 
 class PoolHost(RunningServer):
