@@ -6,12 +6,14 @@ service (txxapi.service) owns its lifetime and its listeners.
 """
 
 import os
+import socket
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 import txxapi.impl  # noqa: F401  (registers the explicit messages)
 from txxapi import bootstrap
+from txxapi.api.audit import AuditLog
 from txxapi.api.context import Context
 from txxapi.api.dispatch import Dispatcher
 from txxapi.api.sessions import SessionManager
@@ -72,9 +74,13 @@ class Server:
         # A slave says pool.hello to its master once it is up.
         self.components.append(Greeting(reactor, self.identity, db))
         self.forwarder = Forwarder(self.identity, db, reactor, self.storage)
+        # Calls of sessions that are not local superusers (XAPI's RBAC
+        # audit log).
+        self.audit = AuditLog(db, os.path.join(data_dir, "audit.log"),
+                              socket.gethostname())
         self.dispatcher = Dispatcher(db, self.sessions, self.tasks,
                                      self.forwarder, persistence,
-                                     self.context)
+                                     self.context, self.audit)
 
     def context(self, session=None, message=None, origin=None):
         """A call context on this server."""

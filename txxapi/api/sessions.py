@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txxapi.auth.realm import IXapiUser
+from txxapi.api.rbac import Permissions
 from txxapi.api.expiry import Expiring
 from txxapi.errors import XenAPIError
 from txxapi.interfaces import ISessions
@@ -42,6 +43,7 @@ class SessionManager(Expiring):
         self.portal = portal
         self.failure_delay = failure_delay
         self.clock = clock
+        self.permissions = Permissions(db)
         # ref -> monotonic time of the last last_active write
         self._touched = {}
 
@@ -100,6 +102,7 @@ class SessionManager(Expiring):
                 self.tasks.destroy(owned)
             self.db.delete("session", ref)
         self._touched.pop(ref, None)
+        self.permissions.forget(ref)
 
     # -- checks ---------------------------------------------------------------
 
