@@ -22,6 +22,7 @@ from txxapi.datamodel import MODEL
 from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.events import EventHub
+from txxapi.extauth.service import ExternalAuth
 from txxapi.forwarding import Forwarder
 from txxapi.identity import HostIdentity
 from txxapi.messages import MessageStore
@@ -53,6 +54,9 @@ class Server:
         self.tasks = TaskManager(db, self.identity, clock=reactor)
         self.sessions = SessionManager(db, self.identity, self.tasks, portal,
                                        login_failure_delay, clock=reactor)
+        self.extauth = ExternalAuth(db, self.identity, reactor,
+                                    _unique(portal.checkers.values()))
+        self.sessions.extauth = self.extauth
         self.events = EventHub(db, reactor)
         # The backend, behind the bridge that runs it on threads and keeps
         # the database in step with its domains.
@@ -164,6 +168,16 @@ class Server:
         self.events.stop()
         self.tasks.stop()
         self.sessions.stop()
+        self.extauth.stop()
 
     def assert_master(self):
         self.identity.assert_master()
+
+
+def _unique(items):
+    """Each object once (a portal lists a checker per interface)."""
+    out = []
+    for item in items:
+        if not any(item is o for o in out):
+            out.append(item)
+    return out
