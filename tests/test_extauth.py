@@ -45,6 +45,18 @@ class Accounts:
         self.passwords[name] = "pw-%s" % uuid.uuid4().hex[:10]
         return name
 
+    def server(self, base):
+        """A server started on a passwd file of root and these users."""
+        passwd = os.path.join(base, "passwd")
+        with open(passwd, "w") as f:
+            f.write("%s:%s\n" % (USER, sha512_crypt(PASSWORD)))
+            for name, password in self.passwords.items():
+                f.write("%s:%s\n" % (name, sha512_crypt(password)))
+        server = RunningServer(os.path.join(base, "data"),
+                               passwd_file=passwd)
+        server.start()
+        return server
+
     def remove(self):
         for user in self.users:
             subprocess.run(["userdel", user], check=False)
@@ -61,14 +73,7 @@ def world(tmp_path_factory):
         admin = accounts.user("admin")
         reader = accounts.user("reader", [readers])
         stranger = accounts.user("stranger")
-        passwd = os.path.join(base, "passwd")
-        with open(passwd, "w") as f:
-            f.write("%s:%s\n" % (USER, sha512_crypt(PASSWORD)))
-            for name, password in accounts.passwords.items():
-                f.write("%s:%s\n" % (name, sha512_crypt(password)))
-        server = RunningServer(os.path.join(base, "data"),
-                               passwd_file=passwd)
-        server.start()
+        server = accounts.server(base)
         try:
             yield server, accounts, dict(admin=admin, reader=reader,
                                          stranger=stranger, readers=readers)
