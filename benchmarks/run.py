@@ -24,7 +24,7 @@ import traceback
 from benchmarks import common
 
 ITEMS = ("api", "scale", "events", "lifecycle", "datapath", "durability",
-         "restart", "etcdlog")
+         "restart", "etcdlog", "rbac")
 
 
 class Context:

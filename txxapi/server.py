@@ -169,6 +169,7 @@ class Server:
         self.tasks.stop()
         self.sessions.stop()
         self.extauth.stop()
+        self.audit.close()
 
     def assert_master(self):
         self.identity.assert_master()

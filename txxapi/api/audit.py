@@ -76,6 +76,7 @@ class AuditLog:
         self.path = path
         self.hostname = hostname
         self._count = itertools.count(1)
+        self._file = None
 
     def arguments(self, message, args):
         """The logged arguments of a call, as XAPI chooses them."""
@@ -125,9 +126,19 @@ class AuditLog:
             sexpr(record))
         line = line[:-1].replace("\r", " ").replace("\n", " ") + "\n"
         try:
-            # A line appended to a local file: the page cache takes it at
-            # once, as the rest of the server's logging.
-            with open(self.path, "a") as f:
-                f.write(line)
+            # A line appended to a local file, kept open: the page cache
+            # takes it at once, as the rest of the server's logging.
+            if self._file is None:
+                self._file = open(self.path, "a", buffering=1)
+            self._file.write(line)
         except OSError as e:
+            self.close()
             log.warn("audit log {path}: {error}", path=self.path, error=e)
+
+    def close(self):
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
