@@ -26,6 +26,8 @@ DEFAULTS = {
     "import-db": "",
     "local-sr-dir": "",
     "iso-dir": "",
+    "ad-dns-server": "",
+    "ad-ca-file": "",
 }
 SECTION = "xapi"
 

@@ -42,7 +42,7 @@ class Server:
     def __init__(self, data_dir, portal, xenops, persistence,
                  bind="", login_failure_delay=5.0, reactor=None,
                  import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT,
-                 local_sr_dir=None, iso_dir=None):
+                 local_sr_dir=None, iso_dir=None, ad_settings=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -55,7 +55,8 @@ class Server:
         self.sessions = SessionManager(db, self.identity, self.tasks, portal,
                                        login_failure_delay, clock=reactor)
         self.extauth = ExternalAuth(db, self.identity, reactor,
-                                    _unique(portal.checkers.values()))
+                                    _unique(portal.checkers.values()),
+                                    data_dir, ad_settings)
         self.sessions.extauth = self.extauth
         self.events = EventHub(db, reactor)
         # The backend, behind the bridge that runs it on threads and keeps
@@ -140,6 +141,7 @@ class Server:
         self.identity.pool_ref = self.db.refs("pool")[0]
         yield self.persistence.wait_durable(self.db.persistent_generation)
         self.sessions.start()
+        self.extauth.restore()
         self.tasks.start()
         self.events.start()
         for component in self.components:

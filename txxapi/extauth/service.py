@@ -8,15 +8,22 @@ on the reactor, and errors keep XAPI's codes: an unknown subject is
 SUBJECT_CANNOT_BE_RESOLVED, a failing directory AUTH_SERVICE_ERROR.
 """
 
+import json
+import os
+
 from twisted.internet import defer, threads
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from txxapi.api.rbac import permissions_of
 from txxapi.errors import XenAPIError
 from txxapi.extauth.pam import AuthFailure, NotResolved, PamDirectory
 
+log = Logger()
+
 AD = "AD"
 AD_UNAVAILABLE = "Active Directory is not available on this host"
+AD_SECRET = "extauth-ad.secret"
 
 # The fields whose value "false", and only that, leaves an account usable.
 SUSPENSION_FIELDS = ("subject-account-disabled", "subject-account-expired",
@@ -33,11 +40,16 @@ class LoginRefused(Exception):
 
 
 class ExternalAuth:
-    def __init__(self, db, identity, reactor, checkers, max_threads=4):
+    def __init__(self, db, identity, reactor, checkers, data_dir,
+                 ad_settings=None, max_threads=4):
         self.db = db
         self.identity = identity
         self.reactor = reactor
+        self.secret_path = os.path.join(data_dir, AD_SECRET)
         self.directories = {"PAM": PamDirectory(checkers)}
+        ad = _active_directory(ad_settings)
+        if ad is not None:
+            self.directories[AD] = ad
         self.pool = ThreadPool(0, max_threads, name="extauth")
         self._started = False
 
@@ -45,6 +57,20 @@ class ExternalAuth:
         if not self._started:
             self._started = True
             self.pool.start()
+
+    def restore(self):
+        """After a restart: the directory this host had joined."""
+        if self.auth_type() != AD or AD not in self.directories:
+            return
+        fields = self.db.fields("host", self.identity.host_ref)
+        try:
+            with open(self.secret_path) as f:
+                password = json.load(f)["pass"]
+        except (OSError, ValueError, KeyError) as e:
+            log.warn("Active Directory account lost: {error}", error=e)
+            password = ""
+        self.directories[AD].restore(fields["external_auth_configuration"],
+                                     password)
 
     def stop(self):
         if self._started:
@@ -77,35 +103,69 @@ class ExternalAuth:
         def failed(f):
             if f.check(XenAPIError):
                 return f
-            if f.check(NotResolved, KeyError):
+            if f.check(NotResolved, KeyError, ValueError):
                 raise XenAPIError("SUBJECT_CANNOT_BE_RESOLVED")
             raise XenAPIError("AUTH_SERVICE_ERROR", str(f.value))
         return d.addErrback(failed)
 
     # -- enabling ---------------------------------------------------------------
 
+    @defer.inlineCallbacks
     def enable(self, host, config, service_name, auth_type):
-        """host.enable_external_auth: on this host."""
+        """host.enable_external_auth: on this host (a Deferred)."""
         fields = self.db.fields("host", host)
         current = fields["external_auth_type"]
         if current != "":
             raise XenAPIError("AUTH_ALREADY_ENABLED", current,
                               fields["external_auth_service_name"])
-        if auth_type == AD:
+        if auth_type == AD and AD not in self.directories:
             raise XenAPIError("AUTH_ENABLE_FAILED_UNAVAILABLE",
                               AD_UNAVAILABLE)
         if auth_type not in self.directories:
             raise XenAPIError("AUTH_UNKNOWN_TYPE", auth_type)
         # The PAM directory keeps no configuration (XAPI's stores none).
+        configuration = {}
+        if auth_type == AD:
+            configuration = yield self._join(config, service_name)
+        if self.db.fields("host", host)["external_auth_type"] != "":
+            raise XenAPIError("AUTH_ALREADY_ENABLED", current,
+                              fields["external_auth_service_name"])
         self.db.update("host", host, {
             "external_auth_type": auth_type,
-            "external_auth_service_name": service_name})
+            "external_auth_service_name": service_name,
+            "external_auth_configuration": configuration})
+
+    @defer.inlineCallbacks
+    def _join(self, config, domain):
+        """Check the domain and the account; keep the account's password
+        in a file only this user reads, never in the database."""
+        from txxapi.extauth.ad import ADError
+        for key in ("user", "pass"):
+            if key not in config:
+                raise XenAPIError("AUTH_ENABLE_FAILED",
+                                  "enable requires " + key)
+        ad = self.directories[AD]
+        try:
+            configuration = yield self._blocking(
+                ad.join, domain, config["user"], config["pass"])
+        except ADError as e:
+            raise XenAPIError("AUTH_ENABLE_FAILED_" + e.tag, str(e))
+        fd = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pass": config["pass"]}, f)
+        return configuration
 
     def disable(self, host, config):
         """host.disable_external_auth: disabling a disabled one is no
         error, as in XAPI."""
+        if self.auth_type(host) == AD and AD in self.directories:
+            self.directories[AD].leave()
+            if os.path.exists(self.secret_path):
+                os.unlink(self.secret_path)
         self.db.update("host", host, {"external_auth_type": "",
-                                      "external_auth_service_name": ""})
+                                      "external_auth_service_name": "",
+                                      "external_auth_configuration": {}})
 
     # -- login ------------------------------------------------------------------
 
@@ -198,3 +258,13 @@ class ExternalAuth:
 def _suspended(info):
     return any(info.get(k, "true").lower() != "false"
                for k in SUSPENSION_FIELDS)
+
+
+def _active_directory(settings):
+    """The AD directory, if python-ldap and dnspython are here."""
+    try:
+        from txxapi.extauth import ad
+    except ImportError as e:
+        log.info("Active Directory unavailable: {error}", error=e)
+        return None
+    return ad.ADDirectory(settings or ad.Settings())

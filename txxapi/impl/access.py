@@ -134,8 +134,8 @@ def _this_host_only(ctx, host):
 @implements("host.enable_external_auth")
 def host_enable(ctx, host, config, service_name, auth_type):
     _this_host_only(ctx, host)
-    ctx.server.extauth.enable(host, config, service_name, auth_type)
-    return ""
+    d = ctx.server.extauth.enable(host, config, service_name, auth_type)
+    return d.addCallback(lambda _: "")
 
 
 @implements("host.disable_external_auth")
@@ -146,6 +146,7 @@ def host_disable(ctx, host, config):
 
 
 @implements("pool.enable_external_auth")
+@defer.inlineCallbacks
 def pool_enable(ctx, pool, config, service_name, auth_type):
     """Every host of the pool, or none: a host that fails is named in the
     POOL_ variant of its error, those enabled before it are rolled back."""
@@ -159,7 +160,8 @@ def pool_enable(ctx, pool, config, service_name, auth_type):
     for host in hosts:
         try:
             _this_host_only(ctx, host)
-            ctx.server.extauth.enable(host, config, service_name, auth_type)
+            yield ctx.server.extauth.enable(host, config, service_name,
+                                            auth_type)
         except XenAPIError as e:
             for enabled in done:
                 ctx.server.extauth.disable(enabled, config)

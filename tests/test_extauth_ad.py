@@ -1,0 +1,152 @@
+"""
+External authentication with auth_type AD against a real Samba AD domain
+controller (tests/support/samba_dc.py): domain controllers found through
+its DNS, LDAP over StartTLS checked against the test's CA, users bound
+as themselves, SIDs, nested groups through tokenGroups, a disabled
+account, and the joined domain surviving a restart.
+"""
+
+import os
+import re
+
+import pytest
+import XenAPI
+
+from tests.support import samba_dc
+from tests.support.servers import PASSWORD, USER, RunningServer
+from tests.test_extauth import failure, session_of
+
+pytestmark = pytest.mark.skipif(not samba_dc.available(),
+                                reason="needs root and Samba")
+
+SID = re.compile(r"^S-1-5-21-\d+-\d+-\d+-\d+$")
+ALICE, BOB, CAROL = "Al1ce-Pass!", "B0b-Pass!!", "C4rol-Pass!"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("ad"))
+    dc = samba_dc.SambaDC(base)
+    dc.provision()
+    dc.user("alice", ALICE)
+    dc.user("bob", BOB, disabled=True)
+    dc.user("carol", CAROL)
+    dc.group("inner", ["alice"])
+    dc.group("outer", ["inner"])
+    dc.start()
+    try:
+        server = RunningServer(os.path.join(base, "data"), extra_args=[
+            "--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file])
+        server.start()
+        try:
+            yield server, dc
+        finally:
+            server.stop()
+    finally:
+        dc.stop()
+
+
+def test_certificates_are_checked(world):
+    """A CA that did not sign the DC's certificate: no connection."""
+    from txxapi.extauth import ad
+    server, dc = world
+    directory = ad.ADDirectory(ad.Settings(
+        dns_server=dc.address,
+        ca_file=os.path.join(server.data_dir, "xapi-ssl.pem")))
+    with pytest.raises(ad.ADError) as e:
+        directory.join(samba_dc.DOMAIN, "Administrator",
+                       samba_dc.ADMIN_PASSWORD)
+    assert e.value.tag == "INVALID_TRUSTED_CERTS"
+
+
+def test_active_directory(world):
+    server, dc = world
+    root = session_of(server, USER, PASSWORD)
+    x = root.xenapi
+    pool = x.pool.get_all()[0]
+    host = x.host.get_all()[0]
+    admin = {"user": "Administrator", "pass": samba_dc.ADMIN_PASSWORD}
+
+    details = failure(x.pool.enable_external_auth, pool,
+                      dict(admin, **{"pass": "wrong"}), samba_dc.DOMAIN, "AD")
+    assert details[:2] == ["POOL_AUTH_ENABLE_FAILED_WRONG_CREDENTIALS", host]
+    assert failure(x.pool.enable_external_auth, pool, admin,
+                   "nowhere.example.test", "AD")[:2] == [
+        "POOL_AUTH_ENABLE_FAILED_DOMAIN_LOOKUP_FAILED", host]
+    assert x.host.get_external_auth_type(host) == ""
+    x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
+    assert x.host.get_external_auth_type(host) == "AD"
+    configuration = x.host.get_external_auth_configuration(host)
+    assert configuration == {"domain": samba_dc.DOMAIN,
+                             "user": "Administrator",
+                             "workgroup": samba_dc.WORKGROUP}
+
+    # Names in each form AD knows them by, and nested groups.
+    alice = x.auth.get_subject_identifier("alice")
+    assert SID.match(alice)
+    assert x.auth.get_subject_identifier("CORP\\alice") == alice
+    assert x.auth.get_subject_identifier(
+        "alice@" + samba_dc.DOMAIN) == alice
+    inner = x.auth.get_subject_identifier("inner")
+    outer = x.auth.get_subject_identifier("outer")
+    groups = x.auth.get_group_membership(alice)
+    assert inner in groups and outer in groups
+    assert failure(x.auth.get_subject_identifier, "nobody") == [
+        "SUBJECT_CANNOT_BE_RESOLVED"]
+    info = x.auth.get_subject_information_from_identifier(alice)
+    assert info["subject-name"] == "CORP\\alice"
+    assert info["subject-is-group"] == "false"
+    assert info["subject-account-disabled"] == "false"
+    bob = x.auth.get_subject_identifier("bob")
+    assert x.auth.get_subject_information_from_identifier(bob)[
+        "subject-account-disabled"] == "true"
+    assert x.auth.get_subject_information_from_identifier(outer)[
+        "subject-is-group"] == "true"
+
+    # alice comes in through the outer group, which holds vm-operator.
+    [vm_operator] = x.role.get_by_name_label("vm-operator")
+    outer_subject = x.subject.create({"subject_identifier": outer,
+                                      "other_config": {}})
+    x.subject.add_to_roles(outer_subject, vm_operator)
+    bob_subject = x.subject.create({"subject_identifier": bob,
+                                    "other_config": {}})
+    x.subject.add_to_roles(bob_subject, vm_operator)
+    for name in ("alice@" + samba_dc.REALM, "CORP\\alice", "alice"):
+        s = session_of(server, name, ALICE)
+        me = s.xenapi.session.get_record(s._session)
+        assert (me["auth_user_sid"], me["subject"], me["auth_user_name"],
+                me["is_local_superuser"]) == (
+                    alice, outer_subject, "CORP\\alice", False)
+        assert failure(s.xenapi.host.set_name_label, host, "no")[0] == \
+            "RBAC_PERMISSION_DENIED"
+        s.xenapi.session.logout()
+    assert failure(session_of, server, "alice", "wrong") == [
+        "SESSION_AUTHENTICATION_FAILED", "alice", "invalid credentials"]
+    assert failure(session_of, server, "bob", BOB) == [
+        "SESSION_AUTHENTICATION_FAILED", "bob", "account disabled"]
+    assert failure(session_of, server, "carol", CAROL)[:2] == [
+        "SESSION_AUTHORIZATION_FAILED", "carol"]
+
+    # The domain stays joined across a restart; the join account's
+    # password is in a file of its own that only the server reads, in no
+    # other file of the data dir.
+    server.stop()
+    secret = os.path.join(server.data_dir, "extauth-ad.secret")
+    assert os.stat(secret).st_mode & 0o777 == 0o600
+    for top, _, files in os.walk(server.data_dir):
+        for name in files:
+            path = os.path.join(top, name)
+            if path != secret:
+                with open(path, "rb") as f:
+                    assert samba_dc.ADMIN_PASSWORD.encode() not in f.read()
+    server.start()
+    root = session_of(server, USER, PASSWORD)
+    x = root.xenapi
+    s = session_of(server, "alice", ALICE)
+    assert s.xenapi.session.get_auth_user_sid(s._session) == alice
+
+    x.pool.disable_external_auth(pool, {})
+    assert x.host.get_external_auth_configuration(host) == {}
+    assert not os.path.exists(secret)
+    with pytest.raises(XenAPI.Failure):
+        session_of(server, "alice", ALICE)
