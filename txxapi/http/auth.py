@@ -25,6 +25,9 @@ VM_ADMIN = ("pool-admin", "pool-operator", "vm-power-admin", "vm-admin")
 VM_OPERATOR = VM_ADMIN + ("vm-operator",)
 HTTP_ACTIONS = {"put_import_raw_vdi": VM_ADMIN,
                 "get_export_raw_vdi": VM_ADMIN,
+                "put_import": VM_ADMIN, "get_export": VM_ADMIN,
+                "put_import_metadata": VM_ADMIN,
+                "get_export_metadata": VM_ADMIN,
                 "connect_console": VM_OPERATOR,
                 "connect_console_ws": VM_OPERATOR}
 
