@@ -214,10 +214,16 @@ def _sdk_import(x, server, sid, data, **query):
     conn.putrequest("PUT", "/import?" + query)
     conn.putheader("Content-Length", str(len(data)))
     conn.endheaders()
-    conn.send(data)
-    resp = conn.getresponse()
-    status = resp.status
-    resp.read()
+    try:
+        conn.send(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass    # refused before all of it was read: the answer tells
+    try:
+        resp = conn.getresponse()
+        status = resp.status
+        resp.read()
+    except (ConnectionResetError, http.client.RemoteDisconnected):
+        status = None
     conn.close()
     wait_until(lambda: x.task.get_status(task) != "pending",
                what="the import task")
@@ -467,7 +473,8 @@ def test_refused_imports_leave_nothing_behind(x, server, sid, tmp_path):
     # A missing SR: the task fails with it.
     status, task, rec = _sdk_import(x, server, sid, whole,
                                     sr_id="OpaqueRef:nosuch")
-    assert status == 500
+    # (a 500, unless the close of a refused upload cut it off)
+    assert status in (500, None)
     assert rec["error_info"] == ["HANDLE_INVALID", "SR", "OpaqueRef:nosuch"]
     # HTTP chunked encoding: XAPI's 403.
     task = x.task.create("import", "")

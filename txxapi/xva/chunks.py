@@ -15,6 +15,8 @@ number (missing numbers are zero chunks of the first chunk's length),
 never from its number alone, as XAPI computes it.
 """
 
+import ctypes
+import ctypes.util
 import hashlib
 import time
 
@@ -30,8 +32,27 @@ KEEPALIVE = 5.0
 XXHASH, SHA1 = ".xxhash", ".checksum"
 
 
+def _xxh64():
+    """XXH64 of bytes: the system's libxxhash through ctypes where there
+    is one, since a foreign call lets go of the GIL while it hashes (the
+    xxhash module holds it), so the reactor goes on sending meanwhile."""
+    path = ctypes.util.find_library("xxhash")
+    try:
+        native = ctypes.CDLL(path).XXH64 if path else None
+    except (OSError, AttributeError):
+        native = None
+    if native is None:
+        return xxhash.xxh64_intdigest
+    native.restype = ctypes.c_ulonglong
+    native.argtypes = (ctypes.c_char_p, ctypes.c_size_t, ctypes.c_ulonglong)
+    return lambda data: native(bytes(data), len(data), 0)
+
+
+_XXH64 = _xxh64()
+
+
 def xxhash_of(data):
-    return "%016X" % xxhash.xxh64_intdigest(data)
+    return "%016X" % _XXH64(data)
 
 
 def sha1_of(data):
@@ -70,7 +91,9 @@ def chunks_to_read(extents, size):
 def members(attach_info, prefix, size, clock=time.monotonic,
             keepalive=KEEPALIVE):
     """The members of one disk of ``size`` bytes: an iterator of byte
-    strings, to run on a thread (it reads the image)."""
+    strings, to run on a thread (it reads the image).  A chunk's data goes
+    out as it was read; the small pieces around it (the checksum member,
+    the next header) are joined."""
     reader = transfer.open_raw_reader(attach_info)
     try:
         plan = chunks_to_read(
@@ -85,6 +108,7 @@ def members(attach_info, prefix, size, clock=time.monotonic,
         pieces = reader.iter_pieces(r for r in requests if r[1] > 0)
         shift = 0
         sent = clock()
+        small = b""                 # bytes waiting to go before the data
         for pos, idx in enumerate(plan):
             offset, n = requests[pos]
             length = min(CHUNK, size - offset)
@@ -93,14 +117,20 @@ def members(attach_info, prefix, size, clock=time.monotonic,
                 data = bytes(data) + bytes(length - len(data))
             edge = pos == 0 or pos == last
             if not edge and clock() - sent > keepalive:
-                yield b"".join(chunk_members(
+                yield small + b"".join(chunk_members(
                     chunk_name(prefix, idx + shift), b""))
+                small = b""
                 shift += 1
                 sent = clock()
             if edge or not is_zero(data):
-                yield from chunk_members(chunk_name(prefix, idx + shift),
-                                         data)
+                head, data, tail = chunk_members(
+                    chunk_name(prefix, idx + shift), data)
+                yield small + head
+                yield data
+                small = tail
                 sent = clock()
+        if small:
+            yield small
     finally:
         reader.close()
 
