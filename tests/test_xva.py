@@ -135,7 +135,8 @@ def members_of(data):
 def test_round_trip_with_curl(x, server, sid, source, tmp_path):
     xva = tmp_path / "vm.xva"
     code, headers, _ = curl("-o", str(xva), url(
-        server, "/export", session_id=sid, uuid=x.VM.get_uuid(source["vm"])))
+        server, "/export", https=True, session_id=sid,
+        uuid=x.VM.get_uuid(source["vm"])))
     assert code == 200, headers
     assert 'filename="export.xva"' in headers
     task, rec = task_of(x, headers)
@@ -197,8 +198,8 @@ def _sdk_export(server, sid, vm, compression):
         query += "&use_compression=" + compression
     conn.request("GET", "/export?" + query)
     resp = conn.getresponse()
-    assert resp.status == 200
     data = resp.read()
+    assert resp.status == 200, data[-2000:]
     conn.close()
     return data
 
@@ -548,3 +549,56 @@ def _sdk_import_metadata(x, server, sid, data):
     wait_until(lambda: x.task.get_status(task) != "pending",
                what="the metadata import")
     return status, task, x.task.get_record(task)
+
+
+def test_a_cd_stays_behind_and_a_suspended_vm_keeps_its_image(
+        x, server, sid, source, tmp_path):
+    vm = source["vm"]
+    isos = [v for v, r in x.VDI.get_all_records().items()
+            if x.SR.get_content_type(r["SR"]) == "iso"]
+    assert isos
+    x.VBD.create({
+        "VM": vm, "VDI": isos[0], "userdevice": "3", "bootable": False,
+        "mode": "RO", "type": "CD", "unpluggable": True, "empty": False,
+        "other_config": {}, "qos_algorithm_type": "",
+        "qos_algorithm_params": {}})
+    x.VM.start(vm, False, False)
+    x.VM.suspend(vm)
+    image = x.VM.get_suspend_VDI(vm)
+    size = int(x.VDI.get_virtual_size(image))
+    saved = disk_bytes(server, sid, image, tmp_path, size)
+    before = counts(x)
+    data = _sdk_export(server, sid, vm, None)
+    names = [n for n, _ in members_of(data)]
+    # The two disks go; neither the ISO nor (power state not kept) the
+    # suspend image.
+    assert len({n.split("/")[0] for n in names[1:]}) == 2
+    status, task, rec = _sdk_import(x, server, sid, data)
+    assert rec["status"] == "success", rec["error_info"]
+    [new] = imported_vms(rec)
+    # Without preserve_power_state the copy is Halted, with no image.
+    assert x.VM.get_power_state(new) == "Halted"
+    cds = [r for r in x.VBD.get_all_records_where(
+        'field "VM"="%s"' % new).values() if r["type"] == "CD"]
+    assert [r["VDI"] for r in cds] == [isos[0]]
+    destroy_vm_and_disks(x, new)
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port)
+    conn.request("GET", "/export?session_id=%s&ref=%s"
+                 "&preserve_power_state=true" % (sid, vm))
+    data = conn.getresponse().read()
+    conn.close()
+    names = [n for n, _ in members_of(data)]
+    assert len({n.split("/")[0] for n in names[1:]}) == 3
+    status, task, rec = _sdk_import(x, server, sid, data)
+    assert rec["status"] == "success", rec["error_info"]
+    [new] = imported_vms(rec)
+    assert x.VM.get_power_state(new) == "Suspended"
+    new_image = x.VM.get_suspend_VDI(new)
+    assert new_image != image
+    assert disk_bytes(server, sid, new_image, tmp_path, size) == saved
+    assert counts(x) == (before[0] + 1, before[1] + 3)
+    x.VM.resume(new, False, False)
+    x.VM.hard_shutdown(new)
+    destroy_vm_and_disks(x, new)
+    x.VM.hard_shutdown(vm)
