@@ -190,12 +190,13 @@ def test_round_trip_with_curl(x, server, sid, source, tmp_path):
     destroy_vm_and_disks(x, new)
 
 
-def _sdk_export(server, sid, vm, compression):
+def _sdk_export(server, sid, vm, compression, **extra):
     conn = http.client.HTTPConnection("127.0.0.1", server.http_port,
                                       timeout=60)
     query = "session_id=%s&ref=%s" % (sid, vm)
     if compression:
         query += "&use_compression=" + compression
+    query += "".join("&%s=%s" % kv for kv in extra.items())
     conn.request("GET", "/export?" + query)
     resp = conn.getresponse()
     data = resp.read()
@@ -551,6 +552,17 @@ def _sdk_import_metadata(x, server, sid, data):
     return status, task, x.task.get_record(task)
 
 
+def export_then_import(x, server, sid, vm, disks, **query):
+    """The VM an export of ``vm`` streaming ``disks`` disks imports as."""
+    data = _sdk_export(server, sid, vm, None, **query)
+    names = [n for n, _ in members_of(data)]
+    assert len({n.split("/")[0] for n in names[1:]}) == disks
+    status, task, rec = _sdk_import(x, server, sid, data)
+    assert rec["status"] == "success", rec["error_info"]
+    [new] = imported_vms(rec)
+    return new
+
+
 def test_a_cd_stays_behind_and_a_suspended_vm_keeps_its_image(
         x, server, sid, source, tmp_path):
     vm = source["vm"]
@@ -568,14 +580,9 @@ def test_a_cd_stays_behind_and_a_suspended_vm_keeps_its_image(
     size = int(x.VDI.get_virtual_size(image))
     saved = disk_bytes(server, sid, image, tmp_path, size)
     before = counts(x)
-    data = _sdk_export(server, sid, vm, None)
-    names = [n for n, _ in members_of(data)]
     # The two disks go; neither the ISO nor (power state not kept) the
     # suspend image.
-    assert len({n.split("/")[0] for n in names[1:]}) == 2
-    status, task, rec = _sdk_import(x, server, sid, data)
-    assert rec["status"] == "success", rec["error_info"]
-    [new] = imported_vms(rec)
+    new = export_then_import(x, server, sid, vm, 2)
     # Without preserve_power_state the copy is Halted, with no image.
     assert x.VM.get_power_state(new) == "Halted"
     cds = [r for r in x.VBD.get_all_records_where(
@@ -583,16 +590,8 @@ def test_a_cd_stays_behind_and_a_suspended_vm_keeps_its_image(
     assert [r["VDI"] for r in cds] == [isos[0]]
     destroy_vm_and_disks(x, new)
 
-    conn = http.client.HTTPConnection("127.0.0.1", server.http_port)
-    conn.request("GET", "/export?session_id=%s&ref=%s"
-                 "&preserve_power_state=true" % (sid, vm))
-    data = conn.getresponse().read()
-    conn.close()
-    names = [n for n, _ in members_of(data)]
-    assert len({n.split("/")[0] for n in names[1:]}) == 3
-    status, task, rec = _sdk_import(x, server, sid, data)
-    assert rec["status"] == "success", rec["error_info"]
-    [new] = imported_vms(rec)
+    new = export_then_import(x, server, sid, vm, 3,
+                             preserve_power_state="true")
     assert x.VM.get_power_state(new) == "Suspended"
     new_image = x.VM.get_suspend_VDI(new)
     assert new_image != image
