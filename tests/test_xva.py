@@ -454,6 +454,32 @@ def test_refused_imports_leave_nothing_behind(x, server, sid, tmp_path):
     assert x.task.get_error_info(task) == ["IMPORT_ERROR_PREMATURE_EOF"]
     assert_nothing_left(x, before, task)
 
+    # A cancelled import, half way.
+    task = x.task.create("import", "")
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port)
+    conn.putrequest("PUT", "/import?session_id=%s&task_id=%s" % (sid, task))
+    conn.putheader("Content-Length", str(len(whole)))
+    conn.endheaders()
+    conn.send(whole[:len(whole) // 2])
+    wait_until(lambda: "cancel" in x.task.get_allowed_operations(task),
+               what="the import to be cancellable")
+    x.task.cancel(task)
+    wait_until(lambda: x.task.get_status(task) == "cancelled",
+               what="the import to be cancelled")
+    conn.close()
+    assert x.task.get_error_info(task) == ["TASK_CANCELLED", task]
+    assert counts(x) == before
+
+    # Forced: the bad checksum is let through.
+    data = hand_made_xva(size, [(0, chunk), (2, chunk)], corrupt=2)
+    status, task, rec = _sdk_import(x, server, sid, data, force="true")
+    assert rec["status"] == "success", rec["error_info"]
+    [vm] = imported_vms(rec)
+    destroy_vm_and_disks(x, vm)
+    x.network.destroy([n for n in x.network.get_all() if
+                       x.network.get_name_label(n) ==
+                       "a network nobody here has"][0])
+
     # Not a tar at all; a tar without ova.xml first.
     status, task, rec = _sdk_import(x, server, sid, b"\x07" * 4096)
     assert rec["error_info"][0] == "IMPORT_ERROR"
