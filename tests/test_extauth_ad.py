@@ -55,7 +55,7 @@ def test_certificates_are_checked(world):
         ca_file=os.path.join(server.data_dir, "xapi-ssl.pem")))
     with pytest.raises(ad.ADError) as e:
         directory.join(samba_dc.DOMAIN, "Administrator",
-                       samba_dc.ADMIN_PASSWORD)
+                       samba_dc.ADMIN_PASSWORD, "TXXAPITEST")
     assert e.value.tag == "INVALID_TRUSTED_CERTS"
 
 
@@ -77,9 +77,13 @@ def test_active_directory(world):
     x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
     assert x.host.get_external_auth_type(host) == "AD"
     configuration = x.host.get_external_auth_configuration(host)
+    machine = configuration.pop("netbios_name")
+    assert int(configuration.pop("machine_pwd_last_change_time")) > 0
     assert configuration == {"domain": samba_dc.DOMAIN,
                              "user": "Administrator",
                              "workgroup": samba_dc.WORKGROUP}
+    # The join made this host's computer account, as winbind's does.
+    assert machine + "$" in computers(dc)
 
     # Names in each form AD knows them by, and nested groups.
     alice = x.auth.get_subject_identifier("alice")
@@ -127,26 +131,42 @@ def test_active_directory(world):
     assert failure(session_of, server, "carol", CAROL)[:2] == [
         "SESSION_AUTHORIZATION_FAILED", "carol"]
 
-    # The domain stays joined across a restart; the join account's
-    # password is in a file of its own that only the server reads, in no
-    # other file of the data dir.
+    # The domain stays joined across a restart: the computer account's
+    # password is in a file of its own that only the server reads; the
+    # join account's is in no file at all.
     server.stop()
     secret = os.path.join(server.data_dir, "extauth-ad.secret")
     assert os.stat(secret).st_mode & 0o777 == 0o600
     for top, _, files in os.walk(server.data_dir):
         for name in files:
-            path = os.path.join(top, name)
-            if path != secret:
-                with open(path, "rb") as f:
-                    assert samba_dc.ADMIN_PASSWORD.encode() not in f.read()
+            with open(os.path.join(top, name), "rb") as f:
+                assert samba_dc.ADMIN_PASSWORD.encode() not in f.read()
     server.start()
     root = session_of(server, USER, PASSWORD)
     x = root.xenapi
     s = session_of(server, "alice", ALICE)
     assert s.xenapi.session.get_auth_user_sid(s._session) == alice
 
-    x.pool.disable_external_auth(pool, {})
-    assert x.host.get_external_auth_configuration(host) == {}
+    # Leaving with a wrong account: disabled all the same, and said so;
+    # the computer account stays in the domain.
+    assert failure(x.pool.disable_external_auth, pool,
+                   dict(admin, **{"pass": "wrong"}))[:2] == [
+        "POOL_AUTH_DISABLE_FAILED_WRONG_CREDENTIALS", host]
+    assert x.host.get_external_auth_type(host) == ""
     assert not os.path.exists(secret)
+    assert machine + "$" in computers(dc)
     with pytest.raises(XenAPI.Failure):
         session_of(server, "alice", ALICE)
+
+    # Joined again (the account is taken over), then left with an account
+    # allowed to: the computer account is gone.
+    x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
+    s = session_of(server, "alice", ALICE)
+    assert s.xenapi.session.get_auth_user_sid(s._session) == alice
+    x.pool.disable_external_auth(pool, admin)
+    assert x.host.get_external_auth_configuration(host) == {}
+    assert machine + "$" not in computers(dc)
+
+
+def computers(dc):
+    return dc.tool("computer", "list").stdout.split()
