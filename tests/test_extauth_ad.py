@@ -8,6 +8,8 @@ account, and the joined domain surviving a restart.
 
 import os
 import re
+import time
+import xmlrpc.client
 
 import pytest
 import XenAPI
@@ -36,7 +38,8 @@ def world(tmp_path_factory):
     dc.start()
     try:
         server = RunningServer(os.path.join(base, "data"), extra_args=[
-            "--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file])
+            "--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file,
+            "--session-revalidation-interval", "1"])
         server.start()
         try:
             yield server, dc
@@ -166,6 +169,55 @@ def test_active_directory(world):
     x.pool.disable_external_auth(pool, admin)
     assert x.host.get_external_auth_configuration(host) == {}
     assert machine + "$" not in computers(dc)
+
+
+def test_sessions_are_revalidated(world):
+    """A user disabled in the directory loses the session within the
+    revalidation interval (1 s here), and the subject's details follow;
+    disabling external authentication ends the others'."""
+    server, dc = world
+    x = session_of(server, USER, PASSWORD).xenapi
+    pool = x.pool.get_all()[0]
+    admin = {"user": "Administrator", "pass": samba_dc.ADMIN_PASSWORD}
+    x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
+    try:
+        [vm_operator] = x.role.get_by_name_label("vm-operator")
+        subjects = {}
+        for name in ("carol", "alice"):
+            sid = x.auth.get_subject_identifier(name)
+            subjects[name] = x.subject.create(
+                {"subject_identifier": sid, "other_config": {}})
+            x.subject.add_to_roles(subjects[name], vm_operator)
+        carol = session_of(server, "carol", CAROL)._session
+        alice = session_of(server, "alice", ALICE)._session
+        dc.tool("user", "disable", "carol")
+        try:
+            wait_for(lambda: not alive(server, carol))
+            assert x.subject.get_other_config(subjects["carol"])[
+                "subject-account-disabled"] == "true"
+            assert alive(server, alice)
+        finally:
+            dc.tool("user", "enable", "carol")
+    finally:
+        x.pool.disable_external_auth(pool, admin)
+    wait_for(lambda: not alive(server, alice))
+
+
+def alive(server, ref):
+    """Without the SDK's Session, which logs in again on SESSION_INVALID."""
+    answer = xmlrpc.client.ServerProxy(server.http_url).session.get_uuid(
+        ref, ref)
+    if answer["Status"] == "Success":
+        return True
+    assert answer["ErrorDescription"][0] == "SESSION_INVALID"
+    return False
+
+
+def wait_for(condition, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
 
 
 def computers(dc):

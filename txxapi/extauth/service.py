@@ -249,6 +249,11 @@ class ExternalAuth:
         return (subjects[0], sid, info.get("subject-name", user),
                 permissions)
 
+    @staticmethod
+    def suspended(info):
+        """Whether directory details say the account may not log in."""
+        return _suspended(info)
+
     def _cached_information(self, sid):
         for _, f in self.db.records("subject"):
             if f["subject_identifier"] == sid:
