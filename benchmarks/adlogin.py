@@ -31,41 +31,26 @@ def _login_seconds(url, user, password):
 def run(ctx):
     from tests.support import samba_dc
     from tests.support.servers import PASSWORD as ROOT_PASSWORD
-    from tests.support.servers import USER, RunningServer
+    from tests.support.servers import USER
     if not samba_dc.available():
         ctx.results.unavailable(ITEM, "AD logins", "needs root and Samba")
         return
     n = 5 if ctx.quick else 40
     base = os.path.join(ctx.base, "adlogin")
-    dc = samba_dc.SambaDC(base)
-    dc.provision()
-    dc.user("bench", PASSWORD)
-    dc.group("inner", ["bench"])
-    dc.group("outer", ["inner"])
-    dc.start()
-    try:
-        server = RunningServer(os.path.join(base, "data"), extra_args=[
-            "--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file])
-        server.start()
-        try:
-            x = server.session().xenapi
-            x.pool.enable_external_auth(x.pool.get_all()[0], {
-                "user": "Administrator", "pass": samba_dc.ADMIN_PASSWORD},
-                samba_dc.DOMAIN, "AD")
-            subject = x.subject.create({
-                "subject_identifier": x.auth.get_subject_identifier("outer"),
-                "other_config": {}})
-            x.subject.add_to_roles(subject,
-                                   x.role.get_by_name_label("read-only")[0])
-            url = server.https_url
-            first = _login_seconds(url, "bench", PASSWORD)
-            ad = [_login_seconds(url, "bench", PASSWORD) for _ in range(n)]
-            local = [_login_seconds(url, USER, ROOT_PASSWORD)
-                     for _ in range(n)]
-        finally:
-            server.stop()
-    finally:
-        dc.stop()
+    with samba_dc.serving(base, [("bench", PASSWORD)], [
+            ("inner", ["bench"]), ("outer", ["inner"])]) as (_, server):
+        x = server.session().xenapi
+        x.pool.enable_external_auth(x.pool.get_all()[0], samba_dc.ADMIN,
+                                    samba_dc.DOMAIN, "AD")
+        subject = x.subject.create({
+            "subject_identifier": x.auth.get_subject_identifier("outer"),
+            "other_config": {}})
+        x.subject.add_to_roles(subject,
+                               x.role.get_by_name_label("read-only")[0])
+        url = server.https_url
+        first = _login_seconds(url, "bench", PASSWORD)
+        ad = [_login_seconds(url, "bench", PASSWORD) for _ in range(n)]
+        local = [_login_seconds(url, USER, ROOT_PASSWORD) for _ in range(n)]
     base_ms = statistics.median(local) * 1e3
     ctx.results.add(ITEM, "local superuser login, p50", base_ms, "ms")
     ctx.results.add(ITEM, "AD user login (nested group), first after start",

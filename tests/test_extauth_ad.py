@@ -15,7 +15,7 @@ import pytest
 import XenAPI
 
 from tests.support import samba_dc
-from tests.support.servers import PASSWORD, USER, RunningServer
+from tests.support.servers import PASSWORD, USER
 from tests.test_extauth import failure, session_of
 
 pytestmark = pytest.mark.skipif(not samba_dc.available(),
@@ -28,25 +28,11 @@ ALICE, BOB, CAROL = "Al1ce-Pass!", "B0b-Pass!!", "C4rol-Pass!"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("ad"))
-    dc = samba_dc.SambaDC(base)
-    dc.provision()
-    dc.user("alice", ALICE)
-    dc.user("bob", BOB, disabled=True)
-    dc.user("carol", CAROL)
-    dc.group("inner", ["alice"])
-    dc.group("outer", ["inner"])
-    dc.start()
-    try:
-        server = RunningServer(os.path.join(base, "data"), extra_args=[
-            "--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file,
-            "--session-revalidation-interval", "1"])
-        server.start()
-        try:
-            yield server, dc
-        finally:
-            server.stop()
-    finally:
-        dc.stop()
+    with samba_dc.serving(
+            base, [("alice", ALICE), ("bob", BOB, True), ("carol", CAROL)],
+            [("inner", ["alice"]), ("outer", ["inner"])],
+            ["--session-revalidation-interval", "1"]) as (dc, server):
+        yield server, dc
 
 
 def test_certificates_are_checked(world):
@@ -68,7 +54,7 @@ def test_active_directory(world):
     x = root.xenapi
     pool = x.pool.get_all()[0]
     host = x.host.get_all()[0]
-    admin = {"user": "Administrator", "pass": samba_dc.ADMIN_PASSWORD}
+    admin = samba_dc.ADMIN
 
     details = failure(x.pool.enable_external_auth, pool,
                       dict(admin, **{"pass": "wrong"}), samba_dc.DOMAIN, "AD")
@@ -178,7 +164,7 @@ def test_sessions_are_revalidated(world):
     server, dc = world
     x = session_of(server, USER, PASSWORD).xenapi
     pool = x.pool.get_all()[0]
-    admin = {"user": "Administrator", "pass": samba_dc.ADMIN_PASSWORD}
+    admin = samba_dc.ADMIN
     x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
     try:
         [vm_operator] = x.role.get_by_name_label("vm-operator")

@@ -27,7 +27,7 @@ import pytest
 import XenAPI
 
 from tests.support import samba_dc
-from tests.support.servers import PASSWORD, USER, RunningServer, read_head
+from tests.support.servers import PASSWORD, USER, read_head
 from tests.test_datamodel_conformance import API_JSON
 from tests.test_extauth import Accounts, session_of
 
@@ -180,31 +180,17 @@ def pam_world(base):
 
 @contextlib.contextmanager
 def ad_world(base):
-    dc = samba_dc.SambaDC(base)
-    dc.provision()
     users = {role: user_name(role) for role in ROLES}
     passwords = {name: "Pw-%s-%s!" % (name, uuid.uuid4().hex[:6])
                  for name in users.values()}
-    for name, password in passwords.items():
-        dc.user(name, password)
     groups = {role: group_name(role) for role in THROUGH_GROUP}
-    for role, group in groups.items():
-        dc.group(group, [users[role]])
-    dc.start()
-    try:
-        server = RunningServer(os.path.join(base, "data"), extra_args=[
-            "--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file])
-        server.start()
-        try:
-            root = session_of(server, USER, PASSWORD)
-            grant_roles(server, root, "AD", {
-                "user": "Administrator", "pass": samba_dc.ADMIN_PASSWORD},
-                samba_dc.DOMAIN, users, groups)
-            yield server, root, passwords, users
-        finally:
-            server.stop()
-    finally:
-        dc.stop()
+    with samba_dc.serving(base, passwords.items(), [
+            (group, [users[role]]) for role, group in groups.items()]) as (
+                _, server):
+        root = session_of(server, USER, PASSWORD)
+        grant_roles(server, root, "AD", samba_dc.ADMIN, samba_dc.DOMAIN,
+                    users, groups)
+        yield server, root, passwords, users
 
 
 @pytest.fixture(scope="module", params=["PAM", "AD"])
