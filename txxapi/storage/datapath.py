@@ -5,12 +5,13 @@ parser or writer, and blocking I/O on the storage thread pool.  Started
 through Storage.open_import / open_export.
 """
 
+import os
 import threading
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from txstorage import transfer, vhd
+from txstorage import qcow2, transfer, vhd
 from txstorage.errors import StorageError
 from txxapi.errors import XenAPIError
 from txxapi.storage.common import data_path_users
@@ -84,7 +85,7 @@ class _DataPath:
 def _io_error(failure):
     """Failures of the data itself (a corrupt or short stream, a write
     beyond the end) as XAPI reports a failed vhd-tool."""
-    if failure.check(vhd.VHDError, StorageError):
+    if failure.check(vhd.VHDError, qcow2.QCOW2Error, StorageError):
         raise XenAPIError("VDI_IO_ERROR", "Device I/O errors",
                           str(failure.value))
     return failure
@@ -121,6 +122,11 @@ class ImportSession(_DataPath):
         self._writer = transfer.open_raw_writer(info)
         if self.format == "vhd":
             self._parser = vhd.VHDStreamReader()
+        elif self.format == "qcow2":
+            # Clusters that arrive before the table naming them wait
+            # beside the VDI, not in memory.
+            self._parser = qcow2.QCOW2StreamReader(
+                spool_dir=os.path.dirname(info.path))
         elif self.chunked:
             self._parser = transfer.ChunkedReader()
 
@@ -232,6 +238,8 @@ class ExportSession(_DataPath):
                 self._iter = self.stream(info)
             elif self.format == "vhd":
                 self._iter = transfer.export_vhd(info, base=base_info)
+            elif self.format == "qcow2":
+                self._iter = transfer.export_qcow2(info, base=base_info)
             else:
                 self._iter = transfer.export_raw(info, chunk_size=RAW_PIECE)
         except Exception:
@@ -295,14 +303,14 @@ class DataPaths:
             raise XenAPIError("VDI_IN_USE", vdi)
 
     def open_import(self, vdi, fmt, chunked=False, expected_size=None):
-        """Start an upload into ``vdi`` (fmt "raw" or "vhd"; chunked: the
-        vhd-tool record framing): a Deferred of an ImportSession."""
+        """Start an upload into ``vdi`` (fmt "raw", "vhd" or "qcow2";
+        chunked: the vhd-tool record framing): a Deferred of an ImportSession."""
         return defer.maybeDeferred(
             ImportSession(self, vdi, fmt, chunked, expected_size).open)
 
     def open_export(self, vdi, fmt, base=None, stream=None):
-        """Start a download of ``vdi`` as "raw" or "vhd" (against ``base``
-        for a differential VHD), or as ``stream(attach_info)`` makes it: a
+        """Start a download of ``vdi`` as "raw", "vhd" or "qcow2" (against
+        ``base`` for a differential image), or as ``stream(attach_info)`` makes it: a
         Deferred of an ExportSession."""
         return defer.maybeDeferred(
             ExportSession(self, vdi, fmt, base, stream).open)
