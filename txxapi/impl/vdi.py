@@ -10,6 +10,7 @@ from txxapi import operations
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
 from txxapi.impl.sr import field_setter
+from txxapi.nbd import info as nbd_info
 from txxapi.storage import (data_path_users, register_rules, sm_features,
                             translate)
 
@@ -243,9 +244,7 @@ def set_allow_caching(ctx, self, value):
 
 @implements("VDI.get_nbd_info")
 def get_nbd_info(ctx, self):
-    # Served only on networks whose purpose includes NBD; none is here.
-    ctx.db.fields("VDI", self)
-    return []
+    return nbd_info.server_records(ctx, self)
 
 
 def _cbt(op, sr_op):

@@ -63,6 +63,16 @@ class _DataPath:
         d.addErrback(self._unclaim)
         return d
 
+    def open(self):
+        """Claim the VDI, then run the subclass's blocking start with its
+        AttachInfo: a Deferred of self."""
+        d = self._claim()
+        d.addCallback(lambda info: self.storage.run(self._open_blocking,
+                                                    info))
+        d.addErrback(self._unclaim)
+        d.addErrback(_io_error)
+        return d.addCallback(lambda _: self)
+
     def _unclaim(self, result=None):
         """Let the VDIs go; passes ``result`` on (usable as an errback)."""
         self.storage.transfers.discard(self)
@@ -107,13 +117,6 @@ class ImportSession(_DataPath):
         self._writer = None
         self._parser = None
 
-    def open(self):
-        d = self._claim()
-        d.addCallback(lambda info: self.storage.run(self._open_blocking,
-                                                    info))
-        d.addErrback(self._unclaim)
-        d.addErrback(_io_error)
-        return d.addCallback(lambda _: self)
 
     # blocking side
 
@@ -292,6 +295,46 @@ class ExportSession(_DataPath):
     abort = close
 
 
+class ReadSession(_DataPath):
+    """Random reads of a VDI's raw view for as long as the session is
+    open (the NBD server's exports): a read-only claim, reads on the
+    storage pool."""
+
+    def __init__(self, storage, vdi):
+        _DataPath.__init__(self, storage, vdi)
+        self.size = storage.db.fields("VDI", vdi)["virtual_size"]
+        self._reader = None
+
+
+    @_locked
+    def _open_blocking(self, info):
+        self._reader = transfer.open_raw_reader(info)
+        self.size = self._reader.size
+
+    @_locked
+    def _pread_blocking(self, offset, length):
+        if self._reader is None:
+            raise StorageError.named("SMGeneral", "the reader is closed")
+        return self._reader.pread(offset, length)
+
+    def pread(self, offset, length):
+        """A Deferred of ``length`` bytes at ``offset``."""
+        return self.storage.run(self._pread_blocking, offset,
+                                length).addErrback(_io_error)
+
+    @_locked
+    def _close_blocking(self):
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def close(self):
+        if self._closed:
+            return defer.succeed(None)
+        self._closed = True
+        return self._wind_up(self._close_blocking)
+
+
 class DataPaths:
     """The HTTP data paths a storage component opens."""
 
@@ -315,3 +358,8 @@ class DataPaths:
         return defer.maybeDeferred(
             ExportSession(self, vdi, fmt, base, stream).open)
 
+
+    def open_reader(self, vdi):
+        """Hold ``vdi`` for reading at random: a Deferred of a
+        ReadSession."""
+        return defer.maybeDeferred(ReadSession(self, vdi).open)
