@@ -24,7 +24,7 @@ import threading
 import uuid as uuidlib
 from array import array
 
-from txstorage import qcow2, qemu, vhd
+from txstorage import cbt, qcow2, qemu, vhd
 from txstorage.errors import StorageError
 from txstorage.vhd import DEFAULT_BLOCK_SIZE, VHDError
 
@@ -357,6 +357,13 @@ class RawWriter:
             self._client.flush()
             self._writeback.close()
             self._export.close(sync=True)
+            if self.attach_info.cbt_log:
+                # What the overlay holds is what this upload changed;
+                # marked first, so a failed fold only over-reports.
+                cbt.mark(self.attach_info.cbt_log, [
+                    (e["start"], e["length"])
+                    for e in qemu.img_map(self._overlay, "qcow2")
+                    if e["depth"] == 0 and _present(e)])
             if self._swap:
                 info = qemu.img_info(self._target, "qcow2")
                 qemu.img_rebase(self._overlay,
