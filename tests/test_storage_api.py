@@ -214,8 +214,6 @@ def test_vdi_errors(x, server):
                                                        ""]
     assert failure(x.VDI.set_on_boot, vdi, "reset") == [
         "SR_OPERATION_NOT_SUPPORTED", sr]
-    assert failure(x.VDI.enable_cbt, vdi) == [
-        "SR_OPERATION_NOT_SUPPORTED", sr]
     assert failure(new_vdi, x, sr, MIB, type="cbt_metadata") == [
         "VDI_INCOMPATIBLE_TYPE", "", "cbt_metadata"]
     iso = [r for r, rec in x.SR.get_all_records().items()
@@ -224,6 +222,8 @@ def test_vdi_errors(x, server):
     cd = x.SR.get_VDIs(iso)[0]
     assert failure(x.VDI.destroy, cd) == ["SR_OPERATION_NOT_SUPPORTED", iso]
     assert failure(x.VDI.snapshot, cd, {}) == [
+        "SR_OPERATION_NOT_SUPPORTED", iso]
+    assert failure(x.VDI.enable_cbt, cd) == [
         "SR_OPERATION_NOT_SUPPORTED", iso]
     # The driver finds the image gone: VDI_MISSING, and a scan forgets it.
     location = x.PBD.get_device_config(x.SR.get_PBDs(sr)[0])["location"]

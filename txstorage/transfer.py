@@ -22,8 +22,9 @@ import os
 import struct
 import threading
 import uuid as uuidlib
+from array import array
 
-from txstorage import qemu, vhd
+from txstorage import cbt, qcow2, qemu, vhd
 from txstorage.errors import StorageError
 from txstorage.vhd import DEFAULT_BLOCK_SIZE, VHDError
 
@@ -356,6 +357,13 @@ class RawWriter:
             self._client.flush()
             self._writeback.close()
             self._export.close(sync=True)
+            if self.attach_info.cbt_log:
+                # What the overlay holds is what this upload changed;
+                # marked first, so a failed fold only over-reports.
+                cbt.mark(self.attach_info.cbt_log, [
+                    (e["start"], e["length"])
+                    for e in qemu.img_map(self._overlay, "qcow2")
+                    if e["depth"] == 0 and _present(e)])
             if self._swap:
                 info = qemu.img_info(self._target, "qcow2")
                 qemu.img_rebase(self._overlay,
@@ -569,50 +577,63 @@ def candidate_blocks(attach_info, base=None, block_size=DEFAULT_BLOCK_SIZE,
 
 # -- exports ------------------------------------------------------------------
 
+def _blocks_to_send(attach_info, reader, base, block_size, detect_zeros):
+    """The blocks an image export of the VDI holds: those that differ from
+    base (AttachInfo of an earlier snapshot; blocks that became zero
+    included), or without base those with data, less the ones that read
+    as zeros when detect_zeros (one more read of the allocated data)."""
+    if base is None:
+        blocks = candidate_blocks(attach_info, None, block_size,
+                                  reader.entries)
+        if not detect_zeros:
+            return blocks
+        pairs = zip(blocks, reader.iter_blocks(blocks, block_size))
+        return [idx for idx, data in pairs if not vhd.is_zero(data)]
+    with open_raw_reader(base) as base_reader:
+        blocks = candidate_blocks(attach_info, base, block_size,
+                                  reader.entries, base_reader.entries)
+        pairs = zip(blocks, reader.iter_blocks(blocks, block_size),
+                    base_reader.iter_blocks(blocks, block_size))
+        return [idx for idx, mine, theirs in pairs
+                if mine != _pad(theirs, len(mine))]
+
+
 def export_vhd(attach_info, base=None, block_size=DEFAULT_BLOCK_SIZE,
                detect_zeros=True):
     """The VDI as a dynamic VHD: an iterator of byte strings.
 
-    base (AttachInfo of an earlier snapshot): only blocks that differ from
-    it are present, so unallocated blocks mean "as in base" (xapi's
-    export_raw_vdi?format=vhd&base=); blocks that became zero are present.
-    Without base, blocks qemu-img map shows unallocated or zero are never
-    read, and detect_zeros also drops allocated blocks that read as zeros
-    (one more read of the allocated data).  The planning runs on the first
-    next(); nothing is held beyond a block or two, and closing the
-    iterator stops the readers."""
-    reader = open_raw_reader(attach_info)
-    base_reader = None
-    try:
+    base: only blocks that differ from it are present, so unallocated
+    blocks mean "as in base" (xapi's export_raw_vdi?format=vhd&base=).
+    Blocks qemu-img map shows unallocated or zero are never read.  The
+    planning runs on the first next(); nothing is held beyond a block or
+    two, and closing the iterator stops the readers."""
+    with open_raw_reader(attach_info) as reader:
         size = reader.size
         vsize = -(-size // vhd.SECTOR) * vhd.SECTOR
         if vsize > vhd.MAX_VHD_SIZE:
             raise VHDError("VDI of %d bytes is too large for VHD" % size)
-        if base is not None:
-            base_reader = open_raw_reader(base)
-        blocks = candidate_blocks(
-            attach_info, base, block_size, reader.entries,
-            base_reader.entries if base_reader is not None else None)
-        if base is not None:
-            pairs = zip(blocks, reader.iter_blocks(blocks, block_size),
-                        base_reader.iter_blocks(blocks, block_size))
-            blocks = [idx for idx, mine, theirs in pairs
-                      if mine != _pad(theirs, len(mine))]
-            base_reader.close()
-            base_reader = None
-        elif detect_zeros:
-            pairs = zip(blocks, reader.iter_blocks(blocks, block_size))
-            blocks = [idx for idx, data in pairs if not vhd.is_zero(data)]
+        blocks = _blocks_to_send(attach_info, reader, base, block_size,
+                                 detect_zeros)
         writer = vhd.VHDWriter(vsize, blocks, block_size)
         yield writer.header()
         for idx, data in zip(blocks, reader.iter_blocks(blocks,
                                                         block_size)):
             yield from writer.block(idx, data)
         yield writer.footer()
-    finally:
-        reader.close()
-        if base_reader is not None:
-            base_reader.close()
+
+
+def export_qcow2(attach_info, base=None, detect_zeros=True):
+    """The VDI as a qcow2 v3 image (64 KiB clusters): an iterator of byte
+    strings holding only the clusters with data, or with base those that
+    differ from it (unallocated clusters then mean "as in base")."""
+    cs = qcow2.CLUSTER_SIZE
+    with open_raw_reader(attach_info) as reader:
+        clusters = array("q", _blocks_to_send(attach_info, reader, base, cs,
+                                              detect_zeros))
+        writer = qcow2.QCOW2Writer(reader.size, clusters)
+        yield writer.header()
+        for idx, data in zip(clusters, reader.iter_blocks(clusters, cs)):
+            yield from writer.cluster(idx, data)
 
 
 def _pad(data, n):

@@ -50,6 +50,7 @@ class VDIInfo:
     type: str = "user"
     sharable: bool = False
     sm_config: dict = field(default_factory=dict)
+    cbt_enabled: bool = False
 
     @property
     def managed(self):
@@ -71,6 +72,8 @@ class AttachInfo:
     virtual_size: int
     o_direct: bool = True
     xenstore_data: dict = field(default_factory=dict)
+    # The changed-block log writes through this attach mark, if tracked.
+    cbt_log: Optional[str] = None
 
     @property
     def params(self):

@@ -10,6 +10,7 @@ DEFAULTS = {
     "bind": "",
     "http-port": "80",
     "https-port": "443",
+    "nbd-port": "10809",
     "auth": "pam",
     "pam-service": "txxapi",
     "backend": "auto",

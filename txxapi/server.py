@@ -80,6 +80,8 @@ class Server:
         self.storage = Storage(db, self.identity, reactor, self.tasks,
                                local_sr_dir=local_sr_dir, iso_dir=iso_dir)
         self.components.append(self.storage)
+        # The NBD service, while it runs (txxapi.nbd.service).
+        self.nbd = None
         self.components.append(self.xenops)
         # A slave says pool.hello to its master once it is up.
         self.components.append(Greeting(reactor, self.identity, db))

@@ -12,6 +12,7 @@ in this order and stopped in the reverse one, each waiting for the last:
                SSL endpoint built from txxapi.tls's context factory, whose
                settings (TLS 1.2+, its suites, no renegotiation) the ssl:
                strports grammar cannot state
+    nbd        the NBD server (txxapi.nbd), on the host certificate too
 
 A child joins once the one before it has started (the database and the
 core start asynchronously).  An error at start stops the reactor with the
@@ -31,6 +32,7 @@ from txxapi.auth.checkers import PAMChecker, PasswdFileChecker
 from txxapi.auth.realm import make_portal
 from txxapi.db.persist import open_persistence
 from txxapi.http.site import make_site
+from txxapi.nbd.service import NBDService
 from txxapi.server import Server
 
 log = Logger()
@@ -173,6 +175,7 @@ class XapiService(service.MultiService):
             max_connections_per_client=int(
                 s["max-connections-per-client"]))
         bind = s["bind"]
+        cert = key = None
         if int(s["http-port"]):
             self._listener("http", strports.service(
                 http_endpoint(int(s["http-port"]), bind), site,
@@ -184,6 +187,11 @@ class XapiService(service.MultiService):
                 tls.server_context_factory(cert, key), interface=bind)
             self._listener("https", StreamServerEndpointService(endpoint,
                                                                 site))
+        if int(s["nbd-port"]):
+            if cert is None:
+                cert, key = self._certificate(data_dir)
+            yield self._join(NBDService(server, int(s["nbd-port"]), bind,
+                                        cert, key))
         log.info("txxapi ready: http {http}, https {https}",
                  http=s["http-port"], https=s["https-port"])
 

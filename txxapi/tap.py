@@ -18,6 +18,7 @@ class Options(usage.Options):
         ["bind", "b", None, "Address to listen on (all addresses)."],
         ["http-port", None, None, "Plain HTTP port (80); 0 disables."],
         ["https-port", None, None, "HTTPS port (443); 0 disables."],
+        ["nbd-port", None, None, "NBD server port (10809); 0 disables."],
         ["auth", "a", None,
          "Authentication: 'pam' (default) or 'passwd:FILE' (user:HASH "
          "lines, SHA-512 crypt)."],
@@ -75,7 +76,7 @@ class Options(usage.Options):
             raise usage.UsageError("--auth must be 'pam' or 'passwd:FILE'")
         if auth.startswith("passwd:") and not os.path.exists(auth[7:]):
             raise usage.UsageError("passwd file %s does not exist" % auth[7:])
-        for key in ("http-port", "https-port", "max-rpc-size",
+        for key in ("http-port", "https-port", "nbd-port", "max-rpc-size",
                     "simulator-memory", "max-connections-per-client"):
             if not self.settings[key].isdigit():
                 raise usage.UsageError("--%s must be a number" % key)

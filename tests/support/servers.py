@@ -51,7 +51,8 @@ def insecure_context():
 
 class RunningServer:
     def __init__(self, data_dir, passwd_file=None, extra_args=(),
-                 http_port=None, https_port=None, bind="127.0.0.1"):
+                 http_port=None, https_port=None, bind="127.0.0.1",
+                 nbd_port=0):
         self.data_dir = data_dir
         self.bind = bind
         os.makedirs(data_dir, exist_ok=True)
@@ -65,6 +66,8 @@ class RunningServer:
         self.extra_args = list(extra_args)
         self.http_port = http_port or free_port()
         self.https_port = https_port or free_port()
+        # NBD only where a test asks for it (the standard port is shared).
+        self.nbd_port = nbd_port
         self.proc = None
         self.log_path = os.path.join(data_dir, "..", "twistd-%s-%d.log"
                                      % (bind, self.http_port))
@@ -84,6 +87,7 @@ class RunningServer:
                "xapi", "--data-dir", self.data_dir, "--bind", self.bind,
                "--http-port", str(self.http_port),
                "--https-port", str(self.https_port),
+               "--nbd-port", str(self.nbd_port),
                "--auth", "passwd:" + self.passwd_file,
                "--backend", "simulator",
                "--login-failure-delay", "0.2"] + self.extra_args

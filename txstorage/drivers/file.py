@@ -32,6 +32,7 @@ import uuid as uuidlib
 from zope.interface import implementer
 
 from txstorage import qemu
+from txstorage.drivers.file_cbt import CBTMixin
 from txstorage.errors import (SRFull, SRInUse, SRNotEmpty, StorageError,
                               Unimplemented, VDIInUse, VDIMissing)
 from txstorage.interfaces import ISRDriver
@@ -233,7 +234,7 @@ class DirectorySRBase:
 
 
 @implementer(ISRDriver)
-class FileSRDriver(DirectorySRBase):
+class FileSRDriver(CBTMixin, DirectorySRBase):
     """Local file SR holding qcow2 images (raw on request)."""
 
     sm_type = "file"
@@ -249,7 +250,7 @@ class FileSRDriver(DirectorySRBase):
         "VDI_CREATE", "VDI_DELETE", "VDI_ATTACH", "VDI_DETACH",
         "VDI_ACTIVATE", "VDI_DEACTIVATE", "VDI_CLONE", "VDI_SNAPSHOT",
         "VDI_RESIZE", "VDI_INTRODUCE", "VDI_UPDATE", "VDI_COMPOSE",
-        "VDI_GENERATE_CONFIG", "LARGE_VDI"]
+        "VDI_GENERATE_CONFIG", "VDI_CONFIG_CBT", "LARGE_VDI"]
     configuration = {
         "location": "local directory path (required)",
         "size": "capacity of the SR in bytes (optional; default: the "
@@ -607,6 +608,7 @@ class FileSRDriver(DirectorySRBase):
                 return
             if self._busy(sr, vdi_uuid):
                 raise VDIInUse(vdi_uuid, "destroy")
+            self._cbt_forget(sr, nodes, node)
             if node.children:
                 # Still backing other images: hide it; sr_gc will merge it.
                 meta = dict(node.meta, hidden=True, read_only=True)
@@ -628,7 +630,8 @@ class FileSRDriver(DirectorySRBase):
                               path=node.path, format=node.format,
                               read_only=not writable,
                               virtual_size=node.virtual_size,
-                              xenstore_data={"storage-type": "ext"})
+                              xenstore_data={"storage-type": "ext"},
+                              cbt_log=self._cbt_log_of(sr, node))
 
     def vdi_detach(self, sr_uuid, vdi_uuid):
         sr = self._sr(sr_uuid)
@@ -759,9 +762,11 @@ class FileSRDriver(DirectorySRBase):
             meta = {k: node.meta[k] for k in
                     ("name_label", "name_description", "type", "sm_config")
                     if k in node.meta}
+            handover = None
             if is_snapshot:
                 meta.update(is_snapshot=True, snapshot_of=vdi_uuid,
                             snapshot_time=xapi_time())
+                handover = self._cbt_snapshot(sr, node, meta)
             _write_json(self._meta_path(sr, new_uuid), meta)
             try:
                 qemu.img_create(tmp, "qcow2", size, backing=base_name,
@@ -771,6 +776,8 @@ class FileSRDriver(DirectorySRBase):
                 _unlink(tmp)
                 _unlink(self._meta_path(sr, new_uuid))
                 raise
+            if handover is not None:
+                handover(new_uuid)
             return self._info(sr, self._node(sr, new_uuid))
 
     def vdi_introduce(self, sr_uuid, vdi_uuid, location, sm_config=None):
@@ -855,11 +862,15 @@ class FileSRDriver(DirectorySRBase):
     def _meta_path(self, sr, uuid):
         return os.path.join(sr.path, uuid + ".meta")
 
+    def _write_meta(self, sr, uuid, meta):
+        _write_json(self._meta_path(sr, uuid), meta)
+
     def _active_path(self, sr, uuid):
         return os.path.join(sr.path, uuid + ".active")
 
     def _remove_files(self, sr, uuid, path):
         _unlink(path)
+        _unlink(self._cbt_path(sr, uuid))
         _unlink(self._meta_path(sr, uuid))
         _unlink(self._active_path(sr, uuid))
 
@@ -948,4 +959,5 @@ class FileSRDriver(DirectorySRBase):
             name_description=meta.get("name_description", ""),
             type=meta.get("type", "user"),
             sharable=bool(meta.get("sharable")),
-            sm_config=sm_config)
+            sm_config=sm_config,
+            cbt_enabled=bool(meta.get("cbt_enabled")))

@@ -141,6 +141,15 @@ forwards("VDI.clone")(lambda ctx, vdi, params: clone_route(ctx, vdi))
 forwards("VDI.resize")(lambda ctx, vdi, size: vdi_route(ctx, vdi, "resize"))
 forwards("VDI.copy")(lambda ctx, vdi, sr, base_vdi, into_vdi: copy_route(
     ctx, vdi, sr, into_vdi))
+for _op in ("enable_cbt", "disable_cbt", "data_destroy"):
+    forwards("VDI." + _op)(
+        lambda ctx, vdi, _op=_op: vdi_route(ctx, vdi, _op))
+
+
+@forwards("VDI.list_changed_blocks")
+def list_changed_blocks_route(ctx, vdi_from, vdi_to):
+    ctx.db.fields("VDI", vdi_from)
+    return vdi_route(ctx, vdi_to, "list_changed_blocks")
 
 
 @forwards("VDI.update")

@@ -44,9 +44,10 @@ PROGRESS_INTERVAL = 1.0
 CLOSE_GRACE = 30.0
 # Largest VDI exported as VHD (XAPI's max_vhd_size).
 MAX_VHD_SIZE = 2040 << 30
-FORMATS = ("raw", "vhd")
+FORMATS = ("raw", "vhd", "qcow2")
 CONTENT_TYPES = {"raw": "application/octet-stream",
-                 "vhd": "application/vhd"}
+                 "vhd": "application/vhd",
+                 "qcow2": "application/x-qemu-disk"}
 
 
 def _error_of(failure):
@@ -398,7 +399,7 @@ class Download(Transfer):
         if base is not None:
             base = self._resolve_vdi(base)
         session = yield self.server.storage.open_export(
-            vdi, fmt, base if fmt == "vhd" else None)
+            vdi, fmt, base if fmt != "raw" else None)
         if self.done:
             yield session.close()
             return

@@ -10,6 +10,7 @@ from txxapi import operations
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
 from txxapi.impl.sr import field_setter
+from txxapi.nbd import info as nbd_info
 from txxapi.storage import (data_path_users, register_rules, sm_features,
                             translate)
 
@@ -243,29 +244,28 @@ def set_allow_caching(ctx, self, value):
 
 @implements("VDI.get_nbd_info")
 def get_nbd_info(ctx, self):
-    # Served only on networks whose purpose includes NBD; none is here.
-    ctx.db.fields("VDI", self)
-    return []
+    return nbd_info.server_records(ctx, self)
 
 
-def _cbt(op, sr_op):
-    """CBT needs a driver capability none of ours has: the operation check
-    answers as XAPI does."""
-    def call(ctx, self, *args):
-        sr = ctx.db.fields("VDI", self)["SR"]
-        operations.check(ctx, "SR", sr, sr_op)
-        operations.check(ctx, "VDI", self, op)
-        raise XenAPIError("NOT_IMPLEMENTED", "VDI." + op)
-    return call
+@implements("VDI.enable_cbt")
+def enable_cbt(ctx, self):
+    return _storage(ctx).set_cbt(self, True)
 
 
-implements("VDI.enable_cbt")(_cbt("enable_cbt", "vdi_enable_cbt"))
-implements("VDI.disable_cbt")(_cbt("disable_cbt", "vdi_disable_cbt"))
-implements("VDI.data_destroy")(_cbt("data_destroy", "vdi_data_destroy"))
+@implements("VDI.disable_cbt")
+def disable_cbt(ctx, self):
+    return _storage(ctx).set_cbt(self, False)
+
+
+@implements("VDI.data_destroy")
+def data_destroy(ctx, self):
+    return _storage(ctx).data_destroy_vdi(self)
 
 
 @implements("VDI.list_changed_blocks")
 def list_changed_blocks(ctx, vdi_from, vdi_to):
-    ctx.db.fields("VDI", vdi_from)
-    return _cbt("list_changed_blocks", "vdi_list_changed_blocks")(
-        ctx, vdi_to)
+    db = ctx.db
+    for vdi in (vdi_from, vdi_to):
+        if not db.fields("VDI", vdi)["cbt_enabled"]:
+            raise XenAPIError("VDI_NO_CBT_METADATA", vdi)
+    return _storage(ctx).list_changed_blocks(vdi_from, vdi_to)

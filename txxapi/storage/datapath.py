@@ -5,12 +5,13 @@ parser or writer, and blocking I/O on the storage thread pool.  Started
 through Storage.open_import / open_export.
 """
 
+import os
 import threading
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from txstorage import transfer, vhd
+from txstorage import qcow2, transfer, vhd
 from txstorage.errors import StorageError
 from txxapi.errors import XenAPIError
 from txxapi.storage.common import data_path_users
@@ -62,6 +63,16 @@ class _DataPath:
         d.addErrback(self._unclaim)
         return d
 
+    def open(self):
+        """Claim the VDI, then run the subclass's blocking start with its
+        AttachInfo: a Deferred of self."""
+        d = self._claim()
+        d.addCallback(lambda info: self.storage.run(self._open_blocking,
+                                                    info))
+        d.addErrback(self._unclaim)
+        d.addErrback(_io_error)
+        return d.addCallback(lambda _: self)
+
     def _unclaim(self, result=None):
         """Let the VDIs go; passes ``result`` on (usable as an errback)."""
         self.storage.transfers.discard(self)
@@ -84,7 +95,7 @@ class _DataPath:
 def _io_error(failure):
     """Failures of the data itself (a corrupt or short stream, a write
     beyond the end) as XAPI reports a failed vhd-tool."""
-    if failure.check(vhd.VHDError, StorageError):
+    if failure.check(vhd.VHDError, qcow2.QCOW2Error, StorageError):
         raise XenAPIError("VDI_IO_ERROR", "Device I/O errors",
                           str(failure.value))
     return failure
@@ -106,13 +117,6 @@ class ImportSession(_DataPath):
         self._writer = None
         self._parser = None
 
-    def open(self):
-        d = self._claim()
-        d.addCallback(lambda info: self.storage.run(self._open_blocking,
-                                                    info))
-        d.addErrback(self._unclaim)
-        d.addErrback(_io_error)
-        return d.addCallback(lambda _: self)
 
     # blocking side
 
@@ -121,6 +125,11 @@ class ImportSession(_DataPath):
         self._writer = transfer.open_raw_writer(info)
         if self.format == "vhd":
             self._parser = vhd.VHDStreamReader()
+        elif self.format == "qcow2":
+            # Clusters that arrive before the table naming them wait
+            # beside the VDI, not in memory.
+            self._parser = qcow2.QCOW2StreamReader(
+                spool_dir=os.path.dirname(info.path))
         elif self.chunked:
             self._parser = transfer.ChunkedReader()
 
@@ -232,6 +241,8 @@ class ExportSession(_DataPath):
                 self._iter = self.stream(info)
             elif self.format == "vhd":
                 self._iter = transfer.export_vhd(info, base=base_info)
+            elif self.format == "qcow2":
+                self._iter = transfer.export_qcow2(info, base=base_info)
             else:
                 self._iter = transfer.export_raw(info, chunk_size=RAW_PIECE)
         except Exception:
@@ -284,6 +295,46 @@ class ExportSession(_DataPath):
     abort = close
 
 
+class ReadSession(_DataPath):
+    """Random reads of a VDI's raw view for as long as the session is
+    open (the NBD server's exports): a read-only claim, reads on the
+    storage pool."""
+
+    def __init__(self, storage, vdi):
+        _DataPath.__init__(self, storage, vdi)
+        self.size = storage.db.fields("VDI", vdi)["virtual_size"]
+        self._reader = None
+
+
+    @_locked
+    def _open_blocking(self, info):
+        self._reader = transfer.open_raw_reader(info)
+        self.size = self._reader.size
+
+    @_locked
+    def _pread_blocking(self, offset, length):
+        if self._reader is None:
+            raise StorageError.named("SMGeneral", "the reader is closed")
+        return self._reader.pread(offset, length)
+
+    def pread(self, offset, length):
+        """A Deferred of ``length`` bytes at ``offset``."""
+        return self.storage.run(self._pread_blocking, offset,
+                                length).addErrback(_io_error)
+
+    @_locked
+    def _close_blocking(self):
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def close(self):
+        if self._closed:
+            return defer.succeed(None)
+        self._closed = True
+        return self._wind_up(self._close_blocking)
+
+
 class DataPaths:
     """The HTTP data paths a storage component opens."""
 
@@ -295,15 +346,20 @@ class DataPaths:
             raise XenAPIError("VDI_IN_USE", vdi)
 
     def open_import(self, vdi, fmt, chunked=False, expected_size=None):
-        """Start an upload into ``vdi`` (fmt "raw" or "vhd"; chunked: the
-        vhd-tool record framing): a Deferred of an ImportSession."""
+        """Start an upload into ``vdi`` (fmt "raw", "vhd" or "qcow2";
+        chunked: the vhd-tool record framing): a Deferred of an ImportSession."""
         return defer.maybeDeferred(
             ImportSession(self, vdi, fmt, chunked, expected_size).open)
 
     def open_export(self, vdi, fmt, base=None, stream=None):
-        """Start a download of ``vdi`` as "raw" or "vhd" (against ``base``
-        for a differential VHD), or as ``stream(attach_info)`` makes it: a
+        """Start a download of ``vdi`` as "raw", "vhd" or "qcow2" (against
+        ``base`` for a differential image), or as ``stream(attach_info)`` makes it: a
         Deferred of an ExportSession."""
         return defer.maybeDeferred(
             ExportSession(self, vdi, fmt, base, stream).open)
 
+
+    def open_reader(self, vdi):
+        """Hold ``vdi`` for reading at random: a Deferred of a
+        ReadSession."""
+        return defer.maybeDeferred(ReadSession(self, vdi).open)

@@ -1,10 +1,12 @@
 """
 VDI operations for the API and for VM operations: create, destroy,
-snapshot, clone and resize, as local steps.  The forwarding layer
+snapshot, clone, resize and changed-block tracking, as local steps.  The forwarding layer
 (txxapi/forwarding/storage.py) makes the checks that come first
 (``assert_can_create``, ``assert_vdi_op``), marks the operation and then
 calls these.
 """
+
+import base64
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -127,6 +129,52 @@ class VDIOperations:
         d.addCallback(lambda _: self._refresh_sizes(sr))
         return d.addCallback(lambda _: "")
 
+
+    # --- changed-block tracking ------------------------------------------------
+
+    def _driver_call(self, vdi, name, *args):
+        """Run driver method ``name`` on the VDI's SR and location."""
+        f = self.db.fields("VDI", vdi)
+        sr = f["SR"]
+        driver, sr_uuid = self.driver_of(sr)
+        d = self.run(getattr(driver, name), sr_uuid, f["location"], *args)
+        return d.addErrback(translate, sr, vdi)
+
+    def set_cbt(self, vdi, enabled):
+        """VDI.enable_cbt / disable_cbt: the driver starts or drops the
+        VDI's log (a Deferred)."""
+        if self.db.fields("VDI", vdi)["cbt_enabled"] == enabled:
+            return defer.succeed("")
+        d = self._driver_call(
+            vdi, "vdi_enable_cbt" if enabled else "vdi_disable_cbt")
+        d.addCallback(lambda info: self.record_vdi(
+            self.db.fields("VDI", vdi)["SR"], info))
+        return d.addCallback(lambda _: "")
+
+    def data_destroy_vdi(self, vdi):
+        """VDI.data_destroy: the snapshot keeps only its CBT log."""
+        sr = self.db.fields("VDI", vdi)["SR"]
+        d = self._driver_call(vdi, "vdi_data_destroy")
+
+        def destroyed(info):
+            self.record_vdi(sr, info)
+            self.db.update("VDI", vdi, {"type": "cbt_metadata"})
+            operations.refresh(self.db, "VDI", vdi)
+            return self._refresh_sizes(sr)
+        d.addCallback(destroyed)
+        return d.addCallback(lambda _: "")
+
+    def list_changed_blocks(self, vdi_from, vdi_to):
+        """VDI.list_changed_blocks: a Deferred of the base64 bitmap of the
+        64 KiB blocks changed from one point to the other."""
+        db = self.db
+        sr = db.fields("VDI", vdi_to)["SR"]
+        driver, sr_uuid = self.driver_of(sr)
+        d = self.run(driver.vdi_list_changed_blocks, sr_uuid,
+                     db.fields("VDI", vdi_from)["location"],
+                     db.fields("VDI", vdi_to)["location"])
+        d.addErrback(translate, sr, vdi_to)
+        return d.addCallback(lambda bits: base64.b64encode(bits).decode())
 
 
 def _copy_vdi_fields(src):

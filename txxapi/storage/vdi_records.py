@@ -61,7 +61,8 @@ class VDIRecords:
             "snapshot_time": DateTime(info.snapshot_time)
             if info.snapshot_time else EPOCH,
             "sm_config": sm_config,
-            "is_tools_iso": sm_config.get("xs-tools") == "true"}
+            "is_tools_iso": sm_config.get("xs-tools") == "true",
+            "cbt_enabled": info.cbt_enabled}
         if ref is not None:
             db.update("VDI", ref, fields)
         else:
