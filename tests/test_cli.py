@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.support.servers import PASSWORD, REPO, USER, serving
+from tests.support.servers import PASSWORD, REPO, USER, logged_in, serving
 from tests.test_vm_lifecycle import new_vm
 
 BANNER = b"XenSource thin CLI protocol" + struct.pack("<ii", 0, 2)
@@ -32,9 +32,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api(server):
-    s = server.session(https=False)
-    yield s
-    s.xenapi.session.logout()
+    yield from logged_in(server)
 
 
 @pytest.fixture

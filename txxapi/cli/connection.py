@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from txxapi.cli import protocol as P
 from txxapi.cli.records import CliFailure, Failure, MissingParameter, View
 from txxapi.errors import XenAPIError
+from txxapi.wire.xmlrpc import decode_value
 
 log = Logger()
 
@@ -220,7 +221,6 @@ def result_of(text):
     """A task's result: XAPI stores it as an XML-RPC value."""
     if not text:
         return text
-    from txxapi.wire.xmlrpc import decode_value
     try:
         return decode_value(text)
     except Exception:

@@ -10,6 +10,7 @@ import re
 
 from twisted.internet import defer
 
+from txxapi.cli.connection import STANDARD
 from txxapi.cli.generic import Command, all_records
 from txxapi.cli.records import BY_PREFIX, NULL, CliFailure, Failure
 from txxapi.cli.select import do_op
@@ -159,9 +160,7 @@ EVENT_TIMEOUT = 30.0
 def _conditions(params):
     out = []
     for key, value in params.items:
-        if key == "class" or key in ("server", "password", "port",
-                                     "username", "minimal", "force",
-                                     "multiple", "all"):
+        if key == "class" or key in STANDARD:
             continue
         if value.startswith("/="):
             out.append((False, key, value[2:]))
