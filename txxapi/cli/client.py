@@ -193,7 +193,9 @@ def permitted_files(args):
 
 
 def usage():
-    argv0 = os.path.basename(sys.argv[0]) or "xe"
+    argv0 = os.path.basename(sys.argv[0])
+    if argv0 in ("", "__main__.py"):
+        argv0 = "xe"
     sys.stderr.write(
         "Usage: %s <cmd> [-s server] [-p port] ([-u username] [-pw password] "
         "or [-pwf <password file>]) [--no-verify] <other arguments>\n"
