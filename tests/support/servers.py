@@ -153,6 +153,14 @@ class LoadServer(RunningServer):
             **kw)
 
 
+def logged_in(server):
+    """A fixture's body: an SDK session on ``server`` (plain HTTP), logged
+    out afterwards."""
+    session = server.session(https=False)
+    yield session
+    session.xenapi.session.logout()
+
+
 def serving(tmp_path_factory, name, extra_args=()):
     """A module fixture's body: a server in a fresh directory named after
     ``name``, started, yielded, stopped.  ``server.base`` is that directory,

@@ -18,6 +18,7 @@ IMPORT_METADATA = "import_metadata"
 EXPORT_METADATA = "export_metadata"
 CONNECT_CONSOLE = "connect_console"
 CONNECT_CONSOLE_WS = "connect_console_ws"
+CLI = "cli"
 RPC = frozenset((XMLRPC, JSONRPC))
 CONSOLE = frozenset((CONNECT_CONSOLE, CONNECT_CONSOLE_WS))
 TRANSFERS = frozenset((IMPORT_RAW_VDI, EXPORT_RAW_VDI, IMPORT, EXPORT,
@@ -32,7 +33,7 @@ EXPORT_PATH = b"/export_raw_vdi"
 _RPC_URIS = [(b"/", XMLRPC), (b"/RPC2", XMLRPC), (b"/json", XMLRPC),
              (b"/jsonrpc", JSONRPC)]
 _TABLE = {
-    b"POST": _RPC_URIS,
+    b"POST": _RPC_URIS + [(b"/cli", CLI)],
     b"OPTIONS": _RPC_URIS,
     b"PUT": [(IMPORT_PATH, IMPORT_RAW_VDI), (b"/import", IMPORT),
              (b"/import_metadata", IMPORT_METADATA)],

@@ -14,6 +14,7 @@ import io
 
 from twisted.web import resource, server
 
+from txxapi.cli.resource import CliResource
 from txxapi.console.resource import ConsoleResource
 from txxapi.http import limits, responses, routes, vdi_transfer
 from txxapi.http.auth import version_of
@@ -29,6 +30,7 @@ DOWNLOADS = {routes.EXPORT_RAW_VDI: vdi_transfer.Download,
              routes.EXPORT_METADATA: xva.ExportMetadata}
 
 MAX_RPC_SIZE = 300 * 1024   # XAPI's limit for an RPC body
+MAX_CLI_SIZE = 200 * 1024   # and for a CLI command
 
 
 class XapiRequest(server.Request):
@@ -44,7 +46,9 @@ class XapiRequest(server.Request):
         self.route = handler = routes.handler_of(
             command, getattr(self.channel, "_path", b""))
         rpc = command == b"POST" and handler in routes.RPC
-        if rpc and length is not None and length > self.max_rpc_size:
+        limit = self.max_rpc_size if rpc else MAX_CLI_SIZE \
+            if command == b"POST" and handler == routes.CLI else None
+        if limit is not None and length is not None and length > limit:
             self._refuse()
             return
         if handler in routes.UPLOADS and self.xapi_server is not None:
@@ -59,7 +63,7 @@ class XapiRequest(server.Request):
                 expect_continue=version == b"HTTP/1.1"
                 and [v.lower() for v in expect] == [b"100-continue"])
             return
-        self._rpc_limited = rpc
+        self._limit = limit
         self._received = 0
         server.Request.gotLength(self, length)
 
@@ -70,8 +74,8 @@ class XapiRequest(server.Request):
         if self._refused:
             return
         self._received += len(data)
-        if getattr(self, "_rpc_limited", False) and \
-                self._received > self.max_rpc_size:
+        limit = getattr(self, "_limit", None)
+        if limit is not None and self._received > limit:
             self._refuse()  # a chunked body that turned out too large
             return
         server.Request.handleContentChunk(self, data)
@@ -131,6 +135,7 @@ class Root(resource.Resource):
         self.rpc = RPCResource(server_)
         self.transfers = TransferResource(server_)
         self.console = ConsoleResource(server_)
+        self.cli = CliResource(server_)
 
     def getChildWithDefault(self, name, request):
         handler = routes.handler_of_request(request)
@@ -138,6 +143,8 @@ class Root(resource.Resource):
             return self.rpc
         if handler in routes.CONSOLE:
             return self.console
+        if handler == routes.CLI:
+            return self.cli
         if routes.is_transfer_path(request.uri):
             return self.transfers
         if request.path == b"/":
