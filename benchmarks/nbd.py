@@ -123,9 +123,7 @@ def run(ctx):
     server.start()
     try:
         url = server.http_url
-        session = common.login(url)
-        sr = common.jsonrpc(url, "SR.get_by_name_label",
-                            [session, "Local storage"])[0][0]
+        session, sr = common.local_sr_session(url)
         disk = Disk(url, session, sr, path, size)
         call = disk.call
         net = call("network.get_all")[0]
