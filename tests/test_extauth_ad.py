@@ -8,12 +8,14 @@ account, and the joined domain surviving a restart.
 
 import os
 import re
+import time
+import xmlrpc.client
 
 import pytest
 import XenAPI
 
 from tests.support import samba_dc
-from tests.support.servers import PASSWORD, USER, RunningServer
+from tests.support.servers import PASSWORD, USER
 from tests.test_extauth import failure, session_of
 
 pytestmark = pytest.mark.skipif(not samba_dc.available(),
@@ -26,24 +28,11 @@ ALICE, BOB, CAROL = "Al1ce-Pass!", "B0b-Pass!!", "C4rol-Pass!"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("ad"))
-    dc = samba_dc.SambaDC(base)
-    dc.provision()
-    dc.user("alice", ALICE)
-    dc.user("bob", BOB, disabled=True)
-    dc.user("carol", CAROL)
-    dc.group("inner", ["alice"])
-    dc.group("outer", ["inner"])
-    dc.start()
-    try:
-        server = RunningServer(os.path.join(base, "data"), extra_args=[
-            "--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file])
-        server.start()
-        try:
-            yield server, dc
-        finally:
-            server.stop()
-    finally:
-        dc.stop()
+    with samba_dc.serving(
+            base, [("alice", ALICE), ("bob", BOB, True), ("carol", CAROL)],
+            [("inner", ["alice"]), ("outer", ["inner"])],
+            ["--session-revalidation-interval", "1"]) as (dc, server):
+        yield server, dc
 
 
 def test_certificates_are_checked(world):
@@ -55,7 +44,7 @@ def test_certificates_are_checked(world):
         ca_file=os.path.join(server.data_dir, "xapi-ssl.pem")))
     with pytest.raises(ad.ADError) as e:
         directory.join(samba_dc.DOMAIN, "Administrator",
-                       samba_dc.ADMIN_PASSWORD)
+                       samba_dc.ADMIN_PASSWORD, "TXXAPITEST")
     assert e.value.tag == "INVALID_TRUSTED_CERTS"
 
 
@@ -65,7 +54,7 @@ def test_active_directory(world):
     x = root.xenapi
     pool = x.pool.get_all()[0]
     host = x.host.get_all()[0]
-    admin = {"user": "Administrator", "pass": samba_dc.ADMIN_PASSWORD}
+    admin = samba_dc.ADMIN
 
     details = failure(x.pool.enable_external_auth, pool,
                       dict(admin, **{"pass": "wrong"}), samba_dc.DOMAIN, "AD")
@@ -77,9 +66,13 @@ def test_active_directory(world):
     x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
     assert x.host.get_external_auth_type(host) == "AD"
     configuration = x.host.get_external_auth_configuration(host)
+    machine = configuration.pop("netbios_name")
+    assert int(configuration.pop("machine_pwd_last_change_time")) > 0
     assert configuration == {"domain": samba_dc.DOMAIN,
                              "user": "Administrator",
                              "workgroup": samba_dc.WORKGROUP}
+    # The join made this host's computer account, as winbind's does.
+    assert machine + "$" in computers(dc)
 
     # Names in each form AD knows them by, and nested groups.
     alice = x.auth.get_subject_identifier("alice")
@@ -127,26 +120,91 @@ def test_active_directory(world):
     assert failure(session_of, server, "carol", CAROL)[:2] == [
         "SESSION_AUTHORIZATION_FAILED", "carol"]
 
-    # The domain stays joined across a restart; the join account's
-    # password is in a file of its own that only the server reads, in no
-    # other file of the data dir.
+    # The domain stays joined across a restart: the computer account's
+    # password is in a file of its own that only the server reads; the
+    # join account's is in no file at all.
     server.stop()
     secret = os.path.join(server.data_dir, "extauth-ad.secret")
     assert os.stat(secret).st_mode & 0o777 == 0o600
     for top, _, files in os.walk(server.data_dir):
         for name in files:
-            path = os.path.join(top, name)
-            if path != secret:
-                with open(path, "rb") as f:
-                    assert samba_dc.ADMIN_PASSWORD.encode() not in f.read()
+            with open(os.path.join(top, name), "rb") as f:
+                assert samba_dc.ADMIN_PASSWORD.encode() not in f.read()
     server.start()
     root = session_of(server, USER, PASSWORD)
     x = root.xenapi
     s = session_of(server, "alice", ALICE)
     assert s.xenapi.session.get_auth_user_sid(s._session) == alice
 
-    x.pool.disable_external_auth(pool, {})
-    assert x.host.get_external_auth_configuration(host) == {}
+    # Leaving with a wrong account: disabled all the same, and said so;
+    # the computer account stays in the domain.
+    assert failure(x.pool.disable_external_auth, pool,
+                   dict(admin, **{"pass": "wrong"}))[:2] == [
+        "POOL_AUTH_DISABLE_FAILED_WRONG_CREDENTIALS", host]
+    assert x.host.get_external_auth_type(host) == ""
     assert not os.path.exists(secret)
+    assert machine + "$" in computers(dc)
     with pytest.raises(XenAPI.Failure):
         session_of(server, "alice", ALICE)
+
+    # Joined again (the account is taken over), then left with an account
+    # allowed to: the computer account is gone.
+    x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
+    s = session_of(server, "alice", ALICE)
+    assert s.xenapi.session.get_auth_user_sid(s._session) == alice
+    x.pool.disable_external_auth(pool, admin)
+    assert x.host.get_external_auth_configuration(host) == {}
+    assert machine + "$" not in computers(dc)
+
+
+def test_sessions_are_revalidated(world):
+    """A user disabled in the directory loses the session within the
+    revalidation interval (1 s here), and the subject's details follow;
+    disabling external authentication ends the others'."""
+    server, dc = world
+    x = session_of(server, USER, PASSWORD).xenapi
+    pool = x.pool.get_all()[0]
+    admin = samba_dc.ADMIN
+    x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
+    try:
+        [vm_operator] = x.role.get_by_name_label("vm-operator")
+        subjects = {}
+        for name in ("carol", "alice"):
+            sid = x.auth.get_subject_identifier(name)
+            subjects[name] = x.subject.create(
+                {"subject_identifier": sid, "other_config": {}})
+            x.subject.add_to_roles(subjects[name], vm_operator)
+        carol = session_of(server, "carol", CAROL)._session
+        alice = session_of(server, "alice", ALICE)._session
+        dc.tool("user", "disable", "carol")
+        try:
+            wait_for(lambda: not alive(server, carol))
+            assert x.subject.get_other_config(subjects["carol"])[
+                "subject-account-disabled"] == "true"
+            assert alive(server, alice)
+        finally:
+            dc.tool("user", "enable", "carol")
+    finally:
+        x.pool.disable_external_auth(pool, admin)
+    wait_for(lambda: not alive(server, alice))
+
+
+def alive(server, ref):
+    """Without the SDK's Session, which logs in again on SESSION_INVALID."""
+    answer = xmlrpc.client.ServerProxy(server.http_url).session.get_uuid(
+        ref, ref)
+    if answer["Status"] == "Success":
+        return True
+    assert answer["ErrorDescription"][0] == "SESSION_INVALID"
+    return False
+
+
+def wait_for(condition, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def computers(dc):
+    return dc.tool("computer", "list").stdout.split()

@@ -1,6 +1,7 @@
 """
 The RBAC matrix against a running server: one user per role, logged in
-through PAM external auth (some through a group), calls every message of
+through external auth (some through a group) - PAM's local accounts, and
+the users of a real Samba Active Directory DC - calls every message of
 xenapi.json that takes a session, and the answer must agree with the
 message's role list: RBAC_PERMISSION_DENIED exactly when the role is not
 listed.  Then the same for the HTTP handlers this server serves.
@@ -15,6 +16,7 @@ the server's pool membership (pool.join, the emergency calls ...) are
 checked against the session's permission list instead.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -24,13 +26,16 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
+from tests.support import samba_dc
 from tests.support.servers import PASSWORD, USER, read_head
+from tests.test_datamodel_conformance import API_JSON
 from tests.test_extauth import Accounts, session_of
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
-                                reason="creating accounts needs root")
-
-XENAPI = "/work/shared/xenapi/xenapi.json"
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0,
+                       reason="creating accounts needs root"),
+    pytest.mark.skipif(not os.path.exists(API_JSON),
+                       reason="the interface description is not here")]
 ROLES = ("pool-admin", "pool-operator", "vm-power-admin", "vm-admin",
          "vm-operator", "read-only")
 THROUGH_GROUP = ("vm-power-admin", "vm-operator", "read-only")
@@ -50,13 +55,16 @@ NOT_RUN = {
 VM_ADMIN = ROLES[:4]
 VM_OPERATOR = ROLES[:5]
 HTTP_ROLES = {"get_export_raw_vdi": VM_ADMIN, "put_import_raw_vdi": VM_ADMIN,
+              "get_export": VM_ADMIN, "put_import": VM_ADMIN,
+              "get_export_metadata": VM_ADMIN,
+              "put_import_metadata": VM_ADMIN,
               "connect_console": VM_OPERATOR,
               "connect_console_ws": VM_OPERATOR,
               "connect_console/host_console": ROLES[:1]}
 
 
 def load_api():
-    with open(XENAPI) as f:
+    with open(API_JSON) as f:
         return json.load(f)
 
 
@@ -128,33 +136,71 @@ def outcome(session, name, args):
     return "ok"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def user_name(role):
+    return role.replace("-", "")[:6]
+
+
+def group_name(role):
+    return "g" + user_name(role)
+
+
+def grant_roles(server, root, auth_type, config, service_name, users,
+                groups):
+    """External auth on, and each role given to its user or group."""
+    x = root.xenapi
+    x.pool.enable_external_auth(x.pool.get_all()[0], config, service_name,
+                                auth_type)
+    for role in ROLES:
+        name = groups.get(role, users[role])
+        subject = x.subject.create({
+            "subject_identifier": x.auth.get_subject_identifier(name),
+            "other_config": {}})
+        x.subject.add_to_roles(subject, x.role.get_by_name_label(role)[0])
+
+
+@contextlib.contextmanager
+def pam_world(base):
     accounts = Accounts()
-    base = str(tmp_path_factory.mktemp("rbacmatrix"))
     try:
-        groups = {role: accounts.group("g" + role.replace("-", "")[:6])
+        groups = {role: accounts.group(group_name(role))
                   for role in THROUGH_GROUP}
-        users = {role: accounts.user(role.replace("-", "")[:6],
+        users = {role: accounts.user(user_name(role),
                                      [groups[role]] if role in groups else [])
                  for role in ROLES}
         server = accounts.server(base)
         try:
             root = session_of(server, USER, PASSWORD)
-            x = root.xenapi
-            x.pool.enable_external_auth(x.pool.get_all()[0], {}, "", "PAM")
-            for role in ROLES:
-                name = groups.get(role, users[role])
-                subject = x.subject.create({
-                    "subject_identifier": x.auth.get_subject_identifier(name),
-                    "other_config": {}})
-                x.subject.add_to_roles(subject,
-                                       x.role.get_by_name_label(role)[0])
-            yield server, root, accounts, users
+            grant_roles(server, root, "PAM", {}, "", users, groups)
+            yield server, root, accounts.passwords, users
         finally:
             server.stop()
     finally:
         accounts.remove()
+
+
+@contextlib.contextmanager
+def ad_world(base):
+    users = {role: user_name(role) for role in ROLES}
+    passwords = {name: "Pw-%s-%s!" % (name, uuid.uuid4().hex[:6])
+                 for name in users.values()}
+    groups = {role: group_name(role) for role in THROUGH_GROUP}
+    with samba_dc.serving(base, passwords.items(), [
+            (group, [users[role]]) for role, group in groups.items()]) as (
+                _, server):
+        root = session_of(server, USER, PASSWORD)
+        grant_roles(server, root, "AD", samba_dc.ADMIN, samba_dc.DOMAIN,
+                    users, groups)
+        yield server, root, passwords, users
+
+
+@pytest.fixture(scope="module", params=["PAM", "AD"])
+def world(request, tmp_path_factory):
+    if request.param == "AD" and not samba_dc.available():
+        pytest.skip("needs Samba")
+    base = str(tmp_path_factory.mktemp("rbacmatrix"))
+    make = pam_world if request.param == "PAM" else ad_world
+    with make(base) as world:
+        yield world
 
 
 def existing_objects(x):
@@ -175,7 +221,7 @@ def existing_objects(x):
 
 
 def test_every_message_against_every_role(world):
-    server, root, accounts, users = world
+    server, root, passwords, users = world
     api = load_api()
     x = root.xenapi
     # A task for the task calls; and the change check sees a change.
@@ -188,7 +234,7 @@ def test_every_message_against_every_role(world):
     report = []
     for role in ROLES:
         user = users[role]
-        s = session_of(server, user, accounts.passwords[user])
+        s = session_of(server, user, passwords[user])
         values.existing["session"] = s._session
         expected = {name: role in m["roles"] for name, m in table}
 
@@ -261,7 +307,7 @@ def http_status(server, method, path, headers=()):
 
 
 def test_every_http_handler_against_every_role(world):
-    server, root, accounts, users = world
+    server, root, passwords, users = world
     x = root.xenapi
     dom0 = x.host.get_control_domain(x.host.get_all()[0])
     nothing = "OpaqueRef:%s" % uuid.uuid4()
@@ -270,9 +316,17 @@ def test_every_http_handler_against_every_role(world):
           "Sec-WebSocket-Version: 13")
     for role in ROLES:
         user = users[role]
-        s = session_of(server, user, accounts.passwords[user])
+        s = session_of(server, user, passwords[user])
         sid = s._session
         tried = {
+            "get_export": ("GET", "/export?session_id=%s&ref=%s"
+                           % (sid, nothing), ()),
+            "put_import": ("PUT", "/import?session_id=%s" % sid,
+                           ("Content-Length: 0",)),
+            "get_export_metadata": ("GET", "/export_metadata?session_id=%s"
+                                    "&ref=%s" % (sid, nothing), ()),
+            "put_import_metadata": ("PUT", "/import_metadata?session_id=%s"
+                                    % sid, ("Content-Length: 0",)),
             "get_export_raw_vdi": ("GET", "/export_raw_vdi?session_id=%s"
                                    "&vdi=%s" % (sid, nothing), ()),
             "put_import_raw_vdi": ("PUT", "/import_raw_vdi?session_id=%s"

@@ -414,3 +414,57 @@ def test_large_record_set_roundtrip():
     (result,), _ = pyxmlrpc.loads(body)
     assert set(result["Value"]) == set(records)
     assert result["Value"]["OpaqueRef:7"]["other_config"] == {"k7": "v"}
+
+
+# -- the client side: calls out, responses in ---------------------------------
+
+def test_calls_out_decode_as_calls():
+    params = [REF, {"key": ["a", True, 1.5]}, "x<&>y"]
+    body = codec.encode_call("VM.add_to_other_config", params)
+    assert decode_call(body) == ("VM.add_to_other_config", params)
+    # The standard library reads them too.
+    assert pyxmlrpc.loads(body.decode()) == (
+        tuple(params), "VM.add_to_other_config")
+
+
+def test_responses_in():
+    value = {"OpaqueRef:a": {"name_label": "web <1>", "VCPUs_max": "2",
+                             "is_a_template": False}}
+    assert codec.decode_response(encode_success(value)) == {
+        "Status": "Success", "Value": value}
+    assert codec.decode_response(encode_failure(
+        ["HOST_IS_SLAVE", "10.0.0.1"])) == {
+            "Status": "Failure",
+            "ErrorDescription": ["HOST_IS_SLAVE", "10.0.0.1"]}
+    assert codec.decode_response(encode_bare([])) == []
+    body = pyxmlrpc.dumps(({"Status": "Success", "Value": 7},),
+                          methodresponse=True).encode()
+    assert codec.decode_response(body) == {"Status": "Success", "Value": 7}
+
+
+def test_fault_responses_raise():
+    with pytest.raises(codec.Fault) as info:
+        codec.decode_response(encode_fault(-32700, "parse error"))
+    assert (info.value.code, info.value.text) == (-32700, "parse error")
+
+
+@pytest.mark.parametrize("body", [
+    call("<value>x</value>"),                       # a call, not a response
+    b"<methodResponse><params></params></methodResponse>",
+    b"<methodResponse><params><param><value>a</value></param><param>"
+    b"<value>b</value></param></params></methodResponse>",
+    b"<methodResponse><fault><value>x</value></fault><params><param><value>"
+    b"a</value></param></params></methodResponse>",
+    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><methodResponse>'
+    b"<params><param><value>&a;</value></param></params></methodResponse>",
+])
+def test_bad_responses_refused(body):
+    with pytest.raises(MalformedRequest):
+        codec.decode_response(body)
+
+
+def test_a_response_is_no_call():
+    with pytest.raises(MalformedRequest):
+        decode_call(encode_success("x"))
+    with pytest.raises(MalformedRequest):
+        decode_call(encode_fault(1, "x"))

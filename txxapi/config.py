@@ -29,6 +29,7 @@ DEFAULTS = {
     "iso-dir": "",
     "ad-dns-server": "",
     "ad-ca-file": "",
+    "session-revalidation-interval": "300",
 }
 SECTION = "xapi"
 

@@ -22,6 +22,7 @@ from txxapi.datamodel import MODEL
 from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.events import EventHub
+from txxapi.extauth import revalidation
 from txxapi.extauth.service import ExternalAuth
 from txxapi.forwarding import Forwarder
 from txxapi.identity import HostIdentity
@@ -42,7 +43,8 @@ class Server:
     def __init__(self, data_dir, portal, xenops, persistence,
                  bind="", login_failure_delay=5.0, reactor=None,
                  import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT,
-                 local_sr_dir=None, iso_dir=None, ad_settings=None):
+                 local_sr_dir=None, iso_dir=None, ad_settings=None,
+                 session_revalidation_interval=revalidation.INTERVAL):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -58,6 +60,9 @@ class Server:
                                     _unique(portal.checkers.values()),
                                     data_dir, ad_settings)
         self.sessions.extauth = self.extauth
+        self.revalidator = revalidation.Revalidator(
+            db, self.extauth, self.sessions, reactor,
+            session_revalidation_interval)
         self.events = EventHub(db, reactor)
         # The backend, behind the bridge that runs it on threads and keeps
         # the database in step with its domains.
@@ -144,6 +149,7 @@ class Server:
         yield self.persistence.wait_durable(self.db.persistent_generation)
         self.sessions.start()
         self.extauth.restore()
+        self.revalidator.start()
         self.tasks.start()
         self.events.start()
         for component in self.components:
@@ -172,6 +178,7 @@ class Server:
         self.events.stop()
         self.tasks.stop()
         self.sessions.stop()
+        self.revalidator.stop()
         self.extauth.stop()
         self.audit.close()
 

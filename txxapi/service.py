@@ -161,7 +161,9 @@ class XapiService(service.MultiService):
             shutdown_timeout=float(s["shutdown-timeout"]),
             local_sr_dir=s["local-sr-dir"] or None,
             iso_dir=s["iso-dir"] or None,
-            ad_settings=ad_settings(s))
+            ad_settings=ad_settings(s),
+            session_revalidation_interval=float(
+                s["session-revalidation-interval"]))
         yield self._join(StepService("database", server.open_database,
                                      server.close_database))
         yield self._join(StepService("core", server.start_core,

@@ -60,6 +60,9 @@ class Options(usage.Options):
         ["ad-ca-file", None, None,
          "PEM CA certificates that Active Directory's TLS certificates "
          "are checked against (the system's store)."],
+        ["session-revalidation-interval", None, None,
+         "Seconds between checks that externally authenticated users may "
+         "still log in; their sessions end when not (300; 0: never)."],
     ]
 
     def postOptions(self):

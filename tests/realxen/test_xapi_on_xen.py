@@ -11,6 +11,7 @@ any machine that is not a Xen control domain with the binding built.
 
 import os
 import re
+import socket
 import subprocess
 
 import pytest
@@ -119,7 +120,31 @@ def test_host_is_the_xen_host(x):
         re.search(r"nr_cpus\s*:\s*(\d+)", info).group(1))
 
 
-def test_pv_guest_lifecycle(x):
+def console_echoes(server, x, session, vm, line):
+    """The guest's text console through CONNECT /console: what is typed
+    reaches the guest (xenconsoled's pty), and its answer comes back."""
+    [console] = [c for c in x.VM.get_consoles(vm)
+                 if x.console.get_protocol(c) == "vt100"]
+    uuid = x.console.get_uuid(console)
+    with socket.create_connection(("127.0.0.1", server.http_port),
+                                  timeout=60) as sock:
+        sock.sendall(("CONNECT /console?uuid=%s&session_id=%s HTTP/1.0"
+                      "\r\n\r\n" % (uuid, session)).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096) or b"!"
+            assert not data.endswith(b"!"), data
+        assert data.startswith(b"HTTP/1.1 200 OK"), data
+        sock.sendall(line.encode() + b"\n")
+        answer = ("REALXEN-ECHO: %s" % line).encode()
+        data = b""
+        while answer not in data:
+            chunk = sock.recv(4096)
+            assert chunk, data
+            data += chunk
+
+
+def test_pv_guest_lifecycle(server, xapi, x):
     host = x.host.get_all()[0]
     vm = new_pv_vm(x, "realxen-tiny")
     assert_agrees(x, vm, host)
@@ -127,6 +152,9 @@ def test_pv_guest_lifecycle(x):
     x.VM.start(vm, False, False)
     first = assert_agrees(x, vm, host)
     assert first["power_state"] == "Running" and int(first["domid"]) > 0
+    console_echoes(server, x, xapi._session, vm, "hello-console")
+    # Again, from a new connection.
+    console_echoes(server, x, xapi._session, vm, "second-client")
 
     x.VM.pause(vm)
     assert assert_agrees(x, vm, host)["power_state"] == "Paused"

@@ -6,6 +6,7 @@ on a loopback alias 127.0.N.5 (N = TXXAPI_TEST_NET) that it adds and
 removes.  Needs root and Debian's samba packages.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,12 +15,15 @@ import subprocess
 import time
 
 from tests.support.pool import TEST_NET
+from tests.support.servers import RunningServer
 
 REALM = "CORP.EXAMPLE.TEST"
 DOMAIN = REALM.lower()
 WORKGROUP = "CORP"
 HOSTNAME = "dc1"
 ADMIN_PASSWORD = "Adm1n-Pass!"
+# The account enable_external_auth joins with.
+ADMIN = {"user": "Administrator", "pass": ADMIN_PASSWORD}
 
 
 def available():
@@ -151,3 +155,28 @@ class SambaDC:
             subprocess.run(["ip", "addr", "del", self.address + "/32", "dev",
                             "lo"], check=False, capture_output=True)
             self._alias = False
+
+
+@contextlib.contextmanager
+def serving(base, users, groups=(), extra_args=()):
+    """A DC with these accounts ((name, password[, disabled]) users and
+    (name, members) groups) and a txxapi server that finds it, both
+    started: (dc, server)."""
+    dc = SambaDC(base)
+    dc.provision()
+    for user in users:
+        dc.user(*user)
+    for name, members in groups:
+        dc.group(name, members)
+    dc.start()
+    try:
+        server = RunningServer(os.path.join(base, "data"), extra_args=[
+            "--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file]
+            + list(extra_args))
+        server.start()
+        try:
+            yield dc, server
+        finally:
+            server.stop()
+    finally:
+        dc.stop()

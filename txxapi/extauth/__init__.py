@@ -3,6 +3,6 @@ External authentication: the directory a host's ``external_auth_type``
 names (XAPI's extauth plugins), and logins of the subjects it knows.
 
 ``PAM`` is XAPI's PAM/NSS plugin (local accounts; subject identifiers
-``u<uid>`` and ``g<gid>``).  ``AD`` is not available here: enabling it
-fails with AUTH_ENABLE_FAILED_UNAVAILABLE.
+``u<uid>`` and ``g<gid>``); ``AD`` is Active Directory over LDAP (ad.py).
+service.py enables, disables and restores them and answers logins.
 """

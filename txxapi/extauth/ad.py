@@ -14,8 +14,11 @@ thread pool, each network step with a timeout.
 """
 
 import os
+import re
+import secrets
 import socket
 import struct
+import time
 
 import dns.exception
 import dns.resolver
@@ -32,6 +35,7 @@ LDAP_PORT = 389
 ACCOUNT_DISABLED = 0x2
 LOCKED_OUT = 0x10
 PASSWORD_EXPIRED = 0x800000
+WORKSTATION_TRUST_ACCOUNT = 0x1000
 NEVER_EXPIRES = (0, 0x7FFFFFFFFFFFFFFF)
 
 # The AD reasons a bind is refused for (the "data" code of its message).
@@ -197,26 +201,87 @@ class ADDirectory:
 
     # -- enabling ---------------------------------------------------------------
 
-    def join(self, domain, user, password):
-        """Check the domain and the account; the configuration to keep."""
+    def join(self, domain, user, password, netbios_name, ou=""):
+        """Join the domain as winbind does: the given account (checked by
+        binding as it) creates or resets this host's computer account,
+        whose password is random and is all this host keeps.  Answers
+        (the configuration to keep, the machine password)."""
         self.domain = domain
         try:
             conn = self._bound(user, password)
         except AuthFailure as e:
             raise ADError("WRONG_CREDENTIALS", str(e))
+        machine_password = _machine_password()
         try:
             self.workgroup = self._netbios_name(conn)
+            self._set_machine_account(conn, netbios_name, ou,
+                                      machine_password)
+        except ldap.INSUFFICIENT_ACCESS as e:
+            raise ADError("PERMISSION_DENIED", _text(e))
+        except ldap.LDAPError as e:
+            raise ADError("INVALID_OU" if ou else "", _text(e))
         finally:
             conn.unbind_s()
-        self.account = (user, password)
-        return {"domain": domain, "user": user, "workgroup": self.workgroup}
+        self.account = (netbios_name + "$", machine_password)
+        configuration = {"domain": domain, "user": user,
+                         "workgroup": self.workgroup,
+                         "netbios_name": netbios_name,
+                         "machine_pwd_last_change_time":
+                             str(int(time.time()))}
+        if ou:
+            configuration["ou"] = ou
+        return configuration, machine_password
+
+    def _machine_account(self, conn, netbios_name):
+        found = self._search(conn, "(&(objectClass=computer)"
+                             "(sAMAccountName=%s$))"
+                             % escape_filter_chars(netbios_name), ["dn"])
+        return found[0][0] if found else None
+
+    def _set_machine_account(self, conn, netbios_name, ou, password):
+        encoded = ('"%s"' % password).encode("utf-16-le")
+        dn = self._machine_account(conn, netbios_name)
+        if dn is not None:      # joined before: take the account over
+            conn.modify_s(dn, [
+                (ldap.MOD_REPLACE, "unicodePwd", [encoded]),
+                (ldap.MOD_REPLACE, "userAccountControl",
+                 [str(WORKSTATION_TRUST_ACCOUNT).encode()])])
+            return
+        container = ou or "CN=Computers," + base_dn(self.domain)
+        conn.add_s("CN=%s,%s" % (netbios_name, container), [
+            ("objectClass", [b"top", b"person", b"organizationalPerson",
+                             b"user", b"computer"]),
+            ("sAMAccountName", [(netbios_name + "$").encode()]),
+            ("dNSHostName", [("%s.%s" % (netbios_name.lower(),
+                                         self.domain)).encode()]),
+            ("userAccountControl",
+             [str(WORKSTATION_TRUST_ACCOUNT).encode()]),
+            ("unicodePwd", [encoded])])
 
     def restore(self, configuration, password):
         self.domain = configuration.get("domain")
         self.workgroup = configuration.get("workgroup", "")
-        self.account = (configuration.get("user", ""), password)
+        self.account = (configuration.get("netbios_name", "") + "$",
+                        password)
 
-    def leave(self):
+    def leave(self, user=None, password=None):
+        """Forget the domain; with an account allowed to, also delete
+        this host's computer account (as ``net ads leave`` does)."""
+        if user and self.domain and self.account:
+            try:
+                conn = self._bound(user, password)
+            except AuthFailure as e:
+                raise ADError("WRONG_CREDENTIALS", str(e))
+            try:
+                dn = self._machine_account(conn, self.account[0][:-1])
+                if dn is not None:
+                    conn.delete_s(dn)
+            except ldap.INSUFFICIENT_ACCESS as e:
+                raise ADError("PERMISSION_DENIED", _text(e))
+            except ldap.LDAPError as e:
+                raise ADError("", _text(e))
+            finally:
+                conn.unbind_s()
         self.domain = self.account = None
 
     def _netbios_name(self, conn):
@@ -341,12 +406,24 @@ class ADDirectory:
             conn.unbind_s()
 
 
+def machine_name(hostname):
+    """A NetBIOS computer name from a host name: its first label, what
+    NetBIOS allows, upper case, at most 15 characters."""
+    name = re.sub(r"[^A-Za-z0-9-]", "", hostname.split(".")[0]).upper()
+    return name[:15] or "XENSERVER"
+
+
+def _machine_password():
+    # Long and random; the suffix meets AD's complexity rule (three of
+    # upper case, lower case, digits and symbols) whatever the draw.
+    return secrets.token_urlsafe(36) + "aZ9!"
+
+
 def _flag(value):
     return "true" if value else "false"
 
 
 def _filetime_past(filetime):
-    import time
     return (filetime / 1e7 - 11644473600) < time.time()
 
 

@@ -65,7 +65,7 @@ class ExternalAuth:
         fields = self.db.fields("host", self.identity.host_ref)
         try:
             with open(self.secret_path) as f:
-                password = json.load(f)["pass"]
+                password = json.load(f)["machine"]
         except (OSError, ValueError, KeyError) as e:
             log.warn("Active Directory account lost: {error}", error=e)
             password = ""
@@ -126,7 +126,7 @@ class ExternalAuth:
         # The PAM directory keeps no configuration (XAPI's stores none).
         configuration = {}
         if auth_type == AD:
-            configuration = yield self._join(config, service_name)
+            configuration = yield self._join(host, config, service_name)
         if self.db.fields("host", host)["external_auth_type"] != "":
             raise XenAPIError("AUTH_ALREADY_ENABLED", current,
                               fields["external_auth_service_name"])
@@ -136,36 +136,54 @@ class ExternalAuth:
             "external_auth_configuration": configuration})
 
     @defer.inlineCallbacks
-    def _join(self, config, domain):
-        """Check the domain and the account; keep the account's password
-        in a file only this user reads, never in the database."""
-        from txxapi.extauth.ad import ADError
+    def _join(self, host, config, domain):
+        """Join the domain with the account given (never kept) and keep
+        the computer account's password in a file only this user reads,
+        never in the database."""
+        from txxapi.extauth.ad import ADError, machine_name
         for key in ("user", "pass"):
             if key not in config:
                 raise XenAPIError("AUTH_ENABLE_FAILED",
                                   "enable requires " + key)
-        ad = self.directories[AD]
+        name = config.get("netbios_name") or machine_name(
+            self.db.fields("host", host)["hostname"])
         try:
-            configuration = yield self._blocking(
-                ad.join, domain, config["user"], config["pass"])
+            configuration, machine_password = yield self._blocking(
+                self.directories[AD].join, domain, config["user"],
+                config["pass"], name, config.get("ou", ""))
         except ADError as e:
-            raise XenAPIError("AUTH_ENABLE_FAILED_" + e.tag, str(e))
+            raise XenAPIError(_code("AUTH_ENABLE_FAILED", e.tag), str(e))
         fd = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                      0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"pass": config["pass"]}, f)
+            json.dump({"machine": machine_password}, f)
         return configuration
 
+    @defer.inlineCallbacks
     def disable(self, host, config):
-        """host.disable_external_auth: disabling a disabled one is no
-        error, as in XAPI."""
+        """host.disable_external_auth (a Deferred): disabling a disabled
+        one is no error, as in XAPI.  With an account in ``config``, the
+        host's computer account is deleted from the domain too; if that
+        fails the host is still disabled and the error says why."""
+        from txxapi.extauth.ad import ADError
+        failed = None
         if self.auth_type(host) == AD and AD in self.directories:
-            self.directories[AD].leave()
+            ad = self.directories[AD]
+            try:
+                yield self._blocking(ad.leave, config.get("user"),
+                                     config.get("pass", ""))
+            except ADError as e:
+                failed = e
+                ad.leave()
             if os.path.exists(self.secret_path):
                 os.unlink(self.secret_path)
         self.db.update("host", host, {"external_auth_type": "",
                                       "external_auth_service_name": "",
                                       "external_auth_configuration": {}})
+        if failed is not None:
+            tag = failed.tag if failed.tag in (
+                "WRONG_CREDENTIALS", "PERMISSION_DENIED") else ""
+            raise XenAPIError(_code("AUTH_DISABLE_FAILED", tag), str(failed))
 
     # -- login ------------------------------------------------------------------
 
@@ -231,6 +249,11 @@ class ExternalAuth:
         return (subjects[0], sid, info.get("subject-name", user),
                 permissions)
 
+    @staticmethod
+    def suspended(info):
+        """Whether directory details say the account may not log in."""
+        return _suspended(info)
+
     def _cached_information(self, sid):
         for _, f in self.db.records("subject"):
             if f["subject_identifier"] == sid:
@@ -253,6 +276,12 @@ class ExternalAuth:
         if fields["subroles"]:
             return permissions_of(fields["name_label"])
         return [fields["name_label"]]
+
+
+def _code(prefix, tag):
+    """XAPI's error for a directory's failure: the prefix with the
+    directory's reason (WRONG_CREDENTIALS...), or bare."""
+    return prefix + "_" + tag if tag else prefix
 
 
 def _suspended(info):

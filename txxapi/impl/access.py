@@ -141,8 +141,8 @@ def host_enable(ctx, host, config, service_name, auth_type):
 @implements("host.disable_external_auth")
 def host_disable(ctx, host, config):
     _this_host_only(ctx, host)
-    ctx.server.extauth.disable(host, config)
-    return ""
+    d = ctx.server.extauth.disable(host, config)
+    return d.addCallback(lambda _: "")
 
 
 @implements("pool.enable_external_auth")
@@ -164,7 +164,10 @@ def pool_enable(ctx, pool, config, service_name, auth_type):
                                             auth_type)
         except XenAPIError as e:
             for enabled in done:
-                ctx.server.extauth.disable(enabled, config)
+                try:
+                    yield ctx.server.extauth.disable(enabled, config)
+                except XenAPIError:
+                    pass    # disabled; its computer account may remain
             code, params = e.description[0], e.description[1:]
             if code == "AUTH_UNKNOWN_TYPE":
                 raise
@@ -177,11 +180,16 @@ def pool_enable(ctx, pool, config, service_name, auth_type):
 
 
 @implements("pool.disable_external_auth")
+@defer.inlineCallbacks
 def pool_disable(ctx, pool, config):
     ctx.db.fields("pool", pool)
     for host in ctx.db.refs("host"):
         if host == ctx.server.host_ref:
-            ctx.server.extauth.disable(host, config)
+            try:
+                yield ctx.server.extauth.disable(host, config)
+            except XenAPIError as e:
+                code, params = e.description[0], e.description[1:]
+                raise XenAPIError("POOL_" + code, host, *params)
         elif ctx.db.fields("host", host)["external_auth_type"]:
             raise XenAPIError("POOL_AUTH_DISABLE_FAILED", host,
                               "external authentication of another host")

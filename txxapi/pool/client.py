@@ -7,7 +7,7 @@ failure comes back as the same XenAPIError; a peer that cannot be
 reached as JOINING_HOST_CONNECTION_FAILED's kin, chosen by the caller.
 """
 
-import xmlrpc.client
+import io
 
 from twisted.internet import defer, ssl
 from twisted.web import client as web_client
@@ -16,6 +16,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from txxapi.errors import XenAPIError
+from txxapi.wire import xmlrpc
 
 PEER_HTTPS_PORT = 443
 TIMEOUT = 30
@@ -56,26 +57,25 @@ class PeerClient:
 
     @defer.inlineCallbacks
     def call(self, method, *params):
-        body = xmlrpc.client.dumps(tuple(params), method, allow_none=False)
+        body = xmlrpc.encode_call(method, params)
         try:
             response = yield self.agent.request(
                 b"POST", _url(self.address),
                 Headers({b"content-type": [b"text/xml"]}),
-                web_client.FileBodyProducer(_bytes_io(body.encode())))
+                web_client.FileBodyProducer(io.BytesIO(body)))
             data = yield web_client.readBody(response)
         except Exception as e:
             raise PeerUnreachable("%s: %s" % (self.address, e))
         try:
-            (reply,), _ = xmlrpc.client.loads(data.decode("utf-8"))
-        except Exception as e:
-            raise PeerUnreachable("%s answered no XML-RPC: %s"
+            reply = xmlrpc.decode_response(data)
+        except (xmlrpc.MalformedRequest, xmlrpc.Fault) as e:
+            raise PeerUnreachable("%s answered no XenAPI: %s"
                                   % (self.address, e))
+        if not isinstance(reply, dict):
+            raise PeerUnreachable("%s answered no XenAPI: %r"
+                                  % (self.address, reply))
         if reply.get("Status") != "Success":
             description = reply.get("ErrorDescription") or ["INTERNAL_ERROR"]
             raise XenAPIError(*description)
         return reply.get("Value")
 
-
-def _bytes_io(data):
-    import io
-    return io.BytesIO(data)

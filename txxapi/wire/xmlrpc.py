@@ -16,8 +16,9 @@ from txxapi.values import DateTime, Int32, parse_datetime
 from txxapi.wire.errors import MalformedRequest
 
 __all__ = [
-    "MalformedRequest", "decode_call", "decode_value", "encode_value", "encode_success",
-    "encode_failure", "encode_bare", "encode_fault",
+    "MalformedRequest", "decode_call", "decode_value", "decode_response",
+    "encode_value", "encode_success", "encode_failure", "encode_bare",
+    "encode_fault", "encode_call",
 ]
 
 # Nesting bound on the element stack.  Each level of array or struct costs
@@ -90,13 +91,15 @@ _SCALARS = {
 # Frame kinds.  A frame is a list [kind, payload, text_parts]; only the kinds
 # in _TEXTUAL collect character data, elsewhere only whitespace is allowed.
 _ROOT, _CALL, _NAME, _PARAMS, _PARAM, _VALUE, _SCALAR, _ARRAY, _DATA, \
-    _STRUCT, _MEMBER, _MEMBER_NAME = range(12)
+    _STRUCT, _MEMBER, _MEMBER_NAME, _RESPONSE, _FAULT = range(14)
 _TEXTUAL = frozenset((_NAME, _VALUE, _SCALAR, _MEMBER_NAME))
 
 # What each frame kind may contain, element name -> child frame kind.
 _CHILDREN = {
-    _ROOT: {"methodCall": _CALL},
+    _ROOT: {"methodCall": _CALL, "methodResponse": _RESPONSE},
     _CALL: {"methodName": _NAME, "params": _PARAMS},
+    _RESPONSE: {"params": _PARAMS, "fault": _FAULT},
+    _FAULT: {"value": _VALUE},
     _PARAMS: {"param": _PARAM},
     _PARAM: {"value": _VALUE},
     _VALUE: dict.fromkeys(_SCALARS, _SCALAR),
@@ -106,7 +109,7 @@ _CHILDREN = {
     _MEMBER: {"name": _MEMBER_NAME, "value": _VALUE},
 }
 _CHILDREN[_VALUE].update(array=_ARRAY, struct=_STRUCT)
-_VALUE_PARENTS = frozenset((_PARAM, _DATA, _MEMBER))
+_VALUE_PARENTS = frozenset((_PARAM, _DATA, _MEMBER, _FAULT))
 
 _UNSET = object()
 
@@ -117,6 +120,7 @@ class _CallBuilder:
     def __init__(self):
         self.method = None
         self.params = None
+        self.fault = _UNSET     # a methodResponse's <fault> value
         # The root frame's payload counts methodCall elements seen.
         self.stack = [[_ROOT, 0, None]]
 
@@ -165,13 +169,19 @@ class _CallBuilder:
         elif kind == _PARAMS:
             if self.params is not None:
                 raise MalformedRequest("two <params>")
+            if self.fault is not _UNSET:
+                raise MalformedRequest("<params> beside a <fault>")
             self.params = []
             stack.append([_PARAMS, None, None])
-        elif kind == _CALL:
+        elif kind == _CALL or kind == _RESPONSE:
             if parent[1]:
-                raise MalformedRequest("two <methodCall>")
+                raise MalformedRequest("two documents")
             parent[1] = 1
-            stack.append([_CALL, None, None])
+            stack.append([kind, None, None])
+        elif kind == _FAULT:
+            if self.params is not None or self.fault is not _UNSET:
+                raise MalformedRequest("<fault> beside another answer")
+            stack.append([_FAULT, _UNSET, None])
         else:  # _PARAM
             stack.append([_PARAM, _UNSET, None])
 
@@ -193,7 +203,7 @@ class _CallBuilder:
                 parent[1][1] = value
             elif parent[0] == _DATA:
                 parent[1].append(value)
-            else:  # _PARAM
+            else:  # _PARAM or _FAULT
                 if parent[1] is not _UNSET:
                     raise MalformedRequest("<param> with two <value>")
                 parent[1] = value
@@ -220,7 +230,11 @@ class _CallBuilder:
             if frame[1] is _UNSET:
                 raise MalformedRequest("<param> without <value>")
             self.params.append(frame[1])
-        # _DATA, _PARAMS, _CALL: their payloads were filled in place.
+        elif kind == _FAULT:
+            if frame[1] is _UNSET:
+                raise MalformedRequest("<fault> without <value>")
+            self.fault = frame[1]
+        # _DATA, _PARAMS, _CALL, _RESPONSE: filled in place.
 
     def text(self, data):
         frame = self.stack[-1]
@@ -268,7 +282,7 @@ def decode_call(body):
     """
     builder = _CallBuilder()
     _parse(builder, body)
-    if builder.method is None:
+    if builder.method is None or builder.fault is not _UNSET:
         raise MalformedRequest("no <methodName>")
     if not builder.method:
         raise MalformedRequest("empty <methodName>")
@@ -287,6 +301,30 @@ def decode_value(body):
     if value is _UNSET:
         raise MalformedRequest("no <value>")
     return value
+
+
+class Fault(Exception):
+    """A methodResponse that answered a standard XML-RPC <fault>."""
+
+    def __init__(self, code, text):
+        Exception.__init__(self, code, text)
+        self.code, self.text = code, text
+
+
+def decode_response(body):
+    """Parse a methodResponse (what another host answers): its one param,
+    as decode_call reads values; a <fault> raises Fault, anything else
+    MalformedRequest."""
+    builder = _CallBuilder()
+    _parse(builder, body)
+    if builder.method is not None:
+        raise MalformedRequest("a methodCall, not a methodResponse")
+    if builder.fault is not _UNSET:
+        fault = builder.fault if isinstance(builder.fault, dict) else {}
+        raise Fault(fault.get("faultCode"), fault.get("faultString", ""))
+    if not builder.params or len(builder.params) != 1:
+        raise MalformedRequest("a methodResponse holds one <param>")
+    return builder.params[0]
 
 
 # ---------------------------------------------------------------------------
@@ -565,6 +603,18 @@ def encode_bare(value):
     out = [_HEAD]
     _encode(value, out)
     out.append(_TAIL)
+    return "".join(out).encode("utf-8")
+
+
+def encode_call(method, params):
+    """A methodCall of ``method`` with ``params``, as bytes."""
+    out = ['<?xml version="1.0"?><methodCall><methodName>',
+           _escape(method), "</methodName><params>"]
+    for p in params:
+        out.append("<param>")
+        _encode(p, out)
+        out.append("</param>")
+    out.append("</params></methodCall>")
     return "".join(out).encode("utf-8")
 
 

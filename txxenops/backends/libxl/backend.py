@@ -41,6 +41,7 @@ from zope.interface import implementer
 
 from txxenops.backends.libxl import errors
 from txxenops.backends.libxl.errors import LibxlError
+from txxenops.backends.libxl.ptyconsole import PtyConsoles
 from txxenops.backends.libxl.context import (
     EVENT_DOMAIN_DEATH, EVENT_DOMAIN_SHUTDOWN, shared_context)
 from txxenops.control import Control
@@ -207,6 +208,7 @@ class LibxlBackend:
         self._vms = {}              # uuid -> _Vm
         self._controls = {}         # uuid -> Control
         self._building = set()      # uuids whose domain is being built
+        self._pty_consoles = PtyConsoles()
         self._subscribers = ()
         self._queue = queue.Queue()
         self._closed = False
@@ -566,6 +568,7 @@ class LibxlBackend:
             self._disable_events(vm)
         self._queue.put(None)
         self._event_thread.join(10)
+        self._pty_consoles.close()
 
     # --- libxl events (routed here by context.Context) --------------------
 
@@ -613,6 +616,7 @@ class LibxlBackend:
             else:
                 return
         if kind == EVENT_DOMAIN_DEATH:
+            self._pty_consoles.forget(vm.uuid)
             self._disable_events(vm)
             self._deliver(DomainEvent(vm.uuid, domid, "state", None))
             return
@@ -753,7 +757,10 @@ class LibxlBackend:
                 self._ctx, vm.domid, 0, lib.LIBXL_CONSOLE_TYPE_PV, tty):
             path = self._ffi_mod.take_string(tty[0])
             if path:
-                consoles.append(ConsoleInfo("vt100", path=path))
+                # Served on a loopback port, as XAPI serves vt100 ones.
+                consoles.append(ConsoleInfo(
+                    "vt100", path=path,
+                    port=self._pty_consoles.port_for(vm.uuid, path)))
         spec = vm.spec or VMSpec(
             uuid=vm.uuid, domain_type=di.domain_type,
             memory_static_max=di.max_memkb * KIB,
@@ -907,6 +914,7 @@ class LibxlBackend:
         with self._lock:
             vm.quiet = True
         self._disable_events(vm)
+        self._pty_consoles.forget(vm.uuid)
         self._destroy_domid(vm.domid, vm.uuid)
         with self._lock:
             if self._vms.get(vm.uuid) is vm:
