@@ -176,6 +176,14 @@ def login(url):
 
 # -- a populated data dir ---------------------------------------------------------
 
+def local_sr_session(url):
+    """A session on the server at url and its local SR's ref."""
+    session = login(url)
+    sr = jsonrpc(url, "SR.get_by_name_label",
+                 [session, "Local storage"])[0][0]
+    return session, sr
+
+
 def bootstrap_data_dir(base, name="data"):
     """A data dir as a first start leaves it (pool, host, dom0, roles),
     stopped cleanly so that everything is in db/state.db."""

@@ -156,9 +156,7 @@ def run(ctx):
     server.start()
     try:
         url = server.http_url
-        session = common.login(url)
-        sr = common.jsonrpc(url, "SR.get_by_name_label",
-                            [session, "Local storage"])[0][0]
+        session, sr = common.local_sr_session(url)
         for kind, (path, size) in images.items():
             target = Target(url, session, sr, path, size, kind)
             label = "%g GiB %s disk" % (size / GIB, kind)

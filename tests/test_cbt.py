@@ -17,6 +17,7 @@ import pytest
 from tests.support.api import failure
 from tests.support.servers import RunningServer, free_port
 from tests.test_nbd import nbd_connect, nbd_request, purpose
+from tests.test_vm_lifecycle import new_vm
 from tests.test_vdi_transfer import (
     api, curl, export, import_file, make_raw, new_vdi, same, task_of, url,
     x)
@@ -152,6 +153,26 @@ def test_refusals(x, api, server, tracked):
     assert not x.VDI.get_cbt_enabled(vdi)
     assert failure(x.VDI.list_changed_blocks, tracked_snap, vdi) == [
         "VDI_NO_CBT_METADATA", vdi]
+
+
+def test_a_vm_writing_untracked_makes_every_block_count(x, api, server,
+                                                        tracked):
+    vdi, _ = tracked
+    s1 = x.VDI.snapshot(vdi, {})
+    vm = new_vm(x, "cbt writer", 64 * MIB)
+    x.VBD.create({
+        "VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True,
+        "mode": "RW", "type": "Disk", "unpluggable": False, "empty": False,
+        "other_config": {}, "qos_algorithm_type": "",
+        "qos_algorithm_params": {}})
+    x.VM.start(vm, False, False)
+    x.VM.hard_shutdown(vm)
+    assert len(changed(x, s1, vdi)) == SIZE // BLOCK
+    # Uploads, which mark what they write, leave a fresh interval exact.
+    s2 = x.VDI.snapshot(vdi, {})
+    write_blocks(server, x, api._session, vdi,
+                 [(2 * BLOCK, b"u")])
+    assert changed(x, s2, vdi) == [2]
 
 
 def test_logs_survive_a_restart(x, api, server, tracked):

@@ -5,7 +5,8 @@ the image's ``.meta`` (``cbt_parent``), and what becomes of them at
 snapshots, data_destroy and deletion.
 
 Writes that come through the data paths mark the log when they are
-committed (AttachInfo.cbt_log, see transfer.RawWriter).  When a tracked
+committed (AttachInfo.cbt_log, see transfer.RawWriter); any other writer
+marks the whole log (vdi_cbt_untracked_writer).  When a tracked
 snapshot is deleted its log is folded into the next one, so the history
 stays whole for the points that remain.
 """
@@ -104,6 +105,16 @@ class CBTMixin:
                                                 type=CBT_METADATA))
             os.replace(tmp, node.path)
             return self._info(sr, self._node(sr, vdi_uuid))
+
+    def vdi_cbt_untracked_writer(self, sr_uuid, vdi_uuid):
+        """A writer whose writes do not reach the log (a VM's disk) has the
+        image: every block counts as changed, so the next incremental
+        copy is a full one rather than a wrong one."""
+        sr = self._sr(sr_uuid)
+        with sr.lock:
+            path = self._cbt_path(sr, vdi_uuid)
+            if os.path.exists(path):
+                cbt.mark(path, [(0, cbt.virtual_size(path))])
 
     # hooks for the driver
 

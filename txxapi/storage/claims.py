@@ -22,9 +22,12 @@ class Claims:
 
     # --- claims: this host using a VDI's data --------------------------------
 
-    def _claim_blocking(self, driver, sr_uuid, location, key, writable):
+    def _claim_blocking(self, driver, sr_uuid, location, key, writable,
+                        tracked=False):
         info = driver.vdi_attach(sr_uuid, location, writable)
         try:
+            if writable and not tracked and getattr(info, "cbt_log", None):
+                driver.vdi_cbt_untracked_writer(sr_uuid, location)
             with self._claim_lock:
                 claims = self._claims.setdefault((sr_uuid, location), {})
                 was_rw = any(claims.values())
@@ -52,11 +55,13 @@ class Claims:
                 driver.vdi_activate(sr_uuid, location, False)
         driver.vdi_detach(sr_uuid, location)
 
-    def attach(self, vdi, writable, key):
+    def attach(self, vdi, writable, key, tracked=False):
         """Attach and activate ``vdi`` on this host for one user (``key``,
         e.g. a VBD ref): a Deferred of its AttachInfo (``.path``,
         ``.format``), which ``path_of`` also answers until ``detach``.
-        The use counts from this call on (CLAIMS)."""
+        The use counts from this call on (CLAIMS).  tracked: the writer
+        marks the VDI's changed-block log itself (the data paths); any
+        other writer makes the whole log count as changed."""
         f = self.db.fields("VDI", vdi)
         sr = f["SR"]
         self.assert_plugged(sr)
@@ -69,7 +74,7 @@ class Claims:
         CLAIMS.setdefault(vdi, {})[key] = writable
         self._refresh_later(vdi)
         d = self.run(self._claim_blocking, driver, sr_uuid, f["location"],
-                     key, writable)
+                     key, writable, tracked)
 
         def attached(info):
             use.info = info

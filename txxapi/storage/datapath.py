@@ -54,7 +54,8 @@ class _DataPath:
         st = self.storage
         st.assert_free(self.vdi, self.writable)
         st.transfers.add(self)
-        d = st.attach(self.vdi, self.writable, self.key)
+        # Uploads mark the changed-block log as they commit.
+        d = st.attach(self.vdi, self.writable, self.key, tracked=True)
 
         def claimed(info):
             self.info = info
