@@ -273,6 +273,8 @@ def restart_plan(state, num_failures):
 
 
 def plan_for_n_failures(state, n):
+    if n < 0 or n > state.total_hosts:
+        return NO_PLAN      # XAPI's configuration check fails
     _, config, not_restarted = restart_plan(state, n)
     if not_restarted:
         return NO_PLAN

@@ -181,6 +181,9 @@ def _start(ctx, ref, paused, host):
         if db.exists("VM_guest_metrics", gm):
             db.delete("VM_guest_metrics", gm)
         db.update("VM", ref, {"guest_metrics": NULL_REF})
+        # A started "restart" VM is protected from now on, as in XAPI.
+        if db.fields("VM", ref)["ha_restart_priority"] == "restart":
+            db.update("VM", ref, {"ha_always_run": True})
         xen.ensure_metrics(ref)
     except Exception:
         _release(ctx, ref)(None)
