@@ -139,3 +139,32 @@ def test_max_failures_to_tolerate():
     # Non-agile protected VMs never count as a plan for all.
     assert planner.max_failures_to_tolerate(
         four._replace(non_agile=True)) == 0
+
+
+def test_same_answers_as_a_direct_port_of_xapi_on_random_pools():
+    """The heap, the shared prefixes and the quick acceptance of a last
+    failure change no answer: compare with the list-based port of XAPI's
+    binpacker (the benchmark's baseline) on many small, tight pools."""
+    import random
+    from benchmarks.bench_ha_planner import Baseline
+    rng = random.Random(20)
+    for case in range(300):
+        hosts = ["h%d" % i for i in range(rng.randint(1, 6))]
+        vms = {"v%02d" % i: rng.randint(1, 8)
+               for i in range(rng.randint(0, 14))}
+        placement, offline = [], []
+        for vm in sorted(vms):
+            if rng.random() < 0.15:
+                offline.append(vm)
+            else:
+                placement.append((vm, rng.choice(hosts)))
+        free = [(h, rng.randint(-2, 14)) for h in hosts]
+        state = PoolState(free, len(hosts) + rng.choice((0, 0, 1)), vms,
+                          placement, offline, False)
+        for n in range(len(hosts) + 1):
+            ours = planner.plan_for_n_failures(state, n) == \
+                planner.PLAN_FOR_ALL
+            theirs = Baseline(60).plan_for_n(state, n)
+            assert ours == theirs, (case, n, state)
+        assert planner.max_failures_to_tolerate(state) == \
+            Baseline(60).max_failures(state)

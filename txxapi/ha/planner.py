@@ -179,8 +179,9 @@ def _trunc_div(a, b):
 
 class _World:
     """The mutable state a failure sequence is simulated on: free memory
-    per host and, per host, the VMs on it keyed by their placement rank
-    (XAPI keeps VMs in placement order, which decides ties)."""
+    per host and, per host, the VMs on it (ordered by placement rank, as
+    XAPI keeps VMs in placement order, which decides ties), their total
+    and their biggest."""
 
     def __init__(self, config):
         self.order = [h for h, _ in config.hosts]      # XAPI's host order
@@ -188,44 +189,83 @@ class _World:
         self.size = config.vms
         self.rank = {vm: i for i, (vm, _) in enumerate(config.placement)}
         self.on = {h: [] for h in self.order}
+        self.load = {h: 0 for h in self.order}
+        self.biggest = {h: 0 for h in self.order}
         for vm, h in config.placement:
-            self.on[h].append(vm)
+            self._add(vm, h)
         self.dead = set()
+
+    def _add(self, vm, host):
+        size = self.size[vm]
+        self.on[host].append(vm)
+        self.load[host] += size
+        self.biggest[host] = max(self.biggest[host], size)
+
+    def _survivors(self, host):
+        return [h for h in self.order if h not in self.dead and h != host]
+
+    def absorbable(self, host):
+        """Whether host's failure can be absorbed, without changing the
+        world.  Worst-fit always finds room while the survivors' total
+        room, less the failed total, is at least (k - 1) times the biggest
+        failed VM (the fullest-roomed of k bins holds at least the
+        average), so a full packing is needed only near the limit."""
+        survivors = self._survivors(host)
+        if not self.on[host]:
+            return True
+        room = sum(self.free[h] for h in survivors)
+        if survivors and room - self.load[host] >= \
+                (len(survivors) - 1) * self.biggest[host]:
+            return True
+        record = self.fail(host)
+        if record is None:
+            return False
+        self.undo(record)
+        return True
 
     def fail(self, host):
         """Restart host's VMs on the live ones; return an undo record, or
         None when some VM fits nowhere (the world is then unchanged)."""
         before = self.on[host]
         failed = sorted(before, key=self.rank.__getitem__)
-        bins = [(h, self.free[h]) for h in self.order
-                if h not in self.dead and h != host]
+        bins = [(h, self.free[h]) for h in self._survivors(host)]
         mapping, _ = biggest_fit_decreasing(
             [(vm, self.size[vm]) for vm in failed], bins)
         if len(mapping) != len(failed):
             return None
+        saved = (before, self.load[host], self.biggest[host],
+                 {h: (self.load[h], self.biggest[h]) for h in bins_of(bins)})
         self.dead.add(host)
         self.on[host] = []
+        self.load[host] = self.biggest[host] = 0
         for vm in failed:
             target = mapping[vm]
             self.free[target] -= self.size[vm]
-            self.on[target].append(vm)
-        return host, before, failed, mapping
+            self._add(vm, target)
+        return host, failed, mapping, saved
 
     def undo(self, record):
-        host, before, failed, mapping = record
+        host, failed, mapping, (before, load, biggest, others) = record
         for vm in reversed(failed):
             target = mapping[vm]
             self.free[target] += self.size[vm]
             self.on[target].pop()
+        for h, (hload, hbig) in others.items():
+            self.load[h], self.biggest[h] = hload, hbig
         self.on[host] = before
+        self.load[host], self.biggest[host] = load, biggest
         self.dead.discard(host)
+
+
+def bins_of(bins):
+    return [b for b, _ in bins]
 
 
 def _every_sequence_survivable(config):
     """Every ordered sequence of num_failures distinct host failures can
     be absorbed.  XAPI walks each permutation of each combination from
-    scratch; a depth-first search visits the same sequences once per
-    prefix."""
+    scratch; a depth-first search simulates each prefix once, and the
+    last failure of a sequence is only checked, not simulated."""
     world = _World(config)
 
     def survive(depth):
@@ -233,6 +273,10 @@ def _every_sequence_survivable(config):
             return True
         for host in world.order:
             if host in world.dead:
+                continue
+            if depth == 1:
+                if not world.absorbable(host):
+                    return False
                 continue
             record = world.fail(host)
             if record is None:
