@@ -189,14 +189,6 @@ def pool_state(db, protected=None, live=None, extra=(), hosts_to_disable=()):
         vms=need, placement=placement, offline=offline, non_agile=non_agile)
 
 
-def max_failures_to_tolerate(db, protected=None):
-    return planner.max_failures_to_tolerate(pool_state(db, protected))
-
-
-def plan_for_n_failures(db, n, **change):
-    return planner.plan_for_n_failures(pool_state(db, **change), n)
-
-
 def evacuation_plan(db, failed_hosts, failed_vms):
     """XAPI's answer to "where would these VMs go if those hosts failed":
     packed biggest-first by what a start needs (dynamic_min), onto the
