@@ -66,9 +66,11 @@ def network_properly_shared(db, network):
     return _enabled_hosts(db) <= with_pif
 
 
-def assert_agile(db, ref):
+def assert_agile(db, ref, shared=None):
     """Raise what XAPI's agility check raises for a VM that could not run
-    on every enabled host."""
+    on every enabled host.  ``shared`` caches the SRs and networks found
+    properly shared, across the VMs of one planning pass."""
+    shared = set() if shared is None else shared
     if db.where("VGPU", VM=ref):
         raise XenAPIError("VM_HAS_VGPU", ref)
     if db.where("VUSB", VM=ref):
@@ -78,18 +80,22 @@ def assert_agile(db, ref):
         if vbd["empty"] or not db.exists("VDI", vbd["VDI"]):
             continue
         sr = db.fields("VDI", vbd["VDI"])["SR"]
-        if not sr_properly_shared(db, sr):
-            raise XenAPIError("HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED", sr)
+        if sr not in shared:
+            if not sr_properly_shared(db, sr):
+                raise XenAPIError("HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED", sr)
+            shared.add(sr)
     for vif in db.where("VIF", VM=ref):
         network = db.fields("VIF", vif)["network"]
-        if not network_properly_shared(db, network):
-            raise XenAPIError("HA_CONSTRAINT_VIOLATION_NETWORK_NOT_SHARED",
-                              network)
+        if network not in shared:
+            if not network_properly_shared(db, network):
+                raise XenAPIError(
+                    "HA_CONSTRAINT_VIOLATION_NETWORK_NOT_SHARED", network)
+            shared.add(network)
 
 
-def is_agile(db, ref):
+def is_agile(db, ref, shared=None):
     try:
-        assert_agile(db, ref)
+        assert_agile(db, ref, shared)
     except XenAPIError:
         return False
     return True
@@ -133,17 +139,24 @@ def _planned_use(vm):
     return guest + vm["memory_overhead"]
 
 
-def planning_free_memory(db, host):
-    """host_metrics.memory_total - host.memory_overhead - what every VM
-    resident on or scheduled to the host would use at its largest."""
-    h = db.fields("host", host)
-    total = 0
-    if db.exists("host_metrics", h["metrics"]):
-        total = db.fields("host_metrics", h["metrics"])["memory_total"]
-    vms = set(db.where("VM", resident_on=host)) | \
-        set(db.where("VM", scheduled_to_be_resident_on=host))
-    return total - h["memory_overhead"] - sum(
-        _planned_use(db.fields("VM", v)) for v in vms)
+def planning_free_memory(db, hosts):
+    """{host: host_metrics.memory_total - host.memory_overhead - what
+    every VM resident on or scheduled to it would use at its largest},
+    in one pass over the VMs."""
+    used = {h: 0 for h in hosts}
+    for ref in db.refs("VM"):
+        vm = db.fields("VM", ref)
+        targets = {vm["resident_on"], vm["scheduled_to_be_resident_on"]}
+        for h in targets & used.keys():
+            used[h] += _planned_use(vm)
+    free = {}
+    for host in hosts:
+        h = db.fields("host", host)
+        total = 0
+        if db.exists("host_metrics", h["metrics"]):
+            total = db.fields("host_metrics", h["metrics"])["memory_total"]
+        free[host] = total - h["memory_overhead"] - used[host]
+    return free
 
 
 # --- the planning state ------------------------------------------------------
@@ -158,7 +171,7 @@ def pool_state(db, protected=None, live=None, extra=(), hosts_to_disable=()):
     vms.sort(key=lambda v: db.fields("VM", v)["uuid"])
     all_hosts = _hosts_by_uuid(db)
     live_hosts = [h for h in all_hosts if h in live]
-    free = {h: planning_free_memory(db, h) for h in live_hosts}
+    free = planning_free_memory(db, live_hosts)
 
     def accounted(ref):
         vm = db.fields("VM", ref)
@@ -168,9 +181,10 @@ def pool_state(db, protected=None, live=None, extra=(), hosts_to_disable=()):
         return None
 
     need, placement, offline, non_agile = {}, [], [], False
+    shared = set()
     for ref in vms:
         vm = db.fields("VM", ref)
-        if not is_agile(db, ref):
+        if not is_agile(db, ref, shared):
             non_agile = True
             if accounted(ref) is None:
                 pinned = next((h for h in all_hosts
