@@ -76,6 +76,12 @@ def test_a_protected_running_vm_leaves_nothing_to_fail(x, vms):
     assert max_failures(x) == 0
     assert x.pool.ha_failover_plan_exists("0") is True
     assert x.pool.ha_failover_plan_exists("1") is False
+    # Stopped by its user, it is no longer kept running.
+    x.VM.hard_shutdown(vm)
+    assert x.VM.get_ha_always_run(vm) is False
+    assert max_failures(x) == 1
+    x.VM.start(vm, False, False)
+    assert max_failures(x) == 0
     # best-effort VMs are not planned for; a running VM drops protection
     # at once.
     x.VM.set_ha_restart_priority(vm, "best-effort")
