@@ -181,6 +181,9 @@ def _start(ctx, ref, paused, host):
         if db.exists("VM_guest_metrics", gm):
             db.delete("VM_guest_metrics", gm)
         db.update("VM", ref, {"guest_metrics": NULL_REF})
+        # A started "restart" VM is protected from now on, as in XAPI.
+        if db.fields("VM", ref)["ha_restart_priority"] == "restart":
+            db.update("VM", ref, {"ha_always_run": True})
         xen.ensure_metrics(ref)
     except Exception:
         _release(ctx, ref)(None)
@@ -262,14 +265,22 @@ def _hard_shutdown(ctx, ref):
     return d.addCallback(_after_shutdown(ctx, ref))
 
 
+def _unprotect(ctx, vm):
+    # A VM its user stops is no longer one HA must keep running (XAPI).
+    if ctx.db.fields("VM", vm)["ha_always_run"]:
+        ctx.db.update("VM", vm, {"ha_always_run": False})
+
+
 @implements("VM.clean_shutdown")
 def clean_shutdown(ctx, vm):
+    _unprotect(ctx, vm)
     return _clean_shutdown(ctx, vm, ctx.server.xenops.shutdown_timeout) \
         .addCallback(_void)
 
 
 @implements("VM.hard_shutdown")
 def hard_shutdown(ctx, vm):
+    _unprotect(ctx, vm)
     return defer.maybeDeferred(_hard_shutdown, ctx, vm).addCallback(_void)
 
 
@@ -277,6 +288,8 @@ def hard_shutdown(ctx, vm):
 def shutdown(ctx, vm):
     """Clean within the VM's shutdown_delay (else the global timeout),
     hard if that fails for any reason."""
+    _unprotect(ctx, vm)
+
     def shut():
         delay = ctx.db.fields("VM", vm)["shutdown_delay"]
         timeout = delay if delay > 0 else ctx.server.xenops.shutdown_timeout
@@ -376,6 +389,7 @@ def resume_from(ctx, ref, paused, host):
 
 @implements("VM.suspend")
 def suspend(ctx, vm):
+    _unprotect(ctx, vm)
     return suspend_to(ctx, vm).addCallback(_void)
 
 
