@@ -39,7 +39,7 @@ import uuid as uuidlib
 
 from zope.interface import implementer
 
-from txxenops.backends.libxl import errors
+from txxenops.backends.libxl import errors, stats
 from txxenops.backends.libxl.errors import LibxlError
 from txxenops.backends.libxl.context import (
     EVENT_DOMAIN_DEATH, EVENT_DOMAIN_SHUTDOWN, shared_context)
@@ -214,6 +214,7 @@ class LibxlBackend:
         self._ctx = self._context.ctx
         self._xs = self._context.xs
         self._serial = self._context.attach(self)
+        self._cpu_account = stats.CpuAccount()
         self._event_thread = threading.Thread(
             target=self._event_loop, name="txxenops-libxl-events",
             daemon=True)
@@ -468,6 +469,11 @@ class LibxlBackend:
                 pass
         return infos
 
+    def sample_metrics(self, pif_devices):
+        self._check_open()
+        return stats.sample(self, pif_devices, self._cpu_account,
+                            time.time())
+
     # --- devices and resources --------------------------------------------
 
     def _no_hotplug(self, uuid, device):
@@ -642,6 +648,7 @@ class LibxlBackend:
             uuid=_uuid_str(di.uuid, self.ffi), domid=di.domid,
             state=_state_of(di), shutdown_reason=_reason_of(di),
             current_memkb=di.current_memkb, max_memkb=di.max_memkb,
+            cpu_time=di.cpu_time,
             vcpu_max_id=di.vcpu_max_id, vcpu_online=di.vcpu_online,
             domain_type={1: "hvm", 2: "pv", 3: "pvh"}.get(
                 di.domain_type, "pv"))
@@ -1029,8 +1036,8 @@ class _DomInfo:
     """The fields of a libxl_dominfo the backend uses, as Python values."""
 
     __slots__ = ("uuid", "domid", "state", "shutdown_reason",
-                 "current_memkb", "max_memkb", "vcpu_max_id", "vcpu_online",
-                 "domain_type")
+                 "current_memkb", "max_memkb", "cpu_time", "vcpu_max_id",
+                 "vcpu_online", "domain_type")
 
     def __init__(self, **kwargs):
         for k, v in kwargs.items():
