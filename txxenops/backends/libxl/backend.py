@@ -740,19 +740,8 @@ class LibxlBackend:
         di = di or self._dominfo_of(vm)
         name = self._ffi_mod.take_string(
             lib.libxl_domid_to_name(self._ctx, vm.domid)) or ""
-        target = ffi.new("uint64_t *")
-        if lib.libxl_get_memory_target(self._ctx, vm.domid, target):
-            target[0] = di.current_memkb
-        times = []
-        nb = ffi.new("int *")
-        ncpus = ffi.new("int *")
-        vcpus = lib.libxl_list_vcpu(self._ctx, vm.domid, nb, ncpus)
-        if vcpus != ffi.NULL:
-            try:
-                times = [vcpus[i].vcpu_time / 1e9 for i in range(nb[0])
-                         if vcpus[i].online]
-            finally:
-                lib.libxl_vcpuinfo_list_free(vcpus, nb[0])
+        target = stats.memory_target_kib(self, di)
+        times = stats.vcpu_times(self, vm.domid)
         start = lib.libxl_vm_get_start_time(self._ctx, vm.domid)
         consoles = []
         tty = ffi.new("char **")
@@ -769,7 +758,7 @@ class LibxlBackend:
             uuid=vm.uuid, domid=vm.domid, name=name,
             domain_type=di.domain_type, state=di.state,
             shutdown_reason=di.shutdown_reason,
-            memory_target=target[0] * KIB,
+            memory_target=target * KIB,
             memory_actual=di.current_memkb * KIB,
             memory_overhead=memory_overhead(spec),
             vcpus=di.vcpu_online, vcpus_max=di.vcpu_max_id + 1,

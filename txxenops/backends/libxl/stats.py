@@ -92,20 +92,28 @@ class CpuAccount:
             return self.idle / max(1, ncpus)
 
 
-def domain_stats(backend, di, vm_spec, state):
+def vcpu_times(backend, domid):
+    """Seconds each online vCPU of the domain has run."""
     ffi, lib = backend.ffi, backend.lib
-    times = []
     nb, ncpus = ffi.new("int *"), ffi.new("int *")
-    vcpus = lib.libxl_list_vcpu(backend._ctx, di.domid, nb, ncpus)
-    if vcpus != ffi.NULL:
-        try:
-            times = [vcpus[i].vcpu_time / 1e9 for i in range(nb[0])
-                     if vcpus[i].online]
-        finally:
-            lib.libxl_vcpuinfo_list_free(vcpus, nb[0])
-    target = ffi.new("uint64_t *")
-    if lib.libxl_get_memory_target(backend._ctx, di.domid, target):
-        target[0] = di.current_memkb
+    vcpus = lib.libxl_list_vcpu(backend._ctx, domid, nb, ncpus)
+    if vcpus == ffi.NULL:
+        return []
+    try:
+        return [vcpus[i].vcpu_time / 1e9 for i in range(nb[0])
+                if vcpus[i].online]
+    finally:
+        lib.libxl_vcpuinfo_list_free(vcpus, nb[0])
+
+
+def memory_target_kib(backend, di):
+    target = backend.ffi.new("uint64_t *")
+    if backend.lib.libxl_get_memory_target(backend._ctx, di.domid, target):
+        return di.current_memkb
+    return target[0]
+
+
+def domain_stats(backend, di, vm_spec, state):
     free = backend._xs_read("/local/domain/%d/data/meminfo_free" % di.domid)
     try:
         free = int(free) * KIB if free is not None else None
@@ -123,8 +131,10 @@ def domain_stats(backend, di, vm_spec, state):
             # dom0's side of the link: what it sends the guest receives.
             vifs[vif.device] = (tx, rx, tx_err, rx_err)
     return DomainStats(
-        uuid=di.uuid, domid=di.domid, state=state, vcpu_times=times,
-        memory_actual=di.current_memkb * KIB, memory_target=target[0] * KIB,
+        uuid=di.uuid, domid=di.domid, state=state,
+        vcpu_times=vcpu_times(backend, di.domid),
+        memory_actual=di.current_memkb * KIB,
+        memory_target=memory_target_kib(backend, di) * KIB,
         memory_internal_free=free, vbds=vbds, vifs=vifs)
 
 
