@@ -23,8 +23,8 @@ import traceback
 
 from benchmarks import common
 
-ITEMS = ("api", "scale", "events", "lifecycle", "datapath", "durability",
-         "restart", "etcdlog")
+ITEMS = ("api", "scale", "events", "lifecycle", "datapath", "xva",
+         "durability", "restart", "etcdlog", "rbac", "adlogin")
 
 
 class Context:

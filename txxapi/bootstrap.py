@@ -14,7 +14,7 @@ import socket
 import uuid as uuid_
 
 from txxapi import __version__
-from txxapi.api.rbac import permissions_of
+from txxapi.api.rbac import SPELLING, permissions_of
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.roles import ALL_ROLES
 from txxapi.files import write_atomically
@@ -91,17 +91,21 @@ def management_address(bind):
 
 
 def load_roles(db):
-    """(Re)create the static role objects from the datamodel."""
+    """(Re)create the static role objects from the datamodel: one per
+    permission a pool-admin holds (messages, guarded keys, HTTP actions),
+    and the roles, whose subroles are their permissions."""
     for ref in db.refs("role"):
         db.delete("role", ref)
+    hidden = {m.permission for m in MODEL.messages.values() if m.hidden}
     permission_refs = {}
-    for wire_name, m in MODEL.messages.items():
-        if m.hidden:
+    for permission in permissions_of("pool-admin"):
+        if permission in hidden:
             continue
-        ref = REF_PREFIX + role_uuid(wire_name)
-        permission_refs[m.permission] = ref
-        db.create("role", {"uuid": role_uuid(wire_name),
-                           "name_label": m.permission,
+        uuid = role_uuid(SPELLING[permission])
+        ref = REF_PREFIX + uuid
+        permission_refs[permission] = ref
+        db.create("role", {"uuid": uuid,
+                           "name_label": permission,
                            "name_description": "A basic permission",
                            "subroles": [], "is_internal": True}, ref=ref)
     for role in ALL_ROLES:

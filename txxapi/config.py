@@ -26,6 +26,9 @@ DEFAULTS = {
     "import-db": "",
     "local-sr-dir": "",
     "iso-dir": "",
+    "ad-dns-server": "",
+    "ad-ca-file": "",
+    "session-revalidation-interval": "300",
 }
 SECTION = "xapi"
 

@@ -6,12 +6,14 @@ service (txxapi.service) owns its lifetime and its listeners.
 """
 
 import os
+import socket
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 import txxapi.impl  # noqa: F401  (registers the explicit messages)
 from txxapi import bootstrap
+from txxapi.api.audit import AuditLog
 from txxapi.api.context import Context
 from txxapi.api.dispatch import Dispatcher
 from txxapi.api.sessions import SessionManager
@@ -20,6 +22,8 @@ from txxapi.datamodel import MODEL
 from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.events import EventHub
+from txxapi.extauth import revalidation
+from txxapi.extauth.service import ExternalAuth
 from txxapi.forwarding import Forwarder
 from txxapi.identity import HostIdentity
 from txxapi.messages import MessageStore
@@ -39,7 +43,8 @@ class Server:
     def __init__(self, data_dir, portal, xenops, persistence,
                  bind="", login_failure_delay=5.0, reactor=None,
                  import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT,
-                 local_sr_dir=None, iso_dir=None):
+                 local_sr_dir=None, iso_dir=None, ad_settings=None,
+                 session_revalidation_interval=revalidation.INTERVAL):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -51,6 +56,13 @@ class Server:
         self.tasks = TaskManager(db, self.identity, clock=reactor)
         self.sessions = SessionManager(db, self.identity, self.tasks, portal,
                                        login_failure_delay, clock=reactor)
+        self.extauth = ExternalAuth(db, self.identity, reactor,
+                                    _unique(portal.checkers.values()),
+                                    data_dir, ad_settings)
+        self.sessions.extauth = self.extauth
+        self.revalidator = revalidation.Revalidator(
+            db, self.extauth, self.sessions, reactor,
+            session_revalidation_interval)
         self.events = EventHub(db, reactor)
         # The backend, behind the bridge that runs it on threads and keeps
         # the database in step with its domains.
@@ -72,9 +84,13 @@ class Server:
         # A slave says pool.hello to its master once it is up.
         self.components.append(Greeting(reactor, self.identity, db))
         self.forwarder = Forwarder(self.identity, db, reactor, self.storage)
+        # Calls of sessions that are not local superusers (XAPI's RBAC
+        # audit log).
+        self.audit = AuditLog(db, os.path.join(data_dir, "audit.log"),
+                              socket.gethostname())
         self.dispatcher = Dispatcher(db, self.sessions, self.tasks,
                                      self.forwarder, persistence,
-                                     self.context)
+                                     self.context, self.audit)
 
     def context(self, session=None, message=None, origin=None):
         """A call context on this server."""
@@ -130,6 +146,8 @@ class Server:
         self.identity.pool_ref = self.db.refs("pool")[0]
         yield self.persistence.wait_durable(self.db.persistent_generation)
         self.sessions.start()
+        self.extauth.restore()
+        self.revalidator.start()
         self.tasks.start()
         self.events.start()
         for component in self.components:
@@ -158,6 +176,18 @@ class Server:
         self.events.stop()
         self.tasks.stop()
         self.sessions.stop()
+        self.revalidator.stop()
+        self.extauth.stop()
+        self.audit.close()
 
     def assert_master(self):
         self.identity.assert_master()
+
+
+def _unique(items):
+    """Each object once (a portal lists a checker per interface)."""
+    out = []
+    for item in items:
+        if not any(item is o for o in out):
+            out.append(item)
+    return out

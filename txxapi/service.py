@@ -65,6 +65,16 @@ def make_backend(settings):
         op_time=float(settings["simulator-op-time"]))
 
 
+def ad_settings(settings):
+    """Where Active Directory is looked for, if it can be used here."""
+    try:
+        from txxapi.extauth.ad import Settings
+    except ImportError:
+        return None
+    return Settings(dns_server=settings["ad-dns-server"],
+                    ca_file=settings["ad-ca-file"])
+
+
 def make_checkers(settings):
     auth = settings["auth"]
     if auth.startswith("passwd:"):
@@ -148,7 +158,10 @@ class XapiService(service.MultiService):
             reactor=self.reactor, import_db=s["import-db"] or None,
             shutdown_timeout=float(s["shutdown-timeout"]),
             local_sr_dir=s["local-sr-dir"] or None,
-            iso_dir=s["iso-dir"] or None)
+            iso_dir=s["iso-dir"] or None,
+            ad_settings=ad_settings(s),
+            session_revalidation_interval=float(
+                s["session-revalidation-interval"]))
         yield self._join(StepService("database", server.open_database,
                                      server.close_database))
         yield self._join(StepService("core", server.start_core,

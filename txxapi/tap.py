@@ -53,6 +53,15 @@ class Options(usage.Options):
          "DIR/<sr-uuid> (<data-dir>/sr)."],
         ["iso-dir", None, None,
          "Directory of .iso images served as an ISO library SR (none)."],
+        ["ad-dns-server", None, None,
+         "DNS server (ADDRESS[:PORT]) that finds Active Directory domain "
+         "controllers (the system's resolver)."],
+        ["ad-ca-file", None, None,
+         "PEM CA certificates that Active Directory's TLS certificates "
+         "are checked against (the system's store)."],
+        ["session-revalidation-interval", None, None,
+         "Seconds between checks that externally authenticated users may "
+         "still log in; their sessions end when not (300; 0: never)."],
     ]
 
     def postOptions(self):

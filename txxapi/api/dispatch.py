@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txxapi.api import implicit, rbac
+from txxapi.api.audit import audited as is_audited
 from txxapi.api.registry import INTERNAL, handler_for
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.schema import REMOVED
@@ -67,13 +68,14 @@ class Dispatcher:
     in (it carries the parts implementations reach)."""
 
     def __init__(self, db, sessions, tasks, forwarder, persistence,
-                 make_context):
+                 make_context, audit=None):
         self.db = db
         self.sessions = sessions
         self.tasks = tasks
         self.forwarder = forwarder
         self.persistence = persistence
         self.make_context = make_context
+        self.audit = audit
 
     @staticmethod
     def knows(name):
@@ -112,17 +114,54 @@ class Dispatcher:
                               str(message.required_count), str(received))
         args = self._coerce(message, params[offset:])
         session = None
+        audited = _unchanged
         if message.session:
             session = params[0]
             if not isinstance(session, str):
                 raise XenAPIError("SESSION_INVALID", str(session))
             self.sessions.check(session)
-            rbac.check(self.db, session, message, args)
+            audited = self._audited(session, message, args)
         ctx = self.make_context(session, message, origin)
         if is_async:
             return defer.succeed(self.tasks.run_async(
-                ctx, name, lambda: self._execute(ctx, args)))
-        return self._execute(ctx, args)
+                ctx, name, lambda: audited(self._execute(ctx, args))))
+        return audited(self._execute(ctx, args))
+
+    def _audited(self, session, message, args):
+        """The RBAC check, before anything runs: a refusal is audited and
+        raised; an allowed call gets a function that audits its outcome
+        (for sessions that are not local superusers)."""
+        permission = rbac.permission_of(message, args)
+        allowed = self.sessions.permissions.allows(session, permission)
+        audit = self.audit
+        if audit is None or not is_audited(message.wire_name) or \
+                self.db.fields("session", session)["is_local_superuser"]:
+            if not allowed:
+                raise rbac.denied(permission)
+            return _unchanged
+        if not allowed:
+            audit.write(session, message.wire_name, False, "",
+                        audit.arguments(message, args))
+            raise rbac.denied(permission)
+        # XAPI names the objects a call refers to as the call left them,
+        # except for a destroy, which leaves none.
+        before = audit.arguments(message, args) \
+            if message.name == "destroy" else None
+
+        def write(outcome):
+            audit.write(session, message.wire_name, True, outcome,
+                        before or audit.arguments(message, args))
+
+        def outcome(d):
+            def ok(result):
+                write("OK")
+                return result
+
+            def error(f):
+                write("ERROR:" + _error_text(f.value))
+                return f
+            return d.addCallbacks(ok, error)
+        return outcome
 
     @staticmethod
     def _coerce(message, values):
@@ -184,6 +223,18 @@ class Dispatcher:
         if message.implicit:
             return implicit.handler(message)
         return _not_implemented
+
+
+def _unchanged(d):
+    return d
+
+
+def _error_text(e):
+    if isinstance(e, XenAPIError):
+        # XAPI's ExnHelper.string_of_exn for an API error.
+        return "%s: [ %s ]" % (e.description[0],
+                               "; ".join(e.description[1:]))
+    return "INTERNAL_ERROR: [ %s ]" % (e,)
 
 
 def _not_implemented(ctx, *args):

@@ -15,7 +15,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txxapi.auth.realm import IXapiUser
+from txxapi.api.rbac import Permissions
 from txxapi.api.expiry import Expiring
+from txxapi.extauth.service import LoginRefused
 from txxapi.errors import XenAPIError
 from txxapi.interfaces import ISessions
 from txxapi.values import NULL_REF, DateTime
@@ -28,6 +30,7 @@ MAX_SESSIONS_POOL = 400
 MAX_SESSIONS_ANONYMOUS = 400
 MAX_SESSIONS_PER_GROUP = 500
 GC_INTERVAL = 300
+LOCAL_SUPERUSER = "root"
 
 
 @implementer(ISessions)
@@ -42,31 +45,57 @@ class SessionManager(Expiring):
         self.portal = portal
         self.failure_delay = failure_delay
         self.clock = clock
+        self.permissions = Permissions(db)
+        self.extauth = None     # the ExternalAuth, once the server has one
         # ref -> monotonic time of the last last_active write
         self._touched = {}
 
 
     # -- login / logout -----------------------------------------------------
 
-    def login(self, user, password, originator=""):
+    def login(self, user, password, originator="", origin="Internal"):
+        """A session for a user (a Deferred): a local superuser (any local
+        account, or only root once external authentication is on), else
+        a subject of the external directory.  ``origin`` says where the
+        call came from, as XAPI's refusals tell it."""
         self.identity.assert_master()
-        creds = credentials.UsernamePassword(
-            user.encode("utf-8"), password.encode("utf-8"))
-        d = self.portal.login(creds, None, IXapiUser)
+        auth_type = self.db.get("host", self.identity.host_ref,
+                                "external_auth_type")
+        if auth_type and user != LOCAL_SUPERUSER:
+            d = defer.fail(cred_error.UnauthorizedLogin(
+                "Local superuser must be " + LOCAL_SUPERUSER))
+        else:
+            creds = credentials.UsernamePassword(
+                user.encode("utf-8"), password.encode("utf-8"))
+            d = self.portal.login(creds, None, IXapiUser)
 
-        def ok(result):
+        def local(result):
             _iface, avatar, _logout = result
             return self.create(avatar.name, originator,
                                is_local_superuser=avatar.is_local_superuser)
 
-        def failed(f):
+        def not_local(f):
             f.trap(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials)
-            # XAPI makes every failed login wait before answering.
-            reason = f.getErrorMessage() or "Authentication failure"
-            return self._delay().addCallback(lambda _: defer.fail(XenAPIError(
-                "SESSION_AUTHENTICATION_FAILED", user, reason)))
+            if not auth_type:
+                reason = f.getErrorMessage() or "Authentication failure"
+                raise LoginRefused("SESSION_AUTHENTICATION_FAILED", user,
+                                   reason)
+            return self.extauth.login(user, password, origin).addCallback(
+                external)
 
-        return d.addCallbacks(ok, failed)
+        def external(found):
+            subject, sid, name, permissions = found
+            return self.create(name, originator, is_local_superuser=False,
+                               subject=subject, sid=sid,
+                               permissions=permissions)
+
+        def refused(f):
+            f.trap(LoginRefused)
+            # XAPI makes every failed login wait before answering.
+            return self._delay().addCallback(
+                lambda _: defer.fail(f.value.error))
+
+        return d.addCallbacks(local, not_local).addErrback(refused)
 
     def _delay(self):
         from twisted.internet import reactor
@@ -100,6 +129,7 @@ class SessionManager(Expiring):
                 self.tasks.destroy(owned)
             self.db.delete("session", ref)
         self._touched.pop(ref, None)
+        self.permissions.forget(ref)
 
     # -- checks ---------------------------------------------------------------
 

@@ -62,15 +62,15 @@ class PasswdFileChecker:
                     users[user] = hashed
         return users
 
-    def requestAvatarId(self, creds):
-        user = creds.username.decode("utf-8", "replace") \
-            if isinstance(creds.username, bytes) else creds.username
-        password = creds.password.decode("utf-8", "replace") \
-            if isinstance(creds.password, bytes) else creds.password
+    def check_blocking(self, creds):
+        user, password = _texts(creds)
         hashed = self._users().get(user)
         if hashed and crypt_matches(password, hashed):
-            return defer.succeed(LocalUser(user.encode()))
-        return defer.fail(error.UnauthorizedLogin("Authentication failure"))
+            return LocalUser(user.encode())
+        raise error.UnauthorizedLogin("Authentication failure")
+
+    def requestAvatarId(self, creds):
+        return defer.maybeDeferred(self.check_blocking, creds)
 
 
 @implementer(ICredentialsChecker)
@@ -80,16 +80,18 @@ class PAMChecker:
     def __init__(self, service="txxapi"):
         self.service = service
 
-    def _authenticate_thd(self, user, password):
+    def check_blocking(self, creds):
         import pam
+        user, password = _texts(creds)
         p = pam.pam()
         if p.authenticate(user, password, service=self.service):
             return LocalUser(user.encode())
         raise error.UnauthorizedLogin(p.reason or "Authentication failure")
 
     def requestAvatarId(self, creds):
-        user = creds.username.decode("utf-8", "replace") \
-            if isinstance(creds.username, bytes) else creds.username
-        password = creds.password.decode("utf-8", "replace") \
-            if isinstance(creds.password, bytes) else creds.password
-        return threads.deferToThread(self._authenticate_thd, user, password)
+        return threads.deferToThread(self.check_blocking, creds)
+
+
+def _texts(creds):
+    return tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                 for v in (creds.username, creds.password))

@@ -66,9 +66,7 @@ def check_console(server, session, console, version):
     fields = db.fields("console", console)
     vm = db.fields("VM", fields["VM"])
     if vm["is_control_domain"]:
-        s = db.fields("session", session)
-        if not s["is_local_superuser"] and \
-                HOST_CONSOLE not in s["rbac_permissions"]:
+        if not server.sessions.permissions.allows(session, HOST_CONSOLE):
             # XAPI checks this in a fresh context without the session, so
             # its error says so.
             raise _console_failure(

@@ -17,16 +17,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from twisted.internet import defer
 
+from txxapi.api import rbac
+from txxapi.datamodel.permissions import HTTP_PREFIX
 from txxapi.errors import XenAPIError
 from txxapi.http import responses
-
-# The roles holding each data handler's permission (XAPI's http_actions).
-VM_ADMIN = ("pool-admin", "pool-operator", "vm-power-admin", "vm-admin")
-VM_OPERATOR = VM_ADMIN + ("vm-operator",)
-HTTP_ACTIONS = {"put_import_raw_vdi": VM_ADMIN,
-                "get_export_raw_vdi": VM_ADMIN,
-                "connect_console": VM_OPERATOR,
-                "connect_console_ws": VM_OPERATOR}
 
 
 class Refused(Exception):
@@ -127,18 +121,22 @@ def authenticate(server, request, params, realm, action):
         # XAPI fails the named task with SESSION_AUTHENTICATION_FAILED
         # here; a request without valid credentials leaves it alone.
         raise Refused(responses.unauthorised(version, realm))
-    permission = "http/" + action
-    fields = server.db.fields("session", caller.session)
-    if not fields["is_local_superuser"] and \
-            permission not in fields["rbac_permissions"]:
-        holders = ", ".join(HTTP_ACTIONS.get(action, ()))
-        fail_named_task(server, params, XenAPIError(
-            "RBAC_PERMISSION_DENIED", permission,
-            "No permission in user session. (Roles with this permission: "
-            "%s)" % holders), caller.session)
+    permission = HTTP_PREFIX + action
+    allowed = server.sessions.permissions.allows(caller.session, permission)
+    server.audit.write(caller.session, permission, allowed,
+                       "OK" if allowed else "", _audited_query(params))
+    if not allowed:
+        fail_named_task(server, params, rbac.denied(permission),
+                        caller.session)
         caller.close()
         raise Refused(responses.forbidden(version))
     return caller
+
+
+def _audited_query(params):
+    """The query arguments an HTTP audit line shows: the references."""
+    return [[k, "", "", v] for k, v in sorted(params.query.items())
+            if v.startswith("OpaqueRef:")]
 
 
 @defer.inlineCallbacks

@@ -12,11 +12,18 @@ XMLRPC = "xmlrpc"
 JSONRPC = "jsonrpc"
 IMPORT_RAW_VDI = "import_raw_vdi"
 EXPORT_RAW_VDI = "export_raw_vdi"
+IMPORT = "import"
+EXPORT = "export"
+IMPORT_METADATA = "import_metadata"
+EXPORT_METADATA = "export_metadata"
 CONNECT_CONSOLE = "connect_console"
 CONNECT_CONSOLE_WS = "connect_console_ws"
 RPC = frozenset((XMLRPC, JSONRPC))
 CONSOLE = frozenset((CONNECT_CONSOLE, CONNECT_CONSOLE_WS))
-TRANSFERS = frozenset((IMPORT_RAW_VDI, EXPORT_RAW_VDI))
+TRANSFERS = frozenset((IMPORT_RAW_VDI, EXPORT_RAW_VDI, IMPORT, EXPORT,
+                       IMPORT_METADATA, EXPORT_METADATA))
+# The handlers that read their body as it arrives.
+UPLOADS = frozenset((IMPORT_RAW_VDI, IMPORT, IMPORT_METADATA))
 
 IMPORT_PATH = b"/import_raw_vdi"
 EXPORT_PATH = b"/export_raw_vdi"
@@ -27,8 +34,10 @@ _RPC_URIS = [(b"/", XMLRPC), (b"/RPC2", XMLRPC), (b"/json", XMLRPC),
 _TABLE = {
     b"POST": _RPC_URIS,
     b"OPTIONS": _RPC_URIS,
-    b"PUT": [(IMPORT_PATH, IMPORT_RAW_VDI)],
-    b"GET": [(EXPORT_PATH, EXPORT_RAW_VDI),
+    b"PUT": [(IMPORT_PATH, IMPORT_RAW_VDI), (b"/import", IMPORT),
+             (b"/import_metadata", IMPORT_METADATA)],
+    b"GET": [(EXPORT_PATH, EXPORT_RAW_VDI), (b"/export", EXPORT),
+             (b"/export_metadata", EXPORT_METADATA),
              (b"/console", CONNECT_CONSOLE_WS)],
     b"CONNECT": [(b"/console", CONNECT_CONSOLE)],
 }

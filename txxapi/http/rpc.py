@@ -26,8 +26,11 @@ def _cors(request):
 
 def origin_of(request):
     peer = request.getClientAddress()
+    agent = request.getHeader(b"user-agent")
     return {"peer": getattr(peer, "host", None),
-            "tls": request.isSecure()}
+            "tls": request.isSecure(),
+            "user_agent": agent.decode("utf-8", "replace")
+            if agent is not None else None}
 
 
 class RPCResource(resource.Resource):

@@ -1,12 +1,13 @@
 """
 The site both listeners (HTTP and HTTPS) serve: the RPC endpoints, the VDI
-data paths, and the HTTP handlers of later work (console, RRDs, CLI).
+and XVA data paths, and the HTTP handlers of later work (console, RRDs,
+CLI).
 
 Requests are bounded: an RPC body larger than ``max_rpc_size`` is refused
 with 413 before it is read, and the connection is closed.  The body of an
-upload (PUT /import_raw_vdi) is not buffered at all: each piece goes to
-the upload's writer as it arrives, with the connection paused while the
-writer is behind.
+upload (PUT /import_raw_vdi, /import, /import_metadata) is not buffered
+at all: each piece goes to the upload's writer as it arrives, with the
+connection paused while the writer is behind.
 """
 
 import io
@@ -17,6 +18,15 @@ from txxapi.console.resource import ConsoleResource
 from txxapi.http import limits, responses, routes, vdi_transfer
 from txxapi.http.auth import version_of
 from txxapi.http.rpc import RPCResource
+from txxapi.xva import handlers as xva
+
+# Who reads each upload's body as it arrives, and who answers a GET.
+UPLOADS = {routes.IMPORT_RAW_VDI: vdi_transfer.Upload,
+           routes.IMPORT: xva.Import,
+           routes.IMPORT_METADATA: xva.ImportMetadata}
+DOWNLOADS = {routes.EXPORT_RAW_VDI: vdi_transfer.Download,
+             routes.EXPORT: xva.Export,
+             routes.EXPORT_METADATA: xva.ExportMetadata}
 
 MAX_RPC_SIZE = 300 * 1024   # XAPI's limit for an RPC body
 
@@ -37,14 +47,14 @@ class XapiRequest(server.Request):
         if rpc and length is not None and length > self.max_rpc_size:
             self._refuse()
             return
-        if handler == routes.IMPORT_RAW_VDI and self.xapi_server is not None:
+        if handler in routes.UPLOADS and self.xapi_server is not None:
             self.content = io.BytesIO()
             # The upload answers Expect itself, once the request is known
             # to be acceptable; twisted must not send its own 100 first.
             expect = self.requestHeaders.getRawHeaders(b"expect") or []
             version = getattr(self.channel, "_version", b"")
             self.requestHeaders.removeHeader(b"expect")
-            self._upload = vdi_transfer.Upload(
+            self._upload = UPLOADS[handler](
                 self.xapi_server, self, length,
                 expect_continue=version == b"HTTP/1.1"
                 and [v.lower() for v in expect] == [b"100-continue"])
@@ -90,8 +100,9 @@ class XapiRequest(server.Request):
 
 
 class TransferResource(resource.Resource):
-    """GET /export_raw_vdi; what XAPI answers other methods on the data
-    paths (its HTTP server knows no HEAD at all)."""
+    """GET /export_raw_vdi, /export and /export_metadata; what XAPI
+    answers other methods on the data paths (its HTTP server knows no
+    HEAD at all)."""
 
     isLeaf = True
 
@@ -100,8 +111,9 @@ class TransferResource(resource.Resource):
         self.server = server_
 
     def render(self, request):
-        if routes.handler_of_request(request) == routes.EXPORT_RAW_VDI:
-            vdi_transfer.Download(self.server, request)
+        handler = routes.handler_of_request(request)
+        if handler in DOWNLOADS:
+            DOWNLOADS[handler](self.server, request)
             return server.NOT_DONE_YET
         if request.method == b"HEAD":
             answer = responses.method_not_implemented(

@@ -58,7 +58,7 @@ def _error_of(failure):
     return failure
 
 
-class _Transfer:
+class Transfer:
     """What uploads and downloads share: parameters, the caller, the task
     and how a request ends."""
 
@@ -174,7 +174,7 @@ class _Transfer:
         self._fail(XenAPIError("TASK_CANCELLED", self.task))
 
 
-class Upload(_Transfer):
+class Upload(Transfer):
     """PUT /import_raw_vdi, fed by the request as the body arrives."""
 
     realm = "VDI.import"
@@ -182,7 +182,7 @@ class Upload(_Transfer):
     label = "Importing raw VDI"
 
     def __init__(self, server, request, length, expect_continue=False):
-        _Transfer.__init__(self, server, request)
+        Transfer.__init__(self, server, request)
         self.length = length
         self.expect_continue = expect_continue
         self.received = 0
@@ -350,7 +350,7 @@ class Upload(_Transfer):
 
 
 @implementer(IPushProducer)
-class Download(_Transfer):
+class Download(Transfer):
     """GET /export_raw_vdi: a push producer on the request's channel."""
 
     realm = "VDI.export_raw"
@@ -358,7 +358,7 @@ class Download(_Transfer):
     label = "Exporting raw VDI"
 
     def __init__(self, server, request):
-        _Transfer.__init__(self, server, request)
+        Transfer.__init__(self, server, request)
         self.sent = 0
         self._paused = False
         self._reading = False
@@ -466,7 +466,7 @@ class Download(_Transfer):
 
     def _end(self):
         self._unregister()
-        _Transfer._end(self)
+        Transfer._end(self)
 
     # --- IPushProducer ------------------------------------------------------
 

@@ -8,7 +8,16 @@ from txxapi.errors import XenAPIError
 
 @implements("session.login_with_password")
 def login_with_password(ctx, uname, pwd, version, originator):
-    return ctx.server.sessions.login(uname, pwd, originator)
+    return ctx.server.sessions.login(uname, pwd, originator,
+                                     origin_text(ctx.origin))
+
+
+def origin_text(origin):
+    """Where a call came from, in the words XAPI's login refusals use."""
+    if not origin:
+        return "Internal"
+    return "HTTP request from Internet with User-Agent: %s" % (
+        origin.get("user_agent") or "unknown")
 
 
 @implements("session.slave_local_login_with_password")
@@ -69,7 +78,7 @@ def get_all_subject_identifiers(ctx):
     for _, f in ctx.db.records("session"):
         if f["is_local_superuser"]:
             continue
-        for sid in (f["auth_user_sid"],):
+        for sid in (f["auth_user_sid"], _subject_sid(ctx, f["subject"])):
             if sid and sid not in sids:
                 sids.append(sid)
     return sids
@@ -79,8 +88,15 @@ def get_all_subject_identifiers(ctx):
 def logout_subject_identifier(ctx, subject_identifier):
     for ref, f in ctx.db.records("session"):
         if ref != ctx.session and not f["is_local_superuser"] and \
-                f["auth_user_sid"] == subject_identifier:
+                subject_identifier in (f["auth_user_sid"],
+                                       _subject_sid(ctx, f["subject"])):
             ctx.server.sessions.logout(ref)
+    return ""
+
+
+def _subject_sid(ctx, subject):
+    if ctx.db.exists("subject", subject):
+        return ctx.db.get("subject", subject, "subject_identifier")
     return ""
 
 

@@ -1,6 +1,7 @@
 """task.*: client-owned tasks, cancellation and destruction."""
 
 from txxapi.api.registry import implements
+from txxapi.datamodel.permissions import TASK_DESTROY_ANY
 from txxapi.errors import XenAPIError
 
 
@@ -10,14 +11,11 @@ def _assert_own(ctx, ref):
     task_session = ctx.db.fields("task", ref)["session"]
     if session["is_local_superuser"] or task_session == ctx.session:
         return
-    if "task.destroy/any" in session["rbac_permissions"]:
-        return
     owner = ctx.db.fields("session", task_session)["auth_user_sid"] \
-        if ctx.db.exists("session", task_session) else ""
-    if owner and owner == session["auth_user_sid"]:
+        if ctx.db.exists("session", task_session) else None
+    if owner is not None and owner == session["auth_user_sid"]:
         return
-    raise XenAPIError("RBAC_PERMISSION_DENIED", "task.destroy/any",
-                      "No permission in user session.")
+    ctx.server.sessions.permissions.check(ctx.session, TASK_DESTROY_ANY)
 
 
 @implements("task.create")

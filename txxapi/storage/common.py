@@ -52,11 +52,13 @@ def register_rules(cls_name, error, ops):
 
 def data_path_users(db, vdi):
     """(writable, key) of everything using the VDI's data now: attached
-    VBDs and claims."""
+    VBDs of live VMs, and claims.  (A Suspended VM's VBDs stay attached
+    until it resumes, but nothing of it reads or writes meanwhile.)"""
     users = {}
     for vbd in db.where("VBD", VDI=vdi):
         f = db.fields("VBD", vbd)
-        if f["currently_attached"]:
+        if f["currently_attached"] and db.exists("VM", f["VM"]) and \
+                db.fields("VM", f["VM"])["power_state"] != "Suspended":
             users[vbd] = f["mode"] == "RW"
     users.update(CLAIMS.get(vdi, {}))
     return [(w, key) for key, w in users.items()]

@@ -141,6 +141,12 @@ class ImportSession(_DataPath):
             self._writer.pwrite(offset, data)
 
     @_locked
+    def write_blocking(self, writes):
+        """(offset, data) writes, from a thread parsing a container this
+        session does not know (an XVA's disk chunks)."""
+        self._write(writes)
+
+    @_locked
     def _feed_blocking(self, pieces):
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         if self._parser is None:
@@ -200,12 +206,15 @@ class ImportSession(_DataPath):
 
 class ExportSession(_DataPath):
     """A download of a VDI: next_batch() hands out the stream a few MiB at
-    a time, read on the storage pool."""
+    a time, read on the storage pool.  ``stream``, if given, makes the
+    stream from the VDI's AttachInfo instead of the format's writer (an
+    XVA's chunks of the disk)."""
 
-    def __init__(self, storage, vdi, fmt, base):
+    def __init__(self, storage, vdi, fmt, base, stream=None):
         _DataPath.__init__(self, storage, vdi)
         self.format = fmt
         self.base = base
+        self.stream = stream
         self.size = storage.db.fields("VDI", vdi)["virtual_size"]
         self._iter = None
         self.done = False
@@ -219,7 +228,9 @@ class ExportSession(_DataPath):
                 self.storage.assert_free(self.base, False)
                 base_info = yield self.storage.attach(self.base, False,
                                                       self.key)
-            if self.format == "vhd":
+            if self.stream is not None:
+                self._iter = self.stream(info)
+            elif self.format == "vhd":
                 self._iter = transfer.export_vhd(info, base=base_info)
             else:
                 self._iter = transfer.export_raw(info, chunk_size=RAW_PIECE)
@@ -289,8 +300,10 @@ class DataPaths:
         return defer.maybeDeferred(
             ImportSession(self, vdi, fmt, chunked, expected_size).open)
 
-    def open_export(self, vdi, fmt, base=None):
+    def open_export(self, vdi, fmt, base=None, stream=None):
         """Start a download of ``vdi`` as "raw" or "vhd" (against ``base``
-        for a differential VHD): a Deferred of an ExportSession."""
-        return defer.maybeDeferred(ExportSession(self, vdi, fmt, base).open)
+        for a differential VHD), or as ``stream(attach_info)`` makes it: a
+        Deferred of an ExportSession."""
+        return defer.maybeDeferred(
+            ExportSession(self, vdi, fmt, base, stream).open)
 

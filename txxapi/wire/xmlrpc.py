@@ -16,7 +16,7 @@ from txxapi.values import DateTime, Int32, parse_datetime
 from txxapi.wire.errors import MalformedRequest
 
 __all__ = [
-    "MalformedRequest", "decode_call", "encode_value", "encode_success",
+    "MalformedRequest", "decode_call", "decode_value", "encode_value", "encode_success",
     "encode_failure", "encode_bare", "encode_fault",
 ]
 
@@ -234,13 +234,7 @@ def _refuse_dtd(*args):
     raise MalformedRequest("DTDs are not accepted")
 
 
-def decode_call(body):
-    """Parse a methodCall; return (method, params) or raise MalformedRequest.
-
-    Bare-text values are strings even when they look like numbers: XAPI
-    sends 64-bit ints that way, so the callee converts by declared type.
-    """
-    builder = _CallBuilder()
+def _parse(builder, body):
     parser = expat.ParserCreate()
     # One text callback per run of text, and attributes (always ignored)
     # as a list, which is cheaper to build than a dict.
@@ -264,11 +258,35 @@ def decode_call(body):
         # LookupError, a multi-byte one (UTF-7, UTF-32) a ValueError.
         raise MalformedRequest("XML: unreadable encoding: %s" % (e,)) \
             from None
+
+
+def decode_call(body):
+    """Parse a methodCall; return (method, params) or raise MalformedRequest.
+
+    Bare-text values are strings even when they look like numbers: XAPI
+    sends 64-bit ints that way, so the callee converts by declared type.
+    """
+    builder = _CallBuilder()
+    _parse(builder, body)
     if builder.method is None:
         raise MalformedRequest("no <methodName>")
     if not builder.method:
         raise MalformedRequest("empty <methodName>")
     return builder.method, builder.params if builder.params is not None else []
+
+
+def decode_value(body):
+    """Parse a document whose root element is one <value> (an XVA's
+    ova.xml); MalformedRequest if it is not one."""
+    builder = _CallBuilder()
+    # The document itself stands where a <param> would: it holds the one
+    # value.
+    builder.stack = [[_PARAM, _UNSET, None]]
+    _parse(builder, body)
+    value = builder.stack[0][1]
+    if value is _UNSET:
+        raise MalformedRequest("no <value>")
+    return value
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,182 @@
+"""
+A real Samba Active Directory domain controller for tests: provisioned
+in a scratch directory, its accounts made before it starts, serving LDAP
+(StartTLS with a certificate of a CA made here), Kerberos and its own DNS
+on a loopback alias 127.0.N.5 (N = TXXAPI_TEST_NET) that it adds and
+removes.  Needs root and Debian's samba packages.
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+from tests.support.pool import TEST_NET
+from tests.support.servers import RunningServer
+
+REALM = "CORP.EXAMPLE.TEST"
+DOMAIN = REALM.lower()
+WORKGROUP = "CORP"
+HOSTNAME = "dc1"
+ADMIN_PASSWORD = "Adm1n-Pass!"
+# The account enable_external_auth joins with.
+ADMIN = {"user": "Administrator", "pass": ADMIN_PASSWORD}
+
+
+def available():
+    return os.geteuid() == 0 and shutil.which("samba") is not None and \
+        shutil.which("samba-tool") is not None
+
+
+class SambaDC:
+    def __init__(self, base):
+        self.base = base
+        self.address = "127.0.%d.5" % TEST_NET
+        self.target = os.path.join(base, "dc")
+        self.conf = os.path.join(self.target, "etc", "smb.conf")
+        self.ca_file = os.path.join(base, "tls", "ca.pem")
+        self.proc = None
+        self._alias = False
+
+    @property
+    def fqdn(self):
+        return "%s.%s" % (HOSTNAME, DOMAIN)
+
+    def tool(self, *args):
+        return subprocess.run(["samba-tool"] + list(args) + ["-s", self.conf],
+                              check=True, capture_output=True, text=True)
+
+    def provision(self):
+        subprocess.run([
+            "samba-tool", "domain", "provision", "--realm=" + REALM,
+            "--domain=" + WORKGROUP, "--server-role=dc",
+            "--dns-backend=SAMBA_INTERNAL", "--adminpass=" + ADMIN_PASSWORD,
+            "--targetdir=" + self.target, "--host-name=" + HOSTNAME,
+            "--host-ip=" + self.address,
+            "--option=interfaces=" + self.address,
+            "--option=bind interfaces only=yes"],
+            check=True, capture_output=True, text=True)
+        key, cert = self._certificates()
+        with open(self.conf) as f:
+            lines = f.read().splitlines()
+        out = []
+        for line in lines:
+            name = line.strip().split("=")[0].strip()
+            # No forwarding out of the test, no logs outside it.
+            if name in ("dns forwarder", "log file"):
+                continue
+            out.append(line)
+            if line.strip() == "[global]":
+                out += ["\tlog file = %s/log.%%m" % self.target,
+                        "\ttls enabled = yes", "\ttls keyfile = " + key,
+                        "\ttls certfile = " + cert,
+                        "\ttls cafile = " + self.ca_file]
+        with open(self.conf, "w") as f:
+            f.write("\n".join(out) + "\n")
+
+    def _certificates(self):
+        """A CA of the test's own and the DC's certificate, naming its
+        host name and its address."""
+        tls = os.path.dirname(self.ca_file)
+        os.makedirs(tls, exist_ok=True)
+        ca_key, key = os.path.join(tls, "ca.key"), os.path.join(tls, "dc.key")
+        csr, cert = os.path.join(tls, "dc.csr"), os.path.join(tls, "dc.pem")
+        ext = os.path.join(tls, "ext.cnf")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=DNS:%s,IP:%s\n" % (self.fqdn,
+                                                       self.address))
+
+        def openssl(*args):
+            subprocess.run(["openssl"] + list(args), check=True,
+                           capture_output=True)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                ca_key, "-out", self.ca_file, "-days", "2", "-subj",
+                "/CN=txxapi test AD CA")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                "-out", csr, "-subj", "/CN=" + self.fqdn)
+        openssl("x509", "-req", "-in", csr, "-CA", self.ca_file, "-CAkey",
+                ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+                "-extfile", ext)
+        os.chmod(key, 0o600)
+        return key, cert
+
+    # -- accounts (before start: samba-tool writes the database itself) --
+
+    def user(self, name, password, disabled=False):
+        self.tool("user", "create", name, password,
+                  "--given-name=" + name.capitalize())
+        if disabled:
+            self.tool("user", "disable", name)
+
+    def group(self, name, members=()):
+        self.tool("group", "add", name)
+        if members:
+            self.tool("group", "addmembers", name, ",".join(members))
+
+    # -- running ------------------------------------------------------------
+
+    def start(self, timeout=60):
+        subprocess.run(["ip", "addr", "add", self.address + "/32", "dev",
+                        "lo"], check=False, capture_output=True)
+        self._alias = True
+        self.log = open(os.path.join(self.base, "samba.out"), "w")
+        self.proc = subprocess.Popen(
+            ["samba", "-i", "-M", "single", "-s", self.conf],
+            stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("samba exited: see %s" % self.log.name)
+            if all(self._listening(p) for p in (389, 53)):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("samba did not start in %d s" % timeout)
+
+    def _listening(self, port):
+        try:
+            socket.create_connection((self.address, port), 0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._alias:
+            subprocess.run(["ip", "addr", "del", self.address + "/32", "dev",
+                            "lo"], check=False, capture_output=True)
+            self._alias = False
+
+
+@contextlib.contextmanager
+def serving(base, users, groups=(), extra_args=()):
+    """A DC with these accounts ((name, password[, disabled]) users and
+    (name, members) groups) and a txxapi server that finds it, both
+    started: (dc, server)."""
+    dc = SambaDC(base)
+    dc.provision()
+    for user in users:
+        dc.user(*user)
+    for name, members in groups:
+        dc.group(name, members)
+    dc.start()
+    try:
+        server = RunningServer(os.path.join(base, "data"), extra_args=[
+            "--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file]
+            + list(extra_args))
+        server.start()
+        try:
+            yield dc, server
+        finally:
+            server.stop()
+    finally:
+        dc.stop()

@@ -1,0 +1,210 @@
+"""
+External authentication with auth_type AD against a real Samba AD domain
+controller (tests/support/samba_dc.py): domain controllers found through
+its DNS, LDAP over StartTLS checked against the test's CA, users bound
+as themselves, SIDs, nested groups through tokenGroups, a disabled
+account, and the joined domain surviving a restart.
+"""
+
+import os
+import re
+import time
+import xmlrpc.client
+
+import pytest
+import XenAPI
+
+from tests.support import samba_dc
+from tests.support.servers import PASSWORD, USER
+from tests.test_extauth import failure, session_of
+
+pytestmark = pytest.mark.skipif(not samba_dc.available(),
+                                reason="needs root and Samba")
+
+SID = re.compile(r"^S-1-5-21-\d+-\d+-\d+-\d+$")
+ALICE, BOB, CAROL = "Al1ce-Pass!", "B0b-Pass!!", "C4rol-Pass!"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("ad"))
+    with samba_dc.serving(
+            base, [("alice", ALICE), ("bob", BOB, True), ("carol", CAROL)],
+            [("inner", ["alice"]), ("outer", ["inner"])],
+            ["--session-revalidation-interval", "1"]) as (dc, server):
+        yield server, dc
+
+
+def test_certificates_are_checked(world):
+    """A CA that did not sign the DC's certificate: no connection."""
+    from txxapi.extauth import ad
+    server, dc = world
+    directory = ad.ADDirectory(ad.Settings(
+        dns_server=dc.address,
+        ca_file=os.path.join(server.data_dir, "xapi-ssl.pem")))
+    with pytest.raises(ad.ADError) as e:
+        directory.join(samba_dc.DOMAIN, "Administrator",
+                       samba_dc.ADMIN_PASSWORD, "TXXAPITEST")
+    assert e.value.tag == "INVALID_TRUSTED_CERTS"
+
+
+def test_active_directory(world):
+    server, dc = world
+    root = session_of(server, USER, PASSWORD)
+    x = root.xenapi
+    pool = x.pool.get_all()[0]
+    host = x.host.get_all()[0]
+    admin = samba_dc.ADMIN
+
+    details = failure(x.pool.enable_external_auth, pool,
+                      dict(admin, **{"pass": "wrong"}), samba_dc.DOMAIN, "AD")
+    assert details[:2] == ["POOL_AUTH_ENABLE_FAILED_WRONG_CREDENTIALS", host]
+    assert failure(x.pool.enable_external_auth, pool, admin,
+                   "nowhere.example.test", "AD")[:2] == [
+        "POOL_AUTH_ENABLE_FAILED_DOMAIN_LOOKUP_FAILED", host]
+    assert x.host.get_external_auth_type(host) == ""
+    x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
+    assert x.host.get_external_auth_type(host) == "AD"
+    configuration = x.host.get_external_auth_configuration(host)
+    machine = configuration.pop("netbios_name")
+    assert int(configuration.pop("machine_pwd_last_change_time")) > 0
+    assert configuration == {"domain": samba_dc.DOMAIN,
+                             "user": "Administrator",
+                             "workgroup": samba_dc.WORKGROUP}
+    # The join made this host's computer account, as winbind's does.
+    assert machine + "$" in computers(dc)
+
+    # Names in each form AD knows them by, and nested groups.
+    alice = x.auth.get_subject_identifier("alice")
+    assert SID.match(alice)
+    assert x.auth.get_subject_identifier("CORP\\alice") == alice
+    assert x.auth.get_subject_identifier(
+        "alice@" + samba_dc.DOMAIN) == alice
+    inner = x.auth.get_subject_identifier("inner")
+    outer = x.auth.get_subject_identifier("outer")
+    groups = x.auth.get_group_membership(alice)
+    assert inner in groups and outer in groups
+    assert failure(x.auth.get_subject_identifier, "nobody") == [
+        "SUBJECT_CANNOT_BE_RESOLVED"]
+    info = x.auth.get_subject_information_from_identifier(alice)
+    assert info["subject-name"] == "CORP\\alice"
+    assert info["subject-is-group"] == "false"
+    assert info["subject-account-disabled"] == "false"
+    bob = x.auth.get_subject_identifier("bob")
+    assert x.auth.get_subject_information_from_identifier(bob)[
+        "subject-account-disabled"] == "true"
+    assert x.auth.get_subject_information_from_identifier(outer)[
+        "subject-is-group"] == "true"
+
+    # alice comes in through the outer group, which holds vm-operator.
+    [vm_operator] = x.role.get_by_name_label("vm-operator")
+    outer_subject = x.subject.create({"subject_identifier": outer,
+                                      "other_config": {}})
+    x.subject.add_to_roles(outer_subject, vm_operator)
+    bob_subject = x.subject.create({"subject_identifier": bob,
+                                    "other_config": {}})
+    x.subject.add_to_roles(bob_subject, vm_operator)
+    for name in ("alice@" + samba_dc.REALM, "CORP\\alice", "alice"):
+        s = session_of(server, name, ALICE)
+        me = s.xenapi.session.get_record(s._session)
+        assert (me["auth_user_sid"], me["subject"], me["auth_user_name"],
+                me["is_local_superuser"]) == (
+                    alice, outer_subject, "CORP\\alice", False)
+        assert failure(s.xenapi.host.set_name_label, host, "no")[0] == \
+            "RBAC_PERMISSION_DENIED"
+        s.xenapi.session.logout()
+    assert failure(session_of, server, "alice", "wrong") == [
+        "SESSION_AUTHENTICATION_FAILED", "alice", "invalid credentials"]
+    assert failure(session_of, server, "bob", BOB) == [
+        "SESSION_AUTHENTICATION_FAILED", "bob", "account disabled"]
+    assert failure(session_of, server, "carol", CAROL)[:2] == [
+        "SESSION_AUTHORIZATION_FAILED", "carol"]
+
+    # The domain stays joined across a restart: the computer account's
+    # password is in a file of its own that only the server reads; the
+    # join account's is in no file at all.
+    server.stop()
+    secret = os.path.join(server.data_dir, "extauth-ad.secret")
+    assert os.stat(secret).st_mode & 0o777 == 0o600
+    for top, _, files in os.walk(server.data_dir):
+        for name in files:
+            with open(os.path.join(top, name), "rb") as f:
+                assert samba_dc.ADMIN_PASSWORD.encode() not in f.read()
+    server.start()
+    root = session_of(server, USER, PASSWORD)
+    x = root.xenapi
+    s = session_of(server, "alice", ALICE)
+    assert s.xenapi.session.get_auth_user_sid(s._session) == alice
+
+    # Leaving with a wrong account: disabled all the same, and said so;
+    # the computer account stays in the domain.
+    assert failure(x.pool.disable_external_auth, pool,
+                   dict(admin, **{"pass": "wrong"}))[:2] == [
+        "POOL_AUTH_DISABLE_FAILED_WRONG_CREDENTIALS", host]
+    assert x.host.get_external_auth_type(host) == ""
+    assert not os.path.exists(secret)
+    assert machine + "$" in computers(dc)
+    with pytest.raises(XenAPI.Failure):
+        session_of(server, "alice", ALICE)
+
+    # Joined again (the account is taken over), then left with an account
+    # allowed to: the computer account is gone.
+    x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
+    s = session_of(server, "alice", ALICE)
+    assert s.xenapi.session.get_auth_user_sid(s._session) == alice
+    x.pool.disable_external_auth(pool, admin)
+    assert x.host.get_external_auth_configuration(host) == {}
+    assert machine + "$" not in computers(dc)
+
+
+def test_sessions_are_revalidated(world):
+    """A user disabled in the directory loses the session within the
+    revalidation interval (1 s here), and the subject's details follow;
+    disabling external authentication ends the others'."""
+    server, dc = world
+    x = session_of(server, USER, PASSWORD).xenapi
+    pool = x.pool.get_all()[0]
+    admin = samba_dc.ADMIN
+    x.pool.enable_external_auth(pool, admin, samba_dc.DOMAIN, "AD")
+    try:
+        [vm_operator] = x.role.get_by_name_label("vm-operator")
+        subjects = {}
+        for name in ("carol", "alice"):
+            sid = x.auth.get_subject_identifier(name)
+            subjects[name] = x.subject.create(
+                {"subject_identifier": sid, "other_config": {}})
+            x.subject.add_to_roles(subjects[name], vm_operator)
+        carol = session_of(server, "carol", CAROL)._session
+        alice = session_of(server, "alice", ALICE)._session
+        dc.tool("user", "disable", "carol")
+        try:
+            wait_for(lambda: not alive(server, carol))
+            assert x.subject.get_other_config(subjects["carol"])[
+                "subject-account-disabled"] == "true"
+            assert alive(server, alice)
+        finally:
+            dc.tool("user", "enable", "carol")
+    finally:
+        x.pool.disable_external_auth(pool, admin)
+    wait_for(lambda: not alive(server, alice))
+
+
+def alive(server, ref):
+    """Without the SDK's Session, which logs in again on SESSION_INVALID."""
+    answer = xmlrpc.client.ServerProxy(server.http_url).session.get_uuid(
+        ref, ref)
+    if answer["Status"] == "Success":
+        return True
+    assert answer["ErrorDescription"][0] == "SESSION_INVALID"
+    return False
+
+
+def wait_for(condition, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def computers(dc):
+    return dc.tool("computer", "list").stdout.split()

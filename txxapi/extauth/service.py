@@ -1,0 +1,299 @@
+"""
+The external authentication of this host: enabling and disabling it,
+the directory look-ups of the auth class, and the login of a user the
+directory knows, as XAPI's xapi_host, xapi_auth and xapi_session do it.
+
+Directory calls block, so they run on a thread pool of their own, never
+on the reactor, and errors keep XAPI's codes: an unknown subject is
+SUBJECT_CANNOT_BE_RESOLVED, a failing directory AUTH_SERVICE_ERROR.
+"""
+
+import json
+import os
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from txxapi.api.rbac import permissions_of
+from txxapi.errors import XenAPIError
+from txxapi.extauth.pam import AuthFailure, NotResolved, PamDirectory
+
+log = Logger()
+
+AD = "AD"
+AD_UNAVAILABLE = "Active Directory is not available on this host"
+AD_SECRET = "extauth-ad.secret"
+
+# The fields whose value "false", and only that, leaves an account usable.
+SUSPENSION_FIELDS = ("subject-account-disabled", "subject-account-expired",
+                     "subject-account-locked", "subject-password-expired")
+
+
+class LoginRefused(Exception):
+    """A login the directory or the subject list refused: the error to
+    answer, after the failed-login delay."""
+
+    def __init__(self, code, *params):
+        Exception.__init__(self, code, *params)
+        self.error = XenAPIError(code, *params)
+
+
+class ExternalAuth:
+    def __init__(self, db, identity, reactor, checkers, data_dir,
+                 ad_settings=None, max_threads=4):
+        self.db = db
+        self.identity = identity
+        self.reactor = reactor
+        self.secret_path = os.path.join(data_dir, AD_SECRET)
+        self.directories = {"PAM": PamDirectory(checkers)}
+        ad = _active_directory(ad_settings)
+        if ad is not None:
+            self.directories[AD] = ad
+        self.pool = ThreadPool(0, max_threads, name="extauth")
+        self._started = False
+
+    def start(self):
+        if not self._started:
+            self._started = True
+            self.pool.start()
+
+    def restore(self):
+        """After a restart: the directory this host had joined."""
+        if self.auth_type() != AD or AD not in self.directories:
+            return
+        fields = self.db.fields("host", self.identity.host_ref)
+        try:
+            with open(self.secret_path) as f:
+                password = json.load(f)["machine"]
+        except (OSError, ValueError, KeyError) as e:
+            log.warn("Active Directory account lost: {error}", error=e)
+            password = ""
+        self.directories[AD].restore(fields["external_auth_configuration"],
+                                     password)
+
+    def stop(self):
+        if self._started:
+            self._started = False
+            self.pool.stop()
+
+    def _blocking(self, fn, *args):
+        self.start()
+        return threads.deferToThreadPool(self.reactor, self.pool, fn, *args)
+
+    # -- which directory --------------------------------------------------------
+
+    def auth_type(self, host=None):
+        return self.db.get("host", host or self.identity.host_ref,
+                           "external_auth_type")
+
+    def directory(self):
+        auth_type = self.auth_type()
+        if auth_type == "":
+            raise XenAPIError("AUTH_IS_DISABLED")
+        if auth_type not in self.directories:
+            raise XenAPIError("AUTH_UNKNOWN_TYPE", auth_type)
+        return self.directories[auth_type]
+
+    def ask(self, method, *args):
+        """A directory look-up (a Deferred), with XAPI's errors."""
+        directory = self.directory()
+        d = self._blocking(getattr(directory, method), *args)
+
+        def failed(f):
+            if f.check(XenAPIError):
+                return f
+            if f.check(NotResolved, KeyError, ValueError):
+                raise XenAPIError("SUBJECT_CANNOT_BE_RESOLVED")
+            raise XenAPIError("AUTH_SERVICE_ERROR", str(f.value))
+        return d.addErrback(failed)
+
+    # -- enabling ---------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def enable(self, host, config, service_name, auth_type):
+        """host.enable_external_auth: on this host (a Deferred)."""
+        fields = self.db.fields("host", host)
+        current = fields["external_auth_type"]
+        if current != "":
+            raise XenAPIError("AUTH_ALREADY_ENABLED", current,
+                              fields["external_auth_service_name"])
+        if auth_type == AD and AD not in self.directories:
+            raise XenAPIError("AUTH_ENABLE_FAILED_UNAVAILABLE",
+                              AD_UNAVAILABLE)
+        if auth_type not in self.directories:
+            raise XenAPIError("AUTH_UNKNOWN_TYPE", auth_type)
+        # The PAM directory keeps no configuration (XAPI's stores none).
+        configuration = {}
+        if auth_type == AD:
+            configuration = yield self._join(host, config, service_name)
+        if self.db.fields("host", host)["external_auth_type"] != "":
+            raise XenAPIError("AUTH_ALREADY_ENABLED", current,
+                              fields["external_auth_service_name"])
+        self.db.update("host", host, {
+            "external_auth_type": auth_type,
+            "external_auth_service_name": service_name,
+            "external_auth_configuration": configuration})
+
+    @defer.inlineCallbacks
+    def _join(self, host, config, domain):
+        """Join the domain with the account given (never kept) and keep
+        the computer account's password in a file only this user reads,
+        never in the database."""
+        from txxapi.extauth.ad import ADError, machine_name
+        for key in ("user", "pass"):
+            if key not in config:
+                raise XenAPIError("AUTH_ENABLE_FAILED",
+                                  "enable requires " + key)
+        name = config.get("netbios_name") or machine_name(
+            self.db.fields("host", host)["hostname"])
+        try:
+            configuration, machine_password = yield self._blocking(
+                self.directories[AD].join, domain, config["user"],
+                config["pass"], name, config.get("ou", ""))
+        except ADError as e:
+            raise XenAPIError(_code("AUTH_ENABLE_FAILED", e.tag), str(e))
+        fd = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"machine": machine_password}, f)
+        return configuration
+
+    @defer.inlineCallbacks
+    def disable(self, host, config):
+        """host.disable_external_auth (a Deferred): disabling a disabled
+        one is no error, as in XAPI.  With an account in ``config``, the
+        host's computer account is deleted from the domain too; if that
+        fails the host is still disabled and the error says why."""
+        from txxapi.extauth.ad import ADError
+        failed = None
+        if self.auth_type(host) == AD and AD in self.directories:
+            ad = self.directories[AD]
+            try:
+                yield self._blocking(ad.leave, config.get("user"),
+                                     config.get("pass", ""))
+            except ADError as e:
+                failed = e
+                ad.leave()
+            if os.path.exists(self.secret_path):
+                os.unlink(self.secret_path)
+        self.db.update("host", host, {"external_auth_type": "",
+                                      "external_auth_service_name": "",
+                                      "external_auth_configuration": {}})
+        if failed is not None:
+            tag = failed.tag if failed.tag in (
+                "WRONG_CREDENTIALS", "PERMISSION_DENIED") else ""
+            raise XenAPIError(_code("AUTH_DISABLE_FAILED", tag), str(failed))
+
+    # -- login ------------------------------------------------------------------
+
+    def login(self, user, password, origin):
+        """(subject ref, subject identifier, subject name, permissions) of
+        a user the directory authenticates and a subject lets in; else
+        LoginRefused with XAPI's error (a failing directory refuses the
+        login as XAPI does, naming the failure)."""
+        def failed(f):
+            if f.check(LoginRefused):
+                return f
+            raise LoginRefused("SESSION_AUTHORIZATION_FAILED", user,
+                               str(f.value))
+        return self._login(user, password, origin).addErrback(failed)
+
+    @defer.inlineCallbacks
+    def _login(self, user, password, origin):
+        try:
+            directory = self.directory()
+        except XenAPIError as e:
+            raise LoginRefused("SESSION_AUTHORIZATION_FAILED", user,
+                               e.description[0])
+        try:
+            sid = yield self._blocking(directory.authenticate, user, password)
+        except AuthFailure as e:
+            raise LoginRefused("SESSION_AUTHENTICATION_FAILED", user, str(e))
+        info = self._cached_information(sid)
+        if info is None or _suspended(info):
+            try:
+                info = yield self._blocking(directory.subject_information,
+                                            sid)
+            except (NotResolved, KeyError):
+                info = {}
+        if _suspended(info):
+            raise LoginRefused(
+                "SESSION_AUTHORIZATION_FAILED", user,
+                "User %s (subject_id %s, from %s) suspended in external "
+                "directory" % (user, sid, origin))
+        try:
+            groups = yield self._blocking(directory.group_membership, sid)
+        except (NotResolved, KeyError):
+            # XAPI's message names the origin and the identifier in this
+            # order.
+            raise LoginRefused(
+                "SESSION_AUTHORIZATION_FAILED", user,
+                "Failed to obtain the group membership closure for user %s "
+                "(subject_id %s, from %s): user not found in external "
+                "directory" % (user, origin, sid))
+        closure = set([sid] + list(groups))
+        subjects = [ref for ref, f in self.db.records("subject")
+                    if f["subject_identifier"] in closure]
+        if not subjects:
+            raise LoginRefused(
+                "SESSION_AUTHORIZATION_FAILED", user,
+                "Subject %s (identifier %s, from %s) has no access rights in "
+                "this pool" % (user, sid, origin))
+        permissions = self.permissions_of_subjects(subjects)
+        if not permissions:
+            raise LoginRefused(
+                "RBAC_PERMISSION_DENIED", "session.login_with_password",
+                "Subject %s (identifier %s) has no roles in this pool"
+                % (user, sid))
+        return (subjects[0], sid, info.get("subject-name", user),
+                permissions)
+
+    @staticmethod
+    def suspended(info):
+        """Whether directory details say the account may not log in."""
+        return _suspended(info)
+
+    def _cached_information(self, sid):
+        for _, f in self.db.records("subject"):
+            if f["subject_identifier"] == sid:
+                return f["other_config"]
+        return None
+
+    def permissions_of_subjects(self, subjects):
+        held = set()
+        for subject in subjects:
+            for role in self.db.get("subject", subject, "roles"):
+                held.update(self.permissions_of_role(role))
+        return sorted(held)
+
+    def permissions_of_role(self, role):
+        """A role's permissions: a top role's grants, or a permission
+        role's own name."""
+        if not self.db.exists("role", role):
+            return []
+        fields = self.db.fields("role", role)
+        if fields["subroles"]:
+            return permissions_of(fields["name_label"])
+        return [fields["name_label"]]
+
+
+def _code(prefix, tag):
+    """XAPI's error for a directory's failure: the prefix with the
+    directory's reason (WRONG_CREDENTIALS...), or bare."""
+    return prefix + "_" + tag if tag else prefix
+
+
+def _suspended(info):
+    return any(info.get(k, "true").lower() != "false"
+               for k in SUSPENSION_FIELDS)
+
+
+def _active_directory(settings):
+    """The AD directory, if python-ldap and dnspython are here."""
+    try:
+        from txxapi.extauth import ad
+    except ImportError as e:
+        log.info("Active Directory unavailable: {error}", error=e)
+        return None
+    return ad.ADDirectory(settings or ad.Settings())
