@@ -173,9 +173,9 @@ def test_rrd_updates_document_xml_and_json():
     assert "<row><t>1060</t><v>0.5</v><v>1011</v><v>0.25</v></row>" in xml
     ET.fromstring(xml.split("\n", 1)[1])
     doc = json.loads(formats.xport_json(x))
-    assert doc["meta"] == {"start": "1050", "step": "5", "end": "1060",
-                           "rows": "4", "columns": "3", "legend": x.legend}
-    assert doc["data"][0] == {"t": "1060", "values": ["0.5", "1011", "0.25"]}
+    assert doc["meta"] == {"start": 1050, "step": 5, "end": 1060,
+                           "rows": 4, "columns": 3, "legend": x.legend}
+    assert doc["data"][0] == {"t": 1060, "values": ["0.5", "1011", "0.25"]}
     # Negative start: before the last update; an interval picks the 15 s
     # archive.
     x = formats.export(_two_rrds(), -30, 15, None)

@@ -18,6 +18,7 @@ from txxapi.console.resource import ConsoleResource
 from txxapi.http import limits, responses, routes, vdi_transfer
 from txxapi.http.auth import version_of
 from txxapi.http.rpc import RPCResource
+from txxapi.metrics.handlers import RrdResource
 from txxapi.xva import handlers as xva
 
 # Who reads each upload's body as it arrives, and who answers a GET.
@@ -131,6 +132,7 @@ class Root(resource.Resource):
         self.rpc = RPCResource(server_)
         self.transfers = TransferResource(server_)
         self.console = ConsoleResource(server_)
+        self.rrds = RrdResource(server_)
 
     def getChildWithDefault(self, name, request):
         handler = routes.handler_of_request(request)
@@ -138,6 +140,8 @@ class Root(resource.Resource):
             return self.rpc
         if handler in routes.CONSOLE:
             return self.console
+        if handler in routes.RRDS:
+            return self.rrds
         if routes.is_transfer_path(request.uri):
             return self.transfers
         if request.path == b"/":

@@ -4,7 +4,7 @@ the backend for a sample (through the xenops bridge, on its threads),
 turns it into the data sources of the host, the VMs with a domain here
 and the SRs plugged here, archives them, evaluates perfmon's alarms and
 raises the ALARM messages due.  The RRDs are saved every few minutes and
-at stop, off the reactor, and read back at start.
+at stop, off the reactor, and read back as the server starts.
 
 The reactor only gathers what the database says (devices, SRs, perfmon
 configurations); sampling, archiving and saving run on the component's
@@ -86,16 +86,16 @@ class Metrics:
 
     # --- lifetime --------------------------------------------------------------
 
-    @defer.inlineCallbacks
     def start(self):
         self.pool.start()
-        owners = yield self.run(storage.load, self.path)
-        self.store.restore(owners)
-        for interval, fn in ((self.step, self.sample),
-                             (self.save_interval, self.save)):
+        # Read once, before anything is served (as the message store
+        # reads its file).
+        self.store.restore(storage.load(self.path))
+        for interval, fn, now in ((self.step, self.sample, True),
+                                  (self.save_interval, self.save, False)):
             loop = task.LoopingCall(fn)
             loop.clock = self.clock
-            loop.start(interval, now=False).addErrback(
+            loop.start(interval, now=now).addErrback(
                 lambda f: log.failure("metrics loop", f))
             self._loops.append(loop)
 

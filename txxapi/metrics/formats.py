@@ -117,13 +117,14 @@ def _json_string(s):
 
 
 def xport_json(x):
-    parts = ['{"meta":{"start":"%d","step":"%d","end":"%d","rows":"%d",'
-             '"columns":"%d","legend":[%s]},"data":['
+    # Numbers in meta and t, values as strings (Rrd_updates.json_of_t).
+    parts = ['{"meta":{"start":%d,"step":%d,"end":%d,"rows":%d,'
+             '"columns":%d,"legend":[%s]},"data":['
              % (x.start, x.step, x.end, len(x.times), len(x.legend),
                 ",".join(_json_string(e) for e in x.legend))]
     rows = []
     for t, values in x.rows():
-        rows.append('{"t":"%d","values":[%s]}'
+        rows.append('{"t":%d,"values":[%s]}'
                     % (t, ",".join('"%s"' % v for v in values)))
     parts.append(",".join(rows))
     parts.append("]}")
