@@ -7,12 +7,14 @@ simulator's load model (txxenops.backends.simload) over the rows' times.
 
 import json
 import math
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 
 import pytest
+import XenAPI
 
 from tests.support.api import wait_until
 from tests.support.servers import serving
@@ -190,3 +192,53 @@ def test_whole_rrds(server, x, sid, vm):
     assert status == 200 and headers["Content-Type"] == "application/json"
     host = json.loads(body)
     assert "memory_free_kib" in {ds["name"] for ds in host["ds"]}
+
+
+def test_data_source_api(server, x, sid, vm):
+    uuid = x.VM.get_uuid(vm)
+    wait_until(lambda: rows_of(server, sid, "vm:%s:cpu0" % uuid), what="rows")
+    records = {r["name_label"]: r for r in x.VM.get_data_sources(vm)}
+    assert records["cpu0"]["enabled"] and records["cpu0"]["standard"]
+    assert records["cpu0"]["units"] == "(fraction)"
+    value = x.VM.query_data_source(vm, "memory")
+    assert value == float(x.VM.get_memory_dynamic_max(vm))
+    cpu = x.VM.query_data_source(vm, "cpu0")
+    model = [simload.load(LOAD, uuid, 0, t) for t in
+             range(int(time.time()) - 5, int(time.time()) + 2)]
+    assert min(model) - 0.05 <= cpu <= max(model) + 0.05
+    host = x.host.get_all()[0]
+    host_names = {r["name_label"] for r in x.host.get_data_sources(host)}
+    assert {"cpu0", "cpu_avg", "memory_free_kib", "loadavg",
+            "memory_total_kib"} <= host_names
+    assert x.host.query_data_source(host, "memory_total_kib") == float(
+        x.host_metrics.get_memory_total(x.host.get_metrics(host))) // 1024
+    # A source off by default (a NIC's errors), recorded, then forgotten.
+    def enabled(name):
+        return {r["name_label"]: r["enabled"]
+                for r in x.host.get_data_sources(host)}[name]
+    off = next(r["name_label"] for r in x.host.get_data_sources(host)
+               if r["name_label"].endswith("_rx_errors"))
+    assert not enabled(off)
+    with pytest.raises(XenAPI.Failure) as e:
+        x.host.query_data_source(host, off)
+    assert e.value.details[0] == "INTERNAL_ERROR"
+    x.host.record_data_source(host, off)
+    assert enabled(off)
+    wait_until(lambda: x.host.query_data_source(host, off) == 0.0,
+               what="the recorded source's first value")
+    x.host.forget_data_source_archives(host, off)
+    assert not enabled(off)
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VM.query_data_source(vm, "no_such_source")
+    assert e.value.details[0] == "INTERNAL_ERROR"
+
+
+def test_a_halted_vm_has_no_data_source_operations(x):
+    halted = new_vm(x, "metrics-halted")
+    try:
+        assert x.VM.get_data_sources(halted) == []
+        with pytest.raises(XenAPI.Failure) as e:
+            x.VM.query_data_source(halted, "cpu0")
+        assert e.value.details[0] == "VM_BAD_POWER_STATE"
+    finally:
+        x.VM.destroy(halted)
