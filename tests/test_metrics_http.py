@@ -242,3 +242,30 @@ def test_a_halted_vm_has_no_data_source_operations(x):
         assert e.value.details[0] == "VM_BAD_POWER_STATE"
     finally:
         x.VM.destroy(halted)
+
+
+def test_perfmon_raises_an_alarm(x, vm):
+    uuid = x.VM.get_uuid(vm)
+    # The simulated load swings around LOAD, never below half of it.
+    level = LOAD / 4
+    config = ('<config><variable><name value="cpu_usage"/>'
+              '<alarm_trigger_level value="%s"/>'
+              '<alarm_trigger_period value="%d"/></variable></config>'
+              % (level, 2 * STEP))
+    x.VM.add_to_other_config(vm, "perfmon", config)
+    try:
+        def alarms():
+            return [m for m in x.message.get_all_records().values()
+                    if m["name"] == "ALARM" and m["obj_uuid"] == uuid]
+        found = wait_until(alarms, what="an ALARM message")
+        message = found[0]
+        assert message["cls"] == "VM" and message["priority"] == "3"
+        head, _, body = message["body"].partition("\nconfig:\n")
+        assert head.startswith("value: ")
+        assert float(head[len("value: "):]) > level
+        assert '<name value="cpu_usage"/>' in body
+        # Inhibited for an hour: no second alarm.
+        time.sleep(4 * STEP)
+        assert len(alarms()) == 1
+    finally:
+        x.VM.remove_from_other_config(vm, "perfmon")
