@@ -7,6 +7,8 @@ simulator's load model (txxenops.backends.simload) over the rows' times.
 
 import json
 import math
+import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -269,3 +271,31 @@ def test_perfmon_raises_an_alarm(x, vm):
         assert len(alarms()) == 1
     finally:
         x.VM.remove_from_other_config(vm, "perfmon")
+
+
+def test_openmetrics_exposition_is_clean_for_promtool(server, x, sid, vm):
+    uuid = x.VM.get_uuid(vm)
+    wait_until(lambda: rows_of(server, sid, "vm:%s:cpu1" % uuid),
+               what="rows")
+    status, headers, body = get(server, "/metrics", {"session_id": sid})
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    host = x.host.get_uuid(x.host.get_all()[0])
+    memory = 'xapi_vm_memory{host="%s",vm="%s"} ' % (host, uuid)
+    line = next(l for l in text.splitlines() if l.startswith(memory))
+    assert float(line[len(memory):]) == float(
+        x.VM.get_memory_dynamic_max(vm))
+    for channel in (0, 1):
+        prefix = 'xapi_vm_cpu{host="%s",vm="%s",device="%d"} ' % (
+            host, uuid, channel)
+        assert any(l.startswith(prefix) for l in text.splitlines())
+    assert get(server, "/metrics", {})[0] == 401
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian's prometheus) is not installed")
+    out = subprocess.run([promtool, "check", "metrics"], input=body,
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not out.stdout.strip() and not out.stderr.strip(), out

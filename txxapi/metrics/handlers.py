@@ -9,6 +9,7 @@ The RRD handlers, answered as xcp-rrdd's (behind XAPI's proxy) answer:
 * GET /host_rrd, /vm_rrd?uuid=, /sr_rrd?uuid=: a whole RRD, JSON when
   the Accept header prefers it or a ``json`` key is present.  No uuid:
   400; an RRD this host does not hold: 404.
+* GET /metrics: the newest readings in OpenMetrics text (openmetrics).
 
 Each needs a session allowed ``http/<action>``; a task the client names
 in task_id is completed as the answer goes.  Documents are made on the
@@ -23,6 +24,7 @@ from twisted.web import resource, server
 
 from txxapi.http import responses, routes
 from txxapi.http.auth import Params, Refused, authenticate, version_of
+from txxapi.metrics import openmetrics
 from txxapi.metrics.rrd import CFS, NoArchive
 from txxapi.metrics.store import HOST, SR, VM
 
@@ -31,7 +33,9 @@ CORS = [(b"Access-Control-Allow-Origin", b"*"),
 XML_TYPE, JSON_TYPE = b"text/xml", b"application/json"
 
 ACTIONS = {routes.RRD_UPDATES: "rrd_updates", routes.HOST_RRD: "host_rrd",
-           routes.VM_RRD: "vm_rrd", routes.SR_RRD: "sr_rrd"}
+           routes.VM_RRD: "vm_rrd", routes.SR_RRD: "sr_rrd",
+           # The same readings as /rrd_updates, so the same permission.
+           routes.METRICS: "rrd_updates"}
 KINDS = {routes.HOST_RRD: HOST, routes.VM_RRD: VM, routes.SR_RRD: SR}
 
 
@@ -92,14 +96,22 @@ def updates_query(request, params):
     return start, interval, cf, host, vms, srs, "json" in query
 
 
+def _exposition(store, host_uuid):
+    return openmetrics.render(store.latest(described=True), host_uuid)
+
+
 @defer.inlineCallbacks
 def document(metrics, route, request, params, version):
-    """(body, whether JSON, whether the connection stays open) of an
+    """(body, content type, whether the connection stays open) of an
     authenticated request; BadRequest, Refused or NoArchive."""
     if route == routes.RRD_UPDATES:
         args = updates_query(request, params)
         body = yield metrics.run(metrics.store.updates, *args)
-        return body, args[-1], True
+        return body, JSON_TYPE if args[-1] else XML_TYPE, True
+    if route == routes.METRICS:
+        host = metrics.db.fields("host", metrics.identity.host_ref)["uuid"]
+        body = yield metrics.run(_exposition, metrics.store, host)
+        return body, openmetrics.CONTENT_TYPE, True
     json = wants_json(request, params)
     uuid = params.query.get("uuid")
     if route != routes.HOST_RRD and not uuid:
@@ -107,7 +119,7 @@ def document(metrics, route, request, params, version):
     body = yield metrics.run(metrics.store.dump, KINDS[route], uuid, json)
     if body is None:
         raise Refused(responses.not_found(version))
-    return body, json, False
+    return body, JSON_TYPE if json else XML_TYPE, False
 
 
 class RrdResource(resource.Resource):
@@ -132,7 +144,7 @@ class RrdResource(resource.Resource):
         try:
             caller = yield authenticate(self.server, request, params,
                                         ACTIONS[route], ACTIONS[route])
-            body, json, keep_alive = yield document(
+            body, content_type, keep_alive = yield document(
                 self.server.metrics, route, request, params, version)
         except Refused as refused:
             self._refuse(request, caller, refused.response)
@@ -154,7 +166,7 @@ class RrdResource(resource.Resource):
             return
         data = body.encode("utf-8")
         request.setResponseCode(200)
-        request.setHeader(b"Content-Type", JSON_TYPE if json else XML_TYPE)
+        request.setHeader(b"Content-Type", content_type)
         request.setHeader(b"Content-Length", b"%d" % len(data))
         for name, value in CORS:
             request.setHeader(name, value)

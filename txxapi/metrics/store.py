@@ -159,9 +159,11 @@ class MetricsStore:
             if owner is not None:
                 owner.rrd.remove_source(name)
 
-    def latest(self):
+    def latest(self, described=False):
         """[(kind, uuid, [(name, value)])] of every live RRD: the newest
-        5 s average of each recorded source (for /metrics and perfmon)."""
+        5 s average of each recorded source (for perfmon), with each
+        source's definition after its value if ``described`` (for
+        /metrics; None where the owner no longer offers it)."""
         with self.lock:
             owners = ([self.host] if self.host else []) + \
                 list(self.vms.values()) + list(self.srs.values())
@@ -176,8 +178,10 @@ class MetricsStore:
                 if not archives:
                     continue
                 archive = archives[0]
+                defs = owner.definitions
                 out.append((owner.kind, owner.uuid, [
-                    (ds.name, archive.peek(i, 0))
+                    (ds.name, archive.peek(i, 0), defs.get(ds.name))
+                    if described else (ds.name, archive.peek(i, 0))
                     for i, ds in enumerate(rrd.sources)]))
             return out
 
