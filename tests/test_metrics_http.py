@@ -7,6 +7,7 @@ simulator's load model (txxenops.backends.simload) over the rows' times.
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import time
@@ -19,11 +20,13 @@ import pytest
 import XenAPI
 
 from tests.support.api import wait_until
-from tests.support.servers import serving
+from tests.support.pool import host_address
+from tests.support.servers import PASSWORD, USER, RunningServer
 from tests.test_console import new_vm
 from txxenops.backends import simload
 
 STEP = 1
+ADDRESS = 40    # a loopback address no pool test takes
 LOAD = 0.5
 SERVER_ARGS = ["--simulator-op-time", "0.01", "--metrics-interval",
                str(STEP)]
@@ -31,9 +34,16 @@ SERVER_ARGS = ["--simulator-op-time", "0.01", "--metrics-interval",
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A server sampling every STEP seconds."""
-    for running in serving(tmp_path_factory, "metrics", SERVER_ARGS):
-        yield running
+    """A server sampling every STEP seconds, on its own loopback address
+    at ports 80 and 443 as a real host is, since XO reaches a host by its
+    address."""
+    base = str(tmp_path_factory.mktemp("metrics"))
+    running = RunningServer(os.path.join(base, "data"),
+                            extra_args=SERVER_ARGS, http_port=80,
+                            https_port=443, bind=host_address(ADDRESS))
+    running.start()
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -299,3 +309,29 @@ def test_openmetrics_exposition_is_clean_for_promtool(server, x, sid, vm):
                          capture_output=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert not out.stdout.strip() and not out.stderr.strip(), out
+
+
+def test_xo_stats_view_fetches_rrd_updates(server, x, sid, vm):
+    node = shutil.which("node")
+    xo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xo")
+    if node is None or not os.path.isdir(os.path.join(xo, "node_modules",
+                                                      "xen-api")):
+        pytest.skip("Xen Orchestra's connector is not installed (tests/xo)")
+    uuid = x.VM.get_uuid(vm)
+    wait_until(lambda: rows_of(server, sid, "vm:%s:cpu0" % uuid),
+               what="rows")
+    proc = subprocess.run(
+        [node, "stats.mjs", server.https_url, USER, PASSWORD], cwd=xo,
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, XO_STATS_STEP=str(STEP)))
+    lines = proc.stdout.strip().splitlines()
+    assert lines, proc.stderr[-3000:]
+    out = json.loads(lines[-1])
+    assert out["ok"], out.get("error")
+    assert out["task"] == "success"
+    meta = out["meta"]
+    assert meta["step"] == STEP and out["rows"] == meta["rows"] > 0
+    legend = meta["legend"]
+    assert "AVERAGE:vm:%s:cpu0" % uuid in legend
+    assert any(e.startswith("AVERAGE:host:") for e in legend)
+    assert len(out["first"]["values"]) == meta["columns"] == len(legend)
