@@ -24,7 +24,7 @@ import traceback
 from benchmarks import common
 
 ITEMS = ("api", "scale", "events", "lifecycle", "datapath", "xva", "nbd",
-         "durability", "restart", "etcdlog", "rbac", "adlogin")
+         "durability", "restart", "etcdlog", "rbac", "adlogin", "metrics")
 
 
 class Context:

@@ -689,6 +689,56 @@ def test_vcpu_time_advances_only_when_running(backend, harness):
     backend.destroy(spec.uuid)
 
 
+def test_metrics_sample_counts_while_running_only(backend, harness):
+    spec = harness.spec()
+    backend.start(spec)
+    first = backend.sample_metrics(["lo"])
+    time.sleep(0.3)
+    second = backend.sample_metrics(["lo"])
+    assert second.time > first.time
+    assert 0 < second.memory_free <= second.memory_total
+    assert second.cpu_avg_idle >= first.cpu_avg_idle
+    if second.cpu_idle is None:
+        assert "cpu[0-9]+" in second.unavailable
+    else:
+        assert all(b >= a for a, b in zip(first.cpu_idle, second.cpu_idle))
+    assert second.control_domain is not None
+    assert second.control_domain.vcpu_times
+    [mine] = [d for d in second.domains if d.uuid == spec.uuid]
+    [was] = [d for d in first.domains if d.uuid == spec.uuid]
+    assert mine.state == "running" and mine.memory_actual > 0
+    assert len(mine.vcpu_times) == spec.vcpus
+    assert all(b >= a for a, b in zip(was.vcpu_times, mine.vcpu_times))
+    backend.pause(spec.uuid)
+    paused = [d for d in backend.sample_metrics([]).domains
+              if d.uuid == spec.uuid][0]
+    time.sleep(0.2)
+    again = [d for d in backend.sample_metrics([]).domains
+             if d.uuid == spec.uuid][0]
+    assert paused.state == "paused"
+    assert again.vcpu_times == paused.vcpu_times
+    assert again.vbds == paused.vbds and again.vifs == paused.vifs
+    backend.destroy(spec.uuid)
+    assert spec.uuid not in [d.uuid for d in
+                             backend.sample_metrics([]).domains]
+
+
+@devices
+def test_metrics_sample_counts_disk_and_network_traffic(backend, harness):
+    spec = harness.spec(other_config={"simulator-cpu-load": "0.5"})
+    backend.start(spec)
+    first = backend.sample_metrics(["eth0"])
+    time.sleep(0.3)
+    second = backend.sample_metrics(["eth0"])
+    was, mine = ([d for d in s.domains if d.uuid == spec.uuid][0]
+                 for s in (first, second))
+    assert set(mine.vbds) == {"xvda"} and set(mine.vifs) == {"0"}
+    assert mine.vbds["xvda"][0] > was.vbds["xvda"][0]
+    assert mine.vifs["0"][1] > was.vifs["0"][1]
+    assert second.pifs["eth0"][0] > first.pifs["eth0"][0]
+    backend.destroy(spec.uuid)
+
+
 # --- guest behaviour (simulator hooks) ------------------------------------
 
 @hooks

@@ -30,6 +30,7 @@ DEFAULTS = {
     "ad-dns-server": "",
     "ad-ca-file": "",
     "session-revalidation-interval": "300",
+    "metrics-interval": "5",
 }
 SECTION = "xapi"
 

@@ -27,6 +27,7 @@ from txxapi.extauth.service import ExternalAuth
 from txxapi.forwarding import Forwarder
 from txxapi.identity import HostIdentity
 from txxapi.messages import MessageStore
+from txxapi.metrics.collector import Metrics
 from txxapi.pool import role as pool_role
 from txxapi.pool.hello import Greeting
 from txxapi.storage import Storage
@@ -44,7 +45,8 @@ class Server:
                  bind="", login_failure_delay=5.0, reactor=None,
                  import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT,
                  local_sr_dir=None, iso_dir=None, ad_settings=None,
-                 session_revalidation_interval=revalidation.INTERVAL):
+                 session_revalidation_interval=revalidation.INTERVAL,
+                 metrics_interval=5):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -83,6 +85,10 @@ class Server:
         # The NBD service, while it runs (txxapi.nbd.service).
         self.nbd = None
         self.components.append(self.xenops)
+        # The RRDs of this host, sampled from the backend every step.
+        self.metrics = Metrics(db, self.identity, reactor, self.xenops,
+                               self.messages, data_dir, metrics_interval)
+        self.components.append(self.metrics)
         # A slave says pool.hello to its master once it is up.
         self.components.append(Greeting(reactor, self.identity, db))
         self.forwarder = Forwarder(self.identity, db, reactor, self.storage)

@@ -163,7 +163,8 @@ class XapiService(service.MultiService):
             iso_dir=s["iso-dir"] or None,
             ad_settings=ad_settings(s),
             session_revalidation_interval=float(
-                s["session-revalidation-interval"]))
+                s["session-revalidation-interval"]),
+            metrics_interval=int(s["metrics-interval"]))
         yield self._join(StepService("database", server.open_database,
                                      server.close_database))
         yield self._join(StepService("core", server.start_core,

@@ -63,6 +63,8 @@ class Options(usage.Options):
         ["session-revalidation-interval", None, None,
          "Seconds between checks that externally authenticated users may "
          "still log in; their sessions end when not (300; 0: never)."],
+        ["metrics-interval", None, None,
+         "Seconds between metrics samples, the RRDs' step (5)."],
     ]
 
     def postOptions(self):
@@ -77,9 +79,12 @@ class Options(usage.Options):
         if auth.startswith("passwd:") and not os.path.exists(auth[7:]):
             raise usage.UsageError("passwd file %s does not exist" % auth[7:])
         for key in ("http-port", "https-port", "nbd-port", "max-rpc-size",
-                    "simulator-memory", "max-connections-per-client"):
+                    "simulator-memory", "max-connections-per-client",
+                    "metrics-interval"):
             if not self.settings[key].isdigit():
                 raise usage.UsageError("--%s must be a number" % key)
+        if int(self.settings["metrics-interval"]) < 1:
+            raise usage.UsageError("--metrics-interval must be at least 1")
         for key in ("simulator-op-time", "shutdown-timeout",
                     "header-read-timeout", "header-total-timeout"):
             try:

@@ -137,6 +137,15 @@ class IXenopsBackend(Interface):
     def list_domains():
         """DomainInfo of every guest domain (not dom0), by domid."""
 
+    def sample_metrics(pif_devices):
+        """A HostStats of this moment: the host's CPUs, memory, load and
+        the counters of the network devices named in ``pif_devices`` (the
+        ones the toolstack manages), and a DomainStats of every running
+        or paused guest domain and of the control domain.  Counters are
+        cumulative and never go back while a domain lives; a paused
+        domain's do not advance.  What the backend cannot read is left
+        out and named in ``unavailable``."""
+
     # --- devices and resources (domain running or paused) ----------------
 
     def plug_vbd(uuid, vbd):

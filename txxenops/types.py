@@ -8,7 +8,7 @@ Memory amounts are bytes throughout.
 """
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 DOMAIN_TYPES = ("pv", "hvm", "pvh", "pv_in_pvh")
 DOMAIN_STATES = ("running", "paused", "shutdown", "crashed", "dying")
@@ -199,3 +199,43 @@ class DomainEvent:
     domid: int
     kind: str                    # one of EVENT_KINDS
     info: Optional[DomainInfo] = None
+
+
+@dataclass
+class DomainStats:
+    """What a domain has done so far, for the toolstack's metrics: every
+    counter is cumulative (the toolstack turns them into rates), every
+    amount in bytes.  ``vbds``: device name -> (bytes read, bytes
+    written); ``vifs``: device index -> (bytes received, bytes sent,
+    receive errors, send errors), as the guest sees them.  Devices whose
+    counters cannot be read are left out."""
+    uuid: str
+    domid: int
+    state: str = "running"
+    vcpu_times: List[float] = field(default_factory=list)  # seconds run
+    memory_actual: int = 0
+    memory_target: int = 0
+    memory_internal_free: Optional[int] = None   # from the guest agent
+    vbds: Dict[str, Tuple[int, int]] = field(default_factory=dict)
+    vifs: Dict[str, Tuple[int, int, int, int]] = field(default_factory=dict)
+
+
+@dataclass
+class HostStats:
+    """A sample of the host and its domains (``sample_metrics``), taken at
+    ``time``.  ``cpu_idle``: cumulative idle seconds of each physical CPU,
+    None where the backend cannot read them; ``cpu_avg_idle``: the same
+    averaged over the CPUs.  ``pifs``: device -> (bytes received, bytes
+    sent, receive errors, send errors).  ``unavailable``: what the backend
+    cannot measure (a data source name pattern) and why."""
+    time: float
+    memory_total: int
+    memory_free: int
+    loadavg: float
+    cpu_avg_idle: float
+    cpu_idle: Optional[List[float]] = None
+    pifs: Dict[str, Tuple[int, int, int, int]] = field(default_factory=dict)
+    domains: List[DomainStats] = field(default_factory=list)
+    control_domain: Optional[DomainStats] = None
+    unavailable: Dict[str, str] = field(default_factory=dict)
+

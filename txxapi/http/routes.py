@@ -19,8 +19,14 @@ EXPORT_METADATA = "export_metadata"
 CONNECT_CONSOLE = "connect_console"
 CONNECT_CONSOLE_WS = "connect_console_ws"
 CLI = "cli"
+RRD_UPDATES = "rrd_updates"
+HOST_RRD = "host_rrd"
+VM_RRD = "vm_rrd"
+SR_RRD = "sr_rrd"
+METRICS = "metrics"
 RPC = frozenset((XMLRPC, JSONRPC))
 CONSOLE = frozenset((CONNECT_CONSOLE, CONNECT_CONSOLE_WS))
+RRDS = frozenset((RRD_UPDATES, HOST_RRD, VM_RRD, SR_RRD, METRICS))
 TRANSFERS = frozenset((IMPORT_RAW_VDI, EXPORT_RAW_VDI, IMPORT, EXPORT,
                        IMPORT_METADATA, EXPORT_METADATA))
 # The handlers that read their body as it arrives.
@@ -39,7 +45,10 @@ _TABLE = {
              (b"/import_metadata", IMPORT_METADATA)],
     b"GET": [(EXPORT_PATH, EXPORT_RAW_VDI), (b"/export", EXPORT),
              (b"/export_metadata", EXPORT_METADATA),
-             (b"/console", CONNECT_CONSOLE_WS)],
+             (b"/console", CONNECT_CONSOLE_WS),
+             (b"/rrd_updates", RRD_UPDATES), (b"/host_rrd", HOST_RRD),
+             (b"/vm_rrd", VM_RRD), (b"/sr_rrd", SR_RRD),
+             (b"/metrics", METRICS)],
     b"CONNECT": [(b"/console", CONNECT_CONSOLE)],
 }
 # Longest URI first, so the first match is the longest prefix.

@@ -19,6 +19,7 @@ from txxapi.console.resource import ConsoleResource
 from txxapi.http import limits, responses, routes, vdi_transfer
 from txxapi.http.auth import version_of
 from txxapi.http.rpc import RPCResource
+from txxapi.metrics.handlers import RrdResource
 from txxapi.xva import handlers as xva
 
 # Who reads each upload's body as it arrives, and who answers a GET.
@@ -136,6 +137,7 @@ class Root(resource.Resource):
         self.transfers = TransferResource(server_)
         self.console = ConsoleResource(server_)
         self.cli = CliResource(server_)
+        self.rrds = RrdResource(server_)
 
     def getChildWithDefault(self, name, request):
         handler = routes.handler_of_request(request)
@@ -145,6 +147,8 @@ class Root(resource.Resource):
             return self.console
         if handler == routes.CLI:
             return self.cli
+        if handler in routes.RRDS:
+            return self.rrds
         if routes.is_transfer_path(request.uri):
             return self.transfers
         if request.path == b"/":

@@ -13,7 +13,9 @@ What it models (after xenopsd's own simulator, plus what XAPI can observe):
   ``shutdown_delay`` unless its VM has other_config simulator-hung=true,
   and whose agent reports guest metrics ``agent_delay`` seconds after it
   first runs;
-* vCPU time advancing with wall time while running;
+* vCPU time advancing with wall time while running, at a load that
+  varies (simload), and the host's CPUs, NICs and the guests' disks and
+  NICs counting what they carry (``sample_metrics``);
 * an RFB console per domain on a loopback port (see simconsole);
 * with ``state_dir``, the domain table survives a restart of the process,
   like domains outliving their toolstack.
@@ -24,7 +26,9 @@ Per-VM knobs in VMSpec.other_config:
   simulator-no-agent       'true': no PV tools, so never any guest metrics
   simulator-agent-delay    seconds, overrides ``agent_delay``
   simulator-shutdown-delay seconds, overrides ``shutdown_delay``
-  simulator-cpu-load       fraction of each vCPU busy (default 0.1)
+  simulator-cpu-load       mean fraction of each vCPU busy (default 0.1);
+                           the load swings around it, and disk and network
+                           traffic follow it (see simload)
   simulator-os-name/-distro/-major/-minor/-uname   the OS the agent reports
                            (else guessed from install-distro, the name and
                            platform:viridian)
@@ -43,6 +47,7 @@ import time
 
 from zope.interface import implementer
 
+from txxenops.backends import simload
 from txxenops.backends.simconsole import ConsoleServer
 from txxenops.control import Control
 from txxenops.errors import (
@@ -158,7 +163,7 @@ class _Domain:
     """One domain, as the simulated hypervisor knows it."""
 
     FIELDS = ("domid", "state", "shutdown_reason", "memory_target",
-              "memory_actual", "overhead", "vcpus", "cpu_accum",
+              "memory_actual", "overhead", "vcpus", "cpu_accum", "io_accum",
               "running_since", "start_time", "guest_metrics", "agent_due",
               "console_port", "text_port")
 
@@ -172,6 +177,7 @@ class _Domain:
         self.overhead = overhead
         self.vcpus = spec.vcpus
         self.cpu_accum = [0.0] * spec.vcpus_max
+        self.io_accum = 0.0     # busy seconds the guest's I/O follows
         self.running_since = None
         self.start_time = time.time()
         self.vbds = [copy.deepcopy(v) for v in spec.vbds]
@@ -203,19 +209,26 @@ class _Domain:
         return max(0.0, min(1.0, _float_knob(
             self.spec, "simulator-cpu-load", DEFAULT_CPU_LOAD)))
 
+    def _busy(self, channel, now):
+        if self.running_since is None:
+            return 0.0
+        return simload.busy(self.cpu_load(), self.spec.uuid, channel,
+                            self.running_since, now)
+
     def fold_cpu(self, now):
-        """Move the running time so far into cpu_accum."""
+        """Move the running time so far into cpu_accum and io_accum."""
         if self.running_since is not None:
-            spent = max(0.0, now - self.running_since) * self.cpu_load()
             for i in range(self.vcpus):
-                self.cpu_accum[i] += spent
+                self.cpu_accum[i] += self._busy(i, now)
+            self.io_accum += self._busy("io", now)
             self.running_since = now
 
     def vcpu_times(self, now):
-        spent = 0.0
-        if self.running_since is not None:
-            spent = max(0.0, now - self.running_since) * self.cpu_load()
-        return [self.cpu_accum[i] + spent for i in range(self.vcpus)]
+        return [self.cpu_accum[i] + self._busy(i, now)
+                for i in range(self.vcpus)]
+
+    def activity(self, now):
+        return self.io_accum + self._busy("io", now)
 
 
 class _Scheduler:
@@ -328,6 +341,9 @@ class SimulatorBackend:
         self._consoles = ConsoleServer()
         self._dispatcher = _Dispatcher()
         self._scheduler = _Scheduler()
+        self._host_load = simload.HostLoad(
+            len(self.cpus), min(len(self.cpus), 16), self.dom0_memory,
+            time.time())
         if state_dir:
             os.makedirs(state_dir, exist_ok=True)
             self._load()
@@ -555,6 +571,23 @@ class SimulatorBackend:
                     if r.state != "building"]
             return [self._info(r) for r in sorted(recs,
                                                   key=lambda r: r.domid)]
+
+    def sample_metrics(self, pif_devices):
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            stats = []
+            for rec in self._domains.values():
+                if rec.state not in ("running", "paused"):
+                    continue
+                stats.append(simload.domain_stats(
+                    rec.spec.uuid, rec.domid, rec.state,
+                    rec.vcpu_times(now), rec.memory_actual,
+                    rec.memory_target, rec.vbds, rec.vifs, rec.activity(now),
+                    rec.guest_metrics is not None, now, rec.cpu_load()))
+            return self._host_load.sample(now, stats, list(pif_devices),
+                                          self.memory_total,
+                                          max(0, self._free()))
 
     # --- devices and resources --------------------------------------------
 

@@ -39,7 +39,7 @@ import uuid as uuidlib
 
 from zope.interface import implementer
 
-from txxenops.backends.libxl import errors
+from txxenops.backends.libxl import errors, stats
 from txxenops.backends.libxl.errors import LibxlError
 from txxenops.backends.libxl.ptyconsole import PtyConsoles
 from txxenops.backends.libxl.context import (
@@ -216,6 +216,7 @@ class LibxlBackend:
         self._ctx = self._context.ctx
         self._xs = self._context.xs
         self._serial = self._context.attach(self)
+        self._cpu_account = stats.CpuAccount()
         self._event_thread = threading.Thread(
             target=self._event_loop, name="txxenops-libxl-events",
             daemon=True)
@@ -470,6 +471,11 @@ class LibxlBackend:
                 pass
         return infos
 
+    def sample_metrics(self, pif_devices):
+        self._check_open()
+        return stats.sample(self, pif_devices, self._cpu_account,
+                            time.time())
+
     # --- devices and resources --------------------------------------------
 
     def _no_hotplug(self, uuid, device):
@@ -646,6 +652,7 @@ class LibxlBackend:
             uuid=_uuid_str(di.uuid, self.ffi), domid=di.domid,
             state=_state_of(di), shutdown_reason=_reason_of(di),
             current_memkb=di.current_memkb, max_memkb=di.max_memkb,
+            cpu_time=di.cpu_time,
             vcpu_max_id=di.vcpu_max_id, vcpu_online=di.vcpu_online,
             domain_type={1: "hvm", 2: "pv", 3: "pvh"}.get(
                 di.domain_type, "pv"))
@@ -737,19 +744,8 @@ class LibxlBackend:
         di = di or self._dominfo_of(vm)
         name = self._ffi_mod.take_string(
             lib.libxl_domid_to_name(self._ctx, vm.domid)) or ""
-        target = ffi.new("uint64_t *")
-        if lib.libxl_get_memory_target(self._ctx, vm.domid, target):
-            target[0] = di.current_memkb
-        times = []
-        nb = ffi.new("int *")
-        ncpus = ffi.new("int *")
-        vcpus = lib.libxl_list_vcpu(self._ctx, vm.domid, nb, ncpus)
-        if vcpus != ffi.NULL:
-            try:
-                times = [vcpus[i].vcpu_time / 1e9 for i in range(nb[0])
-                         if vcpus[i].online]
-            finally:
-                lib.libxl_vcpuinfo_list_free(vcpus, nb[0])
+        target = stats.memory_target_kib(self, di)
+        times = stats.vcpu_times(self, vm.domid)
         start = lib.libxl_vm_get_start_time(self._ctx, vm.domid)
         consoles = []
         tty = ffi.new("char **")
@@ -769,7 +765,7 @@ class LibxlBackend:
             uuid=vm.uuid, domid=vm.domid, name=name,
             domain_type=di.domain_type, state=di.state,
             shutdown_reason=di.shutdown_reason,
-            memory_target=target[0] * KIB,
+            memory_target=target * KIB,
             memory_actual=di.current_memkb * KIB,
             memory_overhead=memory_overhead(spec),
             vcpus=di.vcpu_online, vcpus_max=di.vcpu_max_id + 1,
@@ -1037,8 +1033,8 @@ class _DomInfo:
     """The fields of a libxl_dominfo the backend uses, as Python values."""
 
     __slots__ = ("uuid", "domid", "state", "shutdown_reason",
-                 "current_memkb", "max_memkb", "vcpu_max_id", "vcpu_online",
-                 "domain_type")
+                 "current_memkb", "max_memkb", "cpu_time", "vcpu_max_id",
+                 "vcpu_online", "domain_type")
 
     def __init__(self, **kwargs):
         for k, v in kwargs.items():

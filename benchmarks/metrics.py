@@ -1,0 +1,111 @@
+"""
+Item metrics: what the metrics collector costs at 1,000 running VMs (2
+vCPUs, a disk and a NIC each, the simulator's load model feeding them),
+and how long /rrd_updates' document for all of them takes to make.
+Measured in this process on the collector's own code (sources, RRD
+updates, perfmon), sample by sample in simulated time 5 s apart:
+
+* CPU per sample as a fraction of one core at the 5 s step, against the
+  issue's budget (5 % of a core) and against the simulator producing the
+  sample itself;
+* the JSON /rrd_updates of the last minute for the host and every VM,
+  against json.dumps of the same values (the least any encoder does).
+"""
+
+import json
+import os
+import tempfile
+import time
+from collections import namedtuple
+
+from benchmarks import common
+from txxapi.metrics.collector import Facts, Metrics
+from txxenops.backends import simload
+
+ITEM = "metrics"
+STEP = 5
+BUDGET = 0.05
+Device = namedtuple("Device", "device type empty")
+DISK, NIC = Device("xvda", "Disk", False), Device("0", "VIF", False)
+
+
+def _uuid(i):
+    return "00000000-0000-4000-8000-%012d" % i
+
+
+class Fleet:
+    """``n`` running simulated domains and the host carrying them."""
+
+    def __init__(self, n, start):
+        self.uuids = [_uuid(i) for i in range(n)]
+        self.start = start
+        self.host = simload.HostLoad(16, 4, 4 << 30, start)
+
+    def sample(self, now):
+        domains = []
+        for domid, uuid in enumerate(self.uuids, 1):
+            vcpus = [simload.busy(0.2, uuid, c, self.start, now)
+                     for c in range(2)]
+            domains.append(simload.domain_stats(
+                uuid, domid, "running", vcpus, 1 << 30, 1 << 30, [DISK],
+                [NIC], sum(vcpus), True, now, 0.2))
+        return self.host.sample(now, domains, ["eth0"], 512 << 30,
+                                64 << 30)
+
+
+def facts():
+    f = Facts()
+    f.host, f.control_domain = _uuid(999999), None
+    f.pifs, f.srs, f.vbd_srs = ["eth0"], {}, {}
+    f.min_max, f.perfmon = False, {}
+    return f
+
+
+def run(ctx):
+    vms = 200 if ctx.quick else 1000
+    samples = 12 if ctx.quick else 40
+    results = ctx.results
+    with tempfile.TemporaryDirectory() as data_dir:
+        metrics = Metrics(None, None, None, None, None, data_dir, step=STEP)
+        fleet = Fleet(vms, time.time() - samples * STEP)
+        what = facts()
+        sampling = archiving = 0.0
+        for i in range(1, samples + 1):
+            t0 = time.process_time()
+            stats = fleet.sample(fleet.start + i * STEP)
+            t1 = time.process_time()
+            metrics.archive(stats, what)
+            t2 = time.process_time()
+            # The first samples make the RRDs: steady state only.
+            if i > 2:
+                sampling += t1 - t0
+                archiving += t2 - t1
+        per_sample = archiving / (samples - 2)
+        results.add(ITEM, "collector, %d VMs: core fraction at the 5 s step"
+                    % vms, per_sample / STEP, "core", BUDGET,
+                    "the 5 % budget")
+        results.add(ITEM, "collector, %d VMs: CPU per sample" % vms,
+                    per_sample * 1000, "ms",
+                    sampling / (samples - 2) * 1000,
+                    "the simulator making the sample")
+        store = metrics.store
+        best = baseline = None
+        for _ in range(3):
+            t0 = time.perf_counter()
+            doc = store.updates(-60, STEP, "AVERAGE", True, None, None, True)
+            t1 = time.perf_counter()
+            parsed = json.loads(doc)
+            rows = [[t["t"], [float(v) for v in t["values"]]]
+                    for t in parsed["data"]]
+            t2 = time.perf_counter()
+            json.dumps(rows)
+            t3 = time.perf_counter()
+            best = t1 - t0 if best is None else min(best, t1 - t0)
+            baseline = t3 - t2 if baseline is None else min(baseline,
+                                                            t3 - t2)
+        results.add(ITEM, "/rrd_updates JSON, host + %d VMs, last minute "
+                    "(%d columns)" % (vms, parsed["meta"]["columns"]),
+                    best * 1000, "ms", baseline * 1000,
+                    "json.dumps of the same values")
+        results.add(ITEM, "this process's RSS with the RRDs of %d VMs"
+                    % vms, common.rss_mib(os.getpid()), "MiB")

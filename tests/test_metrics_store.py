@@ -1,0 +1,110 @@
+"""
+The metrics store fed by backend samples (the sources' rates against the
+counters given), its RRDs written and read back, and perfmon's alarms
+counting down, firing and keeping quiet.
+"""
+
+import math
+
+from txxapi.metrics import perfmon, sources, storage
+from txxapi.metrics.rrd import UnknownSource
+from txxapi.metrics.store import HOST, VM, MetricsStore
+from txxenops.types import DomainStats, HostStats
+
+VM_UUID = "6f1c0d0e-0000-4000-8000-000000000001"
+HOST_UUID = "7a2c0d0e-0000-4000-8000-000000000002"
+
+
+def sample(t, busy, idle, rx):
+    dom = DomainStats(VM_UUID, 3, vcpu_times=[busy, busy / 2],
+                      memory_actual=512 << 20, memory_target=512 << 20,
+                      vbds={"xvda": (int(rx * 2), int(rx))},
+                      vifs={"0": (int(rx), int(rx / 4), 0, 0)})
+    return HostStats(time=t, memory_total=8 << 30, memory_free=6 << 30,
+                     loadavg=0.5, cpu_avg_idle=idle, cpu_idle=[idle, idle],
+                     pifs={"eth0": (int(rx), 0, 0, 0)}, domains=[dom])
+
+
+def feed(store, samples):
+    for stats in samples:
+        host = (HOST_UUID,) + sources.readings_host(stats, {})
+        vms = [(d.uuid, d.domid) + sources.readings_vm(d)
+               for d in stats.domains]
+        store.update(stats.time, host, vms, [], False)
+
+
+def run(store, t0, n, busy_rate, idle_rate, rx_rate):
+    feed(store, [sample(t0 + 5 * i, busy_rate * 5 * i, idle_rate * 5 * i,
+                        rx_rate * 5 * i) for i in range(n)])
+
+
+def test_rates_of_counters_and_levels():
+    store = MetricsStore(5)
+    run(store, 1000000, 4, 0.3, 0.6, 20000.0)
+    assert math.isclose(store.query(VM, VM_UUID, "cpu0", ), 0.3, rel_tol=1e-5)
+    assert math.isclose(store.query(VM, VM_UUID, "cpu1"), 0.15, rel_tol=1e-5)
+    assert math.isclose(store.query(VM, VM_UUID, "vif_0_rx"), 20000.0,
+                        rel_tol=1e-5)
+    assert store.query(VM, VM_UUID, "memory") == 512 << 20
+    # Host CPUs are idle time inverted: busy 0.4.
+    assert math.isclose(store.query(HOST, None, "cpu_avg"), 0.4,
+                        rel_tol=1e-5)
+    assert store.query(HOST, None, "memory_free_kib") == 6 << 20
+    names = {r["name_label"]: r for r in store.data_sources(VM, VM_UUID)}
+    assert names["cpu0"]["enabled"] and not names["vif_0_rx_errors"]["enabled"]
+    try:
+        store.query(VM, VM_UUID, "vif_0_rx_errors")
+        raise AssertionError("a source not recorded answered")
+    except UnknownSource:
+        pass
+    store.record(VM, VM_UUID, "vif_0_rx_errors")
+    assert "vif_0_rx_errors" in store.vms[VM_UUID].rrd
+    store.forget(VM, VM_UUID, "vif_0_rx_errors")
+    assert "vif_0_rx_errors" not in store.vms[VM_UUID].rrd
+
+
+def test_saved_rrds_read_back_whole(tmp_path):
+    store = MetricsStore(5)
+    run(store, 1000000, 30, 0.3, 0.6, 1000.0)
+    path = storage.path_in(str(tmp_path))
+    storage.save(path, store.snapshot(storage.encode))
+    again = MetricsStore(5)
+    again.restore(storage.load(path))
+    # A VM's RRD waits set aside until its domain is sampled again.
+    assert VM_UUID in again.set_aside and not again.vms
+    assert again.dump(VM, VM_UUID, False) == store.dump(VM, VM_UUID, False)
+    assert again.dump(HOST, None, True) == store.dump(HOST, None, True)
+    # An unreadable file is put aside, and nothing is lost silently.
+    with open(path, "r+b") as f:
+        f.seek(20)
+        f.write(b"garbage!")
+    assert storage.load(path) == []
+    assert (tmp_path / "metrics" / "rrds.unreadable").exists()
+
+
+CONFIG = ('<config><variable><name value="cpu_usage"/>'
+          '<alarm_trigger_level value="0.5"/>'
+          '<alarm_trigger_period value="10"/>'
+          '<alarm_auto_inhibit_period value="60"/></variable></config>')
+
+
+def test_perfmon_counts_down_fires_then_inhibits():
+    mon = perfmon.Perfmon(5)
+    mon.configure({(VM, VM_UUID): CONFIG}, 0)
+    high = [(VM, VM_UUID, [("cpu0", 0.9), ("cpu1", 0.7), ("memory", 1e9)])]
+    low = [(VM, VM_UUID, [("cpu0", 0.1), ("cpu1", 0.2)])]
+    assert mon.evaluate(high, 100) == []            # 10 s to go, then 5
+    alarms = mon.evaluate(high, 105)
+    assert len(alarms) == 1
+    priority, cls, uuid, body = alarms[0]
+    assert (priority, cls, uuid) == (3, "VM", VM_UUID)
+    assert body.startswith("value: 0.800000\nconfig:\n")
+    assert '<name value="cpu_usage"/>' in body
+    assert mon.evaluate(high, 110) == [] and mon.evaluate(high, 115) == []
+    assert mon.evaluate(low, 120) == []
+    # Past the inhibit period it fires again once the period has run.
+    mon.evaluate(high, 170)
+    assert len(mon.evaluate(high, 175)) == 1
+    # A configuration that does not parse is ignored.
+    mon.configure({(VM, VM_UUID): "<config><variable>"}, 200)
+    assert mon.evaluate(high, 205) == [] and mon.evaluate(high, 210) == []

@@ -1,0 +1,221 @@
+"""
+The metrics component: every step (5 s, ``--metrics-interval``) it asks
+the backend for a sample (through the xenops bridge, on its threads),
+turns it into the data sources of the host, the VMs with a domain here
+and the SRs plugged here, archives them, evaluates perfmon's alarms and
+raises the ALARM messages due.  The RRDs are saved every few minutes and
+at stop, off the reactor, and read back as the server starts.
+
+The reactor only gathers what the database says (devices, SRs, perfmon
+configurations); sampling, archiving and saving run on the component's
+own thread pool, and so do the readers (HTTP, API) through ``run``.
+"""
+
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from txxapi.metrics import perfmon, sources, storage
+from txxapi.metrics.store import HOST, SR, VM, MetricsStore
+from txxapi.values import NULL_REF
+
+log = Logger()
+
+MIB = 1024 * 1024
+SAVE_INTERVAL = 300.0
+MIN_MAX_KEY = "create_min_max_in_new_VM_RRDs"
+
+
+class Facts:
+    """What the database says, gathered on the reactor for one sample."""
+
+    __slots__ = ("host", "control_domain", "pifs", "srs", "vbd_srs",
+                 "min_max", "perfmon")
+
+
+class SrTraffic:
+    """Cumulative bytes read and written on each SR by the VBDs of the
+    domains here, from the domains' own counters (sample to sample, so
+    a domain that goes takes nothing back)."""
+
+    def __init__(self):
+        self.last = {}          # (vm uuid, domid, device) -> (read, written)
+        self.totals = {}        # SR uuid -> [read, written]
+
+    def advance(self, domains, vbd_srs):
+        """SR uuid -> (bytes read, bytes written, MiB moved since the last
+        sample)."""
+        seen, moved = {}, {}
+        for d in domains:
+            for dev, counters in d.vbds.items():
+                sr = vbd_srs.get((d.uuid, dev))
+                if sr is None:
+                    continue
+                key = (d.uuid, d.domid, dev)
+                seen[key] = counters
+                before = self.last.get(key, counters)
+                read = max(0, counters[0] - before[0])
+                written = max(0, counters[1] - before[1])
+                total = self.totals.setdefault(sr, [0, 0])
+                total[0] += read
+                total[1] += written
+                moved[sr] = moved.get(sr, 0) + read + written
+        self.last = seen
+        return {sr: (t[0], t[1], moved.get(sr, 0) / MIB)
+                for sr, t in self.totals.items()}
+
+
+class Metrics:
+    def __init__(self, db, identity, clock, xenops, messages, data_dir,
+                 step=5, save_interval=SAVE_INTERVAL):
+        self.db = db
+        self.identity = identity
+        self.clock = clock
+        self.xenops = xenops
+        self.messages = messages
+        self.path = storage.path_in(data_dir)
+        self.step = int(step)
+        self.save_interval = save_interval
+        self.store = MetricsStore(self.step)
+        self.perfmon = perfmon.Perfmon(self.step)
+        self.traffic = SrTraffic()
+        self.unavailable = {}
+        self.pool = ThreadPool(minthreads=0, maxthreads=4, name="metrics")
+        self._sampling = None
+        self._loops = []
+
+    # --- lifetime --------------------------------------------------------------
+
+    def start(self):
+        self.pool.start()
+        # Read once, before anything is served (as the message store
+        # reads its file).
+        self.store.restore(storage.load(self.path))
+        for interval, fn, now in ((self.step, self.sample, True),
+                                  (self.save_interval, self.save, False)):
+            loop = task.LoopingCall(fn)
+            loop.clock = self.clock
+            loop.start(interval, now=now).addErrback(
+                lambda f: log.failure("metrics loop", f))
+            self._loops.append(loop)
+
+    @defer.inlineCallbacks
+    def stop(self):
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+        if self._sampling is not None:
+            yield self._sampling
+        try:
+            yield self.save()
+        finally:
+            self.pool.stop()
+
+    def run(self, fn, *args):
+        """``fn(*args)`` on the metrics threads (a Deferred)."""
+        return threads.deferToThreadPool(self.clock, self.pool, fn, *args)
+
+    # --- one sample --------------------------------------------------------------
+
+    def sample(self):
+        if self._sampling is not None:
+            return None     # the last one is still being archived
+        facts = self.facts()
+        d = self.xenops.call("sample_metrics", list(facts.pifs))
+        d.addCallback(lambda stats: self.run(self.archive, stats, facts))
+        d.addCallback(self._raise_alarms)
+        d.addErrback(lambda f: log.failure("metrics sample", f))
+
+        def done(_):
+            self._sampling = None
+        d.addBoth(done)
+        self._sampling = d
+        return None
+
+    def facts(self):
+        db, host_ref = self.db, self.identity.host_ref
+        f = Facts()
+        host = db.fields("host", host_ref)
+        f.host = host["uuid"]
+        dom0 = host["control_domain"]
+        f.control_domain = db.fields("VM", dom0)["uuid"] \
+            if db.exists("VM", dom0) else None
+        f.pifs = sorted(row.fields["device"] for row in
+                        db.table("PIF").rows.values()
+                        if row.fields["host"] == host_ref)
+        f.srs = {}
+        for row in db.table("PBD").rows.values():
+            pbd = row.fields
+            if pbd["host"] == host_ref and pbd["currently_attached"] and \
+                    db.exists("SR", pbd["SR"]):
+                sr = db.fields("SR", pbd["SR"])
+                f.srs[sr["uuid"]] = (sr["physical_utilisation"],
+                                     sr["physical_size"])
+        vm_uuids = {ref: row.fields["uuid"]
+                    for ref, row in db.table("VM").rows.items()}
+        f.vbd_srs = {}
+        for row in db.table("VBD").rows.values():
+            vbd = row.fields
+            if vbd["currently_attached"] and vbd["VDI"] != NULL_REF and \
+                    db.exists("VDI", vbd["VDI"]):
+                sr = db.fields("VDI", vbd["VDI"])["SR"]
+                if db.exists("SR", sr):
+                    f.vbd_srs[(vm_uuids.get(vbd["VM"]), vbd["device"])] = \
+                        db.fields("SR", sr)["uuid"]
+        pool = db.fields("pool", self.identity.pool_ref)
+        f.min_max = pool["other_config"].get(MIN_MAX_KEY) == "true"
+        f.perfmon = {}
+        for kind, table in ((HOST, "host"), (VM, "VM"), (SR, "SR")):
+            for row in db.table(table).rows.values():
+                text = row.fields["other_config"].get("perfmon")
+                if text:
+                    f.perfmon[(kind, row.fields["uuid"])] = text
+        return f
+
+    def archive(self, stats, facts):
+        """On a metrics thread: the sample into the RRDs; the alarms
+        due."""
+        if stats.unavailable != self.unavailable:
+            for what, why in stats.unavailable.items():
+                log.warn("metrics: {what} not collected: {why}", what=what,
+                         why=why)
+            self.unavailable = dict(stats.unavailable)
+        io = self.traffic.advance(stats.domains, facts.vbd_srs)
+        host = (facts.host,) + sources.readings_host(stats, io)
+        vms = [(d.uuid, d.domid) + sources.readings_vm(d)
+               for d in stats.domains]
+        if stats.control_domain is not None and facts.control_domain:
+            vms.append((facts.control_domain, 0) +
+                       sources.readings_vm(stats.control_domain))
+        srs = []
+        for uuid, (used, size) in facts.srs.items():
+            read, written, _ = io.get(uuid, (0, 0, 0))
+            srs.append((uuid,) + sources.readings_sr(used, size, read,
+                                                     written))
+        self.store.update(stats.time, host, vms, srs, facts.min_max)
+        self.perfmon.configure(facts.perfmon, stats.time)
+        if not self.perfmon.monitors:
+            return []
+        return self.perfmon.evaluate(self.store.latest(), stats.time)
+
+    @defer.inlineCallbacks
+    def _raise_alarms(self, alarms):
+        for priority, cls, uuid, body in alarms:
+            try:
+                yield self.messages.create("ALARM", priority, cls, uuid,
+                                           body)
+            except Exception:
+                log.failure("raising an ALARM for {cls} {uuid}", cls=cls,
+                            uuid=uuid)
+
+    # --- keeping -------------------------------------------------------------------
+
+    def save(self):
+        vms = {row.fields["uuid"] for row in self.db.table("VM").rows.values()}
+        srs = {row.fields["uuid"] for row in self.db.table("SR").rows.values()}
+        return self.run(self._save, vms, srs)
+
+    def _save(self, vms, srs):
+        self.store.prune(vms, srs)
+        storage.save(self.path, self.store.snapshot(storage.encode))

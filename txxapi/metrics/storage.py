@@ -1,0 +1,113 @@
+"""
+The RRDs on disk, so that a restart keeps their history: one file,
+``<data-dir>/metrics/rrds``, replaced atomically.  Each RRD is one
+zlib-compressed record: a JSON head (owner, sources, the state of every
+archive) and the rows as raw single-precision floats, about 3 KiB per
+source with the default archives before compression, much less after
+(unknown rows compress to nothing).
+
+``encode`` runs under the store's lock and only copies bytes out;
+compressing and writing happen after it, on a thread (``save``).  A file
+that cannot be read is set aside and the RRDs start afresh, as after a
+host's disk lost them.
+"""
+
+import json
+import logging
+import os
+import struct
+import zlib
+from array import array
+
+from txxapi.files import atomic_file
+from txxapi.metrics.rrd import RRD, Archive, DataSource
+from txxapi.metrics.store import Owner
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"TXXAPI-RRDS 1\n"
+FILE = "rrds"
+_LEN = struct.Struct(">I")
+
+
+def path_in(data_dir):
+    return os.path.join(data_dir, "metrics", FILE)
+
+
+def encode(owner):
+    """One owner's RRD as (head bytes, ring bytes), taken under the store's
+    lock."""
+    rrd = owner.rrd
+    head = {
+        "kind": owner.kind, "uuid": owner.uuid, "domid": owner.domid,
+        "step": rrd.step, "last_updated": rrd.last_updated,
+        "sources": [[ds.name, ds.type, ds.min, ds.max, ds.heartbeat,
+                     ds.inverse, ds.last, ds.value, ds.unknown_sec]
+                    for ds in rrd.sources],
+        "archives": [[a.cf, a.rows, a.pdp_per_row, a.xff, a.current,
+                      a.cdp_value, a.cdp_unknown] for a in rrd.archives],
+    }
+    rings = b"".join(ring.tobytes() for a in rrd.archives for ring in a.rings)
+    return json.dumps(head).encode(), rings
+
+
+def decode(record):
+    n = _LEN.unpack_from(record)[0]
+    head = json.loads(record[4:4 + n])
+    rings = memoryview(record)[4 + n:]
+    sources = []
+    for name, type_, lo, hi, heartbeat, inverse, last, value, unknown in \
+            head["sources"]:
+        ds = DataSource(name, type_, lo, hi, heartbeat, inverse)
+        ds.last, ds.value, ds.unknown_sec = last, value, unknown
+        sources.append(ds)
+    rrd = RRD(head["step"], sources)
+    rrd.last_updated = head["last_updated"]
+    offset = 0
+    for cf, rows, pdps, xff, current, cdp_value, cdp_unknown in \
+            head["archives"]:
+        a = Archive(cf, rows, pdps, xff, sources)
+        a.current, a.cdp_value, a.cdp_unknown = current, cdp_value, \
+            cdp_unknown
+        for i in range(len(sources)):
+            ring = array("f")
+            ring.frombytes(rings[offset:offset + 4 * rows])
+            if len(ring) != rows:
+                raise ValueError("truncated rows")
+            a.rings[i] = ring
+            offset += 4 * rows
+        rrd.archives.append(a)
+    return Owner(head["kind"], head["uuid"], rrd, domid=head["domid"])
+
+
+def save(path, encoded):
+    """Write the encoded RRDs (from ``encode``), replacing the file."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with atomic_file(path, "wb") as f:
+        f.write(MAGIC)
+        for head, rings in encoded:
+            record = zlib.compress(_LEN.pack(len(head)) + head + rings, 1)
+            f.write(_LEN.pack(len(record)))
+            f.write(record)
+
+
+def load(path):
+    """The owners saved in ``path`` ([] if there is none)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    try:
+        if not data.startswith(MAGIC):
+            raise ValueError("not an RRD file")
+        owners, pos = [], len(MAGIC)
+        while pos < len(data):
+            n = _LEN.unpack_from(data, pos)[0]
+            owners.append(decode(zlib.decompress(data[pos + 4:pos + 4 + n])))
+            pos += 4 + n
+        return owners
+    except (ValueError, KeyError, TypeError, struct.error, zlib.error) as e:
+        log.warning("RRDs in %s unreadable (%s): starting afresh", path, e)
+        os.replace(path, path + ".unreadable")
+        return []

@@ -1,0 +1,248 @@
+"""
+The RRDs of this host, as xcp-rrdd holds them: one for the host, one per
+VM with a domain here, one per SR plugged here, each with the data
+sources its owner offers now (its live definitions, which may include
+sources not recorded yet).  A VM's RRD is set aside when its domain goes
+and taken up again when it comes back, so its history survives a
+shutdown.
+
+Everything here runs on threads (the collector's updates, the HTTP
+renderers, the API's queries), under one lock; the reactor never waits
+for it.
+"""
+
+import threading
+import time
+
+from txxapi.metrics import formats
+from txxapi.metrics.rrd import AVERAGE, RRD, NoArchive, archive_specs
+
+HOST, VM, SR = "host", "vm", "sr"
+
+
+class DatasourceMissing(Exception):
+    """rrdd's Datasource_missing: no RRD, or no such live source."""
+
+
+class Owner:
+    __slots__ = ("kind", "uuid", "rrd", "definitions", "domid")
+
+    def __init__(self, kind, uuid, rrd, definitions=None, domid=0):
+        self.kind = kind
+        self.uuid = uuid
+        self.rrd = rrd
+        self.definitions = definitions or {}
+        self.domid = domid
+
+
+class MetricsStore:
+    def __init__(self, step):
+        self.step = step
+        self.lock = threading.Lock()
+        self.host = None
+        self.vms = {}           # uuid -> Owner, domains here now
+        self.set_aside = {}     # uuid -> Owner, VMs without a domain here
+        self.srs = {}
+
+    # --- updates (the collector's thread) -----------------------------------
+
+    def update(self, timestamp, host, vms, srs, min_max):
+        """One sample: ``host`` (uuid, definitions, readings), ``vms``
+        [(uuid, domid, definitions, readings)], ``srs`` [(uuid,
+        definitions, readings)].  ``min_max``: whether new VM and SR RRDs
+        get MIN and MAX archives (host RRDs always do)."""
+        with self.lock:
+            uuid, defs, values = host
+            self.host = self._take(self.host, HOST, uuid, 0, defs, values,
+                                   timestamp, True)
+            seen = {}
+            for uuid, domid, defs, values in vms:
+                owner = self.vms.pop(uuid, None) or \
+                    self.set_aside.pop(uuid, None)
+                seen[uuid] = self._take(owner, VM, uuid, domid, defs, values,
+                                        timestamp, min_max)
+            self.set_aside.update(self.vms)
+            self.vms = seen
+            live = {}
+            for uuid, defs, values in srs:
+                live[uuid] = self._take(self.srs.get(uuid), SR, uuid, 0,
+                                        defs, values, timestamp, min_max)
+            # An SR unplugged here keeps its RRD until it is forgotten.
+            for uuid, owner in self.srs.items():
+                live.setdefault(uuid, owner)
+            self.srs = live
+
+    def _take(self, owner, kind, uuid, domid, defs, values, timestamp,
+              min_max):
+        if owner is None or owner.uuid != uuid:
+            # A fresh RRD starts at this sample; its first readings only
+            # prime the DERIVE sources (rrd_create).
+            sources = [d.data_source() for d in defs.values() if d.default]
+            rrd = RRD(self.step, sources, archive_specs(min_max), timestamp)
+            for ds in rrd.sources:
+                ds.last = values.get(ds.name)
+            return Owner(kind, uuid, rrd, dict(defs), domid)
+        rrd = owner.rrd
+        for name, d in defs.items():
+            if d.default and name not in rrd:
+                rrd.add_source(d.data_source(), timestamp)
+        owner.definitions.update(defs)
+        rrd.update(timestamp, values, new=domid != owner.domid)
+        owner.domid = domid
+        return owner
+
+    # --- what the API asks ----------------------------------------------------
+
+    def _owner(self, kind, uuid):
+        if kind == HOST:
+            return self.host
+        if kind == VM:
+            return self.vms.get(uuid)
+        return self.srs.get(uuid)
+
+    def data_sources(self, kind, uuid):
+        """XAPI's data_source records of an owner, by name: its live
+        sources (enabled when recorded) and the recorded ones it no longer
+        offers (query_possible_dss)."""
+        with self.lock:
+            owner = self._owner(kind, uuid)
+            if owner is None:
+                return []
+            recorded = set(owner.rrd.names())
+            out = {}
+            for name, d in owner.definitions.items():
+                out[name] = {
+                    "name_label": name, "name_description": d.description,
+                    "enabled": name in recorded, "standard": d.default,
+                    "units": d.units, "min": d.min, "max": d.max,
+                    "value": 0.0}
+            for ds in owner.rrd.sources:
+                out.setdefault(ds.name, {
+                    "name_label": ds.name,
+                    "name_description": "description not available",
+                    "enabled": False, "standard": False, "units": "unknown",
+                    "min": ds.min, "max": ds.max, "value": 0.0})
+            return [out[name] for name in sorted(out)]
+
+    def _missing(self, kind, uuid):
+        if kind == HOST:
+            return DatasourceMissing("No host datasource!")
+        return DatasourceMissing("%s: %s" % ("VM" if kind == VM else "SR",
+                                             uuid))
+
+    def query(self, kind, uuid, name):
+        """The newest 5 s average of a source; rrd.UnknownSource,
+        rrd.NoArchive or DatasourceMissing."""
+        with self.lock:
+            owner = self._owner(kind, uuid)
+            if owner is None:
+                raise self._missing(kind, uuid)
+            return owner.rrd.query(name, time.time())
+
+    def record(self, kind, uuid, name):
+        """Start recording a live source (add_ds)."""
+        with self.lock:
+            owner = self._owner(kind, uuid)
+            if owner is None:
+                if kind == HOST:
+                    return
+                raise self._missing(kind, uuid)
+            d = owner.definitions.get(name)
+            if d is None:
+                raise DatasourceMissing(name)
+            owner.rrd.add_source(d.data_source(), time.time())
+
+    def forget(self, kind, uuid, name):
+        """Drop a source's archives (idempotent, as rrd_remove_ds)."""
+        with self.lock:
+            owner = self._owner(kind, uuid)
+            if owner is not None:
+                owner.rrd.remove_source(name)
+
+    def latest(self, described=False):
+        """[(kind, uuid, [(name, value)])] of every live RRD: the newest
+        5 s average of each recorded source (for perfmon), with each
+        source's definition after its value if ``described`` (for
+        /metrics; None where the owner no longer offers it)."""
+        with self.lock:
+            owners = ([self.host] if self.host else []) + \
+                list(self.vms.values()) + list(self.srs.values())
+            out = []
+            now = int(time.time())
+            for owner in owners:
+                rrd = owner.rrd
+                try:
+                    archives = rrd.best_archives(0, AVERAGE, now)
+                except NoArchive:
+                    continue
+                if not archives:
+                    continue
+                archive = archives[0]
+                defs = owner.definitions
+                out.append((owner.kind, owner.uuid, [
+                    (ds.name, archive.peek(i, 0), defs.get(ds.name))
+                    if described else (ds.name, archive.peek(i, 0))
+                    for i, ds in enumerate(rrd.sources)]))
+            return out
+
+    # --- documents ---------------------------------------------------------------
+
+    def updates(self, start, interval, cf, host, vm_uuids, sr_uuids, json):
+        """The /rrd_updates document: the host's RRD if ``host``, the VMs
+        here (all, or those of ``vm_uuids``), the SRs of ``sr_uuids``
+        (none by default).  NoArchive when nothing answers."""
+        with self.lock:
+            prefixed = []
+            if host and self.host is not None:
+                prefixed.append(("host:%s:" % self.host.uuid, self.host.rrd))
+            for uuid, owner in self.vms.items():
+                if vm_uuids is None or uuid in vm_uuids:
+                    prefixed.append(("vm:%s:" % uuid, owner.rrd))
+            for uuid, owner in self.srs.items():
+                if sr_uuids is not None and uuid in sr_uuids:
+                    prefixed.append(("sr:%s:" % uuid, owner.rrd))
+            x = formats.export(prefixed, start, interval, cf)
+            return formats.xport_json(x) if json else formats.xport_xml(x)
+
+    def dump(self, kind, uuid, json):
+        """A whole RRD as /host_rrd and friends serve it, None if there is
+        none (a VM's set-aside RRD counts)."""
+        with self.lock:
+            owner = self._owner(kind, uuid)
+            if owner is None and kind == VM:
+                owner = self.set_aside.get(uuid)
+            if owner is None:
+                return None
+            return (formats.rrd_json if json else formats.rrd_xml)(
+                owner.rrd)
+
+    # --- keeping -----------------------------------------------------------------
+
+    def snapshot(self, encode):
+        """``encode(owner)`` of every RRD, taken at one moment (for
+        saving)."""
+        with self.lock:
+            owners = ([self.host] if self.host else []) + \
+                list(self.vms.values()) + list(self.set_aside.values()) + \
+                list(self.srs.values())
+            return [encode(owner) for owner in owners]
+
+    def restore(self, owners):
+        """RRDs read back at start: VMs' are set aside until their domains
+        are sampled."""
+        with self.lock:
+            for owner in owners:
+                if owner.kind == HOST:
+                    self.host = owner
+                elif owner.kind == VM:
+                    self.set_aside[owner.uuid] = owner
+                else:
+                    self.srs[owner.uuid] = owner
+
+    def prune(self, vm_uuids, sr_uuids):
+        """Forget the RRDs of VMs and SRs that no longer exist."""
+        with self.lock:
+            for table, known in ((self.set_aside, vm_uuids),
+                                 (self.srs, sr_uuids)):
+                for uuid in [u for u in table if u not in known]:
+                    del table[uuid]
