@@ -12,7 +12,10 @@ its latest snapshot.  The hub only remembers who is waiting:
   is handed to the pending list and the key emptied), so a burst of writes
   costs one wake per call, not one per write and call;
 * woken calls are collected together after one batching delay (one timer
-  for all of them), and a call computes its batch only then;
+  for all of them), and a call computes its batch only then; the calls of
+  one collection that share a token position and a subscription share one
+  reply, which the RPC endpoints encode once for all of them
+  (txxapi.wire.shared);
 * every wait is a Deferred plus reactor.callLater: no threads.
 
 event.next keeps, per registered session, a bounded queue of change
