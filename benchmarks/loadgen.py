@@ -13,7 +13,8 @@ completed, errors, latencies (microseconds) and its own CPU time.
 
 asyncio protocols rather than streams, and a parser that only looks for
 Content-Length: the client must cost far less per request than any server
-it measures.  The same client measures every server and its baselines.
+it measures.  It does not: see benchmarks/api.py, which drives its load
+with wrk and keeps this client for one comparison (``drive``).
 """
 
 import argparse
@@ -22,6 +23,7 @@ import json
 import os
 import resource
 import ssl
+import subprocess
 import sys
 import time
 
@@ -163,6 +165,54 @@ async def run(args):
         "last_error": runner.last_error, "seconds": elapsed, "cpu": cpu,
         "latencies_us": [int(x * 1e6) for x in runner.latencies]}),
         flush=True)
+
+
+def percentile(sorted_values, p):
+    i = min(len(sorted_values) - 1,
+            int(round(p / 100.0 * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+def drive(port, body_file, connections, seconds, processes):
+    """Run ``processes`` of these clients (TLS) against a port together;
+    the merged figures (latencies in ms, CPU as cores used)."""
+    from benchmarks import common
+    procs = min(processes, connections)
+    shares = [connections // procs + (1 if i < connections % procs else 0)
+              for i in range(procs)]
+    clients = [subprocess.Popen(
+        common.module_cmd("benchmarks.loadgen", "--port", port, "--tls",
+                          "--connections", n, "--seconds", seconds,
+                          "--body-file", body_file),
+        cwd=common.REPO, env=common.python_env(), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True) for n in shares]
+    try:
+        for c in clients:
+            line = c.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError("load client: %s" % (line.strip()
+                                                         or "exited"))
+        for c in clients:
+            c.stdin.write("go\n")
+            c.stdin.flush()
+        outs = [json.loads(c.stdout.readline()) for c in clients]
+    finally:
+        for c in clients:
+            try:
+                c.wait(30)
+            except subprocess.TimeoutExpired:
+                c.kill()
+                c.wait()
+    for o in outs:
+        if "failed" in o:
+            raise RuntimeError("load client: %s" % o["failed"])
+    lat = sorted(x for o in outs for x in o["latencies_us"])
+    elapsed = max(o["seconds"] for o in outs)
+    return {"rps": sum(o["requests"] for o in outs) / elapsed,
+            "p50_ms": percentile(lat, 50) / 1e3 if lat else None,
+            "p99_ms": percentile(lat, 99) / 1e3 if lat else None,
+            "errors": sum(o["errors"] for o in outs),
+            "client_cpu": sum(o["cpu"] for o in outs) / elapsed}
 
 
 def main():

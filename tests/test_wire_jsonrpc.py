@@ -191,3 +191,32 @@ def test_output_is_utf8_bytes():
     out = encode_success(V1, "caf\xe9")
     assert isinstance(out, bytes)
     assert "caf\xe9".encode("utf-8") in out
+
+
+@pytest.mark.parametrize("call", [V1, V2, JsonCall("m", [], "req-1", 2),
+                                  JsonCall("m", [], None, 1)])
+def test_envelope_around_an_encoded_value_is_the_same_bytes(call):
+    # A reply encoded once for many calls goes out in each call's
+    # envelope: byte for byte what encoding it for that call writes.
+    result = jsonrpc.dumps(VALUE)
+    assert jsonrpc.encode_success_encoded(call, result) == \
+        encode_success(call, VALUE)
+
+
+def test_shared_values_are_encoded_once_and_only_while_shared():
+    from txxapi.wire import shared
+    reply = {"events": [], "token": "1"}
+    seen = []
+
+    def encode(value):
+        seen.append(value)
+        return jsonrpc.dumps(value)
+
+    assert shared.encoded(reply, "json", encode) is None
+    with shared.sharing():
+        shared.share(reply)
+        first = shared.encoded(reply, "json", encode)
+        assert shared.encoded(reply, "json", encode) is first
+        assert shared.encoded(dict(reply), "json", encode) is None
+    assert seen == [reply]
+    assert shared.encoded(reply, "json", encode) is None

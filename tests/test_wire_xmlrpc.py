@@ -468,3 +468,27 @@ def test_a_response_is_no_call():
         decode_call(encode_success("x"))
     with pytest.raises(MalformedRequest):
         decode_call(encode_fault(1, "x"))
+
+
+def _careful_text(value):
+    out = [codec._SUCCESS_HEAD]
+    codec._careful(value, out)
+    out.append(codec._STRUCT_TAIL)
+    return "".join(out).encode("utf-8")
+
+
+def test_records_with_markup_in_strings_are_escaped_like_the_careful_way():
+    # XML in a record (recommendations, other_config:disks) is escaped
+    # where it stands; every other shape falls back to re-encoding.
+    xml = '<restrictions><restriction field="vcpus-max" max="32"/>'
+    same = "<twice>"
+    record = {"recommendations": xml, "name_description": "two\nlines",
+              "other_config": {"disks": "<provision/>", "folder": "/a"},
+              "first": same, "second": same,
+              "equal_but_another": "".join(["<tw", "ice>"]),
+              "markup_lookalike": "".join(["</value>", "</member>"]),
+              "tags": ["plain", "<tag>"], "nested": [{"k": "&"}, 1],
+              "n": 3, "flag": True}
+    for value in (record, {"OpaqueRef:1": record, "OpaqueRef:2": record},
+                  [record, "<", {"a": '"'}]):
+        assert codec.encode_success(value) == _careful_text(value)

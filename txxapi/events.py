@@ -12,7 +12,10 @@ its latest snapshot.  The hub only remembers who is waiting:
   is handed to the pending list and the key emptied), so a burst of writes
   costs one wake per call, not one per write and call;
 * woken calls are collected together after one batching delay (one timer
-  for all of them), and a call computes its batch only then;
+  for all of them), and a call computes its batch only then; the calls of
+  one collection that share a token position and a subscription share one
+  reply, which the RPC endpoints encode once for all of them
+  (txxapi.wire.shared);
 * every wait is a Deferred plus reactor.callLater: no threads.
 
 event.next keeps, per registered session, a bounded queue of change
@@ -41,6 +44,7 @@ from zope.interface import implementer
 from txxapi.errors import XenAPIError
 from txxapi.interfaces import IEvents
 from txxapi.values import Int32
+from txxapi.wire import shared
 
 FROM_DELAY = 0.05          # s before the first collection, and between
 FROM_TASK_DELAY = 0.0      # before the first one when only tasks are watched
@@ -93,10 +97,11 @@ def parse_subscription(item):
 class Subscription:
     """A parsed set of subscription items, matched by lower-case class."""
 
-    __slots__ = ("items", "all", "classes", "objects", "task_only")
+    __slots__ = ("items", "all", "classes", "objects", "task_only", "key")
 
     def __init__(self, items):
         self.items = list(items)
+        self.key = frozenset(self.items)
         self.all = False
         self.classes = set()
         self.objects = {}  # lower class -> set of refs
@@ -277,6 +282,7 @@ class EventHub:
         self._by_session = {}  # session -> its event.from calls
         self._pending = []     # sets of woken calls, collected together
         self._flush_timer = None
+        self._replies = None   # while flushing: window -> reply
         self._log_floor = 0
         # Per-generation caches shared by the calls woken together.
         self._cache_gen = -1
@@ -357,12 +363,19 @@ class EventHub:
         self._flush_timer = None
         pending, self._pending = self._pending, []
         seen = set()
-        for calls in pending:
-            for call in calls:
-                if call.done or call in seen:
-                    continue
-                seen.add(call)
-                call.collect()
+        # Calls woken together at one token position with one
+        # subscription get one reply, encoded once for all of them.
+        self._replies = {}
+        try:
+            with shared.sharing():
+                for calls in pending:
+                    for call in calls:
+                        if call.done or call in seen:
+                            continue
+                        seen.add(call)
+                        call.collect()
+        finally:
+            self._replies = None
 
     def _session_gone(self, session):
         calls = self._by_session.pop(session, ())
@@ -426,6 +439,17 @@ class EventHub:
 
     def collect(self, call):
         """(reply, db generation, message generation) for a call's window."""
+        replies = self._replies
+        if replies is None:
+            return self._collect(call)
+        key = (call.since, call.msg_since, call.subs.key)
+        found = replies.get(key)
+        if found is None:
+            found = replies[key] = self._collect(call)
+            shared.share(found[0])
+        return found
+
+    def _collect(self, call):
         db = self.db
         gen = db.generation
         if gen != self._cache_gen:

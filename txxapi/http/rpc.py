@@ -13,7 +13,7 @@ from twisted.web import resource, server
 from txxapi.db.memory import RecordMap
 from txxapi.errors import XenAPIError
 from txxapi.http import routes, streaming
-from txxapi.wire import jsonrpc, xmlrpc
+from txxapi.wire import jsonrpc, shared, xmlrpc
 from txxapi.wire.errors import MalformedRequest
 
 log = Logger()
@@ -72,7 +72,8 @@ class RPCResource(resource.Resource):
                         return self._stream(request, b"text/xml",
                                             streaming.stream_xmlrpc, value)
                     value = value.to_dict()
-                return xmlrpc.encode_success(value)
+                return shared.encoded(value, "xml", xmlrpc.encode_success) \
+                    or xmlrpc.encode_success(value)
         d.addCallbacks(ok, self._failure_description,
                        errbackArgs=(method,))
         d.addErrback(self._encode_error_of, xmlrpc.encode_failure)
@@ -97,6 +98,9 @@ class RPCResource(resource.Resource):
                     return self._stream(request, b"application/json",
                                         streaming.stream_jsonrpc, call, value)
                 value = value.to_dict()
+            result = shared.encoded(value, "json", jsonrpc.dumps)
+            if result is not None:
+                return jsonrpc.encode_success_encoded(call, result)
             return jsonrpc.encode_success(call, value)
         d.addCallbacks(ok, self._failure_description,
                        errbackArgs=(call.method,))

@@ -424,8 +424,8 @@ def _fast_dict(v, out, strs):
         except TypeError:
             pass
         else:
-            strs.extend(v)
-            strs.extend(v.values())
+            if not (_plain(" ".join(v)) and _plain(" ".join(v.values()))):
+                joined = _escaped_members(v)
             out.extend(("<value><struct><member><name>", joined,
                         "</value></member></struct></value>"))
             return
@@ -467,8 +467,11 @@ def _fast_dict(v, out, strs):
                 _fast_dict(x, out, strs)
                 out.append("</member>")
             else:
-                keep_all(x)
-                keep_all(x.values())
+                # Checked here rather than with the record's strings: a
+                # map is where XML in a string usually sits (other_config
+                # disks), and escaping it here spares the record.
+                if not (_plain(" ".join(x)) and _plain(" ".join(x.values()))):
+                    joined = _escaped_members(x)
                 ext(("<member><name>", k, "</name><value><struct><member>"
                      "<name>", joined, "</value></member></struct></value>"
                      "</member>"))
@@ -478,11 +481,45 @@ def _fast_dict(v, out, strs):
             out.append("</member>")
     out.append("</struct></value>")
     if len(strs) > strs_mark:
-        ok = _plain(" ".join(strs[strs_mark:]))
+        ok = _plain(" ".join(strs[strs_mark:])) or \
+            _escape_in_place(out, out_mark, strs[strs_mark:])
         del strs[strs_mark:]
         if not ok:
             del out[out_mark:]
             _careful(v, out)
+
+
+def _escape_in_place(out, out_mark, strs):
+    """Escape the strings that need it where they stand in out[out_mark:],
+    found by identity: the members' names and string values are written
+    as the very objects collected.  False (nothing changed) when one of
+    them was written inside a joined piece (a set or a map of strings),
+    where only re-encoding can reach it."""
+    bad = {}   # id -> [string, occurrences]
+    for x in strs:
+        if not _plain(x) and _needs_escape(x) is not None:
+            bad.setdefault(id(x), [x, 0])[1] += 1
+    found = []
+    for x, count in bad.values():
+        at = out_mark
+        for _ in range(count):
+            try:
+                at = out.index(x, at)
+            except ValueError:
+                return False
+            if out[at] is not x:
+                return False   # an equal piece of markup came first
+            found.append(at)
+            at += 1
+    for i in found:
+        out[i] = out[i].translate(_ESCAPES)
+    return True
+
+
+def _escaped_members(m):
+    """The members of a string -> string map, each escaped as needed."""
+    return _MEMBER_SEP.join(_name_value((_escape(a), _escape(b)))
+                            for a, b in m.items())
 
 
 _int_text = int.__repr__
