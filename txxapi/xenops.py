@@ -27,10 +27,10 @@ import time
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from txxapi import operations, suspend_images, templates, vmspec
+from txxapi.workers import daemon_pool
 from txxapi.errors import XenAPIError
 from txxapi.events import update_changed
 from txxapi.interfaces import IXenopsBridge
@@ -80,8 +80,7 @@ class Xenops:
         self.backend = backend
         self.name = backend.name
         self.shutdown_timeout = float(shutdown_timeout)
-        self.pool = ThreadPool(minthreads=0, maxthreads=pool_size,
-                               name="xenops")
+        self.pool = daemon_pool(0, pool_size, "xenops")
         self._inflight = {}    # VM uuid -> toolstack operations under way
         self._refreshes = {}   # VM uuid -> _Refresh
         self._acting = {}      # VM uuid -> domid whose end is being handled
