@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txxapi import operations, suspend_images, templates, vmspec
-from txxapi.workers import daemon_pool
+from txxapi.workers import daemon_pool, stop_pool
 from txxapi.errors import XenAPIError
 from txxapi.events import update_changed
 from txxapi.interfaces import IXenopsBridge
@@ -113,7 +113,7 @@ class Xenops:
         # Closing interrupts whatever waits in the backend, so the pool's
         # threads come back; domains live on.
         self.backend.close()
-        self.pool.stop()
+        stop_pool(self.pool)
 
     # --- calling the backend ----------------------------------------------
 

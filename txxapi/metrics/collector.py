@@ -11,12 +11,10 @@ configurations); sampling, archiving and saving run on the component's
 own thread pool, and so do the readers (HTTP, API) through ``run``.
 """
 
-import threading
-
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
-from txxapi.workers import daemon_pool
+from txxapi.workers import daemon_pool, stop_pool
 from txxapi.metrics import perfmon, sources, storage
 from txxapi.metrics.store import HOST, SR, VM, MetricsStore
 from txxapi.values import NULL_REF
@@ -112,17 +110,7 @@ class Metrics:
         try:
             yield self.save()
         finally:
-            self._stop_pool()
-
-    def _stop_pool(self):
-        # Under a reactor whose callFromThread runs at once (the in-process
-        # servers of tests and benchmarks) the save's continuation arrives
-        # on a metrics thread, which cannot join itself.
-        if threading.current_thread() in self.pool.threads:
-            threading.Thread(target=self.pool.stop,
-                             name="metrics-stop").start()
-        else:
-            self.pool.stop()
+            stop_pool(self.pool)
 
     def run(self, fn, *args):
         """``fn(*args)`` on the metrics threads (a Deferred)."""

@@ -17,7 +17,6 @@ import threading
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from txstorage.drivers import DRIVERS
@@ -30,6 +29,7 @@ from txxapi.storage.datapath import DataPaths
 from txxapi.storage.srs import SRRecords
 from txxapi.storage.vdi_ops import VDIOperations
 from txxapi.storage.vdi_records import VDIRecords
+from txxapi.workers import daemon_pool, stop_pool
 
 log = Logger()
 
@@ -52,8 +52,7 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
         self.local_sr_dir = local_sr_dir or os.path.join(identity.data_dir,
                                                          "sr")
         self.iso_dir = iso_dir or None
-        self.pool = ThreadPool(minthreads=0, maxthreads=pool_size,
-                               name="storage")
+        self.pool = daemon_pool(0, pool_size, "storage")
         # A reactor without threads (a test Clock) runs driver calls inline.
         self._inline = not IReactorThreads.providedBy(clock)
         self.drivers = {}
@@ -96,7 +95,7 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
             except Exception:
                 log.failure("aborting a transfer at stop")
         if not self._inline:
-            self.pool.stop()
+            stop_pool(self.pool)
 
     @staticmethod
     def _make_driver(cls, host_uuid):
