@@ -15,6 +15,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from txxapi.errors import XenAPIError
+from txxapi.events import update_changed
+from txxapi.extauth.service import suspended
 
 log = Logger()
 
@@ -78,7 +80,9 @@ class Revalidator:
             if self.db.exists("subject", ref):
                 merged = dict(self.db.get("subject", ref, "other_config"))
                 merged.update(info)
-                self.db.update("subject", ref, {"other_config": merged})
+                # Unchanged details write nothing (no event every pass).
+                update_changed(self.db, "subject", ref,
+                               {"other_config": merged})
 
     @defer.inlineCallbacks
     def _still_allowed(self, sid):
@@ -89,7 +93,7 @@ class Revalidator:
         except XenAPIError as e:
             return False if e.description[0] == \
                 "SUBJECT_CANNOT_BE_RESOLVED" else None
-        if self.extauth.suspended(info):
+        if suspended(info):
             return False
         closure = set([sid] + list(groups))
         return any(f["subject_identifier"] in closure

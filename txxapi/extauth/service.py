@@ -13,11 +13,11 @@ import os
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from txxapi.api.rbac import permissions_of
 from txxapi.errors import XenAPIError
 from txxapi.extauth.pam import AuthFailure, NotResolved, PamDirectory
+from txxapi.workers import daemon_pool, stop_pool
 
 log = Logger()
 
@@ -50,7 +50,7 @@ class ExternalAuth:
         ad = _active_directory(ad_settings)
         if ad is not None:
             self.directories[AD] = ad
-        self.pool = ThreadPool(0, max_threads, name="extauth")
+        self.pool = daemon_pool(0, max_threads, "extauth")
         self._started = False
 
     def start(self):
@@ -75,7 +75,7 @@ class ExternalAuth:
     def stop(self):
         if self._started:
             self._started = False
-            self.pool.stop()
+            stop_pool(self.pool)
 
     def _blocking(self, fn, *args):
         self.start()
@@ -211,13 +211,13 @@ class ExternalAuth:
         except AuthFailure as e:
             raise LoginRefused("SESSION_AUTHENTICATION_FAILED", user, str(e))
         info = self._cached_information(sid)
-        if info is None or _suspended(info):
+        if info is None or suspended(info):
             try:
                 info = yield self._blocking(directory.subject_information,
                                             sid)
             except (NotResolved, KeyError):
                 info = {}
-        if _suspended(info):
+        if suspended(info):
             raise LoginRefused(
                 "SESSION_AUTHORIZATION_FAILED", user,
                 "User %s (subject_id %s, from %s) suspended in external "
@@ -249,11 +249,6 @@ class ExternalAuth:
         return (subjects[0], sid, info.get("subject-name", user),
                 permissions)
 
-    @staticmethod
-    def suspended(info):
-        """Whether directory details say the account may not log in."""
-        return _suspended(info)
-
     def _cached_information(self, sid):
         for _, f in self.db.records("subject"):
             if f["subject_identifier"] == sid:
@@ -284,7 +279,8 @@ def _code(prefix, tag):
     return prefix + "_" + tag if tag else prefix
 
 
-def _suspended(info):
+def suspended(info):
+    """Whether directory details say the account may not log in."""
     return any(info.get(k, "true").lower() != "false"
                for k in SUSPENSION_FIELDS)
 
