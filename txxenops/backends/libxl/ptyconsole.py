@@ -130,13 +130,13 @@ class PtyConsoles:
 
     def port_for(self, uuid, path):
         with self._lock:
-            console = self._by_uuid.get(uuid)
-            if console is not None and console.path == path:
-                return console.port
-            self._by_uuid[uuid] = PtyConsole(path)
-        if console is not None:
-            console.close()
-        return self._by_uuid[uuid].port
+            older = self._by_uuid.get(uuid)
+            if older is not None and older.path == path:
+                return older.port
+            console = self._by_uuid[uuid] = PtyConsole(path)
+        if older is not None:
+            older.close()
+        return console.port
 
     def forget(self, uuid):
         with self._lock:
