@@ -34,6 +34,7 @@ class NBDService(service.Service):
         self._cert_path = cert_path
         self._key_path = key_path
         self._context = None
+        self._certificate = None
         self._listening = None
         self.connections = set()
         self.connection_limit = CONNECTION_LIMIT
@@ -77,10 +78,14 @@ class NBDService(service.Service):
 
     def certificate_pem(self):
         """The host certificate clients check the server against (the
-        file may hold its key too: only the certificates)."""
-        with open(self._cert_path) as f:
-            text = f.read()
-        return "".join(m.group(0) + "\n" for m in _CERTIFICATE.finditer(text))
+        file may hold its key too: only the certificates).  Read once, as
+        the TLS context is: both serve the certificate of this start."""
+        if self._certificate is None:
+            with open(self._cert_path) as f:
+                text = f.read()
+            self._certificate = "".join(
+                m.group(0) + "\n" for m in _CERTIFICATE.finditer(text))
+        return self._certificate
 
     def remember(self, conn):
         self.connections.add(conn)
