@@ -9,7 +9,7 @@ from twisted.web import resource, server
 from txxapi.cli.connection import CliConnection
 from txxapi.cli.table import TABLE
 from txxapi.console import relay
-from txxapi.http.rpc import origin_of
+from txxapi.http.rpc import Origin
 
 
 class CliResource(resource.Resource):
@@ -23,7 +23,7 @@ class CliResource(resource.Resource):
 
     def render_POST(self, request):
         body = request.content.read().decode("utf-8", "replace")
-        conn = CliConnection(self.server, body, origin_of(request),
+        conn = CliConnection(self.server, body, Origin(request),
                              self.table)
         early = relay.take_over(request, conn, lambda: None)
         if early:

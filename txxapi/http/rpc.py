@@ -24,13 +24,27 @@ def _cors(request):
     request.setHeader(b"Access-Control-Allow-Headers", b"X-Requested-With")
 
 
-def origin_of(request):
-    peer = request.getClientAddress()
-    agent = request.getHeader(b"user-agent")
-    return {"peer": getattr(peer, "host", None),
-            "tls": request.isSecure(),
-            "user_agent": agent.decode("utf-8", "replace")
-            if agent is not None else None}
+class Origin:
+    """Where a call came from, read off its request only when asked: a
+    login's refusal names the user agent, and most calls never look."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request):
+        self._request = request
+
+    def get(self, key, default=None):
+        request = self._request
+        if key == "peer":
+            return getattr(request.getClientAddress(), "host", default)
+        if key == "tls":
+            return request.isSecure()
+        if key == "user_agent":
+            agent = request.getHeader(b"user-agent")
+            return default if agent is None else \
+                agent.decode("utf-8", "replace")
+        return default
+
 
 
 class RPCResource(resource.Resource):
@@ -62,7 +76,7 @@ class RPCResource(resource.Resource):
             request.setResponseCode(400)
             request.setHeader(b"Content-Type", b"text/xml")
             return xmlrpc.encode_fault(-32700, "Malformed request: %s" % e)
-        d = self.server.dispatcher.call(method, params, origin_of(request))
+        d = self.server.dispatcher.call(method, params, Origin(request))
         if method == "system.listMethods":
             ok = xmlrpc.encode_bare
         else:
@@ -91,7 +105,7 @@ class RPCResource(resource.Resource):
             return jsonrpc.encode_early_failure(
                 ["INTERNAL_ERROR", "Malformed request: %s" % e])
         d = self.server.dispatcher.call(call.method, call.params,
-                                        origin_of(request))
+                                        Origin(request))
         def ok(value):
             if isinstance(value, RecordMap):
                 if len(value) > streaming.STREAM_ABOVE:
