@@ -19,6 +19,7 @@ from txxapi import disks, operations, suspend_images, vmspec
 from txxapi.api.registry import implements
 from txxapi.datamodel import MODEL
 from txxapi.errors import XenAPIError
+from txxapi.events import update_changed
 from txxapi.impl import vm_lifecycle
 from txxapi.values import NULL_REF
 
@@ -267,8 +268,7 @@ def _hard_shutdown(ctx, ref):
 
 def _unprotect(ctx, vm):
     # A VM its user stops is no longer one HA must keep running (XAPI).
-    if ctx.db.fields("VM", vm)["ha_always_run"]:
-        ctx.db.update("VM", vm, {"ha_always_run": False})
+    update_changed(ctx.db, "VM", vm, {"ha_always_run": False})
 
 
 @implements("VM.clean_shutdown")
