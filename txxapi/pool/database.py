@@ -188,5 +188,8 @@ class PoolDatabase(service.MultiService):
         for m in members:
             if m.name == uuid or (not m.name and m.peer_urls and any(
                     uuid in u for u in m.peer_urls)):
-                yield self.client.member_remove(m.id)
+                # Refused while a member has just (re)connected.
+                yield retry_unhealthy(
+                    self.client, MEMBER_TIMEOUT,
+                    lambda m=m: self.client.member_remove(m.id))
                 log.info("pool: etcd member {uuid} removed", uuid=uuid)

@@ -284,7 +284,8 @@ def remove_member(client, member):
         member_id = getattr(member, "member_id", None)
         if member_id is None:
             member_id = (yield client.status(member.client_url)).member_id
-        yield client.member_remove(member_id)
+        yield retry_unhealthy(client, 60.0,
+                              lambda: client.member_remove(member_id))
         if member.parent is not None:
             yield member.disownServiceParent()
         elif member.running:
@@ -292,4 +293,5 @@ def remove_member(client, member):
         yield threads.deferToThread(shutil.rmtree, member.data_dir,
                                     ignore_errors=True)
     else:
-        yield client.member_remove(member)
+        yield retry_unhealthy(client, 60.0,
+                              lambda: client.member_remove(member))
