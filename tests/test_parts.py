@@ -74,11 +74,13 @@ def test_a_message_without_a_rule_passes_straight_through(parts):
         ctx, lambda ctx, *args: ("ran", args), [1, 2]) == ("ran", (1, 2))
 
 
-def test_a_route_to_another_host_is_refused_and_runs_nothing(parts):
+def test_a_route_to_a_host_that_is_not_live_is_refused_and_runs_nothing(
+        parts):
     ctx = Context(_Server(parts), message=MODEL.messages["VM.start_on"])
     ran = []
-    with pytest.raises(XenAPIError) as e:
-        parts["forwarder"].run(ctx, Route("OpaqueRef:other-host",
-                                          refusal="operation on another host"),
-                               lambda: ran.append(1))
-    assert e.value.code == "NOT_IMPLEMENTED" and not ran
+    for call, code in [(None, "NOT_IMPLEMENTED"),
+                       (("VM.start_on", []), "HOST_OFFLINE")]:
+        with pytest.raises(XenAPIError) as e:
+            parts["forwarder"].run(ctx, Route("OpaqueRef:other-host"),
+                                   lambda: ran.append(1), call)
+        assert e.value.code == code and not ran

@@ -7,30 +7,15 @@ log still holds every acknowledged write.
 """
 
 import os
-import xmlrpc.client
 
 import pytest
-import XenAPI
 
 from tests.support.api import wait_until
 from tests.support.etcd import needs_etcd
-from tests.support.pool import PoolHosts
+from tests.support.pool import joined_pool, pool_session
 
 pytestmark = [needs_etcd, pytest.mark.skipif(
     os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
-
-
-def pool_session(host):
-    """A pool session on a host (the pool secret), as hosts use."""
-    with open(os.path.join(host.data_dir, "ptoken")) as f:
-        secret = f.read().strip()
-    url = "http://%s/" % host.address
-    reply = xmlrpc.client.ServerProxy(url).session.slave_login(
-        "OpaqueRef:NULL", secret)
-    assert reply["Status"] == "Success", reply
-    s = XenAPI.Session(url)
-    s._session = reply["Value"]
-    return s
 
 
 def labels(x):
@@ -39,13 +24,7 @@ def labels(x):
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    hosts = PoolHosts(str(tmp_path_factory.mktemp("pooldb")), 3).start()
-    try:
-        hosts.join(hosts[1], hosts[0])
-        hosts.join(hosts[2], hosts[0])
-        yield hosts
-    finally:
-        hosts.stop()
+    yield from joined_pool(str(tmp_path_factory.mktemp("pooldb")), 3)
 
 
 def test_master_writes_reach_every_replica_and_slave_writes_the_master(pool):

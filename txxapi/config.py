@@ -31,6 +31,8 @@ DEFAULTS = {
     "ad-ca-file": "",
     "session-revalidation-interval": "300",
     "metrics-interval": "5",
+    "pool-heartbeat-interval": "30",
+    "host-assumed-dead-interval": "600",
 }
 SECTION = "xapi"
 

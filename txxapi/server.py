@@ -29,7 +29,9 @@ from txxapi.identity import HostIdentity
 from txxapi.messages import MessageStore
 from txxapi.metrics.collector import Metrics
 from txxapi.pool import role as pool_role
+from txxapi.pool import liveness
 from txxapi.pool.hello import Greeting
+from txxapi.pool.peers import PeerSessions
 from txxapi.storage import Storage
 from txxapi.xenops import DEFAULT_SHUTDOWN_TIMEOUT, Xenops
 
@@ -46,7 +48,9 @@ class Server:
                  import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT,
                  local_sr_dir=None, iso_dir=None, ad_settings=None,
                  session_revalidation_interval=revalidation.INTERVAL,
-                 metrics_interval=5):
+                 metrics_interval=5,
+                 heartbeat_interval=liveness.HEARTBEAT_INTERVAL,
+                 host_assumed_dead_interval=liveness.ASSUMED_DEAD_INTERVAL):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -89,8 +93,14 @@ class Server:
         self.metrics = Metrics(db, self.identity, reactor, self.xenops,
                                self.messages, data_dir, metrics_interval)
         self.components.append(self.metrics)
-        # A slave says pool.hello to its master once it is up.
+        # A slave says pool.hello to its master once it is up, then sends
+        # it heartbeats; the master tells live hosts from dead ones.
         self.components.append(Greeting(reactor, self.identity, db))
+        self.peers = PeerSessions(reactor, self.identity)
+        self.liveness = liveness.Liveness(
+            reactor, self.identity, db, self.peers, heartbeat_interval,
+            host_assumed_dead_interval)
+        self.components.append(self.liveness)
         self.forwarder = Forwarder(self.identity, db, reactor, self.storage)
         # Calls of sessions that are not local superusers (XAPI's RBAC
         # audit log).

@@ -177,7 +177,10 @@ class XapiService(service.MultiService):
             ad_settings=ad_settings(s),
             session_revalidation_interval=float(
                 s["session-revalidation-interval"]),
-            metrics_interval=int(s["metrics-interval"]))
+            metrics_interval=int(s["metrics-interval"]),
+            heartbeat_interval=float(s["pool-heartbeat-interval"]),
+            host_assumed_dead_interval=float(
+                s["host-assumed-dead-interval"]))
         server.pool_database = pool_database
         if isinstance(persistence, SlavePersistence):
             persistence.identity = server.identity

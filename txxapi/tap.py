@@ -65,6 +65,12 @@ class Options(usage.Options):
          "still log in; their sessions end when not (300; 0: never)."],
         ["metrics-interval", None, None,
          "Seconds between metrics samples, the RRDs' step (5)."],
+        ["pool-heartbeat-interval", None, None,
+         "Seconds between a slave's heartbeats to its master, and between "
+         "the master's checks of them (30)."],
+        ["host-assumed-dead-interval", None, None,
+         "Seconds without a heartbeat after which the master takes a host "
+         "for dead (host_metrics.live false) (600)."],
     ]
 
     def postOptions(self):
@@ -85,8 +91,15 @@ class Options(usage.Options):
                 raise usage.UsageError("--%s must be a number" % key)
         if int(self.settings["metrics-interval"]) < 1:
             raise usage.UsageError("--metrics-interval must be at least 1")
+        try:
+            if float(self.settings["pool-heartbeat-interval"]) <= 0:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError("--pool-heartbeat-interval must be a "
+                                   "positive number of seconds")
         for key in ("simulator-op-time", "shutdown-timeout",
-                    "header-read-timeout", "header-total-timeout"):
+                    "header-read-timeout", "header-total-timeout",
+                    "host-assumed-dead-interval"):
             try:
                 if float(self.settings[key]) < 0:
                     raise ValueError

@@ -9,6 +9,9 @@ address.  Binding ports below 1024 needs root, as the tests run.
 """
 
 import os
+import xmlrpc.client
+
+import XenAPI
 
 from tests.support.servers import PASSWORD, USER, RunningServer
 from txxapi.pool.join import RESTART_STATUS
@@ -24,12 +27,13 @@ def host_address(index):
 
 
 class PoolHost(RunningServer):
-    def __init__(self, base, index):
+    def __init__(self, base, index, extra_args=()):
         address = host_address(index)
         RunningServer.__init__(
             self, os.path.join(base, "host%d" % index, "data"),
             passwd_file=os.path.join(base, "passwd"),
-            http_port=80, https_port=443, bind=address)
+            extra_args=extra_args, http_port=80, https_port=443,
+            bind=address)
         self.address = address
 
     def restart(self):
@@ -42,9 +46,10 @@ class PoolHost(RunningServer):
 
 
 class PoolHosts:
-    """``hosts[i]`` is a PoolHost; start(), stop() and kill() per host."""
+    """``hosts[i]`` is a PoolHost; start(), stop() and kill() per host.
+    ``extra_args``: server options every host gets."""
 
-    def __init__(self, base, count):
+    def __init__(self, base, count, extra_args=()):
         self.base = base
         os.makedirs(base, exist_ok=True)
         passwd = os.path.join(base, "passwd")
@@ -52,7 +57,7 @@ class PoolHosts:
             from tests.support.servers import sha512_crypt
             with open(passwd, "w") as f:
                 f.write("%s:%s\n" % (USER, sha512_crypt(PASSWORD)))
-        self.hosts = [PoolHost(base, i) for i in range(count)]
+        self.hosts = [PoolHost(base, i, extra_args) for i in range(count)]
 
     def __getitem__(self, index):
         return self.hosts[index]
@@ -78,6 +83,31 @@ class PoolHosts:
         finally:
             _logout(session)
         joiner.restart()
+
+
+def joined_pool(base, count, extra_args=()):
+    """A generator for a module fixture: ``count`` hosts, the first the
+    master and every other joined to it; all stopped afterwards."""
+    hosts = PoolHosts(base, count, extra_args).start()
+    try:
+        for joiner in hosts.hosts[1:]:
+            hosts.join(joiner, hosts[0])
+        yield hosts
+    finally:
+        hosts.stop()
+
+
+def pool_session(host):
+    """A pool session on a host (the pool secret), as hosts use."""
+    with open(os.path.join(host.data_dir, "ptoken")) as f:
+        secret = f.read().strip()
+    url = "http://%s/" % host.address
+    reply = xmlrpc.client.ServerProxy(url).session.slave_login(
+        "OpaqueRef:NULL", secret)
+    assert reply["Status"] == "Success", reply
+    s = XenAPI.Session(url)
+    s._session = reply["Value"]
+    return s
 
 
 def _logout(session):

@@ -3,14 +3,14 @@ Forwarding: the layer between dispatch and the implementations, as XAPI's
 message_forwarding is.  For a message with a forwarding rule (one module
 per class family: forwarding/vm.py holds ``VM.start``'s), it makes the
 rule's checks, marks the operation on the objects it works on
-(forwarding/marking.py) and runs the local implementation on the host the
-rule picks (forwarding/hosts.py).  The implementations keep only the
-local steps.  A message without a rule passes straight through.
+(forwarding/marking.py) and runs the implementation on the host the rule
+picks (forwarding/hosts.py): here, or re-issued there under the pool
+session (forwarding/remote.py).  The implementations keep only the local
+steps.  A message without a rule passes straight through.
 
-This host is the only member of its pool until the pool work lands, so a
-route to another host is refused with NOT_IMPLEMENTED; the redirections
-of a slave and the calls to another host slot in here, without touching
-dispatch or the implementations.
+Marks are the master's: on a slave, a call the master forwarded runs at
+once, and a pool-session call of the slave's own that has a rule goes to
+the master, which marks it and picks its host.
 """
 
 from twisted.internet import defer
@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from txxapi.errors import XenAPIError
 from txxapi.forwarding import devices, vm  # noqa: F401 (their rules)
+from txxapi.forwarding import hosts, remote
 from txxapi.forwarding.marking import Marker
 from txxapi.forwarding.registry import rule_for
 from txxapi.forwarding.storage import StorageCalls
@@ -35,23 +36,53 @@ class Forwarder:
         self.storage = StorageCalls(self, storage)
 
     def execute(self, ctx, implementation, args):
+        forwarded = remote.forwarded_here(ctx)
+        if forwarded is not None:
+            return self._forwarded(ctx, implementation, args, forwarded)
         rule = rule_for(ctx.message.wire_name) if ctx.message else None
         if rule is None:
             return implementation(ctx, *args)
+        call = (ctx.message.wire_name, args)
+        if not self.identity.is_master:
+            return remote.call_on(ctx, hosts.master(ctx), *call)
         return self.run(ctx, rule(ctx, *args),
-                        lambda: implementation(ctx, *args))
+                        lambda: implementation(ctx, *args), call)
 
-    def run(self, ctx, route, local):
-        """``local()`` as ``route`` says: on its host, with its marks."""
+    def run(self, ctx, route, local, call=None):
+        """``local()`` as ``route`` says: on its host, with its marks.
+        ``call``: (message, arguments) that do the same on another host;
+        without one such a route is refused with NOT_IMPLEMENTED."""
+        after = route.after
         if route.host != self.identity.host_ref:
-            raise XenAPIError("NOT_IMPLEMENTED", route.refusal or
-                              "%s on another host" % ctx.message.wire_name)
+            if call is None:
+                raise XenAPIError("NOT_IMPLEMENTED", "%s on another host" % (
+                    ctx.message.wire_name if ctx.message else "a call"))
+            target = route.host if self.identity.is_master \
+                else hosts.master(ctx)
+            remote.assert_live(ctx, target, hosts.is_member)
+            # The executing host makes any step after the call itself.
+            local, after = (lambda: remote.call_on(ctx, target, *call)), None
+            if not self.identity.is_master:
+                return local()
         if route.marks:
             d = self.marker.marked(ctx, route.marks, local, route.wait)
-        elif route.after is not None:
+        elif after is not None:
             d = defer.maybeDeferred(local)
         else:
             return local()
-        if route.after is not None:
-            d.addCallback(route.after)
+        if after is not None:
+            d.addCallback(after)
         return d
+
+    @staticmethod
+    def _forwarded(ctx, implementation, args, forwarded):
+        """A call the master forwarded here: checked and marked there, so
+        only the local steps (and a rule's step after them) run, once the
+        replica has caught up with the master."""
+        def run(_):
+            rule = rule_for(ctx.message.wire_name)
+            after = rule(ctx, *args).after \
+                if getattr(rule, "step_after", False) else None
+            d = defer.maybeDeferred(implementation, ctx, *args)
+            return d.addCallback(after) if after is not None else d
+        return remote.caught_up(ctx, forwarded).addCallback(run)

@@ -1,51 +1,61 @@
 """
 Which host executes a call, as XAPI's message forwarding chooses it:
 
-* a VM's operations run where it is resident (a start where it will run);
+* a running or paused VM's operations run where it is resident, a
+  halted or suspended VM's on the master, and a start where the
+  placement puts it (forwarding/placement.py);
 * storage operations run on a host where the SR's PBD is plugged;
 * a host's operations run on that host (a PBD's on the PBD's host);
 * everything else runs on the master.
 
-Only this host runs calls until hosts can join a pool (``members``), so a
-host recorded in the database but not a member (an imported pool's other
-hosts) is never chosen: its calls go to the master, this host.
+The hosts that can run calls (``members``) are this one and those whose
+host_metrics say live (txxapi.pool.liveness keeps that on the master); a
+route to any other host is answered HOST_OFFLINE by the forwarder.
 """
 
+from txxapi.forwarding import placement
+from txxapi.pool.liveness import is_live
 from txxapi.values import NULL_REF
+
+RESIDENT_STATES = ("Running", "Paused")
 
 
 def this_host(ctx):
     return ctx.server.host_ref
 
 
+def is_member(ctx, host):
+    """Can ``host`` run calls now?"""
+    return host == this_host(ctx) or (
+        ctx.db.exists("host", host) and is_live(ctx.db, host))
+
+
 def members(ctx):
     """The hosts that can run calls now."""
-    return {this_host(ctx)}
+    return {h for h in ctx.db.refs("host") if is_member(ctx, h)} | \
+        {this_host(ctx)}
 
 
 def master(ctx):
     pool = ctx.db.fields("pool", ctx.server.pool_ref)
-    return pool["master"] if pool["master"] in members(ctx) \
+    return pool["master"] if is_member(ctx, pool["master"]) \
         else this_host(ctx)
 
 
-def member_or_master(ctx, host):
-    return host if host in members(ctx) else master(ctx)
-
-
 def of_vm(ctx, vm):
-    """The host a VM's operation runs on: where it is resident, else (a
-    halted VM) the master.  HANDLE_INVALID for a bad VM."""
-    resident = ctx.db.fields("VM", vm)["resident_on"]
-    return member_or_master(ctx, resident) if resident != NULL_REF \
-        else master(ctx)
+    """The host a VM's operation runs on: where it is resident while it
+    runs (or is paused), else the master.  HANDLE_INVALID for a bad
+    VM."""
+    f = ctx.db.fields("VM", vm)
+    if f["power_state"] in RESIDENT_STATES and f["resident_on"] != NULL_REF:
+        return f["resident_on"]
+    return master(ctx)
 
 
 def to_start(ctx, vm):
-    """The host VM.start and VM.resume place the VM on: this host until
-    placement across a pool (free memory, affinity) lands."""
+    """The host VM.start and VM.resume place the VM on."""
     ctx.db.fields("VM", vm)
-    return this_host(ctx)
+    return placement.choose_host(ctx, vm, members(ctx))
 
 
 def named(ctx, host):
@@ -65,7 +75,7 @@ def with_sr_plugged(ctx, sr):
     db, here = ctx.db, this_host(ctx)
     plugged = [db.fields("PBD", p)["host"] for p in db.where("PBD", SR=sr)
                if db.fields("PBD", p)["currently_attached"]]
-    live = [h for h in plugged if h in members(ctx)]
+    live = [h for h in plugged if is_member(ctx, h)]
     if here in live:
         return here
     return live[0] if live else master(ctx)

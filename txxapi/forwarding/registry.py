@@ -22,28 +22,28 @@ class Route:
     ``marks``: (class, ref, op) recorded in current_operations for the
     call's length.  ``wait``: wait out a conflicting operation (storage's
     policy, as XAPI's storage calls retry) rather than fail at once with
-    OTHER_OPERATION_IN_PROGRESS.  ``refusal``: the NOT_IMPLEMENTED text
-    for a host that is not this one, until calls can be sent there.
-    ``after``: a step on the result once the marks are gone (a PBD.plug's
-    scan, a clone's fallback copy).
+    OTHER_OPERATION_IN_PROGRESS.  ``after``: a step on the result once
+    the marks are gone (a PBD.plug's scan, a clone's fallback copy), made
+    by the host that executes the call: a rule with one is registered
+    with ``step_after=True``, so that the host the call is forwarded to
+    asks the rule for it.
     """
 
-    __slots__ = ("host", "marks", "wait", "refusal", "after")
+    __slots__ = ("host", "marks", "wait", "after")
 
-    def __init__(self, host, marks=(), wait=False, refusal=None,
-                 after=None):
+    def __init__(self, host, marks=(), wait=False, after=None):
         self.host = host
         self.marks = list(marks)
         self.wait = wait
-        self.refusal = refusal
         self.after = after
 
 
-def forwards(*wire_names):
+def forwards(*wire_names, step_after=False):
     for name in wire_names:
         MODEL.messages[name]  # KeyError: not in the datamodel
 
     def register(fn):
+        fn.step_after = step_after
         for name in wire_names:
             if name in RULES:
                 raise ValueError("%s has two forwarding rules" % name)

@@ -35,8 +35,7 @@ def sr_create(ctx, host, device_config, physical_size, name_label,
     """A local SR is made on its host, a shared one by the master."""
     ctx.db.fields("host", host)
     _storage(ctx).driver_for_type(type)
-    return Route(hosts.master(ctx) if shared else hosts.named(ctx, host),
-                 refusal="SR.create on another host")
+    return Route(hosts.master(ctx) if shared else hosts.named(ctx, host))
 
 
 @forwards("SR.forget", "SR.destroy")
@@ -70,13 +69,12 @@ def pbd_destroy(ctx, pbd):
                  wait=True)
 
 
-@forwards("PBD.plug")
+@forwards("PBD.plug", step_after=True)
 def pbd_plug(ctx, pbd):
     """The first plug of an SR on the master scans it, once the plug's
     mark is gone and before answering."""
     sr = ctx.db.fields("PBD", pbd)["SR"]
     return Route(hosts.of_pbd(ctx, pbd), [("SR", sr, "plug")], wait=True,
-                 refusal="PBD.plug on another host",
                  after=lambda result: _storage(ctx).scan(sr).addCallback(
                      lambda _: result))
 
@@ -87,7 +85,7 @@ def pbd_unplug(ctx, pbd):
     in progress is refused rather than waited for."""
     db = ctx.db
     f = db.fields("PBD", pbd)
-    host = hosts.member_or_master(ctx, f["host"])
+    host = f["host"]
     if not f["currently_attached"]:
         return Route(host)
     sr = f["SR"]
@@ -137,7 +135,8 @@ forwards("VDI.create")(
 forwards("VDI.destroy")(lambda ctx, vdi: vdi_route(ctx, vdi, "destroy"))
 forwards("VDI.snapshot")(
     lambda ctx, vdi, params: vdi_route(ctx, vdi, "snapshot"))
-forwards("VDI.clone")(lambda ctx, vdi, params: clone_route(ctx, vdi))
+forwards("VDI.clone", step_after=True)(
+    lambda ctx, vdi, params: clone_route(ctx, vdi))
 forwards("VDI.resize")(lambda ctx, vdi, size: vdi_route(ctx, vdi, "resize"))
 forwards("VDI.copy")(lambda ctx, vdi, sr, base_vdi, into_vdi: copy_route(
     ctx, vdi, sr, into_vdi))
@@ -200,30 +199,42 @@ class StorageCalls:
                    name_description="", vdi_type="user", sharable=False,
                    read_only=False, other_config=None, xenstore_data=None,
                    sm_config=None, tags=None):
+        record = {"SR": sr, "virtual_size": virtual_size,
+                  "name_label": name_label,
+                  "name_description": name_description, "type": vdi_type,
+                  "sharable": sharable, "read_only": read_only,
+                  "other_config": other_config or {},
+                  "xenstore_data": xenstore_data or {},
+                  "sm_config": sm_config or {}, "tags": tags or []}
         return self.forwarder.run(
             ctx, create_route(ctx, sr, vdi_type),
             lambda: self.storage.create_vdi(
                 ctx, sr, virtual_size, name_label, name_description,
                 vdi_type, sharable, read_only, other_config, xenstore_data,
-                sm_config, tags))
+                sm_config, tags),
+            ("VDI.create", [record]))
 
     def destroy_vdi(self, ctx, vdi):
         return self.forwarder.run(ctx, vdi_route(ctx, vdi, "destroy"),
-                                  lambda: self.storage.destroy_vdi(ctx, vdi))
+                                  lambda: self.storage.destroy_vdi(ctx, vdi),
+                                  ("VDI.destroy", [vdi]))
 
     def snapshot_vdi(self, ctx, vdi, driver_params=None):
         return self.forwarder.run(
             ctx, vdi_route(ctx, vdi, "snapshot"),
-            lambda: self.storage.snapshot_vdi(ctx, vdi, driver_params))
+            lambda: self.storage.snapshot_vdi(ctx, vdi, driver_params),
+            ("VDI.snapshot", [vdi, driver_params or {}]))
 
     def clone_vdi(self, ctx, vdi, driver_params=None):
         return self.forwarder.run(
             ctx, clone_route(ctx, vdi),
-            lambda: self.storage.clone_vdi(ctx, vdi, driver_params))
+            lambda: self.storage.clone_vdi(ctx, vdi, driver_params),
+            ("VDI.clone", [vdi, driver_params or {}]))
 
     def copy_vdi(self, ctx, vdi, sr, base_vdi=None, into_vdi=None):
         base_vdi, into_vdi = base_vdi or NULL_REF, into_vdi or NULL_REF
         return self.forwarder.run(
             ctx, copy_route(ctx, vdi, sr, into_vdi),
             lambda: self.storage.copy_vdi(ctx, vdi, sr, base_vdi, into_vdi,
-                                          self))
+                                          self),
+            ("VDI.copy", [vdi, sr, base_vdi, into_vdi]))

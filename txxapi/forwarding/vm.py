@@ -64,8 +64,7 @@ def resume(ctx, vm, start_paused, force):
 def _on_named_host(op):
     def rule(ctx, vm, host, start_paused, force):
         ctx.db.fields("VM", vm)
-        return Route(hosts.named(ctx, host), [("VM", vm, op)],
-                     refusal="operation on another host")
+        return Route(hosts.named(ctx, host), [("VM", vm, op)])
     return rule
 
 
@@ -99,8 +98,10 @@ def set_is_a_template(ctx, vm, value):
 
 @forwards("VM.power_state_reset")
 def power_state_reset(ctx, vm):
+    """On the master, as XAPI's: the way out for a VM whose host is
+    gone."""
     vm_impl.assert_resettable(ctx, vm)
-    return Route(hosts.of_vm(ctx, vm), [("VM", vm, "power_state_reset")])
+    return Route(hosts.master(ctx), [("VM", vm, "power_state_reset")])
 
 
 @forwards("VM.call_plugin")

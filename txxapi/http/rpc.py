@@ -12,6 +12,7 @@ from twisted.web import resource, server
 
 from txxapi.db.memory import RecordMap
 from txxapi.errors import XenAPIError
+from txxapi.forwarding.remote import GENERATION_HEADER, TASK_HEADER
 from txxapi.http import routes, streaming
 from txxapi.wire import jsonrpc, shared, xmlrpc
 from txxapi.wire.errors import MalformedRequest
@@ -43,8 +44,21 @@ class Origin:
             agent = request.getHeader(b"user-agent")
             return default if agent is None else \
                 agent.decode("utf-8", "replace")
+        if key == "forwarded":
+            return forwarded_by(request, default)
         return default
 
+
+def forwarded_by(request, default=None):
+    """What a master says of a call it forwards here (the headers of
+    txxapi.forwarding.remote): {"generation": int, "task": ref or None},
+    or ``default`` for a call that was not forwarded."""
+    generation = request.getHeader(GENERATION_HEADER)
+    if generation is None or not generation.isdigit():
+        return default
+    task = request.getHeader(TASK_HEADER)
+    return {"generation": int(generation),
+            "task": task.decode("ascii", "replace") if task else None}
 
 
 class RPCResource(resource.Resource):

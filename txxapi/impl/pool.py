@@ -15,6 +15,7 @@ from txxapi.errors import XenAPIError
 from txxapi.pool import join as pool_join
 from txxapi.pool import slavedb
 from txxapi.pool.client import PeerClient, PeerUnreachable
+from txxapi.pool.liveness import HEARTBEAT_CALL
 
 
 @implements("pool.join")
@@ -91,10 +92,18 @@ def hello(ctx, host_uuid, host_address):
     if not is_slave:
         return "cannot_talk_back"
     db.update("host", host, {"address": host_address, "enabled": True})
-    metrics = db.get("host", host, "metrics")
-    if db.exists("host_metrics", metrics):
-        db.update("host_metrics", metrics, {"live": True})
+    server.liveness.heard(host)
     return "ok"
+
+
+@internal(HEARTBEAT_CALL)
+def tickle_heartbeat(ctx, session, host):
+    """A slave's periodic heartbeat (txxapi.pool.liveness)."""
+    _pool_session(ctx, session)
+    ctx.server.identity.assert_master()
+    ctx.db.fields("host", host)
+    ctx.server.liveness.heard(host)
+    return ""
 
 
 @implements("pool.is_slave")

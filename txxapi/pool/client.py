@@ -56,12 +56,15 @@ class PeerClient:
                                       pool=connections)
 
     @defer.inlineCallbacks
-    def call(self, method, *params):
+    def call(self, method, *params, headers=None):
+        """``headers``: more HTTP headers (name -> value, bytes)."""
         body = xmlrpc.encode_call(method, params)
+        sent = Headers({b"content-type": [b"text/xml"]})
+        for name, value in (headers or {}).items():
+            sent.setRawHeaders(name, [value])
         try:
             response = yield self.agent.request(
-                b"POST", _url(self.address),
-                Headers({b"content-type": [b"text/xml"]}),
+                b"POST", _url(self.address), sent,
                 web_client.FileBodyProducer(io.BytesIO(body)))
             data = yield web_client.readBody(response)
         except Exception as e:

@@ -188,6 +188,27 @@ class SlavePersistence:
                 d.callback(generation)
         self._waiters = keep
 
+    def caught_up(self, generation, timeout=DURABLE_TIMEOUT):
+        """Fires once the replica holds the master's writes up to
+        ``generation`` (a call the master forwards here reads what the
+        master saw); HA_LOST_STATEFILE after ``timeout``."""
+        if self.replica is None or self.replica.generation >= generation:
+            return defer.succeed(generation)
+
+        # The replica's own Deferred is left alone (it fires it later).
+        d = defer.Deferred()
+
+        def reached(result):
+            if not d.called:
+                timer.cancel()
+                d.callback(result)
+        timer = self.reactor.callLater(
+            timeout, lambda: d.errback(PoolDatabaseUnavailable(
+                "the replica did not reach generation %d in %.0f s"
+                % (generation, timeout))))
+        self.replica.wait_for(generation).addCallback(reached)
+        return d
+
     def check_writable(self):
         pass
 

@@ -1,0 +1,168 @@
+"""
+Calls forwarded across a pool of three real hosts (tests/support/pool.py):
+VM.start placed by affinity on a slave runs in that slave's simulator,
+the VM's later operations from the master's client run there too,
+VM.start_on a named slave (also from a slave's own pool session, which
+goes through the master), a slave's errors come back unchanged, the
+placement checks (get_possible_hosts, assert_can_boot_here, a disk on
+the master's local SR), and a slave killed with -9: not live once the
+heartbeat timeout has passed, its calls then HOST_OFFLINE.
+"""
+
+import os
+
+import pytest
+
+from tests.support.api import failure, wait_until
+from tests.support.etcd import needs_etcd
+from tests.support.pool import joined_pool, pool_session
+from tests.test_vm_lifecycle import MIB, new_vm, wait_task
+
+pytestmark = [needs_etcd, pytest.mark.skipif(
+    os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
+
+NULL = "OpaqueRef:NULL"
+DEAD_AFTER = 3
+SERVER_ARGS = ["--pool-heartbeat-interval", "0.5",
+               "--host-assumed-dead-interval", str(DEAD_AFTER),
+               "--simulator-op-time", "0.01", "--shutdown-timeout", "3"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    yield from joined_pool(str(tmp_path_factory.mktemp("poolfwd")), 3,
+                           SERVER_ARGS)
+
+
+@pytest.fixture(scope="module")
+def x(pool):
+    session = pool[0].session()
+    x = session.xenapi
+    for ref in x.host.get_all():
+        wait_until(lambda: x.host.get_enabled(ref) and live(x, ref),
+                   what="host %s up" % ref)
+    yield x
+    session.xenapi.session.logout()
+
+
+@pytest.fixture(scope="module")
+def hosts(pool, x):
+    """The host refs, in the fixture's order: master, slave 1, slave 2."""
+    by_address = {r["address"]: ref
+                  for ref, r in x.host.get_all_records().items()}
+    return [by_address[h.address] for h in pool]
+
+
+def live(x, host):
+    return x.host_metrics.get_live(x.host.get_metrics(host))
+
+
+def memory_free(x, host):
+    """What the host's own backend reports free (its simulator's count)."""
+    metrics = x.host_metrics.get_record(x.host.get_metrics(host))
+    return int(metrics["memory_free"])
+
+
+def test_start_by_affinity_runs_on_the_slave_and_so_does_its_shutdown(
+        pool, x, hosts):
+    master, slave = hosts[0], hosts[1]
+    master_free, slave_free = memory_free(x, master), memory_free(x, slave)
+    vm = new_vm(x, "pinned", memory=512 * MIB, affinity=slave)
+    x.VM.start(vm, False, False)
+    assert x.VM.get_resident_on(vm) == slave
+    assert x.VM.get_power_state(vm) == "Running"
+    # The domain is the slave simulator's: its free memory went down, the
+    # master's did not.
+    wait_until(lambda: memory_free(x, slave) <= slave_free - 512 * MIB,
+               what="the slave's domain")
+    assert memory_free(x, master) == master_free
+    assert x.VM.get_current_operations(vm) == {}
+    # The slave's replica says the same.
+    y = pool_session(pool[1]).xenapi
+    wait_until(lambda: y.VM.get_power_state(vm) == "Running",
+               what="the slave's replica")
+    x.VM.clean_shutdown(vm)
+    assert x.VM.get_power_state(vm) == "Halted"
+    assert x.VM.get_resident_on(vm) == NULL
+    wait_until(lambda: memory_free(x, slave) == slave_free,
+               what="the slave's domain gone")
+    x.VM.destroy(vm)
+
+
+def test_start_on_a_named_slave_under_the_masters_task(pool, x, hosts):
+    slave = hosts[2]
+    vm = new_vm(x, "placed")
+    task = x.Async.VM.start_on(vm, slave, False, False)
+    record = wait_task(x, task)
+    assert record["status"] == "success", record["error_info"]
+    assert record["resident_on"] == hosts[0]
+    assert x.VM.get_resident_on(vm) == slave
+    # A slave's own pool session: the call goes through the master, which
+    # marks it and sends it to the VM's host.
+    y = pool_session(pool[1]).xenapi
+    y.VM.hard_shutdown(vm)
+    assert x.VM.get_power_state(vm) == "Halted"
+    y.VM.start_on(vm, slave, False, False)
+    assert x.VM.get_resident_on(vm) == slave
+    x.VM.hard_shutdown(vm)
+    # An error raised on the slave comes back as it is, and leaves
+    # nothing marked.
+    huge = new_vm(x, "huge", memory=128 * 1024 * MIB)
+    error = failure(x.VM.start_on, huge, slave, False, False)
+    assert error[0] == "HOST_NOT_ENOUGH_FREE_MEMORY", error
+    assert x.VM.get_power_state(huge) == "Halted"
+    assert x.VM.get_current_operations(huge) == {}
+    # No host of the pool has the memory for it.
+    assert failure(x.VM.start, huge, False, False) == ["NO_HOSTS_AVAILABLE"]
+    for ref in (vm, huge):
+        x.VM.destroy(ref)
+
+
+def test_possible_hosts_follow_the_vms_disks(pool, x, hosts):
+    master, slave = hosts[0], hosts[1]
+    vm = new_vm(x, "disk-on-master", affinity=slave)
+    assert sorted(x.VM.get_possible_hosts(vm)) == sorted(hosts)
+    local = [x.PBD.get_SR(p) for p in x.host.get_PBDs(master)
+             if x.SR.get_type(x.PBD.get_SR(p)) != "iso" and
+             not x.SR.get_shared(x.PBD.get_SR(p))][0]
+    vdi = x.VDI.create({
+        "SR": local, "virtual_size": str(4 * MIB), "name_label": "d",
+        "name_description": "", "type": "user", "sharable": False,
+        "read_only": False, "other_config": {}, "xenstore_data": {},
+        "sm_config": {}, "tags": []})
+    x.VBD.create({
+        "VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True,
+        "mode": "RW", "type": "Disk", "unpluggable": False, "empty": False,
+        "other_config": {}, "qos_algorithm_type": "",
+        "qos_algorithm_params": {}})
+    assert x.VM.get_possible_hosts(vm) == [master]
+    assert failure(x.VM.assert_can_boot_here, vm, slave) == [
+        "VM_REQUIRES_SR", vm, local]
+    x.VM.assert_can_boot_here(vm, master)
+    # Its affinity host cannot run it: placed where its disk is.
+    x.VM.start(vm, False, False)
+    assert x.VM.get_resident_on(vm) == master
+    x.VM.hard_shutdown(vm)
+    assert failure(x.VM.start_on, vm, slave, False, False)[0] == \
+        "VM_REQUIRES_SR"
+
+
+def test_a_killed_slave_goes_offline_and_its_calls_say_so(pool, x, hosts):
+    slave = hosts[2]
+    vm = new_vm(x, "stranded")
+    x.VM.start_on(vm, slave, False, False)
+    other = new_vm(x, "other")
+    pool[2].kill()
+    wait_until(lambda: not live(x, slave), timeout=DEAD_AFTER + 15,
+               what="the killed slave not live")
+    assert failure(x.VM.clean_shutdown, vm) == ["HOST_OFFLINE", slave]
+    assert failure(x.VM.start_on, other, slave, False, False) == [
+        "HOST_OFFLINE", slave]
+    assert x.VM.get_current_operations(vm) == {}
+    assert slave not in x.VM.get_possible_hosts(other)
+    # Placement leaves it out; the way out for its VM is on the master.
+    x.VM.start(other, False, False)
+    assert x.VM.get_resident_on(other) in hosts[:2]
+    x.VM.power_state_reset(vm)
+    assert x.VM.get_power_state(vm) == "Halted"
+    x.VM.hard_shutdown(other)

@@ -1,0 +1,72 @@
+"""
+A call run on another host of the pool, as XAPI's message forwarding
+re-issues it: the same message and arguments, over HTTPS to the host's
+address, under this host's pool session with it (txxapi.pool.peers).
+
+From the master, the call carries two headers: its own database
+generation (the executing host's replica catches up to it first, so the
+call there reads what the master saw, the marks included) and the
+client's task, if any.  The executing host runs the implementation
+straight away (the master has made the checks and holds the marks) and
+answers once its own writes are on the master; the master's task, which
+the client watches, records the outcome.  From a slave (a call of its
+own that needs the master's locks and choice of host), the call goes to
+the master as an ordinary pool-session call, and the master routes it.
+
+A XenAPI error of the executing host comes back unchanged; a host that
+cannot be reached is CANNOT_CONTACT_HOST [host], and one that is not live
+HOST_OFFLINE [host], before anything is marked.
+"""
+
+from twisted.internet import defer
+
+from txxapi.errors import XenAPIError
+from txxapi.pool.client import PeerUnreachable
+
+TASK_HEADER = b"task-id"
+GENERATION_HEADER = b"pool-generation"
+
+
+def assert_live(ctx, host, is_member):
+    if not is_member(ctx, host):
+        raise XenAPIError("HOST_OFFLINE", host)
+
+
+def call_on(ctx, host, wire_name, args):
+    """A Deferred of ``wire_name(*args)``'s result on ``host``."""
+    server = ctx.server
+    address = ctx.db.fields("host", host)["address"]
+    headers = {}
+    if server.identity.is_master:
+        headers[GENERATION_HEADER] = str(ctx.db.persistent_generation) \
+            .encode()
+        if ctx.task is not None:
+            headers[TASK_HEADER] = ctx.task.encode()
+    d = defer.maybeDeferred(server.peers.call, address, wire_name, *args,
+                            headers=headers)
+
+    def unreachable(f):
+        f.trap(PeerUnreachable)
+        raise XenAPIError("CANNOT_CONTACT_HOST", host)
+    return d.addErrback(unreachable)
+
+
+def forwarded_here(ctx):
+    """The master's account of this call if it forwarded it here (a pool
+    session on a slave), else None."""
+    if ctx.origin is None or ctx.session is None or \
+            ctx.server.identity.is_master:
+        return None
+    forwarded = ctx.origin.get("forwarded")
+    if forwarded is None or not ctx.session_fields()["pool"]:
+        return None
+    return forwarded
+
+
+def caught_up(ctx, forwarded):
+    """Fires once this host's replica holds what the master had written
+    when it forwarded the call."""
+    wait = getattr(ctx.server.persistence, "caught_up", None)
+    if wait is None:
+        return defer.succeed(None)
+    return wait(forwarded["generation"])
