@@ -3,7 +3,8 @@ Calls forwarded across a pool of three real hosts (tests/support/pool.py):
 VM.start placed by affinity on a slave runs in that slave's simulator,
 the VM's later operations from the master's client run there too,
 VM.start_on a named slave (also from a slave's own pool session, which
-goes through the master), a slave's errors come back unchanged, the
+goes through the master), a slave's errors come back unchanged, a cancel
+of the client's task reaches the slave, the
 placement checks (get_possible_hosts, assert_can_boot_here, a disk on
 the master's local SR), and a slave killed with -9: not live once the
 heartbeat timeout has passed, its calls then HOST_OFFLINE.
@@ -25,7 +26,8 @@ NULL = "OpaqueRef:NULL"
 DEAD_AFTER = 3
 SERVER_ARGS = ["--pool-heartbeat-interval", "0.5",
                "--host-assumed-dead-interval", str(DEAD_AFTER),
-               "--simulator-op-time", "0.01", "--shutdown-timeout", "3"]
+               "--simulator-op-time", "0.01", "--shutdown-timeout", "3",
+               "--metrics-interval", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +120,30 @@ def test_start_on_a_named_slave_under_the_masters_task(pool, x, hosts):
         x.VM.destroy(ref)
 
 
+def test_a_cancel_of_the_clients_task_reaches_the_slave(pool, x, hosts):
+    """The call runs on the slave under the master's task ref; a cancel of
+    that task on the master is sent there."""
+    slave = hosts[1]
+    vm = new_vm(x, "hung", affinity=slave, other={"simulator-hung": "true"})
+    x.VM.start(vm, False, False)
+    assert x.VM.get_resident_on(vm) == slave
+    task = x.Async.VM.clean_shutdown(vm)
+    y = pool_session(pool[1]).xenapi
+    wait_until(lambda: task in y.task.get_all() and
+               "cancel" in y.task.get_allowed_operations(task),
+               what="the task cancellable on the slave")
+    x.task.cancel(task)
+    record = wait_task(x, task)
+    assert record["status"] == "cancelled", record
+    assert record["error_info"] == ["TASK_CANCELLED", task]
+    assert x.VM.get_power_state(vm) == "Running"
+    assert x.VM.get_current_operations(vm) == {}
+    # Gone from the slave once over.
+    wait_until(lambda: task not in y.task.get_all(), what="the slave's task")
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+
+
 def test_possible_hosts_follow_the_vms_disks(pool, x, hosts):
     master, slave = hosts[0], hosts[1]
     vm = new_vm(x, "disk-on-master", affinity=slave)
@@ -166,3 +192,24 @@ def test_a_killed_slave_goes_offline_and_its_calls_say_so(pool, x, hosts):
     x.VM.power_state_reset(vm)
     assert x.VM.get_power_state(vm) == "Halted"
     x.VM.hard_shutdown(other)
+    # Back up: live again from its greeting.  Its domain outlived the
+    # toolstack (as on a real host), so the VM is running there again,
+    # and its shutdown runs there (under a new pool session: the
+    # master's old one died with the process).
+    pool[2].start()
+    wait_until(lambda: live(x, slave), timeout=DEAD_AFTER + 15,
+               what="the slave live again")
+    wait_until(lambda: x.VM.get_power_state(vm) == "Running" and
+               x.VM.get_resident_on(vm) == slave, what="the VM found again")
+    x.VM.clean_shutdown(vm)
+    assert x.VM.get_power_state(vm) == "Halted"
+
+
+def test_a_hosts_data_sources_are_its_own(x, hosts):
+    """host.get_data_sources runs on the host named, whose RRDs they
+    are (the master has none of a slave's)."""
+    for host in hosts:
+        names = wait_until(lambda: {d["name_label"] for d in
+                                    x.host.get_data_sources(host)},
+                           what="data sources of %s" % host)
+        assert "memory_free_kib" in names

@@ -44,7 +44,10 @@ class TaskManager(Expiring):
         self._destroy_when_done = set()
 
 
-    def create(self, session, label, description="", subtask_of=NULL_REF):
+    def create(self, session, label, description="", subtask_of=NULL_REF,
+               ref=None):
+        """``ref``: the ref the task takes (a call forwarded from the
+        master runs under the master's task ref)."""
         return self.db.create("task", {
             "name_label": label,
             "name_description": description,
@@ -56,7 +59,7 @@ class TaskManager(Expiring):
             "session": session or NULL_REF,
             "subtask_of": subtask_of,
             "backtrace": "()",
-        })
+        }, ref=ref)
 
     def run_async(self, ctx, label, thunk):
         """Create the task, start ``thunk`` under it, return the task ref."""

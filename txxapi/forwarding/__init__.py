@@ -17,7 +17,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from txxapi.errors import XenAPIError
-from txxapi.forwarding import devices, vm  # noqa: F401 (their rules)
+from txxapi.forwarding import devices, host, vm  # noqa: F401 (rules)
 from txxapi.forwarding import hosts, remote
 from txxapi.forwarding.marking import Marker
 from txxapi.forwarding.registry import rule_for
@@ -43,10 +43,12 @@ class Forwarder:
         if rule is None:
             return implementation(ctx, *args)
         call = (ctx.message.wire_name, args)
-        if not self.identity.is_master:
+        route = rule(ctx, *args)
+        if not self.identity.is_master and (
+                route.marks or route.host != self.identity.host_ref):
+            # The master's to mark and to send where it runs.
             return remote.call_on(ctx, hosts.master(ctx), *call)
-        return self.run(ctx, rule(ctx, *args),
-                        lambda: implementation(ctx, *args), call)
+        return self.run(ctx, route, lambda: implementation(ctx, *args), call)
 
     def run(self, ctx, route, local, call=None):
         """``local()`` as ``route`` says: on its host, with its marks.
@@ -61,9 +63,9 @@ class Forwarder:
                 else hosts.master(ctx)
             remote.assert_live(ctx, target, hosts.is_member)
             # The executing host makes any step after the call itself.
-            local, after = (lambda: remote.call_on(ctx, target, *call)), None
             if not self.identity.is_master:
-                return local()
+                return remote.call_on(ctx, target, *call)
+            local, after = self._elsewhere(ctx, route, target, call), None
         if route.marks:
             d = self.marker.marked(ctx, route.marks, local, route.wait)
         elif after is not None:
@@ -75,14 +77,24 @@ class Forwarder:
         return d
 
     @staticmethod
+    def _elsewhere(ctx, route, target, call):
+        def run():
+            release = route.hold(ctx) if route.hold is not None else None
+            over = remote.cancel_there(ctx, target)
+            d = remote.call_on(ctx, target, *call).addBoth(over)
+            return d.addBoth(release) if release is not None else d
+        return run
+
+    @staticmethod
     def _forwarded(ctx, implementation, args, forwarded):
         """A call the master forwarded here: checked and marked there, so
         only the local steps (and a rule's step after them) run, once the
         replica has caught up with the master."""
-        def run(_):
+        def run():
             rule = rule_for(ctx.message.wire_name)
             after = rule(ctx, *args).after \
                 if getattr(rule, "step_after", False) else None
             d = defer.maybeDeferred(implementation, ctx, *args)
             return d.addCallback(after) if after is not None else d
-        return remote.caught_up(ctx, forwarded).addCallback(run)
+        return remote.caught_up(ctx, forwarded).addCallback(
+            lambda _: remote.under_task(ctx, forwarded, run))

@@ -19,9 +19,12 @@ HOST_OFFLINE [host], before anything is marked.
 """
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from txxapi.errors import XenAPIError
 from txxapi.pool.client import PeerUnreachable
+
+log = Logger()
 
 TASK_HEADER = b"task-id"
 GENERATION_HEADER = b"pool-generation"
@@ -32,7 +35,7 @@ def assert_live(ctx, host, is_member):
         raise XenAPIError("HOST_OFFLINE", host)
 
 
-def call_on(ctx, host, wire_name, args):
+def call_on(ctx, host, wire_name, args, with_task=True):
     """A Deferred of ``wire_name(*args)``'s result on ``host``."""
     server = ctx.server
     address = ctx.db.fields("host", host)["address"]
@@ -40,7 +43,7 @@ def call_on(ctx, host, wire_name, args):
     if server.identity.is_master:
         headers[GENERATION_HEADER] = str(ctx.db.persistent_generation) \
             .encode()
-        if ctx.task is not None:
+        if ctx.task is not None and with_task:
             headers[TASK_HEADER] = ctx.task.encode()
     d = defer.maybeDeferred(server.peers.call, address, wire_name, *args,
                             headers=headers)
@@ -49,6 +52,50 @@ def call_on(ctx, host, wire_name, args):
         f.trap(PeerUnreachable)
         raise XenAPIError("CANNOT_CONTACT_HOST", host)
     return d.addErrback(unreachable)
+
+
+def cancel_there(ctx, host):
+    """While the call runs on ``host``, a cancel of the client's task is
+    sent there; answers the step that stops that once the call is over."""
+    task, tasks = ctx.task, ctx.server.tasks
+    if task is None:
+        return _unchanged
+
+    def cancel():
+        d = call_on(ctx, host, "task.cancel", [task], with_task=False)
+        d.addErrback(lambda f: log.info(
+            "cancel of {task} on {host}: {e}", task=task, host=host,
+            e=f.getErrorMessage()))
+    tasks.set_canceller(task, cancel)
+
+    def over(result):
+        tasks.clear_canceller(task)
+        return result
+    return over
+
+
+def under_task(ctx, forwarded, run):
+    """On the executing host: ``run()`` under a task of its own with the
+    master's task ref, for as long as it runs, so that the operation can
+    be cancelled here (the master sends the cancel) as the client's own
+    task would be."""
+    task = forwarded["task"]
+    if task is None or ctx.db.exists("task", task):
+        return defer.maybeDeferred(run)
+    tasks = ctx.server.tasks
+    tasks.create(ctx.session, ctx.message.wire_name, ref=task)
+    ctx.task = task
+
+    def over(result):
+        tasks.clear_canceller(task)
+        if ctx.db.exists("task", task):
+            ctx.db.delete("task", task)
+        return result
+    return defer.maybeDeferred(run).addBoth(over)
+
+
+def _unchanged(result):
+    return result
 
 
 def forwarded_here(ctx):

@@ -51,14 +51,25 @@ for _name, _op in VM_OPERATIONS.items():
     forwards(_name)(on_vm(_op))
 
 
+def _placed(ctx, vm, op):
+    """Where the placement puts the VM; sent there, the VM is scheduled
+    to be resident on it (its memory held) until the call is over."""
+    host = hosts.to_start(ctx, vm)
+
+    def hold(ctx):
+        ctx.db.update("VM", vm, {"scheduled_to_be_resident_on": host})
+        return vm_impl.release_reservation(ctx, vm)
+    return Route(host, [("VM", vm, op)], hold=hold)
+
+
 @forwards("VM.start")
 def start(ctx, vm, start_paused, force):
-    return Route(hosts.to_start(ctx, vm), [("VM", vm, "start")])
+    return _placed(ctx, vm, "start")
 
 
 @forwards("VM.resume")
 def resume(ctx, vm, start_paused, force):
-    return Route(hosts.to_start(ctx, vm), [("VM", vm, "resume")])
+    return _placed(ctx, vm, "resume")
 
 
 def _on_named_host(op):

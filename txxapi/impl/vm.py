@@ -162,7 +162,7 @@ def _reserve(ctx, ref, host):
         "domain_type": vmspec.domain_type(vm)})
 
 
-def _release(ctx, ref):
+def release_reservation(ctx, ref):
     def release(result):
         if ctx.db.exists("VM", ref):
             ctx.db.update("VM", ref,
@@ -187,7 +187,7 @@ def _start(ctx, ref, paused, host):
             db.update("VM", ref, {"ha_always_run": True})
         xen.ensure_metrics(ref)
     except Exception:
-        _release(ctx, ref)(None)
+        release_reservation(ctx, ref)(None)
         raise
 
     def boot():
@@ -195,7 +195,7 @@ def _start(ctx, ref, paused, host):
         _progress(ctx, 0.1)
         return xen.vm_op(ref, "start", spec, paused, task=ctx.task)
     d = disks.with_disks(ctx, ref, boot)
-    d.addBoth(_release(ctx, ref))
+    d.addBoth(release_reservation(ctx, ref))
     d.addCallback(lambda _: _delay(
         ctx, db.fields("VM", ref)["start_delay"]))
     return d.addCallback(_void)
@@ -379,7 +379,7 @@ def resume_from(ctx, ref, paused, host):
                 ref, suspend_images.restore, spec, info, paused,
                 task=ctx.task, errors=suspend_images.storage_errors))
     d = disks.with_disks(ctx, ref, restore)
-    d.addBoth(_release(ctx, ref))
+    d.addBoth(release_reservation(ctx, ref))
 
     def resumed(_):
         db.update("VM", ref, {"suspend_VDI": NULL_REF})

@@ -1,0 +1,29 @@
+"""
+Forwarding rules of calls that answer from one host's own state: a
+host's clock and its RRDs run on that host, a VM's RRDs where it runs,
+an SR's where it is plugged, as XAPI's message forwarding sends them.
+Nothing is marked.
+"""
+
+from txxapi.forwarding import hosts
+from txxapi.forwarding.registry import Route, forwards
+
+DATA_SOURCE_CALLS = ("get_data_sources", "query_data_source",
+                     "record_data_source", "forget_data_source_archives")
+
+
+@forwards("host.get_servertime", "host.get_server_localtime",
+          *["host." + name for name in DATA_SOURCE_CALLS])
+def on_host(ctx, host, *args):
+    return Route(hosts.named(ctx, host))
+
+
+@forwards(*["VM." + name for name in DATA_SOURCE_CALLS])
+def on_vm(ctx, vm, *args):
+    return Route(hosts.of_vm(ctx, vm))
+
+
+@forwards(*["SR." + name for name in DATA_SOURCE_CALLS])
+def on_sr(ctx, sr, *args):
+    ctx.db.fields("SR", sr)
+    return Route(hosts.with_sr_plugged(ctx, sr))
