@@ -120,6 +120,18 @@ def test_start_on_a_named_slave_under_the_masters_task(pool, x, hosts):
         x.VM.destroy(ref)
 
 
+def test_a_slaves_master_only_calls_go_to_the_master(pool, x, hosts):
+    """Messages (alerts) are the master's: created from a slave's pool
+    session, they are there; the slave's session lists the master's."""
+    y = pool_session(pool[2]).xenapi
+    uuid = x.pool.get_uuid(x.pool.get_all()[0])
+    ref = y.message.create("POOL_TEST", "1", "Pool", uuid, "from a slave")
+    assert x.message.get_record(ref)["body"] == "from a slave"
+    assert ref in y.message.get_all()
+    y.message.destroy(ref)
+    assert ref not in x.message.get_all()
+
+
 def test_a_cancel_of_the_clients_task_reaches_the_slave(pool, x, hosts):
     """The call runs on the slave under the master's task ref; a cancel of
     that task on the master is sent there."""
@@ -144,15 +156,15 @@ def test_a_cancel_of_the_clients_task_reaches_the_slave(pool, x, hosts):
     x.VM.destroy(vm)
 
 
-def test_possible_hosts_follow_the_vms_disks(pool, x, hosts):
-    master, slave = hosts[0], hosts[1]
-    vm = new_vm(x, "disk-on-master", affinity=slave)
-    assert sorted(x.VM.get_possible_hosts(vm)) == sorted(hosts)
-    local = [x.PBD.get_SR(p) for p in x.host.get_PBDs(master)
-             if x.SR.get_type(x.PBD.get_SR(p)) != "iso" and
-             not x.SR.get_shared(x.PBD.get_SR(p))][0]
+def local_sr(x, host):
+    return [x.PBD.get_SR(p) for p in x.host.get_PBDs(host)
+            if x.SR.get_type(x.PBD.get_SR(p)) != "iso" and
+            not x.SR.get_shared(x.PBD.get_SR(p))][0]
+
+
+def add_disk(x, vm, sr):
     vdi = x.VDI.create({
-        "SR": local, "virtual_size": str(4 * MIB), "name_label": "d",
+        "SR": sr, "virtual_size": str(4 * MIB), "name_label": "d",
         "name_description": "", "type": "user", "sharable": False,
         "read_only": False, "other_config": {}, "xenstore_data": {},
         "sm_config": {}, "tags": []})
@@ -161,6 +173,22 @@ def test_possible_hosts_follow_the_vms_disks(pool, x, hosts):
         "mode": "RW", "type": "Disk", "unpluggable": False, "empty": False,
         "other_config": {}, "qos_algorithm_type": "",
         "qos_algorithm_params": {}})
+    return vdi
+
+
+def volumes_of(host, sr_uuid):
+    """The VDI locations with a file in the host's copy of the SR."""
+    path = os.path.join(host.data_dir, "sr", sr_uuid)
+    names = os.listdir(path) if os.path.isdir(path) else []
+    return {n.split(".")[0] for n in names if not n.startswith(".")}
+
+
+def test_possible_hosts_follow_the_vms_disks(pool, x, hosts):
+    master, slave = hosts[0], hosts[1]
+    vm = new_vm(x, "disk-on-master", affinity=slave)
+    assert sorted(x.VM.get_possible_hosts(vm)) == sorted(hosts)
+    local = local_sr(x, master)
+    add_disk(x, vm, local)
     assert x.VM.get_possible_hosts(vm) == [master]
     assert failure(x.VM.assert_can_boot_here, vm, slave) == [
         "VM_REQUIRES_SR", vm, local]
@@ -171,6 +199,36 @@ def test_possible_hosts_follow_the_vms_disks(pool, x, hosts):
     x.VM.hard_shutdown(vm)
     assert failure(x.VM.start_on, vm, slave, False, False)[0] == \
         "VM_REQUIRES_SR"
+
+
+def test_storage_on_a_slaves_local_sr_runs_on_that_slave(pool, x, hosts):
+    """A VDI made on a slave's local SR from the master's client is made
+    by that slave (its file is in the slave's SR); so is the clone of a
+    halted VM's disk there (the toolstack's own VDI call, forwarded)."""
+    slave = hosts[1]
+    sr = local_sr(x, slave)
+    sr_uuid = x.SR.get_uuid(sr)
+    before = volumes_of(pool[1], sr_uuid)
+    vm = new_vm(x, "disk-on-slave")
+    vdi = add_disk(x, vm, sr)
+    assert x.VDI.get_SR(vdi) == sr
+    assert volumes_of(pool[1], sr_uuid) - before == {x.VDI.get_location(vdi)}
+    assert x.VM.get_possible_hosts(vm) == [slave]
+    x.VM.start(vm, False, False)
+    assert x.VM.get_resident_on(vm) == slave
+    x.VM.hard_shutdown(vm)
+    clone = x.VM.clone(vm, "disk-on-slave-clone")
+    disks = [x.VBD.get_VDI(v) for v in x.VM.get_VBDs(clone)]
+    assert [x.VDI.get_SR(d) for d in disks] == [sr]
+    # (With the clone's shared base beside them.)
+    leaves = {x.VDI.get_location(d) for d in disks + [vdi]}
+    assert leaves <= volumes_of(pool[1], sr_uuid) - before
+    for ref in (clone, vm):
+        for vbd in x.VM.get_VBDs(ref):
+            x.VDI.destroy(x.VBD.get_VDI(vbd))
+        x.VM.destroy(ref)
+    wait_until(lambda: not leaves & volumes_of(pool[1], sr_uuid),
+               what="the slave's volumes destroyed")
 
 
 def test_a_killed_slave_goes_offline_and_its_calls_say_so(pool, x, hosts):

@@ -69,13 +69,18 @@ def of_pbd(ctx, pbd):
     return ctx.db.fields("PBD", pbd)["host"]
 
 
+def plugged_on(ctx, sr):
+    """The hosts that can run calls and have the SR plugged."""
+    db = ctx.db
+    plugged = [db.fields("PBD", p)["host"] for p in db.where("PBD", SR=sr)
+               if db.fields("PBD", p)["currently_attached"]]
+    return [h for h in plugged if is_member(ctx, h)]
+
+
 def with_sr_plugged(ctx, sr):
     """A host where the SR is plugged, this one first; the master when
     none is (the operation's own checks then say what is wrong)."""
-    db, here = ctx.db, this_host(ctx)
-    plugged = [db.fields("PBD", p)["host"] for p in db.where("PBD", SR=sr)
-               if db.fields("PBD", p)["currently_attached"]]
-    live = [h for h in plugged if is_member(ctx, h)]
-    if here in live:
-        return here
+    live = plugged_on(ctx, sr)
+    if this_host(ctx) in live:
+        return this_host(ctx)
     return live[0] if live else master(ctx)

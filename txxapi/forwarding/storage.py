@@ -22,6 +22,13 @@ def _storage(ctx):
     return ctx.server.storage
 
 
+def assert_plugged(ctx, sr):
+    """SR_HAS_NO_PBDS unless the SR is plugged on a host that can run
+    calls (the one the call is then sent to)."""
+    if not hosts.plugged_on(ctx, sr):
+        raise XenAPIError("SR_HAS_NO_PBDS", sr)
+
+
 def _on_sr(ctx, sr, op, *more):
     return Route(hosts.with_sr_plugged(ctx, sr), [("SR", sr, op)] +
                  list(more), wait=True)
@@ -48,8 +55,16 @@ def sr_forget_or_destroy(ctx, sr):
 @forwards("SR.scan")
 def sr_scan(ctx, sr):
     ctx.db.fields("SR", sr)
-    _storage(ctx).assert_plugged(sr)
+    assert_plugged(ctx, sr)
     return _on_sr(ctx, sr, "scan")
+
+
+@forwards("SR.update")
+def sr_update(ctx, sr):
+    """Where the SR is plugged; unmarked, as it was on one host."""
+    ctx.db.fields("SR", sr)
+    assert_plugged(ctx, sr)
+    return Route(hosts.with_sr_plugged(ctx, sr))
 
 
 @forwards("PBD.create")
@@ -99,13 +114,15 @@ def pbd_unplug(ctx, pbd):
 # --- VDI ----------------------------------------------------------------------
 
 def create_route(ctx, sr, vdi_type):
-    _storage(ctx).assert_can_create(sr, vdi_type)
+    _storage(ctx).assert_can_create(
+        sr, vdi_type, plugged=lambda sr: assert_plugged(ctx, sr))
     return _on_sr(ctx, sr, "vdi_create")
 
 
 def vdi_route(ctx, vdi, op):
     """destroy, snapshot, clone, resize: marked on the SR and the VDI."""
-    sr = _storage(ctx).assert_vdi_op(vdi)
+    sr = _storage(ctx).assert_vdi_op(
+        vdi, plugged=lambda sr: assert_plugged(ctx, sr))
     return _on_sr(ctx, sr, "vdi_" + op, ("VDI", vdi, op))
 
 
@@ -154,7 +171,7 @@ def list_changed_blocks_route(ctx, vdi_from, vdi_to):
 @forwards("VDI.update")
 def vdi_update(ctx, vdi):
     sr = ctx.db.fields("VDI", vdi)["SR"]
-    _storage(ctx).assert_plugged(sr)
+    assert_plugged(ctx, sr)
     return Route(hosts.with_sr_plugged(ctx, sr), [("VDI", vdi, "update")],
                  wait=True)
 
@@ -172,7 +189,7 @@ def vdi_introduce(ctx, uuid, name_label, name_description, SR, type,
     VDI has."""
     db = ctx.db
     db.fields("SR", SR)
-    _storage(ctx).assert_plugged(SR)
+    assert_plugged(ctx, SR)
     for other in db.where("VDI", SR=SR):
         f = db.fields("VDI", other)
         if f["location"] == location and f["uuid"] != uuid:

@@ -28,18 +28,20 @@ class VDIOperations:
         if not self.db.fields("VDI", vdi)["managed"]:
             raise XenAPIError("VDI_NOT_MANAGED", vdi)
 
-    def assert_can_create(self, sr, vdi_type):
-        """What VDI.create refuses before it is marked."""
+    def assert_can_create(self, sr, vdi_type, plugged=None):
+        """What VDI.create refuses before it is marked.  ``plugged``: the
+        check that the SR is plugged (by default: on this host; the
+        forwarding layer's: on a host of the pool)."""
         if vdi_type == "cbt_metadata":
             raise XenAPIError("VDI_INCOMPATIBLE_TYPE", "", "cbt_metadata")
         self.db.fields("SR", sr)
-        self.assert_plugged(sr)
+        (plugged or self.assert_plugged)(sr)
 
-    def assert_vdi_op(self, vdi):
+    def assert_vdi_op(self, vdi, plugged=None):
         """What destroy, snapshot, clone and resize refuse before they are
         marked; the VDI's SR."""
         sr = self.db.fields("VDI", vdi)["SR"]
-        self.assert_plugged(sr)
+        (plugged or self.assert_plugged)(sr)
         self.assert_managed(vdi)
         return sr
 
