@@ -120,6 +120,27 @@ def test_start_on_a_named_slave_under_the_masters_task(pool, x, hosts):
         x.VM.destroy(ref)
 
 
+def test_a_vm_suspended_on_a_slave_resumes_where_its_image_is(x, hosts):
+    """Its suspend image is on the slave's local SR: only that slave can
+    resume it, and the placement finds it."""
+    slave = hosts[1]
+    vm = new_vm(x, "suspended", affinity=slave)
+    x.VM.start(vm, False, False)
+    x.VM.suspend(vm)
+    image = x.VM.get_suspend_VDI(vm)
+    assert x.VM.get_power_state(vm) == "Suspended"
+    assert x.VDI.get_SR(image) == local_sr(x, slave)
+    x.VM.set_affinity(vm, NULL)
+    assert x.VM.get_possible_hosts(vm) == [slave]
+    assert failure(x.VM.resume_on, vm, hosts[2], False, False) == [
+        "VM_REQUIRES_SR", vm, local_sr(x, slave)]
+    x.VM.resume(vm, False, False)
+    assert x.VM.get_power_state(vm) == "Running"
+    assert x.VM.get_resident_on(vm) == slave
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+
+
 def test_a_slaves_master_only_calls_go_to_the_master(pool, x, hosts):
     """Messages (alerts) are the master's: created from a slave's pool
     session, they are there; the slave's session lists the master's."""

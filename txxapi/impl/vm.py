@@ -118,9 +118,13 @@ def assert_can_boot_here(ctx, ref, host, memory=True):
         raise XenAPIError("HOST_NOT_LIVE")
     if not h["enabled"] and not vm["is_control_domain"]:
         raise XenAPIError("HOST_DISABLED", host)
-    for vbd in db.where("VBD", VM=ref):
-        vdi = db.fields("VBD", vbd)["VDI"]
-        if db.fields("VBD", vbd)["empty"] or not db.exists("VDI", vdi):
+    vdis = [db.fields("VBD", vbd)["VDI"] for vbd in db.where("VBD", VM=ref)
+            if not db.fields("VBD", vbd)["empty"]]
+    if vm["power_state"] == "Suspended":
+        # A resume reads its image on the host it runs on.
+        vdis.append(vm["suspend_VDI"])
+    for vdi in vdis:
+        if not db.exists("VDI", vdi):
             continue
         sr = db.fields("VDI", vdi)["SR"]
         if not any(db.fields("PBD", p)["host"] == host
