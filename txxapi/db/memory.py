@@ -28,6 +28,10 @@ from txxapi.values import NULL_REF, new_ref, new_uuid
 # How many recent changes the log keeps for incremental event.from; older
 # tokens fall back to a scan of the row generations.
 CHANGE_LOG_KEEP = 200000
+# Fields looked up by value on hot paths, indexed besides those that feed
+# computed set fields: a start's memory count reads every host's
+# scheduled guests (placement reads them for every host of the pool).
+LOOKUP_INDEXES = (("VM", "scheduled_to_be_resident_on"),)
 TOMBSTONE_KEEP = 100000
 
 
@@ -108,6 +112,9 @@ class Database:
                 src.index(src_field)
                 src.view_targets[src_field] = name
                 table.views.append((set_field, src, src_field))
+        for name, field in LOOKUP_INDEXES:
+            if name in self.tables:
+                self.tables[name].index(field)
         self.listeners = []
         # Recent changes, for event.from: parallel lists of generations and
         # (table, ref); tombstones remember what deleted rows were.
