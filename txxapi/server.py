@@ -30,6 +30,7 @@ from txxapi.messages import MessageStore
 from txxapi.metrics.collector import Metrics
 from txxapi.pool import role as pool_role
 from txxapi.pool.hello import Greeting
+from txxapi.pool.transition import MasterTransition, Proposals
 from txxapi.storage import Storage
 from txxapi.xenops import DEFAULT_SHUTDOWN_TIMEOUT, Xenops
 
@@ -91,6 +92,10 @@ class Server:
         self.components.append(self.metrics)
         # A slave says pool.hello to its master once it is up.
         self.components.append(Greeting(reactor, self.identity, db))
+        # A new master names itself the pool's (txxapi.pool.transition).
+        self.components.append(MasterTransition(db, self.identity,
+                                                self.messages))
+        self.proposals = Proposals()
         self.forwarder = Forwarder(self.identity, db, reactor, self.storage)
         # Calls of sessions that are not local superusers (XAPI's RBAC
         # audit log).
