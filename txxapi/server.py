@@ -32,6 +32,7 @@ from txxapi.pool import role as pool_role
 from txxapi.pool import liveness
 from txxapi.pool.hello import Greeting
 from txxapi.pool.peers import PeerSessions
+from txxapi.pool.transition import MasterTransition, Proposals
 from txxapi.storage import Storage
 from txxapi.xenops import DEFAULT_SHUTDOWN_TIMEOUT, Xenops
 
@@ -101,6 +102,10 @@ class Server:
             reactor, self.identity, db, self.peers, heartbeat_interval,
             host_assumed_dead_interval)
         self.components.append(self.liveness)
+        # A new master names itself the pool's (txxapi.pool.transition).
+        self.components.append(MasterTransition(db, self.identity,
+                                                self.messages))
+        self.proposals = Proposals()
         self.forwarder = Forwarder(self.identity, db, reactor, self.storage)
         # Calls of sessions that are not local superusers (XAPI's RBAC
         # audit log).

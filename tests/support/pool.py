@@ -36,13 +36,17 @@ class PoolHost(RunningServer):
             bind=address)
         self.address = address
 
-    def restart(self):
+    def restart(self, timeout=30):
         """Start again after the process exited by itself (a join or an
         eject restarts the host into its new role), with the status that
         asks its supervisor for a restart."""
+        self.respawn()
+        return self.wait_ready(timeout)
+
+    def respawn(self):
         status = self.wait_exit()
         assert status == RESTART_STATUS, (status, self.read_log())
-        return self.start()
+        self.spawn()
 
 
 class PoolHosts:
@@ -73,6 +77,16 @@ class PoolHosts:
     def stop(self):
         for host in self.hosts:
             host.stop()
+
+    @staticmethod
+    def restart_together(hosts, timeout=60):
+        """Hosts that restart at once (a change of master), as their
+        supervisors start them: a host cannot come up before a quorum of
+        the pool's etcd members is back."""
+        for host in hosts:
+            host.respawn()
+        for host in hosts:
+            host.wait_ready(timeout)
 
     def join(self, joiner, master):
         """``joiner`` joins ``master``'s pool (the SDK call an operator

@@ -81,6 +81,12 @@ class RunningServer:
         return "https://%s:%d" % (self.bind, self.https_port)
 
     def start(self, timeout=30):
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def spawn(self):
+        """The process started, not waited for (hosts of a pool that
+        restart together need each other to come up)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         cmd = [sys.executable, "-m", "twisted", "--log-format", "text",
@@ -94,6 +100,8 @@ class RunningServer:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout=30):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -97,6 +97,29 @@ class SessionManager(Expiring):
 
         return d.addCallbacks(local, not_local).addErrback(refused)
 
+    def local_login(self, user, password):
+        """A slave's local session for root (XAPI's
+        slave_local_login_with_password), checked against this host's own
+        accounts: what an operator has when the master is gone.  Like the
+        pool secret's local session it runs calls here, never forwarded."""
+        if user != LOCAL_SUPERUSER:
+            refusal = defer.fail(cred_error.UnauthorizedLogin(
+                "Local superuser must be " + LOCAL_SUPERUSER))
+        else:
+            refusal = self.portal.login(credentials.UsernamePassword(
+                user.encode("utf-8"), password.encode("utf-8")), None,
+                IXapiUser)
+
+        def refused(f):
+            f.trap(cred_error.UnauthorizedLogin,
+                   cred_error.UnhandledCredentials)
+            reason = f.getErrorMessage() or "Authentication failure"
+            return self._delay().addCallback(lambda _: defer.fail(
+                XenAPIError("SESSION_AUTHENTICATION_FAILED", user, reason)))
+
+        return refusal.addCallbacks(
+            lambda _: self.create(user, pool=True), refused)
+
     def _delay(self):
         from twisted.internet import reactor
         return task.deferLater(self.clock or reactor, self.failure_delay,

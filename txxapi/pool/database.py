@@ -110,17 +110,33 @@ class PoolDatabase(service.MultiService):
         """PoolPersistence, once this host holds the mastership."""
         lease = yield self.client.grant(LEASE_TTL)
         granted_at = self.reactor.seconds()
+        # Renewed while it waits: the wait may outlast the lease's TTL.
+        self.lease_keeper = LeaseKeeper(self.client, lease).start(granted_at)
         # Fires at once on a fresh pool; after a crash, once the old
-        # master's lease has expired.
+        # master's lease has expired; after a transition, once the old
+        # master has stopped.
         yield Election(self.client, MASTER_KEY, host_uuid.encode(),
                        lease.id).campaign()
-        self.lease_keeper = LeaseKeeper(self.client, lease).start(granted_at)
         log.info("pool: this host holds the mastership (lease {id})",
                  id=lease.id)
         return PoolPersistence(
             os.path.join(self.data_dir, "pooldb"), self.reactor, self.client,
             PREFIX, MASTER_KEY, lease.id, lease_keeper=self.lease_keeper,
             freeze_heap=True)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """The mastership let go at once (its lease revoked) rather than
+        left to expire, so a host taking over after a planned transition
+        waits for nobody; then the etcd member stops."""
+        keeper, self.lease_keeper = self.lease_keeper, None
+        if keeper is not None:
+            try:
+                yield keeper.stop(revoke=True)
+            except Exception as e:
+                log.warn("pool: the mastership lease was not revoked ({e})",
+                         e=e)
+        yield service.MultiService.stopService(self)
 
     # -- the first join --------------------------------------------------------
 

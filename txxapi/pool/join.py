@@ -256,11 +256,11 @@ def eject_here(server):
 RESTART_STATUS = 75
 
 
-def restart(reactor):
+def restart(reactor, delay=RESTART_DELAY):
     """Stop the process once the answer has left: it starts again in its
     new role (the role is read once at start, as XAPI's)."""
     atexit.register(_exit_for_restart)
-    reactor.callLater(RESTART_DELAY, reactor.stop)
+    reactor.callLater(delay, reactor.stop)
 
 
 def _exit_for_restart():

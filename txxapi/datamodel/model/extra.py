@@ -27,6 +27,16 @@ HIDDEN_MESSAGES = {
          "string", POOL_ADMIN, True),
         ("is_slave", (("host ref", "host"),), "bool", POOL_ADMIN, True),
     ),
+    # The two-phase commit of a new master (txxapi.pool.transition),
+    # made with local sessions of the pool secret.
+    "host": (
+        ("propose_new_master", (("string", "address"), ("bool", "manual")),
+         "void", POOL_ADMIN, True),
+        ("commit_new_master", (("string", "address"),), "void",
+         POOL_ADMIN, True),
+        ("abort_new_master", (("string", "address"),), "void",
+         POOL_ADMIN, True),
+    ),
 }
 
 # class -> ((field, type), ...): internal fields, runtime-only.

@@ -1,0 +1,110 @@
+"""
+Moving the mastership on a pool of three real hosts (tests/support/pool.py):
+pool.designate_new_master as an operator asks it of the master, then, with
+that new master killed, a slave's emergency_transition_to_master and
+recover_slaves.  Every write acknowledged before either move is there
+after it, as the pool's etcd log holds them.
+"""
+
+import os
+import xmlrpc.client
+
+import pytest
+import XenAPI
+
+from tests.support.api import failure, wait_until
+from tests.support.etcd import needs_etcd
+from tests.support.pool import PoolHosts, joined_pool, pool_session
+from tests.support.servers import PASSWORD, USER
+from tests.test_pool_database import labels
+from tests.test_pool_join import by_address, role_of
+
+pytestmark = [needs_etcd, pytest.mark.skipif(
+    os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    yield from joined_pool(str(tmp_path_factory.mktemp("transition")), 3)
+
+
+def network(x, label):
+    x.network.create({"name_label": label, "name_description": "",
+                      "MTU": "1500", "other_config": {}})
+
+
+def local_session(host):
+    """root's local session on a host whose master may be gone (what xe
+    uses in emergency mode)."""
+    s = XenAPI.Session(host.https_url, ignore_ssl=True)
+    reply = xmlrpc.client.ServerProxy.__getattr__(
+        s, "session.slave_local_login_with_password")(USER, PASSWORD)
+    assert reply["Status"] == "Success", reply
+    s._session = reply["Value"]
+    return s
+
+
+def test_local_login_on_a_slave_checks_the_password(pool):
+    s = XenAPI.Session(pool[2].https_url, ignore_ssl=True)
+    reply = xmlrpc.client.ServerProxy.__getattr__(
+        s, "session.slave_local_login_with_password")(USER, "wrong")
+    assert reply["ErrorDescription"][0] == "SESSION_AUTHENTICATION_FAILED"
+    s = local_session(pool[2])
+    assert s.xenapi.pool.is_slave(
+        s.xenapi.session.get_this_host(s._session)) is True
+
+
+def test_designate_new_master(pool):
+    x = pool[0].session().xenapi
+    network(x, "before-designate")
+    new_ref, new = by_address(x)[pool[1].address]
+    assert x.pool.designate_new_master(new_ref) == ""
+    PoolHosts.restart_together(pool)
+    assert role_of(pool[1]) == "master"
+    assert role_of(pool[0]) == role_of(pool[2]) == "slave:" + pool[1].address
+    assert failure(pool[0].session) == ["HOST_IS_SLAVE", pool[1].address]
+    y = pool[1].session().xenapi
+    the_pool = y.pool.get_all()[0]
+    assert y.pool.get_master(the_pool) == new_ref
+    assert "before-designate" in labels(y)
+    assert any(m["name"] == "POOL_MASTER_TRANSITION" and
+               m["obj_uuid"] == new["uuid"]
+               for m in y.message.get_all_records().values())
+    # The old master is a slave of the new one: its writes arrive.
+    network(y, "after-designate")
+    for slave in (pool[0], pool[2]):
+        z = pool_session(slave).xenapi
+        wait_until(lambda: "after-designate" in labels(z),
+                   what="replica of %s" % slave.address)
+    # Both slaves said pool.hello to the new master.
+    for slave in (pool[0], pool[2]):
+        ref, host = by_address(y)[slave.address]
+        wait_until(lambda: y.host_metrics.get_live(host["metrics"]),
+                   what="%s live" % slave.address)
+    # Designating the master itself changes nothing.
+    assert y.pool.designate_new_master(new_ref) == ""
+
+
+def test_emergency_transition_after_the_master_dies(pool):
+    y = pool[1].session().xenapi
+    network(y, "before-kill")
+    pool[1].kill()
+    survivor = local_session(pool[2]).xenapi
+    assert failure(survivor.pool.emergency_reset_master,
+                   "no-such-host.invalid") == ["HOST_NAME_INVALID",
+                                               "no-such-host.invalid"]
+    survivor.pool.emergency_transition_to_master()
+    # It takes the mastership once the dead master's lease has expired.
+    pool[2].restart(timeout=60)
+    assert role_of(pool[2]) == "master"
+    z = pool[2].session().xenapi
+    assert "before-kill" in labels(z)
+    me, _ = by_address(z)[pool[2].address]
+    assert z.pool.get_master(z.pool.get_all()[0]) == me
+    other, _ = by_address(z)[pool[0].address]
+    assert z.pool.recover_slaves() == [other]
+    pool[0].restart(timeout=60)
+    assert role_of(pool[0]) == "slave:" + pool[2].address
+    network(z, "after-recovery")
+    w = pool_session(pool[0]).xenapi
+    wait_until(lambda: "after-recovery" in labels(w), what="replica")
