@@ -1,7 +1,8 @@
 """
 The metrics of a real server on the simulator, sampled every second:
 /rrd_updates (XML and JSON, as XO's stats view asks for it), the whole
-RRD downloads and their refusals, and the values checked against the
+RRD downloads and their refusals (rrdd's 500 when no RRD answers, never
+at a new host's start), and the values checked against the
 simulator's load model (txxenops.backends.simload) over the rows' times.
 """
 
@@ -10,10 +11,12 @@ import math
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid as uuid_module
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -183,6 +186,59 @@ def test_refusals(server, sid, vm):
     status, _, _ = get(server, "/vm_rrd", {"session_id": sid,
                                            "uuid": "nope"})
     assert status == 404
+
+
+def test_no_rrd_to_answer_is_xcp_rrdds_500(server, sid, vm):
+    # Neither the host's RRD nor any VM's: rrdd's No_RRA_Available, which
+    # its HTTP server answers as any failure of a handler.
+    status, headers, body = get(server, "/rrd_updates", {
+        "session_id": sid, "start": "-10",
+        "vm_uuid": "00000000-0000-0000-0000-000000000000"})
+    assert status == 500
+    assert headers["content-type"] == "text/html"
+    assert body.decode().endswith(
+        "<h1> Additional information </h1>Rrd.No_RRA_Available"
+        "</body></html>")
+
+
+def test_rrd_updates_answer_from_the_first_moment(tmp_path):
+    """A new host's first /rrd_updates finds its RRDs: the server listens
+    only once it has taken its first sample, as XAPI serves only once
+    xcp-rrdd runs.  Asked as a pool member asks (the pool secret, checked
+    without a login's wait) from the moment the port opens, with a long
+    step so that no second sample hides a miss."""
+    data = tmp_path / "data"
+    data.mkdir()
+    secret = "%s/%s" % (uuid_module.uuid4(), uuid_module.uuid4())
+    (data / "ptoken").write_text(secret + "\n")
+    fresh = RunningServer(str(data), extra_args=[
+        "--metrics-interval", "60", "--https-port", "0"])
+    starting = threading.Thread(target=fresh.start)
+    starting.start()
+    url = "%s/rrd_updates?start=-600&host=true&json=true" % fresh.http_url
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, fresh.read_log()
+            request = urllib.request.Request(url, headers={
+                "Cookie": "pool_secret=" + secret})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as r:
+                    status, body = r.status, r.read()
+                break
+            except urllib.error.HTTPError as e:
+                status, body = e.code, e.read()
+                break
+            except OSError:
+                time.sleep(0.002)
+        assert status == 200, body
+        doc = json.loads(body)
+        assert any(":host:" in e and e.endswith(":memory_total_kib")
+                   for e in doc["meta"]["legend"])
+        assert doc["meta"]["rows"] >= 1
+    finally:
+        starting.join()
+        fresh.stop()
 
 
 def test_whole_rrds(server, x, sid, vm):

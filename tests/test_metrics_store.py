@@ -1,14 +1,23 @@
 """
 The metrics store fed by backend samples (the sources' rates against the
 counters given), its RRDs written and read back, and perfmon's alarms
-counting down, firing and keeping quiet.
+counting down, firing and keeping quiet; the server's listeners held
+until the first sample is in (for so long at most).
 """
 
 import math
+import time
 
+import pytest
+from twisted.internet import defer
+
+from tests.support.inprocess import make_server
 from txxapi.metrics import perfmon, sources, storage
 from txxapi.metrics.rrd import UnknownSource
 from txxapi.metrics.store import HOST, VM, MetricsStore
+from txxapi.metrics.collector import Metrics
+from txxapi.workers import stop_pool
+from txxenops.backends.simulator import SimulatorBackend
 from txxenops.types import DomainStats, HostStats
 
 VM_UUID = "6f1c0d0e-0000-4000-8000-000000000001"
@@ -108,3 +117,54 @@ def test_perfmon_counts_down_fires_then_inhibits():
     # A configuration that does not parse is ignored.
     mon.configure({(VM, VM_UUID): "<config><variable>"}, 200)
     assert mon.evaluate(high, 205) == [] and mon.evaluate(high, 210) == []
+
+
+class HeldBridge:
+    """A xenops bridge whose samples arrive when the test says."""
+
+    def __init__(self):
+        self.pending = []
+
+    def call(self, method, *args):
+        assert method == "sample_metrics"
+        d = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+@pytest.fixture
+def held(tmp_path):
+    """A Metrics of an in-process server on a HeldBridge, started."""
+    server, clock = make_server(tmp_path / "server")
+    bridge = HeldBridge()
+    metrics = Metrics(server.db, server.identity, clock, bridge,
+                      server.messages, str(tmp_path / "metrics"), step=5)
+    metrics.start()
+    yield metrics, bridge, clock
+    for loop in metrics._loops:
+        loop.stop()
+    stop_pool(metrics.pool)
+
+
+def test_the_listeners_wait_for_the_first_sample(held):
+    metrics, bridge, _ = held
+    waiting = metrics.first_sample()
+    assert len(bridge.pending) == 1 and not waiting.called
+    bridge.pending[0].callback(SimulatorBackend().sample_metrics(["eth0"]))
+    deadline = time.monotonic() + 10
+    while not waiting.called and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waiting.called
+    assert metrics.store.host is not None
+    # Once sampled, asking again does not wait.
+    assert metrics.first_sample().called
+
+
+def test_a_backend_that_never_samples_delays_the_listeners_only_so_long(
+        held):
+    metrics, _, clock = held
+    waiting = metrics.first_sample(timeout=7)
+    clock.advance(6)
+    assert not waiting.called
+    clock.advance(1)
+    assert waiting.called and waiting.result is None

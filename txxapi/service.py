@@ -169,6 +169,8 @@ class XapiService(service.MultiService):
                                      server.close_database))
         yield self._join(StepService("core", server.start_core,
                                      server.stop_core))
+        # Served once the host has its RRDs, as XAPI is once xcp-rrdd runs.
+        yield server.metrics.first_sample()
         site = make_site(
             server, max_rpc_size=int(s["max-rpc-size"]),
             header_read_timeout=float(s["header-read-timeout"]),

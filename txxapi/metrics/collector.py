@@ -23,6 +23,8 @@ log = Logger()
 
 MIB = 1024 * 1024
 SAVE_INTERVAL = 300.0
+# The longest the server's listeners wait for the first sample.
+FIRST_SAMPLE_WAIT = 10.0
 MIN_MAX_KEY = "create_min_max_in_new_VM_RRDs"
 
 
@@ -82,6 +84,8 @@ class Metrics:
         self.unavailable = {}
         self.pool = daemon_pool(0, 4, "metrics")
         self._sampling = None
+        self._sampled = False
+        self._waiting = []
         self._loops = []
 
     # --- lifetime --------------------------------------------------------------
@@ -112,6 +116,19 @@ class Metrics:
         finally:
             stop_pool(self.pool)
 
+    def first_sample(self, timeout=FIRST_SAMPLE_WAIT):
+        """A Deferred that fires once the first sample since the start has
+        been archived (or has failed), or after ``timeout`` seconds.  The
+        service opens its listeners after it: XAPI serves only once
+        xcp-rrdd runs, which samples as it starts, so a client never finds
+        a new host without RRDs (No_RRA_Available)."""
+        if self._sampled:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        d.addTimeout(timeout, self.clock, onTimeoutCancel=lambda *_: None)
+        self._waiting.append(d)
+        return d
+
     def run(self, fn, *args):
         """``fn(*args)`` on the metrics threads (a Deferred)."""
         return threads.deferToThreadPool(self.clock, self.pool, fn, *args)
@@ -129,6 +146,11 @@ class Metrics:
 
         def done(_):
             self._sampling = None
+            self._sampled = True
+            waiting, self._waiting = self._waiting, []
+            for w in waiting:
+                if not w.called:
+                    w.callback(None)
         d.addBoth(done)
         self._sampling = d
         return None

@@ -154,7 +154,7 @@ class RrdResource(resource.Resource):
             return
         except NoArchive:
             self._refuse(request, caller, responses.internal_error(
-                version, "No_RRA_Available"))
+                version, "Rrd.No_RRA_Available"))
             return
         except Exception:
             log.err(None, "RRD request failed")
