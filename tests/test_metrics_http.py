@@ -301,6 +301,38 @@ def test_data_source_api(server, x, sid, vm):
     assert e.value.details[0] == "INTERNAL_ERROR"
 
 
+def test_data_source_values_are_the_newest_averages(server, x, sid, vm):
+    uuid = x.VM.get_uuid(vm)
+    wait_until(lambda: len(rows_of(server, sid, "vm:%s:cpu1" % uuid)) >= 2,
+               what="rows")
+    before = time.time()
+    records = {r["name_label"]: r for r in x.VM.get_data_sources(vm)}
+    after = time.time()
+    assert records["memory"]["value"] == float(
+        x.VM.get_memory_dynamic_max(vm))
+    for channel in (0, 1):
+        # The newest row averages the step before the newest sample.
+        model = [simload.load(LOAD, uuid, channel, t / 10.0) for t in
+                 range(int((before - 3 * STEP) * 10), int(after * 10) + 1)]
+        value = records["cpu%d" % channel]["value"]
+        assert min(model) - 0.02 <= value <= max(model) + 0.02, value
+        assert value > 0
+    host = x.host.get_all()[0]
+    host_records = {r["name_label"]: r for r in x.host.get_data_sources(host)}
+    assert host_records["memory_total_kib"]["value"] == float(
+        x.host_metrics.get_memory_total(x.host.get_metrics(host))) // 1024
+    assert 0 < host_records["cpu_avg"]["value"] <= 1
+    # A source not recorded has no value yet.
+    off = [r for r in host_records.values() if not r["enabled"]]
+    assert off and all(r["value"] == 0.0 for r in off)
+    srs = [sr for sr in x.SR.get_all() if x.SR.get_data_sources(sr)]
+    assert srs
+    sr_records = {r["name_label"]: r for r in x.SR.get_data_sources(srs[0])}
+    # Rows are single-precision, as xcp-rrdd's.
+    assert sr_records["size"]["value"] == pytest.approx(
+        float(x.SR.get_physical_size(srs[0])), rel=1e-6)
+
+
 def test_a_halted_vm_has_no_data_source_operations(x):
     halted = new_vm(x, "metrics-halted")
     try:
