@@ -31,6 +31,7 @@ from txxenops.backends import simload
 STEP = 1
 ADDRESS = 40    # a loopback address no pool test takes
 LOAD = 0.5
+SCRAPE_TOKEN = "scrape-%s" % uuid_module.uuid4()
 SERVER_ARGS = ["--simulator-op-time", "0.01", "--metrics-interval",
                str(STEP)]
 
@@ -41,8 +42,13 @@ def server(tmp_path_factory):
     at ports 80 and 443 as a real host is, since XO reaches a host by its
     address."""
     base = str(tmp_path_factory.mktemp("metrics"))
+    token_file = os.path.join(base, "scrape-token")
+    with open(token_file, "w") as f:
+        f.write(SCRAPE_TOKEN + "\n")
     running = RunningServer(os.path.join(base, "data"),
-                            extra_args=SERVER_ARGS, http_port=80,
+                            extra_args=SERVER_ARGS + [
+                                "--metrics-token-file", token_file],
+                            http_port=80,
                             https_port=443, bind=host_address(ADDRESS))
     running.start()
     yield running
@@ -397,6 +403,25 @@ def test_openmetrics_exposition_is_clean_for_promtool(server, x, sid, vm):
                          capture_output=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert not out.stdout.strip() and not out.stderr.strip(), out
+
+
+def test_metrics_take_the_scrape_token_instead_of_a_session(server, sid, vm):
+    def scrape(token, path="/metrics", query=()):
+        return get(server, path, dict(query),
+                   [("Authorization", "Bearer " + token)])
+    status, headers, body = scrape(SCRAPE_TOKEN)
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.decode().endswith("# EOF\n")
+    assert "xapi_host_memory_total_kib{" in body.decode()
+    status, headers, _ = scrape(SCRAPE_TOKEN + "x")
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Basic realm="rrd_updates"'
+    assert scrape("")[0] == 401
+    # The token is for /metrics alone: XAPI's handlers know no bearer.
+    assert scrape(SCRAPE_TOKEN, "/rrd_updates", {"start": "-10"})[0] == 500
+    # A session still does.
+    assert get(server, "/metrics", {"session_id": sid})[0] == 200
 
 
 def test_xo_stats_view_fetches_rrd_updates(server, x, sid, vm):

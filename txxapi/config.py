@@ -31,12 +31,22 @@ DEFAULTS = {
     "ad-ca-file": "",
     "session-revalidation-interval": "300",
     "metrics-interval": "5",
+    "metrics-token-file": "",
 }
 SECTION = "xapi"
 
 
 class ConfigError(Exception):
     pass
+
+
+def read_token(path):
+    """The secret a token file holds (its one line, stripped)."""
+    with open(path) as f:
+        token = f.read().strip()
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError("%s must hold one token, without spaces" % path)
+    return token
 
 
 def load(path=None, overrides=None):

@@ -46,7 +46,7 @@ class Server:
                  import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT,
                  local_sr_dir=None, iso_dir=None, ad_settings=None,
                  session_revalidation_interval=revalidation.INTERVAL,
-                 metrics_interval=5):
+                 metrics_interval=5, metrics_token=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -87,7 +87,8 @@ class Server:
         self.components.append(self.xenops)
         # The RRDs of this host, sampled from the backend every step.
         self.metrics = Metrics(db, self.identity, reactor, self.xenops,
-                               self.messages, data_dir, metrics_interval)
+                               self.messages, data_dir, metrics_interval,
+                               scrape_token=metrics_token)
         self.components.append(self.metrics)
         # A slave says pool.hello to its master once it is up.
         self.components.append(Greeting(reactor, self.identity, db))

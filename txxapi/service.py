@@ -28,6 +28,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from txxapi import tls
+from txxapi.config import read_token
 from txxapi.auth.checkers import PAMChecker, PasswdFileChecker
 from txxapi.auth.realm import make_portal
 from txxapi.db.persist import open_persistence
@@ -164,7 +165,9 @@ class XapiService(service.MultiService):
             ad_settings=ad_settings(s),
             session_revalidation_interval=float(
                 s["session-revalidation-interval"]),
-            metrics_interval=int(s["metrics-interval"]))
+            metrics_interval=int(s["metrics-interval"]),
+            metrics_token=read_token(s["metrics-token-file"])
+            if s["metrics-token-file"] else None)
         yield self._join(StepService("database", server.open_database,
                                      server.close_database))
         yield self._join(StepService("core", server.start_core,

@@ -65,6 +65,9 @@ class Options(usage.Options):
          "still log in; their sessions end when not (300; 0: never)."],
         ["metrics-interval", None, None,
          "Seconds between metrics samples, the RRDs' step (5)."],
+        ["metrics-token-file", None, None,
+         "File holding a bearer token that scrapers may send to GET "
+         "/metrics instead of a session (none)."],
     ]
 
     def postOptions(self):
@@ -85,6 +88,11 @@ class Options(usage.Options):
                 raise usage.UsageError("--%s must be a number" % key)
         if int(self.settings["metrics-interval"]) < 1:
             raise usage.UsageError("--metrics-interval must be at least 1")
+        if self.settings["metrics-token-file"]:
+            try:
+                config.read_token(self.settings["metrics-token-file"])
+            except (OSError, config.ConfigError) as e:
+                raise usage.UsageError("--metrics-token-file: %s" % e)
         for key in ("simulator-op-time", "shutdown-timeout",
                     "header-read-timeout", "header-total-timeout"):
             try:

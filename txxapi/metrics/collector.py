@@ -69,7 +69,7 @@ class SrTraffic:
 
 class Metrics:
     def __init__(self, db, identity, clock, xenops, messages, data_dir,
-                 step=5, save_interval=SAVE_INTERVAL):
+                 step=5, save_interval=SAVE_INTERVAL, scrape_token=None):
         self.db = db
         self.identity = identity
         self.clock = clock
@@ -78,6 +78,8 @@ class Metrics:
         self.path = storage.path_in(data_dir)
         self.step = int(step)
         self.save_interval = save_interval
+        # What a scraper may send to /metrics instead of a session.
+        self.scrape_token = scrape_token
         self.store = MetricsStore(self.step)
         self.perfmon = perfmon.Perfmon(self.step)
         self.traffic = SrTraffic()

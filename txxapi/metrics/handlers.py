@@ -12,10 +12,14 @@ The RRD handlers, answered as xcp-rrdd's (behind XAPI's proxy) answer:
 * GET /metrics: the newest readings in OpenMetrics text (openmetrics).
 
 Each needs a session allowed ``http/<action>``; a task the client names
-in task_id is completed as the answer goes.  Documents are made on the
+in task_id is completed as the answer goes.  /metrics also takes the
+server's scrape token (``--metrics-token-file``) as ``Authorization:
+Bearer``, so that a scraper needs no account; any other bearer token is
+unauthorised.  Documents are made on the
 metrics threads.
 """
 
+import hmac
 from urllib.parse import parse_qsl, urlsplit
 
 from twisted.internet import defer
@@ -73,6 +77,36 @@ def wants_json(request, params):
 
 class BadRequest(Exception):
     pass
+
+
+class Scraper:
+    """The caller a valid scrape token stands for: no session."""
+
+    session = None
+
+    def close(self):
+        pass
+
+
+def bearer_token(request):
+    """The token of an ``Authorization: Bearer`` header, else None."""
+    header = request.getHeader(b"authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.decode("latin-1").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def scraper(metrics, token, version):
+    """A Scraper for the server's scrape token, else Refused as a request
+    without valid credentials is."""
+    expected = metrics.scrape_token
+    # In constant time, as the pool secret is compared.
+    if expected is None or not hmac.compare_digest(
+            token.encode("utf-8", "replace"), expected.encode("utf-8")):
+        raise Refused(responses.unauthorised(version,
+                                             ACTIONS[routes.METRICS]))
+    return Scraper()
 
 
 def updates_query(request, params):
@@ -142,8 +176,13 @@ class RrdResource(resource.Resource):
         params = Params(request)
         caller = None
         try:
-            caller = yield authenticate(self.server, request, params,
-                                        ACTIONS[route], ACTIONS[route])
+            token = bearer_token(request) if route == routes.METRICS \
+                else None
+            if token is not None:
+                caller = scraper(self.server.metrics, token, version)
+            else:
+                caller = yield authenticate(self.server, request, params,
+                                            ACTIONS[route], ACTIONS[route])
             body, content_type, keep_alive = yield document(
                 self.server.metrics, route, request, params, version)
         except Refused as refused:
