@@ -134,20 +134,28 @@ class HeldBridge:
 
 @pytest.fixture
 def held(tmp_path):
-    """A Metrics of an in-process server on a HeldBridge, started."""
+    """Starts Metrics of an in-process server on HeldBridges, all in one
+    data dir: ``start(step)`` gives (metrics, bridge); the clock."""
     server, clock = make_server(tmp_path / "server")
-    bridge = HeldBridge()
-    metrics = Metrics(server.db, server.identity, clock, bridge,
-                      server.messages, str(tmp_path / "metrics"), step=5)
-    metrics.start()
-    yield metrics, bridge, clock
-    for loop in metrics._loops:
-        loop.stop()
-    stop_pool(metrics.pool)
+    made = []
+
+    def start(step=5):
+        bridge = HeldBridge()
+        metrics = Metrics(server.db, server.identity, clock, bridge,
+                          server.messages, str(tmp_path / "metrics"),
+                          step=step)
+        metrics.start()
+        made.append(metrics)
+        return metrics, bridge
+    yield start, clock
+    for metrics in made:
+        for loop in metrics._loops:
+            loop.stop()
+        stop_pool(metrics.pool)
 
 
 def test_the_listeners_wait_for_the_first_sample(held):
-    metrics, bridge, _ = held
+    metrics, bridge = held[0]()
     waiting = metrics.first_sample()
     assert len(bridge.pending) == 1 and not waiting.called
     bridge.pending[0].callback(SimulatorBackend().sample_metrics(["eth0"]))
@@ -162,9 +170,22 @@ def test_the_listeners_wait_for_the_first_sample(held):
 
 def test_a_backend_that_never_samples_delays_the_listeners_only_so_long(
         held):
-    metrics, _, clock = held
+    start, clock = held
+    metrics, _ = start()
     waiting = metrics.first_sample(timeout=7)
     clock.advance(6)
     assert not waiting.called
     clock.advance(1)
     assert waiting.called and waiting.result is None
+
+
+def test_rrds_saved_at_another_step_start_afresh(held, tmp_path):
+    store = MetricsStore(5)
+    run(store, 1000000, 30, 0.3, 0.6, 1000.0)
+    storage.save(storage.path_in(str(tmp_path / "metrics")),
+                 store.snapshot(storage.encode))
+    start, _ = held
+    same, _ = start(5)
+    assert same.store.host is not None and VM_UUID in same.store.set_aside
+    other, _ = start(1)
+    assert other.store.host is None and not other.store.set_aside

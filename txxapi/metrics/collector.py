@@ -96,7 +96,15 @@ class Metrics:
         self.pool.start()
         # Read once, before anything is served (as the message store
         # reads its file).
-        self.store.restore(storage.load(self.path))
+        saved = storage.load(self.path)
+        kept = [o for o in saved if o.rrd.step == self.step]
+        if len(kept) < len(saved):
+            # Rows of another step cannot join this one's, and /rrd_updates
+            # would leave out every RRD whose step is not the host's.
+            log.warn("metrics: {n} saved RRDs have another step than "
+                     "{step} s: starting them afresh",
+                     n=len(saved) - len(kept), step=self.step)
+        self.store.restore(kept)
         for interval, fn, now in ((self.step, self.sample, True),
                                   (self.save_interval, self.save, False)):
             loop = task.LoopingCall(fn)
