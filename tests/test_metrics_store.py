@@ -6,6 +6,7 @@ until the first sample is in (for so long at most).
 """
 
 import math
+import os
 import time
 
 import pytest
@@ -189,3 +190,18 @@ def test_rrds_saved_at_another_step_start_afresh(held, tmp_path):
     assert same.store.host is not None and VM_UUID in same.store.set_aside
     other, _ = start(1)
     assert other.store.host is None and not other.store.set_aside
+
+
+def test_the_periodic_save_runs_beside_its_loop(held, tmp_path):
+    # The loop is rescheduled at once, on the clock's thread, not when the
+    # save's thread is done (from that thread, racing the clock).
+    start, clock = held
+    metrics, _ = start()
+    saves = metrics._loops[1]
+    clock.advance(metrics.save_interval)
+    assert saves.call is not None
+    path = storage.path_in(str(tmp_path / "metrics"))
+    deadline = time.monotonic() + 10
+    while metrics._saving is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert metrics._saving is None and os.path.exists(path)

@@ -86,6 +86,7 @@ class Metrics:
         self.unavailable = {}
         self.pool = daemon_pool(0, 4, "metrics")
         self._sampling = None
+        self._saving = None
         self._sampled = False
         self._waiting = []
         self._loops = []
@@ -106,7 +107,8 @@ class Metrics:
                      n=len(saved) - len(kept), step=self.step)
         self.store.restore(kept)
         for interval, fn, now in ((self.step, self.sample, True),
-                                  (self.save_interval, self.save, False)):
+                                  (self.save_interval, self._save_now,
+                                   False)):
             loop = task.LoopingCall(fn)
             loop.clock = self.clock
             loop.start(interval, now=now).addErrback(
@@ -121,6 +123,8 @@ class Metrics:
         self._loops = []
         if self._sampling is not None:
             yield self._sampling
+        if self._saving is not None:
+            yield self._saving
         try:
             yield self.save()
         finally:
@@ -242,6 +246,20 @@ class Metrics:
                             uuid=uuid)
 
     # --- keeping -------------------------------------------------------------------
+
+    def _save_now(self):
+        """The periodic save, in the background as a sample is: the loop
+        waits for nothing that a thread finishes (a LoopingCall waiting
+        on a thread's Deferred reschedules itself from that thread where
+        the reactor is a test's clock)."""
+        if self._saving is not None:
+            return      # the last one is still being written
+        d = self._saving = self.save()
+        d.addErrback(lambda f: log.failure("metrics save", f))
+
+        def done(_):
+            self._saving = None
+        d.addBoth(done)
 
     def save(self):
         vms = {row.fields["uuid"] for row in self.db.table("VM").rows.values()}
