@@ -121,6 +121,11 @@ class Server:
         yield self.stop_core()
         yield self.close_database()
 
+    def use_persistence(self, persistence):
+        """Writes are made durable by another persistence from now on (a
+        pool of one becoming a pool)."""
+        self.persistence = self.dispatcher.persistence = persistence
+
     def open_database(self):
         """Load the database from its persistence (state.db, redo log)."""
         return self.persistence.open(self.db)

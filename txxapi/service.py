@@ -3,7 +3,11 @@ The twistd service tree, as Twisted builds one: ``XapiService`` is a
 MultiService whose named children are the server's architecture, started
 in this order and stopped in the reverse one, each waiting for the last:
 
+    pool       this host's etcd member, once it is in a pool of two or
+               more (txxapi.pool.database)
     database   the database, loaded from and kept in its persistence
+               (the local redo log alone; in a pool, the master's log on
+               etcd or a slave's replica of it)
     core       this host's identity, sessions, tasks, events, messages,
                storage, the xenops bridge (and the periodic jobs they own:
                session expiry, GC kicks, snapshots)
@@ -28,12 +32,16 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from txxapi import tls
-from txxapi.config import read_token
 from txxapi.auth.checkers import PAMChecker, PasswdFileChecker
 from txxapi.auth.realm import make_portal
+from txxapi.config import read_token
 from txxapi.db.persist import open_persistence
 from txxapi.http.site import make_site
 from txxapi.nbd.service import NBDService
+from txxapi.pool import database as pool_db
+from txxapi.pool import role as pool_role
+from txxapi.pool.database import PoolDatabase
+from txxapi.pool.slavedb import SlavePersistence
 from txxapi.server import Server
 
 log = Logger()
@@ -154,7 +162,12 @@ class XapiService(service.MultiService):
         data_dir = s["data-dir"]
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         backend = make_backend(s)
-        persistence = open_persistence(data_dir, self.reactor)
+        pool_database = PoolDatabase(data_dir, self.reactor)
+        self._join(pool_database)
+        if pool_database.pooled:
+            persistence = yield self._pool_persistence(pool_database)
+        else:
+            persistence = open_persistence(data_dir, self.reactor)
         server = self.server = Server(
             data_dir, make_portal(make_checkers(s)), backend, persistence,
             bind=s["bind"], login_failure_delay=float(s["login-failure-delay"]),
@@ -168,6 +181,9 @@ class XapiService(service.MultiService):
             metrics_interval=int(s["metrics-interval"]),
             metrics_token=read_token(s["metrics-token-file"])
             if s["metrics-token-file"] else None)
+        server.pool_database = pool_database
+        if isinstance(persistence, SlavePersistence):
+            persistence.identity = server.identity
         yield self._join(StepService("database", server.open_database,
                                      server.close_database))
         yield self._join(StepService("core", server.start_core,
@@ -200,6 +216,21 @@ class XapiService(service.MultiService):
                                         cert, key))
         log.info("txxapi ready: http {http}, https {https}",
                  http=s["http-port"], https=s["https-port"])
+
+    @defer.inlineCallbacks
+    def _pool_persistence(self, pool_database):
+        """A pooled host: its etcd member up, then the master's log (once
+        it holds the mastership) or a slave's replica."""
+        data_dir = self.settings["data-dir"]
+        yield pool_database.start_member()
+        if pool_role.read(data_dir).is_master:
+            persistence = yield pool_database.master_persistence(
+                pool_database.config["name"])
+        else:
+            persistence = SlavePersistence(
+                pool_database.client, pool_db.PREFIX,
+                os.path.join(data_dir, "replica"), None, self.reactor)
+        return persistence
 
     def _certificate(self, data_dir):
         s = self.settings

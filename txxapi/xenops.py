@@ -482,9 +482,14 @@ class Xenops:
             vm = db.fields("VM", ref)
             if vm["is_control_domain"]:
                 continue
+            info = domains.pop(vm["uuid"], None)
+            if vm["resident_on"] not in (NULL_REF, self.identity.host_ref) \
+                    or (info is None and not self.identity.is_master
+                        and vm["resident_on"] == NULL_REF):
+                # Another host's VM (a pool): that host resyncs it.
+                continue
             update_changed(db, "VM", ref,
                            {"scheduled_to_be_resident_on": NULL_REF})
-            info = domains.pop(vm["uuid"], None)
             if info is not None:
                 self._apply(vm["uuid"], info)
             elif vm["power_state"] in vmspec.LIVE_STATES or \

@@ -132,15 +132,27 @@ class Persistence:
         self._log_bytes = redolog.log_bytes(self.directory)
         if self.freeze_heap:
             settle_heap()
-        db.listeners.append(self._changed)
-        self._timer = task.LoopingCall(self._periodic)
-        self._timer.clock = self.reactor
-        self._timer.start(self.snapshot_every_seconds, now=False)
+        self._follow(db)
         if self._snapshot_due():
             log.info("replayed {mb:.1f} MB of redo log: snapshotting now",
                      mb=self._log_bytes / 1e6)
             self.snapshot()
         return defer.succeed(generation)
+
+    def _follow(self, db):
+        """Log db's changes from now on, with the periodic snapshots."""
+        self.db = db
+        db.listeners.append(self._changed)
+        self._timer = task.LoopingCall(self._periodic)
+        self._timer.clock = self.reactor
+        self._timer.start(self.snapshot_every_seconds, now=False)
+
+    def detach(self):
+        """Stop logging the database's changes (another persistence takes
+        them over in the same reactor step); close() still finishes what
+        this one holds."""
+        if self.db is not None and self._changed in self.db.listeners:
+            self.db.listeners.remove(self._changed)
 
     def _snapshot_due(self):
         return (self._since_snapshot >= self.snapshot_every_records

@@ -13,6 +13,7 @@ from twisted.internet import defer
 from txxapi.api.registry import implements, internal
 from txxapi.errors import XenAPIError
 from txxapi.pool import join as pool_join
+from txxapi.pool import slavedb
 from txxapi.pool.client import PeerClient, PeerUnreachable
 
 
@@ -47,6 +48,7 @@ def eject(ctx, host):
     try:
         session = yield client.call("session.slave_login", host,
                                     server.pool_secret)
+        yield server.pool_database.remove_host(fields["uuid"])
         yield client.call("pool.eject_self", session)
     except PeerUnreachable:
         raise XenAPIError("CANNOT_CONTACT_HOST", host)
@@ -118,10 +120,31 @@ def initial_auth(ctx, session):
 
 
 @internal("pool.introduce_host")
+@defer.inlineCallbacks
 def introduce_host(ctx, session, records):
+    """The joiner's records, then its place in the pool's etcd: its
+    etcd.json (JSON), which it keeps."""
     _pool_session(ctx, session)
     ctx.server.identity.assert_master()
-    pool_join.introduce(ctx.db, json.loads(records))
+    records = json.loads(records)
+    pool_join.introduce(ctx.db, records)
+    host = [(ref, f) for table, ref, f in records if table == "host"][0]
+    try:
+        config = yield ctx.server.pool_database.place_joiner(
+            ctx.server, host[1]["uuid"], host[1]["address"])
+    except Exception:
+        pool_join.forget(ctx.db, host[0])
+        raise
+    return json.dumps(config)
+
+
+@internal(slavedb.WRITE_CALL)
+def db_write(ctx, session, records):
+    """A slave's own writes, applied here as ordinary ones (the answer
+    waits until they are durable on the pool's log)."""
+    _pool_session(ctx, session)
+    ctx.server.identity.assert_master()
+    slavedb.apply_shipped(ctx.db, records)
     return ""
 
 

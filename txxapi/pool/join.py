@@ -31,6 +31,7 @@ from txxapi.datamodel import MODEL
 from txxapi.datamodel.types import Ref, SetType
 from txxapi.errors import XenAPIError
 from txxapi.files import write_atomically
+from txxapi.pool import database as pool_database
 from txxapi.pool import role as pool_role
 from txxapi.pool.client import PeerClient, PeerUnreachable
 from txxapi.values import NULL_REF
@@ -41,7 +42,7 @@ log = Logger()
 # exits; its supervisor, systemd or the tests, starts it again).
 RESTART_DELAY = 0.5
 # The data dir's database files, dropped on ejection.
-DATABASE_FILES = ("db",)
+DATABASE_FILES = ("db", "pooldb", "replica", "etcd")
 HOMOGENEITY_KEYS = ("platform_version", "product_brand", "build_number")
 
 
@@ -214,8 +215,8 @@ def join(server, master_address, username, password, force):
         pool_session = yield client.call(
             "session.slave_login", master_ref, secret)
         records = own_records(db, identity.host_ref)
-        yield client.call("pool.introduce_host", pool_session,
-                          json.dumps(records, default=str))
+        placed = yield client.call("pool.introduce_host", pool_session,
+                                   json.dumps(records, default=str))
         client.call("session.logout", pool_session).addErrback(
             lambda _: None)
     except PeerUnreachable as e:
@@ -224,6 +225,7 @@ def join(server, master_address, username, password, force):
     finally:
         client.call("session.logout", session).addErrback(lambda _: None)
     write_atomically(os.path.join(server.data_dir, "ptoken"), secret + "\n")
+    pool_database.write_config(server.data_dir, json.loads(placed))
     pool_role.write(server.data_dir,
                     pool_role.Role(pool_role.SLAVE, master_address))
     log.info("joined the pool of {master}; restarting as a slave",
@@ -235,6 +237,9 @@ def eject_here(server):
     """On the ejected host: forget the pool, restart as a fresh master."""
     pool_role.write(server.data_dir, pool_role.Role(pool_role.MASTER))
     os.unlink(os.path.join(server.data_dir, "ptoken"))
+    config = os.path.join(server.data_dir, pool_database.CONFIG)
+    if os.path.exists(config):
+        os.unlink(config)
     for name in DATABASE_FILES:
         path = os.path.join(server.data_dir, name)
         if os.path.isdir(path):

@@ -77,6 +77,18 @@ class PoolPersistence(Persistence):
             yield self.snapshot()       # the log's first snapshot
         return generation
 
+    def attach(self, db):
+        """Take over a database already loaded and served (the first join
+        of a pool of one): the log starts from its state, and the first
+        snapshot() publishes it."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        for _first, name in redolog.list_segments(self.directory):
+            os.unlink(os.path.join(self.directory, name))
+        self.log = redolog.RedoLog(self.directory, reactor=self.reactor)
+        self.writer.prev = db.generation
+        self.writer.start()
+        self._follow(db)
+
     def _changed(self, record, cls):
         if cls.persistent:
             # Before the base: a snapshot it starts must follow this record.

@@ -20,7 +20,9 @@ from txxapi.pool.etcd import errors
 from txxapi.pool.etcd.client import EtcdClient
 from txxapi.pool.etcd.transport import loads
 
-__all__ = ["EtcdMember", "add_member", "remove_member", "etcd_binary"]
+__all__ = ["EtcdMember", "add_member", "promote_member", "remove_member",
+           "retry_unhealthy",
+           "etcd_binary"]
 
 log = Logger()
 
@@ -227,7 +229,7 @@ def add_member(client, name, data_dir, host, client_port=CLIENT_PORT,
     (attached to the ``parent`` MultiService when given)."""
     scheme = options.pop("scheme", "http")
     peer = url(scheme, host, peer_port)
-    new, members = yield _retry_unhealthy(
+    new, members = yield retry_unhealthy(
         client, timeout, lambda: client.member_add([peer], learner=learner))
     cluster = {m.name: m.peer_urls[0] for m in members
                if m.id != new.id and m.name and m.peer_urls}
@@ -242,14 +244,14 @@ def add_member(client, name, data_dir, host, client_port=CLIENT_PORT,
     member.member_id = new.id
     yield member.ready(timeout)
     if learner:
-        yield _promote(client, new.id, timeout)
+        yield promote_member(client, new.id, timeout)
     return member
 
 
-def _promote(client, member_id, timeout):
+def promote_member(client, member_id, timeout):
     # Refused ("...learner member which is in sync with leader") until the
     # learner has caught up.
-    return _retry_unhealthy(client, timeout,
+    return retry_unhealthy(client, timeout,
                             lambda: client.member_promote(member_id),
                             ("in sync",))
 
@@ -260,7 +262,7 @@ _NOT_YET = ("unhealthy cluster", "not enough started members")
 
 
 @defer.inlineCallbacks
-def _retry_unhealthy(client, timeout, request, not_yet=_NOT_YET):
+def retry_unhealthy(client, timeout, request, not_yet=_NOT_YET):
     deadline = client.reactor.seconds() + timeout
     while True:
         try:
@@ -282,7 +284,8 @@ def remove_member(client, member):
         member_id = getattr(member, "member_id", None)
         if member_id is None:
             member_id = (yield client.status(member.client_url)).member_id
-        yield client.member_remove(member_id)
+        yield retry_unhealthy(client, 60.0,
+                              lambda: client.member_remove(member_id))
         if member.parent is not None:
             yield member.disownServiceParent()
         elif member.running:
@@ -290,4 +293,5 @@ def remove_member(client, member):
         yield threads.deferToThread(shutil.rmtree, member.data_dir,
                                     ignore_errors=True)
     else:
-        yield client.member_remove(member)
+        yield retry_unhealthy(client, 60.0,
+                              lambda: client.member_remove(member))

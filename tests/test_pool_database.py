@@ -1,0 +1,87 @@
+"""
+The pool's database across real hosts (tests/support/pool.py: three
+twistd processes on their own loopback addresses): from the first join
+the master's writes go to etcd and reach every slave's replica; a slave's
+own writes go through the master; after kill -9 of the master the etcd
+log still holds every acknowledged write.
+"""
+
+import os
+import xmlrpc.client
+
+import pytest
+import XenAPI
+
+from tests.support.api import wait_until
+from tests.support.etcd import needs_etcd
+from tests.support.pool import PoolHosts
+
+pytestmark = [needs_etcd, pytest.mark.skipif(
+    os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
+
+
+def pool_session(host):
+    """A pool session on a host (the pool secret), as hosts use."""
+    with open(os.path.join(host.data_dir, "ptoken")) as f:
+        secret = f.read().strip()
+    url = "http://%s/" % host.address
+    reply = xmlrpc.client.ServerProxy(url).session.slave_login(
+        "OpaqueRef:NULL", secret)
+    assert reply["Status"] == "Success", reply
+    s = XenAPI.Session(url)
+    s._session = reply["Value"]
+    return s
+
+
+def labels(x):
+    return {r["name_label"] for r in x.network.get_all_records().values()}
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    hosts = PoolHosts(str(tmp_path_factory.mktemp("pooldb")), 3).start()
+    try:
+        hosts.join(hosts[1], hosts[0])
+        hosts.join(hosts[2], hosts[0])
+        yield hosts
+    finally:
+        hosts.stop()
+
+
+def test_master_writes_reach_every_replica_and_slave_writes_the_master(pool):
+    master = pool[0].session().xenapi
+    for i in range(5):
+        master.network.create({"name_label": "acked-%d" % i,
+                               "name_description": "", "MTU": "1500",
+                               "other_config": {}})
+    for slave in pool[1:]:
+        x = pool_session(slave).xenapi
+        wait_until(lambda: {"acked-%d" % i for i in range(5)} <= labels(x),
+                   what="replica of %s" % slave.address)
+    # A write made on a slave is the master's once acknowledged.
+    x = pool_session(pool[1]).xenapi
+    me = [h for h, r in x.host.get_all_records().items()
+          if r["address"] == pool[1].address][0]
+    x.host.set_name_description(me, "written on the slave")
+    assert master.host.get_name_description(me) == "written on the slave"
+    wait_until(lambda: pool_session(pool[2]).xenapi.host
+               .get_name_description(me) == "written on the slave",
+               what="the slave's write on the other slave")
+
+
+def test_kill_9_of_the_master_loses_no_acknowledged_write(pool):
+    master = pool[0].session().xenapi
+    for i in range(10):
+        master.network.create({"name_label": "before-kill-%d" % i,
+                               "name_description": "", "MTU": "1500",
+                               "other_config": {}})
+    pool[0].kill()
+    # The surviving replicas (two etcd members of three: a quorum) hold
+    # all of them, and a replica loaded afresh from etcd does too.
+    x = pool_session(pool[2]).xenapi
+    wait_until(lambda: {"before-kill-%d" % i for i in range(10)}
+               <= labels(x), what="replica after the kill")
+    pool[2].stop()
+    pool[2].start()
+    x = pool_session(pool[2]).xenapi
+    assert {"before-kill-%d" % i for i in range(10)} <= labels(x)

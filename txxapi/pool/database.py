@@ -1,0 +1,195 @@
+"""
+The pool's database across hosts: which persistence a host runs on, and
+the etcd member it supervises.
+
+- A host alone in its pool keeps its local redo log (txxapi.db.persist)
+  and runs no etcd.
+- The first join makes the master ``go_pooled`` while it runs: it starts
+  an etcd member of a new cluster, wins the mastership (a key under a
+  lease), and its database switches, in one reactor step, from the local
+  log to PoolPersistence (every group commit on etcd).  Sessions and
+  everything in memory stay: only where writes go changes.
+- Each joiner is given its place (``place_joiner``): an etcd member (a
+  learner, promoted once caught up) while the cluster has fewer than
+  MEMBERS (MEMBERS_LARGE from LARGE_POOL hosts), else a client only.
+  What it needs is written to ``etcd.json`` in its data dir.
+- At start a host with ``etcd.json`` starts its member (a child of the
+  service tree), then opens its database: the master on PoolPersistence
+  once it holds the mastership, a slave on a Replica whose own writes go
+  to the master (txxapi.pool.slavedb).
+"""
+
+import json
+import os
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from txxapi.files import write_atomically
+from txxapi.pool.etcd import Election, EtcdClient, LeaseKeeper
+from txxapi.pool.etcd.member import (
+    CLIENT_PORT, PEER_PORT, EtcdMember, promote_member, retry_unhealthy,
+    url)
+from txxapi.pool.persistence import PoolPersistence
+
+log = Logger()
+
+CONFIG = "etcd.json"
+PREFIX = b"txxapi/db"
+MASTER_KEY = b"txxapi/master"
+MEMBERS, MEMBERS_LARGE, LARGE_POOL = 3, 5, 5
+# The mastership lease: a master that cannot renew it for this long stops
+# writing, and a new master can take over after it.
+LEASE_TTL = 10
+MEMBER_TIMEOUT = 60.0
+
+
+def read_config(data_dir):
+    path = os.path.join(data_dir, CONFIG)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_config(data_dir, config):
+    write_atomically(os.path.join(data_dir, CONFIG),
+                     json.dumps(config, sort_keys=True) + "\n")
+
+
+def member_urls(address):
+    return url("http", address, CLIENT_PORT), url("http", address, PEER_PORT)
+
+
+class PoolDatabase(service.MultiService):
+    """The service-tree child that holds this host's etcd member (if it
+    has one) and makes its pool persistence."""
+
+    name = "pool"
+
+    def __init__(self, data_dir, reactor):
+        service.MultiService.__init__(self)
+        self.data_dir = data_dir
+        self.reactor = reactor
+        self.config = read_config(data_dir)
+        self.client = None
+        self.member = None
+        self.lease_keeper = None
+
+    @property
+    def pooled(self):
+        return self.config is not None
+
+    # -- start ------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def start_member(self):
+        """This host's etcd member, if it has one, serving; the client of
+        the cluster either way."""
+        config = self.config
+        self.client = EtcdClient(config["clients"], self.reactor)
+        if not config.get("member"):
+            return
+        address = config["address"]
+        self.member = EtcdMember(
+            config["name"], os.path.join(self.data_dir, "etcd"), address,
+            initial_cluster=config["cluster"],
+            cluster_state=config["state"], reactor=self.reactor)
+        self.member.setServiceParent(self)
+        yield self.member.ready(MEMBER_TIMEOUT)
+        if config.get("learner"):
+            yield promote_member(self.client, config["id"], MEMBER_TIMEOUT)
+            config["learner"] = False
+            write_config(self.data_dir, config)
+            log.info("pool: etcd member {name} promoted to a voter",
+                     name=config["name"])
+
+    @defer.inlineCallbacks
+    def master_persistence(self, host_uuid):
+        """PoolPersistence, once this host holds the mastership."""
+        lease = yield self.client.grant(LEASE_TTL)
+        granted_at = self.reactor.seconds()
+        # Fires at once on a fresh pool; after a crash, once the old
+        # master's lease has expired.
+        yield Election(self.client, MASTER_KEY, host_uuid.encode(),
+                       lease.id).campaign()
+        self.lease_keeper = LeaseKeeper(self.client, lease).start(granted_at)
+        log.info("pool: this host holds the mastership (lease {id})",
+                 id=lease.id)
+        return PoolPersistence(
+            os.path.join(self.data_dir, "pooldb"), self.reactor, self.client,
+            PREFIX, MASTER_KEY, lease.id, lease_keeper=self.lease_keeper,
+            freeze_heap=True)
+
+    # -- the first join --------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def go_pooled(self, server):
+        """On the master of a pool of one: etcd, mastership, and the
+        database switched onto the pool's log."""
+        uuid = server.db.fields("host", server.host_ref)["uuid"]
+        address = server.db.fields("host", server.host_ref)["address"]
+        client_url, peer_url = member_urls(address)
+        self.config = {"member": True, "name": uuid, "address": address,
+                       "cluster": {uuid: peer_url}, "state": "new",
+                       "clients": [client_url]}
+        yield self.start_member()
+        write_config(self.data_dir, self.config)
+        pooled = yield self.master_persistence(uuid)
+        local = server.persistence
+        # One reactor step: no write between the two is missed.
+        local.detach()
+        pooled.attach(server.db)
+        published = pooled.snapshot()
+        server.use_persistence(pooled)
+        yield local.close()
+        yield published
+        log.info("pool: the database is on the pool's log now")
+
+    @defer.inlineCallbacks
+    def place_joiner(self, server, uuid, address):
+        """The etcd.json of a joining host (a learner member, added now,
+        or a client)."""
+        if not self.pooled:
+            yield self.go_pooled(server)
+        client_url, peer_url = member_urls(address)
+        members = yield self.client.members()
+        voters = [m for m in members if m.name]
+        limit = MEMBERS_LARGE if server.db.count("host") + 1 >= LARGE_POOL \
+            else MEMBERS
+        clients = sorted({u for m in members for u in m.client_urls}
+                         | set(self.config["clients"]))
+        config = {"member": False, "name": uuid, "address": address,
+                  "clients": clients}
+        if len(members) < limit:
+            # Refused for a few seconds after a member (re)started.
+            new, now = yield retry_unhealthy(
+                self.client, MEMBER_TIMEOUT,
+                lambda: self.client.member_add([peer_url], learner=True))
+            cluster = {m.name: m.peer_urls[0] for m in now
+                       if m.id != new.id and m.name and m.peer_urls}
+            cluster[uuid] = peer_url
+            config.update({"member": True, "cluster": cluster,
+                           "state": "existing", "learner": True,
+                           "id": new.id,
+                           "clients": sorted(set(clients) | {client_url})})
+            log.info("pool: {uuid} joins as etcd member {n}", uuid=uuid,
+                     n=len(voters) + 1)
+        return config
+
+    @defer.inlineCallbacks
+    def remove_host(self, uuid):
+        """An ejected host's etcd member leaves the cluster (before the
+        host stops it, so quorum is counted without it)."""
+        if not self.pooled:
+            return
+        members = yield self.client.members()
+        for m in members:
+            if m.name == uuid or (not m.name and m.peer_urls and any(
+                    uuid in u for u in m.peer_urls)):
+                # Refused while a member has just (re)connected.
+                yield retry_unhealthy(
+                    self.client, MEMBER_TIMEOUT,
+                    lambda m=m: self.client.member_remove(m.id))
+                log.info("pool: etcd member {uuid} removed", uuid=uuid)

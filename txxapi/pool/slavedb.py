@@ -1,0 +1,204 @@
+"""
+A slave's database: a hot Replica of the pool's log on etcd (it reads
+locally), and its own writes shipped to the master.
+
+A slave changes records while it works (its host, the VMs it runs, its
+PBDs).  Each persistent change is applied locally at once (the slave's
+next read sees it) and queued; the queue goes to the master in order, one
+``pool.db_write`` call at a time under a pool session (the pool secret),
+where the master applies it as its own ordinary writes, on its log.  A
+call on the slave that wrote answers only once the master has
+acknowledged those writes, that is once a quorum holds them.  The
+Replica's echo of them is applied silently (apply_change), so it is never
+shipped again.  Session and task records stay local, as they are not
+persistent.
+"""
+
+import collections
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from txxapi.db import redolog
+from txxapi.errors import XenAPIError
+from txxapi.pool.client import PeerClient, PeerUnreachable
+from txxapi.pool.dblog import Keys, PoolDatabaseUnavailable
+from txxapi.pool.logwriter import DURABLE_TIMEOUT, MAX_RETRY_DELAY, \
+    RETRY_DELAY
+from txxapi.pool.replica import Replica
+
+log = Logger()
+
+WRITE_CALL = "pool.db_write"
+
+
+def encode_records(records):
+    return b"\n".join(redolog.encode_payload(r) for r in records).decode()
+
+
+def apply_shipped(db, text):
+    """On the master: a slave's records as ordinary writes, in order.  A
+    change to a row that is gone by now is dropped (the row's deletion
+    won)."""
+    for line in text.split("\n"):
+        if not line:
+            continue
+        _gen, op, table, ref, fields = redolog.decode_payload(line.encode())
+        exists = db.exists(table, ref)
+        if op == "add" and not exists:
+            db.create(table, fields, ref=ref)
+        elif op == "add" or (op == "mod" and exists):
+            db.update(table, ref, {k: v for k, v in fields.items()
+                                   if k != "uuid"})
+        elif op == "del" and exists:
+            db.delete(table, ref)
+        elif op == "touch" and exists:
+            db.touch(table, ref)
+
+
+class SlavePersistence:
+    """The persistence of a slave's Database (the Persistence interface:
+    open, wait_durable, snapshot, close)."""
+
+    def __init__(self, client, prefix, directory, identity, reactor,
+                 durable_timeout=DURABLE_TIMEOUT):
+        self.client = client
+        self.keys = Keys(prefix)
+        self.directory = directory
+        self.identity = identity
+        self.reactor = reactor
+        self.durable_timeout = durable_timeout
+        self.db = None
+        self.replica = None
+        self.acknowledged = 0       # last local generation the master holds
+        self.shipped = 0            # records the master acknowledged
+        self._queue = collections.deque()
+        self._waiters = []
+        self._sending = False
+        self._session = None
+        self._peer = None
+        self._running = False
+
+    @defer.inlineCallbacks
+    def open(self, db):
+        """Fires once the replica holds the pool's database."""
+        self.db = db
+        delay = RETRY_DELAY
+        # A joiner may start before the master's first snapshot is out.
+        while not (yield self._has_log()):
+            yield task.deferLater(self.reactor, delay, lambda: None)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+        self.replica = Replica(self.client, self.keys.prefix, db,
+                               self.directory)
+        yield self.replica.start()
+        self.acknowledged = db.generation
+        self._running = True
+        db.listeners.append(self._changed)
+        return db.generation
+
+    @defer.inlineCallbacks
+    def _has_log(self):
+        try:
+            manifest = yield self.client.get(self.keys.manifest)
+        except Exception as e:
+            log.info("slave database: etcd not ready ({e})", e=e)
+            return False
+        return manifest is not None
+
+    # -- local writes, shipped --------------------------------------------------
+
+    def _changed(self, record, cls):
+        if cls.persistent and self._running:
+            self._queue.append(record)
+            self._kick()
+
+    def _kick(self):
+        if not self._sending and self._queue:
+            self._sending = True
+            self._send().addErrback(
+                lambda f: log.failure("slave database: shipping", f))
+
+    @defer.inlineCallbacks
+    def _send(self):
+        delay = RETRY_DELAY
+        try:
+            while self._queue and self._running:
+                batch = list(self._queue)
+                try:
+                    yield self._ship(batch)
+                except (PeerUnreachable, XenAPIError) as e:
+                    log.warn("slave database: the master did not take "
+                             "{n} writes ({e}); retrying", n=len(batch), e=e)
+                    self._session = None
+                    yield task.deferLater(self.reactor, delay, lambda: None)
+                    delay = min(delay * 2, MAX_RETRY_DELAY)
+                    continue
+                delay = RETRY_DELAY
+                for _ in batch:
+                    self._queue.popleft()
+                self.shipped += len(batch)
+                self.acknowledged = batch[-1][0]
+                self._wake()
+        finally:
+            self._sending = False
+
+    @defer.inlineCallbacks
+    def _ship(self, batch):
+        identity = self.identity
+        if self._peer is None or \
+                self._peer.address != identity.role.master_address:
+            self._peer = PeerClient(self.reactor,
+                                    identity.role.master_address)
+            self._session = None
+        if self._session is None:
+            self._session = yield self._peer.call(
+                "session.slave_login", identity.host_ref,
+                identity.pool_secret)
+        yield self._peer.call(WRITE_CALL, self._session,
+                              encode_records(batch))
+
+    def _pending_through(self, generation):
+        return bool(self._queue) and self._queue[0][0] <= generation
+
+    def wait_durable(self, generation):
+        """Fires once every local write up to generation is on the
+        master's log (the master's own writes are the master's to wait
+        for); HA_LOST_STATEFILE after durable_timeout."""
+        if not self._pending_through(generation):
+            return defer.succeed(generation)
+        d = defer.Deferred()
+        timeout = self.reactor.callLater(
+            self.durable_timeout, self._timed_out, d, generation)
+        self._waiters.append((generation, d, timeout))
+        return d
+
+    def _timed_out(self, d, generation):
+        self._waiters = [w for w in self._waiters if w[1] is not d]
+        d.errback(PoolDatabaseUnavailable(
+            "the master did not acknowledge generation %d in %.0f s"
+            % (generation, self.durable_timeout)))
+
+    def _wake(self):
+        keep = []
+        for generation, d, timeout in self._waiters:
+            if self._pending_through(generation):
+                keep.append((generation, d, timeout))
+            else:
+                timeout.cancel()
+                d.callback(generation)
+        self._waiters = keep
+
+    def check_writable(self):
+        pass
+
+    def snapshot(self):
+        """Nothing to keep here: the pool's log is the master's."""
+        return defer.succeed(None)
+
+    @defer.inlineCallbacks
+    def close(self):
+        if self.db is not None and self._changed in self.db.listeners:
+            self.db.listeners.remove(self._changed)
+        self._running = False
+        if self.replica is not None:
+            yield self.replica.stop()
