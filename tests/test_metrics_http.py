@@ -1,7 +1,8 @@
 """
 The metrics of a real server on the simulator, sampled every second:
 /rrd_updates (XML and JSON, as XO's stats view asks for it), the whole
-RRD downloads and their refusals, and the values checked against the
+RRD downloads and their refusals (rrdd's 500 when no RRD answers, never
+at a new host's start), and the values checked against the
 simulator's load model (txxenops.backends.simload) over the rows' times.
 """
 
@@ -10,10 +11,12 @@ import math
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid as uuid_module
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -28,6 +31,7 @@ from txxenops.backends import simload
 STEP = 1
 ADDRESS = 40    # a loopback address no pool test takes
 LOAD = 0.5
+SCRAPE_TOKEN = "scrape-%s" % uuid_module.uuid4()
 SERVER_ARGS = ["--simulator-op-time", "0.01", "--metrics-interval",
                str(STEP)]
 
@@ -38,8 +42,13 @@ def server(tmp_path_factory):
     at ports 80 and 443 as a real host is, since XO reaches a host by its
     address."""
     base = str(tmp_path_factory.mktemp("metrics"))
+    token_file = os.path.join(base, "scrape-token")
+    with open(token_file, "w") as f:
+        f.write(SCRAPE_TOKEN + "\n")
     running = RunningServer(os.path.join(base, "data"),
-                            extra_args=SERVER_ARGS, http_port=80,
+                            extra_args=SERVER_ARGS + [
+                                "--metrics-token-file", token_file],
+                            http_port=80,
                             https_port=443, bind=host_address(ADDRESS))
     running.start()
     yield running
@@ -185,6 +194,59 @@ def test_refusals(server, sid, vm):
     assert status == 404
 
 
+def test_no_rrd_to_answer_is_xcp_rrdds_500(server, sid, vm):
+    # Neither the host's RRD nor any VM's: rrdd's No_RRA_Available, which
+    # its HTTP server answers as any failure of a handler.
+    status, headers, body = get(server, "/rrd_updates", {
+        "session_id": sid, "start": "-10",
+        "vm_uuid": "00000000-0000-0000-0000-000000000000"})
+    assert status == 500
+    assert headers["content-type"] == "text/html"
+    assert body.decode().endswith(
+        "<h1> Additional information </h1>Rrd.No_RRA_Available"
+        "</body></html>")
+
+
+def test_rrd_updates_answer_from_the_first_moment(tmp_path):
+    """A new host's first /rrd_updates finds its RRDs: the server listens
+    only once it has taken its first sample, as XAPI serves only once
+    xcp-rrdd runs.  Asked as a pool member asks (the pool secret, checked
+    without a login's wait) from the moment the port opens, with a long
+    step so that no second sample hides a miss."""
+    data = tmp_path / "data"
+    data.mkdir()
+    secret = "%s/%s" % (uuid_module.uuid4(), uuid_module.uuid4())
+    (data / "ptoken").write_text(secret + "\n")
+    fresh = RunningServer(str(data), extra_args=[
+        "--metrics-interval", "60", "--https-port", "0"])
+    starting = threading.Thread(target=fresh.start)
+    starting.start()
+    url = "%s/rrd_updates?start=-600&host=true&json=true" % fresh.http_url
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, fresh.read_log()
+            request = urllib.request.Request(url, headers={
+                "Cookie": "pool_secret=" + secret})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as r:
+                    status, body = r.status, r.read()
+                break
+            except urllib.error.HTTPError as e:
+                status, body = e.code, e.read()
+                break
+            except OSError:
+                time.sleep(0.002)
+        assert status == 200, body
+        doc = json.loads(body)
+        assert any(":host:" in e and e.endswith(":memory_total_kib")
+                   for e in doc["meta"]["legend"])
+        assert doc["meta"]["rows"] >= 1
+    finally:
+        starting.join()
+        fresh.stop()
+
+
 def test_whole_rrds(server, x, sid, vm):
     uuid = x.VM.get_uuid(vm)
     wait_until(lambda: get(server, "/vm_rrd", {"session_id": sid,
@@ -243,6 +305,38 @@ def test_data_source_api(server, x, sid, vm):
     with pytest.raises(XenAPI.Failure) as e:
         x.VM.query_data_source(vm, "no_such_source")
     assert e.value.details[0] == "INTERNAL_ERROR"
+
+
+def test_data_source_values_are_the_newest_averages(server, x, sid, vm):
+    uuid = x.VM.get_uuid(vm)
+    wait_until(lambda: len(rows_of(server, sid, "vm:%s:cpu1" % uuid)) >= 2,
+               what="rows")
+    before = time.time()
+    records = {r["name_label"]: r for r in x.VM.get_data_sources(vm)}
+    after = time.time()
+    assert records["memory"]["value"] == float(
+        x.VM.get_memory_dynamic_max(vm))
+    for channel in (0, 1):
+        # The newest row averages the step before the newest sample.
+        model = [simload.load(LOAD, uuid, channel, t / 10.0) for t in
+                 range(int((before - 3 * STEP) * 10), int(after * 10) + 1)]
+        value = records["cpu%d" % channel]["value"]
+        assert min(model) - 0.02 <= value <= max(model) + 0.02, value
+        assert value > 0
+    host = x.host.get_all()[0]
+    host_records = {r["name_label"]: r for r in x.host.get_data_sources(host)}
+    assert host_records["memory_total_kib"]["value"] == float(
+        x.host_metrics.get_memory_total(x.host.get_metrics(host))) // 1024
+    assert 0 < host_records["cpu_avg"]["value"] <= 1
+    # A source not recorded has no value yet.
+    off = [r for r in host_records.values() if not r["enabled"]]
+    assert off and all(r["value"] == 0.0 for r in off)
+    srs = [sr for sr in x.SR.get_all() if x.SR.get_data_sources(sr)]
+    assert srs
+    sr_records = {r["name_label"]: r for r in x.SR.get_data_sources(srs[0])}
+    # Rows are single-precision, as xcp-rrdd's.
+    assert sr_records["size"]["value"] == pytest.approx(
+        float(x.SR.get_physical_size(srs[0])), rel=1e-6)
 
 
 def test_a_halted_vm_has_no_data_source_operations(x):
@@ -309,6 +403,25 @@ def test_openmetrics_exposition_is_clean_for_promtool(server, x, sid, vm):
                          capture_output=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert not out.stdout.strip() and not out.stderr.strip(), out
+
+
+def test_metrics_take_the_scrape_token_instead_of_a_session(server, sid, vm):
+    def scrape(token, path="/metrics", query=()):
+        return get(server, path, dict(query),
+                   [("Authorization", "Bearer " + token)])
+    status, headers, body = scrape(SCRAPE_TOKEN)
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.decode().endswith("# EOF\n")
+    assert "xapi_host_memory_total_kib{" in body.decode()
+    status, headers, _ = scrape(SCRAPE_TOKEN + "x")
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Basic realm="rrd_updates"'
+    assert scrape("")[0] == 401
+    # The token is for /metrics alone: XAPI's handlers know no bearer.
+    assert scrape(SCRAPE_TOKEN, "/rrd_updates", {"start": "-10"})[0] == 500
+    # A session still does.
+    assert get(server, "/metrics", {"session_id": sid})[0] == 200
 
 
 def test_xo_stats_view_fetches_rrd_updates(server, x, sid, vm):

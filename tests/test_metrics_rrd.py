@@ -133,6 +133,24 @@ def test_rows_are_single_precision():
     assert formats.f_to_s(value) == "0.100000001490116"
 
 
+def test_a_row_is_printed_as_each_value_alone():
+    specials = [0.1, 0.0, -0.0, math.nan, math.inf, -math.inf, 1e-30,
+                -2.5e38, 123456.789, 7.0, -1.0]
+    rrd = RRD(5, [DataSource("s%d" % i) for i in range(len(specials))],
+              [(AVERAGE, 4, 1, 0.5)], timestamp=1000)
+    archive = rrd.archives[0]
+    archive.push(specials, rrd.sources)
+    stored = [archive.peek(i, 0) for i in range(len(specials))]
+    row = formats.row_text(archive, 0)
+    assert row.split("\n") == [formats.f_to_s(v) for v in stored]
+    assert row.split("\n")[:6] == ["0.100000001490116", "0.0", "0.0",
+                                   "NaN", "Infinity", "-Infinity"]
+    # Remembered until the slot is written again.
+    assert formats.row_text(archive, 0) is row
+    archive.push(specials, rrd.sources)
+    assert formats.row_text(archive, 0) is not row
+
+
 def test_sources_added_and_removed():
     rrd = RRD(5, [DataSource("a")], [(AVERAGE, 4, 1, 0.5)], timestamp=1000)
     rrd.update(1005, {"a": 1})

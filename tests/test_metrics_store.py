@@ -1,14 +1,24 @@
 """
 The metrics store fed by backend samples (the sources' rates against the
 counters given), its RRDs written and read back, and perfmon's alarms
-counting down, firing and keeping quiet.
+counting down, firing and keeping quiet; the server's listeners held
+until the first sample is in (for so long at most).
 """
 
 import math
+import os
+import time
 
+import pytest
+from twisted.internet import defer
+
+from tests.support.inprocess import make_server
 from txxapi.metrics import perfmon, sources, storage
 from txxapi.metrics.rrd import UnknownSource
 from txxapi.metrics.store import HOST, VM, MetricsStore
+from txxapi.metrics.collector import Metrics
+from txxapi.workers import stop_pool
+from txxenops.backends.simulator import SimulatorBackend
 from txxenops.types import DomainStats, HostStats
 
 VM_UUID = "6f1c0d0e-0000-4000-8000-000000000001"
@@ -108,3 +118,90 @@ def test_perfmon_counts_down_fires_then_inhibits():
     # A configuration that does not parse is ignored.
     mon.configure({(VM, VM_UUID): "<config><variable>"}, 200)
     assert mon.evaluate(high, 205) == [] and mon.evaluate(high, 210) == []
+
+
+class HeldBridge:
+    """A xenops bridge whose samples arrive when the test says."""
+
+    def __init__(self):
+        self.pending = []
+
+    def call(self, method, *args):
+        assert method == "sample_metrics"
+        d = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+@pytest.fixture
+def held(tmp_path):
+    """Starts Metrics of an in-process server on HeldBridges, all in one
+    data dir: ``start(step)`` gives (metrics, bridge); the clock."""
+    server, clock = make_server(tmp_path / "server")
+    made = []
+
+    def start(step=5):
+        bridge = HeldBridge()
+        metrics = Metrics(server.db, server.identity, clock, bridge,
+                          server.messages, str(tmp_path / "metrics"),
+                          step=step)
+        metrics.start()
+        made.append(metrics)
+        return metrics, bridge
+    yield start, clock
+    for metrics in made:
+        for loop in metrics._loops:
+            loop.stop()
+        stop_pool(metrics.pool)
+
+
+def test_the_listeners_wait_for_the_first_sample(held):
+    metrics, bridge = held[0]()
+    waiting = metrics.first_sample()
+    assert len(bridge.pending) == 1 and not waiting.called
+    bridge.pending[0].callback(SimulatorBackend().sample_metrics(["eth0"]))
+    deadline = time.monotonic() + 10
+    while not waiting.called and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waiting.called
+    assert metrics.store.host is not None
+    # Once sampled, asking again does not wait.
+    assert metrics.first_sample().called
+
+
+def test_a_backend_that_never_samples_delays_the_listeners_only_so_long(
+        held):
+    start, clock = held
+    metrics, _ = start()
+    waiting = metrics.first_sample(timeout=7)
+    clock.advance(6)
+    assert not waiting.called
+    clock.advance(1)
+    assert waiting.called and waiting.result is None
+
+
+def test_rrds_saved_at_another_step_start_afresh(held, tmp_path):
+    store = MetricsStore(5)
+    run(store, 1000000, 30, 0.3, 0.6, 1000.0)
+    storage.save(storage.path_in(str(tmp_path / "metrics")),
+                 store.snapshot(storage.encode))
+    start, _ = held
+    same, _ = start(5)
+    assert same.store.host is not None and VM_UUID in same.store.set_aside
+    other, _ = start(1)
+    assert other.store.host is None and not other.store.set_aside
+
+
+def test_the_periodic_save_runs_beside_its_loop(held, tmp_path):
+    # The loop is rescheduled at once, on the clock's thread, not when the
+    # save's thread is done (from that thread, racing the clock).
+    start, clock = held
+    metrics, _ = start()
+    saves = metrics._loops[1]
+    clock.advance(metrics.save_interval)
+    assert saves.call is not None
+    path = storage.path_in(str(tmp_path / "metrics"))
+    deadline = time.monotonic() + 10
+    while metrics._saving is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert metrics._saving is None and os.path.exists(path)

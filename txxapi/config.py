@@ -33,12 +33,22 @@ DEFAULTS = {
     "metrics-interval": "5",
     "pool-heartbeat-interval": "30",
     "host-assumed-dead-interval": "600",
+    "metrics-token-file": "",
 }
 SECTION = "xapi"
 
 
 class ConfigError(Exception):
     pass
+
+
+def read_token(path):
+    """The secret a token file holds (its one line, stripped)."""
+    with open(path) as f:
+        token = f.read().strip()
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError("%s must hold one token, without spaces" % path)
+    return token
 
 
 def load(path=None, overrides=None):

@@ -51,7 +51,8 @@ class Server:
                  session_revalidation_interval=revalidation.INTERVAL,
                  metrics_interval=5,
                  heartbeat_interval=liveness.HEARTBEAT_INTERVAL,
-                 host_assumed_dead_interval=liveness.ASSUMED_DEAD_INTERVAL):
+                 host_assumed_dead_interval=liveness.ASSUMED_DEAD_INTERVAL,
+                 metrics_token=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -92,7 +93,8 @@ class Server:
         self.components.append(self.xenops)
         # The RRDs of this host, sampled from the backend every step.
         self.metrics = Metrics(db, self.identity, reactor, self.xenops,
-                               self.messages, data_dir, metrics_interval)
+                               self.messages, data_dir, metrics_interval,
+                               scrape_token=metrics_token)
         self.components.append(self.metrics)
         # A slave says pool.hello to its master once it is up, then sends
         # it heartbeats; the master tells live hosts from dead ones.

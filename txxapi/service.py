@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from txxapi import tls
 from txxapi.auth.checkers import PAMChecker, PasswdFileChecker
 from txxapi.auth.realm import make_portal
+from txxapi.config import read_token
 from txxapi.db.persist import open_persistence
 from txxapi.http.site import make_site
 from txxapi.nbd.service import NBDService
@@ -180,7 +181,9 @@ class XapiService(service.MultiService):
             metrics_interval=int(s["metrics-interval"]),
             heartbeat_interval=float(s["pool-heartbeat-interval"]),
             host_assumed_dead_interval=float(
-                s["host-assumed-dead-interval"]))
+                s["host-assumed-dead-interval"]),
+            metrics_token=read_token(s["metrics-token-file"])
+            if s["metrics-token-file"] else None)
         server.pool_database = pool_database
         if isinstance(persistence, SlavePersistence):
             persistence.identity = server.identity
@@ -188,6 +191,8 @@ class XapiService(service.MultiService):
                                      server.close_database))
         yield self._join(StepService("core", server.start_core,
                                      server.stop_core))
+        # Served once the host has its RRDs, as XAPI is once xcp-rrdd runs.
+        yield server.metrics.first_sample()
         site = make_site(
             server, max_rpc_size=int(s["max-rpc-size"]),
             header_read_timeout=float(s["header-read-timeout"]),

@@ -71,6 +71,9 @@ class Options(usage.Options):
         ["host-assumed-dead-interval", None, None,
          "Seconds without a heartbeat after which the master takes a host "
          "for dead (host_metrics.live false) (600)."],
+        ["metrics-token-file", None, None,
+         "File holding a bearer token that scrapers may send to GET "
+         "/metrics instead of a session (none)."],
     ]
 
     def postOptions(self):
@@ -97,6 +100,11 @@ class Options(usage.Options):
         except ValueError:
             raise usage.UsageError("--pool-heartbeat-interval must be a "
                                    "positive number of seconds")
+        if self.settings["metrics-token-file"]:
+            try:
+                config.read_token(self.settings["metrics-token-file"])
+            except (OSError, config.ConfigError) as e:
+                raise usage.UsageError("--metrics-token-file: %s" % e)
         for key in ("simulator-op-time", "shutdown-timeout",
                     "header-read-timeout", "header-total-timeout",
                     "host-assumed-dead-interval"):

@@ -23,6 +23,8 @@ log = Logger()
 
 MIB = 1024 * 1024
 SAVE_INTERVAL = 300.0
+# The longest the server's listeners wait for the first sample.
+FIRST_SAMPLE_WAIT = 10.0
 MIN_MAX_KEY = "create_min_max_in_new_VM_RRDs"
 
 
@@ -67,7 +69,7 @@ class SrTraffic:
 
 class Metrics:
     def __init__(self, db, identity, clock, xenops, messages, data_dir,
-                 step=5, save_interval=SAVE_INTERVAL):
+                 step=5, save_interval=SAVE_INTERVAL, scrape_token=None):
         self.db = db
         self.identity = identity
         self.clock = clock
@@ -76,12 +78,17 @@ class Metrics:
         self.path = storage.path_in(data_dir)
         self.step = int(step)
         self.save_interval = save_interval
+        # What a scraper may send to /metrics instead of a session.
+        self.scrape_token = scrape_token
         self.store = MetricsStore(self.step)
         self.perfmon = perfmon.Perfmon(self.step)
         self.traffic = SrTraffic()
         self.unavailable = {}
         self.pool = daemon_pool(0, 4, "metrics")
         self._sampling = None
+        self._saving = None
+        self._sampled = False
+        self._waiting = []
         self._loops = []
 
     # --- lifetime --------------------------------------------------------------
@@ -90,9 +97,18 @@ class Metrics:
         self.pool.start()
         # Read once, before anything is served (as the message store
         # reads its file).
-        self.store.restore(storage.load(self.path))
+        saved = storage.load(self.path)
+        kept = [o for o in saved if o.rrd.step == self.step]
+        if len(kept) < len(saved):
+            # Rows of another step cannot join this one's, and /rrd_updates
+            # would leave out every RRD whose step is not the host's.
+            log.warn("metrics: {n} saved RRDs have another step than "
+                     "{step} s: starting them afresh",
+                     n=len(saved) - len(kept), step=self.step)
+        self.store.restore(kept)
         for interval, fn, now in ((self.step, self.sample, True),
-                                  (self.save_interval, self.save, False)):
+                                  (self.save_interval, self._save_now,
+                                   False)):
             loop = task.LoopingCall(fn)
             loop.clock = self.clock
             loop.start(interval, now=now).addErrback(
@@ -107,10 +123,25 @@ class Metrics:
         self._loops = []
         if self._sampling is not None:
             yield self._sampling
+        if self._saving is not None:
+            yield self._saving
         try:
             yield self.save()
         finally:
             stop_pool(self.pool)
+
+    def first_sample(self, timeout=FIRST_SAMPLE_WAIT):
+        """A Deferred that fires once the first sample since the start has
+        been archived (or has failed), or after ``timeout`` seconds.  The
+        service opens its listeners after it: XAPI serves only once
+        xcp-rrdd runs, which samples as it starts, so a client never finds
+        a new host without RRDs (No_RRA_Available)."""
+        if self._sampled:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        d.addTimeout(timeout, self.clock, onTimeoutCancel=lambda *_: None)
+        self._waiting.append(d)
+        return d
 
     def run(self, fn, *args):
         """``fn(*args)`` on the metrics threads (a Deferred)."""
@@ -129,6 +160,11 @@ class Metrics:
 
         def done(_):
             self._sampling = None
+            self._sampled = True
+            waiting, self._waiting = self._waiting, []
+            for w in waiting:
+                if not w.called:
+                    w.callback(None)
         d.addBoth(done)
         self._sampling = d
         return None
@@ -210,6 +246,20 @@ class Metrics:
                             uuid=uuid)
 
     # --- keeping -------------------------------------------------------------------
+
+    def _save_now(self):
+        """The periodic save, in the background as a sample is: the loop
+        waits for nothing that a thread finishes (a LoopingCall waiting
+        on a thread's Deferred reschedules itself from that thread where
+        the reactor is a test's clock)."""
+        if self._saving is not None:
+            return      # the last one is still being written
+        d = self._saving = self.save()
+        d.addErrback(lambda f: log.failure("metrics save", f))
+
+        def done(_):
+            self._saving = None
+        d.addBoth(done)
 
     def save(self):
         vms = {row.fields["uuid"] for row in self.db.table("VM").rows.values()}

@@ -10,6 +10,7 @@ strings of the rows it has rendered until a row is overwritten, so a
 client polling /rrd_updates pays for the new rows only.
 """
 
+import re
 from xml.sax.saxutils import escape
 
 from txxapi.metrics.rrd import NoArchive
@@ -27,14 +28,32 @@ def f_to_s(x):
     return "%0.15g" % x
 
 
-def row_strings(archive, age):
-    """The printed values of one row of an archive, all its sources."""
+_ZERO = re.compile(r"^-?0$", re.M)
+
+
+def row_text(archive, age):
+    """The printed values of one row of an archive, all its sources, one
+    a line, as f_to_s prints them.  A row has thousands of values at
+    1,000 VMs: it is printed by one format of the whole row with the few
+    special values put right after, and kept as one string (no object
+    per value for the collector to walk)."""
     slot = archive.slot(age)
-    strings = archive.memo[slot]
-    if strings is None:
-        strings = archive.memo[slot] = tuple(
-            [f_to_s(ring[slot]) for ring in archive.rings])
-    return strings
+    text = archive.memo[slot]
+    if text is None:
+        values = tuple([ring[slot] for ring in archive.rings])
+        text = ("%0.15g\n" * len(values) % values)[:-1]
+        if "n" in text:
+            text = text.replace("nan", "NaN").replace("inf", "Infinity")
+        if "0" in text:
+            text = _ZERO.sub("0.0", text)
+        archive.memo[slot] = text
+    return text
+
+
+def _joined(texts, separator):
+    """Rows' texts (some empty) as one run of values between
+    ``separator``s."""
+    return "\n".join([t for t in texts if t]).replace("\n", separator)
 
 
 # --- /rrd_updates ---------------------------------------------------------
@@ -51,13 +70,12 @@ class Xport:
         self.archives = archives    # in column order
         self.times = times          # newest first; row i is age i
 
-    def rows(self):
-        """Each row's time and its printed values."""
+    def rows(self, separator):
+        """Each row's time and its printed values between
+        ``separator``s."""
         for age, t in enumerate(self.times):
-            values = []
-            for archive in self.archives:
-                values.extend(row_strings(archive, age))
-            yield t, values
+            yield t, _joined([row_text(a, age) for a in self.archives],
+                             separator)
 
 
 def export(prefixed, start, interval, cf):
@@ -102,10 +120,9 @@ def xport_xml(x):
              % (x.start, x.step, x.end, len(x.times), len(x.legend))]
     parts += ["<entry>%s</entry>" % escape(e) for e in x.legend]
     parts.append("</legend></meta><data>")
-    for t, values in x.rows():
+    for t, values in x.rows("</v><v>"):
         if values:
-            parts.append("<row><t>%d</t><v>%s</v></row>"
-                         % (t, "</v><v>".join(values)))
+            parts.append("<row><t>%d</t><v>%s</v></row>" % (t, values))
         else:
             parts.append("<row><t>%d</t></row>" % t)
     parts.append("</data></xport>")
@@ -123,9 +140,9 @@ def xport_json(x):
              % (x.start, x.step, x.end, len(x.times), len(x.legend),
                 ",".join(_json_string(e) for e in x.legend))]
     rows = []
-    for t, values in x.rows():
-        rows.append('{"t":%d,"values":[%s]}'
-                    % (t, ",".join('"%s"' % v for v in values)))
+    for t, values in x.rows('","'):
+        rows.append('{"t":%d,"values":["%s"]}' % (t, values)
+                    if values else '{"t":%d,"values":[]}' % t)
     parts.append(",".join(rows))
     parts.append("]}")
     return "".join(parts)
@@ -167,7 +184,7 @@ def rrd_xml(rrd):
         if a.rings:
             for age in range(a.rows - 1, -1, -1):
                 out.append("<row><v>%s</v></row>"
-                           % "</v><v>".join(row_strings(a, age)))
+                           % row_text(a, age).replace("\n", "</v><v>"))
         out.append("</database></rra>")
     out.append("</rrd>")
     return "".join(out)
@@ -196,7 +213,7 @@ def rrd_json(rrd):
             '"unknown_datapoints":"%d"}' % (f_to_s(v), u)
             for v, u in zip(a.cdp_value, a.cdp_unknown))
         rows = ",".join(
-            "[%s]" % ",".join('"%s"' % v for v in row_strings(a, age))
+            '["%s"]' % row_text(a, age).replace("\n", '","')
             for age in range(a.rows - 1, -1, -1)) if a.rings else ""
         archives.append(
             '{"cf":"%s","pdp_per_row":"%d","params":{"xff":"%s"},'

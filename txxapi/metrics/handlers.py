@@ -12,10 +12,14 @@ The RRD handlers, answered as xcp-rrdd's (behind XAPI's proxy) answer:
 * GET /metrics: the newest readings in OpenMetrics text (openmetrics).
 
 Each needs a session allowed ``http/<action>``; a task the client names
-in task_id is completed as the answer goes.  Documents are made on the
+in task_id is completed as the answer goes.  /metrics also takes the
+server's scrape token (``--metrics-token-file``) as ``Authorization:
+Bearer``, so that a scraper needs no account; any other bearer token is
+unauthorised.  Documents are made (and encoded) on the
 metrics threads.
 """
 
+import hmac
 from urllib.parse import parse_qsl, urlsplit
 
 from twisted.internet import defer
@@ -75,6 +79,36 @@ class BadRequest(Exception):
     pass
 
 
+class Scraper:
+    """The caller a valid scrape token stands for: no session."""
+
+    session = None
+
+    def close(self):
+        pass
+
+
+def bearer_token(request):
+    """The token of an ``Authorization: Bearer`` header, else None."""
+    header = request.getHeader(b"authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.decode("latin-1").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def scraper(metrics, token, version):
+    """A Scraper for the server's scrape token, else Refused as a request
+    without valid credentials is."""
+    expected = metrics.scrape_token
+    # In constant time, as the pool secret is compared.
+    if expected is None or not hmac.compare_digest(
+            token.encode("utf-8", "replace"), expected.encode("utf-8")):
+        raise Refused(responses.unauthorised(version,
+                                             ACTIONS[routes.METRICS]))
+    return Scraper()
+
+
 def updates_query(request, params):
     """(start, interval, cf, host, vm uuids, sr uuids, json) of an
     /rrd_updates request; BadRequest without a usable ``start``."""
@@ -100,23 +134,32 @@ def _exposition(store, host_uuid):
     return openmetrics.render(store.latest(described=True), host_uuid)
 
 
+def _encoded(fn, *args):
+    """``fn(*args)`` in UTF-8 (None stays None): encoded on the metrics
+    thread, since a document of 1,000 VMs runs to megabytes."""
+    text = fn(*args)
+    return None if text is None else text.encode("utf-8")
+
+
 @defer.inlineCallbacks
 def document(metrics, route, request, params, version):
     """(body, content type, whether the connection stays open) of an
     authenticated request; BadRequest, Refused or NoArchive."""
     if route == routes.RRD_UPDATES:
         args = updates_query(request, params)
-        body = yield metrics.run(metrics.store.updates, *args)
+        body = yield metrics.run(_encoded, metrics.store.updates, *args)
         return body, JSON_TYPE if args[-1] else XML_TYPE, True
     if route == routes.METRICS:
         host = metrics.db.fields("host", metrics.identity.host_ref)["uuid"]
-        body = yield metrics.run(_exposition, metrics.store, host)
+        body = yield metrics.run(_encoded, _exposition, metrics.store,
+                                 host)
         return body, openmetrics.CONTENT_TYPE, True
     json = wants_json(request, params)
     uuid = params.query.get("uuid")
     if route != routes.HOST_RRD and not uuid:
         raise BadRequest()
-    body = yield metrics.run(metrics.store.dump, KINDS[route], uuid, json)
+    body = yield metrics.run(_encoded, metrics.store.dump, KINDS[route],
+                             uuid, json)
     if body is None:
         raise Refused(responses.not_found(version))
     return body, JSON_TYPE if json else XML_TYPE, False
@@ -142,8 +185,13 @@ class RrdResource(resource.Resource):
         params = Params(request)
         caller = None
         try:
-            caller = yield authenticate(self.server, request, params,
-                                        ACTIONS[route], ACTIONS[route])
+            token = bearer_token(request) if route == routes.METRICS \
+                else None
+            if token is not None:
+                caller = scraper(self.server.metrics, token, version)
+            else:
+                caller = yield authenticate(self.server, request, params,
+                                            ACTIONS[route], ACTIONS[route])
             body, content_type, keep_alive = yield document(
                 self.server.metrics, route, request, params, version)
         except Refused as refused:
@@ -154,7 +202,7 @@ class RrdResource(resource.Resource):
             return
         except NoArchive:
             self._refuse(request, caller, responses.internal_error(
-                version, "No_RRA_Available"))
+                version, "Rrd.No_RRA_Available"))
             return
         except Exception:
             log.err(None, "RRD request failed")
@@ -164,15 +212,14 @@ class RrdResource(resource.Resource):
         caller.close()
         if getattr(request, "_disconnected", False):
             return
-        data = body.encode("utf-8")
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", content_type)
-        request.setHeader(b"Content-Length", b"%d" % len(data))
+        request.setHeader(b"Content-Length", b"%d" % len(body))
         for name, value in CORS:
             request.setHeader(name, value)
         if not keep_alive:
             request.setHeader(b"Connection", b"close")
-        request.write(data)
+        request.write(body)
         request.finish()
 
     def _complete_task(self, params, caller):

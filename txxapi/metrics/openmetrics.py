@@ -8,6 +8,7 @@ vif_0_rx, pif_eth0_tx), and labels naming its owner: ``host`` always,
 turned the counters into rates.
 """
 
+import functools
 import math
 import re
 
@@ -22,8 +23,10 @@ _DEVICE = [
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
 
 
+@functools.lru_cache(maxsize=4096)
 def family_of(kind, name):
-    """(family name, device or None) of a data source."""
+    """(family name, device or None) of a data source (the same few
+    names recur on every VM: worked out once)."""
     for pattern, base in _DEVICE:
         m = pattern.match(name)
         if m:
@@ -45,24 +48,30 @@ def _number(v):
     return repr(float(v))
 
 
+def _help(definition, name, device):
+    """A family's help: its first source's description, with the device
+    it names made generic."""
+    text = definition.description if definition is not None else name
+    if device is not None:
+        text = re.sub(r"\b%s\b" % re.escape(device), "<device>", text)
+    return text
+
+
 def render(latest, host_uuid):
     """The exposition of the store's ``latest(described=True)``."""
     families = {}       # name -> (help, [sample line])
+    host = 'host="%s"' % _label(host_uuid)
     for kind, uuid, values in latest:
-        owner = [("host", host_uuid)]
-        if kind != "host":
-            owner.append((kind, uuid))
+        owner = host if kind == "host" else \
+            '%s,%s="%s"' % (host, kind, _label(uuid))
         for name, value, definition in values:
             family, device = family_of(kind, name)
-            labels = owner + ([("device", device)] if device is not None
-                              else [])
-            text = ",".join('%s="%s"' % (k, _label(v)) for k, v in labels)
-            help_ = definition.description if definition is not None \
-                else name
-            if device is not None:
-                help_ = re.sub(r"\b%s\b" % re.escape(device), "<device>",
-                               help_)
-            entry = families.setdefault(family, (help_, []))
+            text = owner if device is None else \
+                '%s,device="%s"' % (owner, _label(device))
+            entry = families.get(family)
+            if entry is None:
+                entry = families[family] = (_help(definition, name, device),
+                                            [])
             entry[1].append("%s{%s} %s" % (family, text, _number(value)))
     out = []
     for family in sorted(families):

@@ -20,6 +20,16 @@ from txxapi.metrics.rrd import AVERAGE, RRD, NoArchive, archive_specs
 HOST, VM, SR = "host", "vm", "sr"
 
 
+def _newest_archive(rrd, now):
+    """The archive whose newest row is a source's newest 5 s average (as
+    query_named_ds picks it), None if there is none."""
+    try:
+        archives = rrd.best_archives(0, AVERAGE, now)
+    except NoArchive:
+        return None
+    return archives[0] if archives else None
+
+
 class DatasourceMissing(Exception):
     """rrdd's Datasource_missing: no RRD, or no such live source."""
 
@@ -103,25 +113,30 @@ class MetricsStore:
     def data_sources(self, kind, uuid):
         """XAPI's data_source records of an owner, by name: its live
         sources (enabled when recorded) and the recorded ones it no longer
-        offers (query_possible_dss)."""
+        offers (query_possible_dss).  A recorded source's value is its
+        newest 5 s average, what query_data_source answers (XAPI leaves
+        it 0); one not recorded has none and says 0."""
         with self.lock:
             owner = self._owner(kind, uuid)
             if owner is None:
                 return []
-            recorded = set(owner.rrd.names())
+            rrd = owner.rrd
+            archive = _newest_archive(rrd, int(time.time()))
+            values = {ds.name: archive.peek(i, 0) if archive else 0.0
+                      for i, ds in enumerate(rrd.sources)}
             out = {}
             for name, d in owner.definitions.items():
                 out[name] = {
                     "name_label": name, "name_description": d.description,
-                    "enabled": name in recorded, "standard": d.default,
+                    "enabled": name in values, "standard": d.default,
                     "units": d.units, "min": d.min, "max": d.max,
-                    "value": 0.0}
-            for ds in owner.rrd.sources:
+                    "value": values.get(name, 0.0)}
+            for ds in rrd.sources:
                 out.setdefault(ds.name, {
                     "name_label": ds.name,
                     "name_description": "description not available",
                     "enabled": False, "standard": False, "units": "unknown",
-                    "min": ds.min, "max": ds.max, "value": 0.0})
+                    "min": ds.min, "max": ds.max, "value": values[ds.name]})
             return [out[name] for name in sorted(out)]
 
     def _missing(self, kind, uuid):
@@ -171,13 +186,9 @@ class MetricsStore:
             now = int(time.time())
             for owner in owners:
                 rrd = owner.rrd
-                try:
-                    archives = rrd.best_archives(0, AVERAGE, now)
-                except NoArchive:
+                archive = _newest_archive(rrd, now)
+                if archive is None:
                     continue
-                if not archives:
-                    continue
-                archive = archives[0]
                 defs = owner.definitions
                 out.append((owner.kind, owner.uuid, [
                     (ds.name, archive.peek(i, 0), defs.get(ds.name))
