@@ -1,9 +1,10 @@
 """
 Item nbd: reading a VDI over NBD, as backup tools do.  nbdcopy (four
 connections) reads a dense disk from txxapi's NBD server, plain and with
-TLS, against qemu-nbd serving the same image file read-only and against
-the raw data path (GET /export_raw_vdi with curl, HTTP and HTTPS) in the
-same run.  Then an incremental backup: 1 % of the disk's 64 KiB blocks
+TLS, against qemu-nbd serving the same image file read-only, against
+the raw data path (GET /export_raw_vdi with curl, HTTP and HTTPS), and
+against a second txxapi that serves each connection's reads one at a
+time (--nbd-requests-in-flight 1), all in the same run.  Then an incremental backup: 1 % of the disk's 64 KiB blocks
 changed between two snapshots, VDI.list_changed_blocks plus NBD reads of
 those blocks, against a full raw export of the later snapshot.
 """
@@ -108,6 +109,41 @@ class Disk:
         return curl([self.raw_url(vdi, base)]) / 1e9
 
 
+def _tls_uri(call, vdi, net, work):
+    """An nbds:// URI of the VDI with the host's certificate saved for
+    nbdcopy to check; the network's purpose is nbd until the caller
+    removes it."""
+    call("network.add_purpose", net, "nbd")
+    [record] = call("VDI.get_nbd_info", vdi)
+    certs = os.path.join(work, "pki")
+    os.makedirs(certs, exist_ok=True)
+    with open(os.path.join(certs, "ca-cert.pem"), "w") as f:
+        f.write(record["cert"])
+    return _uri(record, "nbds", "?tls-certificates=" + certs)
+
+
+def one_at_a_time(work, path, size):
+    """nbdcopy's rates (GB/s, plain and TLS) from a server that reads
+    one request of a connection at a time."""
+    server = common.LoadServer(os.path.join(work, "serial"),
+                               extra_args=["--nbd-requests-in-flight", "1"],
+                               nbd_port=common.free_port())
+    server.start()
+    try:
+        session, sr = common.local_sr_session(server.http_url)
+        disk = Disk(server.http_url, session, sr, path, size)
+        net = disk.call("network.get_all")[0]
+        disk.call("network.add_purpose", net, "insecure_nbd")
+        [record] = disk.call("VDI.get_nbd_info", disk.vdi)
+        plain = best_of(REPEATS, lambda: size / _nbdcopy(_uri(record)) / 1e9)
+        disk.call("network.remove_purpose", net, "insecure_nbd")
+        uri = _tls_uri(disk.call, disk.vdi, net, os.path.join(work, "serial"))
+        tls = best_of(REPEATS, lambda: size / _nbdcopy(uri) / 1e9)
+        return plain, tls
+    finally:
+        server.stop()
+
+
 def run(ctx):
     size = 256 * MIB if ctx.quick else 2 * GIB
     work = os.path.join(ctx.base, "nbd")
@@ -118,6 +154,7 @@ def run(ctx):
         for _ in range(size // len(chunk)):
             f.write(chunk)
     results = ctx.results
+    serial_plain, serial_tls = one_at_a_time(work, path, size)
     server = common.LoadServer(os.path.join(work, "data"),
                                nbd_port=common.free_port())
     server.start()
@@ -139,6 +176,8 @@ def run(ctx):
         plain = best_of(REPEATS, lambda: gbps(_nbdcopy(_uri(record))))
         results.add(ITEM, "NBD read (nbdcopy) of a %s" % label, plain,
                     "GB/s", raw_http, "raw export, HTTP")
+        results.add(ITEM, "NBD read of a %s, reads overlapping" % label,
+                    plain, "GB/s", serial_plain, "one at a time")
         # qemu-nbd serving the very image file, read-only.
         image = [os.path.join(root, name) for root, _, names in
                  os.walk(os.path.join(server.data_dir, "sr"))
@@ -153,16 +192,12 @@ def run(ctx):
         results.add(ITEM, "NBD read of a %s against qemu-nbd" % label,
                     plain, "GB/s", qemu, "qemu-nbd, same image")
         call("network.remove_purpose", net, "insecure_nbd")
-        call("network.add_purpose", net, "nbd")
-        [record] = call("VDI.get_nbd_info", disk.vdi)
-        certs = os.path.join(work, "pki")
-        os.makedirs(certs)
-        with open(os.path.join(certs, "ca-cert.pem"), "w") as f:
-            f.write(record["cert"])
-        tls = best_of(REPEATS, lambda: gbps(_nbdcopy(_uri(
-            record, "nbds", "?tls-certificates=" + certs))))
+        uri = _tls_uri(call, disk.vdi, net, work)
+        tls = best_of(REPEATS, lambda: gbps(_nbdcopy(uri)))
         results.add(ITEM, "NBD read over TLS of a %s" % label, tls, "GB/s",
                     raw_https, "raw export, HTTPS")
+        results.add(ITEM, "NBD read over TLS of a %s, reads overlapping"
+                    % label, tls, "GB/s", serial_tls, "one at a time")
         call("network.remove_purpose", net, "nbd")
 
         # Incremental: 1 % of the blocks changed between two snapshots.

@@ -299,35 +299,52 @@ class ExportSession(_DataPath):
 class ReadSession(_DataPath):
     """Random reads of a VDI's raw view for as long as the session is
     open (the NBD server's exports): a read-only claim, reads on the
-    storage pool."""
+    storage pool.  Reads overlap when the reader allows it (files read
+    with pread), else they take turns; closing waits for those under
+    way."""
 
     def __init__(self, storage, vdi):
         _DataPath.__init__(self, storage, vdi)
         self.size = storage.db.fields("VDI", vdi)["virtual_size"]
         self._reader = None
-
+        self._reads = 0                     # reads under way
+        self._idle = threading.Condition(self._lock)
+        self._turns = threading.Lock()      # for readers one at a time
 
     @_locked
     def _open_blocking(self, info):
         self._reader = transfer.open_raw_reader(info)
         self.size = self._reader.size
 
-    @_locked
     def _pread_blocking(self, offset, length):
-        if self._reader is None:
-            raise StorageError.named("SMGeneral", "the reader is closed")
-        return self._reader.pread(offset, length)
+        with self._lock:
+            reader = self._reader
+            if reader is None:
+                raise StorageError.named("SMGeneral", "the reader is closed")
+            self._reads += 1
+        try:
+            if reader.concurrent:
+                return reader.pread(offset, length)
+            with self._turns:
+                return reader.pread(offset, length)
+        finally:
+            with self._lock:
+                self._reads -= 1
+                if not self._reads:
+                    self._idle.notify_all()
 
     def pread(self, offset, length):
         """A Deferred of ``length`` bytes at ``offset``."""
         return self.storage.run(self._pread_blocking, offset,
                                 length).addErrback(_io_error)
 
-    @_locked
     def _close_blocking(self):
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        with self._lock:
+            while self._reads:
+                self._idle.wait()
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def close(self):
         if self._closed:
