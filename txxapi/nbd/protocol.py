@@ -16,7 +16,7 @@ handle says which request they answer.  Memory stays bounded: at most
 the service's ``requests_in_flight`` reads (and READ_BYTES_IN_FLIGHT
 bytes) run at once, at most MAX_QUEUED requests wait behind them before
 the connection stops being read, and no read starts while the
-transport's buffer is full.
+transport holds SEND_BUFFER bytes unsent.
 """
 
 import struct
@@ -72,7 +72,9 @@ MAX_QUEUED = 16
 # Reads a connection has under way at once, by default, and the bytes
 # they may ask for together (one larger request still runs, alone).
 REQUESTS_IN_FLIGHT = 16
-READ_BYTES_IN_FLIGHT = 32 << 20
+READ_BYTES_IN_FLIGHT = 16 << 20
+# Replies the transport may hold unsent before no more reads start.
+SEND_BUFFER = 4 << 20
 # Seconds a client has to finish the negotiation.
 HANDSHAKE_TIMEOUT = 60.0
 # What an export's reads look like: any byte, 4 KiB best, 32 MiB at most.
@@ -373,6 +375,11 @@ class NBDServerProtocol(protocol.Protocol):
             self._timeout.cancel()
         self._timeout = None
         self.transport.registerProducer(self, True)
+        if self._depth > 1:
+            # The transport pauses its producer past bufferSize (64 KiB by
+            # default, less than one reply) and resumes it only once
+            # empty: reads could then never overlap the sending.
+            self.transport.bufferSize = SEND_BUFFER
 
     def _request(self):
         """Take the next request off the connection, if whole."""
