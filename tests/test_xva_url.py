@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.api import failure, wait_until
 from tests.support.servers import free_port
+from tests.test_cli import run_xe
 from tests import test_vdi_transfer as transfer
 from tests.test_xva import (
     _sdk_export, assert_nothing_left, check_copy, counts,
@@ -153,6 +154,16 @@ def test_import_from_a_url(x, server, sid, source, web, tmp_path):
     [new] = imported_vms(rec)
     check_copy(x, server, sid, tmp_path, new, source)
     destroy_vm_and_disks(x, new)
+    # xe vm-import url=: the host fetches it.
+    rc, out, err = run_xe(server, "vm-import", "url=%s/vm.xva" % plain,
+                          "sr-uuid=" + x.SR.get_uuid(sr))
+    assert rc == 0, err
+    new = x.VM.get_by_uuid(out.strip())
+    check_copy(x, server, sid, tmp_path, new, source)
+    destroy_vm_and_disks(x, new)
+    rc, out, err = run_xe(server, "vm-import", "url=%s/vm.xva" % plain,
+                          "filename=vm.xva")
+    assert rc == 1 and "should not both be specified" in err
     assert counts(x) == before
 
 
