@@ -10,8 +10,8 @@ answered before the TLS handshake (NBD_REP_ERR_TLS_REQD), as xapi-nbd
 requires.
 
 Reads run on the storage pool, several at once per connection (clients
-such as nbdcopy keep dozens of requests in flight), and each reply goes
-out as its read completes: simple replies may overtake each other, the
+such as nbdcopy keep dozens of requests in flight), a few requests per
+trip to the pool, and each reply goes out as its batch completes: simple replies may overtake each other, the
 handle says which request they answer.  Memory stays bounded: at most
 the service's ``requests_in_flight`` reads (and READ_BYTES_IN_FLIGHT
 bytes) run at once, at most MAX_QUEUED requests wait behind them before
@@ -73,6 +73,10 @@ MAX_QUEUED = 16
 # they may ask for together (one larger request still runs, alone).
 REQUESTS_IN_FLIGHT = 16
 READ_BYTES_IN_FLIGHT = 16 << 20
+# Reads taken to the storage pool together: fewer trips, still several
+# batches under way at once.
+BATCH_REQUESTS = 4
+BATCH_BYTES = 1 << 20
 # Replies the transport may hold unsent before no more reads start.
 SEND_BUFFER = 4 << 20
 # Seconds a client has to finish the negotiation.
@@ -424,19 +428,28 @@ class NBDServerProtocol(protocol.Protocol):
             self.transport.resumeProducing()
 
     def _serve(self):
-        """Start queued requests while the limits allow."""
+        """Start queued requests while the limits allow: reads in batches
+        of a few, each batch one trip to the storage pool."""
+        batch, size = [], 0
         while self._requests and not (self._paused or self._closing or
                                       self._disconnecting):
             cmd, handle, offset, length = self._requests[0]
             if cmd == CMD_READ and length and length <= MAX_REQUEST and \
                     offset + length <= self._reader.size:
-                if self._reads and (
-                        self._reads >= self._depth or
-                        self._read_bytes + length > READ_BYTES_IN_FLIGHT):
+                reads = self._reads + len(batch)
+                if reads and (reads >= self._depth or self._read_bytes +
+                              size + length > READ_BYTES_IN_FLIGHT):
                     break
                 self._requests.popleft()
-                self._read(handle, offset, length)
+                batch.append((handle, offset, length))
+                size += length
+                if len(batch) >= BATCH_REQUESTS or size >= BATCH_BYTES:
+                    self._read(batch, size)
+                    batch, size = [], 0
                 continue
+            if batch:
+                self._read(batch, size)
+                batch, size = [], 0
             self._requests.popleft()
             if cmd == CMD_DISC:
                 # The reads under way are answered first.
@@ -450,6 +463,8 @@ class NBDServerProtocol(protocol.Protocol):
                 self._simple(handle, EPERM)
             else:
                 self._simple(handle, ENOTSUP)
+        if batch:
+            self._read(batch, size)
         if self._disconnecting and not self._reads and not self._closing:
             self._close()
         if self._reading_paused and len(self._requests) < MAX_QUEUED // 2:
@@ -460,24 +475,32 @@ class NBDServerProtocol(protocol.Protocol):
         if data:
             self.transport.write(data)
 
-    def _read(self, handle, offset, length):
-        self._reads += 1
-        self._read_bytes += length
-        d = self._reader.pread(offset, length)
+    def _read(self, batch, size):
+        """Read a batch of (handle, offset, length); each reply goes out
+        when the batch is done."""
+        self._reads += len(batch)
+        self._read_bytes += size
+        d = self._reader.pread_many([(o, n) for _, o, n in batch])
 
-        def done(data):
-            if not self._closing:
-                self._simple(handle, 0, data)
+        def done(results):
+            for (handle, offset, length), data in zip(batch, results):
+                if isinstance(data, Exception):
+                    log.warn("NBD read of {n} bytes at {at}: {e}", n=length,
+                             at=offset, e=data)
+                    data = None
+                if self._closing:
+                    return
+                if data is None:
+                    self._simple(handle, EIO)
+                else:
+                    self._simple(handle, 0, data)
 
         def failed(failure):
-            log.warn("NBD read of {n} bytes at {at}: {e}", n=length,
-                     at=offset, e=failure.getErrorMessage())
-            if not self._closing:
-                self._simple(handle, EIO)
+            done([failure.value] * len(batch))
 
         def answered(_):
-            self._reads -= 1
-            self._read_bytes -= length
+            self._reads -= len(batch)
+            self._read_bytes -= size
             if not self._closing:
                 self._next()
         d.addCallbacks(done, failed)

@@ -5,6 +5,7 @@ parser or writer, and blocking I/O on the storage thread pool.  Started
 through Storage.open_import / open_export.
 """
 
+import contextlib
 import os
 import threading
 
@@ -316,7 +317,10 @@ class ReadSession(_DataPath):
         self._reader = transfer.open_raw_reader(info)
         self.size = self._reader.size
 
-    def _pread_blocking(self, offset, length):
+    @contextlib.contextmanager
+    def _reading(self):
+        """The reader, held open (and to itself if it must be) while
+        in use."""
         with self._lock:
             reader = self._reader
             if reader is None:
@@ -324,19 +328,41 @@ class ReadSession(_DataPath):
             self._reads += 1
         try:
             if reader.concurrent:
-                return reader.pread(offset, length)
-            with self._turns:
-                return reader.pread(offset, length)
+                yield reader
+            else:
+                with self._turns:
+                    yield reader
         finally:
             with self._lock:
                 self._reads -= 1
                 if not self._reads:
                     self._idle.notify_all()
 
+    def _pread_blocking(self, offset, length):
+        with self._reading() as reader:
+            return reader.pread(offset, length)
+
+    def _pread_many_blocking(self, requests):
+        out = []
+        with self._reading() as reader:
+            for offset, length in requests:
+                try:
+                    out.append(reader.pread(offset, length))
+                except Exception as e:
+                    out.append(e)
+        return out
+
     def pread(self, offset, length):
         """A Deferred of ``length`` bytes at ``offset``."""
         return self.storage.run(self._pread_blocking, offset,
                                 length).addErrback(_io_error)
+
+    def pread_many(self, requests):
+        """A Deferred of the data of each (offset, length) request, read
+        in one trip to the pool; a request that failed has its
+        exception in its place."""
+        return self.storage.run(self._pread_many_blocking,
+                                requests).addErrback(_io_error)
 
     def _close_blocking(self):
         with self._lock:
