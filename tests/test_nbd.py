@@ -337,3 +337,17 @@ def test_wrong_sessions_and_names_are_refused(x, server, network, disk):
     # With no NBD purpose left, nothing is served.
     purpose(x, network, None)
     assert run("nbdinfo", uri(record), ok=False).returncode != 0
+
+
+def test_requests_in_flight_option():
+    from twisted.python import usage
+    from txxapi.tap import Options
+    for bad in ("0", "x", "-1"):
+        with pytest.raises(usage.UsageError):
+            Options().parseOptions(["--nbd-requests-in-flight", bad])
+    options = Options()
+    options.parseOptions(["--nbd-requests-in-flight", "8"])
+    assert options.settings["nbd-requests-in-flight"] == "8"
+    options = Options()
+    options.parseOptions([])
+    assert options.settings["nbd-requests-in-flight"] == "16"
