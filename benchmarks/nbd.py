@@ -28,7 +28,8 @@ BLOCK = 64 << 10
 
 
 def _nbdcopy(uri, extra=()):
-    """Seconds one nbdcopy of the export to null: takes."""
+    """Seconds one nbdcopy of the export to null: takes (four
+    connections unless ``extra`` says otherwise)."""
     started = time.monotonic()
     out = subprocess.run(["nbdcopy", "--connections=4"] + list(extra) +
                          [uri, "null:"], capture_output=True, text=True,
@@ -201,6 +202,13 @@ def run(ctx):
                     "GB/s", raw_http, "raw export, HTTP")
         results.add(ITEM, "NBD read of a %s, reads overlapping" % label,
                     plain, "GB/s", serial_plain, "one at a time")
+        # One connection: its reads overlap or nothing does.
+        one = ["--connections=1"]
+        single, serial_single = in_turns(
+            REPEATS, lambda: gbps(_nbdcopy(_uri(record), one)),
+            lambda: gbps(_nbdcopy(serial_uri, one)))
+        results.add(ITEM, "NBD read of a %s, 1 connection, overlapping"
+                    % label, single, "GB/s", serial_single, "one at a time")
         # qemu-nbd serving the very image file, read-only.
         image = [os.path.join(root, name) for root, _, names in
                  os.walk(os.path.join(server.data_dir, "sr"))
