@@ -78,6 +78,19 @@ class Files(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data[:len(data) // 2])
             self.wfile.flush()
             self.close_connection = True
+        elif path == "/stall.xva":
+            # Half the body, then nothing until the test ends.
+            data = files["/vm.xva"]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            self.server.stalled.wait(60)
+            self.close_connection = True
+        elif path == "/silent":
+            self.server.stalled.wait(60)
+            self.close_connection = True
         elif path == "/nolength.xva":
             # HTTP/1.0 style: the body ends with the connection.
             data = files["/vm.xva"]
@@ -108,6 +121,7 @@ def web(tmp_path):
     their files)."""
     files = {}
     servers = []
+    stalled = threading.Event()
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
                     "-nodes", "-keyout", str(key), "-out", str(cert),
@@ -116,6 +130,7 @@ def web(tmp_path):
     for tls in (False, True):
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
         httpd.files = files
+        httpd.stalled = stalled
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(str(cert), str(key))
@@ -126,6 +141,7 @@ def web(tmp_path):
     bases = ["%s://127.0.0.1:%d" % (scheme, s.server_address[1])
              for scheme, s in zip(("http", "https"), servers)]
     yield bases[0], bases[1], files
+    stalled.set()
     for s in servers:
         s.shutdown()
         s.server_close()
@@ -208,3 +224,24 @@ def test_refused_urls_leave_nothing_behind(x, server, sid, source, web):
                what="the import task")
     assert x.task.get_error_info(task) == ["IMPORT_ERROR_PREMATURE_EOF"]
     assert_nothing_left(x, before, task)
+
+
+def test_a_stalled_fetch_can_be_cancelled(x, server, sid, source, web):
+    plain, _, files = web
+    sr = x.VDI.get_SR(source["vdis"][0])
+    files["/vm.xva"] = _sdk_export(server, sid, source["vm"], None)
+    before = counts(x)
+    for path in ("/stall.xva", "/silent"):
+        task = getattr(x.Async.VM, "import")(plain + path, sr, False, False)
+        wait_until(lambda: "cancel" in x.task.get_allowed_operations(task),
+                   what="the import to be cancellable")
+        if path == "/stall.xva":
+            wait_until(lambda: x.task.get_other_config(task).get(
+                "object_creation") == "complete", what="the objects made")
+        x.task.cancel(task)
+        wait_until(lambda: x.task.get_status(task) not in (
+            "pending", "cancelling"), what="the import to end")
+        assert x.task.get_status(task) == "cancelled", (
+            path, x.task.get_error_info(task))
+        assert x.task.get_error_info(task) == ["TASK_CANCELLED", task]
+        assert_nothing_left(x, before)

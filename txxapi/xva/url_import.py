@@ -32,7 +32,7 @@ log = Logger()
 
 MAX_REDIRECTS = 5
 CONNECT_TIMEOUT = 30
-# Bytes gathered before each feed of the import (as PUT /import).
+# Bytes that may wait for the import before the body is paused.
 FEED_SIZE = 4 << 20
 USER_AGENT = b"xapi/25.0"
 SCHEMES = ("http", "https")
@@ -51,8 +51,9 @@ class _Policy:
 
 
 class _Feeder(protocol.Protocol):
-    """The response's body into the import: pieces gathered up to
-    FEED_SIZE, fed one batch at a time with the body paused meanwhile."""
+    """The response's body into the import, one feed at a time: what
+    arrives during a feed is fed next, and the body is paused while
+    FEED_SIZE bytes wait."""
 
     def __init__(self, stream, ctx, length):
         self.stream = stream
@@ -63,67 +64,70 @@ class _Feeder(protocol.Protocol):
         self._pieces = []
         self._size = 0
         self._feeding = False
-        self._ended = None          # the reason the body ended
-        self._failed = False
+        self._paused = False
+        self._ended = False         # the whole body came
+        self._done = False          # finished has fired
 
     def dataReceived(self, data):
-        if not self._failed:
-            self._pieces.append(data)
-            self._size += len(data)
-            if self._size >= FEED_SIZE:
-                self._feed()
+        if self._done:
+            return
+        self._pieces.append(data)
+        self._size += len(data)
+        if not self._feeding:
+            self._feed()
+        elif self._size >= FEED_SIZE and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
 
     def _feed(self):
-        if self._feeding or self._failed:
+        if not self._pieces:
+            if self._ended:
+                self._finish()
             return
-        if self._size >= FEED_SIZE or (self._ended and self._pieces):
-            pieces, self._pieces = self._pieces, []
-            self.received += self._size
-            self._size = 0
-            self._feeding = True
-            self.transport.pauseProducing()
-            try:
-                self.ctx.check_cancelled()
-            except XenAPIError as e:
-                return self._fail(e)
-            if self.length and self.ctx.task is not None:
-                self.ctx.server.tasks.set_progress(
-                    self.ctx.task, min(self.received / self.length, 0.99))
-            d = self.stream.feed(pieces)
-            d.addCallbacks(self._fed, self._fail)
-        elif self._ended is not None:
-            self._end()
+        pieces, self._pieces = self._pieces, []
+        self.received += self._size
+        self._size = 0
+        try:
+            self.ctx.check_cancelled()
+        except XenAPIError as e:
+            return self.fail(e)
+        if self.length and self.ctx.task is not None:
+            self.ctx.server.tasks.set_progress(
+                self.ctx.task, min(self.received / self.length, 0.99))
+        self._feeding = True
+        self.stream.feed(pieces).addCallbacks(self._fed, self.fail)
 
     def _fed(self, _):
         self._feeding = False
-        if self._ended is None:
+        if self._done:
+            return
+        if self._paused:
+            self._paused = False
             self.transport.resumeProducing()
         self._feed()
 
-    def _fail(self, failure):
-        if not self._failed:
-            self._failed = True
-            if self._ended is None:
+    def fail(self, failure):
+        if not self._done:
+            self._done = True
+            if not self._ended:
                 self.transport.stopProducing()
             self.finished.errback(failure)
 
     def connectionLost(self, reason):
+        self._ended = True
         # ResponseDone: all of a known length or a chunked body; a body
-        # without either ends with the connection (PotentialDataLoss).
-        if reason.check(web_client.ResponseDone, PotentialDataLoss):
-            self._ended = reason
-        else:
-            self._ended = reason
-            if not self._failed:
+        # with neither ends with the connection (PotentialDataLoss).
+        if not reason.check(web_client.ResponseDone, PotentialDataLoss):
+            if not self._done:
                 log.info("VM.import: the body ended early: {e}",
                          e=reason.getErrorMessage())
-                self._fail(XenAPIError("IMPORT_ERROR_PREMATURE_EOF"))
-            return
-        self._feed()
+                self.fail(XenAPIError("IMPORT_ERROR_PREMATURE_EOF"))
+        elif not self._feeding:
+            self._feed()
 
-    def _end(self):
-        if not self._failed:
-            self._failed = True     # nothing more to feed
+    def _finish(self):
+        if not self._done:
+            self._done = True
             self.finished.callback(None)
 
 
@@ -180,6 +184,8 @@ def _get(ctx, url):
             response = yield agent.request(
                 b"GET", url.encode("utf-8"),
                 Headers({b"user-agent": [USER_AGENT]}))
+        except defer.CancelledError:
+            raise
         except web_client.ResponseNeverReceived:
             raise XenAPIError("IMPORT_ERROR_PREMATURE_EOF")
         except Exception as e:
@@ -219,17 +225,37 @@ def _import_sr(ctx, sr):
 @defer.inlineCallbacks
 def import_from_url(ctx, url, sr, full_restore, force):
     sr = _import_sr(ctx, sr)
-    response = yield _get(ctx, url)
+    tasks = ctx.server.tasks
+    cancelled = XenAPIError("TASK_CANCELLED", ctx.task)
+    # An Async import can be cancelled while it fetches (a server that
+    # stalls included), until the data is all in.
+    get = _get(ctx, url)
+    asked = []
+
+    def cancel():
+        asked.append(True)
+        get.cancel()
+    tasks.set_canceller(ctx.task, cancel)
+    try:
+        response = yield get
+    except Exception:
+        # Twisted's client reports a cancelled request as never answered.
+        if asked:
+            raise cancelled
+        raise
     stream = streams.ImportStream(ctx, sr, full_restore, force)
     length = response.length if isinstance(response.length, int) else None
     feeder = _Feeder(stream, ctx, length)
     if ctx.task is not None:
-        ctx.server.tasks.set_progress(ctx.task, 0.0)
+        tasks.set_progress(ctx.task, 0.0)
+    tasks.set_canceller(ctx.task, lambda: feeder.fail(cancelled))
     response.deliverBody(feeder)
     try:
         yield feeder.finished
+        tasks.clear_canceller(ctx.task)
         vms = yield stream.commit()
     except Exception:
+        tasks.clear_canceller(ctx.task)
         yield stream.abort()
         raise
     return vms
