@@ -70,23 +70,17 @@ class Files(http.server.BaseHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Content-Length", "0")
             self.end_headers()
-        elif path == "/cut.xva":
+        elif path in ("/cut.xva", "/stall.xva"):
+            # Half the body, then the end (cut) or nothing until the test
+            # ends (stall).
             data = files["/vm.xva"]
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data[:len(data) // 2])
             self.wfile.flush()
-            self.close_connection = True
-        elif path == "/stall.xva":
-            # Half the body, then nothing until the test ends.
-            data = files["/vm.xva"]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[:len(data) // 2])
-            self.wfile.flush()
-            self.server.stalled.wait(60)
+            if path == "/stall.xva":
+                self.server.stalled.wait(60)
             self.close_connection = True
         elif path == "/silent":
             self.server.stalled.wait(60)
