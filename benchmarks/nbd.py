@@ -1,9 +1,10 @@
 """
 Item nbd: reading a VDI over NBD, as backup tools do.  nbdcopy (four
 connections) reads a dense disk from txxapi's NBD server, plain and with
-TLS, against qemu-nbd serving the same image file read-only and against
-the raw data path (GET /export_raw_vdi with curl, HTTP and HTTPS) in the
-same run.  Then an incremental backup: 1 % of the disk's 64 KiB blocks
+TLS, against qemu-nbd serving the same image file read-only, against
+the raw data path (GET /export_raw_vdi with curl, HTTP and HTTPS), and
+against a second txxapi that serves each connection's reads one at a
+time (--nbd-requests-in-flight 1), all in the same run.  Then an incremental backup: 1 % of the disk's 64 KiB blocks
 changed between two snapshots, VDI.list_changed_blocks plus NBD reads of
 those blocks, against a full raw export of the later snapshot.
 """
@@ -27,7 +28,8 @@ BLOCK = 64 << 10
 
 
 def _nbdcopy(uri, extra=()):
-    """Seconds one nbdcopy of the export to null: takes."""
+    """Seconds one nbdcopy of the export to null: takes (four
+    connections unless ``extra`` says otherwise)."""
     started = time.monotonic()
     out = subprocess.run(["nbdcopy", "--connections=4"] + list(extra) +
                          [uri, "null:"], capture_output=True, text=True,
@@ -108,6 +110,61 @@ class Disk:
         return curl([self.raw_url(vdi, base)]) / 1e9
 
 
+def _tls_uri(call, vdi, net, work):
+    """An nbds:// URI of the VDI with the host's certificate saved for
+    nbdcopy to check; the network's purpose is nbd until the caller
+    removes it."""
+    call("network.add_purpose", net, "nbd")
+    [record] = call("VDI.get_nbd_info", vdi)
+    certs = os.path.join(work, "pki")
+    os.makedirs(certs, exist_ok=True)
+    with open(os.path.join(certs, "ca-cert.pem"), "w") as f:
+        f.write(record["cert"])
+    return _uri(record, "nbds", "?tls-certificates=" + certs)
+
+
+class OneAtATime:
+    """A second server, reading one request of a connection at a time,
+    with the same disk: the baseline of overlapping reads, measured in
+    turns with the main server so both see the same machine load."""
+
+    def __init__(self, work, path, size):
+        self.work = os.path.join(work, "serial")
+        self.server = common.LoadServer(
+            os.path.join(self.work, "data"),
+            extra_args=["--nbd-requests-in-flight", "1"],
+            nbd_port=common.free_port())
+        self.server.start()
+        try:
+            session, sr = common.local_sr_session(self.server.http_url)
+            self.disk = Disk(self.server.http_url, session, sr, path, size)
+            self.net = self.disk.call("network.get_all")[0]
+        except Exception:
+            self.server.stop()
+            raise
+
+    def plain_uri(self):
+        self.disk.call("network.add_purpose", self.net, "insecure_nbd")
+        [record] = self.disk.call("VDI.get_nbd_info", self.disk.vdi)
+        return _uri(record)
+
+    def tls_uri(self):
+        self.disk.call("network.remove_purpose", self.net, "insecure_nbd")
+        return _tls_uri(self.disk.call, self.disk.vdi, self.net, self.work)
+
+    def stop(self):
+        self.server.stop()
+
+
+def in_turns(n, fn, baseline):
+    """Best of n runs of each, alternating."""
+    got, base = [], []
+    for _ in range(n):
+        got.append(fn())
+        base.append(baseline())
+    return max(got), max(base)
+
+
 def run(ctx):
     size = 256 * MIB if ctx.quick else 2 * GIB
     work = os.path.join(ctx.base, "nbd")
@@ -118,10 +175,11 @@ def run(ctx):
         for _ in range(size // len(chunk)):
             f.write(chunk)
     results = ctx.results
+    serial = OneAtATime(work, path, size)
     server = common.LoadServer(os.path.join(work, "data"),
                                nbd_port=common.free_port())
-    server.start()
     try:
+        server.start()
         url = server.http_url
         session, sr = common.local_sr_session(url)
         disk = Disk(url, session, sr, path, size)
@@ -136,9 +194,21 @@ def run(ctx):
             disk.vdi, server.https_url))
         call("network.add_purpose", net, "insecure_nbd")
         [record] = call("VDI.get_nbd_info", disk.vdi)
-        plain = best_of(REPEATS, lambda: gbps(_nbdcopy(_uri(record))))
+        serial_uri = serial.plain_uri()
+        plain, serial_plain = in_turns(
+            REPEATS, lambda: gbps(_nbdcopy(_uri(record))),
+            lambda: gbps(_nbdcopy(serial_uri)))
         results.add(ITEM, "NBD read (nbdcopy) of a %s" % label, plain,
                     "GB/s", raw_http, "raw export, HTTP")
+        results.add(ITEM, "NBD read of a %s, reads overlapping" % label,
+                    plain, "GB/s", serial_plain, "one at a time")
+        # One connection: its reads overlap or nothing does.
+        one = ["--connections=1"]
+        single, serial_single = in_turns(
+            REPEATS, lambda: gbps(_nbdcopy(_uri(record), one)),
+            lambda: gbps(_nbdcopy(serial_uri, one)))
+        results.add(ITEM, "NBD read of a %s, 1 connection, overlapping"
+                    % label, single, "GB/s", serial_single, "one at a time")
         # qemu-nbd serving the very image file, read-only.
         image = [os.path.join(root, name) for root, _, names in
                  os.walk(os.path.join(server.data_dir, "sr"))
@@ -153,16 +223,15 @@ def run(ctx):
         results.add(ITEM, "NBD read of a %s against qemu-nbd" % label,
                     plain, "GB/s", qemu, "qemu-nbd, same image")
         call("network.remove_purpose", net, "insecure_nbd")
-        call("network.add_purpose", net, "nbd")
-        [record] = call("VDI.get_nbd_info", disk.vdi)
-        certs = os.path.join(work, "pki")
-        os.makedirs(certs)
-        with open(os.path.join(certs, "ca-cert.pem"), "w") as f:
-            f.write(record["cert"])
-        tls = best_of(REPEATS, lambda: gbps(_nbdcopy(_uri(
-            record, "nbds", "?tls-certificates=" + certs))))
+        uri = _tls_uri(call, disk.vdi, net, work)
+        serial_uri = serial.tls_uri()
+        tls, serial_tls = in_turns(REPEATS, lambda: gbps(_nbdcopy(uri)),
+                                   lambda: gbps(_nbdcopy(serial_uri)))
+        serial.stop()
         results.add(ITEM, "NBD read over TLS of a %s" % label, tls, "GB/s",
                     raw_https, "raw export, HTTPS")
+        results.add(ITEM, "NBD read over TLS of a %s, reads overlapping"
+                    % label, tls, "GB/s", serial_tls, "one at a time")
         call("network.remove_purpose", net, "nbd")
 
         # Incremental: 1 % of the blocks changed between two snapshots.
@@ -205,4 +274,5 @@ def run(ctx):
                     common.rss_mib(server.proc.pid, "VmHWM"), "MiB")
     finally:
         server.stop()
+        serial.stop()
         os.unlink(path)

@@ -7,12 +7,17 @@ disk's virtual bytes per second of wall time (what a backup of that disk
 takes), so a sparse export that skips its holes can beat a raw one that
 sends them.  The checksums an XVA carries are measured apart: XXH64 (what
 the export writes) and SHA-1 (what old XVAs carry), on 1 MiB chunks, in
-this process.
+this process.  VM.import from a URL (the server fetching the XVA from a
+file server on loopback) is measured against PUT /import of the same
+file.
 """
 
+import functools
 import hashlib
+import http.server
 import os
 import subprocess
+import threading
 import time
 
 import xxhash
@@ -110,10 +115,19 @@ class Target:
 
     def xva_import(self, path):
         """Upload, then wait for the task (the data is in when it ends)."""
+        return self._timed_import(lambda: _curl([
+            "-T", path, self.url + "/import" + self.query + "&sr_id=" +
+            self.sr]))
+
+    def url_import(self, url):
+        """VM.import: the server fetches the XVA at ``url``."""
+        return self._timed_import(lambda: self.call(
+            "VM.import", url, self.sr, False, False))
+
+    def _timed_import(self, fn):
         before = set(self.call("VM.get_all"))
         started = time.monotonic()
-        _curl(["-T", path, self.url + "/import" + self.query +
-               "&sr_id=" + self.sr])
+        fn()
         seconds = time.monotonic() - started
         for vm in set(self.call("VM.get_all")) - before:
             vdis = [self.call("VBD.get_VDI", vbd)
@@ -139,6 +153,19 @@ def hash_rates(total):
     return out
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def file_server(directory):
+    """An HTTP server of ``directory`` on loopback, in a thread."""
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=directory))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
 def run(ctx):
     dense = 256 * MIB if ctx.quick else 2 * GIB
     sparse = 1 * GIB if ctx.quick else 8 * GIB
@@ -153,6 +180,7 @@ def run(ctx):
     results.add(ITEM, "xxh64 against sha1", rates["xxh64"], "GB/s",
                 rates["sha1"], "sha1")
     server = common.LoadServer(os.path.join(work, "data"))
+    files = file_server(work)
     server.start()
     try:
         url = server.http_url
@@ -179,10 +207,17 @@ def run(ctx):
                 results.add(ITEM, "XVA import%s of a %s" % (
                     ", %s" % compression if compression else "", label),
                     imported, "GB/s", raw_in, "raw import")
+                if compression is None:
+                    fetched = target.url_import("http://127.0.0.1:%d/%s" % (
+                        files.server_address[1], os.path.basename(xva)))
+                    results.add(ITEM, "VM.import from a URL of a %s" % label,
+                                fetched, "GB/s", imported, "PUT /import")
                 os.unlink(xva)
         results.add(ITEM, "txxapi peak RSS during the transfers",
                     common.rss_mib(server.proc.pid, "VmHWM"), "MiB")
     finally:
         server.stop()
+        files.shutdown()
+        files.server_close()
         for path, _ in images.values():
             os.unlink(path)

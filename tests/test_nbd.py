@@ -233,6 +233,50 @@ def test_plain_nbd_reads_with_nbdinfo_nbdcopy_and_qemu(
                what="the VDI free again")
 
 
+def test_pipelined_requests_on_one_connection(x, network, disk):
+    """Many requests sent before any reply is read, as nbdcopy sends
+    them: each handle answered once, with its own data (replies may come
+    in any order), then NBD_CMD_DISC closes the connection after the
+    reads under way are answered."""
+    vdi, src = disk
+    data = open(src, "rb").read()
+    purpose(x, network, "insecure_nbd")
+    [record] = x.VDI.get_nbd_info(vdi)
+    wanted = {}                 # handle -> (error, data)
+    requests = []
+    for i in range(200):
+        handle = 1000 + i
+        if i % 50 == 7:
+            cmd, offset, length, payload = 1, 0, 512, b"w" * 512
+            wanted[handle] = (EPERM, b"")
+        elif i % 50 == 9:
+            cmd, offset, length, payload = 0, SIZE - 512, 4096, b""
+            wanted[handle] = (EINVAL, b"")
+        elif i % 50 == 11:
+            cmd, offset, length, payload = 3, 0, 0, b""    # flush
+            wanted[handle] = (0, b"")
+        else:
+            length = (64 << 10) if i % 3 else (1 * MIB + 512)
+            offset = (i * 997 * 4096) % (SIZE - length)
+            cmd, payload = 0, b""
+            wanted[handle] = (0, data[offset:offset + length])
+        requests.append(struct.pack(">IHHQQI", 0x25609513, 0, cmd, handle,
+                                    offset, length) + payload)
+    disc = struct.pack(">IHHQQI", 0x25609513, 0, 2, 1, 0, 0)
+    with nbd_connect(record) as sock:
+        sock.sendall(b"".join(requests) + disc)
+        got = {}
+        while len(got) < len(wanted):
+            magic, error, handle = struct.unpack(">IIQ", recv(sock, 16))
+            assert magic == 0x67446698
+            assert handle in wanted and handle not in got
+            body = wanted[handle][1]
+            got[handle] = (error, recv(sock, len(body)) if body else b"")
+        assert got == wanted
+        # After NBD_CMD_DISC: nothing more, the server closes.
+        assert sock.recv(16) == b""
+
+
 def test_tls_under_the_nbd_purpose(x, network, disk, tmp_path):
     vdi, src = disk
     purpose(x, network, "nbd")
@@ -293,3 +337,17 @@ def test_wrong_sessions_and_names_are_refused(x, server, network, disk):
     # With no NBD purpose left, nothing is served.
     purpose(x, network, None)
     assert run("nbdinfo", uri(record), ok=False).returncode != 0
+
+
+def test_requests_in_flight_option():
+    from twisted.python import usage
+    from txxapi.tap import Options
+    for bad in ("0", "x", "-1"):
+        with pytest.raises(usage.UsageError):
+            Options().parseOptions(["--nbd-requests-in-flight", bad])
+    options = Options()
+    options.parseOptions(["--nbd-requests-in-flight", "8"])
+    assert options.settings["nbd-requests-in-flight"] == "8"
+    options = Options()
+    options.parseOptions([])
+    assert options.settings["nbd-requests-in-flight"] == "16"

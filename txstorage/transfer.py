@@ -37,6 +37,9 @@ WRITEBACK_EVERY = 64 << 20
 # -- reading ------------------------------------------------------------------
 
 class _FileReader:
+    # pread on a file descriptor: callers may read from several threads.
+    concurrent = True
+
     def __init__(self, path, size):
         self._fd = os.open(path, os.O_RDONLY)
         self.size = size
@@ -60,6 +63,9 @@ class _FileReader:
 
 
 class _NBDReader:
+    # One NBD connection: one read at a time.
+    concurrent = False
+
     def __init__(self, path, fmt):
         self._export = qemu.NBDExport(path, fmt, read_only=True)
         self.size = self._export.size
@@ -78,6 +84,8 @@ class _MappedReader:
     """A qcow2 chain read at the file offsets qemu-img map reports, with
     no qemu-nbd between: the image is held read-only for the reader's
     life, so its clusters stay where the map saw them."""
+
+    concurrent = True
 
     def __init__(self, paths, entries, size):
         self._starts = [e["start"] for e in entries]
@@ -161,6 +169,8 @@ class RawReader:
                           or _NBDReader(attach_info.path,
                                         attach_info.format))
         self.size = self._impl.size
+        # Whether pread may be called from several threads at once.
+        self.concurrent = self._impl.concurrent
         self._pos = 0
 
     def pread(self, offset, length):

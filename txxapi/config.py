@@ -11,6 +11,7 @@ DEFAULTS = {
     "http-port": "80",
     "https-port": "443",
     "nbd-port": "10809",
+    "nbd-requests-in-flight": "16",
     "auth": "pam",
     "pam-service": "txxapi",
     "backend": "auto",

@@ -215,8 +215,9 @@ class XapiService(service.MultiService):
         if int(s["nbd-port"]):
             if cert is None:
                 cert, key = self._certificate(data_dir)
-            yield self._join(NBDService(server, int(s["nbd-port"]), bind,
-                                        cert, key))
+            yield self._join(NBDService(
+                server, int(s["nbd-port"]), bind, cert, key,
+                requests_in_flight=int(s["nbd-requests-in-flight"])))
         log.info("txxapi ready: http {http}, https {https}",
                  http=s["http-port"], https=s["https-port"])
 

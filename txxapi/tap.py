@@ -19,6 +19,8 @@ class Options(usage.Options):
         ["http-port", None, None, "Plain HTTP port (80); 0 disables."],
         ["https-port", None, None, "HTTPS port (443); 0 disables."],
         ["nbd-port", None, None, "NBD server port (10809); 0 disables."],
+        ["nbd-requests-in-flight", None, None,
+         "Reads one NBD connection may have under way at once (16)."],
         ["auth", "a", None,
          "Authentication: 'pam' (default) or 'passwd:FILE' (user:HASH "
          "lines, SHA-512 crypt)."],
@@ -89,11 +91,12 @@ class Options(usage.Options):
             raise usage.UsageError("passwd file %s does not exist" % auth[7:])
         for key in ("http-port", "https-port", "nbd-port", "max-rpc-size",
                     "simulator-memory", "max-connections-per-client",
-                    "metrics-interval"):
+                    "metrics-interval", "nbd-requests-in-flight"):
             if not self.settings[key].isdigit():
                 raise usage.UsageError("--%s must be a number" % key)
-        if int(self.settings["metrics-interval"]) < 1:
-            raise usage.UsageError("--metrics-interval must be at least 1")
+        for key in ("metrics-interval", "nbd-requests-in-flight"):
+            if int(self.settings[key]) < 1:
+                raise usage.UsageError("--%s must be at least 1" % key)
         try:
             if float(self.settings["pool-heartbeat-interval"]) <= 0:
                 raise ValueError

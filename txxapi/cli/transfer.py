@@ -110,7 +110,28 @@ def _import_sr(cli):
 
 
 @defer.inlineCallbacks
+def _print_uuids(cli, vms):
+    uuids = []
+    for vm in vms:
+        uuid = yield cli.call("VM.get_uuid", vm)
+        uuids.append(uuid)
+    cli.message(",".join(uuids))
+
+
+@defer.inlineCallbacks
 def vm_import(cli):
+    if "url" in cli.params and "filename" in cli.params:
+        cli.stderr("Invalid arguments. The 'url' and 'filename' parameters "
+                   "should not both be specified.")
+        raise ExitWithError(1)
+    if "url" in cli.params:
+        # The host fetches it (VM.import).
+        sr = yield _import_sr(cli)
+        vms = yield cli.call("VM.import", cli.params["url"], sr,
+                             cli.params.flag("preserve"),
+                             cli.params.flag("force"))
+        yield _print_uuids(cli, vms)
+        return
     filename = cli.params["filename"]
     if filename.lower().endswith("ova.xml"):
         filename = filename[:-len("ova.xml")]
@@ -127,12 +148,7 @@ def vm_import(cli):
         return _transfer(cli, P.http_put(filename, path + "?" +
                                          _query(query)), task, "VM import")
     record = yield _with_task(cli, "VM import", "", go)
-    vms = result_of(record["result"]) or []
-    uuids = []
-    for vm in vms:
-        uuid = yield cli.call("VM.get_uuid", vm)
-        uuids.append(uuid)
-    cli.message(",".join(uuids))
+    yield _print_uuids(cli, result_of(record["result"]) or [])
 
 
 def commands():
@@ -141,9 +157,10 @@ def commands():
                 optn=["preserve-power-state", "compress", "metadata",
                       "include-snapshots"], standard=True, selectors="vm",
                 help="Exports the selected VMs to XVA files on the client."),
-        Command("vm-import", vm_import, reqd=["filename"],
-                optn=["sr-uuid", "preserve", "force", "metadata", "dry-run"],
+        Command("vm-import", vm_import,
+                optn=["filename", "url", "sr-uuid", "preserve", "force",
+                      "metadata", "dry-run"],
                 standard=True,
-                help="Imports VMs from an XVA file on the client; prints "
-                     "their uuids."),
+                help="Imports VMs from an XVA file on the client, or one "
+                     "the host fetches from a URL; prints their uuids."),
     ]

@@ -89,6 +89,14 @@ def copy(ctx, vm, new_name, sr):
     return Route(hosts.of_vm(ctx, vm), [("VM", vm, "copy")])
 
 
+@forwards("VM.import")
+def import_from_url(ctx, url, sr, full_restore, force):
+    """On a host where the SR is plugged, as XAPI picks one of its PBDs'
+    hosts."""
+    ctx.db.fields("SR", sr)
+    return Route(hosts.with_sr_plugged(ctx, sr))
+
+
 @forwards("VM.revert")
 def revert(ctx, snapshot):
     """The snapshot is marked reverting-from, its VM being reverted."""

@@ -9,10 +9,14 @@ networks' purposes ask for TLS, nothing but STARTTLS and ABORT is
 answered before the TLS handshake (NBD_REP_ERR_TLS_REQD), as xapi-nbd
 requires.
 
-Reads run on the storage pool, one at a time per connection (clients
-open several connections for parallel reads: the export says it can
-take them).  The connection stops being read while requests queue up or
-the transport's buffer is full, so memory stays bounded.
+Reads run on the storage pool, several at once per connection (clients
+such as nbdcopy keep dozens of requests in flight), a few requests per
+trip to the pool, and each reply goes out as its batch completes: simple replies may overtake each other, the
+handle says which request they answer.  Memory stays bounded: at most
+the service's ``requests_in_flight`` reads (and READ_BYTES_IN_FLIGHT
+bytes) run at once, at most MAX_QUEUED requests wait behind them before
+the connection stops being read, and no read starts while the
+transport holds SEND_BUFFER bytes unsent.
 """
 
 import struct
@@ -62,9 +66,19 @@ EPERM, EIO, EINVAL, ENOTSUP = 1, 5, 22, 95
 
 MAX_OPTION = 64 << 10
 MAX_REQUEST = 32 << 20
-# Requests read ahead of the replies before the connection stops being
-# read.
+# Requests read ahead of those under way before the connection stops
+# being read.
 MAX_QUEUED = 16
+# Reads a connection has under way at once, by default, and the bytes
+# they may ask for together (one larger request still runs, alone).
+REQUESTS_IN_FLIGHT = 16
+READ_BYTES_IN_FLIGHT = 16 << 20
+# Reads taken to the storage pool together: fewer trips, still several
+# batches under way at once.
+BATCH_REQUESTS = 4
+BATCH_BYTES = 1 << 20
+# Replies the transport may hold unsent before no more reads start.
+SEND_BUFFER = 4 << 20
 # Seconds a client has to finish the negotiation.
 HANDSHAKE_TIMEOUT = 60.0
 # What an export's reads look like: any byte, 4 KiB best, 32 MiB at most.
@@ -98,7 +112,11 @@ class NBDServerProtocol(protocol.Protocol):
         self._tls_on = False
         self._no_zeroes = False
         self._busy = False      # an option under way
-        self._reading = False   # a read under way
+        self._reads = 0         # reads under way
+        self._read_bytes = 0    # the bytes they asked for
+        self._depth = service.requests_in_flight
+        self._disconnecting = False     # NBD_CMD_DISC came
+        self._advancing = self._again = False
         self._discard = 0       # bytes of a refused write still to skip
         self._reader = None
         self._requests = deque()
@@ -142,13 +160,17 @@ class NBDServerProtocol(protocol.Protocol):
 
     def _close(self):
         self._closing = True
+        if self._phase == "transmission":
+            # A producer paused when the last reply leaves would be asked
+            # for more instead of the connection being closed.
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def dataReceived(self, data):
         if self._closing:
             return
         self._buf += data
-        self._step()
+        self._next()
 
     def _step(self):
         while not self._busy and not self._closing:
@@ -357,9 +379,17 @@ class NBDServerProtocol(protocol.Protocol):
             self._timeout.cancel()
         self._timeout = None
         self.transport.registerProducer(self, True)
+        if self._depth > 1:
+            # The transport pauses its producer past bufferSize (64 KiB by
+            # default, less than one reply) and resumes it only once
+            # empty: reads could then never overlap the sending.
+            self.transport.bufferSize = SEND_BUFFER
 
     def _request(self):
         """Take the next request off the connection, if whole."""
+        if self._disconnecting:
+            del self._buf[:]
+            return False
         if self._discard:
             n = min(self._discard, len(self._buf))
             del self._buf[:n]
@@ -398,26 +428,45 @@ class NBDServerProtocol(protocol.Protocol):
             self.transport.resumeProducing()
 
     def _serve(self):
-        """Answer queued requests while nothing is under way."""
-        while not (self._reading or self._paused or self._closing) and \
-                self._requests:
-            cmd, handle, offset, length = self._requests.popleft()
+        """Start queued requests while the limits allow: reads in batches
+        of a few, each batch one trip to the storage pool."""
+        batch, size = [], 0
+        while self._requests and not (self._paused or self._closing or
+                                      self._disconnecting):
+            cmd, handle, offset, length = self._requests[0]
+            if cmd == CMD_READ and length and length <= MAX_REQUEST and \
+                    offset + length <= self._reader.size:
+                reads = self._reads + len(batch)
+                if reads and (reads >= self._depth or self._read_bytes +
+                              size + length > READ_BYTES_IN_FLIGHT):
+                    break
+                self._requests.popleft()
+                batch.append((handle, offset, length))
+                size += length
+                if len(batch) >= BATCH_REQUESTS or size >= BATCH_BYTES:
+                    self._read(batch, size)
+                    batch, size = [], 0
+                continue
+            if batch:
+                self._read(batch, size)
+                batch, size = [], 0
+            self._requests.popleft()
             if cmd == CMD_DISC:
-                self._close()
+                # The reads under way are answered first.
+                self._disconnecting = True
+                self._requests.clear()
             elif cmd == CMD_READ:
-                if length > MAX_REQUEST or \
-                        offset + length > self._reader.size:
-                    self._simple(handle, EINVAL)
-                elif length == 0:
-                    self._simple(handle, 0)
-                else:
-                    self._read(handle, offset, length)
+                self._simple(handle, 0 if length == 0 else EINVAL)
             elif cmd in (CMD_FLUSH, CMD_CACHE):
                 self._simple(handle, 0)
             elif cmd == CMD_WRITE:
                 self._simple(handle, EPERM)
             else:
                 self._simple(handle, ENOTSUP)
+        if batch:
+            self._read(batch, size)
+        if self._disconnecting and not self._reads and not self._closing:
+            self._close()
         if self._reading_paused and len(self._requests) < MAX_QUEUED // 2:
             self._resume_reading()
 
@@ -426,28 +475,53 @@ class NBDServerProtocol(protocol.Protocol):
         if data:
             self.transport.write(data)
 
-    def _read(self, handle, offset, length):
-        self._reading = True
-        d = self._reader.pread(offset, length)
+    def _read(self, batch, size):
+        """Read a batch of (handle, offset, length); each reply goes out
+        when the batch is done."""
+        self._reads += len(batch)
+        self._read_bytes += size
+        d = self._reader.pread_many([(o, n) for _, o, n in batch])
 
-        def done(data):
-            self._reading = False
-            if not self._closing:
-                self._simple(handle, 0, data)
-                self._next()
+        def done(results):
+            for (handle, offset, length), data in zip(batch, results):
+                if isinstance(data, Exception):
+                    log.warn("NBD read of {n} bytes at {at}: {e}", n=length,
+                             at=offset, e=data)
+                    data = None
+                if self._closing:
+                    return
+                if data is None:
+                    self._simple(handle, EIO)
+                else:
+                    self._simple(handle, 0, data)
 
         def failed(failure):
-            self._reading = False
-            log.warn("NBD read of {n} bytes at {at}: {e}", n=length,
-                     at=offset, e=failure.getErrorMessage())
+            done([failure.value] * len(batch))
+
+        def answered(_):
+            self._reads -= len(batch)
+            self._read_bytes -= size
             if not self._closing:
-                self._simple(handle, EIO)
                 self._next()
         d.addCallbacks(done, failed)
+        d.addCallback(answered)
+        d.addErrback(self._crashed)
 
     def _next(self):
-        self._serve()
-        self._step()
+        # A read that completes at once (storage run inline) must not
+        # recurse through the next ones: the outer call loops instead.
+        if self._advancing:
+            self._again = True
+            return
+        self._advancing = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._serve()
+                self._step()
+        finally:
+            self._advancing = False
 
     # -- IPushProducer (the transport's buffer) ------------------------------
 

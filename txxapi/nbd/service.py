@@ -12,7 +12,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from txxapi import tls
-from txxapi.nbd.protocol import NBDFactory
+from txxapi.nbd.protocol import REQUESTS_IN_FLIGHT, NBDFactory
 
 log = Logger()
 
@@ -27,7 +27,8 @@ CONNECTION_LIMIT = 16
 class NBDService(service.Service):
     name = "nbd"
 
-    def __init__(self, server, port, bind, cert_path, key_path):
+    def __init__(self, server, port, bind, cert_path, key_path,
+                 requests_in_flight=REQUESTS_IN_FLIGHT):
         self.server = server
         self._wanted_port = port
         self._bind = bind
@@ -38,6 +39,7 @@ class NBDService(service.Service):
         self._listening = None
         self.connections = set()
         self.connection_limit = CONNECTION_LIMIT
+        self.requests_in_flight = requests_in_flight
         self.port = None        # the port listened on, once listening
         self.ready = None
 

@@ -5,6 +5,7 @@ parser or writer, and blocking I/O on the storage thread pool.  Started
 through Storage.open_import / open_export.
 """
 
+import contextlib
 import os
 import threading
 
@@ -299,35 +300,77 @@ class ExportSession(_DataPath):
 class ReadSession(_DataPath):
     """Random reads of a VDI's raw view for as long as the session is
     open (the NBD server's exports): a read-only claim, reads on the
-    storage pool."""
+    storage pool.  Reads overlap when the reader allows it (files read
+    with pread), else they take turns; closing waits for those under
+    way."""
 
     def __init__(self, storage, vdi):
         _DataPath.__init__(self, storage, vdi)
         self.size = storage.db.fields("VDI", vdi)["virtual_size"]
         self._reader = None
-
+        self._reads = 0                     # reads under way
+        self._idle = threading.Condition(self._lock)
+        self._turns = threading.Lock()      # for readers one at a time
 
     @_locked
     def _open_blocking(self, info):
         self._reader = transfer.open_raw_reader(info)
         self.size = self._reader.size
 
-    @_locked
+    @contextlib.contextmanager
+    def _reading(self):
+        """The reader, held open (and to itself if it must be) while
+        in use."""
+        with self._lock:
+            reader = self._reader
+            if reader is None:
+                raise StorageError.named("SMGeneral", "the reader is closed")
+            self._reads += 1
+        try:
+            if reader.concurrent:
+                yield reader
+            else:
+                with self._turns:
+                    yield reader
+        finally:
+            with self._lock:
+                self._reads -= 1
+                if not self._reads:
+                    self._idle.notify_all()
+
     def _pread_blocking(self, offset, length):
-        if self._reader is None:
-            raise StorageError.named("SMGeneral", "the reader is closed")
-        return self._reader.pread(offset, length)
+        with self._reading() as reader:
+            return reader.pread(offset, length)
+
+    def _pread_many_blocking(self, requests):
+        out = []
+        with self._reading() as reader:
+            for offset, length in requests:
+                try:
+                    out.append(reader.pread(offset, length))
+                except Exception as e:
+                    out.append(e)
+        return out
 
     def pread(self, offset, length):
         """A Deferred of ``length`` bytes at ``offset``."""
         return self.storage.run(self._pread_blocking, offset,
                                 length).addErrback(_io_error)
 
-    @_locked
+    def pread_many(self, requests):
+        """A Deferred of the data of each (offset, length) request, read
+        in one trip to the pool; a request that failed has its
+        exception in its place."""
+        return self.storage.run(self._pread_many_blocking,
+                                requests).addErrback(_io_error)
+
     def _close_blocking(self):
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        with self._lock:
+            while self._reads:
+                self._idle.wait()
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def close(self):
         if self._closed:

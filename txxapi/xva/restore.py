@@ -70,6 +70,8 @@ class Restore:
         self.table = {}              # export id -> ref here
         self.vms = []                # VMs made
         self.disks = []              # (export id, new VDI, size) to fill
+        # The VMs' import mark: the task's, or a synchronous call's own.
+        self.op_key = operations.key_for(ctx)
         self._undo = []
 
     # --- helpers -------------------------------------------------------------
@@ -150,7 +152,7 @@ class Restore:
         db = self.db
         for vm in self.vms:
             current = dict(db.fields("VM", vm)["current_operations"])
-            if current.pop(self.ctx.task, None) is not None:
+            if current.pop(self.op_key, None) is not None:
                 db.update("VM", vm, {"current_operations": current})
             self.ctx.server.xenops.refresh_allowed(vm)
         plain = [vm for vm in self.vms
@@ -320,7 +322,7 @@ class Restore:
         changes["guest_metrics"] = self._map(f.get("guest_metrics",
                                                    NULL_REF))
         if not self.force:
-            changes["current_operations"] = {ctx.task: "import"}
+            changes["current_operations"] = {self.op_key: "import"}
         db.update("VM", vm, changes)
         if f.get("power_state") == "Suspended":
             image = self._map(f.get("suspend_VDI", NULL_REF))
