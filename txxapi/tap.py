@@ -19,6 +19,9 @@ class Options(usage.Options):
         ["http-port", None, None, "Plain HTTP port (80); 0 disables."],
         ["https-port", None, None, "HTTPS port (443); 0 disables."],
         ["nbd-port", None, None, "NBD server port (10809); 0 disables."],
+        ["unix-socket", None, None,
+         "Local Unix socket serving the HTTP API, where callers are "
+         "trusted as root (<data-dir>/xapi; 'none' disables)."],
         ["auth", "a", None,
          "Authentication: 'pam' (default) or 'passwd:FILE' (user:HASH "
          "lines, SHA-512 crypt)."],

@@ -6,10 +6,13 @@ GET or PUT one over a second connection, prompt, exit), as XAPI's xe does.
 Options as XAPI's client takes them (explicit > XE_EXTRA_ARGS > ~/.xe):
 ``-s`` ``-h`` server, ``-p`` port, ``-u`` user, ``-pw`` password, ``-pwf``
 file (user on the first line, password on the second), ``--nossl``,
-``--debug``; also ``--no-verify``.  TLS (never to 127.0.0.1, as XAPI's
-client) checks the server's certificate against the system's store, else
-against the one pinned for that host and port on first use
-(~/.xe_known_hosts); ``--no-verify`` checks nothing.  Sent and received
+``--debug``; also ``--no-verify``, and ``socket=PATH`` (the server's local
+Unix socket, <data-dir>/xapi; empty: none).  Run for 127.0.0.1 (no
+``-s``), it tries that socket first and TCP after, as XAPI's client
+tries /var/lib/xcp/xapi; files go over the same way.  TLS (never to
+127.0.0.1, as XAPI's client) checks the server's certificate against the
+system's store, else against the one pinned for that host and port on
+first use (~/.xe_known_hosts); ``--no-verify`` checks nothing.  Sent and received
 files show a progress line when stderr is a terminal; Ctrl-C during one
 cancels its task on the server.
 """
@@ -22,12 +25,14 @@ import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 
+from txxapi import config
 from txxapi.cli import protocol as P
 from txxapi.cli.progress import Progress
 
 HEARTBEAT = 300.0
 BLOCK = 65536
 KNOWN_HOSTS = ".xe_known_hosts"
+LOCALHOST = "127.0.0.1"
 
 
 class Usage(Exception):
@@ -44,7 +49,8 @@ class NotPermitted(Exception):
 
 class Options:
     def __init__(self):
-        self.server = "127.0.0.1"
+        self.server = LOCALHOST
+        self.socket = config.local_socket_path(config.DEFAULTS)
         self.port = None
         self.username = "root"
         self.password = "null"
@@ -74,6 +80,8 @@ class Options:
             self.verify = value.lower() != "true"
         elif key == "debug":
             self.debug = value.lower() == "true"
+        elif key == "socket":
+            self.socket = value
         elif key in ("debugonfail", "traceparent"):
             pass
         else:
@@ -231,7 +239,7 @@ def _pin(host, port, fingerprint):
 class Connector:
     def __init__(self, opts):
         self.opts = opts
-        self.tls = opts.ssl and opts.server != "127.0.0.1"
+        self.tls = opts.ssl and opts.server != LOCALHOST
 
     def _tcp(self, host, port):
         host = host[1:-1] if host.startswith("[") else host
@@ -244,9 +252,30 @@ class Connector:
         sock.connect(addr)
         return sock
 
+    def _debug(self, text):
+        if self.opts.debug:
+            sys.stderr.write(text + "\n")
+
+    def _local(self):
+        """The local socket, or None when it cannot be reached."""
+        self._debug("Connecting to Unix socket [%s]" % self.opts.socket)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.opts.socket)
+            return sock
+        except OSError:
+            self._debug(" failed")
+            sock.close()
+            return None
+
     def connect(self, host=None):
         host = host or self.opts.server
+        if host == LOCALHOST and self.opts.socket:
+            sock = self._local()
+            if sock is not None:
+                return sock
         port = self.opts.port_for(self.tls)
+        self._debug("Connecting via TCP to [%s] port [%d]" % (host, port))
         if not self.tls:
             return self._tcp(host, port)
         if not self.opts.verify:
