@@ -11,9 +11,28 @@ import struct
 import subprocess
 import sys
 
-from tests.support.servers import PASSWORD, REPO, USER
+import pytest
+
+from tests.support.servers import PASSWORD, REPO, USER, logged_in, serving
 
 BANNER = b"XenSource thin CLI protocol" + struct.pack("<ii", 0, 2)
+
+
+def module_fixtures(name):
+    """A test module's ``server`` (started in a directory named after
+    ``name``), ``api`` (an SDK session on it) and ``x`` (its xenapi)."""
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        yield from serving(tmp_path_factory, name)
+
+    @pytest.fixture(scope="module")
+    def api(server):
+        yield from logged_in(server)
+
+    @pytest.fixture
+    def x(api):
+        return api.xenapi
+    return server, api, x
 
 
 def local_socket(server):

@@ -24,6 +24,8 @@ POST_CLI = "http/post_cli"
 STANDARD = ("server", "password", "port", "username", "minimal", "force",
             "multiple", "all", "message-priority", "trace")
 POLL = 0.1
+# Largest file a command reads off the client (device-config:k-filename=).
+MAX_CLIENT_FILE = 1 << 20
 
 
 class ParseError(Exception):
@@ -178,16 +180,44 @@ class Cli:
             return msg[1]
 
     @defer.inlineCallbacks
-    def prompt(self):
-        self.conn.send(P.prompt())
-        text = b""
+    def _blob(self):
+        """The chunks the client sends, up to the end of the blob."""
+        data = b""
         while True:
             msg = yield self.conn.read_message()
             if msg[:2] == (P.BLOB, P.END):
-                return text.decode("utf-8", "replace")
+                return data
             if msg[:2] != (P.BLOB, P.CHUNK):
                 raise P.ProtocolError("expected a blob")
-            text += yield self.conn.read(msg[2])
+            if len(data) + msg[2] > MAX_CLIENT_FILE:
+                raise Failure("File too large")
+            data += yield self.conn.read(msg[2])
+
+    @defer.inlineCallbacks
+    def prompt(self):
+        self.conn.send(P.prompt())
+        text = yield self._blob()
+        return text.decode("utf-8", "replace")
+
+    @defer.inlineCallbacks
+    def says_yes(self):
+        """Ask for 'yes', as XAPI's CLI asks before destroying things."""
+        self.message("Type 'yes' to continue")
+        answer = yield self.prompt()
+        if answer.strip().lower() == "yes":
+            return True
+        self.message("Aborted (you typed: '%s')" % answer)
+        return False
+
+    @defer.inlineCallbacks
+    def load(self, filename):
+        """A file of the client's (Load), or None if it cannot read it."""
+        self.conn.send(P.load(filename))
+        answer = yield self.response()
+        if answer != P.OK:
+            return None
+        data = yield self._blob()
+        return data.decode("utf-8", "replace")
 
     # -- tasks --------------------------------------------------------------
 
@@ -395,7 +425,7 @@ class CliConnection(protocol.Protocol):
             for uuid, text in e.args[0]:
                 self.send(P.print_("operation failed on %s: %s"
                                    % (uuid, text)))
-        elif isinstance(e, CliFailure):
+        elif isinstance(e, (CliFailure, Failure)):
             self.send(P.print_stderr("Error: %s\n" % e.args[0]))
         elif isinstance(e, XenAPIError):
             code, params = e.description[0], e.description[1:]
@@ -409,8 +439,6 @@ class CliConnection(protocol.Protocol):
             self.server_error(code, params)
         elif isinstance(e, MissingParameter):
             self.server_error("Missing parameter", [e.args[0]])
-        elif isinstance(e, Failure):
-            self.server_error("INTERNAL_ERROR", ["Failure: " + e.args[0]])
         else:
             log.failure("CLI command failed")
             self.server_error("INTERNAL_ERROR", [str(e)])
