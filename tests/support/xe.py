@@ -52,7 +52,7 @@ def run_xe(server, *args, home=None, env=None, auth=True, input=None,
     elif tls:
         conn = ["-s", "localhost", "-p", str(server.https_port)]
     else:
-        conn = ["-p", str(server.http_port), "--nossl",
+        conn = ["-s", server.bind, "-p", str(server.http_port), "--nossl",
                 "socket=" + socket_path]
     cred = ["-u", USER, "-pw", PASSWORD] if auth else []
     p = subprocess.run([sys.executable, "-m", "txxapi.cli"] + list(args)
