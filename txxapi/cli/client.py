@@ -14,7 +14,8 @@ tries /var/lib/xcp/xapi; files go over the same way.  TLS (never to
 system's store, else against the one pinned for that host and port on
 first use (~/.xe_known_hosts); ``--no-verify`` checks nothing.  Sent and received
 files show a progress line when stderr is a terminal; Ctrl-C during one
-cancels its task on the server.
+cancels its task on the server.  ``--bash-completion`` prints the bash
+completion script (which asks the server, through xe, what to offer).
 """
 
 import hashlib
@@ -33,6 +34,7 @@ HEARTBEAT = 300.0
 BLOCK = 65536
 KNOWN_HOSTS = ".xe_known_hosts"
 LOCALHOST = "127.0.0.1"
+COMPLETION = "completion.bash"
 
 
 class Usage(Exception):
@@ -198,6 +200,14 @@ def permitted_files(args):
             if value.strip():
                 out.add(os.path.abspath(value))
     return out
+
+
+def completion_script():
+    """The bash completion of xe (completion.bash beside this module)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        COMPLETION)
+    with open(path) as f:
+        return f.read()
 
 
 def usage():
@@ -585,6 +595,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if "-version" in argv:
         print("ThinCLI protocol: %d.%d" % (P.MAJOR, P.MINOR))
+        return 0
+    if "--bash-completion" in argv:
+        sys.stdout.write(completion_script())
         return 0
     status = 1
     err = sys.stderr
