@@ -1,8 +1,9 @@
 """
 pool-join and pool-eject through ``xe`` on two real hosts
 (tests/support/pool.py: 127.0.N.2 and .3, ports 80/443): the joiner
-comes back as a slave that refuses the CLI over TCP with HOST_IS_SLAVE,
-and the ejected host as a master of its own.
+comes back as a slave that refuses the CLI over TCP with HOST_IS_SLAVE
+and has the master run what comes in on its local socket, and the ejected
+host as a master of its own.
 """
 
 import os
@@ -43,6 +44,16 @@ def test_join_then_eject(pool):
     assert run_xe(joiner, "host-list") == (
         1, "", "Error code: HOST_IS_SLAVE\nError parameters: %s\n"
         % master.address)
+    # On the slave's local socket the master runs the command.
+    rc, out, err = run_xe(joiner, "host-list", "--minimal", local=True,
+                          auth=False)
+    assert (rc, err) == (0, "")
+    assert sorted(out.strip().split(",")) == uuids(master)
+    assert run_xe(joiner, "vm-param-get", "uuid=nope", "param-name=uuid",
+                  local=True, auth=False) == (
+        1, "", "Error code: UUID_INVALID\nError parameters: VM, nope\n")
+    assert run_xe(joiner, "vm-nope", local=True, auth=False)[2] == \
+        "Unknown command: vm-nope\nFor usage run: 'xe help'\n"
     assert run_xe(master, "pool-eject", "host-uuid=" + joiner_uuid,
                   "--force") == (
         0, "Specified host will attempt to restart as a master of a new "
