@@ -218,7 +218,10 @@ def usage():
         "Usage: %s <cmd> [-s server] [-p port] ([-u username] [-pw password] "
         "or [-pwf <password file>]) [--no-verify] <other arguments>\n"
         "\nA full list of commands can be obtained by running \n\t%s help "
-        "-s <server> -p <port>\n" % (argv0, argv0))
+        "-s <server> -p <port>\n"
+        "\nWithout -s, the local socket (socket=<path>, default %s) is "
+        "tried first.\nBash completion: source <(%s --bash-completion)\n"
+        % (argv0, argv0, Options().socket, argv0))
 
 
 # -- connections -----------------------------------------------------------------
