@@ -4,6 +4,7 @@ command-line options.  Every setting has one name, used in both places.
 """
 
 import configparser
+import os
 
 DEFAULTS = {
     "data-dir": "/var/lib/txxapi",
@@ -12,6 +13,7 @@ DEFAULTS = {
     "https-port": "443",
     "nbd-port": "10809",
     "nbd-requests-in-flight": "16",
+    "unix-socket": "",
     "auth": "pam",
     "pam-service": "txxapi",
     "backend": "auto",
@@ -37,6 +39,8 @@ DEFAULTS = {
     "metrics-token-file": "",
 }
 SECTION = "xapi"
+# The local socket's name in the data dir (XAPI's is /var/lib/xcp/xapi).
+LOCAL_SOCKET = "xapi"
 
 
 class ConfigError(Exception):
@@ -70,3 +74,11 @@ def load(path=None, overrides=None):
         if v is not None:
             settings[k] = str(v)
     return settings
+
+
+def local_socket_path(settings):
+    """Where the local Unix socket listens; None when it is disabled."""
+    path = settings["unix-socket"]
+    if path == "none":
+        return None
+    return path or os.path.join(settings["data-dir"], LOCAL_SOCKET)

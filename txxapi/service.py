@@ -16,6 +16,9 @@ in this order and stopped in the reverse one, each waiting for the last:
                SSL endpoint built from txxapi.tls's context factory, whose
                settings (TLS 1.2+, its suites, no renegotiation) the ssl:
                strports grammar cannot state
+    unix       the local Unix socket (<data-dir>/xapi unless told), the
+               same site; its callers are trusted as root, as on XAPI's
+               /var/lib/xcp/xapi (txxapi.http.local)
     nbd        the NBD server (txxapi.nbd), on the host certificate too
 
 A child joins once the one before it has started (the database and the
@@ -32,6 +35,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from txxapi import tls
+from txxapi.config import local_socket_path
 from txxapi.auth.checkers import PAMChecker, PasswdFileChecker
 from txxapi.auth.realm import make_portal
 from txxapi.config import read_token
@@ -212,6 +216,14 @@ class XapiService(service.MultiService):
                 tls.server_context_factory(cert, key), interface=bind)
             self._listener("https", StreamServerEndpointService(endpoint,
                                                                 site))
+        socket_path = local_socket_path(s)
+        if socket_path:
+            # Owner only: connecting is being root here.  The lock file
+            # beside it lets a restart after kill -9 take the path over.
+            self._listener("unix", StreamServerEndpointService(
+                endpoints.UNIXServerEndpoint(self.reactor, socket_path,
+                                             mode=0o600, wantPID=True),
+                site))
         if int(s["nbd-port"]):
             if cert is None:
                 cert, key = self._certificate(data_dir)

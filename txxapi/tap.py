@@ -21,6 +21,9 @@ class Options(usage.Options):
         ["nbd-port", None, None, "NBD server port (10809); 0 disables."],
         ["nbd-requests-in-flight", None, None,
          "Reads one NBD connection may have under way at once (16)."],
+        ["unix-socket", None, None,
+         "Local Unix socket serving the HTTP API, where callers are "
+         "trusted as root (<data-dir>/xapi; 'none' disables)."],
         ["auth", "a", None,
          "Authentication: 'pam' (default) or 'passwd:FILE' (user:HASH "
          "lines, SHA-512 crypt)."],

@@ -6,12 +6,16 @@ GET or PUT one over a second connection, prompt, exit), as XAPI's xe does.
 Options as XAPI's client takes them (explicit > XE_EXTRA_ARGS > ~/.xe):
 ``-s`` ``-h`` server, ``-p`` port, ``-u`` user, ``-pw`` password, ``-pwf``
 file (user on the first line, password on the second), ``--nossl``,
-``--debug``; also ``--no-verify``.  TLS (never to 127.0.0.1, as XAPI's
-client) checks the server's certificate against the system's store, else
-against the one pinned for that host and port on first use
-(~/.xe_known_hosts); ``--no-verify`` checks nothing.  Sent and received
+``--debug``; also ``--no-verify``, and ``socket=PATH`` (the server's local
+Unix socket, <data-dir>/xapi; empty: none).  Run for 127.0.0.1 (no
+``-s``), it tries that socket first and TCP after, as XAPI's client
+tries /var/lib/xcp/xapi; files go over the same way.  TLS (never to
+127.0.0.1, as XAPI's client) checks the server's certificate against the
+system's store, else against the one pinned for that host and port on
+first use (~/.xe_known_hosts); ``--no-verify`` checks nothing.  Sent and received
 files show a progress line when stderr is a terminal; Ctrl-C during one
-cancels its task on the server.
+cancels its task on the server.  ``--bash-completion`` prints the bash
+completion script (which asks the server, through xe, what to offer).
 """
 
 import hashlib
@@ -22,12 +26,15 @@ import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 
+from txxapi import config
 from txxapi.cli import protocol as P
 from txxapi.cli.progress import Progress
 
 HEARTBEAT = 300.0
 BLOCK = 65536
 KNOWN_HOSTS = ".xe_known_hosts"
+LOCALHOST = "127.0.0.1"
+COMPLETION = "completion.bash"
 
 
 class Usage(Exception):
@@ -44,7 +51,8 @@ class NotPermitted(Exception):
 
 class Options:
     def __init__(self):
-        self.server = "127.0.0.1"
+        self.server = LOCALHOST
+        self.socket = config.local_socket_path(config.DEFAULTS)
         self.port = None
         self.username = "root"
         self.password = "null"
@@ -74,6 +82,8 @@ class Options:
             self.verify = value.lower() != "true"
         elif key == "debug":
             self.debug = value.lower() == "true"
+        elif key == "socket":
+            self.socket = value
         elif key in ("debugonfail", "traceparent"):
             pass
         else:
@@ -192,6 +202,14 @@ def permitted_files(args):
     return out
 
 
+def completion_script():
+    """The bash completion of xe (completion.bash beside this module)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        COMPLETION)
+    with open(path) as f:
+        return f.read()
+
+
 def usage():
     argv0 = os.path.basename(sys.argv[0])
     if argv0 in ("", "__main__.py"):
@@ -200,7 +218,10 @@ def usage():
         "Usage: %s <cmd> [-s server] [-p port] ([-u username] [-pw password] "
         "or [-pwf <password file>]) [--no-verify] <other arguments>\n"
         "\nA full list of commands can be obtained by running \n\t%s help "
-        "-s <server> -p <port>\n" % (argv0, argv0))
+        "-s <server> -p <port>\n"
+        "\nWithout -s, the local socket (socket=<path>, default %s) is "
+        "tried first.\nBash completion: source <(%s --bash-completion)\n"
+        % (argv0, argv0, Options().socket, argv0))
 
 
 # -- connections -----------------------------------------------------------------
@@ -231,7 +252,7 @@ def _pin(host, port, fingerprint):
 class Connector:
     def __init__(self, opts):
         self.opts = opts
-        self.tls = opts.ssl and opts.server != "127.0.0.1"
+        self.tls = opts.ssl and opts.server != LOCALHOST
 
     def _tcp(self, host, port):
         host = host[1:-1] if host.startswith("[") else host
@@ -244,9 +265,30 @@ class Connector:
         sock.connect(addr)
         return sock
 
+    def _debug(self, text):
+        if self.opts.debug:
+            sys.stderr.write(text + "\n")
+
+    def _local(self):
+        """The local socket, or None when it cannot be reached."""
+        self._debug("Connecting to Unix socket [%s]" % self.opts.socket)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.opts.socket)
+            return sock
+        except OSError:
+            self._debug(" failed")
+            sock.close()
+            return None
+
     def connect(self, host=None):
         host = host or self.opts.server
+        if host == LOCALHOST and self.opts.socket:
+            sock = self._local()
+            if sock is not None:
+                return sock
         port = self.opts.port_for(self.tls)
+        self._debug("Connecting via TCP to [%s] port [%d]" % (host, port))
         if not self.tls:
             return self._tcp(host, port)
         if not self.opts.verify:
@@ -556,6 +598,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if "-version" in argv:
         print("ThinCLI protocol: %d.%d" % (P.MAJOR, P.MINOR))
+        return 0
+    if "--bash-completion" in argv:
+        sys.stdout.write(completion_script())
         return 0
     status = 1
     err = sys.stderr

@@ -3,8 +3,9 @@ One ``xe`` command on a connection taken over from the web server, run as
 XAPI's CLI handler runs it: banner both ways, the command looked up and
 its required parameters checked, a session logged in (or the
 ``session_id=`` first line's used), the command run through ordinary API
-calls as that session, its output printed, ``Exit``.  Every failure is
-turned into the text XAPI's CLI prints, then ``Exit 1``.
+calls as that session, its output printed, ``Exit``.  On a slave the
+master runs it, if it came in on the local socket (txxapi.cli.forward).
+Every failure is turned into the text XAPI's CLI prints, then ``Exit 1``.
 """
 
 from twisted.internet import defer, protocol
@@ -12,6 +13,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from txxapi.cli import protocol as P
+from txxapi.cli.forward import forward
 from txxapi.cli.records import CliFailure, Failure, MissingParameter, View
 from txxapi.errors import XenAPIError
 from txxapi.wire.xmlrpc import decode_value
@@ -24,6 +26,8 @@ POST_CLI = "http/post_cli"
 STANDARD = ("server", "password", "port", "username", "minimal", "force",
             "multiple", "all", "message-priority", "trace")
 POLL = 0.1
+# Largest file a command reads off the client (device-config:k-filename=).
+MAX_CLIENT_FILE = 1 << 20
 
 
 class ParseError(Exception):
@@ -178,16 +182,44 @@ class Cli:
             return msg[1]
 
     @defer.inlineCallbacks
-    def prompt(self):
-        self.conn.send(P.prompt())
-        text = b""
+    def _blob(self):
+        """The chunks the client sends, up to the end of the blob."""
+        data = b""
         while True:
             msg = yield self.conn.read_message()
             if msg[:2] == (P.BLOB, P.END):
-                return text.decode("utf-8", "replace")
+                return data
             if msg[:2] != (P.BLOB, P.CHUNK):
                 raise P.ProtocolError("expected a blob")
-            text += yield self.conn.read(msg[2])
+            if len(data) + msg[2] > MAX_CLIENT_FILE:
+                raise Failure("File too large")
+            data += yield self.conn.read(msg[2])
+
+    @defer.inlineCallbacks
+    def prompt(self):
+        self.conn.send(P.prompt())
+        text = yield self._blob()
+        return text.decode("utf-8", "replace")
+
+    @defer.inlineCallbacks
+    def says_yes(self):
+        """Ask for 'yes', as XAPI's CLI asks before destroying things."""
+        self.message("Type 'yes' to continue")
+        answer = yield self.prompt()
+        if answer.strip().lower() == "yes":
+            return True
+        self.message("Aborted (you typed: '%s')" % answer)
+        return False
+
+    @defer.inlineCallbacks
+    def load(self, filename):
+        """A file of the client's (Load), or None if it cannot read it."""
+        self.conn.send(P.load(filename))
+        answer = yield self.response()
+        if answer != P.OK:
+            return None
+        data = yield self._blob()
+        return data.decode("utf-8", "replace")
 
     # -- tasks --------------------------------------------------------------
 
@@ -246,6 +278,7 @@ class CliConnection(protocol.Protocol):
     """The thin CLI protocol's server side on a taken-over connection."""
 
     release = None
+    relay = None    # the master's connection, while it runs the command
 
     def __init__(self, server, body, origin, table):
         self.server = server
@@ -264,11 +297,16 @@ class CliConnection(protocol.Protocol):
         d.addErrback(self._crashed)
 
     def dataReceived(self, data):
+        if self.relay is not None:
+            self.relay.transport.write(data)
+            return
         self._buffer += data
         self._satisfy()
 
     def connectionLost(self, reason=None):
         self._gone = True
+        if self.relay is not None:
+            self.relay.transport.loseConnection()
         if self._want is not None:
             _, d = self._want
             self._want = None
@@ -280,6 +318,19 @@ class CliConnection(protocol.Protocol):
     def send(self, data):
         if not self._gone:
             self.transport.write(data)
+
+    def relay_to(self, master, early):
+        """From now on the client speaks with ``master`` (txxapi.cli.forward);
+        ``early`` is what the master sent after its banner."""
+        self.relay, master.client = master, self
+        if early:
+            self.send(early)
+        if self._buffer:
+            master.transport.write(bytes(self._buffer))
+            del self._buffer[:]
+
+    def master_closed(self):
+        self._close()
 
     def read(self, n):
         d = defer.Deferred()
@@ -334,7 +385,9 @@ class CliConnection(protocol.Protocol):
         try:
             name, items = parse_command_line(args)
             params = Params(items)
-            yield self._execute(name, params, session)
+            forwarded = yield self._execute(name, params, session, args)
+            if forwarded:
+                return      # the master has said everything, Exit too
             self.send(P.exit_(0))
         except Gone:
             return
@@ -346,17 +399,23 @@ class CliConnection(protocol.Protocol):
         self._close()
 
     @defer.inlineCallbacks
-    def _execute(self, name, params, session):
+    def _execute(self, name, params, session, args):
+        """Run the command; whether the master ran it instead."""
         command = self.table.get(name)
         if name == "help":
             cli = Cli(self, params, None)
             self.table.help(cli)
             cli.flush()
-            return
+            return False
         if command is None:
             raise UnknownCommand(name)
         for key in command.reqd:
             params[key]
+        if not self.server.identity.is_master:
+            if not (self.origin and self.origin.get("local")):
+                self.server.identity.assert_master()
+            yield forward(self, args)
+            return True
         own = session is None
         if own:
             session = yield self.server.dispatcher.call(
@@ -376,6 +435,7 @@ class CliConnection(protocol.Protocol):
                 yield self.server.dispatcher.call(
                     "session.logout", [session], self.origin).addErrback(
                         lambda f: None)
+        return False
 
     # -- failures as XAPI's CLI prints them ------------------------------------
 
@@ -395,7 +455,7 @@ class CliConnection(protocol.Protocol):
             for uuid, text in e.args[0]:
                 self.send(P.print_("operation failed on %s: %s"
                                    % (uuid, text)))
-        elif isinstance(e, CliFailure):
+        elif isinstance(e, (CliFailure, Failure)):
             self.send(P.print_stderr("Error: %s\n" % e.args[0]))
         elif isinstance(e, XenAPIError):
             code, params = e.description[0], e.description[1:]
@@ -409,8 +469,6 @@ class CliConnection(protocol.Protocol):
             self.server_error(code, params)
         elif isinstance(e, MissingParameter):
             self.server_error("Missing parameter", [e.args[0]])
-        elif isinstance(e, Failure):
-            self.server_error("INTERNAL_ERROR", ["Failure: " + e.args[0]])
         else:
             log.failure("CLI command failed")
             self.server_error("INTERNAL_ERROR", [str(e)])

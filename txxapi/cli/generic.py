@@ -29,6 +29,32 @@ class Command:
         self.selectors = selectors   # "vm", "host", "sr" or None
 
 
+def on_uuid(call, key="uuid"):
+    """A command that makes one call on the object the parameter ``key``
+    names by uuid (the class is the call's)."""
+    cls = call.split(".", 1)[0]
+
+    @defer.inlineCallbacks
+    def run(cli):
+        ref = yield cli.call(cls + ".get_by_uuid", cli.params[key])
+        yield cli.call(call, ref)
+    return run
+
+
+@defer.inlineCallbacks
+def print_uuid(cli, cls, ref):
+    """What a creation command prints: the new object's uuid."""
+    uuid = yield cli.call(cls + ".get_uuid", ref)
+    cli.lines([uuid])
+
+
+def map_params(params, name):
+    """The ``name:key=value`` parameters, as a map."""
+    prefix = name + ":"
+    return {k[len(prefix):]: v for k, v in params.items
+            if k.startswith(prefix) and len(k) > len(prefix)}
+
+
 def as_pairs(result):
     """get_all_records' answer as [(ref, record)]."""
     if isinstance(result, RecordMap):
@@ -51,9 +77,7 @@ def _matches(cc, record, key, value, view):
     if sub != "contains":
         raise Failure("Invalid syntax for set filtering (should be "
                       "set-param:contains=key)")
-    elem = field.field.type.elem
-    return value in [format_value(elem, v, view)
-                     for v in field.value(record)]
+    return value in [field.member_text(v, view) for v in field.value(record)]
 
 
 def filter_records(cc, pairs, filters, view):
@@ -229,8 +253,7 @@ def make_param_remove(cli, ref, record, field):
         raise Failure("Cannot remove parameters from read-only map")
     current = field.value(record)
     if field.kind == "set":
-        t = field.field.type.elem
-        shown = [format_value(t, v, cli.view) for v in current]
+        shown = [field.member_text(v, cli.view) for v in current]
         if key not in shown:
             raise Failure("Key %s is not in the set" % key)
         yield cli.call(field.remove, ref, current[shown.index(key)])

@@ -11,7 +11,8 @@ import re
 from twisted.internet import defer
 
 from txxapi.cli.connection import STANDARD
-from txxapi.cli.generic import Command, all_records
+from txxapi.cli.generic import (
+    Command, all_records, map_params, on_uuid, print_uuid)
 from txxapi.cli.records import BY_PREFIX, NULL, CliFailure, Failure
 from txxapi.cli.select import do_op
 
@@ -32,18 +33,6 @@ def bytes_of(field, text):
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
-def _map_params(params, name):
-    prefix = name + ":"
-    return {k[len(prefix):]: v for k, v in params.items
-            if k.startswith(prefix) and len(k) > len(prefix)}
-
-
-@defer.inlineCallbacks
-def _print_uuid(cli, cls, ref):
-    uuid = yield cli.call(cls + ".get_uuid", ref)
-    cli.lines([uuid])
-
-
 @defer.inlineCallbacks
 def vdi_create(cli):
     p = cli.params
@@ -54,9 +43,9 @@ def vdi_create(cli):
         "virtual_size": size, "type": p.get("type", "user").lower(),
         "sharable": p.flag("sharable"), "read_only": False,
         "other_config": {}, "xenstore_data": {},
-        "sm_config": _map_params(p, "sm-config"),
-        "tags": list(_map_params(p, "tags"))})
-    yield _print_uuid(cli, "VDI", ref)
+        "sm_config": map_params(p, "sm-config"),
+        "tags": list(map_params(p, "tags"))})
+    yield print_uuid(cli, "VDI", ref)
 
 
 _VBD_MODES = {"ro": "RO", "rw": "RW"}
@@ -88,7 +77,7 @@ def vbd_create(cli):
         "empty": empty, "qos_algorithm_type": "",
         "qos_algorithm_params": {}, "other_config": {},
         "currently_attached": False})
-    yield _print_uuid(cli, "VBD", ref)
+    yield print_uuid(cli, "VBD", ref)
 
 
 def random_mac():
@@ -112,7 +101,7 @@ def vif_create(cli):
         "qos_algorithm_type": "", "qos_algorithm_params": {},
         "locking_mode": "network_default", "ipv4_allowed": [],
         "ipv6_allowed": []})
-    yield _print_uuid(cli, "VIF", ref)
+    yield print_uuid(cli, "VIF", ref)
 
 
 @defer.inlineCallbacks
@@ -128,21 +117,7 @@ def network_create(cli):
         "name_description": p.get("name-description", ""), "MTU": mtu,
         "other_config": {}, "bridge": p.get("bridge", ""),
         "managed": p.get("managed", "true").lower() == "true", "tags": []})
-    yield _print_uuid(cli, "network", ref)
-
-
-def _destroy(cls):
-    @defer.inlineCallbacks
-    def run(cli):
-        ref = yield cli.call(cls + ".get_by_uuid", cli.params["uuid"])
-        yield cli.call(cls + ".destroy", ref)
-    return run
-
-
-@defer.inlineCallbacks
-def task_cancel(cli):
-    task = yield cli.call("task.get_by_uuid", cli.params["uuid"])
-    yield cli.call("task.cancel", task)
+    yield print_uuid(cli, "network", ref)
 
 
 def _host_op(call):
@@ -211,15 +186,15 @@ def commands():
         Command("network-create", network_create, reqd=["name-label"],
                 optn=["name-description", "MTU", "bridge", "managed"],
                 standard=True, help="Makes a network; prints its uuid."),
-        Command("vdi-destroy", _destroy("VDI"), reqd=["uuid"],
+        Command("vdi-destroy", on_uuid("VDI.destroy"), reqd=["uuid"],
                 help="Destroys a disk."),
-        Command("vbd-destroy", _destroy("VBD"), reqd=["uuid"],
+        Command("vbd-destroy", on_uuid("VBD.destroy"), reqd=["uuid"],
                 help="Destroys a VBD."),
-        Command("vif-destroy", _destroy("VIF"), reqd=["uuid"],
+        Command("vif-destroy", on_uuid("VIF.destroy"), reqd=["uuid"],
                 help="Destroys a VIF."),
-        Command("network-destroy", _destroy("network"), reqd=["uuid"],
+        Command("network-destroy", on_uuid("network.destroy"), reqd=["uuid"],
                 help="Destroys a network."),
-        Command("task-cancel", task_cancel, reqd=["uuid"],
+        Command("task-cancel", on_uuid("task.cancel"), reqd=["uuid"],
                 help="Asks a task to stop."),
         Command("host-enable", _host_op("host.enable"), selectors="host",
                 help="Lets the selected hosts start VMs again."),

@@ -44,7 +44,14 @@ RENAMES = {
     "task": {"subtask_of": "subtask_of", "error_info": "error_info",
              "allowed_operations": "allowed_operations",
              "current_operations": "current_operations"},
+    "message": {"cls": "class"},
+    "role": {"name_label": "name", "name_description": "description"},
 }
+# Classes whose CLI record shows only these API fields.
+ONLY = {"role": ("uuid", "name_label", "name_description")}
+# Sets of references shown (and matched) by the name-labels of their
+# members.
+LABELLED = {("subject", "roles")}
 # References shown with the referenced object's name-label next to them.
 COMPANIONS = {("VBD", "VM"): "vm-name-label", ("VBD", "VDI"): "vdi-name-label",
               ("VIF", "VM"): "vm-name-label",
@@ -62,7 +69,8 @@ class CliFailure(Exception):
 
 
 class Failure(Exception):
-    """XAPI's ``failwith``: printed as an INTERNAL_ERROR 'Failure: '."""
+    """The ``failwith`` of XAPI's CLI commands, which that module defines
+    as its own refusal: printed as ``Error: <text>`` too."""
 
 
 class MissingParameter(Exception):
@@ -138,10 +146,11 @@ class CliField:
     """One field of a CLI record.  ``field`` is the datamodel field it
     shows (None for a derived one, which ``compute`` prints)."""
 
-    def __init__(self, name, field=None, compute=None):
+    def __init__(self, name, field=None, compute=None, labelled=False):
         self.name = name
         self.field = field
         self.compute = compute
+        self.labelled = labelled
         kind = field.type.kind if field is not None else "string"
         self.kind = kind if kind in ("map", "set") else "normal"
         self.setter = self.add = self.remove = None
@@ -171,7 +180,17 @@ class CliField:
     def text(self, record, view):
         if self.field is None:
             return self.compute(record, view)
+        if self.labelled:
+            return "; ".join(self.member_text(v, view)
+                             for v in record[self.field.name])
         return format_value(self.field.type, record[self.field.name], view)
+
+    def member_text(self, value, view):
+        """A member of a set field as it prints."""
+        elem = self.field.type.elem
+        if self.labelled:
+            return view.name_label(value, elem.cls)
+        return format_value(elem, value, view)
 
     def value(self, record):
         """The raw value of a map or set field."""
@@ -202,12 +221,14 @@ DERIVED = {"SR": [("host", "PBDs", _sr_host)]}
 
 
 def _fields_of(c):
-    shown = [f for f in c.record_fields if f.state != REMOVED]
+    shown = [f for f in c.record_fields if f.state != REMOVED and
+             f.name in ONLY.get(c.name, (f.name,))]
     order = sorted(shown, key=lambda f: (
         FIRST.index(f.name) if f.name in FIRST else len(FIRST)))
     out = []
     for f in order:
-        out.append(CliField(_cli_name(c.name, f.name), f))
+        out.append(CliField(_cli_name(c.name, f.name), f,
+                            labelled=(c.name, f.name) in LABELLED))
         companion = COMPANIONS.get((c.name, f.name))
         if companion:
             out.append(CliField(companion, compute=_companion(f)))
@@ -279,12 +300,16 @@ _DEFAULTS = {
     "task": ["uuid", "name-label", "name-description", "status",
              "progress"],
     "subject": ["uuid", "subject-identifier", "other-config", "roles"],
-    "role": ["uuid", "name", "description", "subroles"],
+    "role": ["uuid", "name", "description"],
+    "message": ["uuid", "name", "priority", "class", "obj-uuid", "timestamp",
+                "body"],
 }
 
 
 def _listable(c):
-    return c.in_db and "get_all_records" in c.messages and \
+    # Messages live outside the database but list as a class does.
+    return (c.in_db or c.name == "message") and \
+        "get_all_records" in c.messages and \
         "get_by_uuid" in c.messages and "uuid" in c.fields
 
 
@@ -336,9 +361,29 @@ def parse_value(field_name, t, text):
                           % field_name)
         return text.lower() == "true"
     if kind == "enum":
-        for v in MODEL.enums[t.name]:
-            if v.lower() == text.lower():
-                return v
-        raise CliFailure("Expected one of %s, got '%s'" % (
-            ", ".join("'%s'" % v for v in MODEL.enums[t.name]), text))
+        return parse_enum(t.name, text)
     return text
+
+
+def parse_enum(name, text):
+    """A value of the API's enum ``name``, in any case."""
+    for v in MODEL.enums[name]:
+        if v.lower() == text.lower():
+            return v
+    raise CliFailure("Expected one of %s, got '%s'" % (
+        ", ".join("'%s'" % v for v in MODEL.enums[name]), text))
+
+
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
+
+
+def parse_bool(param, text):
+    """A boolean parameter as XAPI's CLI reads one."""
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise CliFailure("Failed to parse parameter '%s': Expected 'true','t',"
+                     "'yes','y','1','false','f','no','n','0' got %s"
+                     % (param, text))

@@ -1,9 +1,10 @@
 """
-vm-export and vm-import: the bytes do not go through the CLI connection.
-The server makes a task, tells the client to GET /export (HttpGet) or PUT
-/import (HttpPut) with its session and the task in the query, waits for
-the client's answer and for the task the data handler finishes, then
-reports as XAPI's CLI does.
+vm-export, vm-import, vdi-export and vdi-import: the bytes do not go
+through the CLI connection.  The server makes a task, tells the client to
+GET /export or /export_raw_vdi (HttpGet) or PUT /import or
+/import_raw_vdi (HttpPut) with its session and the task in the query,
+waits for the client's answer and for the task the data handler
+finishes, then reports as XAPI's CLI does.
 """
 
 from urllib.parse import quote
@@ -151,8 +152,58 @@ def vm_import(cli):
     yield _print_uuids(cli, result_of(record["result"]) or [])
 
 
+@defer.inlineCallbacks
+def _track(cli, label, command_of):
+    """A transfer whose outcome is the task's, as XAPI's
+    track_http_operation tells it: nothing printed on success, else the
+    task's error (INTERNAL_ERROR or CLIENT_ERROR without one)."""
+    @defer.inlineCallbacks
+    def go(task):
+        cli.conn.send(command_of(task))
+        answer = yield cli.response()
+        if answer != P.OK:
+            progress = yield cli.call("task.get_progress", task)
+            if progress < 0:    # the handler never took the task
+                yield cli.call("task.set_status", task, "failure")
+        record = yield cli.wait_task(task)
+        if answer == P.OK and record["status"] == "success":
+            return record
+        if record["error_info"]:
+            raise XenAPIError(*record["error_info"])
+        raise XenAPIError("INTERNAL_ERROR" if answer == P.OK
+                          else "CLIENT_ERROR")
+    yield _with_task(cli, label, "", go)
+
+
+def _vdi_transfer(path, label, make, extra):
+    @defer.inlineCallbacks
+    def run(cli):
+        vdi = yield cli.call("VDI.get_by_uuid", cli.params["uuid"])
+        filename = cli.params["filename"]
+
+        def command_of(task):
+            query = [("session_id", cli.session), ("task_id", task),
+                     ("vdi", vdi)] + [(k, cli.params[k]) for k in extra
+                                      if k in cli.params]
+            return make(filename, path + "?" + _query(query))
+        yield _track(cli, label, command_of)
+    return run
+
+
 def commands():
     return [
+        Command("vdi-import", _vdi_transfer("/import_raw_vdi", "VDI import",
+                                            P.http_put, ["format"]),
+                reqd=["uuid", "filename"], optn=["format", "progress"],
+                help="Writes a file of the client's into the VDI (format= "
+                     "raw, vhd or qcow2)."),
+        Command("vdi-export", _vdi_transfer("/export_raw_vdi", "VDI export",
+                                            P.http_get, ["format", "base"]),
+                reqd=["uuid", "filename"],
+                optn=["format", "base", "progress"],
+                help="Saves the VDI's data to a file on the client (format= "
+                     "raw, vhd or qcow2; base= a VDI to send the "
+                     "difference from)."),
         Command("vm-export", vm_export, reqd=["filename"],
                 optn=["preserve-power-state", "compress", "metadata",
                       "include-snapshots"], standard=True, selectors="vm",

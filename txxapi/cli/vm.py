@@ -261,10 +261,8 @@ def vm_uninstall(cli):
     for line in lines:
         cli.message(line)
     if not cli.params.flag("force"):
-        cli.message("Type 'yes' to continue")
-        answer = yield cli.prompt()
-        if answer.strip().lower() != "yes":
-            cli.message("Aborted (you typed: '%s')" % answer)
+        agreed = yield cli.says_yes()
+        if not agreed:
             return
     for vm, vdis in plan:
         state = yield cli.call("VM.get_power_state", vm)

@@ -1,8 +1,10 @@
 """
 Who calls an HTTP data handler, decided as XAPI decides it: a session_id
 (cookie before query), else the pool secret, else HTTP basic credentials
-that log in a session lasting the request.  Then the handler's RBAC
-permission, ``http/<action>``: local superusers hold every one.
+that log in a session lasting the request; on the local socket, no
+credentials at all make a superuser session lasting the request.  Then
+the handler's RBAC permission, ``http/<action>``: local superusers hold
+every one.
 
 Failures are Refused exceptions carrying XAPI's canned response.  A task
 the client named in ``task_id`` is failed with the reason first, as XAPI
@@ -21,6 +23,7 @@ from txxapi.api import rbac
 from txxapi.datamodel.permissions import HTTP_PREFIX
 from txxapi.errors import XenAPIError
 from txxapi.http import responses
+from txxapi.http.local import is_local
 
 
 class Refused(Exception):
@@ -157,7 +160,12 @@ def _identify(server, request, params):
         return Caller(server, server.sessions.create(
             "", originator="pool secret", pool=True), True)
     header = request.getHeader(b"authorization")
+    local = is_local(request)
     if header is None:
+        if local:
+            # Root on this host (txxapi.http.local).
+            return Caller(server, server.sessions.create(
+                "", originator="local socket"), True)
         raise _Unauthorised()
     header = header.decode("latin-1")
     scheme, _, data = header.partition(" ")
@@ -174,7 +182,7 @@ def _identify(server, request, params):
     peer = getattr(request.getClientAddress(), "host", "unknown")
     try:
         session = yield server.sessions.login(
-            user, password, "%s using Basic auth" % peer)
+            user, password, "%s using Basic auth" % peer, trusted=local)
     except XenAPIError:
         raise _Unauthorised()
     return Caller(server, session, True)

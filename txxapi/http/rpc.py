@@ -14,6 +14,7 @@ from txxapi.db.memory import RecordMap
 from txxapi.errors import XenAPIError
 from txxapi.forwarding.remote import GENERATION_HEADER, TASK_HEADER
 from txxapi.http import routes, streaming
+from txxapi.http.local import is_local
 from txxapi.wire import jsonrpc, shared, xmlrpc
 from txxapi.wire.errors import MalformedRequest
 
@@ -40,6 +41,8 @@ class Origin:
             return getattr(request.getClientAddress(), "host", default)
         if key == "tls":
             return request.isSecure()
+        if key == "local":
+            return is_local(request)
         if key == "user_agent":
             agent = request.getHeader(b"user-agent")
             return default if agent is None else \

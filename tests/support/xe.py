@@ -1,0 +1,142 @@
+"""
+Running ``xe`` in tests: the client as a subprocess (``python -m
+txxapi.cli``, the code of the ``xe`` console script), and a minimal
+protocol client written from the protocol's description (so a
+misunderstanding shared by both sides of the package shows).
+"""
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.servers import PASSWORD, REPO, USER, logged_in, serving
+
+BANNER = b"XenSource thin CLI protocol" + struct.pack("<ii", 0, 2)
+
+
+def module_fixtures(name):
+    """A test module's ``server`` (started in a directory named after
+    ``name``), ``api`` (an SDK session on it) and ``x`` (its xenapi)."""
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        yield from serving(tmp_path_factory, name)
+
+    @pytest.fixture(scope="module")
+    def api(server):
+        yield from logged_in(server)
+
+    @pytest.fixture
+    def x(api):
+        return api.xenapi
+    return server, api, x
+
+
+def local_socket(server):
+    return os.path.join(server.data_dir, "xapi")
+
+
+def run_xe(server, *args, home=None, env=None, auth=True, input=None,
+           cwd=None, tls=False, local=False, socket_path=""):
+    """xe run against ``server``: over TCP (with ``socket_path`` as the
+    local socket, none by default), TLS if asked, or with no -s/-p at all
+    through the server's local socket."""
+    environ = dict(os.environ, PYTHONPATH=REPO, HOME=str(home or cwd or "/"))
+    environ.pop("XE_EXTRA_ARGS", None)
+    environ.update(env or {})
+    if local:
+        conn = ["socket=" + local_socket(server)]
+    elif tls:
+        conn = ["-s", "localhost", "-p", str(server.https_port)]
+    else:
+        conn = ["-s", server.bind, "-p", str(server.http_port), "--nossl",
+                "socket=" + socket_path]
+    cred = ["-u", USER, "-pw", PASSWORD] if auth else []
+    p = subprocess.run([sys.executable, "-m", "txxapi.cli"] + list(args)
+                       + conn + cred, capture_output=True, text=True,
+                       env=environ, input=input, cwd=cwd, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+# --- a protocol client of its own --------------------------------------------
+
+def _recv(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError(data)
+        data += chunk
+    return data
+
+
+def raw_cli(server, lines, answer_banner=True, local=False):
+    """Run one command with a client written from the description:
+    (banner bytes, [messages]) where a message is (subtag, args...)."""
+    body = "\n".join(lines).encode()
+    if local:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(local_socket(server))
+    else:
+        sock = socket.create_connection(("127.0.0.1", server.http_port))
+    with sock:
+        sock.sendall(b"POST /cli HTTP/1.0\r\ncontent-length: %d\r\n\r\n"
+                     % len(body) + body)
+        banner = _recv(sock, len(BANNER))
+        if not answer_banner:
+            return banner, []
+        sock.sendall(BANNER)
+        out = []
+        while True:
+            (length,) = struct.unpack("<i", _recv(sock, 4))
+            payload = _recv(sock, length)
+            tag, sub = struct.unpack_from("<ii", payload)
+            assert tag == 9, payload
+            rest = payload[8:]
+            if sub == 4:
+                out.append((4, struct.unpack("<i", rest)[0]))
+                return banner, out
+            if sub in (0, 16):
+                (n,) = struct.unpack_from("<i", rest)
+                out.append((sub, rest[4:4 + n].decode()))
+            elif sub == 14:
+                (n,) = struct.unpack_from("<i", rest)
+                code, pos, params = rest[4:4 + n].decode(), 4 + n, []
+                (count,) = struct.unpack_from("<i", rest, pos)
+                pos += 4
+                for _ in range(count):
+                    (m,) = struct.unpack_from("<i", rest, pos)
+                    params.append(rest[pos + 4:pos + 4 + m].decode())
+                    pos += 4 + m
+                out.append((14, code, params))
+            else:
+                out.append((sub,))
+
+
+def block(*fields):
+    """A record as XAPI prints it: keys right-aligned to the longest plus
+    four, the first left-aligned; a blank line after (and the client's
+    newline)."""
+    width = 4 + max(len(k) for k, _ in fields)
+    lines = [(k.ljust(width) if i == 0 else k.rjust(width)) + ": " + v
+             for i, (k, v) in enumerate(fields)]
+    return "\n".join(lines) + "\n\n\n"
+
+
+def unescape_minimal(text):
+    items, cur, i = [], "", 0
+    while i < len(text):
+        if text[i] == "\\":
+            cur += text[i + 1]
+            i += 2
+            continue
+        if text[i] == ",":
+            items.append(cur)
+            cur = ""
+        else:
+            cur += text[i]
+        i += 1
+    return items + [cur]

@@ -1,0 +1,148 @@
+"""
+Host, PIF and pool membership commands: host-evacuate, pif-scan,
+pif-reconfigure-ip, pool-join and pool-eject, each the API call XAPI's
+CLI makes (what the API does not do yet answers NOT_IMPLEMENTED, printed
+as any API error), with XAPI's words around them.
+"""
+
+from twisted.internet import defer
+
+from txxapi.cli.generic import Command
+from txxapi.cli.records import NULL, CliFailure, parse_bool, parse_enum
+from txxapi.cli.select import do_op
+from txxapi.errors import XenAPIError
+from txxapi.pool.join import RESTART_DELAY
+
+
+def seconds(value):
+    """A number of seconds as XAPI prints its float (10. or 0.5)."""
+    text = repr(float(value))
+    return text[:-1] if text.endswith(".0") else text
+
+
+@defer.inlineCallbacks
+def host_evacuate(cli):
+    p = cli.params
+    network = NULL
+    if "network-uuid" in p:
+        network = yield cli.call("network.get_by_uuid", p["network-uuid"])
+    batch = p.get("batch-size", "0")
+    if not batch.isdigit():
+        raise CliFailure("Failed to parse parameter 'batch-size': expecting "
+                         "an unsigned integer, got %s" % batch)
+    yield do_op(cli, "host", lambda ref, r: cli.call(
+        "host.evacuate", ref, network, int(batch)),
+        ["network-uuid", "batch-size"], multiple=False)
+
+
+@defer.inlineCallbacks
+def pif_scan(cli):
+    host = yield cli.call("host.get_by_uuid", cli.params["host-uuid"])
+    yield cli.call("PIF.scan", host)
+
+
+def _any_case(params, key):
+    """XAPI reads IP= and DNS= in any case (ip=, Dns=)."""
+    for k, v in params.items:
+        if k.lower() == key.lower():
+            return v
+    return ""
+
+
+@defer.inlineCallbacks
+def pif_reconfigure_ip(cli):
+    p = cli.params
+    pif = yield cli.call("PIF.get_by_uuid", p["uuid"])
+    mode = parse_enum("ip_configuration_mode", p["mode"])
+    yield cli.call("PIF.reconfigure_ip", pif, mode, _any_case(p, "IP"),
+                   p.get("netmask", ""), p.get("gateway", ""),
+                   _any_case(p, "DNS"))
+
+
+@defer.inlineCallbacks
+def pool_join(cli):
+    p = cli.params
+    call = "pool.join_force" if parse_bool(
+        "force", p.get("force", "false")) else "pool.join"
+    try:
+        yield cli.call(call, p["master-address"], p["master-username"],
+                       p["master-password"])
+    except XenAPIError as e:
+        if e.code != "JOINING_HOST_CONNECTION_FAILED":
+            raise
+        cli.lines(["Host cannot contact destination host: connection "
+                   "refused.",
+                   "Check destination host has services running and "
+                   "accessible from this host."])
+        return
+    cli.lines(["Host agent will restart and attempt to join pool in %s "
+               "seconds..." % seconds(RESTART_DELAY)])
+
+
+@defer.inlineCallbacks
+def _lost_vdis(cli, host):
+    """'VDI: uuid (name)' of the VDIs on SRs only ``host`` sees: an
+    ejected host's local SRs are made anew."""
+    lines = []
+    pbds = yield cli.call("host.get_PBDs", host)
+    for pbd in pbds:
+        sr = yield cli.call("PBD.get_SR", pbd)
+        others = yield cli.call("SR.get_PBDs", sr)
+        hosts = []
+        for other in others:
+            h = yield cli.call("PBD.get_host", other)
+            hosts.append(h)
+        if any(h != host for h in hosts):
+            continue
+        vdis = yield cli.call("SR.get_VDIs", sr)
+        for vdi in vdis:
+            record = yield cli.call("VDI.get_record", vdi)
+            lines.append("VDI: %s (%s)" % (record["uuid"],
+                                           record["name_label"]))
+    return lines
+
+
+@defer.inlineCallbacks
+def pool_eject(cli):
+    host = yield cli.call("host.get_by_uuid", cli.params["host-uuid"])
+    if not parse_bool("force", cli.params.get("force", "false")):
+        try:
+            lost = yield _lost_vdis(cli, host)
+        except XenAPIError:
+            lost = []   # only a warning, as XAPI's
+        cli.message("WARNING: Ejecting a host from the pool will "
+                    "reinitialise that host's local SRs.")
+        cli.message("WARNING: Any data contained with the local SRs will "
+                    "be lost.")
+        if lost:
+            cli.message("The following VDI objects will be destroyed:")
+            for line in lost:
+                cli.message(line)
+        agreed = yield cli.says_yes()
+        if not agreed:
+            return
+    yield cli.call("pool.eject", host)
+    cli.lines(["Specified host will attempt to restart as a master of a "
+               "new pool in %s seconds..." % seconds(RESTART_DELAY)])
+
+
+def commands():
+    return [
+        Command("host-evacuate", host_evacuate,
+                optn=["network-uuid", "batch-size"], selectors="host",
+                help="Migrates every VM off the selected host."),
+        Command("pif-scan", pif_scan, reqd=["host-uuid"],
+                help="Looks for new physical interfaces on the host."),
+        Command("pif-reconfigure-ip", pif_reconfigure_ip,
+                reqd=["uuid", "mode"],
+                optn=["IP", "netmask", "gateway", "DNS"],
+                help="Sets the PIF's IPv4 configuration (mode= none, dhcp "
+                     "or static)."),
+        Command("pool-join", pool_join,
+                reqd=["master-address", "master-username",
+                      "master-password"], optn=["force"],
+                help="Makes this host join the pool of that master."),
+        Command("pool-eject", pool_eject, reqd=["host-uuid"],
+                help="Makes the host leave the pool (its local SRs are "
+                     "made anew); asks first unless --force."),
+    ]
