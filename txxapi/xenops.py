@@ -24,13 +24,13 @@ xapi_xenops): the only place that calls the backend.
 
 import time
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txxapi import operations, suspend_images, templates, vmspec
-from txxapi.workers import daemon_pool, stop_pool
+from txxapi.workers import Workers
 from txxapi.errors import XenAPIError
 from txxapi.events import update_changed
 from txxapi.interfaces import IXenopsBridge
@@ -68,10 +68,11 @@ class Xenops:
     """A server component wrapping the raw backend."""
 
     def __init__(self, db, identity, clock, tasks, backend, make_context,
-                 pool_size=POOL_SIZE,
-                 shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT):
+                 shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT, workers=None):
         """``make_context()``: a call context for the toolstack's own work
-        (a clean-up at start, a VM's spec at reboot)."""
+        (a clean-up at start, a VM's spec at reboot).  ``workers``: where
+        backend calls run (by default a pool of POOL_SIZE threads, inline
+        under a test Clock)."""
         self.db = db
         self.identity = identity
         self.clock = clock
@@ -80,7 +81,7 @@ class Xenops:
         self.backend = backend
         self.name = backend.name
         self.shutdown_timeout = float(shutdown_timeout)
-        self.pool = daemon_pool(0, pool_size, "xenops")
+        self.workers = workers or Workers(clock, "xenops", POOL_SIZE)
         self._inflight = {}    # VM uuid -> toolstack operations under way
         self._refreshes = {}   # VM uuid -> _Refresh
         self._acting = {}      # VM uuid -> domid whose end is being handled
@@ -97,7 +98,7 @@ class Xenops:
     # --- component lifetime ----------------------------------------------
 
     def start(self):
-        self.pool.start()
+        self.workers.start()
         self._running = True
         templates.ensure_default_templates(self.db)
         self.resync()
@@ -113,21 +114,19 @@ class Xenops:
         # Closing interrupts whatever waits in the backend, so the pool's
         # threads come back; domains live on.
         self.backend.close()
-        stop_pool(self.pool)
+        self.workers.stop()
 
     # --- calling the backend ----------------------------------------------
 
     def call(self, method, *args):
-        """Run a backend method on the pool: a Deferred of its result."""
-        return threads.deferToThreadPool(
-            self.clock, self.pool, getattr(self.backend, method),
-            *args)
+        """Run a backend method on the xenops threads: a Deferred of its
+        result."""
+        return self.workers.run(getattr(self.backend, method), *args)
 
     def run_blocking(self, fn, *args):
         """Other blocking work that belongs beside the backend's (a
         backend call with the suspend image streamed beside it)."""
-        return threads.deferToThreadPool(self.clock, self.pool, fn,
-                                         *args)
+        return self.workers.run(fn, *args)
 
     def vm_op(self, vm_ref, method, *args, task=None, cancellable=True,
               settled=None, errors=None):

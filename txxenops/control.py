@@ -22,3 +22,12 @@ class Control:
         with self.lock:
             self.cancel.clear()
             yield self
+
+
+def control_of(controls, uuid):
+    """The Control of VM ``uuid`` in the dict ``controls``, made on first
+    use (the caller holds the lock that guards the dict)."""
+    ctl = controls.get(uuid)
+    if ctl is None:
+        ctl = controls[uuid] = Control(uuid)
+    return ctl

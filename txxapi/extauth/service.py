@@ -11,19 +11,20 @@ SUBJECT_CANNOT_BE_RESOLVED, a failing directory AUTH_SERVICE_ERROR.
 import json
 import os
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from txxapi.api.rbac import permissions_of
 from txxapi.errors import XenAPIError
 from txxapi.extauth.pam import AuthFailure, NotResolved, PamDirectory
-from txxapi.workers import daemon_pool, stop_pool
+from txxapi.workers import Workers
 
 log = Logger()
 
 AD = "AD"
 AD_UNAVAILABLE = "Active Directory is not available on this host"
 AD_SECRET = "extauth-ad.secret"
+MAX_THREADS = 4
 
 # The fields whose value "false", and only that, leaves an account usable.
 SUSPENSION_FIELDS = ("subject-account-disabled", "subject-account-expired",
@@ -41,7 +42,9 @@ class LoginRefused(Exception):
 
 class ExternalAuth:
     def __init__(self, db, identity, reactor, checkers, data_dir,
-                 ad_settings=None, max_threads=4):
+                 ad_settings=None, workers=None):
+        """``workers``: where directory look-ups run (by default a pool of
+        MAX_THREADS threads, inline under a test Clock)."""
         self.db = db
         self.identity = identity
         self.reactor = reactor
@@ -50,13 +53,10 @@ class ExternalAuth:
         ad = _active_directory(ad_settings)
         if ad is not None:
             self.directories[AD] = ad
-        self.pool = daemon_pool(0, max_threads, "extauth")
-        self._started = False
+        self.workers = workers or Workers(reactor, "extauth", MAX_THREADS)
 
     def start(self):
-        if not self._started:
-            self._started = True
-            self.pool.start()
+        self.workers.start()
 
     def restore(self):
         """After a restart: the directory this host had joined."""
@@ -73,13 +73,11 @@ class ExternalAuth:
                                      password)
 
     def stop(self):
-        if self._started:
-            self._started = False
-            stop_pool(self.pool)
+        self.workers.stop()
 
     def _blocking(self, fn, *args):
         self.start()
-        return threads.deferToThreadPool(self.reactor, self.pool, fn, *args)
+        return self.workers.run(fn, *args)
 
     # -- which directory --------------------------------------------------------
 

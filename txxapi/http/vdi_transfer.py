@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txxapi.api.context import Context
+from txxapi.backpressure import PausableReading
 from txxapi.errors import XenAPIError
 from txxapi.http import responses
 from txxapi.http.auth import Params, Refused, authenticate, version_of
@@ -175,7 +176,7 @@ class Transfer:
         self._fail(XenAPIError("TASK_CANCELLED", self.task))
 
 
-class Upload(Transfer):
+class Upload(Transfer, PausableReading):
     """PUT /import_raw_vdi, fed by the request as the body arrives."""
 
     realm = "VDI.import"
@@ -191,23 +192,10 @@ class Upload(Transfer):
         self._pending_size = 0
         self._writing = False
         self._complete = False
-        self._paused = False
         # Nothing is read until the request is known to be acceptable.
-        self._pause()
+        self._pause_reading()
         d = self._prepare()
         d.addErrback(self._fail)
-
-    # --- flow control -------------------------------------------------------
-
-    def _pause(self):
-        if not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
-
-    def _resume(self):
-        if self._paused:
-            self._paused = False
-            self.transport.resumeProducing()
 
     def data(self, data):
         """A piece of the body (from XapiRequest.handleContentChunk)."""
@@ -235,7 +223,7 @@ class Upload(Transfer):
             return
         if self.session is None or self._writing:
             if self._pending_size >= WRITE_CHUNK:
-                self._pause()
+                self._pause_reading()
             return
         if self._pending_size >= WRITE_CHUNK or \
                 (self._complete and self._pending):
@@ -249,11 +237,11 @@ class Upload(Transfer):
             d.addCallbacks(self._written, self._fail)
             if not self._complete:
                 # Gather the next write while this one runs.
-                self._resume()
+                self._resume_reading()
         elif self._complete:
             self._finish()
         else:
-            self._resume()
+            self._resume_reading()
 
     def _written(self, _):
         self._writing = False

@@ -11,10 +11,10 @@ configurations); sampling, archiving and saving run on the component's
 own thread pool, and so do the readers (HTTP, API) through ``run``.
 """
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from txxapi.workers import daemon_pool, stop_pool
+from txxapi.workers import Workers
 from txxapi.metrics import perfmon, sources, storage
 from txxapi.metrics.store import HOST, SR, VM, MetricsStore
 from txxapi.values import NULL_REF
@@ -22,6 +22,7 @@ from txxapi.values import NULL_REF
 log = Logger()
 
 MIB = 1024 * 1024
+MAX_THREADS = 4
 SAVE_INTERVAL = 300.0
 # The longest the server's listeners wait for the first sample.
 FIRST_SAMPLE_WAIT = 10.0
@@ -69,7 +70,11 @@ class SrTraffic:
 
 class Metrics:
     def __init__(self, db, identity, clock, xenops, messages, data_dir,
-                 step=5, save_interval=SAVE_INTERVAL, scrape_token=None):
+                 step=5, save_interval=SAVE_INTERVAL, scrape_token=None,
+                 workers=None):
+        """``workers``: where sampling, archiving and reading run (by
+        default a pool of MAX_THREADS threads, inline under a test
+        Clock)."""
         self.db = db
         self.identity = identity
         self.clock = clock
@@ -84,7 +89,7 @@ class Metrics:
         self.perfmon = perfmon.Perfmon(self.step)
         self.traffic = SrTraffic()
         self.unavailable = {}
-        self.pool = daemon_pool(0, 4, "metrics")
+        self.workers = workers or Workers(clock, "metrics", MAX_THREADS)
         self._sampling = None
         self._saving = None
         self._sampled = False
@@ -94,7 +99,7 @@ class Metrics:
     # --- lifetime --------------------------------------------------------------
 
     def start(self):
-        self.pool.start()
+        self.workers.start()
         # Read once, before anything is served (as the message store
         # reads its file).
         saved = storage.load(self.path)
@@ -128,7 +133,7 @@ class Metrics:
         try:
             yield self.save()
         finally:
-            stop_pool(self.pool)
+            self.workers.stop()
 
     def first_sample(self, timeout=FIRST_SAMPLE_WAIT):
         """A Deferred that fires once the first sample since the start has
@@ -145,7 +150,7 @@ class Metrics:
 
     def run(self, fn, *args):
         """``fn(*args)`` on the metrics threads (a Deferred)."""
-        return threads.deferToThreadPool(self.clock, self.pool, fn, *args)
+        return self.workers.run(fn, *args)
 
     # --- one sample --------------------------------------------------------------
 

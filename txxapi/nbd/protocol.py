@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txstorage import qemu
+from txxapi.backpressure import PausableReading
 from txxapi.datamodel.permissions import HTTP_PREFIX
 from txxapi.errors import XenAPIError
 from txxapi.nbd.info import tls_policy
@@ -101,7 +102,7 @@ class Refusal(Exception):
 
 
 @implementer(IPushProducer)
-class NBDServerProtocol(protocol.Protocol):
+class NBDServerProtocol(protocol.Protocol, PausableReading):
 
     def __init__(self, service):
         self.service = service
@@ -416,16 +417,6 @@ class NBDServerProtocol(protocol.Protocol):
         self._requests.append((cmd, handle, offset, length))
         self._serve()
         return True
-
-    def _pause_reading(self):
-        if not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pauseProducing()
-
-    def _resume_reading(self):
-        if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resumeProducing()
 
     def _serve(self):
         """Start queued requests while the limits allow: reads in batches

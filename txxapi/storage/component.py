@@ -14,8 +14,7 @@ here.
 import os
 import threading
 
-from twisted.internet import defer, threads
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -29,7 +28,7 @@ from txxapi.storage.datapath import DataPaths
 from txxapi.storage.srs import SRRecords
 from txxapi.storage.vdi_ops import VDIOperations
 from txxapi.storage.vdi_records import VDIRecords
-from txxapi.workers import daemon_pool, stop_pool
+from txxapi.workers import Workers
 
 log = Logger()
 
@@ -44,7 +43,9 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
     records of storage objects."""
 
     def __init__(self, db, identity, clock, tasks, local_sr_dir=None,
-                 iso_dir=None, pool_size=POOL_SIZE):
+                 iso_dir=None, workers=None):
+        """``workers``: where driver calls run (by default a pool of
+        POOL_SIZE threads, inline under a test Clock)."""
         self.db = db
         self.identity = identity
         self.clock = clock
@@ -52,9 +53,7 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
         self.local_sr_dir = local_sr_dir or os.path.join(identity.data_dir,
                                                          "sr")
         self.iso_dir = iso_dir or None
-        self.pool = daemon_pool(0, pool_size, "storage")
-        # A reactor without threads (a test Clock) runs driver calls inline.
-        self._inline = not IReactorThreads.providedBy(clock)
+        self.workers = workers or Workers(clock, "storage", POOL_SIZE)
         self.drivers = {}
         self._claims = {}          # (SR uuid, VDI location) -> {key: rw}
         self._claim_lock = threading.Lock()
@@ -71,8 +70,7 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
         host_uuid = self.db.fields("host", self.identity.host_ref)["uuid"]
         self.drivers = {t: self._make_driver(cls, host_uuid)
                         for t, cls in DRIVERS.items()}
-        if not self._inline:
-            self.pool.start()
+        self.workers.start()
         self._running = True
         self.db.listeners.append(self._changed)
         self._register_sm()
@@ -94,8 +92,7 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
                 yield session.abort()
             except Exception:
                 log.failure("aborting a transfer at stop")
-        if not self._inline:
-            stop_pool(self.pool)
+        self.workers.stop()
 
     @staticmethod
     def _make_driver(cls, host_uuid):
@@ -105,11 +102,9 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
         return cls(host=host_uuid)
 
     def run(self, fn, *args, **kw):
-        """Run blocking storage work on the pool: a Deferred."""
-        if self._inline:
-            return defer.maybeDeferred(fn, *args, **kw)
-        return threads.deferToThreadPool(self.clock, self.pool, fn,
-                                         *args, **kw)
+        """Run blocking storage work on the storage threads: a
+        Deferred."""
+        return self.workers.run(fn, *args, **kw)
 
 
     def _plug_all(self):

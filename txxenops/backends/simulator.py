@@ -49,7 +49,7 @@ from zope.interface import implementer
 
 from txxenops.backends import simload
 from txxenops.backends.simconsole import ConsoleServer
-from txxenops.control import Control
+from txxenops.control import control_of
 from txxenops.errors import (
     BackendUnavailable, BadDomainState, Cancelled, DeviceError, DomainNotFound,
     ImageError, InvalidSpec, MigrationError, NotEnoughMemory, ShutdownTimeout,
@@ -948,10 +948,7 @@ class SimulatorBackend:
     def _control(self, uuid):
         with self._lock:
             self._check_open()
-            ctl = self._controls.get(uuid)
-            if ctl is None:
-                ctl = self._controls[uuid] = Control(uuid)
-            return ctl
+            return control_of(self._controls, uuid)
 
     def _check_open(self):
         if self._closed:
