@@ -31,6 +31,7 @@ from txxapi import tls
 from txxapi.auth.checkers import PAMChecker, PasswdFileChecker
 from txxapi.auth.realm import make_portal
 from txxapi.db.persist import open_persistence
+from txxapi.http.rpc_channel import RPCFactory
 from txxapi.http.site import make_site
 from txxapi.nbd.service import NBDService
 from txxapi.server import Server
@@ -175,6 +176,8 @@ class XapiService(service.MultiService):
             header_total_timeout=float(s["header-total-timeout"]),
             max_connections_per_client=int(
                 s["max-connections-per-client"]))
+        if s["rpc-http"] == "direct":
+            site = RPCFactory(site)
         bind = s["bind"]
         cert = key = None
         if int(s["http-port"]):

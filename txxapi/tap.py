@@ -40,6 +40,10 @@ class Options(usage.Options):
          "Seconds a request's header may take in all (60)."],
         ["max-connections-per-client", None, None,
          "Connections one client address may hold open (1000; 0: no cap)."],
+        ["rpc-http", None, None,
+         "'direct' (default): RPC calls are read and answered without "
+         "twisted.web's Request; 'twisted-web': every request through "
+         "twisted.web."],
         ["simulator-memory", None, None,
          "Memory of the simulated host in bytes (64 GiB)."],
         ["simulator-op-time", None, None,
@@ -83,6 +87,9 @@ class Options(usage.Options):
                     "metrics-interval"):
             if not self.settings[key].isdigit():
                 raise usage.UsageError("--%s must be a number" % key)
+        if self.settings["rpc-http"] not in ("direct", "twisted-web"):
+            raise usage.UsageError("--rpc-http must be 'direct' or "
+                                   "'twisted-web'")
         if int(self.settings["metrics-interval"]) < 1:
             raise usage.UsageError("--metrics-interval must be at least 1")
         for key in ("simulator-op-time", "shutdown-timeout",
