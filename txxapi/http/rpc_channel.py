@@ -25,7 +25,11 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
-from twisted.web import http, server
+from twisted.web import server
+# Names, not attributes of the module: twisted.web.http is wrapped in a
+# proxy (for its deprecated names) that makes every attribute read slow.
+from twisted.web.http import (
+    INTERNAL_SERVER_ERROR, OK, RESPONSES, datetimeToString, toChunk)
 from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 from zope.interface import implementer
 
@@ -65,7 +69,7 @@ def http_date(now):
     """twisted.web's Date value, formatted once a second."""
     second = int(now)
     if _date[0] != second:
-        _date[:] = [second, http.datetimeToString(second)]
+        _date[:] = [second, datetimeToString(second)]
     return _date[1]
 
 
@@ -149,7 +153,7 @@ class RPCRequest:
         self.persistent = head.persistent
         self.content = io.BytesIO(body)
         self._in = head.headers
-        self.code = http.OK
+        self.code = OK
         out = self._out = {}
         if head.close:
             out[b"Connection"] = b"close"
@@ -188,7 +192,7 @@ class RPCRequest:
         if self.startedWriting:
             if data:
                 if self.chunked:
-                    transport.writeSequence(http.toChunk(data))
+                    transport.writeSequence(toChunk(data))
                 else:
                     transport.write(data)
             return
@@ -200,12 +204,12 @@ class RPCRequest:
             out[b"Transfer-Encoding"] = b"chunked"
             self.chunked = True
         lines = [self.clientproto, b" %d " % self.code,
-                 http.RESPONSES.get(self.code, b"Unknown Status"), b"\r\n"]
+                 RESPONSES.get(self.code, b"Unknown Status"), b"\r\n"]
         for name, value in out.items():
             lines += (name, b": ", value, b"\r\n")
         lines.append(b"\r\n")
         if data:
-            lines.extend(http.toChunk(data) if self.chunked else (data,))
+            lines.extend(toChunk(data) if self.chunked else (data,))
         transport.write(b"".join(lines))
 
     def finish(self):
@@ -226,7 +230,7 @@ class RPCRequest:
     def processing_failed(self, failure):
         """twisted.web's answer to a resource that raised."""
         log.failure("", failure=failure)
-        self.setResponseCode(http.INTERNAL_SERVER_ERROR)
+        self.setResponseCode(INTERNAL_SERVER_ERROR)
         self.setHeader(b"Content-Type", b"text/html")
         self.setHeader(b"Content-Length", b"%d" % len(PROCESSING_FAILED))
         self.write(PROCESSING_FAILED)
@@ -318,7 +322,8 @@ class RPCChannel(protocol.Protocol):
                     if head is None or head.length > self.factory.max_rpc_size:
                         self._hand_off(data)
                         return
-                    self._clock.stop()
+                    if self._clock.running:
+                        self._clock.stop()
                     self._head = head
                     if head.expect:
                         self.transport.write(CONTINUE)
