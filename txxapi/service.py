@@ -103,9 +103,15 @@ class StepService(service.Service):
         return defer.maybeDeferred(self._stop)
 
 
+# Connections the kernel queues before they are accepted: Twisted's 50
+# drops the SYNs of a thousand clients connecting at once, which then
+# retry after one and three seconds.
+LISTEN_BACKLOG = 1024
+
+
 def http_endpoint(port, bind):
     """The endpoint string of the plain listener."""
-    description = "tcp:%d" % port
+    description = "tcp:%d:backlog=%d" % (port, LISTEN_BACKLOG)
     if bind:
         description += ":interface=" + endpoints.quoteStringArgument(bind)
     return description
@@ -188,7 +194,8 @@ class XapiService(service.MultiService):
             cert, key = self._certificate(data_dir)
             endpoint = endpoints.SSL4ServerEndpoint(
                 self.reactor, int(s["https-port"]),
-                tls.server_context_factory(cert, key), interface=bind)
+                tls.server_context_factory(cert, key),
+                backlog=LISTEN_BACKLOG, interface=bind)
             self._listener("https", StreamServerEndpointService(endpoint,
                                                                 site))
         if int(s["nbd-port"]):
