@@ -24,6 +24,7 @@ DEFAULTS = {
     "header-read-timeout": "10",
     "header-total-timeout": "60",
     "max-connections-per-client": "1000",
+    "rpc-http": "direct",
     "simulator-memory": str(64 * 1024 ** 3),
     "simulator-op-time": "0.05",
     "shutdown-timeout": "1200",

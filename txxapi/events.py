@@ -53,6 +53,7 @@ NEXT_BETWEEN = 0.05
 DEFAULT_TIMEOUT = 86400.0  # when the timeout is not a usable number
 NEXT_QUEUE_BYTES = 10000000  # per registered session, serialized size
 INT64_MAX = (1 << 63) - 1
+WATCHED_CACHE = 1024       # distinct class lists remembered
 
 MESSAGE = "message"
 
@@ -176,12 +177,10 @@ class _FromCall:
                  "msg_since", "d", "timer", "deadline", "expired",
                  "watching", "done")
 
-    def __init__(self, hub, session, subs, since, msg_since):
+    def __init__(self, hub, session, watched, since, msg_since):
         self.hub = hub
         self.session = session
-        self.subs = subs
-        self.tables = hub.tables_for(subs)
-        self.keys = subs.keys()
+        self.subs, self.tables, self.keys = watched
         self.since = since
         self.msg_since = msg_since
         self.d = defer.Deferred(self._cancelled)
@@ -283,6 +282,9 @@ class EventHub:
         self._pending = []     # sets of woken calls, collected together
         self._flush_timer = None
         self._replies = None   # while flushing: window -> reply
+        # Class lists -> (Subscription, tables, wake-up keys): watchers
+        # re-enter with the same list, over and over.
+        self._watched = {}
         self._log_floor = 0
         # Per-generation caches shared by the calls woken together.
         self._cache_gen = -1
@@ -402,10 +404,23 @@ class EventHub:
         return [(lower, table) for lower, table in self.event_tables.items()
                 if subs.table_matches(lower)]
 
+    def watched(self, classes):
+        """(Subscription, tables, wake-up keys) of a list of classes."""
+        key = tuple(classes)
+        found = self._watched.get(key)
+        if found is None:
+            subs = Subscription.parse(classes)
+            found = (subs, self.tables_for(subs), subs.keys())
+            if len(self._watched) >= WATCHED_CACHE:
+                self._watched.clear()
+            self._watched[key] = found
+        return found
+
     def event_from(self, session, classes, token, timeout):
-        subs = Subscription.parse(classes)
+        watched = self.watched(classes)
+        subs = watched[0]
         since, msg_since = parse_token(token)
-        call = _FromCall(self, session, subs, since, msg_since)
+        call = _FromCall(self, session, watched, since, msg_since)
         self._by_session.setdefault(session, set()).add(call)
         delay = FROM_TASK_DELAY if subs.task_only else FROM_DELAY
         call.timer = self.reactor.callLater(delay, call.collect)

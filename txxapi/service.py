@@ -40,6 +40,7 @@ from txxapi.auth.checkers import PAMChecker, PasswdFileChecker
 from txxapi.auth.realm import make_portal
 from txxapi.config import read_token
 from txxapi.db.persist import open_persistence
+from txxapi.http.rpc_channel import RPCFactory
 from txxapi.http.site import make_site
 from txxapi.nbd.service import NBDService
 from txxapi.pool import database as pool_db
@@ -115,9 +116,15 @@ class StepService(service.Service):
         return defer.maybeDeferred(self._stop)
 
 
+# Connections the kernel queues before they are accepted: Twisted's 50
+# drops the SYNs of a thousand clients connecting at once, which then
+# retry after one and three seconds.
+LISTEN_BACKLOG = 1024
+
+
 def http_endpoint(port, bind):
     """The endpoint string of the plain listener."""
-    description = "tcp:%d" % port
+    description = "tcp:%d:backlog=%d" % (port, LISTEN_BACKLOG)
     if bind:
         description += ":interface=" + endpoints.quoteStringArgument(bind)
     return description
@@ -203,6 +210,8 @@ class XapiService(service.MultiService):
             header_total_timeout=float(s["header-total-timeout"]),
             max_connections_per_client=int(
                 s["max-connections-per-client"]))
+        if s["rpc-http"] == "direct":
+            site = RPCFactory(site)
         bind = s["bind"]
         cert = key = None
         if int(s["http-port"]):
@@ -213,7 +222,8 @@ class XapiService(service.MultiService):
             cert, key = self._certificate(data_dir)
             endpoint = endpoints.SSL4ServerEndpoint(
                 self.reactor, int(s["https-port"]),
-                tls.server_context_factory(cert, key), interface=bind)
+                tls.server_context_factory(cert, key),
+                backlog=LISTEN_BACKLOG, interface=bind)
             self._listener("https", StreamServerEndpointService(endpoint,
                                                                 site))
         socket_path = local_socket_path(s)

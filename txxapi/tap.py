@@ -45,6 +45,10 @@ class Options(usage.Options):
          "Seconds a request's header may take in all (60)."],
         ["max-connections-per-client", None, None,
          "Connections one client address may hold open (1000; 0: no cap)."],
+        ["rpc-http", None, None,
+         "'direct' (default): RPC calls are read and answered without "
+         "twisted.web's Request; 'twisted-web': every request through "
+         "twisted.web."],
         ["simulator-memory", None, None,
          "Memory of the simulated host in bytes (64 GiB)."],
         ["simulator-op-time", None, None,
@@ -97,6 +101,9 @@ class Options(usage.Options):
                     "metrics-interval", "nbd-requests-in-flight"):
             if not self.settings[key].isdigit():
                 raise usage.UsageError("--%s must be a number" % key)
+        if self.settings["rpc-http"] not in ("direct", "twisted-web"):
+            raise usage.UsageError("--rpc-http must be 'direct' or "
+                                   "'twisted-web'")
         for key in ("metrics-interval", "nbd-requests-in-flight"):
             if int(self.settings[key]) < 1:
                 raise usage.UsageError("--%s must be at least 1" % key)

@@ -57,14 +57,63 @@ class ClientConnections:
             self._refusing.discard(client)
 
 
+class HeaderClock:
+    """The two timers of a request's header on one connection: the gap
+    between its bytes and its whole time; ``on_timeout`` when either
+    runs out."""
+
+    __slots__ = ("_call_later", "_site", "_on_timeout", "_read_call",
+                 "_total_call")
+
+    def __init__(self, call_later, site, on_timeout):
+        self._call_later = call_later
+        self._site = site
+        self._on_timeout = on_timeout
+        self._read_call = self._total_call = None
+
+    @property
+    def running(self):
+        return self._read_call is not None
+
+    def start(self):
+        self._read_call = self._call_later(self._site.header_read_timeout,
+                                           self._expired)
+        self._total_call = self._call_later(self._site.header_total_timeout,
+                                            self._expired)
+
+    def touch(self):
+        """A byte of the header arrived."""
+        if self._read_call is not None:
+            self._read_call.reset(self._site.header_read_timeout)
+
+    def stop(self):
+        for call in (self._read_call, self._total_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._read_call = self._total_call = None
+
+    def _expired(self):
+        self.stop()
+        self._on_timeout()
+
+
+def refuse_slow_header(transport, call_later):
+    """Answer XAPI's 408 and close; the call that cuts the connection if
+    the close does not complete soon (a TLS client that never made its
+    handshake never acknowledges one)."""
+    transport.write(responses.request_timeout())
+    abort = call_later(CLOSE_GRACE, transport.abortConnection)
+    transport.loseConnection()
+    return abort
+
+
 class LimitedChannel(http.HTTPChannel):
     """An HTTPChannel under its site's header timeouts and per-client cap
     (the site's header_read_timeout, header_total_timeout and
     client_connections)."""
 
     _client = None
-    _read_call = None
-    _total_call = None
+    _clock = None
 
     def connectionMade(self):
         http.HTTPChannel.connectionMade(self)
@@ -73,11 +122,14 @@ class LimitedChannel(http.HTTPChannel):
             self.transport.abortConnection()
             return
         self._client = client
+        self._clock = HeaderClock(self.callLater, self.site,
+                                  self._header_timed_out)
         self._begin_header()
 
     def dataReceived(self, data):
-        if self._read_call is not None:
-            self._read_call.reset(self.site.header_read_timeout)
+        clock = self._clock
+        if clock is not None and clock.running:
+            clock.touch()
         elif self.line_mode and not self._handlingRequest:
             self._begin_header()    # the first byte of the next request
         http.HTTPChannel.dataReceived(self, data)
@@ -97,22 +149,16 @@ class LimitedChannel(http.HTTPChannel):
         if self._client is None or \
                 getattr(self.transport, "disconnecting", False):
             return
-        self._read_call = self.callLater(self.site.header_read_timeout,
-                                         self._header_timed_out)
-        self._total_call = self.callLater(self.site.header_total_timeout,
-                                          self._header_timed_out)
+        self._clock.start()
 
     def _end_header(self):
-        for call in (self._read_call, self._total_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._read_call = self._total_call = None
+        if self._clock is not None:
+            self._clock.stop()
 
     def _header_timed_out(self):
-        self._end_header()
         self.transport.write(responses.request_timeout())
-        # Cut if the close does not complete soon (a TLS client that never
-        # made its handshake never acknowledges one).
+        # Cut if the close does not complete soon (see refuse_slow_header);
+        # HTTPChannel cancels _abortingCall when the connection goes.
         self._abortingCall = self.callLater(CLOSE_GRACE,
                                             self.forceAbortClient)
         self.loseConnection()
