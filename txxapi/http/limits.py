@@ -57,6 +57,12 @@ class ClientConnections:
             self._refusing.discard(client)
 
 
+def client_key(address):
+    """Whose connections an address counts among: its host, or one key
+    for every caller on the local Unix socket."""
+    return getattr(address, "host", None) or "local"
+
+
 class HeaderClock:
     """The two timers of a request's header on one connection: the gap
     between its bytes and its whole time; ``on_timeout`` when either
@@ -117,7 +123,7 @@ class LimitedChannel(http.HTTPChannel):
 
     def connectionMade(self):
         http.HTTPChannel.connectionMade(self)
-        client = getattr(self.transport.getPeer(), "host", None)
+        client = client_key(self.transport.getPeer())
         if not self.site.client_connections.admit(client):
             self.transport.abortConnection()
             return

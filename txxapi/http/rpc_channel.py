@@ -178,6 +178,10 @@ class RPCRequest:
     def isSecure(self):
         return self.channel.secure
 
+    def getHost(self):
+        # The local Unix socket's trust is read off it (txxapi.http.local).
+        return self.channel.transport.getHost()
+
     def notifyFinish(self):
         d = defer.Deferred()
         self._finish_waiters.append(d)
@@ -270,7 +274,7 @@ class RPCChannel(protocol.Protocol):
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
         site = self.factory.site
-        client = getattr(self.peer, "host", None)
+        client = limits.client_key(self.peer)
         if not site.client_connections.admit(client):
             transport.abortConnection()
             return
