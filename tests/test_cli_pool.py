@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.support.pool import PoolHosts
+from tests.support.pool import PoolHosts, started_pool
 from tests.support.servers import PASSWORD, USER
 from tests.support.xe import run_xe
 
@@ -20,9 +20,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    hosts = PoolHosts(str(tmp_path_factory.mktemp("clipool")), 2).start()
-    yield hosts
-    hosts.stop()
+    yield from started_pool(str(tmp_path_factory.mktemp("clipool")), 2)
 
 
 def uuids(host):
@@ -54,6 +52,17 @@ def test_join_then_eject(pool):
         1, "", "Error code: UUID_INVALID\nError parameters: VM, nope\n")
     assert run_xe(joiner, "vm-nope", local=True, auth=False)[2] == \
         "Unknown command: vm-nope\nFor usage run: 'xe help'\n"
+    # The mastership moves to the joiner and back.
+    [master_uuid] = [u for u in uuids(master) if u != joiner_uuid]
+    for new, old, new_uuid in ((joiner, master, joiner_uuid),
+                               (master, joiner, master_uuid)):
+        assert run_xe(old, "pool-designate-new-master",
+                      "host-uuid=" + new_uuid) == (0, "", "")
+        PoolHosts.restart_together([old, new])
+        assert run_xe(old, "host-list") == (
+            1, "", "Error code: HOST_IS_SLAVE\nError parameters: %s\n"
+            % new.address)
+        assert uuids(new) == sorted([master_uuid, joiner_uuid])
     assert run_xe(master, "pool-eject", "host-uuid=" + joiner_uuid,
                   "--force") == (
         0, "Specified host will attempt to restart as a master of a new "

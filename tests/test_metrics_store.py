@@ -17,7 +17,6 @@ from txxapi.metrics import perfmon, sources, storage
 from txxapi.metrics.rrd import UnknownSource
 from txxapi.metrics.store import HOST, VM, MetricsStore
 from txxapi.metrics.collector import Metrics
-from txxapi.workers import stop_pool
 from txxenops.backends.simulator import SimulatorBackend
 from txxenops.types import DomainStats, HostStats
 
@@ -152,7 +151,7 @@ def held(tmp_path):
     for metrics in made:
         for loop in metrics._loops:
             loop.stop()
-        stop_pool(metrics.pool)
+        metrics.workers.stop()
 
 
 def test_the_listeners_wait_for_the_first_sample(held):

@@ -15,7 +15,7 @@ import pytest
 import XenAPI
 
 from tests.support.api import failure, wait_until
-from tests.support.pool import PoolHosts, host_address
+from tests.support.pool import host_address, started_pool
 from tests.support.servers import PASSWORD, REPO, USER
 from tests.test_vm_lifecycle import new_vm
 from tests.test_xo_connector import XO_DIR, xo_connector  # noqa: F401
@@ -26,9 +26,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    hosts = PoolHosts(str(tmp_path_factory.mktemp("pool")), 3).start()
-    yield hosts
-    hosts.stop()
+    yield from started_pool(str(tmp_path_factory.mktemp("pool")), 3)
 
 
 @pytest.fixture(scope="module")

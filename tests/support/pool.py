@@ -99,6 +99,16 @@ class PoolHosts:
         joiner.restart()
 
 
+def started_pool(base, count):
+    """A generator for a module fixture: ``count`` hosts, each the master
+    of its own pool; all stopped afterwards."""
+    hosts = PoolHosts(base, count).start()
+    try:
+        yield hosts
+    finally:
+        hosts.stop()
+
+
 def joined_pool(base, count, extra_args=()):
     """A generator for a module fixture: ``count`` hosts, the first the
     master and every other joined to it; all stopped afterwards."""

@@ -126,6 +126,21 @@ def pool_eject(cli):
                "new pool in %s seconds..." % seconds(RESTART_DELAY)])
 
 
+@defer.inlineCallbacks
+def pool_designate_new_master(cli):
+    host = yield cli.call("host.get_by_uuid", cli.params["host-uuid"])
+    yield cli.call("pool.designate_new_master", host)
+
+
+@defer.inlineCallbacks
+def pool_recover_slaves(cli):
+    hosts = yield cli.call("pool.recover_slaves")
+    recovered = []
+    for host in hosts:
+        recovered.append((yield cli.call("host.get_uuid", host)))
+    cli.lines(recovered)
+
+
 def commands():
     return [
         Command("host-evacuate", host_evacuate,
@@ -142,6 +157,13 @@ def commands():
                 reqd=["master-address", "master-username",
                       "master-password"], optn=["force"],
                 help="Makes this host join the pool of that master."),
+        Command("pool-designate-new-master", pool_designate_new_master,
+                reqd=["host-uuid"],
+                help="Makes the host the pool's master; every host "
+                     "restarts in its new role."),
+        Command("pool-recover-slaves", pool_recover_slaves,
+                help="On a master that took over: points every other host "
+                     "it reaches at it, and lists those."),
         Command("pool-eject", pool_eject, reqd=["host-uuid"],
                 help="Makes the host leave the pool (its local SRs are "
                      "made anew); asks first unless --force."),
