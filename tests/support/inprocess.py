@@ -4,6 +4,8 @@ no threads, time advanced by hand.  For unit tests of dispatch, sessions,
 tasks and events.
 """
 
+import threading
+
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet.task import Clock
 
@@ -16,10 +18,26 @@ USER, PASSWORD = "root", "secret"
 
 
 class ClockReactor(Clock):
-    """A Clock that also answers the few reactor calls the server makes."""
+    """A Clock that also answers the few reactor calls the server makes.
+    A call from another thread runs at once, but never while the test's
+    thread is scheduling or advancing: one lock keeps the Clock's list of
+    calls in one thread's hands at a time."""
+
+    def __init__(self):
+        Clock.__init__(self)
+        self._lock = threading.RLock()
 
     def callFromThread(self, f, *args, **kw):
-        f(*args, **kw)
+        with self._lock:
+            f(*args, **kw)
+
+    def callLater(self, delay, f, *args, **kw):
+        with self._lock:
+            return Clock.callLater(self, delay, f, *args, **kw)
+
+    def advance(self, amount):
+        with self._lock:
+            Clock.advance(self, amount)
 
     def getThreadPool(self):
         raise RuntimeError("no threads in clock-driven tests")
