@@ -14,6 +14,8 @@ import sys
 import pytest
 
 from tests.support.servers import PASSWORD, REPO, USER, logged_in, serving
+from txxapi.cli.errors import DESCRIPTIONS
+from txxapi.datamodel import MODEL
 
 BANNER = b"XenSource thin CLI protocol" + struct.pack("<ii", 0, 2)
 
@@ -59,6 +61,18 @@ def run_xe(server, *args, home=None, env=None, auth=True, input=None,
                        + conn + cred, capture_output=True, text=True,
                        env=environ, input=input, cwd=cwd, timeout=120)
     return p.returncode, p.stdout, p.stderr
+
+
+def api_error(code, *params):
+    """What xe prints for an API error: the sentence of the CLI's table
+    and a line per parameter named as the datamodel names it; the
+    client's generic form for a code without a sentence."""
+    if code not in DESCRIPTIONS:
+        return "Error code: %s\nError parameters: %s\n" % (
+            code, ", ".join(params))
+    names = MODEL.errors[code]
+    return DESCRIPTIONS[code] + "\n" + "".join(
+        "%s: %s\n" % pair for pair in zip(names, params))
 
 
 # --- a protocol client of its own --------------------------------------------

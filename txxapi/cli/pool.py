@@ -1,6 +1,8 @@
 """
 Host, PIF and pool membership commands: host-evacuate, pif-scan,
-pif-reconfigure-ip, pool-join and pool-eject, each the API call XAPI's
+pif-reconfigure-ip, pool-join and pool-eject, the moves of the
+mastership (designate, and the emergency commands a slave runs itself
+when its master is gone), each the API call XAPI's
 CLI makes (what the API does not do yet answers NOT_IMPLEMENTED, printed
 as any API error), with XAPI's words around them.
 """
@@ -133,6 +135,26 @@ def pool_designate_new_master(cli):
 
 
 @defer.inlineCallbacks
+def pool_emergency_transition_to_master(cli):
+    if cli.server.identity.is_master and not parse_bool(
+            "force", cli.params.get("force", "false")):
+        cli.lines(["Host agent is already master. Use '--force' to execute "
+                   "the operation anyway."])
+        return
+    yield cli.call("pool.emergency_transition_to_master")
+    cli.lines(["Host agent will restart and transition to master in %s "
+               "seconds..." % seconds(RESTART_DELAY)])
+
+
+@defer.inlineCallbacks
+def pool_emergency_reset_master(cli):
+    address = cli.params["master-address"]
+    yield cli.call("pool.emergency_reset_master", address)
+    cli.lines(["Host agent will restart and become slave of %s in %s "
+               "seconds..." % (address, seconds(RESTART_DELAY))])
+
+
+@defer.inlineCallbacks
 def pool_recover_slaves(cli):
     hosts = yield cli.call("pool.recover_slaves")
     recovered = []
@@ -161,6 +183,15 @@ def commands():
                 reqd=["host-uuid"],
                 help="Makes the host the pool's master; every host "
                      "restarts in its new role."),
+        Command("pool-emergency-transition-to-master",
+                pool_emergency_transition_to_master, optn=["force"],
+                local=True,
+                help="Run on a slave whose master is gone: the host makes "
+                     "itself the master (on a master only with --force)."),
+        Command("pool-emergency-reset-master", pool_emergency_reset_master,
+                reqd=["master-address"], local=True,
+                help="Run on a slave: points it at the master at that "
+                     "address (it restarts as that master's slave)."),
         Command("pool-recover-slaves", pool_recover_slaves,
                 help="On a master that took over: points every other host "
                      "it reaches at it, and lists those."),

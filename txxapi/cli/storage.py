@@ -77,7 +77,7 @@ def commands():
                 help="Creates an SR and its PBDs (device-config:key=value "
                      "pairs; key-filename=FILE reads the value from a "
                      "file); prints its uuid."),
-        Command("sr-scan", on_uuid("SR.scan"), reqd=["uuid"],
+        Command("sr-scan", on_uuid("SR.scan", task=True), reqd=["uuid"],
                 help="Brings the SR's VDIs in the database in line with its "
                      "storage."),
         Command("sr-destroy", on_uuid("SR.destroy"), reqd=["uuid"],
