@@ -75,6 +75,26 @@ def api_error(code, *params):
         "%s: %s\n" % pair for pair in zip(names, params))
 
 
+def ok(server, *args, **kw):
+    """xe's output for a command that must succeed, saying nothing on
+    stderr."""
+    rc, out, err = run_xe(server, *args, **kw)
+    assert (rc, err) == (0, ""), (out, err)
+    return out
+
+
+def as_the_api_answers(call, *args):
+    """What xe prints for a command that is this one API call (whose
+    errors name no objects): nothing if the call succeeds, else its
+    error."""
+    import XenAPI
+    try:
+        call(*args)
+    except XenAPI.Failure as e:
+        return (1, "", api_error(*e.details))
+    return (0, "", "")
+
+
 # --- a protocol client of its own --------------------------------------------
 
 def _recv(sock, n):

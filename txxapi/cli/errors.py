@@ -25,6 +25,8 @@ DESCRIPTIONS = {
     "OBJECT_NOLONGER_EXISTS": "The object went away during the operation.",
     "DEVICE_ALREADY_EXISTS": "The VM already has a device at this position.",
     "INVALID_DEVICE": "This is not a device name the VM can use.",
+    "DEVICE_ALREADY_ATTACHED": "The device is attached already.",
+    "DEVICE_ALREADY_DETACHED": "The device is not attached.",
     # The API and its sessions.
     "MESSAGE_METHOD_UNKNOWN": "The server has no call of this name.",
     "MESSAGE_PARAMETER_COUNT_MISMATCH": "The call was given the wrong number "
