@@ -11,6 +11,7 @@ commas, error texts and exit codes.
 import os
 import pty
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -281,9 +282,10 @@ def test_tls_pins_on_first_use(server, home):
 
 # --- a whole scenario -------------------------------------------------------------
 
-def xe_in_pty(server, args, cwd):
+def xe_in_pty(server, args, cwd, interrupt_on=None):
     """Run xe with its stdout and stderr on a pseudo-terminal: its
-    exit status and everything it drew."""
+    exit status and everything it drew.  Ctrl-C (SIGINT) once it has
+    drawn ``interrupt_on``, if given."""
     pid, fd = pty.fork()
     if pid == 0:
         os.chdir(str(cwd))
@@ -304,6 +306,9 @@ def xe_in_pty(server, args, cwd):
             if not chunk:
                 break
             data += chunk
+            if interrupt_on is not None and interrupt_on.encode() in data:
+                os.kill(pid, signal.SIGINT)
+                interrupt_on = None
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), data.decode("utf-8", "replace")
@@ -371,3 +376,21 @@ def test_install_disk_network_start_export_import(server, x, tmp_path):
         out, _ = xe("vm-uninstall", "uuid=" + u, "--force")
         assert out.endswith("All objects destroyed\n")
     assert uuid not in xe("vm-list", "--minimal")[0]
+
+
+def test_ctrl_c_cancels_the_commands_task(server, x, tmp_path):
+    vm = new_vm(x, "slow-to-stop",
+                other={"simulator-shutdown-delay": "60"})
+    x.VM.start(vm, False, False)
+    rc, drawn = xe_in_pty(server, ["vm-shutdown", "uuid=" + x.VM.get_uuid(vm)],
+                          tmp_path, interrupt_on="elapsed")
+    assert rc == 1 and "Interrupted: the server cancels the task" in drawn
+    # The server saw the client go and cancelled the shutdown's task: the
+    # VM is no longer shutting down (else it would be for a minute).
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and x.VM.get_current_operations(vm):
+        time.sleep(0.2)
+    assert x.VM.get_current_operations(vm) == {}
+    assert x.VM.get_power_state(vm) == "Running"
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
