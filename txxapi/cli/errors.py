@@ -25,6 +25,7 @@ DESCRIPTIONS = {
     "OBJECT_NOLONGER_EXISTS": "The object went away during the operation.",
     "DEVICE_ALREADY_EXISTS": "The VM already has a device at this position.",
     "INVALID_DEVICE": "This is not a device name the VM can use.",
+    "VBD_CDS_MUST_BE_READONLY": "A CD drive must be read-only (mode=ro).",
     "DEVICE_ALREADY_ATTACHED": "The device is attached already.",
     "DEVICE_ALREADY_DETACHED": "The device is not attached.",
     # The API and its sessions.
@@ -62,6 +63,7 @@ DESCRIPTIONS = {
     "VM_REQUIRES_SR": "The VM needs an SR this host cannot reach.",
     "VM_REQUIRES_NETWORK": "The VM needs a network this host has no "
                            "interface on.",
+    "VM_NO_EMPTY_CD_VBD": "The VM has no empty CD drive.",
     "VM_NO_SUSPEND_SR": "There is no SR to write the VM's suspend image "
                         "to.",
     "VM_MISSING_PV_DRIVERS": "The VM's guest has no PV drivers running, "
