@@ -3,8 +3,9 @@ Commands on the devices of VMs and on disks: vbd-plug/-unplug and
 vif-plug/-unplug (--force: at once; vbd-unplug timeout= waits for a guest
 that refuses the detach at first), CDs in and out (vbd-insert/-eject,
 vm-cd-insert/-eject), a VM's disks, CDs and VIFs listed, vdi-clone,
-vdi-snapshot, vdi-copy and vdi-resize, each the API call XAPI's CLI makes; new disks print their
-uuid.  Copies run as tasks, so a terminal shows their progress.
+vdi-snapshot, vdi-copy and vdi-resize, each the API call XAPI's CLI
+makes; new disks print their uuid.  Copies run as tasks, so a terminal
+shows their progress.
 """
 
 from twisted.internet import defer
@@ -106,7 +107,7 @@ def vdi_resize(cli):
                    size)
 
 
-# -- a VM's CDs, disks and VIFs --------------------------------------------------
+# -- a VM's CDs, disks and VIFs -------------------------------------------
 
 @defer.inlineCallbacks
 def _vbds_of(cli, record, kind, empty_only=False):
