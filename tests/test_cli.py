@@ -9,9 +9,6 @@ commas, error texts and exit codes.
 """
 
 import os
-import pty
-import select
-import signal
 import socket
 import struct
 import subprocess
@@ -22,7 +19,8 @@ import pytest
 
 from tests.support.servers import PASSWORD, REPO, USER
 from tests.support.xe import (
-    BANNER, _recv, block, module_fixtures, raw_cli, run_xe, unescape_minimal)
+    BANNER, _recv, block, module_fixtures, raw_cli, run_xe, unescape_minimal,
+    xe_in_pty)
 from tests.test_vm_lifecycle import new_vm
 
 
@@ -281,38 +279,6 @@ def test_tls_pins_on_first_use(server, home):
 
 
 # --- a whole scenario -------------------------------------------------------------
-
-def xe_in_pty(server, args, cwd, interrupt_on=None):
-    """Run xe with its stdout and stderr on a pseudo-terminal: its
-    exit status and everything it drew.  Ctrl-C (SIGINT) once it has
-    drawn ``interrupt_on``, if given."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(str(cwd))
-        os.environ["PYTHONPATH"] = REPO
-        os.environ["HOME"] = str(cwd)
-        os.execv(sys.executable, [sys.executable, "-m", "txxapi.cli"] + args
-                 + ["-p", str(server.http_port), "--nossl", "-u", USER,
-                    "-pw", PASSWORD])
-    data = b""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 1)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            data += chunk
-            if interrupt_on is not None and interrupt_on.encode() in data:
-                os.kill(pid, signal.SIGINT)
-                interrupt_on = None
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), data.decode("utf-8", "replace")
-
 
 def test_install_disk_network_start_export_import(server, x, tmp_path):
     def xe(*args):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.pool import PoolHosts, started_pool
 from tests.support.servers import PASSWORD, USER
-from tests.support.xe import api_error, run_xe
+from tests.support.xe import api_error, run_xe, xe_in_pty
 from tests.test_pool_join import role_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -31,7 +31,7 @@ def uuids(host):
     return sorted(out.strip().split(","))
 
 
-def test_join_then_eject(pool):
+def test_join_then_eject(pool, tmp_path):
     master, joiner = pool[0], pool[1]
     [joiner_uuid] = uuids(joiner)
     assert run_xe(joiner, "pool-join", "master-address=" + master.address,
@@ -53,6 +53,12 @@ def test_join_then_eject(pool):
         1, "", api_error("UUID_INVALID", "VM", "nope"))
     assert run_xe(joiner, "vm-nope", local=True, auth=False)[2] == \
         "Unknown command: vm-nope\nFor usage run: 'xe help'\n"
+    # The master draws a long command's progress for a terminal there too.
+    sr = run_xe(master, "sr-list", "name-label=Local storage",
+                "--minimal")[1].split(",")[0].strip()
+    rc, drawn = xe_in_pty(joiner, ["sr-scan", "uuid=" + sr], tmp_path,
+                          local=True)
+    assert rc == 0 and "] 100%  elapsed" in drawn, drawn
     # The mastership moves to the joiner and back.
     [master_uuid] = [u for u in uuids(master) if u != joiner_uuid]
     for new, old, new_uuid in ((joiner, master, joiner_uuid),

@@ -6,10 +6,14 @@ misunderstanding shared by both sides of the package shows).
 """
 
 import os
+import pty
+import select
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -73,6 +77,43 @@ def api_error(code, *params):
     names = MODEL.errors[code]
     return DESCRIPTIONS[code] + "\n" + "".join(
         "%s: %s\n" % pair for pair in zip(names, params))
+
+
+def xe_in_pty(server, args, cwd, interrupt_on=None, local=False):
+    """Run xe with its stdout and stderr on a pseudo-terminal (through
+    the server's local socket if ``local``): its exit status and
+    everything it drew.  Ctrl-C (SIGINT) once it has drawn
+    ``interrupt_on``, if given."""
+    if local:
+        conn = ["socket=" + local_socket(server)]
+    else:
+        conn = ["-s", server.bind, "-p", str(server.http_port), "--nossl",
+                "socket="]
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(str(cwd))
+        os.environ["PYTHONPATH"] = REPO
+        os.environ["HOME"] = str(cwd)
+        os.execv(sys.executable, [sys.executable, "-m", "txxapi.cli"] + args
+                 + conn + ["-u", USER, "-pw", PASSWORD])
+    data = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+            if interrupt_on is not None and interrupt_on.encode() in data:
+                os.kill(pid, signal.SIGINT)
+                interrupt_on = None
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), data.decode("utf-8", "replace")
 
 
 def ok(server, *args, **kw):
