@@ -109,12 +109,12 @@ class SessionManager(Expiring):
         what an operator has when the master is gone.  Like the pool
         secret's local session it runs calls here, never forwarded."""
         if trusted:
-            checked = defer.succeed(None)
+            refusal = defer.succeed(None)   # root: nothing to check
         elif user != LOCAL_SUPERUSER:
-            checked = defer.fail(cred_error.UnauthorizedLogin(
+            refusal = defer.fail(cred_error.UnauthorizedLogin(
                 "Local superuser must be " + LOCAL_SUPERUSER))
         else:
-            checked = self.portal.login(credentials.UsernamePassword(
+            refusal = self.portal.login(credentials.UsernamePassword(
                 user.encode("utf-8"), password.encode("utf-8")), None,
                 IXapiUser)
 
@@ -125,7 +125,7 @@ class SessionManager(Expiring):
             return self._delay().addCallback(lambda _: defer.fail(
                 XenAPIError("SESSION_AUTHENTICATION_FAILED", user, reason)))
 
-        return checked.addCallbacks(
+        return refusal.addCallbacks(
             lambda _: self.create(user, pool=True), refused)
 
     def _delay(self):
