@@ -4,7 +4,8 @@ Who calls an HTTP data handler, decided as XAPI decides it: a session_id
 that log in a session lasting the request; on the local socket, no
 credentials at all make a superuser session lasting the request.  Then
 the handler's RBAC permission, ``http/<action>``: local superusers hold
-every one.
+every one.  On a slave, a session it does not hold is the master's (a
+request the master sent here) and is checked there (txxapi.redirect).
 
 Failures are Refused exceptions carrying XAPI's canned response.  A task
 the client named in ``task_id`` is failed with the reason first, as XAPI
@@ -24,6 +25,8 @@ from txxapi.datamodel.permissions import HTTP_PREFIX
 from txxapi.errors import XenAPIError
 from txxapi.http import responses
 from txxapi.http.local import is_local
+from txxapi.pool.client import PeerUnreachable
+from txxapi.redirect import remote
 
 
 class Refused(Exception):
@@ -136,6 +139,20 @@ def authenticate(server, request, params, realm, action):
     return caller
 
 
+@defer.inlineCallbacks
+def _masters_session(server, request, params, session):
+    """On a slave, a session of the master's (a request the master sent
+    here): checked there, and a local stand-in for the request."""
+    try:
+        local = yield remote.local_session(
+            server, session, params.get("task_id", cookie_first=True))
+    except XenAPIError:
+        raise _Unauthorised()
+    except PeerUnreachable:
+        raise Refused(responses.service_unavailable(version_of(request)))
+    return Caller(server, local, True)
+
+
 def _audited_query(params):
     """The query arguments an HTTP audit line shows: the references."""
     return [[k, "", "", v] for k, v in sorted(params.query.items())
@@ -146,6 +163,8 @@ def _audited_query(params):
 def _identify(server, request, params):
     session = params.get("session_id", cookie_first=True)
     if session is not None:
+        if remote.is_masters(server, session):
+            return (yield _masters_session(server, request, params, session))
         try:
             server.sessions.check(session)
         except XenAPIError:

@@ -110,6 +110,11 @@ class MetricsStore:
             return self.vms.get(uuid)
         return self.srs.get(uuid)
 
+    def has_vm(self, uuid):
+        """Whether the live RRD of a VM (one running here) is here."""
+        with self.lock:
+            return uuid in self.vms
+
     def data_sources(self, kind, uuid):
         """XAPI's data_source records of an owner, by name: its live
         sources (enabled when recorded) and the recorded ones it no longer
