@@ -5,7 +5,8 @@ client follows.  Real curl (-L) moves a VDI of a slave's local SR in and
 out through the master, under a task made on the master, which the slave
 completes (and a cancel of it on the master stops the slave's upload); an
 import into a slave's SR by sr_id; a request sent to the wrong slave; the
-XVA export of a VM whose disk is on a slave; the console of a VM running
+XVA export of a VM whose disk is on a slave and its import into
+another slave's SR; the console of a VM running
 on a slave; a VM's RRD; and Xen Orchestra's connector following the 302
 of its VDI import and export.  A request that was redirected once is
 never sent on.
@@ -148,6 +149,33 @@ def test_a_slaves_vdi_goes_in_and_out_through_the_master_with_curl(
     x.VDI.destroy(vdi)
 
 
+def test_a_transfer_without_a_task_runs_under_one_the_master_makes(
+        pool, x, sid, hosts):
+    vdi = new_vdi(x, local_sr(x, hosts[1]))
+    proc = subprocess.run(
+        ["curl", "-sS", "-k", "-L", "-D", "-", "-o", os.devnull,
+         url(pool[0], "/export_raw_vdi", session_id=sid, vdi=vdi)],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # (Read as text: CRLF is LF.)
+    heads = proc.stdout.split("\n\n")
+    assert heads[0].startswith("HTTP/1.1 302"), proc.stdout
+    task = [line.split(":", 1)[1].strip() for line in heads[1].split("\n")
+            if line.lower().startswith("task-id:")][0]
+    # The task the client got is the master's.
+    record = finished(x, task)
+    assert record["status"] == "success"
+    assert record["name_label"] == "Exporting raw VDI"
+    # A request refused before it takes its task leaves none behind.
+    before = set(x.task.get_all())
+    status, (redirects, effective, code), err = curl(url(
+        pool[1], "/export_raw_vdi", session_id=sid, vdi="OpaqueRef:none"))
+    assert code == "500"
+    assert wait_until(lambda: set(x.task.get_all()) == before,
+                      what="no task left")
+    x.VDI.destroy(vdi)
+
+
 def test_the_302_keeps_path_query_and_scheme_and_leaves_the_task(
         pool, x, sid, hosts):
     vdi = new_vdi(x, local_sr(x, hosts[1]))
@@ -261,8 +289,26 @@ def test_the_xva_export_of_a_vm_whose_disk_is_on_a_slave(
     assert any(n.startswith("Ref:") and n.endswith("/00000000")
                for n in names), names
     assert x.VM.get_current_operations(vm) == {}
-    x.VDI.destroy(vdi)
-    x.VM.destroy(vm)
+    # And back, into slave 2's SR.
+    sr = local_sr(x, hosts[2])
+    task = x.task.create("import", "")
+    status, (redirects, effective, code), err = curl(
+        "-L", "-T", str(target), url(pool[0], "/import", session_id=sid,
+                                     sr_id=sr, task_id=task))
+    assert (status, redirects, code) == (0, "1", "200"), err
+    assert effective.startswith("https://%s/import?" % pool[2].address)
+    record = finished(x, task)
+    assert record["status"] == "success", record["error_info"]
+    (imported,) = [
+        r for r in x.VM.get_all() if x.VM.get_name_label(r) ==
+        "xva-on-slave" and r != vm]
+    assert imported in record["result"]
+    disks = [x.VBD.get_VDI(v) for v in x.VM.get_VBDs(imported)]
+    assert [x.VDI.get_SR(d) for d in disks] == [sr]
+    for ref in disks + [vdi]:
+        x.VDI.destroy(ref)
+    for ref in (imported, vm):
+        x.VM.destroy(ref)
 
 
 @pytest.fixture(scope="module")

@@ -92,6 +92,10 @@ class Caller:
     """The session a request runs in; a temporary one is logged out by
     close()."""
 
+    # The task the master made for a request it sent here that named
+    # none (txxapi.redirect.remote), else None.
+    task = None
+
     def __init__(self, server, session, temporary):
         self.server = server
         self.session = session
@@ -118,11 +122,13 @@ class _Unauthorised(Exception):
 
 
 @defer.inlineCallbacks
-def authenticate(server, request, params, realm, action):
-    """The Caller of an HTTP data request (a Deferred), or Refused."""
+def authenticate(server, request, params, realm, action, task_label=None):
+    """The Caller of an HTTP data request (a Deferred), or Refused.
+    ``task_label``: the handler makes a task of its own when the client
+    names none (one the master makes, for a request it sent here)."""
     version = version_of(request)
     try:
-        caller = yield _identify(server, request, params)
+        caller = yield _identify(server, request, params, task_label)
     except _Unauthorised:
         # XAPI fails the named task with SESSION_AUTHENTICATION_FAILED
         # here; a request without valid credentials leaves it alone.
@@ -140,17 +146,29 @@ def authenticate(server, request, params, realm, action):
 
 
 @defer.inlineCallbacks
-def _masters_session(server, request, params, session):
+def _masters_session(server, request, params, session, task_label):
     """On a slave, a session of the master's (a request the master sent
     here): checked there, and a local stand-in for the request."""
     try:
-        local = yield remote.local_session(
-            server, session, params.get("task_id", cookie_first=True))
+        local, task = yield remote.local_session(
+            server, session, params.get("task_id", cookie_first=True),
+            task_label)
     except XenAPIError:
         raise _Unauthorised()
     except PeerUnreachable:
         raise Refused(responses.service_unavailable(version_of(request)))
-    return Caller(server, local, True)
+    caller = _StandIn(server, local, True)
+    caller.task = task
+    return caller
+
+
+class _StandIn(Caller):
+    """The local session of a master's session."""
+
+    def close(self):
+        if self.temporary:
+            remote.release(self.server, self.session)
+        Caller.close(self)
 
 
 def _audited_query(params):
@@ -160,11 +178,12 @@ def _audited_query(params):
 
 
 @defer.inlineCallbacks
-def _identify(server, request, params):
+def _identify(server, request, params, task_label):
     session = params.get("session_id", cookie_first=True)
     if session is not None:
         if remote.is_masters(server, session):
-            return (yield _masters_session(server, request, params, session))
+            return (yield _masters_session(server, request, params, session,
+                                           task_label))
         try:
             server.sessions.check(session)
         except XenAPIError:

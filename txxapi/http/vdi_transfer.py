@@ -88,7 +88,7 @@ class Transfer:
 
     def _authenticate(self):
         return authenticate(self.server, self.request, self.params,
-                            self.realm, self.action)
+                            self.realm, self.action, task_label=self.label)
 
     def _resolve_vdi(self, value):
         if self.db.exists("VDI", value):
@@ -96,7 +96,8 @@ class Transfer:
         return self.db.by_uuid("VDI", value)
 
     def _begin_task(self):
-        named = self.params.get("task_id", cookie_first=True)
+        named = self.params.get("task_id", cookie_first=True) or \
+            self.caller.task
         if named is not None:
             # The client's task: this request completes it.
             self.db.fields("task", named)

@@ -5,9 +5,10 @@ and those of calls forwarded to it), so the slave asks the master about
 the session (``pool.http_caller``, under its pool session): unknown
 there, the request is unauthorised; known, the request runs under a
 local session with the same user and permissions, for as long as it
-lasts.  The task the client named in task_id, if the master has it, is
-mirrored here under the same ref, so the handler works on it as on a task
-of its own, and every change the handler makes to it (progress, the
+lasts.  The task the client named in task_id, if the master has it (or
+else the one the master makes for a transfer, whose ref the client gets),
+is mirrored here under the same ref, so the handler works on it as on a
+task of its own, and every change the handler makes to it (progress, the
 cancel it allows, the outcome) goes to the master's task, which the
 client watches (``pool.http_task_update``).  The master answers each with
 the task's status there: a cancel the client asked of the master is made
@@ -41,12 +42,16 @@ def is_masters(server, session):
 
 
 @defer.inlineCallbacks
-def local_session(server, session, task):
-    """A local session standing for the master's ``session`` (a
-    Deferred), with the master's ``task`` mirrored here if it has one.
-    The master's SESSION_INVALID as it is; PeerUnreachable without it."""
+def local_session(server, session, task, label=None):
+    """(a local session standing for the master's ``session``, the task
+    the master made for the request) (a Deferred), with the master's
+    ``task`` mirrored here if it has one.  Without a task named and with a
+    ``label``, the master makes one for the client's session (the task
+    the client gets), mirrored here too.  The master's SESSION_INVALID as
+    it is; PeerUnreachable without it."""
     reply = yield server.peers.call(server.identity.role.master_address,
-                                    CALLER_CALL, session, task or "")
+                                    CALLER_CALL, session, task or "",
+                                    "" if task else label or "")
     found = json.loads(reply)
     s = found["session"]
     ref = server.sessions.create(
@@ -54,12 +59,14 @@ def local_session(server, session, task):
         is_local_superuser=s["is_local_superuser"], subject=s["subject"],
         sid=s["auth_user_sid"], permissions=s["rbac_permissions"])
     mirrored = found.get("task")
-    if mirrored is not None and not server.db.exists("task", task):
-        _mirror(server, task, mirrored, ref)
-    return ref
+    made = found.get("made")
+    if mirrored is not None and not server.db.exists("task",
+                                                     task or made):
+        _mirror(server, task or made, mirrored, ref, made is not None)
+    return ref, made
 
 
-def _mirror(server, task, fields, session):
+def _mirror(server, task, fields, session, made):
     tasks = server.tasks
     # The task's owner here is the local session only if the master's
     # task is the client's, so the handlers' ownership checks answer as
@@ -68,7 +75,15 @@ def _mirror(server, task, fields, session):
                  fields["name_label"], fields["name_description"], ref=task)
     server.db.update("task", task, {"progress": fields["progress"],
                                     "other_config": fields["other_config"]})
-    relay_of(server).follow(task)
+    relay_of(server).follow(task, session, made)
+
+
+def release(server, session):
+    """The request of the local ``session`` is over: a mirrored task it
+    left pending goes (the handler refused the request before taking
+    it), and so does the master's if the master made it for the
+    request; a task the client named stays as it is there."""
+    relay_of(server).release(session)
 
 
 _RELAYS = {}
@@ -82,7 +97,9 @@ def relay_of(server):
 
 
 class _Mirror:
-    def __init__(self):
+    def __init__(self, session, made):
+        self.session = session  # the local stand-in it was mirrored for
+        self.made = made        # made by the master for the request
         self.pending = {}
         self.sending = False
         self.gone = False       # the local task is deleted
@@ -98,11 +115,20 @@ class TaskRelay:
         self._mirrors = {}
         self._listening = False
 
-    def follow(self, task):
-        self._mirrors[task] = _Mirror()
+    def follow(self, task, session, made):
+        self._mirrors[task] = _Mirror(session, made)
         if not self._listening:
             self._listening = True
             self.server.db.listeners.append(self._changed)
+
+    def release(self, session):
+        db = self.server.db
+        for task, mirror in list(self._mirrors.items()):
+            if mirror.session == session and db.exists("task", task) and \
+                    db.fields("task", task)["status"] == "pending":
+                if mirror.made:
+                    mirror.pending["unused"] = True
+                db.delete("task", task)
 
     def _changed(self, record, cls):
         _gen, op, table, ref, fields = record
