@@ -89,6 +89,9 @@ class MetricsStore:
             # prime the DERIVE sources (rrd_create).
             sources = [d.data_source() for d in defs.values() if d.default]
             rrd = RRD(self.step, sources, archive_specs(min_max), timestamp)
+            for archive in rrd.archives:
+                if archive.pdp_per_row == 1:
+                    formats.blank(archive)
             for ds in rrd.sources:
                 ds.last = values.get(ds.name)
             return Owner(kind, uuid, rrd, dict(defs), domid)
@@ -99,6 +102,12 @@ class MetricsStore:
         owner.definitions.update(defs)
         rrd.update(timestamp, values, new=domid != owner.domid)
         owner.domid = domid
+        for archive in rrd.archives:
+            if archive.pdp_per_row == 1:
+                # The newest 5 s row printed here as it is made (a row
+                # once per sample): the first client to ask for the last
+                # minutes finds them printed.
+                formats.row_text(archive, 0)
         return owner
 
     # --- what the API asks ----------------------------------------------------
