@@ -4,14 +4,13 @@ does not own the data, they answer 302 to the one that does, and the
 client follows.  Real curl (-L) moves a VDI of a slave's local SR in and
 out through the master, under a task made on the master, which the slave
 completes (and a cancel of it on the master stops the slave's upload); an
-import into a slave's SR by sr_id; a request sent to the wrong slave; the
-XVA export of a VM whose disk is on a slave and its import into
-another slave's SR; the console of a VM running
-on a slave; a VM's RRD; and Xen Orchestra's connector following the 302
-of its VDI import and export.  A request that was redirected once is
-never sent on.
+import into a slave's SR by sr_id; a request sent to the wrong slave
+(with the master's session, or basic credentials checked there); the XVA
+export of a VM whose disk is on a slave and its import into another
+slave's SR; the console of a VM running on a slave; a VM's RRD; and Xen
+Orchestra's connector following the 302 of its VDI import and export.  A
+request that was redirected once is never sent on.
 """
-
 import hashlib
 import json
 import os
@@ -231,6 +230,16 @@ def test_an_import_into_a_slaves_sr_and_a_request_to_the_wrong_slave(
     assert (status, redirects, code) == (0, "1", "200"), err
     assert effective.startswith("https://%s/" % pool[2].address)
     assert finished(x, task)["status"] == "success"
+    # Basic credentials a slave is given log in on the master: curl
+    # sends them on to the slave when told to trust the Location.
+    status, (redirects, effective, code), err = curl(
+        "-L", "--location-trusted", "-u", "%s:%s" % (USER, PASSWORD),
+        url(pool[0], "/export_raw_vdi", vdi=vdi))
+    assert (status, redirects, code) == (0, "1", "200"), err
+    assert effective.startswith("https://%s/" % pool[2].address)
+    status, (redirects, effective, code), err = curl(
+        "-u", "%s:wrong" % USER, url(pool[2], "/export_raw_vdi", vdi=vdi))
+    assert code == "401"
     # A session the master does not know is unauthorised on a slave.
     status, (redirects, effective, code), err = curl(
         url(pool[2], "/export_raw_vdi", session_id="OpaqueRef:nobody",

@@ -163,11 +163,16 @@ def _masters_session(server, request, params, session, task_label):
 
 
 class _StandIn(Caller):
-    """The local session of a master's session."""
+    """The local session of a master's session (``master_session``: one
+    logged in there for the request, logged out after it)."""
+
+    master_session = None
 
     def close(self):
         if self.temporary:
             remote.release(self.server, self.session)
+            if self.master_session is not None:
+                remote.master_logout(self.server, self.master_session)
         Caller.close(self)
 
 
@@ -218,9 +223,35 @@ def _identify(server, request, params, task_label):
     if not sep:
         raise _Unauthorised()
     peer = getattr(request.getClientAddress(), "host", "unknown")
+    originator = "%s using Basic auth" % peer
+    if not server.identity.is_master and not local:
+        return (yield _masters_login(server, request, params, user, password,
+                                     originator, task_label))
     try:
-        session = yield server.sessions.login(
-            user, password, "%s using Basic auth" % peer, trusted=local)
+        session = yield server.sessions.login(user, password, originator,
+                                              trusted=local)
     except XenAPIError:
         raise _Unauthorised()
     return Caller(server, session, True)
+
+
+@defer.inlineCallbacks
+def _masters_login(server, request, params, user, password, originator,
+                   task_label):
+    """On a slave, basic credentials log in on the master (where logins
+    are), for the request only, as XAPI's slaves log them in."""
+    try:
+        session = yield remote.master_login(server, user, password,
+                                            originator)
+    except XenAPIError:
+        raise _Unauthorised()
+    except PeerUnreachable:
+        raise Refused(responses.service_unavailable(version_of(request)))
+    try:
+        caller = yield _masters_session(server, request, params, session,
+                                        task_label)
+    except Exception:
+        remote.master_logout(server, session)
+        raise
+    caller.master_session = session
+    return caller

@@ -13,6 +13,8 @@ cancel it allows, the outcome) goes to the master's task, which the
 client watches (``pool.http_task_update``).  The master answers each with
 the task's status there: a cancel the client asked of the master is made
 here, at the next progress report, as XAPI's handlers check for one.
+Basic credentials given to a slave log in on the master, for the
+request.
 """
 
 import json
@@ -21,6 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from txxapi.api.tasks import FINISHED
+from txxapi.pool.client import PeerClient
 from txxapi.values import NULL_REF
 
 log = Logger()
@@ -32,6 +35,24 @@ RELAYED = ("status", "progress", "result", "error_info", "other_config",
            "allowed_operations")
 RETRY_DELAY = 1.0
 RETRIES = 30
+
+
+def master_login(server, user, password, originator):
+    """A session on the master for basic credentials given here (a
+    Deferred): its refusal as it is, PeerUnreachable without it."""
+    return _master(server).call("session.login_with_password", user,
+                                password, "1.0", originator)
+
+
+def master_logout(server, session):
+    d = _master(server).call("session.logout", session)
+    d.addErrback(lambda f: log.info("logout of {session} on the master: "
+                                    "{e}", session=session,
+                                    e=f.getErrorMessage()))
+
+
+def _master(server):
+    return PeerClient(server.reactor, server.identity.role.master_address)
 
 
 def is_masters(server, session):
