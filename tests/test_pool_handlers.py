@@ -11,6 +11,7 @@ slave's SR; the console of a VM running on a slave; a VM's RRD; and Xen
 Orchestra's connector following the 302 of its VDI import and export.  A
 request that was redirected once is never sent on.
 """
+
 import hashlib
 import json
 import os
