@@ -118,6 +118,9 @@ class Metrics:
                      "{step} s: starting them afresh",
                      n=len(saved) - len(kept), step=self.step)
         self.store.restore(kept)
+        # Their rows printed before a client asks for them.
+        self.run(self.store.print_rows).addErrback(
+            lambda f: log.failure("metrics: printing restored rows", f))
         for interval, fn, now in ((self.step, self.sample, True),
                                   (self.save_interval, self._save_now,
                                    False)):

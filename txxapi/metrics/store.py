@@ -247,10 +247,12 @@ class MetricsStore:
         """``encode(owner)`` of every RRD, taken at one moment (for
         saving)."""
         with self.lock:
-            owners = ([self.host] if self.host else []) + \
-                list(self.vms.values()) + list(self.set_aside.values()) + \
-                list(self.srs.values())
-            return [encode(owner) for owner in owners]
+            return [encode(owner) for owner in self._owners()]
+
+    def _owners(self):
+        return ([self.host] if self.host else []) + \
+            list(self.vms.values()) + list(self.set_aside.values()) + \
+            list(self.srs.values())
 
     def restore(self, owners):
         """RRDs read back at start: VMs' are set aside until their domains
@@ -263,6 +265,18 @@ class MetricsStore:
                     self.set_aside[owner.uuid] = owner
                 else:
                     self.srs[owner.uuid] = owner
+
+    def print_rows(self):
+        """Print every row of the 5 s archives not printed yet (RRDs just
+        restored), an RRD at a time so the collector is not held up."""
+        with self.lock:
+            owners = self._owners()
+        for owner in owners:
+            with self.lock:
+                for archive in owner.rrd.archives:
+                    if archive.pdp_per_row == 1:
+                        for age in range(archive.rows):
+                            formats.row_text(archive, age)
 
     def prune(self, vm_uuids, sr_uuids):
         """Forget the RRDs of VMs and SRs that no longer exist."""
