@@ -353,6 +353,14 @@ def test_the_console_of_a_vm_on_a_slave(pool, x, sid, hosts, on_slave):
         assert rfb_handshake(sock)[2] == "runs-on-slave"
     # The connection ran under the master's task, done once it closed.
     assert finished(x, task)["status"] == "success"
+    # The websocket form is sent there too.
+    head = raw_head(pool[0], "GET /console?uuid=%s&session_id=%s HTTP/1.1\r\n"
+                    "Host: %s\r\nUpgrade: websocket\r\nConnection: Upgrade"
+                    "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n"
+                    % (uuid, sid, pool[0].address))
+    assert location_of(head).startswith("https://%s/console?uuid=%s" %
+                                        (pool[2].address, uuid))
 
 
 def test_the_rrd_of_a_vm_on_a_slave(pool, x, sid, hosts, on_slave):
