@@ -12,18 +12,20 @@ RSS idle, with the watchers blocked, and after.
 The server is a real `twistd xapi` (as the tests start it); the watchers
 are spread over P client processes (default 4, so that reading a
 thousand replies in Python is not what is measured), each watcher on its
-own keep-alive HTTP connection speaking JSON-RPC, driven by asyncio.  Latency is measured from
+own keep-alive HTTP connection speaking JSON-RPC, on one epoll loop per
+process.  Latency is measured from
 just before the write is sent to the arrival of each watcher's reply, on
 the monotonic clock both processes share; it includes the server's ~50 ms
 event batching delay.
 """
 
 import argparse
-import asyncio
 import json
 import os
 import resource
+import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,26 +40,14 @@ from tests.support.servers import PASSWORD, USER, LoadServer  # noqa: E402
 
 # -- the client process -------------------------------------------------------
 
-async def read_response(reader):
-    head = await reader.readuntil(b"\r\n\r\n")
-    length, chunked = None, False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-    if not chunked:
-        return await reader.readexactly(length)
-    body = b""
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-        if size == 0:
-            await reader.readuntil(b"\r\n")
-            return body
-        body += await reader.readexactly(size)
-        await reader.readexactly(2)
+class Watcher:
+    """One watcher's connection: its socket, the bytes of a reply still
+    arriving, its token and round."""
+
+    __slots__ = ("sock", "buf", "token", "round")
+
+    def __init__(self, sock, token):
+        self.sock, self.buf, self.token, self.round = sock, b"", token, 0
 
 
 def request_bytes(host, port, method, params):
@@ -68,53 +58,72 @@ def request_bytes(host, port, method, params):
             % (host.encode(), port, len(body))) + body
 
 
-async def watcher(host, port, session, classes, token, rounds, arrivals,
-                  sent):
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        for r in range(rounds):
-            writer.write(request_bytes(host, port, "event.from",
-                                       [session, classes, token, 300.0]))
-            await writer.drain()
-            sent[r] += 1
-            while True:
-                reply = json.loads(await read_response(reader))
-                arrived = time.monotonic()
-                if "error" in reply:
-                    raise RuntimeError(reply["error"])
-                token = reply["result"]["token"]
-                if reply["result"]["events"]:
-                    break
-                writer.write(request_bytes(
-                    host, port, "event.from",
-                    [session, classes, token, 300.0]))
-                await writer.drain()
-            arrivals[r].append(arrived)
-    finally:
-        writer.close()
+def whole_reply(buf):
+    """(body, rest) once buf holds a whole response, else None.  The RPC
+    path always answers with a Content-Length."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    at = buf.find(b"\r\ncontent-length:", 0, end)
+    if at < 0:
+        at = buf.lower().find(b"\r\ncontent-length:", 0, end)
+    stop = buf.find(b"\r\n", at + 17)
+    length = int(buf[at + 17:stop])
+    if len(buf) < end + 4 + length:
+        return None
+    return buf[end + 4:end + 4 + length], buf[end + 4 + length:]
 
 
-async def client_main(args):
-    arrivals = [[] for _ in range(args.rounds)]
-    sent = [0] * args.rounds
+def client_main(args):
+    """The watchers of one process on one epoll loop: a reply costs a
+    recv and a JSON parse, so the client stays ahead of the server."""
     classes = json.loads(args.classes)
-    tasks = [asyncio.ensure_future(watcher(
-        args.host, args.port, args.session, classes, args.token,
-        args.rounds, arrivals, sent)) for _ in range(args.watchers)]
+    poll = select.epoll()
+    watchers = {}
+
+    def ask(w):
+        w.sock.send(request_bytes(args.host, args.port, "event.from",
+                                  [args.session, classes, w.token, 300.0]))
+
+    for _ in range(args.watchers):
+        sock = socket.create_connection((args.host, args.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        w = Watcher(sock, args.token)
+        ask(w)
+        sock.setblocking(False)
+        watchers[sock.fileno()] = w
+        poll.register(sock.fileno(), select.EPOLLIN)
     out = sys.stdout
+    arrivals = [[] for _ in range(args.rounds)]
     for r in range(args.rounds):
-        while sent[r] < args.watchers:
-            await asyncio.sleep(0.05)
         out.write("ready %d\n" % r)
         out.flush()
         while len(arrivals[r]) < args.watchers:
-            await asyncio.sleep(0.01)
-            failed = [t for t in tasks if t.done() and t.exception()]
-            if failed:
-                raise failed[0].exception()
+            for fd, _ in poll.poll(1.0):
+                w = watchers[fd]
+                data = w.sock.recv(262144)
+                if not data:
+                    raise RuntimeError("the server closed a watcher")
+                w.buf += data
+                got = whole_reply(w.buf)
+                if got is None:
+                    continue
+                arrived = time.monotonic()
+                body, w.buf = got
+                reply = json.loads(body)
+                if "error" in reply:
+                    raise RuntimeError(reply["error"])
+                w.token = reply["result"]["token"]
+                if reply["result"]["events"]:
+                    arrivals[w.round].append(arrived)
+                    w.round += 1
+                    if w.round == args.rounds:
+                        continue
+                ask(w)
         out.write("round %d %s\n" % (r, json.dumps(arrivals[r])))
         out.flush()
-    await asyncio.gather(*tasks)
+    for w in watchers.values():
+        w.sock.close()
 
 
 def raise_fd_limit():
@@ -144,6 +153,23 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def profiling(pid, out):
+    """py-spy sampling the server from now until stop() (a speedscope
+    file; python -m benchmarks.hotpath --analyse reads it)."""
+    from benchmarks.api import _Spy
+    return _Spy(subprocess.Popen(
+        [shutil.which("py-spy") or os.path.join(
+            os.path.dirname(sys.executable), "py-spy"), "record", "-p", str(pid), "-o", out, "-f", "speedscope",
+         "-r", "250", "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
 def percentile(sorted_values, p):
@@ -183,7 +209,8 @@ def measure(args, say=print):
                                + (i < args.watchers % processes)),
              "--rounds", str(args.rounds)],
             stdout=subprocess.PIPE, text=True) for i in range(processes)]
-        latencies, rss_blocked = [], 0
+        latencies, rss_blocked, wake_cpu = [], 0, []
+        spy = None
         started = time.monotonic()
         for r in range(args.rounds):
             for client in clients:
@@ -195,6 +222,9 @@ def measure(args, say=print):
                     % (args.watchers, connected))
             time.sleep(args.settle)   # let every request reach the server
             rss_blocked = max(rss_blocked, rss_kib(pid))
+            if r == 0 and args.profile:
+                spy = profiling(pid, args.profile)
+            cpu0 = cpu_seconds(pid)
             t0 = time.monotonic()
             rpc(url, "network.set_name_label", [session, net, "r%d" % r])
             arrivals = []
@@ -202,11 +232,16 @@ def measure(args, say=print):
                 line = client.stdout.readline()
                 assert line.startswith("round"), line
                 arrivals += json.loads(line.split(" ", 2)[2])
+            # The server's CPU from the write until every reply arrived
+            # (with some of the watchers' next calls, read meanwhile).
+            wake_cpu.append(cpu_seconds(pid) - cpu0)
             lat = sorted(a - t0 for a in arrivals)
             latencies.extend(lat)
             say("round %d: all %d answered %.1f ms after the write "
                 "(p50 %.1f ms)" % (r, len(lat), lat[-1] * 1e3,
                                    percentile(lat, 50) * 1e3))
+        if spy is not None:
+            spy.stop()
         for client in clients:
             client.wait(60)
         rss_after = rss_kib(pid)
@@ -222,6 +257,8 @@ def measure(args, say=print):
             "p50_ms": percentile(latencies, 50) * 1e3,
             "p99_ms": percentile(latencies, 99) * 1e3,
             "max_ms": latencies[-1] * 1e3,
+            "wake_cpu_us": 1e6 * sum(wake_cpu) / len(wake_cpu)
+            / args.watchers,
             "rss_idle_mib": rss_idle / 1024.0,
             "rss_blocked_mib": rss_blocked / 1024.0,
             "rss_after_mib": rss_after / 1024.0}
@@ -238,6 +275,8 @@ def drive(args):
           % (f["watchers"], f["subscription"], f["rounds"]))
     print("write -> watcher reply latency: p50 %.1f ms, p99 %.1f ms, "
           "max %.1f ms" % (f["p50_ms"], f["p99_ms"], f["max_ms"]))
+    print("server CPU per watcher woken: %.1f us"
+          % f["wake_cpu_us"])
     print("server RSS: idle %.1f MiB, %d watchers blocked %.1f MiB, "
           "after %.1f MiB" % (f["rss_idle_mib"], f["watchers"],
                               f["rss_blocked_mib"], f["rss_after_mib"]))
@@ -253,6 +292,9 @@ def main():
                    help="seconds between the last request sent and the write")
     p.add_argument("--subscription", default="network",
                    choices=["network", "*", "object"])
+    p.add_argument("--profile", metavar="FILE",
+                   help="record the server with py-spy over the rounds "
+                        "(a speedscope file)")
     p.add_argument("--json", action="store_true",
                    help="print the figures as one JSON line")
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -264,7 +306,7 @@ def main():
     args = p.parse_args()
     if args.client:
         raise_fd_limit()
-        asyncio.run(client_main(args))
+        client_main(args)
     else:
         drive(args)
 

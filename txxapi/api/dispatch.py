@@ -76,6 +76,8 @@ class Dispatcher:
         self.persistence = persistence
         self.make_context = make_context
         self.audit = audit
+        # (persistence, a generation it has said is durable)
+        self._durable_seen = (None, -1)
 
     @staticmethod
     def knows(name):
@@ -208,12 +210,26 @@ class Dispatcher:
         d = defer.maybeDeferred(fn, *args)
 
         def durable(result):
-            if db.persistent_generation == before:
+            generation = db.persistent_generation
+            if generation == before:
                 return result
-            w = self.persistence.wait_durable(db.persistent_generation)
-            return w.addCallback(lambda _: result)
+            # Calls answered together (a write's event.from watchers) wait
+            # once: the first asks, the others find it already durable.
+            persistence = self.persistence
+            seen = self._durable_seen
+            if seen[0] is persistence and generation <= seen[1]:
+                return result
+            w = persistence.wait_durable(generation)
+            return w.addCallback(self._now_durable, persistence, generation,
+                                 result)
 
         return d.addCallback(durable)
+
+    def _now_durable(self, _, persistence, generation, result):
+        seen = self._durable_seen
+        if seen[0] is not persistence or generation > seen[1]:
+            self._durable_seen = (persistence, generation)
+        return result
 
     @staticmethod
     def _implementation(message):

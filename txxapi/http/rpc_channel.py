@@ -214,7 +214,7 @@ class RPCRequest:
         lines.append(b"\r\n")
         if data:
             lines.extend(toChunk(data) if self.chunked else (data,))
-        transport.write(b"".join(lines))
+        self.channel.send(b"".join(lines))
 
     def finish(self):
         if self._disconnected:
@@ -373,6 +373,24 @@ class RPCChannel(protocol.Protocol):
         if not self._serving and self._buffer:
             data, self._buffer = self._buffer, b""
             self._serve(data)
+
+    def send(self, data):
+        """transport.write(data), sent at once when nothing is queued
+        before it on a plain socket: a reply leaves the server while the
+        event hub answers its batch, without a write registration and a
+        reactor turn per connection."""
+        transport = self.transport
+        direct = getattr(transport, "writeSomeData", None)
+        if direct is not None and not transport.TLS and transport.connected \
+                and not transport._tempDataLen and not transport.dataBuffer \
+                and not transport.disconnecting:
+            sent = direct(data)
+            if not isinstance(sent, int):
+                sent = 0   # the transport's own write meets the error
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def _hand_off(self, data):
         """Give the connection, and the bytes read, to the site."""
