@@ -19,7 +19,7 @@ idle timeout of the site.
 
 import io
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, tcp
 from twisted.internet.interfaces import (
     IProtocolNegotiationFactory, ISSLTransport, ITCPTransport)
 from twisted.logger import Logger
@@ -380,11 +380,12 @@ class RPCChannel(protocol.Protocol):
         event hub answers its batch, without a write registration and a
         reactor turn per connection."""
         transport = self.transport
-        direct = getattr(transport, "writeSomeData", None)
-        if direct is not None and not transport.TLS and transport.connected \
-                and not transport._tempDataLen and not transport.dataBuffer \
-                and not transport.disconnecting:
-            sent = direct(data)
+        # A socket's own transport only: a TLS wrapper passes unknown
+        # attributes (writeSomeData too) through to the socket beneath.
+        if isinstance(transport, tcp.Connection) and not transport.TLS \
+                and transport.connected and not transport.disconnecting \
+                and not transport._tempDataLen and not transport.dataBuffer:
+            sent = transport.writeSomeData(data)
             if not isinstance(sent, int):
                 sent = 0   # the transport's own write meets the error
             if sent == len(data):
