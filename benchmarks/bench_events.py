@@ -36,6 +36,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 os.pardir))
 
+from benchmarks import common  # noqa: E402
 from tests.support.servers import PASSWORD, USER, LoadServer  # noqa: E402
 
 
@@ -183,12 +184,6 @@ def rss_kib(pid):
     return 0
 
 
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def profiling(pid, out):
     """py-spy sampling the server from now until stop() (a speedscope
     file; python -m benchmarks.hotpath --analyse reads it)."""
@@ -198,12 +193,6 @@ def profiling(pid, out):
             os.path.dirname(sys.executable), "py-spy"), "record", "-p", str(pid), "-o", out, "-f", "speedscope",
          "-r", "250", "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-
-
-def percentile(sorted_values, p):
-    i = min(len(sorted_values) - 1, int(round(p / 100.0 *
-                                              (len(sorted_values) - 1))))
-    return sorted_values[i]
 
 
 def measure(args, say=print):
@@ -252,7 +241,7 @@ def measure(args, say=print):
             rss_blocked = max(rss_blocked, rss_kib(pid))
             if r == 0 and args.profile:
                 spy = profiling(pid, args.profile)
-            cpu0 = cpu_seconds(pid)
+            cpu0 = common.cpu_seconds(pid)
             t0 = time.monotonic()
             rpc(url, "network.set_name_label", [session, net, "r%d" % r])
             arrivals, received_at = [], []
@@ -264,13 +253,13 @@ def measure(args, say=print):
                     received_at.append(received)
             # The server's CPU from the write until every reply arrived
             # (with some of the watchers' next calls, read meanwhile).
-            wake_cpu.append(cpu_seconds(pid) - cpu0)
+            wake_cpu.append(common.cpu_seconds(pid) - cpu0)
             lat = sorted(a - t0 for a in arrivals)
             latencies.extend(lat)
             at_socket.extend(a - t0 for a in received_at)
             say("round %d: all %d answered %.1f ms after the write "
                 "(p50 %.1f ms)" % (r, len(lat), lat[-1] * 1e3,
-                                   percentile(lat, 50) * 1e3))
+                                   common.percentile(lat, 50) * 1e3))
         if spy is not None:
             spy.stop()
         for client in clients:
@@ -281,16 +270,20 @@ def measure(args, say=print):
         shutil.rmtree(base, ignore_errors=True)
     latencies.sort()
     at_socket.sort()
+    load = os.getloadavg()[0]
     return {"watchers": args.watchers, "rounds": args.rounds,
             "clients": processes,
             "subscription": classes[0].split("/")[0] +
             ("/<ref>" if "/" in classes[0] else ""),
             "connect_s": connected,
-            "p50_ms": percentile(latencies, 50) * 1e3,
-            "p99_ms": percentile(latencies, 99) * 1e3,
+            # Other work on the machine takes CPU from the server and its
+            # clients: the latencies are read with it.
+            "load_average": load,
+            "p50_ms": common.percentile(latencies, 50) * 1e3,
+            "p99_ms": common.percentile(latencies, 99) * 1e3,
             "max_ms": latencies[-1] * 1e3,
-            "socket_p50_ms": percentile(at_socket, 50) * 1e3,
-            "socket_p99_ms": percentile(at_socket, 99) * 1e3,
+            "socket_p50_ms": common.percentile(at_socket, 50) * 1e3,
+            "socket_p99_ms": common.percentile(at_socket, 99) * 1e3,
             "socket_max_ms": at_socket[-1] * 1e3,
             "wake_cpu_us": 1e6 * sum(wake_cpu) / len(wake_cpu)
             / args.watchers,
@@ -313,6 +306,7 @@ def drive(args):
     print("write -> reply at the watcher's socket: p50 %.1f ms, p99 %.1f ms, "
           "max %.1f ms" % (f["socket_p50_ms"], f["socket_p99_ms"],
                            f["socket_max_ms"]))
+    print("load average (1 min) at the end: %.2f" % f["load_average"])
     print("server CPU per watcher woken: %.1f us"
           % f["wake_cpu_us"])
     print("server RSS: idle %.1f MiB, %d watchers blocked %.1f MiB, "
