@@ -66,8 +66,19 @@ def format_token(generation, message_generation=0):
     return "%020d,%020d" % (generation, message_generation)
 
 
+_last_token = ["", (0, 0)]   # watchers woken together re-enter with one
+
+
 def parse_token(token):
     """(db generation, message generation) of an event.from token."""
+    if token == _last_token[0]:
+        return _last_token[1]
+    parsed = _parse_token(token)
+    _last_token[:] = [token, parsed]
+    return parsed
+
+
+def _parse_token(token):
     if token == "":
         return 0, 0
     parts = token.split(",")
