@@ -155,6 +155,36 @@ def jsonrpc(url, method, params, timeout=600):
     return reply["result"], len(raw)
 
 
+class KeepAliveClient:
+    """JSON-RPC over one keep-alive plain HTTP connection."""
+
+    def __init__(self, port, timeout=120):
+        import http.client
+        self.conn = http.client.HTTPConnection("127.0.0.1", port,
+                                               timeout=timeout)
+
+    def call(self, method, *params):
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                           "params": list(params)})
+        self.conn.request("POST", "/jsonrpc", body,
+                          {"Content-Type": "application/json"})
+        reply = json.loads(self.conn.getresponse().read())
+        if "error" in reply:
+            raise RPCError.from_jsonrpc(reply["error"])
+        return reply["result"]
+
+    def close(self):
+        self.conn.close()
+
+
+def percentile(sorted_values, p):
+    """The p-th percentile of sorted values (nearest rank); NaN of none."""
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(round(
+        p / 100.0 * (len(sorted_values) - 1))))]
+
+
 def xmlrpc_body(method, params):
     import xmlrpc.client
     return xmlrpc.client.dumps(tuple(params), method).encode()

@@ -79,23 +79,31 @@ def reactor_samples(doc):
             yield stack, weight
 
 
-def analyse(path, requests, cpu, top):
+def analyse(path, requests, cpu, top, within=None):
     with open(path) as f:
         doc = json.load(f)
     steps, own = collections.Counter(), collections.Counter()
     busy = 0.0
     for stack, weight in reactor_samples(doc):
+        if within and not any(n.endswith(within) for _, n in stack):
+            continue
         busy += weight
         steps[step_of(stack)] += weight
         file_, name = stack[-1]
         own["%s (%s)" % (name, file_.split("site-packages/")[-1]
                          .split(common.REPO + "/")[-1])] += weight
-    # py-spy drops samples under load: the samples give the shares, the
-    # process's CPU time the total.
-    per = 1e6 * cpu / max(1, requests) / max(busy, 1e-9)
-    print("server CPU %.2f s for %d requests: %.0f us a request "
-          "(%d reactor samples)" % (cpu, requests, busy * per,
-                                    round(busy * 250)))
+    if cpu is None:
+        # Shares only: a recording made elsewhere (bench_events --profile).
+        per = 100.0 / max(busy, 1e-9)
+        print("%d reactor samples; the figures marked us are shares in %% "
+              "of the busy time" % round(busy * 250))
+    else:
+        # py-spy drops samples under load: the samples give the shares,
+        # the process's CPU time the total.
+        per = 1e6 * cpu / max(1, requests) / max(busy, 1e-9)
+        print("server CPU %.2f s for %d requests: %.0f us a request "
+              "(%d reactor samples)" % (cpu, requests, busy * per,
+                                        round(busy * 250)))
     for step, s in steps.most_common():
         print("  %-22s %6.1f us  %5.1f%%" % (step, s * per,
                                              100 * s / busy))
@@ -115,7 +123,16 @@ def main(argv=None):
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--server-args", default="",
                    help="extra twistd xapi options, space-separated")
+    p.add_argument("--analyse", metavar="FILE",
+                   help="only sort an existing py-spy speedscope file "
+                        "into the steps (shares, no per-request figure)")
+    p.add_argument("--within", metavar="FUNCTION",
+                   help="with --analyse: only the samples under this "
+                        "function (e.g. EventHub._flush)")
     args = p.parse_args(argv)
+    if args.analyse:
+        analyse(args.analyse, 0, None, args.top, args.within)
+        return
     common.raise_fd_limit()
     base = tempfile.mkdtemp(prefix="txxapi-hotpath-")
     data = os.path.join(base, "data")

@@ -8,8 +8,6 @@ yet" while the server lacks --simulator-op-time or VM.start answers
 NOT_IMPLEMENTED.
 """
 
-import http.client
-import json
 import os
 import threading
 import time
@@ -21,24 +19,7 @@ OP_TIME_OPTION = "--simulator-op-time"
 MISSING = ("NOT_IMPLEMENTED", "MESSAGE_METHOD_UNKNOWN")
 
 
-class Client:
-    """JSON-RPC over one keep-alive plain HTTP connection."""
-
-    def __init__(self, port):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-
-    def call(self, method, *params):
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
-                           "params": list(params)})
-        self.conn.request("POST", "/jsonrpc", body,
-                          {"Content-Type": "application/json"})
-        reply = json.loads(self.conn.getresponse().read())
-        if "error" in reply:
-            raise common.RPCError.from_jsonrpc(reply["error"])
-        return reply["result"]
-
-    def close(self):
-        self.conn.close()
+Client = common.KeepAliveClient
 
 
 def cycles(port, session, vms, seconds, cycle):

@@ -23,7 +23,7 @@ import traceback
 
 from benchmarks import common
 
-ITEMS = ("api", "scale", "events", "lifecycle", "datapath", "xva", "nbd",
+ITEMS = ("api", "scale", "events", "records", "lifecycle", "datapath", "xva", "nbd",
          "durability", "restart", "etcdlog", "rbac", "adlogin", "metrics")
 
 

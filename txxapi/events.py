@@ -16,7 +16,10 @@ its latest snapshot.  The hub only remembers who is waiting:
   one collection that share a token position and a subscription share one
   reply, which the RPC endpoints encode once for all of them
   (txxapi.wire.shared);
-* every wait is a Deferred plus reactor.callLater: no threads.
+* a call whose token is already current is watched at once, without a
+  first collection; the timeouts of blocked calls share one timer per
+  DEADLINE_SLOT (a call may answer up to that much after its timeout);
+* every wait is a Deferred on reactor timers: no threads.
 
 event.next keeps, per registered session, a bounded queue of change
 events taken when the change happened; overflowing it loses events and
@@ -54,6 +57,7 @@ DEFAULT_TIMEOUT = 86400.0  # when the timeout is not a usable number
 NEXT_QUEUE_BYTES = 10000000  # per registered session, serialized size
 INT64_MAX = (1 << 63) - 1
 WATCHED_CACHE = 1024       # distinct class lists remembered
+DEADLINE_SLOT = 0.01       # s: timeouts due within one share a timer
 
 MESSAGE = "message"
 
@@ -62,8 +66,19 @@ def format_token(generation, message_generation=0):
     return "%020d,%020d" % (generation, message_generation)
 
 
+_last_token = ["", (0, 0)]   # watchers woken together re-enter with one
+
+
 def parse_token(token):
     """(db generation, message generation) of an event.from token."""
+    if token == _last_token[0]:
+        return _last_token[1]
+    parsed = _parse_token(token)
+    _last_token[:] = [token, parsed]
+    return parsed
+
+
+def _parse_token(token):
     if token == "":
         return 0, 0
     parts = token.split(",")
@@ -160,6 +175,52 @@ def _fail_later(d, error):
         d.errback(Failure(error))
 
 
+class _Deadlines:
+    """The timeouts of blocked calls, one reactor timer per slot of
+    DEADLINE_SLOT: watchers that re-enter together with one timeout cost
+    one timer, and a call answered early leaves its slot at once (a
+    cancelled timer of its own would stay in the reactor's queue)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.slots = {}   # slot number -> (timer, set of calls)
+
+    def add(self, call, timeout):
+        now = self.clock.seconds()
+        slot = math.ceil((now + timeout) / DEADLINE_SLOT)
+        entry = self.slots.get(slot)
+        if entry is None:
+            timer = self.clock.callLater(
+                max(0.0, slot * DEADLINE_SLOT - now), self._fire, slot)
+            entry = self.slots[slot] = (timer, set())
+        entry[1].add(call)
+        return slot
+
+    def remove(self, call, slot):
+        entry = self.slots.get(slot)
+        if entry is None:
+            return
+        calls = entry[1]
+        calls.discard(call)
+        if not calls:
+            del self.slots[slot]
+            if entry[0].active():
+                entry[0].cancel()
+
+    def _fire(self, slot):
+        _timer, calls = self.slots.pop(slot, (None, ()))
+        for call in list(calls):
+            call.deadline = None
+            if not call.done:
+                call.expire()
+
+    def clear(self):
+        for timer, _calls in self.slots.values():
+            if timer.active():
+                timer.cancel()
+        self.slots = {}
+
+
 def _finite_timeout(timeout):
     try:
         timeout = float(timeout)
@@ -185,7 +246,7 @@ class _FromCall:
         self.msg_since = msg_since
         self.d = defer.Deferred(self._cancelled)
         self.timer = None      # the pending collection, if any
-        self.deadline = None   # the timeout
+        self.deadline = None   # the timeout's slot (EventHub._deadlines)
         self.expired = False
         self.watching = False
         self.done = False
@@ -212,7 +273,6 @@ class _FromCall:
         hub.watch(self)
 
     def expire(self):
-        self.deadline = None
         self.expired = True
         if self.timer is None:
             self.collect()
@@ -226,9 +286,9 @@ class _FromCall:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
-        if self.deadline is not None and self.deadline.active():
-            self.deadline.cancel()
-        self.deadline = None
+        if self.deadline is not None:
+            self.hub._deadlines.remove(self, self.deadline)
+            self.deadline = None
         self.hub.forget(self)
 
     def _cancelled(self, _d):
@@ -282,6 +342,7 @@ class EventHub:
         self._pending = []     # sets of woken calls, collected together
         self._flush_timer = None
         self._replies = None   # while flushing: window -> reply
+        self._deadlines = _Deadlines(clock)
         # Class lists -> (Subscription, tables, wake-up keys): watchers
         # re-enter with the same list, over and over.
         self._watched = {}
@@ -312,6 +373,7 @@ class EventHub:
         if self._flush_timer is not None and self._flush_timer.active():
             self._flush_timer.cancel()
         self._flush_timer = None
+        self._deadlines.clear()
         calls = set(self._watch_all)
         for s in self._watch.values():
             calls.update(s)
@@ -423,10 +485,27 @@ class EventHub:
         call = _FromCall(self, session, watched, since, msg_since)
         self._by_session.setdefault(session, set()).add(call)
         delay = FROM_TASK_DELAY if subs.task_only else FROM_DELAY
-        call.timer = self.reactor.callLater(delay, call.collect)
-        call.deadline = self.reactor.callLater(_finite_timeout(timeout),
-                                               call.expire)
+        timeout = _finite_timeout(timeout)
+        if timeout >= delay and self._current(call):
+            # Nothing can be news yet: a change wakes it (and the batching
+            # delay runs from there), as after an empty first collection.
+            self.watch(call)
+        else:
+            call.timer = self.reactor.callLater(delay, call.collect)
+        call.deadline = self._deadlines.add(call, timeout)
         return call.d
+
+    def _current(self, call):
+        """Whether a call's token is at the present generation(s)."""
+        if call.since != self.db.generation:
+            return False
+        if not call.subs.table_matches(MESSAGE) or \
+                self.message_source is None:
+            return True
+        try:
+            return call.msg_since == self.message_source(call.msg_since)[0]
+        except Exception:
+            return False   # the collection answers the failure
 
     def watch(self, call):
         call.watching = True

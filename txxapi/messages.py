@@ -136,6 +136,8 @@ class MessageStore:
     def changes_since(self, since):
         """(generation, [(op, ref, record)]) after ``since``, for
         event.from: additions with their records, deletions without."""
+        if since >= self.generation:
+            return self.generation, []
         changes = [("add", ref, record)
                    for ref, (gen, record) in self.messages.items()
                    if gen > since]

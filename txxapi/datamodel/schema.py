@@ -5,6 +5,8 @@ derives every implicit message, so dispatch, records, RBAC and the database
 schema all read one structure.
 """
 
+import functools
+
 from txxapi.datamodel import types as T
 from txxapi.datamodel.roles import READ_ONLY
 
@@ -93,8 +95,10 @@ class Message:
     def implicit(self):
         return self.kind != "explicit"
 
-    @property
+    @functools.cached_property
     def required_count(self):
+        # Read on every call; the defaults are all set once the model is
+        # built, before any call.
         return sum(1 for p in self.params if not p.has_default)
 
     def __repr__(self):

@@ -105,10 +105,8 @@ class RPCResource(resource.Resource):
                     value = value.to_dict()
                 return shared.encoded(value, "xml", xmlrpc.encode_success) \
                     or xmlrpc.encode_success(value)
-        d.addCallbacks(ok, self._failure_description,
-                       errbackArgs=(method,))
-        d.addErrback(self._encode_error_of, xmlrpc.encode_failure)
-        d.addCallback(self._write, request, b"text/xml")
+        self._answer(d, request, b"text/xml", ok, method,
+                     xmlrpc.encode_failure)
         return server.NOT_DONE_YET
 
     # -- JSON-RPC -------------------------------------------------------------
@@ -133,14 +131,26 @@ class RPCResource(resource.Resource):
             if result is not None:
                 return jsonrpc.encode_success_encoded(call, result)
             return jsonrpc.encode_success(call, value)
-        d.addCallbacks(ok, self._failure_description,
-                       errbackArgs=(call.method,))
-        d.addErrback(self._encode_error_of,
+        self._answer(d, request, b"application/json", ok, call.method,
                      lambda desc: jsonrpc.encode_failure(call, desc))
-        d.addCallback(self._write, request, b"application/json")
         return server.NOT_DONE_YET
 
     # -- shared ---------------------------------------------------------------
+
+    def _answer(self, d, request, content_type, ok, method, encode_failure):
+        """Write the call's answer: ok(result), or the failure's envelope.
+        One pair of callbacks on the call's Deferred (a watcher woken with
+        a thousand others runs these a thousand times)."""
+        def succeeded(value):
+            self._write(ok(value), request, content_type)
+
+        def failed(failure):
+            try:
+                self._failure_description(failure, method)
+            except _Described as e:
+                self._write(encode_failure(e.description), request,
+                            content_type)
+        d.addCallbacks(succeeded, failed)
 
     @staticmethod
     def _failure_description(failure, method):
@@ -150,11 +160,6 @@ class RPCResource(resource.Resource):
             raise _Described(failure.value.description)
         log.failure("internal error in {method}", failure, method=method)
         raise _Described(["INTERNAL_ERROR", failure.getErrorMessage()])
-
-    @staticmethod
-    def _encode_error_of(failure, encode):
-        failure.trap(_Described)
-        return encode(failure.value.description)
 
     @staticmethod
     def _stream(request, content_type, stream, *args):
