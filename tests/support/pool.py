@@ -9,13 +9,20 @@ address.  Binding ports below 1024 needs root, as the tests run.
 """
 
 import os
+import time
 import xmlrpc.client
 
+import pytest
 import XenAPI
 
+from tests.support.etcd import needs_etcd
 from tests.support.servers import PASSWORD, USER, RunningServer
 from txxapi.pool.join import RESTART_STATUS
 
+
+# Pool tests need root (ports 80/443 on 127.0.N.x) and etcd.
+needs_pool_hosts = [needs_etcd, pytest.mark.skipif(
+    os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
 
 # Runs that share a machine take distinct loopback nets (127.0.N.x):
 # TXXAPI_TEST_NET=N.  Default 0: 127.0.0.2, .3, ...
@@ -35,6 +42,41 @@ class PoolHost(RunningServer):
             extra_args=extra_args, http_port=80, https_port=443,
             bind=address)
         self.address = address
+
+    def wait_ready(self, timeout=30, greeted=True):
+        """Serving; a slave also out of emergency mode (its master
+        answered its pool.hello) unless ``greeted`` is false."""
+        RunningServer.wait_ready(self, timeout)
+        if greeted and self.role().startswith("slave:"):
+            deadline = time.monotonic() + timeout
+            while self.in_emergency_mode():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("%s still in emergency mode: %s"
+                                       % (self.address, self.read_log()))
+                time.sleep(0.1)
+        return self
+
+    def role(self):
+        path = os.path.join(self.data_dir, "pool.conf")
+        if not os.path.exists(path):
+            return "master"
+        with open(path) as f:
+            return f.read().strip()
+
+    def in_emergency_mode(self):
+        """host.is_in_emergency_mode through a local login with the pool
+        secret (what a host in emergency mode serves)."""
+        with open(os.path.join(self.data_dir, "ptoken")) as f:
+            secret = f.read().strip()
+        proxy = xmlrpc.client.ServerProxy("http://%s/" % self.address)
+        login = proxy.session.slave_local_login(secret)
+        assert login["Status"] == "Success", login
+        try:
+            reply = proxy.host.is_in_emergency_mode(login["Value"])
+            assert reply["Status"] == "Success", reply
+            return reply["Value"]
+        finally:
+            proxy.session.local_logout(login["Value"])
 
     def restart(self, timeout=30):
         """Start again after the process exited by itself (a join or an
