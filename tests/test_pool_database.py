@@ -7,8 +7,12 @@ log still holds every acknowledged write.
 """
 
 import os
+import signal
+import threading
+from uuid import uuid4
 
 import pytest
+import XenAPI
 
 from tests.support.api import wait_until
 from tests.support.etcd import needs_etcd
@@ -46,6 +50,54 @@ def test_master_writes_reach_every_replica_and_slave_writes_the_master(pool):
     wait_until(lambda: pool_session(pool[2]).xenapi.host
                .get_name_description(me) == "written on the slave",
                what="the slave's write on the other slave")
+
+
+def test_a_write_the_master_refuses_fails_its_call_and_later_ones_go_on(
+        pool):
+    """Two slaves introduce an SR of the same uuid while the master is
+    frozen: each applies it locally, and once the master runs again it
+    takes one and refuses the other (its uniqueness error), which the
+    losing call gets; that slave's replica then holds the winner's, and
+    its next write is the master's as usual."""
+    uuid = str(uuid4())
+    slaves = [pool_session(h).xenapi for h in pool[1:]]
+    readers = [pool_session(h).xenapi for h in pool[1:]]
+    outcomes = {}
+
+    def introduce(i):
+        try:
+            outcomes[i] = ("ok", slaves[i].SR.introduce(
+                uuid, "dup-%d" % i, "", "dummy", "", False, {}))
+        except XenAPI.Failure as e:
+            outcomes[i] = ("refused", e.details)
+    os.kill(pool[0].proc.pid, signal.SIGSTOP)
+    try:
+        calls = [threading.Thread(target=introduce, args=(i,))
+                 for i in (0, 1)]
+        for call in calls:
+            call.start()
+        for x in readers:
+            wait_until(lambda: uuid in [r["uuid"] for r in
+                                        x.SR.get_all_records().values()],
+                       what="the SR applied locally")
+    finally:
+        os.kill(pool[0].proc.pid, signal.SIGCONT)
+    for call in calls:
+        call.join(30)
+    kinds = sorted(outcome[0] for outcome in outcomes.values())
+    assert kinds == ["ok", "refused"], outcomes
+    winner = [i for i in outcomes if outcomes[i][0] == "ok"][0]
+    loser = 1 - winner
+    assert outcomes[loser][1] == ["DB_UNIQUENESS_CONSTRAINT_VIOLATION",
+                                  "SR", "uuid", uuid]
+    master = pool[0].session().xenapi
+    assert master.SR.get_by_uuid(uuid) == outcomes[winner][1]
+    wait_until(lambda: slaves[loser].SR.get_by_uuid(uuid)
+               == outcomes[winner][1], what="the loser's replica reloaded")
+    slaves[loser].network.create({"name_label": "after-refusal",
+                                  "name_description": "", "MTU": "1500",
+                                  "other_config": {}})
+    assert "after-refusal" in labels(master)
 
 
 def test_kill_9_of_the_master_loses_no_acknowledged_write(pool):

@@ -70,6 +70,12 @@ class Replica:
         self._running = True
         self._watch()
 
+    def reload(self):
+        """Load the log afresh (in order with the batches being applied):
+        what the master holds replaces any local change."""
+        self._events.append(None)
+        self._drain()
+
     def wait_for(self, generation):
         """Fires once generation is applied."""
         if self.generation >= generation:
@@ -200,7 +206,11 @@ class Replica:
 
 def _adopt(db, fresh):
     """db takes fresh's content: tables (with their indexes), generation.
-    The change log restarts there (event.from falls back to a scan)."""
+    The change log restarts there (event.from falls back to a scan).
+    What is this host's own (sessions, tasks: not in the log) stays."""
+    for name, table in db.tables.items():
+        if not db.model.cls(name).persistent:
+            fresh.tables[name] = table
     db.tables = fresh.tables
     db.generation = fresh.generation
     db.persistent_generation = fresh.generation
