@@ -9,6 +9,7 @@ log still holds every acknowledged write.
 import os
 import signal
 import threading
+import time
 from uuid import uuid4
 
 import pytest
@@ -50,6 +51,36 @@ def test_master_writes_reach_every_replica_and_slave_writes_the_master(pool):
     wait_until(lambda: pool_session(pool[2]).xenapi.host
                .get_name_description(me) == "written on the slave",
                what="the slave's write on the other slave")
+
+
+def test_event_from_on_a_slave_sees_what_its_replica_applies(pool):
+    x = pool_session(pool[1]).xenapi
+    event_from = getattr(x.event, "from")
+    token = [event_from(["network"], "", 0.0)["token"]]
+
+    def operations_on(ref):
+        """The slave's events about ref, once there are some."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            reply = event_from(["network"], token[0], 5.0)
+            token[0] = reply["token"]
+            ops = [(e["operation"], e.get("snapshot") or {})
+                   for e in reply["events"] if e["ref"] == ref]
+            if ops:
+                return ops
+        return []
+
+    master = pool[0].session().xenapi
+    ref = master.network.create({"name_label": "evented", "MTU": "1500",
+                                 "name_description": "", "other_config": {}})
+    [(op, snapshot)] = operations_on(ref)
+    assert (op, snapshot["name_label"]) == ("add", "evented")
+    master.network.set_name_description(ref, "changed on the master")
+    [(op, snapshot)] = operations_on(ref)
+    assert (op, snapshot["name_description"]) == \
+        ("mod", "changed on the master")
+    master.network.destroy(ref)
+    assert [op for op, _ in operations_on(ref)] == ["del"]
 
 
 def test_a_write_the_master_refuses_fails_its_call_and_later_ones_go_on(

@@ -2,8 +2,9 @@
 Replica: a slave's hot copy of the pool database, kept from the log on
 etcd (dblog.py).  It loads the latest snapshot and the batches after it,
 all read at one revision, then watches the log from the next revision and
-applies each batch, in generation order, to its in-memory Database
-(apply_change: silent, as a replay).  So the slave reads locally and, once
+applies each batch, in generation order, to its in-memory Database as
+that database's own writes (apply_announced: under local generations,
+seen by event.from on this host, never shipped back).  So the slave reads locally and, once
 promoted, already holds every write the master had acknowledged.
 
 - A batch whose ``prev`` is past the applied generation means a batch was
@@ -46,6 +47,7 @@ class Replica:
         self.revision = 0       # etcd revision it is up to date with
         self.loads = 0          # snapshot loads (1 + reloads)
         self.batches = 0
+        self.applying = False
         self._watcher = None
         self._events = collections.deque()
         self._applying = False
@@ -178,9 +180,15 @@ class Replica:
                      "applied only {g}: reloading", first=batch.first,
                      prev=batch.prev, g=self.generation)
             return False
-        for record in batch.records:
-            if record[0] > self.generation:
-                self.db.apply_change(record)
+        # As writes of this host's database (event.from here sees them),
+        # which are not this host's to ship (``applying``).
+        self.applying = True
+        try:
+            for record in batch.records:
+                if record[0] > self.generation:
+                    self.db.apply_announced(record)
+        finally:
+            self.applying = False
         self.db.persistent_generation = self.db.generation
         self.generation = batch.last
         self.revision = max(self.revision, kv.mod_revision)
@@ -212,8 +220,9 @@ def _adopt(db, fresh):
         if not db.model.cls(name).persistent:
             fresh.tables[name] = table
     db.tables = fresh.tables
-    db.generation = fresh.generation
-    db.persistent_generation = fresh.generation
+    # Never backwards: this host's generations run past the master's.
+    db.generation = max(db.generation, fresh.generation)
+    db.persistent_generation = db.generation
     db.log_gens, db.log_items = [], []
-    db.log_start = fresh.generation
+    db.log_start = db.generation
     db.tombstones = {}

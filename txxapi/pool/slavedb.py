@@ -9,8 +9,8 @@ next read sees it) and queued; the queue goes to the master in order, one
 where the master applies it as its own ordinary writes, on its log.  A
 call on the slave that wrote answers only once the master has
 acknowledged those writes, that is once a quorum holds them.  The
-Replica's echo of them is applied silently (apply_change), so it is never
-shipped again.  Session and task records stay local, as they are not
+Replica's echo of them, as every batch it applies, is not shipped again
+(Replica.applying).  Session and task records stay local, as they are not
 persistent.
 
 A call ships at most SHIP_BYTES of records.  The master being away or
@@ -137,7 +137,7 @@ class SlavePersistence:
     # -- local writes, shipped --------------------------------------------------
 
     def _changed(self, record, cls):
-        if cls.persistent and self._running:
+        if cls.persistent and self._running and not self.replica.applying:
             self._queue.append(record)
             self._kick()
 
