@@ -177,6 +177,24 @@ def test_a_cancel_of_the_clients_task_reaches_the_slave(pool, x, hosts):
     x.VM.destroy(vm)
 
 
+def test_a_forwarded_calls_progress_shows_on_the_masters_task(x, hosts):
+    """The slave's progress of the call (a start reports some before its
+    start_delay) is mirrored onto the client's task on the master while
+    the call still runs there."""
+    vm = new_vm(x, "slow-start")
+    x.VM.set_start_delay(vm, 4)
+    task = x.Async.VM.start_on(vm, hosts[1], False, False)
+    progress = wait_until(
+        lambda: x.task.get_status(task) == "pending" and
+        x.task.get_progress(task) > 0 and x.task.get_progress(task),
+        what="progress on the master's task")
+    assert 0 < progress < 1
+    record = wait_task(x, task)
+    assert (record["status"], record["progress"]) == ("success", 1.0)
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+
+
 def local_sr(x, host):
     return [x.PBD.get_SR(p) for p in x.host.get_PBDs(host)
             if x.SR.get_type(x.PBD.get_SR(p)) != "iso" and
