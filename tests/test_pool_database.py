@@ -53,6 +53,30 @@ def test_master_writes_reach_every_replica_and_slave_writes_the_master(pool):
                what="the slave's write on the other slave")
 
 
+def tools_pbds(x):
+    """{host address: (PBD ref, its path)} of the pool's tools SR."""
+    [sr] = [r for r, f in x.SR.get_all_records().items() if f["is_tools_sr"]]
+    return {x.host.get_address(f["host"]): (ref, f["device_config"]["path"])
+            for ref, f in x.PBD.get_all_records().items() if f["SR"] == sr}
+
+
+def test_each_host_keeps_its_own_tools_sr_pbd_across_restarts(pool):
+    x = pool[0].session().xenapi
+
+    def each_on_its_own():
+        pbds = tools_pbds(x)
+        return sorted(pbds) == sorted(h.address for h in pool) and all(
+            pbds[h.address][1] == os.path.abspath(
+                os.path.join(h.data_dir, "tools-iso")) for h in pool)
+    assert each_on_its_own(), tools_pbds(x)
+    before = tools_pbds(x)
+    pool[1].stop()
+    pool[1].start()
+    # The same PBDs, each still on its own host's path.
+    assert tools_pbds(x) == before
+    assert each_on_its_own()
+
+
 def test_event_from_on_a_slave_sees_what_its_replica_applies(pool):
     x = pool_session(pool[1]).xenapi
     event_from = getattr(x.event, "from")
