@@ -38,8 +38,9 @@ log = Logger()
 
 
 class Replica:
-    def __init__(self, client, prefix, db, directory):
+    def __init__(self, client, prefix, db, directory, on_loaded=None):
         self.client = client
+        self.on_loaded = on_loaded or (lambda: None)
         self.keys = Keys(prefix)
         self.db = db
         self.directory = directory
@@ -114,6 +115,7 @@ class Replica:
                     if record[0] > fresh.generation:
                         fresh.apply_change(record)
             _adopt(self.db, fresh)
+            self.on_loaded()
             self.generation = state.last_generation
             self.revision = state.revision
             self.loads += 1

@@ -13,6 +13,11 @@ Replica's echo of them, as every batch it applies, is not shipped again
 (Replica.applying).  Session and task records stay local, as they are not
 persistent.
 
+Operation marks (current_operations) are the master's: a slave's change
+of them is shipped as what it added and removed (MARKS_FIELD), which the
+master merges into its own marks, recomputing allowed_operations, so a
+mark made on the master meanwhile is never overwritten.
+
 A call ships at most SHIP_BYTES of records.  The master being away or
 between states (TRANSIENT errors) only delays the queue; a write the
 master refuses (any other error) is dropped from it: the records of the
@@ -26,6 +31,7 @@ import collections
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from txxapi import operations
 from txxapi.db import redolog
 from txxapi.errors import XenAPIError
 from txxapi.pool.client import PeerClient, PeerUnreachable
@@ -37,6 +43,8 @@ from txxapi.pool.replica import Replica
 log = Logger()
 
 WRITE_CALL = "pool.db_write"
+MARKS = "current_operations"
+MARKS_FIELD = "__current_operations_delta__"
 SHIP_BYTES = 128 * 1024
 # The master's answers that say "not now" rather than "no".
 TRANSIENT = frozenset(["SESSION_INVALID", "HOST_IS_SLAVE",
@@ -75,8 +83,19 @@ def apply_shipped(db, text):
                                   table, "uuid", uuid)
             db.create(table, fields, ref=ref)
         elif op == "add" or (op == "mod" and exists):
-            db.update(table, ref, {k: v for k, v in fields.items()
-                                   if k != "uuid"})
+            delta = fields.get(MARKS_FIELD)
+            changes = {k: v for k, v in fields.items()
+                       if k not in ("uuid", MARKS_FIELD)}
+            if delta is not None:
+                marks = dict(db.fields(table, ref)[MARKS])
+                for key in delta["removed"]:
+                    marks.pop(key, None)
+                marks.update(delta["added"])
+                changes[MARKS] = marks
+                changes.pop("allowed_operations", None)
+            db.update(table, ref, changes)
+            if delta is not None:
+                operations.refresh(db, table, ref)
         elif op == "del" and exists:
             db.delete(table, ref)
         elif op == "touch" and exists:
@@ -102,6 +121,7 @@ class SlavePersistence:
         self._queue = collections.deque()
         self._singly = 0            # records to ship one by one (a refusal)
         self._refusals = []         # (generation, XenAPIError)
+        self._marks = {}            # (table, ref) -> its marks, as known
         self._waiters = []
         self._sending = False
         self._session = None
@@ -118,7 +138,7 @@ class SlavePersistence:
             yield task.deferLater(self.reactor, delay, lambda: None)
             delay = min(delay * 2, MAX_RETRY_DELAY)
         self.replica = Replica(self.client, self.keys.prefix, db,
-                               self.directory)
+                               self.directory, on_loaded=self._known_marks)
         yield self.replica.start()
         self.acknowledged = db.generation
         self._running = True
@@ -137,9 +157,48 @@ class SlavePersistence:
     # -- local writes, shipped --------------------------------------------------
 
     def _changed(self, record, cls):
-        if cls.persistent and self._running and not self.replica.applying:
-            self._queue.append(record)
-            self._kick()
+        if not (cls.persistent and self._running):
+            return
+        if self.replica.applying:
+            self._note_marks(record)
+            return
+        self._queue.append(self._with_marks_delta(record))
+        self._kick()
+
+    # -- marks: shipped as deltas -----------------------------------------------
+
+    def _known_marks(self):
+        """After a (re)load: every object's marks, as they are now."""
+        self._marks = {}
+        for name, table in self.db.tables.items():
+            if MARKS in table.defaults:
+                for ref, row in table.rows.items():
+                    if row.fields[MARKS]:
+                        self._marks[(name, ref)] = row.fields[MARKS]
+
+    def _note_marks(self, record):
+        _gen, op, table, ref, fields = record
+        if op == "del":
+            self._marks.pop((table, ref), None)
+        elif fields and MARKS in fields:
+            if fields[MARKS]:
+                self._marks[(table, ref)] = fields[MARKS]
+            else:
+                self._marks.pop((table, ref), None)
+
+    def _with_marks_delta(self, record):
+        gen, op, table, ref, fields = record
+        before = self._marks.get((table, ref), {})
+        self._note_marks(record)
+        if op != "mod" or MARKS not in fields:
+            return record
+        after = fields[MARKS]
+        shipped = {k: v for k, v in fields.items()
+                   if k not in (MARKS, "allowed_operations")}
+        shipped[MARKS_FIELD] = {
+            "added": {k: v for k, v in after.items() if before.get(k) != v},
+            "removed": [k for k in before if k not in after]}
+        return (gen, op, table, ref, shipped)
 
     def _kick(self):
         if not self._sending and self._queue:
