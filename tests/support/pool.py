@@ -9,6 +9,7 @@ address.  Binding ports below 1024 needs root, as the tests run.
 """
 
 import os
+import threading
 import time
 import xmlrpc.client
 
@@ -111,9 +112,12 @@ class PoolHosts:
     def __iter__(self):
         return iter(self.hosts)
 
-    def start(self):
+    def start(self, timeout=60):
+        """Every host started at once, then each waited for."""
         for host in self.hosts:
-            host.start()
+            host.spawn()
+        for host in self.hosts:
+            host.wait_ready(timeout)
         return self
 
     def stop(self):
@@ -130,7 +134,7 @@ class PoolHosts:
         for host in hosts:
             host.wait_ready(timeout)
 
-    def join(self, joiner, master):
+    def join(self, joiner, master, timeout=30):
         """``joiner`` joins ``master``'s pool (the SDK call an operator
         makes) and comes back up as a slave."""
         session = joiner.session()
@@ -138,7 +142,24 @@ class PoolHosts:
             session.xenapi.pool.join(master.address, USER, PASSWORD)
         finally:
             _logout(session)
-        joiner.restart()
+        joiner.restart(timeout)
+
+    def join_all(self, joiners, master, timeout=120):
+        """Every joiner joins at once (an operator's script over a rack)."""
+        failures = []
+
+        def join(joiner):
+            try:
+                self.join(joiner, master, timeout)
+            except Exception as e:
+                failures.append((joiner.address, e))
+        threads = [threading.Thread(target=join, args=(j,)) for j in joiners]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise RuntimeError("joins failed: %r" % failures)
 
 
 def started_pool(base, count):

@@ -272,7 +272,10 @@ class PoolDatabase(service.MultiService):
                          | set(self.config["clients"]))
         config = {"member": False, "name": uuid, "address": address,
                   "clients": clients}
-        if len(members) < limit:
+        # etcd takes one learner at a time: while another joiner's is not
+        # promoted yet, this one starts as a client (membership gives it
+        # a member later, if the pool wants one).
+        if len(members) < limit and not any(m.is_learner for m in members):
             # Refused for a few seconds after a member (re)started.
             new, now = yield retry_unhealthy(
                 self.client, MEMBER_TIMEOUT,

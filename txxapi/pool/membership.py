@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from txxapi.errors import XenAPIError
 from txxapi.pool.client import PeerUnreachable
 from txxapi.pool.etcd import EtcdError, EtcdTimeout
-from txxapi.pool.etcd.member import retry_unhealthy
+from txxapi.pool.etcd.member import NOT_YET, retry_unhealthy
 from txxapi.pool.liveness import is_live
 
 log = Logger()
@@ -192,9 +192,11 @@ class Membership:
         from txxapi.pool.database import member_urls
         client = self.client
         client_url, peer_url = member_urls(address)
+        # A joiner's learner not promoted yet: one learner at a time.
         new, now = yield retry_unhealthy(
             client, HEALTH_TIMEOUT,
-            lambda: client.member_add([peer_url], learner=True))
+            lambda: client.member_add([peer_url], learner=True),
+            NOT_YET + ("too many learner members",))
         config = {"cluster": member_cluster(now, new.id, uuid, peer_url),
                   "id": new.id}
         try:
