@@ -9,6 +9,7 @@ address.  Binding ports below 1024 needs root, as the tests run.
 """
 
 import os
+import signal
 import threading
 import time
 import xmlrpc.client
@@ -121,6 +122,10 @@ class PoolHosts:
         return self
 
     def stop(self):
+        """Every host asked to stop at once, then each waited for."""
+        for host in self.hosts:
+            if host.proc is not None and host.proc.poll() is None:
+                host.proc.send_signal(signal.SIGTERM)
         for host in self.hosts:
             host.stop()
 
