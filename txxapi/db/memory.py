@@ -116,6 +116,9 @@ class Database:
             if name in self.tables:
                 self.tables[name].index(field)
         self.listeners = []
+        # True while listeners hear of a change another host wrote
+        # (apply_announced), not one of this host's own.
+        self.replicated = False
         # Recent changes, for event.from: parallel lists of generations and
         # (table, ref); tombstones remember what deleted rows were.
         self.log_gens = []
@@ -407,7 +410,12 @@ class Database:
                 self._trim_tombstones()
         else:
             return
-        self._logged(gen, t, ref, op, record[4])
+        # Listeners tell such a change from this host's own writes.
+        self.replicated = True
+        try:
+            self._logged(gen, t, ref, op, record[4])
+        finally:
+            self.replicated = False
 
     def reset_runtime(self, names):
         """Put runtime-only fields (operations in flight, say) back to

@@ -48,7 +48,6 @@ class Replica:
         self.revision = 0       # etcd revision it is up to date with
         self.loads = 0          # snapshot loads (1 + reloads)
         self.batches = 0
-        self.applying = False
         self._watcher = None
         self._events = collections.deque()
         self._applying = False
@@ -183,14 +182,10 @@ class Replica:
                      prev=batch.prev, g=self.generation)
             return False
         # As writes of this host's database (event.from here sees them),
-        # which are not this host's to ship (``applying``).
-        self.applying = True
-        try:
-            for record in batch.records:
-                if record[0] > self.generation:
-                    self.db.apply_announced(record)
-        finally:
-            self.applying = False
+        # which are not this host's to ship (Database.replicated).
+        for record in batch.records:
+            if record[0] > self.generation:
+                self.db.apply_announced(record)
         self.db.persistent_generation = self.db.generation
         self.generation = batch.last
         self.revision = max(self.revision, kv.mod_revision)

@@ -10,7 +10,7 @@ where the master applies it as its own ordinary writes, on its log.  A
 call on the slave that wrote answers only once the master has
 acknowledged those writes, that is once a quorum holds them.  The
 Replica's echo of them, as every batch it applies, is not shipped again
-(Replica.applying).  Session and task records stay local, as they are not
+(Database.replicated).  Session and task records stay local, as they are not
 persistent.
 
 Operation marks (current_operations) are the master's: a slave's change
@@ -159,7 +159,7 @@ class SlavePersistence:
     def _changed(self, record, cls):
         if not (cls.persistent and self._running):
             return
-        if self.replica.applying:
+        if self.db.replicated:
             self._note_marks(record)
             return
         self._queue.append(self._with_marks_delta(record))
