@@ -24,7 +24,8 @@ import traceback
 from benchmarks import common
 
 ITEMS = ("api", "scale", "events", "records", "lifecycle", "datapath", "xva", "nbd",
-         "durability", "restart", "etcdlog", "rbac", "adlogin", "metrics")
+         "durability", "restart", "etcdlog", "rbac", "adlogin", "metrics",
+         "pool")
 
 
 class Context:

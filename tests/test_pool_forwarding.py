@@ -18,6 +18,7 @@ from tests.support.api import failure, wait_until
 from tests.support.etcd import needs_etcd
 from tests.support.pool import joined_pool, pool_session
 from tests.test_vm_lifecycle import MIB, new_vm, wait_task
+from txxapi.pool import slavedb
 
 pytestmark = [needs_etcd, pytest.mark.skipif(
     os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
@@ -177,6 +178,24 @@ def test_a_cancel_of_the_clients_task_reaches_the_slave(pool, x, hosts):
     x.VM.destroy(vm)
 
 
+def test_a_forwarded_calls_progress_shows_on_the_masters_task(x, hosts):
+    """The slave's progress of the call (a start reports some before its
+    start_delay) is mirrored onto the client's task on the master while
+    the call still runs there."""
+    vm = new_vm(x, "slow-start")
+    x.VM.set_start_delay(vm, 4)
+    task = x.Async.VM.start_on(vm, hosts[1], False, False)
+    progress = wait_until(
+        lambda: x.task.get_status(task) == "pending" and
+        x.task.get_progress(task) > 0 and x.task.get_progress(task),
+        what="progress on the master's task")
+    assert 0 < progress < 1
+    record = wait_task(x, task)
+    assert (record["status"], record["progress"]) == ("success", 1.0)
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+
+
 def local_sr(x, host):
     return [x.PBD.get_SR(p) for p in x.host.get_PBDs(host)
             if x.SR.get_type(x.PBD.get_SR(p)) != "iso" and
@@ -250,6 +269,43 @@ def test_storage_on_a_slaves_local_sr_runs_on_that_slave(pool, x, hosts):
         x.VM.destroy(ref)
     wait_until(lambda: not leaves & volumes_of(pool[1], sr_uuid),
                what="the slave's volumes destroyed")
+
+
+def test_a_slaves_marks_merge_into_the_masters(pool, x, hosts):
+    """A slave ships what its marks added and removed rather than its
+    whole view of them: the master merges that into its own marks (and
+    recomputes allowed_operations), so a mark it made meanwhile stays."""
+    sr = local_sr(x, hosts[1])
+    vm = new_vm(x, "marked")
+    vdi = add_disk(x, vm, sr)
+    allowed = sorted(x.VDI.get_allowed_operations(vdi))
+    # The slave marks the disk while it clones the VM there: nothing of
+    # it is left on the master afterwards.
+    clone = x.VM.clone(vm, "marked-clone")
+    assert x.VDI.get_current_operations(vdi) == {}
+    assert sorted(x.VDI.get_allowed_operations(vdi)) == allowed
+    # What a slave ships, as the master's pool.db_write takes it.
+    y = pool_session(pool[0]).xenapi
+
+    def ship(added, removed):
+        y.pool.db_write(slavedb.encode_records([(
+            1, "mod", "VDI", vdi, {slavedb.MARKS_FIELD: {
+                "added": added, "removed": removed}})]))
+    ship({"OpaqueRef:on-the-master": "clone"}, [])
+    ship({"OpaqueRef:on-a-slave": "clone"}, [])
+    assert x.VDI.get_current_operations(vdi) == {
+        "OpaqueRef:on-the-master": "clone", "OpaqueRef:on-a-slave": "clone"}
+    assert "destroy" not in x.VDI.get_allowed_operations(vdi)
+    ship({}, ["OpaqueRef:on-a-slave", "OpaqueRef:never-there"])
+    assert x.VDI.get_current_operations(vdi) == {
+        "OpaqueRef:on-the-master": "clone"}
+    ship({}, ["OpaqueRef:on-the-master"])
+    assert x.VDI.get_current_operations(vdi) == {}
+    assert sorted(x.VDI.get_allowed_operations(vdi)) == allowed
+    for ref in (clone, vm):
+        for vbd in x.VM.get_VBDs(ref):
+            x.VDI.destroy(x.VBD.get_VDI(vbd))
+        x.VM.destroy(ref)
 
 
 def test_a_killed_slave_goes_offline_and_its_calls_say_so(pool, x, hosts):

@@ -37,11 +37,7 @@ def master(pool):
 
 
 def role_of(host):
-    path = os.path.join(host.data_dir, "pool.conf")
-    if not os.path.exists(path):
-        return "master"
-    with open(path) as f:
-        return f.read().strip()
+    return host.role()
 
 
 def by_address(x):

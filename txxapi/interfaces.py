@@ -23,6 +23,10 @@ class IHostIdentity(Interface):
     def assert_master():
         """Raise HOST_IS_SLAVE on a slave."""
 
+    def assert_not_emergency(wire_name):
+        """Raise the emergency error for a call a slave in emergency mode
+        does not serve."""
+
 
 class IDatabase(Interface):
     """The object store (txxapi.db.memory.Database)."""

@@ -98,7 +98,8 @@ class Server:
         self.components.append(self.metrics)
         # A slave says pool.hello to its master once it is up, then sends
         # it heartbeats; the master tells live hosts from dead ones.
-        self.components.append(Greeting(reactor, self.identity, db))
+        self.greeting = Greeting(reactor, self.identity, db)
+        self.components.append(self.greeting)
         self.peers = PeerSessions(reactor, self.identity)
         self.liveness = liveness.Liveness(
             reactor, self.identity, db, self.peers, heartbeat_interval,

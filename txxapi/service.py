@@ -242,6 +242,8 @@ class XapiService(service.MultiService):
                 requests_in_flight=int(s["nbd-requests-in-flight"])))
         log.info("txxapi ready: http {http}, https {https}",
                  http=s["http-port"], https=s["https-port"])
+        # A slave greets its master once it can be called back.
+        server.greeting.begin()
 
     @defer.inlineCallbacks
     def _pool_persistence(self, pool_database):

@@ -9,13 +9,22 @@ address.  Binding ports below 1024 needs root, as the tests run.
 """
 
 import os
+import signal
+import threading
+import time
 import xmlrpc.client
 
+import pytest
 import XenAPI
 
+from tests.support.etcd import needs_etcd
 from tests.support.servers import PASSWORD, USER, RunningServer
 from txxapi.pool.join import RESTART_STATUS
 
+
+# Pool tests need root (ports 80/443 on 127.0.N.x) and etcd.
+needs_pool_hosts = [needs_etcd, pytest.mark.skipif(
+    os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
 
 # Runs that share a machine take distinct loopback nets (127.0.N.x):
 # TXXAPI_TEST_NET=N.  Default 0: 127.0.0.2, .3, ...
@@ -35,6 +44,41 @@ class PoolHost(RunningServer):
             extra_args=extra_args, http_port=80, https_port=443,
             bind=address)
         self.address = address
+
+    def wait_ready(self, timeout=30, greeted=True):
+        """Serving; a slave also out of emergency mode (its master
+        answered its pool.hello) unless ``greeted`` is false."""
+        RunningServer.wait_ready(self, timeout)
+        if greeted and self.role().startswith("slave:"):
+            deadline = time.monotonic() + timeout
+            while self.in_emergency_mode():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("%s still in emergency mode: %s"
+                                       % (self.address, self.read_log()))
+                time.sleep(0.1)
+        return self
+
+    def role(self):
+        path = os.path.join(self.data_dir, "pool.conf")
+        if not os.path.exists(path):
+            return "master"
+        with open(path) as f:
+            return f.read().strip()
+
+    def in_emergency_mode(self):
+        """host.is_in_emergency_mode through a local login with the pool
+        secret (what a host in emergency mode serves)."""
+        with open(os.path.join(self.data_dir, "ptoken")) as f:
+            secret = f.read().strip()
+        proxy = xmlrpc.client.ServerProxy("http://%s/" % self.address)
+        login = proxy.session.slave_local_login(secret)
+        assert login["Status"] == "Success", login
+        try:
+            reply = proxy.host.is_in_emergency_mode(login["Value"])
+            assert reply["Status"] == "Success", reply
+            return reply["Value"]
+        finally:
+            proxy.session.local_logout(login["Value"])
 
     def restart(self, timeout=30):
         """Start again after the process exited by itself (a join or an
@@ -69,12 +113,19 @@ class PoolHosts:
     def __iter__(self):
         return iter(self.hosts)
 
-    def start(self):
+    def start(self, timeout=60):
+        """Every host started at once, then each waited for."""
         for host in self.hosts:
-            host.start()
+            host.spawn()
+        for host in self.hosts:
+            host.wait_ready(timeout)
         return self
 
     def stop(self):
+        """Every host asked to stop at once, then each waited for."""
+        for host in self.hosts:
+            if host.proc is not None and host.proc.poll() is None:
+                host.proc.send_signal(signal.SIGTERM)
         for host in self.hosts:
             host.stop()
 
@@ -88,7 +139,7 @@ class PoolHosts:
         for host in hosts:
             host.wait_ready(timeout)
 
-    def join(self, joiner, master):
+    def join(self, joiner, master, timeout=30):
         """``joiner`` joins ``master``'s pool (the SDK call an operator
         makes) and comes back up as a slave."""
         session = joiner.session()
@@ -96,7 +147,24 @@ class PoolHosts:
             session.xenapi.pool.join(master.address, USER, PASSWORD)
         finally:
             _logout(session)
-        joiner.restart()
+        joiner.restart(timeout)
+
+    def join_all(self, joiners, master, timeout=120):
+        """Every joiner joins at once (an operator's script over a rack)."""
+        failures = []
+
+        def join(joiner):
+            try:
+                self.join(joiner, master, timeout)
+            except Exception as e:
+                failures.append((joiner.address, e))
+        threads = [threading.Thread(target=join, args=(j,)) for j in joiners]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise RuntimeError("joins failed: %r" % failures)
 
 
 def started_pool(base, count):

@@ -101,6 +101,7 @@ class Dispatcher:
             return self._internal(INTERNAL[name], params, origin)
         if message is None:
             raise XenAPIError("MESSAGE_METHOD_UNKNOWN", name)
+        self.sessions.identity.assert_not_emergency(message.wire_name)
         if is_async and not message.is_async:
             raise XenAPIError(
                 "Fault", "No async mode for this operation (rpc: %s)" % name)

@@ -116,6 +116,9 @@ class Database:
             if name in self.tables:
                 self.tables[name].index(field)
         self.listeners = []
+        # True while listeners hear of a change another host wrote
+        # (apply_announced), not one of this host's own.
+        self.replicated = False
         # Recent changes, for event.from: parallel lists of generations and
         # (table, ref); tombstones remember what deleted rows were.
         self.log_gens = []
@@ -378,6 +381,41 @@ class Database:
         elif op == "del" and ref in t.rows:
             self._unindex(t, t.rows.pop(ref))
         self.generation = max(self.generation, gen)
+
+    def apply_announced(self, record):
+        """Apply a change another host wrote (a replica of its log) as a
+        write of this database: under a generation of its own, in the
+        change log and the tombstones, told to the listeners, so that
+        event.from here sees it.  (Touches of computed fields come as
+        records of their own.)"""
+        _gen, op, table, ref, fields = record
+        t = self.tables.get(table)
+        if t is None:
+            return
+        row = t.rows.get(ref)
+        if op == "add" or (op in ("mod", "touch") and row is not None):
+            gen = self._next_generation()
+            if op != "add":
+                merged = dict(row.fields)
+                merged.update((k, v) for k, v in (fields or {}).items()
+                              if k in row.fields)
+                fields = merged
+            self.load_row(table, ref, fields, gen if row is None
+                          else row.ctime, gen)
+        elif op == "del" and row is not None:
+            gen = self._next_generation()
+            self._unindex(t, t.rows.pop(ref))
+            self.tombstones[(table, ref)] = (gen, row.ctime)
+            if len(self.tombstones) > TOMBSTONE_KEEP:
+                self._trim_tombstones()
+        else:
+            return
+        # Listeners tell such a change from this host's own writes.
+        self.replicated = True
+        try:
+            self._logged(gen, t, ref, op, record[4])
+        finally:
+            self.replicated = False
 
     def reset_runtime(self, names):
         """Put runtime-only fields (operations in flight, say) back to

@@ -9,7 +9,8 @@ call there reads what the master saw, the marks included) and the
 client's task, if any.  The executing host runs the implementation
 straight away (the master has made the checks and holds the marks) and
 answers once its own writes are on the master; the master's task, which
-the client watches, records the outcome.  From a slave (a call of its
+the client watches, records the outcome, and its progress follows the
+executing host's (mirror_progress).  From a slave (a call of its
 own that needs the master's locks and choice of host), the call goes to
 the master as an ordinary pool-session call, and the master routes it.
 
@@ -19,6 +20,7 @@ HOST_OFFLINE [host], before anything is marked.
 """
 
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from txxapi.errors import XenAPIError
@@ -28,6 +30,7 @@ log = Logger()
 
 TASK_HEADER = b"task-id"
 GENERATION_HEADER = b"pool-generation"
+PROGRESS_INTERVAL = 0.5
 
 
 def assert_live(ctx, host, is_member):
@@ -85,13 +88,56 @@ def under_task(ctx, forwarded, run):
     tasks = ctx.server.tasks
     tasks.create(ctx.session, ctx.message.wire_name, ref=task)
     ctx.task = task
+    mirror = ProgressMirror(ctx, task)
 
     def over(result):
         tasks.clear_canceller(task)
         if ctx.db.exists("task", task):
             ctx.db.delete("task", task)
-        return result
+        # The answer leaves after the last progress sent: a progress
+        # landing after the outcome would undo its 1.0.
+        return mirror.stop().addBoth(lambda _: result)
     return defer.maybeDeferred(run).addBoth(over)
+
+
+class ProgressMirror:
+    """On the executing host: the local task's progress, every
+    PROGRESS_INTERVAL seconds that it has changed, set on the master's
+    task of the same ref (task.set_progress), one call at a time."""
+
+    def __init__(self, ctx, task):
+        self.ctx, self.task = ctx, task
+        self.sent = 0.0
+        self._call = None
+        self._loop = LoopingCall(self._step)
+        self._loop.clock = ctx.server.reactor
+        self._loop.start(PROGRESS_INTERVAL, now=False)
+
+    def _step(self):
+        db, server = self.ctx.db, self.ctx.server
+        if self._call is not None or not db.exists("task", self.task):
+            return
+        progress = db.get("task", self.task, "progress")
+        if progress == self.sent or progress >= 1.0:
+            return
+        self.sent = progress
+        d = server.peers.call(server.identity.role.master_address,
+                              "task.set_progress", self.task, progress)
+        d.addErrback(lambda f: log.info(
+            "progress of {task} not sent: {e}", task=self.task,
+            e=f.getErrorMessage()))
+
+        def done(_):
+            self._call = None
+        self._call = d
+        d.addBoth(done)
+
+    def stop(self):
+        if self._loop.running:
+            self._loop.stop()
+        call = self._call
+        return defer.succeed(None) if call is None else \
+            call.addBoth(lambda _: None)
 
 
 def _unchanged(result):

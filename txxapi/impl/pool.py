@@ -13,8 +13,8 @@ from twisted.internet import defer
 from txxapi.api.registry import implements, internal
 from txxapi.errors import XenAPIError
 from txxapi.pool import join as pool_join
-from txxapi.pool import slavedb
-from txxapi.pool.client import PeerClient, PeerUnreachable
+from txxapi.pool import membership, slavedb
+from txxapi.pool.client import PeerClient, PeerUnreachable, local_call
 from txxapi.pool.liveness import HEARTBEAT_CALL
 
 
@@ -54,6 +54,7 @@ def eject(ctx, host):
     except PeerUnreachable:
         raise XenAPIError("CANNOT_CONTACT_HOST", host)
     pool_join.forget(db, host)
+    server.pool_database.reconcile_members(server)
 
 
 @implements("host.destroy")
@@ -81,18 +82,20 @@ def hello(ctx, host_uuid, host_address):
     if host_uuid not in db.table("host").by_uuid:
         return "unknown_host"
     host = db.by_uuid("host", host_uuid)
-    client = PeerClient(server.reactor, host_address)
     try:
-        session = yield client.call("session.slave_login", host,
-                                    server.pool_secret)
-        is_slave = yield client.call("pool.is_slave", session, host)
-        yield client.call("session.logout", session)
+        # Through a local login: the slave is in emergency mode until
+        # this answer.
+        is_slave = yield local_call(server.reactor, host_address,
+                                    server.pool_secret, "pool.is_slave",
+                                    host)
     except (PeerUnreachable, XenAPIError):
         return "cannot_talk_back"
     if not is_slave:
         return "cannot_talk_back"
     db.update("host", host, {"address": host_address, "enabled": True})
     server.liveness.heard(host)
+    # A host more (or back) may be the one to run an etcd member.
+    server.pool_database.reconcile_members(server)
     return "ok"
 
 
@@ -109,6 +112,11 @@ def tickle_heartbeat(ctx, session, host):
 @implements("pool.is_slave")
 def is_slave(ctx, host):
     return not ctx.server.identity.is_master
+
+
+@implements("host.is_in_emergency_mode")
+def is_in_emergency_mode(ctx):
+    return ctx.server.identity.in_emergency_mode
 
 
 def _pool_session(ctx, session):
@@ -149,6 +157,34 @@ def introduce_host(ctx, session, records):
         pool_join.forget(ctx.db, host[0])
         raise
     return json.dumps(config)
+
+
+@internal(membership.JOIN_CALL)
+@defer.inlineCallbacks
+def etcd_member_join(ctx, session, config):
+    """From the master, which added this host as a learner: start it."""
+    _pool_session(ctx, session)
+    config = json.loads(config)
+    yield ctx.server.pool_database.become_member(config["cluster"],
+                                                 config["id"])
+    return ""
+
+
+@internal(membership.LEAVE_CALL)
+@defer.inlineCallbacks
+def etcd_member_leave(ctx, session):
+    """From the master, which removed this host's member: stop it."""
+    _pool_session(ctx, session)
+    yield ctx.server.pool_database.leave_member()
+    return ""
+
+
+@internal(membership.CLIENTS_CALL)
+def etcd_clients(ctx, session, urls):
+    """From the master: the client URLs of the pool's etcd members."""
+    _pool_session(ctx, session)
+    ctx.server.pool_database.learn_clients(json.loads(urls))
+    return ""
 
 
 @internal(slavedb.WRITE_CALL)

@@ -82,3 +82,20 @@ class PeerClient:
             raise XenAPIError(*description)
         return reply.get("Value")
 
+
+
+@defer.inlineCallbacks
+def local_call(reactor, address, pool_secret, method, *args):
+    """``method`` on the host at ``address`` through a local login with
+    the pool secret (what a host serves whatever its state, emergency
+    mode included)."""
+    client = PeerClient(reactor, address)
+    session = yield client.call("session.slave_local_login", pool_secret)
+    try:
+        result = yield client.call(method, session, *args)
+    finally:
+        try:
+            yield client.call("session.local_logout", session)
+        except (PeerUnreachable, XenAPIError):
+            pass
+    return result

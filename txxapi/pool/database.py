@@ -10,9 +10,12 @@ the etcd member it supervises.
   log to PoolPersistence (every group commit on etcd).  Sessions and
   everything in memory stay: only where writes go changes.
 - Each joiner is given its place (``place_joiner``): an etcd member (a
-  learner, promoted once caught up) while the cluster has fewer than
-  MEMBERS (MEMBERS_LARGE from LARGE_POOL hosts), else a client only.
-  What it needs is written to ``etcd.json`` in its data dir.
+  learner, promoted once caught up) while the cluster has fewer than the
+  pool wants (txxapi.pool.membership), else a client only.  What it
+  needs is written to ``etcd.json`` in its data dir.  The master moves
+  members between hosts as the pool grows and shrinks (``membership``);
+  a host starts or stops its member when told (``become_member``,
+  ``leave_member``).
 - At start a host with ``etcd.json`` starts its member (a child of the
   service tree), then opens its database: the master on PoolPersistence
   once it holds the mastership, a slave on a Replica whose own writes go
@@ -21,16 +24,20 @@ the etcd member it supervises.
 
 import json
 import os
+import shutil
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from txxapi.files import write_atomically
-from txxapi.pool.etcd import Election, EtcdClient, LeaseKeeper
+from txxapi.pool.etcd import Election, EtcdClient, EtcdError, LeaseKeeper
 from txxapi.pool.etcd.member import (
     CLIENT_PORT, PEER_PORT, EtcdMember, promote_member, retry_unhealthy,
     url)
+from txxapi.pool.membership import Membership, member_cluster, \
+    wait_healthy, wanted
+from txxapi.pool.other_master import OtherMasterCheck
 from txxapi.pool.persistence import PoolPersistence
 
 log = Logger()
@@ -38,7 +45,6 @@ log = Logger()
 CONFIG = "etcd.json"
 PREFIX = b"txxapi/db"
 MASTER_KEY = b"txxapi/master"
-MEMBERS, MEMBERS_LARGE, LARGE_POOL = 3, 5, 5
 # The mastership lease: a master that cannot renew it for this long stops
 # writing, and a new master can take over after it.
 LEASE_TTL = 10
@@ -76,6 +82,17 @@ class PoolDatabase(service.MultiService):
         self.client = None
         self.member = None
         self.lease_keeper = None
+        self.membership = None
+
+    def reconcile_members(self, server):
+        """On the master: etcd's members brought to what the pool wants
+        (in the background; a Deferred of the pass)."""
+        return self._membership(server).reconcile()
+
+    def _membership(self, server):
+        if self.membership is None:
+            self.membership = Membership(self, server)
+        return self.membership
 
     @property
     def pooled(self):
@@ -87,10 +104,14 @@ class PoolDatabase(service.MultiService):
     def start_member(self):
         """This host's etcd member, if it has one, serving; the client of
         the cluster either way."""
+        self.client = EtcdClient(self.config["clients"], self.reactor)
+        if self.config.get("member"):
+            yield self._run_member()
+        yield self.refresh_clients()
+
+    @defer.inlineCallbacks
+    def _run_member(self):
         config = self.config
-        self.client = EtcdClient(config["clients"], self.reactor)
-        if not config.get("member"):
-            return
         address = config["address"]
         self.member = EtcdMember(
             config["name"], os.path.join(self.data_dir, "etcd"), address,
@@ -106,6 +127,65 @@ class PoolDatabase(service.MultiService):
                      name=config["name"])
 
     @defer.inlineCallbacks
+    def become_member(self, cluster, member_id):
+        """Told by the master (which added it as a learner): this client
+        host starts an etcd member, which is promoted once caught up."""
+        if self.member is not None:
+            raise ValueError("this host runs an etcd member already")
+        # What a member this host had before left is useless now.
+        yield threads.deferToThread(shutil.rmtree,
+                                    os.path.join(self.data_dir, "etcd"),
+                                    True)
+        self.config.update({"member": True, "cluster": cluster,
+                            "state": "existing", "learner": True,
+                            "id": member_id})
+        write_config(self.data_dir, self.config)
+        yield self._run_member()
+        self.add_client_url(member_urls(self.config["address"])[0])
+
+    @defer.inlineCallbacks
+    def leave_member(self):
+        """Told by the master (which removed it from the cluster): the
+        member stops, its data goes, this host is a client."""
+        member, self.member = self.member, None
+        for key in ("cluster", "state", "learner", "id"):
+            self.config.pop(key, None)
+        self.config["member"] = False
+        own = member_urls(self.config["address"])[0]
+        self.config["clients"] = [u for u in self.config["clients"]
+                                  if u != own] or self.config["clients"]
+        write_config(self.data_dir, self.config)
+        if member is not None:
+            yield member.disownServiceParent()
+        yield threads.deferToThread(shutil.rmtree,
+                                    os.path.join(self.data_dir, "etcd"),
+                                    True)
+        log.info("pool: this host's etcd member stopped; a client now")
+
+    def add_client_url(self, client_url):
+        self.learn_clients([client_url])
+
+    def learn_clients(self, urls):
+        """Members' client URLs this host's client fails over to, now and
+        (etcd.json) at its next start."""
+        new = set(urls) - set(self.config["clients"])
+        if new:
+            self.config["clients"] = sorted(set(self.config["clients"]) | new)
+            write_config(self.data_dir, self.config)
+            self.client.add_endpoints(sorted(new))
+
+    @defer.inlineCallbacks
+    def refresh_clients(self):
+        """The members etcd lists now, learnt (at start: members added
+        while this host was down)."""
+        try:
+            members = yield self.client.members()
+        except EtcdError as e:
+            log.info("pool: etcd's member list not read ({e})", e=e)
+            return
+        self.learn_clients(u for m in members for u in m.client_urls)
+
+    @defer.inlineCallbacks
     def master_persistence(self, host_uuid):
         """PoolPersistence, once this host holds the mastership."""
         lease = yield self.client.grant(LEASE_TTL)
@@ -114,9 +194,17 @@ class PoolDatabase(service.MultiService):
         self.lease_keeper = LeaseKeeper(self.client, lease).start(granted_at)
         # Fires at once on a fresh pool; after a crash, once the old
         # master's lease has expired; after a transition, once the old
-        # master has stopped.
-        yield Election(self.client, MASTER_KEY, host_uuid.encode(),
-                       lease.id).campaign()
+        # master has stopped.  Another master that holds it meanwhile makes
+        # this host its slave (txxapi.pool.other_master).
+        # The key holds the master's address: HOST_IS_SLAVE names it.
+        address = self.config["address"]
+        check = OtherMasterCheck(self.client, MASTER_KEY, lease.id, address,
+                                 self.data_dir, self.reactor).start()
+        try:
+            yield Election(self.client, MASTER_KEY, address.encode(),
+                           lease.id).campaign()
+        finally:
+            check.stop()
         log.info("pool: this host holds the mastership (lease {id})",
                  id=lease.id)
         return PoolPersistence(
@@ -169,24 +257,32 @@ class PoolDatabase(service.MultiService):
         or a client)."""
         if not self.pooled:
             yield self.go_pooled(server)
+        # One change of the cluster at a time (membership's too).
+        return (yield self._membership(server).lock.run(
+            self._place, server, uuid, address))
+
+    @defer.inlineCallbacks
+    def _place(self, server, uuid, address):
         client_url, peer_url = member_urls(address)
-        members = yield self.client.members()
+        members = yield wait_healthy(self.client)
         voters = [m for m in members if m.name]
-        limit = MEMBERS_LARGE if server.db.count("host") + 1 >= LARGE_POOL \
-            else MEMBERS
+        # The joiner is in the database already.
+        limit = wanted(server.db.count("host"))
         clients = sorted({u for m in members for u in m.client_urls}
                          | set(self.config["clients"]))
         config = {"member": False, "name": uuid, "address": address,
                   "clients": clients}
-        if len(members) < limit:
+        # etcd takes one learner at a time: while another joiner's is not
+        # promoted yet, this one starts as a client (membership gives it
+        # a member later, if the pool wants one).
+        if len(members) < limit and not any(m.is_learner for m in members):
             # Refused for a few seconds after a member (re)started.
             new, now = yield retry_unhealthy(
                 self.client, MEMBER_TIMEOUT,
                 lambda: self.client.member_add([peer_url], learner=True))
-            cluster = {m.name: m.peer_urls[0] for m in now
-                       if m.id != new.id and m.name and m.peer_urls}
-            cluster[uuid] = peer_url
-            config.update({"member": True, "cluster": cluster,
+            config.update({"member": True,
+                           "cluster": member_cluster(now, new.id, uuid,
+                                                     peer_url),
                            "state": "existing", "learner": True,
                            "id": new.id,
                            "clients": sorted(set(clients) | {client_url})})

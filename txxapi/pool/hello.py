@@ -1,21 +1,31 @@
 """
 A slave's greeting to its master at start (XAPI's pool.hello): it logs in
 with the pool secret and says which host it is and at which address; the
-master calls it back and marks it live.  A master that cannot be reached
-is tried again every RETRY seconds until it answers, and so is one that
-could not call back (``cannot_talk_back``); ``unknown_host`` is final.
-(XAPI's emergency mode, where a slave refuses ordinary calls meanwhile,
-is the next slice's.)
+master calls it back and marks it live.
+
+Until the master has answered ``ok`` the slave is in emergency mode
+(HostIdentity.emergency_error): it serves only the emergency calls and
+local logins, and every other call gets the error that tells why, as
+XAPI's does — HOST_STILL_BOOTING while it starts or cannot reach the
+master, HOST_MASTER_CANNOT_TALK_BACK [its address], HOST_UNKNOWN_TO_MASTER
+[its uuid] (also for a pool secret the master refuses: not its master),
+or the master's own error (HOST_IS_SLAVE [address] from a host that is no
+master any more).  It tries again every RETRY seconds, PERMANENT_RETRY
+after an answer that will not change by itself, and leaves emergency mode
+once the master says ``ok``.
 """
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from txxapi.pool.client import PeerClient
+from txxapi.errors import XenAPIError
+from txxapi.pool.client import PeerClient, PeerUnreachable
 
 log = Logger()
 
 RETRY = 5.0
+PERMANENT_RETRY = 60.0
+STILL_BOOTING = ("HOST_STILL_BOOTING",)
 
 
 class Greeting:
@@ -27,7 +37,14 @@ class Greeting:
         self.answer = None
 
     def start(self):
+        """In emergency mode from the start, until the master answers."""
         if not self.identity.is_master:
+            self.identity.emergency_error = STILL_BOOTING
+
+    def begin(self):
+        """Once this host serves (the master calls it back): the first
+        pool.hello."""
+        if not self.identity.is_master and self._later is None:
             self._attempt()
 
     def stop(self):
@@ -39,21 +56,52 @@ class Greeting:
     def _attempt(self):
         self._later = None
         identity = self.identity
-        client = PeerClient(self.reactor, identity.role.master_address)
+        if identity.emergency_error is None:
+            return
+        master = identity.role.master_address
         host = self.db.fields("host", identity.host_ref)
         try:
-            session = yield client.call("session.slave_login",
-                                        identity.host_ref,
-                                        identity.pool_secret)
-            self.answer = yield client.call("pool.hello", session,
-                                            host["uuid"], host["address"])
-            yield client.call("session.logout", session)
-            log.info("pool.hello to {master}: {answer}",
-                     master=identity.role.master_address, answer=self.answer)
-            if self.answer == "cannot_talk_back":
-                # Temporary (the master could not reach us yet): again.
-                self._later = self.reactor.callLater(RETRY, self._attempt)
-        except Exception as e:
+            self.answer = yield self._hello(master, host)
+            log.info("pool.hello to {master}: {answer}", master=master,
+                     answer=self.answer)
+            error, retry = {
+                "ok": (None, None),
+                "cannot_talk_back": (("HOST_MASTER_CANNOT_TALK_BACK",
+                                      host["address"]), RETRY),
+                "unknown_host": (("HOST_UNKNOWN_TO_MASTER", host["uuid"]),
+                                 PERMANENT_RETRY),
+            }.get(self.answer, (STILL_BOOTING, RETRY))
+        except XenAPIError as e:
+            if e.code == "SESSION_AUTHENTICATION_FAILED":
+                error, retry = (("HOST_UNKNOWN_TO_MASTER", host["uuid"]),
+                                PERMANENT_RETRY)
+            else:
+                error, retry = tuple(e.description), RETRY
+            log.warn("pool.hello to {master} refused ({error})",
+                     master=master, error=e)
+        except PeerUnreachable as e:
+            error, retry = STILL_BOOTING, RETRY
             log.warn("pool.hello to {master} failed ({error}); retrying",
-                     master=identity.role.master_address, error=e)
-            self._later = self.reactor.callLater(RETRY, self._attempt)
+                     master=master, error=e)
+        was = identity.emergency_error
+        identity.emergency_error = error
+        if error is None and was is not None:
+            log.info("pool: the master answered; out of emergency mode")
+        elif error is not None:
+            log.info("pool: in emergency mode ({error}); again in {s:.0f} s",
+                     error=error, s=retry)
+            self._later = self.reactor.callLater(retry, self._attempt)
+
+    @defer.inlineCallbacks
+    def _hello(self, master, host):
+        identity = self.identity
+        client = PeerClient(self.reactor, master)
+        session = yield client.call("session.slave_login", identity.host_ref,
+                                    identity.pool_secret)
+        try:
+            answer = yield client.call("pool.hello", session, host["uuid"],
+                                       host["address"])
+        finally:
+            client.call("session.logout", session).addErrback(
+                lambda _: None)
+        return answer

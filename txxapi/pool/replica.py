@@ -2,8 +2,9 @@
 Replica: a slave's hot copy of the pool database, kept from the log on
 etcd (dblog.py).  It loads the latest snapshot and the batches after it,
 all read at one revision, then watches the log from the next revision and
-applies each batch, in generation order, to its in-memory Database
-(apply_change: silent, as a replay).  So the slave reads locally and, once
+applies each batch, in generation order, to its in-memory Database as
+that database's own writes (apply_announced: under local generations,
+seen by event.from on this host, never shipped back).  So the slave reads locally and, once
 promoted, already holds every write the master had acknowledged.
 
 - A batch whose ``prev`` is past the applied generation means a batch was
@@ -37,8 +38,9 @@ log = Logger()
 
 
 class Replica:
-    def __init__(self, client, prefix, db, directory):
+    def __init__(self, client, prefix, db, directory, on_loaded=None):
         self.client = client
+        self.on_loaded = on_loaded or (lambda: None)
         self.keys = Keys(prefix)
         self.db = db
         self.directory = directory
@@ -69,6 +71,12 @@ class Replica:
         """Start following again from where it stopped."""
         self._running = True
         self._watch()
+
+    def reload(self):
+        """Load the log afresh (in order with the batches being applied):
+        what the master holds replaces any local change."""
+        self._events.append(None)
+        self._drain()
 
     def wait_for(self, generation):
         """Fires once generation is applied."""
@@ -106,6 +114,7 @@ class Replica:
                     if record[0] > fresh.generation:
                         fresh.apply_change(record)
             _adopt(self.db, fresh)
+            self.on_loaded()
             self.generation = state.last_generation
             self.revision = state.revision
             self.loads += 1
@@ -172,9 +181,11 @@ class Replica:
                      "applied only {g}: reloading", first=batch.first,
                      prev=batch.prev, g=self.generation)
             return False
+        # As writes of this host's database (event.from here sees them),
+        # which are not this host's to ship (Database.replicated).
         for record in batch.records:
             if record[0] > self.generation:
-                self.db.apply_change(record)
+                self.db.apply_announced(record)
         self.db.persistent_generation = self.db.generation
         self.generation = batch.last
         self.revision = max(self.revision, kv.mod_revision)
@@ -200,10 +211,15 @@ class Replica:
 
 def _adopt(db, fresh):
     """db takes fresh's content: tables (with their indexes), generation.
-    The change log restarts there (event.from falls back to a scan)."""
+    The change log restarts there (event.from falls back to a scan).
+    What is this host's own (sessions, tasks: not in the log) stays."""
+    for name, table in db.tables.items():
+        if not db.model.cls(name).persistent:
+            fresh.tables[name] = table
     db.tables = fresh.tables
-    db.generation = fresh.generation
-    db.persistent_generation = fresh.generation
+    # Never backwards: this host's generations run past the master's.
+    db.generation = max(db.generation, fresh.generation)
+    db.persistent_generation = db.generation
     db.log_gens, db.log_items = [], []
-    db.log_start = fresh.generation
+    db.log_start = db.generation
     db.tombstones = {}

@@ -9,9 +9,21 @@ next read sees it) and queued; the queue goes to the master in order, one
 where the master applies it as its own ordinary writes, on its log.  A
 call on the slave that wrote answers only once the master has
 acknowledged those writes, that is once a quorum holds them.  The
-Replica's echo of them is applied silently (apply_change), so it is never
-shipped again.  Session and task records stay local, as they are not
+Replica's echo of them, as every batch it applies, is not shipped again
+(Database.replicated).  Session and task records stay local, as they are not
 persistent.
+
+Operation marks (current_operations) are the master's: a slave's change
+of them is shipped as what it added and removed (MARKS_FIELD), which the
+master merges into its own marks, recomputing allowed_operations, so a
+mark made on the master meanwhile is never overwritten.
+
+A call ships at most SHIP_BYTES of records.  The master being away or
+between states (TRANSIENT errors) only delays the queue; a write the
+master refuses (any other error) is dropped from it: the records of the
+refused call are found by shipping them one by one, the calls waiting for
+them get the master's error, the replica is reloaded (what the master
+holds replaces the refused change here), and the later writes go on.
 """
 
 import collections
@@ -19,6 +31,7 @@ import collections
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from txxapi import operations
 from txxapi.db import redolog
 from txxapi.errors import XenAPIError
 from txxapi.pool.client import PeerClient, PeerUnreachable
@@ -30,10 +43,28 @@ from txxapi.pool.replica import Replica
 log = Logger()
 
 WRITE_CALL = "pool.db_write"
+MARKS = "current_operations"
+MARKS_FIELD = "__current_operations_delta__"
+SHIP_BYTES = 128 * 1024
+# The master's answers that say "not now" rather than "no".
+TRANSIENT = frozenset(["SESSION_INVALID", "HOST_IS_SLAVE",
+                       "HOST_STILL_BOOTING", "HA_LOST_STATEFILE"])
 
 
 def encode_records(records):
     return b"\n".join(redolog.encode_payload(r) for r in records).decode()
+
+
+def _first_bytes(records, limit):
+    """The longest head of records whose encoding fits in limit bytes
+    (one record at least)."""
+    head, size = [], 0
+    for record in records:
+        size += len(redolog.encode_payload(record)) + 1
+        if head and size > limit:
+            break
+        head.append(record)
+    return head
 
 
 def apply_shipped(db, text):
@@ -46,10 +77,25 @@ def apply_shipped(db, text):
         _gen, op, table, ref, fields = redolog.decode_payload(line.encode())
         exists = db.exists(table, ref)
         if op == "add" and not exists:
+            uuid = fields.get("uuid")
+            if uuid and uuid in db.table(table).by_uuid:
+                raise XenAPIError("DB_UNIQUENESS_CONSTRAINT_VIOLATION",
+                                  table, "uuid", uuid)
             db.create(table, fields, ref=ref)
         elif op == "add" or (op == "mod" and exists):
-            db.update(table, ref, {k: v for k, v in fields.items()
-                                   if k != "uuid"})
+            delta = fields.get(MARKS_FIELD)
+            changes = {k: v for k, v in fields.items()
+                       if k not in ("uuid", MARKS_FIELD)}
+            if delta is not None:
+                marks = dict(db.fields(table, ref)[MARKS])
+                for key in delta["removed"]:
+                    marks.pop(key, None)
+                marks.update(delta["added"])
+                changes[MARKS] = marks
+                changes.pop("allowed_operations", None)
+            db.update(table, ref, changes)
+            if delta is not None:
+                operations.refresh(db, table, ref)
         elif op == "del" and exists:
             db.delete(table, ref)
         elif op == "touch" and exists:
@@ -73,6 +119,9 @@ class SlavePersistence:
         self.acknowledged = 0       # last local generation the master holds
         self.shipped = 0            # records the master acknowledged
         self._queue = collections.deque()
+        self._singly = 0            # records to ship one by one (a refusal)
+        self._refusals = []         # (generation, XenAPIError)
+        self._marks = {}            # (table, ref) -> its marks, as known
         self._waiters = []
         self._sending = False
         self._session = None
@@ -89,7 +138,7 @@ class SlavePersistence:
             yield task.deferLater(self.reactor, delay, lambda: None)
             delay = min(delay * 2, MAX_RETRY_DELAY)
         self.replica = Replica(self.client, self.keys.prefix, db,
-                               self.directory)
+                               self.directory, on_loaded=self._known_marks)
         yield self.replica.start()
         self.acknowledged = db.generation
         self._running = True
@@ -108,9 +157,48 @@ class SlavePersistence:
     # -- local writes, shipped --------------------------------------------------
 
     def _changed(self, record, cls):
-        if cls.persistent and self._running:
-            self._queue.append(record)
-            self._kick()
+        if not (cls.persistent and self._running):
+            return
+        if self.db.replicated:
+            self._note_marks(record)
+            return
+        self._queue.append(self._with_marks_delta(record))
+        self._kick()
+
+    # -- marks: shipped as deltas -----------------------------------------------
+
+    def _known_marks(self):
+        """After a (re)load: every object's marks, as they are now."""
+        self._marks = {}
+        for name, table in self.db.tables.items():
+            if MARKS in table.defaults:
+                for ref, row in table.rows.items():
+                    if row.fields[MARKS]:
+                        self._marks[(name, ref)] = row.fields[MARKS]
+
+    def _note_marks(self, record):
+        _gen, op, table, ref, fields = record
+        if op == "del":
+            self._marks.pop((table, ref), None)
+        elif fields and MARKS in fields:
+            if fields[MARKS]:
+                self._marks[(table, ref)] = fields[MARKS]
+            else:
+                self._marks.pop((table, ref), None)
+
+    def _with_marks_delta(self, record):
+        gen, op, table, ref, fields = record
+        before = self._marks.get((table, ref), {})
+        self._note_marks(record)
+        if op != "mod" or MARKS not in fields:
+            return record
+        after = fields[MARKS]
+        shipped = {k: v for k, v in fields.items()
+                   if k not in (MARKS, "allowed_operations")}
+        shipped[MARKS_FIELD] = {
+            "added": {k: v for k, v in after.items() if before.get(k) != v},
+            "removed": [k for k in before if k not in after]}
+        return (gen, op, table, ref, shipped)
 
     def _kick(self):
         if not self._sending and self._queue:
@@ -123,10 +211,15 @@ class SlavePersistence:
         delay = RETRY_DELAY
         try:
             while self._queue and self._running:
-                batch = list(self._queue)
+                batch = [self._queue[0]] if self._singly else \
+                    _first_bytes(self._queue, SHIP_BYTES)
                 try:
                     yield self._ship(batch)
                 except (PeerUnreachable, XenAPIError) as e:
+                    if isinstance(e, XenAPIError) and \
+                            e.code not in TRANSIENT:
+                        self._refused(batch, e)
+                        continue
                     log.warn("slave database: the master did not take "
                              "{n} writes ({e}); retrying", n=len(batch), e=e)
                     self._session = None
@@ -134,13 +227,31 @@ class SlavePersistence:
                     delay = min(delay * 2, MAX_RETRY_DELAY)
                     continue
                 delay = RETRY_DELAY
-                for _ in batch:
-                    self._queue.popleft()
+                self._done(batch)
                 self.shipped += len(batch)
-                self.acknowledged = batch[-1][0]
                 self._wake()
         finally:
             self._sending = False
+
+    def _done(self, batch):
+        for _ in batch:
+            self._queue.popleft()
+        self._singly = max(0, self._singly - len(batch))
+        self.acknowledged = batch[-1][0]
+
+    def _refused(self, batch, error):
+        if len(batch) > 1:
+            # Which of them: one by one.
+            self._singly = len(batch)
+            return
+        log.warn("slave database: the master refused generation {g} "
+                 "({e}); dropped, and the replica reloaded", g=batch[0][0],
+                 e=error)
+        self._done(batch)
+        self._refusals.append((batch[0][0], error))
+        self._wake()
+        if self.replica is not None:
+            self.replica.reload()
 
     @defer.inlineCallbacks
     def _ship(self, batch):
@@ -169,7 +280,8 @@ class SlavePersistence:
         d = defer.Deferred()
         timeout = self.reactor.callLater(
             self.durable_timeout, self._timed_out, d, generation)
-        self._waiters.append((generation, d, timeout))
+        # Its writes are among those after what the master holds now.
+        self._waiters.append((generation, d, timeout, self.acknowledged))
         return d
 
     def _timed_out(self, d, generation):
@@ -180,13 +292,20 @@ class SlavePersistence:
 
     def _wake(self):
         keep = []
-        for generation, d, timeout in self._waiters:
+        for waiter in self._waiters:
+            generation, d, timeout, floor = waiter
             if self._pending_through(generation):
-                keep.append((generation, d, timeout))
+                keep.append(waiter)
+                continue
+            timeout.cancel()
+            refusal = [e for g, e in self._refusals if floor < g <= generation]
+            if refusal:
+                d.errback(refusal[0])
             else:
-                timeout.cancel()
                 d.callback(generation)
         self._waiters = keep
+        if not keep:
+            del self._refusals[:]
 
     def caught_up(self, generation, timeout=DURABLE_TIMEOUT):
         """Fires once the replica holds the master's writes up to

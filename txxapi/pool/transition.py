@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from txxapi.errors import XenAPIError
 from txxapi.pool import join as pool_join
 from txxapi.pool import role as pool_role
-from txxapi.pool.client import PeerClient, PeerUnreachable
+from txxapi.pool.client import PeerUnreachable, local_call
 
 log = Logger()
 
@@ -110,21 +110,11 @@ def my_address(server):
     return server.db.get("host", server.host_ref, "address")
 
 
-@defer.inlineCallbacks
 def emergency_call(server, address, method, *args):
     """``method`` on the host at ``address`` through a local login with
     the pool secret (what works on a host whatever its state)."""
-    client = PeerClient(server.reactor, address)
-    session = yield client.call("session.slave_local_login",
-                                server.pool_secret)
-    try:
-        result = yield client.call(method, session, *args)
-    finally:
-        try:
-            yield client.call("session.local_logout", session)
-        except (PeerUnreachable, XenAPIError):
-            pass
-    return result
+    return local_call(server.reactor, address, server.pool_secret, method,
+                      *args)
 
 
 @defer.inlineCallbacks

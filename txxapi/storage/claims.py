@@ -208,7 +208,10 @@ class Claims:
             vdi = (fields or {}).get("VDI")
             if vdi is None and op != "del":
                 vdi = self.db.fields("VBD", ref)["VDI"]
-            if vdi is not None and vdi != NULL_REF:
+            # (allowed_operations are the master's to recompute for the
+            # changes it wrote itself.)
+            if vdi is not None and vdi != NULL_REF and \
+                    not self.db.replicated:
                 self._refresh_later(vdi)
             if op == "del" or (op == "mod" and (
                     fields.get("currently_attached") is False or

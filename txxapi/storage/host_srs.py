@@ -3,9 +3,11 @@ The SRs a fresh XCP-ng host shows besides "Local storage":
 
 * the tools SR ("XCP-ng Tools", is_tools_sr, a shared ISO SR in legacy
   mode) holding the guest-tools ISO.  As XAPI's master start-up, every
-  start makes sure there is exactly one, with its names, other_config
-  keys and PBD device_config as XAPI sets them; so a data dir from a
-  version without it gets it on its next start.  The ISO itself is made
+  start of a master makes sure there is exactly one, with its names and
+  other_config keys as XAPI sets them; so a data dir from a version
+  without it gets it on its next start.  Every host, master or slave,
+  keeps its own PBD of it on its own directory (written only when not
+  so already).  The ISO itself is made
   in <data dir>/tools-iso when missing (txstorage.tools_iso).
 * the udev SRs XCP-ng's first boot creates, "Removable storage" (disks)
   and "DVD drives" (CDs), on /dev/xapi/block and /dev/xapi/cd: made on a
@@ -60,6 +62,13 @@ def ensure_tools_sr(storage):
                                              TOOLS_ISO_DIR))
     yield storage.run(tools_iso.ensure, directory, PRODUCT_BRAND)
     srs = [sr for sr in db.refs("SR") if db.fields("SR", sr)["is_tools_sr"]]
+    if not storage.identity.is_master:
+        # The pool's SR is the master's to keep; a slave plugs its own
+        # directory into it through its own PBD, and writes nothing when
+        # that is as it should be.
+        if srs:
+            _ensure_own_pbd(storage, srs[0], directory)
+        return
     if not srs:
         # An older database may only tag it in other_config.
         srs = [sr for sr in db.refs("SR")
@@ -81,11 +90,18 @@ def ensure_tools_sr(storage):
     db.update("SR", sr, {"name_label": TOOLS_SR_NAME,
                          "name_description": TOOLS_SR_DESCRIPTION,
                          "is_tools_sr": True, "other_config": other_config})
+    _ensure_own_pbd(storage, sr, directory)
+
+
+def _ensure_own_pbd(storage, sr, directory):
+    """This host's PBD of the tools SR on its own directory (the other
+    hosts' PBDs name theirs)."""
     config = tools_pbd_config(directory)
-    for pbd in db.where("PBD", SR=sr):
-        db.update("PBD", pbd, {"device_config": config})
-    if storage.local_pbd(sr) is None:
+    pbd = storage.local_pbd(sr)
+    if pbd is None:
         storage.create_pbd(storage.identity.host_ref, sr, config)
+    elif storage.db.fields("PBD", pbd)["device_config"] != config:
+        storage.db.update("PBD", pbd, {"device_config": config})
 
 
 def _forget(storage, sr):

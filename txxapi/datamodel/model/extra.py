@@ -36,6 +36,7 @@ HIDDEN_MESSAGES = {
          POOL_ADMIN, True),
         ("abort_new_master", (("string", "address"),), "void",
          POOL_ADMIN, True),
+        ("is_in_emergency_mode", (), "bool", POOL_ADMIN, True),
     ),
 }
 

@@ -30,6 +30,10 @@ class EtcdClient:
     def endpoints(self):
         return [e.url for e in self.transport.endpoints]
 
+    def add_endpoints(self, urls):
+        """Client URLs of members added since (failed over to as well)."""
+        self.transport.add_endpoints(urls)
+
     def _call(self, path, body, parse, timeout=None, idempotent=False):
         d = self.transport.call(path, body, timeout, idempotent)
         d.addCallback(parse)

@@ -258,11 +258,11 @@ def promote_member(client, member_id, timeout):
 
 # etcd refuses a reconfiguration while any voting member has not been
 # connected for its last 5 s ("unhealthy cluster"), as after a restart.
-_NOT_YET = ("unhealthy cluster", "not enough started members")
+NOT_YET = ("unhealthy cluster", "not enough started members")
 
 
 @defer.inlineCallbacks
-def retry_unhealthy(client, timeout, request, not_yet=_NOT_YET):
+def retry_unhealthy(client, timeout, request, not_yet=NOT_YET):
     deadline = client.reactor.seconds() + timeout
     while True:
         try:

@@ -156,6 +156,8 @@ class Endpoint:
 
     def __init__(self, reactor, url, connect_timeout, max_connections):
         self.url = url.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
         self.pool = web_client.HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = max_connections
         self.pool.retryAutomatically = False
@@ -193,6 +195,17 @@ class Transport:
         self.endpoints = [Endpoint(reactor, url, connect_timeout,
                                    max_connections) for url in endpoints]
         self._current = 0
+
+    def add_endpoints(self, urls):
+        """More members to fail over to (the cluster grew)."""
+        known = {e.url for e in self.endpoints}
+        first = self.endpoints[0]
+        for url in urls:
+            if url not in known:
+                known.add(url)
+                self.endpoints.append(Endpoint(
+                    self.reactor, url, first.connect_timeout,
+                    first.max_connections))
 
     @property
     def current(self):

@@ -1,0 +1,103 @@
+"""
+Which hosts run the pool's etcd members, on five real hosts
+(tests/support/pool.py): every host up to three, three of four, all five
+of five (the fourth, a client until then, gets one); an eject back to
+four stops two of them.  Read from etcd's own member list and from the
+etcd.json each host keeps.
+"""
+
+import json
+import os
+import socket
+import urllib.request
+
+import pytest
+
+from tests.support.api import wait_until
+from tests.support.pool import needs_pool_hosts, started_pool
+
+pytestmark = needs_pool_hosts
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    yield from started_pool(str(tmp_path_factory.mktemp("members")), 5)
+
+
+def host_uuids(pool):
+    """address -> host uuid, as the master lists them."""
+    x = pool[0].session().xenapi
+    try:
+        return {h["address"]: h["uuid"]
+                for h in x.host.get_all_records().values()}
+    finally:
+        x.session.logout()
+
+
+def etcd_members(address):
+    request = urllib.request.Request(
+        "http://%s:2379/v3/cluster/member/list" % address, data=b"{}",
+        headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return json.load(reply).get("members", [])
+
+
+def voters(address):
+    return sorted(m.get("name", "") for m in etcd_members(address)
+                  if not m.get("isLearner") and m.get("name"))
+
+
+def config(host):
+    with open(os.path.join(host.data_dir, "etcd.json")) as f:
+        return json.load(f)
+
+
+def serves_etcd(host):
+    try:
+        socket.create_connection((host.address, 2379), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def settled(pool, hosts, count):
+    """etcd's voters are ``count`` of ``hosts``, and exactly those hosts
+    say (etcd.json) and show (a listening member) that they run one."""
+    by_address = host_uuids(pool)
+    uuids = {by_address[h.address]: h for h in hosts}
+    try:
+        names = voters(pool[0].address)
+    except OSError:
+        return False
+    if len(names) != count or not set(names) <= set(uuids) or \
+            len(etcd_members(pool[0].address)) != count:
+        return False
+    return all(config(h)["member"] == (u in names) == serves_etcd(h)
+               for u, h in uuids.items())
+
+
+def test_members_follow_the_pool_size(pool):
+    for n in range(1, 5):
+        pool.join(pool[n], pool[0])
+        wanted = 5 if n + 1 >= 5 else min(n + 1, 3)
+        wait_until(lambda: settled(pool, pool.hosts[:n + 1], wanted),
+                   timeout=90, what="%d etcd members of %d hosts"
+                   % (wanted, n + 1))
+    # Every host's client knows all five members for its next start.
+    wait_until(lambda: all(len(config(h)["clients"]) == 5 for h in pool),
+               what="every host knowing the five members")
+
+
+def test_eject_shrinks_back_to_three(pool):
+    x = pool[0].session().xenapi
+    ref = [r for r, h in x.host.get_all_records().items()
+           if h["address"] == pool[4].address][0]
+    x.pool.eject(ref)
+    pool[4].restart()
+    wait_until(lambda: settled(pool, pool.hosts[:4], 3), timeout=90,
+               what="3 etcd members of 4 hosts")
+    # The pool still writes through its three members.
+    x.network.create({"name_label": "after-shrink", "name_description": "",
+                      "MTU": "1500", "other_config": {}})
+    assert x.network.get_by_name_label("after-shrink")
+    x.session.logout()

@@ -1,0 +1,230 @@
+"""
+Which hosts of the pool run an etcd member, kept by the master.
+
+A pool of n hosts wants ``wanted(n)`` members: every host up to
+MEMBERS (3), MEMBERS_LARGE (5) from LARGE_POOL (5) hosts; the others are
+clients only.  The master compares that with etcd's member list after
+each change of the pool (a host said pool.hello, a host was ejected) and
+moves one member at a time, each step through etcd's member API and only
+on a healthy cluster, waiting for it to be healthy again afterwards:
+
+- a member more: a live host without one is added as a learner, told to
+  start it (``pool.etcd_member_join``: it starts, catches up and is
+  promoted to a voter), then the next step;
+- a member less: one that is not the master's is removed from the
+  cluster, then its host is told to stop it (``pool.etcd_member_leave``)
+  and becomes a client.
+
+After a pass that changed the members every host learns their client
+URLs (``pool.etcd_clients``), so its client reaches the members there are.
+
+A host that cannot be reached is passed over for this round (the member
+added for it is removed again).
+"""
+
+import json
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from txxapi.errors import XenAPIError
+from txxapi.pool.client import PeerUnreachable
+from txxapi.pool.etcd import EtcdError, EtcdTimeout
+from txxapi.pool.etcd.member import NOT_YET, retry_unhealthy
+from txxapi.pool.liveness import is_live
+
+log = Logger()
+
+MEMBERS, MEMBERS_LARGE, LARGE_POOL = 3, 5, 5
+JOIN_CALL = "pool.etcd_member_join"
+LEAVE_CALL = "pool.etcd_member_leave"
+CLIENTS_CALL = "pool.etcd_clients"
+HEALTH_TIMEOUT = 60.0
+
+
+def wanted(hosts):
+    """etcd members a pool of ``hosts`` hosts runs."""
+    return MEMBERS_LARGE if hosts >= LARGE_POOL else min(hosts, MEMBERS)
+
+
+def member_cluster(members, new_id, name, peer_url):
+    """The initial-cluster map a member added as ``new_id`` starts with."""
+    cluster = {m.name: m.peer_urls[0] for m in members
+               if m.id != new_id and m.name and m.peer_urls}
+    cluster[name] = peer_url
+    return cluster
+
+
+@defer.inlineCallbacks
+def wait_healthy(client, timeout=HEALTH_TIMEOUT, interval=0.25):
+    """Fires once every voting member answers and knows a leader;
+    EtcdError when not so within timeout."""
+    deadline = client.reactor.seconds() + timeout
+    while True:
+        try:
+            members = yield client.members()
+            voters = [m for m in members if not m.is_learner]
+            healthy = bool(voters) and all(m.client_urls for m in voters)
+            for m in voters if healthy else ():
+                status = yield client.status(m.client_urls[0], timeout=2.0)
+                if not status.leader or status.errors:
+                    healthy = False
+                    break
+            if healthy:
+                return members
+        except EtcdError as e:
+            if client.reactor.seconds() >= deadline:
+                raise
+            log.debug("pool: etcd not healthy yet ({e})", e=e)
+        if client.reactor.seconds() >= deadline:
+            raise EtcdTimeout("the pool's etcd is not healthy after %.0f s"
+                            % timeout)
+        yield task.deferLater(client.reactor, interval, lambda: None)
+
+
+class Membership:
+    """On the master: reconcile() brings etcd's members to wanted(n)."""
+
+    def __init__(self, pool_database, server):
+        self.pool_database = pool_database
+        self.server = server
+        self.lock = defer.DeferredLock()
+        self._again = False
+        self._running = None
+
+    @property
+    def client(self):
+        return self.pool_database.client
+
+    def reconcile(self):
+        """Start a pass (or ask for one more after the running one); a
+        Deferred of the pass's end."""
+        if not self.pool_database.pooled or \
+                not self.server.identity.is_master:
+            return defer.succeed(None)
+        if self._running is not None:
+            self._again = True
+            return self._running
+        self._running = d = self._passes()
+        d.addErrback(lambda f: log.failure("pool: etcd membership", f))
+        return d
+
+    @defer.inlineCallbacks
+    def _passes(self):
+        try:
+            while True:
+                self._again = False
+                yield self.lock.run(self._pass)
+                if not self._again:
+                    return
+        finally:
+            self._running = None
+
+    def _hosts(self):
+        db = self.server.db
+        return {f["uuid"]: (ref, f["address"])
+                for ref, f in db.records("host")}
+
+    @defer.inlineCallbacks
+    def _pass(self):
+        changed = yield self._moves()
+        if changed:
+            yield self._tell_clients()
+
+    @defer.inlineCallbacks
+    def _tell_clients(self):
+        """Every other host learns the members' client URLs."""
+        members = yield self.client.members()
+        urls = sorted({u for m in members for u in m.client_urls})
+        self.pool_database.learn_clients(urls)
+        urls = json.dumps(urls)
+        me = self.server.host_ref
+        calls = [self.server.peers.call(address, CLIENTS_CALL, urls)
+                 for ref, address in self._hosts().values() if ref != me]
+        results = yield defer.DeferredList(calls, consumeErrors=True)
+        for ok, result in results:
+            if not ok:
+                log.info("pool: a host did not take etcd's client URLs "
+                         "({e})", e=result.getErrorMessage())
+
+    @defer.inlineCallbacks
+    def _moves(self):
+        """Members added or removed until the pool has what it wants;
+        whether any was."""
+        passed_over = set()
+        changed = False
+        while True:
+            hosts = self._hosts()
+            target = wanted(len(hosts))
+            members = yield wait_healthy(self.client)
+            if len(members) < target:
+                names = {m.name for m in members}
+                peers = {u for m in members for u in m.peer_urls}
+                db = self.server.db
+                candidates = sorted(
+                    (address, uuid) for uuid, (ref, address) in hosts.items()
+                    if uuid not in names and uuid not in passed_over
+                    and not any(address in u for u in peers)
+                    and is_live(db, ref) and db.get("host", ref, "enabled"))
+                if not candidates:
+                    return changed
+                address, uuid = candidates[0]
+                if (yield self._add(uuid, address)):
+                    changed = True
+                else:
+                    passed_over.add(uuid)
+            elif len(members) > target:
+                me = self.server.db.get("host", self.server.host_ref, "uuid")
+                # Never the master's own; a learner not started yet (a
+                # joiner's, placed a moment ago) stays too.
+                removable = [m for m in members
+                             if m.name and m.name != me and not m.is_learner]
+                if not removable:
+                    return changed
+                yield self._remove(max(removable, key=lambda m: m.name),
+                                   hosts)
+                changed = True
+            else:
+                return changed
+
+    @defer.inlineCallbacks
+    def _add(self, uuid, address):
+        from txxapi.pool.database import member_urls
+        client = self.client
+        client_url, peer_url = member_urls(address)
+        # A joiner's learner not promoted yet: one learner at a time.
+        new, now = yield retry_unhealthy(
+            client, HEALTH_TIMEOUT,
+            lambda: client.member_add([peer_url], learner=True),
+            NOT_YET + ("too many learner members",))
+        config = {"cluster": member_cluster(now, new.id, uuid, peer_url),
+                  "id": new.id}
+        try:
+            yield self.server.peers.call(address, JOIN_CALL,
+                                         json.dumps(config))
+        except (PeerUnreachable, XenAPIError) as e:
+            log.warn("pool: {uuid} did not start its etcd member ({e}); "
+                     "removed again", uuid=uuid, e=e)
+            yield retry_unhealthy(client, HEALTH_TIMEOUT,
+                                  lambda: client.member_remove(new.id))
+            return False
+        self.pool_database.add_client_url(client_url)
+        log.info("pool: {uuid} runs etcd member {n} now", uuid=uuid,
+                 n=len(now))
+        return True
+
+    @defer.inlineCallbacks
+    def _remove(self, member, hosts):
+        client = self.client
+        yield retry_unhealthy(client, HEALTH_TIMEOUT,
+                              lambda: client.member_remove(member.id))
+        host = hosts.get(member.name)
+        log.info("pool: etcd member {name} removed", name=member.name)
+        if host is None:
+            return
+        try:
+            yield self.server.peers.call(host[1], LEAVE_CALL)
+        except (PeerUnreachable, XenAPIError) as e:
+            # Its member stops by itself once it learns it was removed.
+            log.warn("pool: {uuid} was not told to stop its etcd member "
+                     "({e})", uuid=member.name, e=e)
