@@ -72,7 +72,7 @@ def test_active_directory(world):
                              "user": "Administrator",
                              "workgroup": samba_dc.WORKGROUP}
     # The join made this host's computer account, as winbind's does.
-    assert machine + "$" in computers(dc)
+    assert machine + "$" in samba_dc.computers(dc)
 
     # Names in each form AD knows them by, and nested groups.
     alice = x.auth.get_subject_identifier("alice")
@@ -143,7 +143,7 @@ def test_active_directory(world):
         "POOL_AUTH_DISABLE_FAILED_WRONG_CREDENTIALS", host]
     assert x.host.get_external_auth_type(host) == ""
     assert not os.path.exists(secret)
-    assert machine + "$" in computers(dc)
+    assert machine + "$" in samba_dc.computers(dc)
     with pytest.raises(XenAPI.Failure):
         session_of(server, "alice", ALICE)
 
@@ -154,7 +154,7 @@ def test_active_directory(world):
     assert s.xenapi.session.get_auth_user_sid(s._session) == alice
     x.pool.disable_external_auth(pool, admin)
     assert x.host.get_external_auth_configuration(host) == {}
-    assert machine + "$" not in computers(dc)
+    assert machine + "$" not in samba_dc.computers(dc)
 
 
 def test_sessions_are_revalidated(world):
@@ -207,6 +207,3 @@ def wait_for(condition, timeout=20):
         assert time.monotonic() < deadline
         time.sleep(0.2)
 
-
-def computers(dc):
-    return dc.tool("computer", "list").stdout.split()

@@ -23,6 +23,7 @@ from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.events import EventHub
 from txxapi.extauth import revalidation
+from txxapi.extauth import service as extauth_service
 from txxapi.extauth.service import ExternalAuth
 from txxapi.forwarding import Forwarder
 from txxapi.identity import HostIdentity
@@ -49,6 +50,7 @@ class Server:
                  import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT,
                  local_sr_dir=None, iso_dir=None, ad_settings=None,
                  session_revalidation_interval=revalidation.INTERVAL,
+                 extauth_cache_ttl=extauth_service.CACHE_TTL,
                  metrics_interval=5,
                  heartbeat_interval=liveness.HEARTBEAT_INTERVAL,
                  host_assumed_dead_interval=liveness.ASSUMED_DEAD_INTERVAL,
@@ -66,7 +68,8 @@ class Server:
                                        login_failure_delay, clock=reactor)
         self.extauth = ExternalAuth(db, self.identity, reactor,
                                     _unique(portal.checkers.values()),
-                                    data_dir, ad_settings)
+                                    data_dir, ad_settings,
+                                    cache_ttl=extauth_cache_ttl)
         self.sessions.extauth = self.extauth
         self.revalidator = revalidation.Revalidator(
             db, self.extauth, self.sessions, reactor,

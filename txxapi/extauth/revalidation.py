@@ -52,7 +52,10 @@ class Revalidator:
 
     @defer.inlineCallbacks
     def run(self):
-        """One pass (a Deferred)."""
+        """One pass (a Deferred): the master's (subjects are the pool's,
+        and slaves keep no sessions of users)."""
+        if not self.extauth.identity.is_master:
+            return
         external = self._external_sessions()
         if self.extauth.auth_type() == "":
             for ref, _ in external:
