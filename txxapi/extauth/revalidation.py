@@ -98,6 +98,4 @@ class Revalidator:
                 "SUBJECT_CANNOT_BE_RESOLVED" else None
         if suspended(info):
             return False
-        closure = set([sid] + list(groups))
-        return any(f["subject_identifier"] in closure
-                   for _, f in self.db.records("subject"))
+        return bool(self.extauth.subjects_of(sid, groups))

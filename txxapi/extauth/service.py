@@ -67,7 +67,8 @@ class ExternalAuth:
         db.listeners.append(self._changed)
 
     def _changed(self, record, _cls):
-        if record[2] == "subject":
+        # A "touch" is a session made through the subject, no change.
+        if record[2] == "subject" and record[1] != "touch":
             self.cache.clear()
 
     def start(self):
@@ -111,9 +112,11 @@ class ExternalAuth:
     def ask(self, method, *args):
         """A directory look-up (a Deferred), with XAPI's errors."""
         directory = self.directory()
-        # A fresh answer replaces what the cache had.
-        d = self._asked(directory, method, *args) if method in CACHED \
-            else self._blocking(getattr(directory, method), *args)
+        generation = self.cache.generation
+        d = self._blocking(getattr(directory, method), *args)
+        if method in CACHED:
+            # A fresh answer replaces what the cache had.
+            d.addCallback(self._keep, CACHED[method], args[0], generation)
 
         def failed(f):
             if f.check(XenAPIError):
@@ -123,16 +126,9 @@ class ExternalAuth:
             raise XenAPIError("AUTH_SERVICE_ERROR", str(f.value))
         return d.addErrback(failed)
 
-    def _asked(self, directory, method, sid):
-        """A Deferred of the directory's answer (its own exceptions, not
-        XAPI's errors), kept in the cache."""
-        generation = self.cache.generation
-
-        def keep(value):
-            self.cache.put(CACHED[method], sid, value, generation)
-            return value
-        return self._blocking(getattr(directory, method), sid).addCallback(
-            keep)
+    def _keep(self, value, kind, sid, generation):
+        self.cache.put(kind, sid, value, generation)
+        return value
 
     # -- enabling ---------------------------------------------------------------
 
@@ -234,6 +230,7 @@ class ExternalAuth:
         except XenAPIError as e:
             raise LoginRefused("SESSION_AUTHORIZATION_FAILED", user,
                                e.description[0])
+        generation = self.cache.generation
         try:
             sid = yield self._blocking(directory.authenticate, user, password)
         except AuthFailure as e:
@@ -246,8 +243,8 @@ class ExternalAuth:
             info = self.cache.get("information", sid)
         if info is None or suspended(info):
             try:
-                info = yield self._asked(directory, "subject_information",
-                                         sid)
+                info = yield self._blocking(directory.subject_information,
+                                            sid)
             except (NotResolved, KeyError):
                 info = {}
         if suspended(info):
@@ -255,11 +252,15 @@ class ExternalAuth:
                 "SESSION_AUTHORIZATION_FAILED", user,
                 "User %s (subject_id %s, from %s) suspended in external "
                 "directory" % (user, sid, origin))
+        # Groups from the cache may let the user in; a refusal is the
+        # directory's own (a group given since must count).
         groups = self.cache.get("groups", sid)
+        subjects = self.subjects_of(sid, groups or [])
         try:
-            if groups is None:
-                groups = yield self._asked(directory, "group_membership",
-                                           sid)
+            if not subjects:
+                groups = yield self._blocking(directory.group_membership,
+                                              sid)
+                subjects = self.subjects_of(sid, groups)
         except (NotResolved, KeyError):
             # XAPI's message names the origin and the identifier in this
             # order.
@@ -268,9 +269,6 @@ class ExternalAuth:
                 "Failed to obtain the group membership closure for user %s "
                 "(subject_id %s, from %s): user not found in external "
                 "directory" % (user, origin, sid))
-        closure = set([sid] + list(groups))
-        subjects = [ref for ref, f in self.db.records("subject")
-                    if f["subject_identifier"] in closure]
         if not subjects:
             raise LoginRefused(
                 "SESSION_AUTHORIZATION_FAILED", user,
@@ -282,8 +280,16 @@ class ExternalAuth:
                 "RBAC_PERMISSION_DENIED", "session.login_with_password",
                 "Subject %s (identifier %s) has no roles in this pool"
                 % (user, sid))
+        self.cache.put("information", sid, info, generation)
+        self.cache.put("groups", sid, groups, generation)
         return (subjects[0], sid, info.get("subject-name", user),
                 permissions)
+
+    def subjects_of(self, sid, groups):
+        """The subjects that let in ``sid``, a member of ``groups``."""
+        closure = set([sid] + list(groups))
+        return [ref for ref, f in self.db.records("subject")
+                if f["subject_identifier"] in closure]
 
     def _subject_details(self, sid):
         """What the subject record of ``sid`` keeps of its details."""
