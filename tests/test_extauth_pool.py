@@ -6,7 +6,8 @@ master's call forwarded to each host), all or none: a host that fails
 rolls back those before it; AD users log in through the master and
 their calls reach the slaves; a slave answers directory look-ups itself,
 also after a restart; a host joins an AD pool only once it has joined
-the domain itself; pool.disable_external_auth undoes every host.
+the domain itself, and forgets it when ejected; pool.disable_external_auth
+undoes every host.
 """
 
 import os
@@ -131,11 +132,19 @@ def test_pool_joins_the_domain(world):
         "alice") == sid
     assert machines(dc) == {"TXPOOL0$", "TXPOOL1$", "TXPOOL2$"}
 
+    # An ejected host forgets the domain (its account stays, as XAPI's).
+    x.pool.eject(joiner_ref)
+    joiner.restart()
+    own = joiner.session().xenapi
+    assert own.host.get_external_auth_type(own.host.get_all()[0]) == ""
+    assert not os.path.exists(os.path.join(joiner.data_dir,
+                                           "extauth-ad.secret"))
+
     # Disabling undoes every host and ends the user's session.
     x.pool.disable_external_auth(pool, ADMIN)
-    for ref in (master_ref, slave_ref, joiner_ref):
+    for ref in (master_ref, slave_ref):
         assert x.host.get_external_auth_type(ref) == ""
-    assert not machines(dc)
+    assert machines(dc) == {"TXPOOL2$"}
     wait_for(lambda: not alive(master, alice._session))
     assert failure(session_of, master, "alice", ALICE)[0] == \
         "SESSION_AUTHENTICATION_FAILED"

@@ -209,6 +209,16 @@ class ExternalAuth:
                 "WRONG_CREDENTIALS", "PERMISSION_DENIED") else ""
             raise XenAPIError(_code("AUTH_DISABLE_FAILED", tag), str(failed))
 
+    def forget(self):
+        """A host leaving its pool forgets the domain; its computer
+        account stays in the directory, as XAPI's eject leaves it (no
+        account to delete it with is given)."""
+        if AD in self.directories:
+            self.directories[AD].leave()
+        if os.path.exists(self.secret_path):
+            os.unlink(self.secret_path)
+        self.cache.clear()
+
     # -- login ------------------------------------------------------------------
 
     def login(self, user, password, origin):

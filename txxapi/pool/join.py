@@ -244,6 +244,7 @@ def eject_here(server):
     config = os.path.join(server.data_dir, pool_database.CONFIG)
     if os.path.exists(config):
         os.unlink(config)
+    server.extauth.forget()
     for name in DATABASE_FILES:
         path = os.path.join(server.data_dir, name)
         if os.path.isdir(path):
