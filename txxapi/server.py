@@ -90,6 +90,7 @@ class Server:
         # Storage before the VMs: a VM's disks are attached through it.
         self.storage = Storage(db, self.identity, reactor, self.tasks,
                                local_sr_dir=local_sr_dir, iso_dir=iso_dir)
+        self.storage.guest_writes = self.xenops.guest_writes()
         self.components.append(self.storage)
         # The NBD service, while it runs (txxapi.nbd.service).
         self.nbd = None

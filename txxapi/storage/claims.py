@@ -4,6 +4,11 @@ HTTP import or export, a copy).  The driver keeps one activation per host,
 so it is asked to attach and activate on the first claim and to deactivate
 on the last; a database listener releases a VBD's claim when its device
 goes away.
+
+A VM's disk is a tracked writer when the backend says where its guest
+writes (``guest_writes``, the simulator's model): those blocks are
+marked in the VDI's changed-block log when the claim ends and before the
+VDI is snapshotted; otherwise the whole log counts as changed.
 """
 
 from twisted.internet import defer
@@ -13,12 +18,16 @@ from txxapi import operations
 from txxapi.errors import XenAPIError
 from txxapi.storage.common import CLAIMS, translate
 from txxapi.values import NULL_REF
+from txstorage import cbt
 
 log = Logger()
 
 
 class Claims:
     """This host's uses of VDI data."""
+
+    # The backend's disk_writes(path), if it can tell where guests write.
+    guest_writes = None
 
     # --- claims: this host using a VDI's data --------------------------------
 
@@ -42,7 +51,26 @@ class Claims:
             raise
         return info
 
-    def _release_blocking(self, driver, sr_uuid, location, key):
+    def _mark_guest_writes(self, info):
+        """Mark in the changed-block log what guests wrote through the
+        attach ``info`` (blocking)."""
+        if self.guest_writes is None or info is None or not info.cbt_log:
+            return
+        extents = self.guest_writes(info.path)
+        if extents:
+            cbt.mark(info.cbt_log, extents)
+
+    def guest_writes_marked(self, vdi):
+        """A Deferred that fires once what guests wrote on ``vdi`` so far
+        is in its changed-block log."""
+        infos = [use.info for (ref, _), use in self._uses.items()
+                 if ref == vdi and use.info is not None]
+        if self.guest_writes is None or not infos:
+            return defer.succeed(None)
+        return self.run(lambda: [self._mark_guest_writes(i) for i in infos])
+
+    def _release_blocking(self, driver, sr_uuid, location, key, info=None):
+        self._mark_guest_writes(info)
         with self._claim_lock:
             claims = self._claims.get((sr_uuid, location), {})
             if key not in claims:
@@ -123,7 +151,7 @@ class Claims:
             except XenAPIError:
                 return None
             return self.run(self._release_blocking, driver, use.sr_uuid,
-                            use.location, key)
+                            use.location, key, use.info)
 
         def finished(result):
             pending = self._releasing.get(vdi, [])

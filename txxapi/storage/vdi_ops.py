@@ -101,6 +101,8 @@ class VDIOperations:
         sr = src["SR"]
         driver, sr_uuid = self.driver_of(sr)
         call = driver.vdi_snapshot if snapshot else driver.vdi_clone
+        # The log says what a running guest wrote up to this point.
+        yield self.guest_writes_marked(vdi)
         try:
             info = yield self.run(call, sr_uuid, src["location"],
                                   dict(driver_params or {}))
@@ -172,9 +174,11 @@ class VDIOperations:
         db = self.db
         sr = db.fields("VDI", vdi_to)["SR"]
         driver, sr_uuid = self.driver_of(sr)
-        d = self.run(driver.vdi_list_changed_blocks, sr_uuid,
-                     db.fields("VDI", vdi_from)["location"],
-                     db.fields("VDI", vdi_to)["location"])
+        start = db.fields("VDI", vdi_from)["location"]
+        end = db.fields("VDI", vdi_to)["location"]
+        d = self.guest_writes_marked(vdi_to)
+        d.addCallback(lambda _: self.run(driver.vdi_list_changed_blocks,
+                                         sr_uuid, start, end))
         d.addErrback(translate, sr, vdi_to)
         return d.addCallback(lambda bits: base64.b64encode(bits).decode())
 
