@@ -36,6 +36,7 @@ DEFAULTS = {
     "ad-ca-file": "",
     "session-revalidation-interval": "300",
     "extauth-cache-ttl": "300",
+    "import-read-timeout": "300",
     "metrics-interval": "5",
     "pool-heartbeat-interval": "30",
     "host-assumed-dead-interval": "600",

@@ -24,6 +24,7 @@ from txxapi.db.memory import Database
 from txxapi.events import EventHub
 from txxapi.extauth import revalidation
 from txxapi.extauth import service as extauth_service
+from txxapi.xva import url_import
 from txxapi.extauth.service import ExternalAuth
 from txxapi.forwarding import Forwarder
 from txxapi.identity import HostIdentity
@@ -51,6 +52,7 @@ class Server:
                  local_sr_dir=None, iso_dir=None, ad_settings=None,
                  session_revalidation_interval=revalidation.INTERVAL,
                  extauth_cache_ttl=extauth_service.CACHE_TTL,
+                 import_read_timeout=url_import.READ_TIMEOUT,
                  metrics_interval=5,
                  heartbeat_interval=liveness.HEARTBEAT_INTERVAL,
                  host_assumed_dead_interval=liveness.ASSUMED_DEAD_INTERVAL,
@@ -80,6 +82,8 @@ class Server:
         self.xenops = Xenops(db, self.identity, reactor, self.tasks, xenops,
                              self.context, shutdown_timeout=shutdown_timeout)
         self.import_db = import_db
+        # VM.import from a URL: how long a silent server is waited for.
+        self.import_read_timeout = import_read_timeout
         # Parts that start after the database is ready and stop before it
         # closes, in order: objects with start() and stop(), each of which
         # may return a Deferred.

@@ -191,6 +191,7 @@ class XapiService(service.MultiService):
             session_revalidation_interval=float(
                 s["session-revalidation-interval"]),
             extauth_cache_ttl=float(s["extauth-cache-ttl"]),
+            import_read_timeout=float(s["import-read-timeout"]),
             metrics_interval=int(s["metrics-interval"]),
             heartbeat_interval=float(s["pool-heartbeat-interval"]),
             host_assumed_dead_interval=float(

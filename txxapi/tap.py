@@ -71,6 +71,9 @@ class Options(usage.Options):
         ["ad-ca-file", None, None,
          "PEM CA certificates that Active Directory's TLS certificates "
          "are checked against (the system's store)."],
+        ["import-read-timeout", None, None,
+         "Seconds VM.import from a URL waits for data from a server that "
+         "sends nothing before it fails (300; 0: forever)."],
         ["extauth-cache-ttl", None, None,
          "Seconds the directory's answers of a user (account state, "
          "groups) are kept for further logins (300; 0: none)."],

@@ -82,16 +82,8 @@ def under_task(ctx, forwarded, run):
     task = forwarded["task"]
     if task is None or ctx.db.exists("task", task):
         return defer.maybeDeferred(run)
-    tasks = ctx.server.tasks
-    tasks.create(ctx.session, ctx.message.wire_name, ref=task)
-    ctx.task = task
-
-    def over(result):
-        tasks.clear_canceller(task)
-        if ctx.db.exists("task", task):
-            ctx.db.delete("task", task)
-        return result
-    return defer.maybeDeferred(run).addBoth(over)
+    return ctx.server.tasks.under_own_task(ctx, ctx.message.wire_name, run,
+                                           ref=task)
 
 
 def _unchanged(result):
