@@ -229,6 +229,17 @@ def test_groups_are_cached(world):
         finally:
             dc.tool("group", "addmembers", "inner", "dave")
         session_of(server, "dave", DAVE).xenapi.session.logout()
+        # A subject of his own without roles: the group's still count.
+        own = x.subject.create({
+            "subject_identifier": x.auth.get_subject_identifier("dave"),
+            "other_config": {}})
+        try:
+            for _ in range(2):
+                s = session_of(server, "dave", DAVE)
+                assert s.xenapi.VM.get_all()
+                s.xenapi.session.logout()
+        finally:
+            x.subject.destroy(own)
     finally:
         x.pool.disable_external_auth(pool, samba_dc.ADMIN)
 

@@ -7,7 +7,7 @@ rolls back those before it; AD users log in through the master and
 their calls reach the slaves; a slave answers directory look-ups itself,
 also after a restart; a host joins an AD pool only once it has joined
 the domain itself, and forgets it when ejected; pool.disable_external_auth
-undoes every host.
+undoes every host, those it can reach when one cannot be.
 """
 
 import os
@@ -140,7 +140,17 @@ def test_pool_joins_the_domain(world):
     assert not os.path.exists(os.path.join(joiner.data_dir,
                                            "extauth-ad.secret"))
 
-    # Disabling undoes every host and ends the user's session.
+    # Disabling reaches every host whatever fails: a slave that cannot
+    # be reached is named, the master is disabled all the same; once
+    # back, the slave is disabled too.
+    slave.stop()
+    details = failure(x.pool.disable_external_auth, pool, ADMIN)
+    assert details[:2] == ["POOL_AUTH_DISABLE_FAILED", slave_ref]
+    assert "CANNOT_CONTACT_HOST" in details[2]
+    assert x.host.get_external_auth_type(master_ref) == ""
+    assert x.host.get_external_auth_type(slave_ref) == "AD"
+    assert machines(dc) == {"TXPOOL1$", "TXPOOL2$"}
+    slave.start()
     x.pool.disable_external_auth(pool, ADMIN)
     for ref in (master_ref, slave_ref):
         assert x.host.get_external_auth_type(ref) == ""

@@ -265,7 +265,7 @@ class ExternalAuth:
         # Groups from the cache may let the user in; a refusal is the
         # directory's own (a group given since must count).
         groups = self.cache.get("groups", sid)
-        subjects = self.subjects_of(sid, groups or [])
+        subjects = [] if groups is None else self.subjects_of(sid, groups)
         try:
             if not subjects:
                 groups = yield self._blocking(directory.group_membership,

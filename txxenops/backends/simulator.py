@@ -623,6 +623,7 @@ class SimulatorBackend:
                 if self._find_vbd(rec, vbd.device):
                     raise DeviceError(uuid, vbd.device,
                                       "device already exists")
+                self._writes.plugged(rec, vbd, time.time())
                 rec.vbds.append(vbd)
                 info = self._emit("device", rec)
         self._commit()

@@ -76,6 +76,13 @@ class GuestWrites:
                 self._pending.setdefault(vbd.path, set()).update(blocks)
             rec.disk_marked[vbd.device] = max(done, written)
 
+    @staticmethod
+    def plugged(rec, vbd, now):
+        """A disk plugged into a running domain: its writes start now."""
+        traffic = simload.disk_traffic(vbd, rec.activity(now))
+        if traffic is not None:
+            rec.disk_marked[vbd.device] = traffic[1]
+
     def take(self, path):
         """[(offset, length)] of the blocks written on ``path`` not taken
         before, in order; they count as taken."""
