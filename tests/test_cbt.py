@@ -163,13 +163,7 @@ def test_a_vm_marks_the_blocks_its_guest_writes(x, api, server, tracked):
     and no others, split at a snapshot taken while it runs."""
     vdi, _ = tracked
     s1 = x.VDI.snapshot(vdi, {})
-    vm = new_vm(x, "cbt writer", 64 * MIB,
-                other={"simulator-cpu-load": "1.0"})
-    vbd = x.VBD.create({
-        "VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True,
-        "mode": "RW", "type": "Disk", "unpluggable": False, "empty": False,
-        "other_config": {}, "qos_algorithm_type": "",
-        "qos_algorithm_params": {}})
+    vm, vbd = writer(x, vdi)
     x.VM.start(vm, False, False)
     ring = set(working_set(x.VM.get_uuid(vm), x.VBD.get_device(vbd), SIZE))
     assert 0 < len(ring) < SIZE // BLOCK
@@ -185,6 +179,32 @@ def test_a_vm_marks_the_blocks_its_guest_writes(x, api, server, tracked):
     write_blocks(server, x, api._session, vdi,
                  [(2 * BLOCK, b"u")])
     assert changed(x, s3, vdi) == [2]
+
+
+def writer(x, vdi):
+    """A busy VM with ``vdi`` as its disk: (vm, vbd)."""
+    vm = new_vm(x, "cbt writer", 64 * MIB,
+                other={"simulator-cpu-load": "1.0"})
+    vbd = x.VBD.create({
+        "VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True,
+        "mode": "RW", "type": "Disk", "unpluggable": False, "empty": False,
+        "other_config": {}, "qos_algorithm_type": "",
+        "qos_algorithm_params": {}})
+    return vm, vbd
+
+
+def test_a_log_disabled_under_a_running_guest(x, tracked):
+    """The guest's writes have nowhere to go: its disk is let go all the
+    same (it can be destroyed)."""
+    vdi, _ = tracked
+    vm, _ = writer(x, vdi)
+    x.VM.start(vm, False, False)
+    time.sleep(0.5)
+    x.VDI.disable_cbt(vdi)
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+    x.VDI.destroy(vdi)
+    assert vdi not in x.VDI.get_all()
 
 
 def test_logs_survive_a_restart(x, api, server, tracked):

@@ -11,6 +11,8 @@ marked in the VDI's changed-block log when the claim ends and before the
 VDI is snapshotted; otherwise the whole log counts as changed.
 """
 
+import os
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -19,6 +21,7 @@ from txxapi.errors import XenAPIError
 from txxapi.storage.common import CLAIMS, translate
 from txxapi.values import NULL_REF
 from txstorage import cbt
+from txstorage.errors import StorageError
 
 log = Logger()
 
@@ -57,8 +60,14 @@ class Claims:
         if self.guest_writes is None or info is None or not info.cbt_log:
             return
         extents = self.guest_writes(info.path)
-        if extents:
-            cbt.mark(info.cbt_log, extents)
+        # A log disabled since the attach has gone: nothing to mark, and
+        # a release must not fail for it.
+        if extents and os.path.exists(info.cbt_log):
+            try:
+                cbt.mark(info.cbt_log, extents)
+            except (OSError, StorageError) as e:
+                log.warn("marking guest writes in {log}: {error}",
+                         log=info.cbt_log, error=e)
 
     def guest_writes_marked(self, vdi):
         """A Deferred that fires once what guests wrote on ``vdi`` so far
