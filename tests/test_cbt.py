@@ -193,6 +193,20 @@ def writer(x, vdi):
     return vm, vbd
 
 
+def test_a_log_started_under_a_running_guest(x):
+    """The guest's writes from the log's start on are in it."""
+    vdi = new_vdi(x, SIZE, "tracked late")
+    vm, vbd = writer(x, vdi)
+    x.VM.start(vm, False, False)
+    x.VDI.enable_cbt(vdi)
+    s1 = x.VDI.snapshot(vdi, {})
+    time.sleep(1.0)
+    x.VM.hard_shutdown(vm)
+    ring = set(working_set(x.VM.get_uuid(vm), x.VBD.get_device(vbd), SIZE))
+    written = set(changed(x, s1, vdi))
+    assert written and written <= ring
+
+
 def test_a_log_disabled_under_a_running_guest(x, tracked):
     """The guest's writes have nowhere to go: its disk is let go all the
     same (it can be destroyed)."""

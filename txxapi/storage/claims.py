@@ -78,6 +78,26 @@ class Claims:
             return defer.succeed(None)
         return self.run(lambda: [self._mark_guest_writes(i) for i in infos])
 
+    def log_started(self, vdi):
+        """A Deferred: the VDI's changed-block log was just started while
+        it is in use.  Its users learn where the log is (a tracked
+        writer marks it from now on); an untracked writer makes every
+        block count, as at its attach."""
+        uses = [u for (ref, _), u in self._uses.items()
+                if ref == vdi and u.info is not None and u.writable]
+        if not uses:
+            return defer.succeed(None)
+        driver = self.driver_of(uses[0].sr)[0]
+
+        def start(use):
+            # An attach answers the log's path; it is undone at once.
+            fresh = driver.vdi_attach(use.sr_uuid, use.location, False)
+            driver.vdi_detach(use.sr_uuid, use.location)
+            use.info.cbt_log = fresh.cbt_log
+            if not use.tracked and fresh.cbt_log:
+                driver.vdi_cbt_untracked_writer(use.sr_uuid, use.location)
+        return self.run(lambda: [start(u) for u in uses])
+
     def _release_blocking(self, driver, sr_uuid, location, key, info=None):
         self._mark_guest_writes(info)
         with self._claim_lock:
@@ -106,7 +126,7 @@ class Claims:
         if (vdi, key) in self._uses:
             raise XenAPIError("INTERNAL_ERROR", "VDI %s already attached "
                               "for %s" % (vdi, key))
-        use = Use(writable, sr, sr_uuid, f["location"])
+        use = Use(writable, sr, sr_uuid, f["location"], tracked)
         self._uses[(vdi, key)] = use
         CLAIMS.setdefault(vdi, {})[key] = writable
         self._refresh_later(vdi)
@@ -264,8 +284,9 @@ class Use:
     """One claim on a VDI by this host: where it lives, and the attach
     that made it (settle(ok) when that is over)."""
 
-    def __init__(self, writable, sr, sr_uuid, location):
+    def __init__(self, writable, sr, sr_uuid, location, tracked=False):
         self.writable = writable
+        self.tracked = tracked      # marks the changed-block log itself
         self.sr = sr
         self.sr_uuid = sr_uuid
         self.location = location

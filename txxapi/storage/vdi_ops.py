@@ -153,6 +153,8 @@ class VDIOperations:
             vdi, "vdi_enable_cbt" if enabled else "vdi_disable_cbt")
         d.addCallback(lambda info: self.record_vdi(
             self.db.fields("VDI", vdi)["SR"], info))
+        if enabled:
+            d.addCallback(lambda _: self.log_started(vdi))
         return d.addCallback(lambda _: "")
 
     def data_destroy_vdi(self, vdi):
