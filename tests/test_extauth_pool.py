@@ -150,6 +150,13 @@ def test_pool_joins_the_domain(world):
     assert x.host.get_external_auth_type(master_ref) == ""
     assert x.host.get_external_auth_type(slave_ref) == "AD"
     assert machines(dc) == {"TXPOOL1$", "TXPOOL2$"}
+    # XAPI's alert names the slave left behind.
+    x.pool.detect_nonhomogeneous_external_auth(pool)
+    [alert] = [m for m in x.message.get_all_records().values()
+               if m["name"] == "EXTAUTH_IN_POOL_IS_NON_HOMOGENEOUS"]
+    assert alert["obj_uuid"] == x.host.get_uuid(slave_ref)
+    assert alert["priority"] == "2" or alert["priority"] == 2
+    assert "host_external_auth_type=AD" in alert["body"]
     slave.start()
     x.pool.disable_external_auth(pool, ADMIN)
     for ref in (master_ref, slave_ref):

@@ -114,3 +114,29 @@ def _disable(ctx, config):
                           % (name, code, "; ".join(params)))
     # External sessions end now, not at the next revalidation pass.
     yield ctx.server.revalidator.run()
+
+
+# XAPI's alert for a slave whose external authentication is not the
+# master's.
+NON_HOMOGENEOUS = ("EXTAUTH_IN_POOL_IS_NON_HOMOGENEOUS", 2)
+
+
+@defer.inlineCallbacks
+def detect_nonhomogeneous(ctx):
+    """pool.detect_nonhomogeneous_external_auth: an alert on each slave
+    whose type or service name differs from the master's (one a host
+    that could not be reached keeps after a pool-wide change)."""
+    db = ctx.db
+    master = db.fields("pool", ctx.server.pool_ref)["master"]
+    m = db.fields("host", master)
+    for host in db.refs("host"):
+        h = db.fields("host", host)
+        keys = ("external_auth_type", "external_auth_service_name")
+        if host == master or all(h[k] == m[k] for k in keys):
+            continue
+        body = ", ".join("%s_%s=%s" % (who, k, f[k])
+                         for who, f in (("host", h), ("master", m))
+                         for k in keys)
+        yield ctx.server.messages.create(NON_HOMOGENEOUS[0],
+                                         NON_HOMOGENEOUS[1], "Host",
+                                         h["uuid"], body)

@@ -164,6 +164,12 @@ def _drop_unresolvable_subjects(ctx):
                 subject_destroy(ctx, ref)
 
 
+@implements("pool.detect_nonhomogeneous_external_auth")
+def detect_nonhomogeneous(ctx, pool):
+    ctx.db.fields("pool", pool)
+    return extauth_pool.detect_nonhomogeneous(ctx).addCallback(lambda _: "")
+
+
 @implements("pool.disable_external_auth")
 def pool_disable(ctx, pool, config):
     ctx.db.fields("pool", pool)
