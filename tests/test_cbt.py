@@ -11,6 +11,7 @@ restart, and XAPI's refusals.
 import base64
 import os
 import struct
+import time
 
 import pytest
 
@@ -18,6 +19,7 @@ from tests.support.api import failure
 from tests.support.servers import RunningServer, free_port
 from tests.test_nbd import nbd_connect, nbd_request, purpose
 from tests.test_vm_lifecycle import new_vm
+from txxenops.backends.simwrites import working_set
 from tests.test_vdi_transfer import (
     api, curl, export, import_file, make_raw, new_vdi, same, task_of, url,
     x)
@@ -155,24 +157,68 @@ def test_refusals(x, api, server, tracked):
         "VDI_NO_CBT_METADATA", vdi]
 
 
-def test_a_vm_writing_untracked_makes_every_block_count(x, api, server,
-                                                        tracked):
+def test_a_vm_marks_the_blocks_its_guest_writes(x, api, server, tracked):
+    """The simulated guest writes at known addresses (a working set of
+    blocks of its own, txxenops.backends.simwrites): the log has those
+    and no others, split at a snapshot taken while it runs."""
     vdi, _ = tracked
     s1 = x.VDI.snapshot(vdi, {})
-    vm = new_vm(x, "cbt writer", 64 * MIB)
-    x.VBD.create({
+    vm, vbd = writer(x, vdi)
+    x.VM.start(vm, False, False)
+    ring = set(working_set(x.VM.get_uuid(vm), x.VBD.get_device(vbd), SIZE))
+    assert 0 < len(ring) < SIZE // BLOCK
+    time.sleep(1.5)
+    s2 = x.VDI.snapshot(vdi, {})
+    time.sleep(1.5)
+    x.VM.hard_shutdown(vm)
+    before, after = set(changed(x, s1, s2)), set(changed(x, s2, vdi))
+    assert before and after and before | after <= ring
+    assert set(changed(x, s1, vdi)) == before | after
+    # Uploads, which mark what they write, leave a fresh interval exact.
+    s3 = x.VDI.snapshot(vdi, {})
+    write_blocks(server, x, api._session, vdi,
+                 [(2 * BLOCK, b"u")])
+    assert changed(x, s3, vdi) == [2]
+
+
+def writer(x, vdi):
+    """A busy VM with ``vdi`` as its disk: (vm, vbd)."""
+    vm = new_vm(x, "cbt writer", 64 * MIB,
+                other={"simulator-cpu-load": "1.0"})
+    vbd = x.VBD.create({
         "VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True,
         "mode": "RW", "type": "Disk", "unpluggable": False, "empty": False,
         "other_config": {}, "qos_algorithm_type": "",
         "qos_algorithm_params": {}})
+    return vm, vbd
+
+
+def test_a_log_started_under_a_running_guest(x):
+    """The guest's writes from the log's start on are in it."""
+    vdi = new_vdi(x, SIZE, "tracked late")
+    vm, vbd = writer(x, vdi)
     x.VM.start(vm, False, False)
+    x.VDI.enable_cbt(vdi)
+    s1 = x.VDI.snapshot(vdi, {})
+    time.sleep(1.0)
     x.VM.hard_shutdown(vm)
-    assert len(changed(x, s1, vdi)) == SIZE // BLOCK
-    # Uploads, which mark what they write, leave a fresh interval exact.
-    s2 = x.VDI.snapshot(vdi, {})
-    write_blocks(server, x, api._session, vdi,
-                 [(2 * BLOCK, b"u")])
-    assert changed(x, s2, vdi) == [2]
+    ring = set(working_set(x.VM.get_uuid(vm), x.VBD.get_device(vbd), SIZE))
+    written = set(changed(x, s1, vdi))
+    assert written and written <= ring
+
+
+def test_a_log_disabled_under_a_running_guest(x, tracked):
+    """The guest's writes have nowhere to go: its disk is let go all the
+    same (it can be destroyed)."""
+    vdi, _ = tracked
+    vm, _ = writer(x, vdi)
+    x.VM.start(vm, False, False)
+    time.sleep(0.5)
+    x.VDI.disable_cbt(vdi)
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+    x.VDI.destroy(vdi)
+    assert vdi not in x.VDI.get_all()
 
 
 def test_logs_survive_a_restart(x, api, server, tracked):

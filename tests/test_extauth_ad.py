@@ -23,14 +23,16 @@ pytestmark = pytest.mark.skipif(not samba_dc.available(),
 
 SID = re.compile(r"^S-1-5-21-\d+-\d+-\d+-\d+$")
 ALICE, BOB, CAROL = "Al1ce-Pass!", "B0b-Pass!!", "C4rol-Pass!"
+DAVE = "D4ve-Pass!!"
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("ad"))
     with samba_dc.serving(
-            base, [("alice", ALICE), ("bob", BOB, True), ("carol", CAROL)],
-            [("inner", ["alice"]), ("outer", ["inner"])],
+            base, [("alice", ALICE), ("bob", BOB, True), ("carol", CAROL),
+                   ("dave", DAVE)],
+            [("inner", ["alice", "dave"]), ("outer", ["inner"])],
             ["--session-revalidation-interval", "1"]) as (dc, server):
         yield server, dc
 
@@ -72,7 +74,7 @@ def test_active_directory(world):
                              "user": "Administrator",
                              "workgroup": samba_dc.WORKGROUP}
     # The join made this host's computer account, as winbind's does.
-    assert machine + "$" in computers(dc)
+    assert machine + "$" in samba_dc.computers(dc)
 
     # Names in each form AD knows them by, and nested groups.
     alice = x.auth.get_subject_identifier("alice")
@@ -143,7 +145,7 @@ def test_active_directory(world):
         "POOL_AUTH_DISABLE_FAILED_WRONG_CREDENTIALS", host]
     assert x.host.get_external_auth_type(host) == ""
     assert not os.path.exists(secret)
-    assert machine + "$" in computers(dc)
+    assert machine + "$" in samba_dc.computers(dc)
     with pytest.raises(XenAPI.Failure):
         session_of(server, "alice", ALICE)
 
@@ -154,7 +156,7 @@ def test_active_directory(world):
     assert s.xenapi.session.get_auth_user_sid(s._session) == alice
     x.pool.disable_external_auth(pool, admin)
     assert x.host.get_external_auth_configuration(host) == {}
-    assert machine + "$" not in computers(dc)
+    assert machine + "$" not in samba_dc.computers(dc)
 
 
 def test_sessions_are_revalidated(world):
@@ -186,9 +188,60 @@ def test_sessions_are_revalidated(world):
             assert alive(server, alice)
         finally:
             dc.tool("user", "enable", "carol")
+        # Settled before the next test (a refresh changes subjects).
+        wait_for(lambda: x.subject.get_other_config(subjects["carol"])[
+            "subject-account-disabled"] == "false")
     finally:
         x.pool.disable_external_auth(pool, admin)
     wait_for(lambda: not alive(server, alice))
+
+
+def test_groups_are_cached(world):
+    """A user's groups from the last login let them in again without the
+    directory (removed from a group, dave still logs in), until a
+    subject changes; a refusal is always the directory's (put back in
+    the group, he is let in at once)."""
+    server, dc = world
+    x = session_of(server, USER, PASSWORD).xenapi
+    pool = x.pool.get_all()[0]
+    x.pool.enable_external_auth(pool, samba_dc.ADMIN, samba_dc.DOMAIN, "AD")
+    try:
+        sid = x.auth.get_subject_identifier("outer")
+        found = x.subject.get_all_records_where(
+            'field "subject_identifier" = "%s"' % sid)
+        outer = list(found)[0] if found else x.subject.create(
+            {"subject_identifier": sid, "other_config": {}})
+        roles = x.subject.get_roles(outer)
+        [read_only] = x.role.get_by_name_label("read-only")
+        if read_only not in roles:
+            x.subject.add_to_roles(outer, read_only)
+        session_of(server, "dave", DAVE).xenapi.session.logout()
+        dc.tool("group", "removemembers", "inner", "dave")
+        try:
+            session_of(server, "dave", DAVE).xenapi.session.logout()
+            [vm_admin] = x.role.get_by_name_label("vm-admin")
+            if vm_admin in roles:
+                x.subject.remove_from_roles(outer, vm_admin)
+            else:
+                x.subject.add_to_roles(outer, vm_admin)
+            assert failure(session_of, server, "dave", DAVE)[:2] == [
+                "SESSION_AUTHORIZATION_FAILED", "dave"]
+        finally:
+            dc.tool("group", "addmembers", "inner", "dave")
+        session_of(server, "dave", DAVE).xenapi.session.logout()
+        # A subject of his own without roles: the group's still count.
+        own = x.subject.create({
+            "subject_identifier": x.auth.get_subject_identifier("dave"),
+            "other_config": {}})
+        try:
+            for _ in range(2):
+                s = session_of(server, "dave", DAVE)
+                assert s.xenapi.VM.get_all()
+                s.xenapi.session.logout()
+        finally:
+            x.subject.destroy(own)
+    finally:
+        x.pool.disable_external_auth(pool, samba_dc.ADMIN)
 
 
 def alive(server, ref):
@@ -207,6 +260,3 @@ def wait_for(condition, timeout=20):
         assert time.monotonic() < deadline
         time.sleep(0.2)
 
-
-def computers(dc):
-    return dc.tool("computer", "list").stdout.split()

@@ -84,3 +84,20 @@ def test_master_of_other_hosts_first(joiner):
     db.create("host", {"name_label": "other", "metrics": NULL_REF})
     assert refusal(joiner, master_like(joiner)) == [
         "JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS"]
+
+
+def test_external_auth_must_match(joiner):
+    """The same type and service name (of any case) as the master's."""
+    db = joiner.db
+    db.update("host", joiner.host_ref, {"external_auth_type": "AD",
+                                        "external_auth_service_name":
+                                            "corp.example.test"})
+    for changes in ({"external_auth_type": "",
+                     "external_auth_service_name": ""},
+                    {"external_auth_type": "AD",
+                         "external_auth_service_name": "other.test"}):
+        assert refusal(joiner, master_like(joiner, **changes)) == [
+            "POOL_JOINING_EXTERNAL_AUTH_MISMATCH"]
+    local_checks(db, joiner.host_ref, master_like(
+        joiner, external_auth_type="AD",
+        external_auth_service_name="CORP.example.TEST"), False)

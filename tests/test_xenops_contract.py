@@ -739,6 +739,32 @@ def test_metrics_sample_counts_disk_and_network_traffic(backend, harness):
     backend.destroy(spec.uuid)
 
 
+def test_disk_writes_say_where_or_nothing(backend, harness):
+    """A backend that tracks guests' writes names blocks of the guest's
+    working set, each once, also after the domain is gone; one that does
+    not answers None."""
+    from txxenops.backends.simwrites import WRITE_BLOCK, working_set
+    size = 64 * WRITE_BLOCK * 4
+    spec = harness.spec(other_config={"simulator-cpu-load": "1.0"})
+    path = spec.vbds[0].path
+    spec.vbds[0].size = size
+    backend.start(spec)
+    time.sleep(0.3)
+    running = backend.disk_writes(path)
+    time.sleep(0.3)
+    backend.destroy(spec.uuid)
+    gone = backend.disk_writes(path)
+    if not backend.tracks_disk_writes:
+        assert running is None and gone is None
+        return
+    ring = set(working_set(spec.uuid, "xvda", size))
+    for extents in (running, gone):
+        blocks = [offset // WRITE_BLOCK for offset, _ in extents]
+        assert blocks and set(blocks) <= ring
+        assert all(n == WRITE_BLOCK for _, n in extents)
+    assert backend.disk_writes(path) == []
+
+
 # --- guest behaviour (simulator hooks) ------------------------------------
 
 @hooks

@@ -17,11 +17,13 @@ import tarfile
 import threading
 
 import pytest
+import XenAPI
 
 from tests.support.api import failure, wait_until
-from tests.support.servers import free_port
+from tests.support.servers import RunningServer, free_port
 from tests.test_cli import run_xe
 from tests import test_vdi_transfer as transfer
+from tests.test_vm_lifecycle import new_vm
 from tests.test_xva import (
     _sdk_export, assert_nothing_left, check_copy, counts,
     destroy_vm_and_disks, imported_vms, source)
@@ -239,3 +241,62 @@ def test_a_stalled_fetch_can_be_cancelled(x, server, sid, source, web):
             path, x.task.get_error_info(task))
         assert x.task.get_error_info(task) == ["TASK_CANCELLED", task]
         assert_nothing_left(x, before)
+
+
+def test_a_stalled_synchronous_import_can_be_cancelled(x, server, sid,
+                                                       source, web):
+    """A synchronous call runs under a task of its own: task.cancel ends
+    it, the call answers TASK_CANCELLED and nothing it made remains."""
+    plain, _, files = web
+    sr = x.VDI.get_SR(source["vdis"][0])
+    files["/vm.xva"] = _sdk_export(server, sid, source["vm"], None)
+    before = counts(x)
+    outcome = []
+
+    def call():
+        session = server.session(https=False)
+        try:
+            vm_import(session.xenapi, plain + "/stall.xva", sr)
+            outcome.append("imported")
+        except XenAPI.Failure as e:
+            outcome.append(e.details)
+        finally:
+            session.xenapi.session.logout()
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        task = wait_until(lambda: next((
+            ref for ref, r in x.task.get_all_records().items()
+            if r["name_label"] == "VM.import" and r["status"] == "pending"
+            and r["other_config"].get("object_creation") == "complete"
+            and "cancel" in r["allowed_operations"]), None),
+            what="the import's task, its objects made")
+        x.task.cancel(task)
+    finally:
+        caller.join(30)
+    assert outcome == [["TASK_CANCELLED", task]]
+    assert_nothing_left(x, before)
+    assert task not in x.task.get_all()
+
+
+def test_a_silent_server_is_given_up(tmp_path, web):
+    """--import-read-timeout: a server silent before its headers or in
+    the middle of its body ends the import with IMPORT_ERROR."""
+    plain, _, files = web
+    host = RunningServer(str(tmp_path / "data"),
+                         extra_args=["--import-read-timeout", "1"])
+    host.start()
+    try:
+        session = host.session(https=False)
+        y = session.xenapi
+        sr = y.pool.get_default_SR(y.pool.get_all()[0])
+        vm = new_vm(y, "silent source")
+        files["/vm.xva"] = _sdk_export(host, session._session, vm, None)
+        before = counts(y)
+        for path in ("/silent", "/stall.xva"):
+            assert failure(vm_import, y, plain + path, sr) == [
+                "IMPORT_ERROR", "The server sent nothing for 1 s"], path
+            assert_nothing_left(y, before)
+        session.xenapi.session.logout()
+    finally:
+        host.stop()

@@ -38,7 +38,8 @@ def attach_disk(ctx, vbd, vdi=None):
         return defer.succeed(None)
     writable = f["mode"] == "RW"
     storage.assert_attachable(vdi, vbd, writable)
-    return storage.attach(vdi, writable, vbd)
+    return storage.attach(vdi, writable, vbd,
+                          tracked=storage.guest_writes is not None)
 
 
 @defer.inlineCallbacks

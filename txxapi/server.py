@@ -23,6 +23,8 @@ from txxapi.db import statedb
 from txxapi.db.memory import Database
 from txxapi.events import EventHub
 from txxapi.extauth import revalidation
+from txxapi.extauth import service as extauth_service
+from txxapi.xva import url_import
 from txxapi.extauth.service import ExternalAuth
 from txxapi.forwarding import Forwarder
 from txxapi.identity import HostIdentity
@@ -49,6 +51,8 @@ class Server:
                  import_db=None, shutdown_timeout=DEFAULT_SHUTDOWN_TIMEOUT,
                  local_sr_dir=None, iso_dir=None, ad_settings=None,
                  session_revalidation_interval=revalidation.INTERVAL,
+                 extauth_cache_ttl=extauth_service.CACHE_TTL,
+                 import_read_timeout=url_import.READ_TIMEOUT,
                  metrics_interval=5,
                  heartbeat_interval=liveness.HEARTBEAT_INTERVAL,
                  host_assumed_dead_interval=liveness.ASSUMED_DEAD_INTERVAL,
@@ -66,7 +70,8 @@ class Server:
                                        login_failure_delay, clock=reactor)
         self.extauth = ExternalAuth(db, self.identity, reactor,
                                     _unique(portal.checkers.values()),
-                                    data_dir, ad_settings)
+                                    data_dir, ad_settings,
+                                    cache_ttl=extauth_cache_ttl)
         self.sessions.extauth = self.extauth
         self.revalidator = revalidation.Revalidator(
             db, self.extauth, self.sessions, reactor,
@@ -77,6 +82,8 @@ class Server:
         self.xenops = Xenops(db, self.identity, reactor, self.tasks, xenops,
                              self.context, shutdown_timeout=shutdown_timeout)
         self.import_db = import_db
+        # VM.import from a URL: how long a silent server is waited for.
+        self.import_read_timeout = import_read_timeout
         # Parts that start after the database is ready and stop before it
         # closes, in order: objects with start() and stop(), each of which
         # may return a Deferred.
@@ -87,6 +94,7 @@ class Server:
         # Storage before the VMs: a VM's disks are attached through it.
         self.storage = Storage(db, self.identity, reactor, self.tasks,
                                local_sr_dir=local_sr_dir, iso_dir=iso_dir)
+        self.storage.guest_writes = self.xenops.guest_writes()
         self.components.append(self.storage)
         # The NBD service, while it runs (txxapi.nbd.service).
         self.nbd = None

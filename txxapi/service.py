@@ -78,7 +78,8 @@ def make_backend(settings):
     return SimulatorBackend(
         memory=int(settings["simulator-memory"]),
         state_dir=os.path.join(settings["data-dir"], "xenops"),
-        op_time=float(settings["simulator-op-time"]))
+        op_time=float(settings["simulator-op-time"]),
+        hostname=settings["simulator-hostname"] or None)
 
 
 def ad_settings(settings):
@@ -189,6 +190,8 @@ class XapiService(service.MultiService):
             ad_settings=ad_settings(s),
             session_revalidation_interval=float(
                 s["session-revalidation-interval"]),
+            extauth_cache_ttl=float(s["extauth-cache-ttl"]),
+            import_read_timeout=float(s["import-read-timeout"]),
             metrics_interval=int(s["metrics-interval"]),
             heartbeat_interval=float(s["pool-heartbeat-interval"]),
             host_assumed_dead_interval=float(

@@ -51,6 +51,8 @@ class Options(usage.Options):
          "twisted.web."],
         ["simulator-memory", None, None,
          "Memory of the simulated host in bytes (64 GiB)."],
+        ["simulator-hostname", None, None,
+         "Host name of the simulated host (this machine's)."],
         ["simulator-op-time", None, None,
          "Seconds each simulated domain operation takes (0.05)."],
         ["shutdown-timeout", None, None,
@@ -69,6 +71,12 @@ class Options(usage.Options):
         ["ad-ca-file", None, None,
          "PEM CA certificates that Active Directory's TLS certificates "
          "are checked against (the system's store)."],
+        ["import-read-timeout", None, None,
+         "Seconds VM.import from a URL waits for data from a server that "
+         "sends nothing before it fails (300; 0: forever)."],
+        ["extauth-cache-ttl", None, None,
+         "Seconds the directory's answers of a user (account state, "
+         "groups) are kept for further logins (300; 0: none)."],
         ["session-revalidation-interval", None, None,
          "Seconds between checks that externally authenticated users may "
          "still log in; their sessions end when not (300; 0: never)."],

@@ -83,9 +83,10 @@ def vbd_spec(db, server, vbd_ref, vbd):
     layer (disks.vdi_path)."""
     empty = vbd["empty"] or vbd["VDI"] == NULL_REF
     path = "" if empty else disks.vdi_path(server, vbd["VDI"])
+    size = 0 if empty else db.fields("VDI", vbd["VDI"])["virtual_size"]
     return VBDSpec(device="", userdevice=vbd["userdevice"], mode=vbd["mode"],
                    type=vbd["type"], path=path, empty=empty,
-                   bootable=vbd["bootable"])
+                   bootable=vbd["bootable"], size=size)
 
 
 def vif_spec(db, vif):

@@ -95,6 +95,12 @@ class Xenops:
     def free_memory(self):
         return self.backend.free_memory()
 
+    def guest_writes(self):
+        """The backend's disk_writes(path) (blocking: the storage threads
+        call it), or None when it cannot tell where guests write."""
+        return self.backend.disk_writes \
+            if getattr(self.backend, "tracks_disk_writes", False) else None
+
     # --- component lifetime ----------------------------------------------
 
     def start(self):

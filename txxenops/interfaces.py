@@ -148,6 +148,15 @@ class IXenopsBackend(Interface):
 
     # --- devices and resources (domain running or paused) ----------------
 
+    tracks_disk_writes = Attribute(
+        "True if disk_writes says where guests write on their disks.")
+
+    def disk_writes(path):
+        """[(offset, length)] of what guests wrote on the disk image at
+        ``path`` since the last call (also of domains gone since), or
+        None when the backend cannot tell: then every block counts as
+        written."""
+
     def plug_vbd(uuid, vbd):
         """Hot-plug VBDSpec ``vbd``.  Returns the DomainInfo.  DeviceError
         when the device name is taken or the path cannot be opened."""

@@ -76,6 +76,7 @@ class VBDSpec(_Plain):
     backend_params: dict = field(default_factory=dict)  # e.g. format: vhd
     empty: bool = False
     bootable: bool = False
+    size: int = 0                # a disk's virtual size in bytes (0: unknown)
 
 
 @dataclass

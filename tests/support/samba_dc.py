@@ -158,10 +158,9 @@ class SambaDC:
 
 
 @contextlib.contextmanager
-def serving(base, users, groups=(), extra_args=()):
+def running_dc(base, users, groups=()):
     """A DC with these accounts ((name, password[, disabled]) users and
-    (name, members) groups) and a txxapi server that finds it, both
-    started: (dc, server)."""
+    (name, members) groups), started, stopped afterwards."""
     dc = SambaDC(base)
     dc.provision()
     for user in users:
@@ -170,13 +169,30 @@ def serving(base, users, groups=(), extra_args=()):
         dc.group(name, members)
     dc.start()
     try:
-        server = RunningServer(os.path.join(base, "data"), extra_args=[
-            "--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file]
-            + list(extra_args))
+        yield dc
+    finally:
+        dc.stop()
+
+
+def server_args(dc):
+    """The options of a txxapi server that finds ``dc``."""
+    return ["--ad-dns-server", dc.address, "--ad-ca-file", dc.ca_file]
+
+
+@contextlib.contextmanager
+def serving(base, users, groups=(), extra_args=()):
+    """A DC (as running_dc) and a txxapi server that finds it, both
+    started: (dc, server)."""
+    with running_dc(base, users, groups) as dc:
+        server = RunningServer(os.path.join(base, "data"),
+                               extra_args=server_args(dc) + list(extra_args))
         server.start()
         try:
             yield dc, server
         finally:
             server.stop()
-    finally:
-        dc.stop()
+
+
+def computers(dc):
+    """The names of the domain's computer accounts (NAME$)."""
+    return dc.tool("computer", "list").stdout.split()

@@ -72,6 +72,20 @@ class TaskManager(Expiring):
                                            ref=ref))
         return ref
 
+    def under_own_task(self, ctx, label, run, ref=None):
+        """``run()`` (a Deferred) under a task made for it, as ctx.task,
+        taken away once it is over: a call its client gave no task gets
+        one, so that task.cancel can end it.  ``ref``: the ref it takes
+        (a forwarded call's, the master's)."""
+        ctx.task = self.create(ctx.session, label, ref=ref)
+
+        def over(result):
+            self.clear_canceller(ctx.task)
+            if self.db.exists("task", ctx.task):
+                self.db.delete("task", ctx.task)
+            return result
+        return defer.maybeDeferred(run).addBoth(over)
+
     # -- progress and outcome --------------------------------------------------
 
     def set_progress(self, ref, fraction):

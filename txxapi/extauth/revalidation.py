@@ -52,7 +52,10 @@ class Revalidator:
 
     @defer.inlineCallbacks
     def run(self):
-        """One pass (a Deferred)."""
+        """One pass (a Deferred): the master's (subjects are the pool's,
+        and slaves keep no sessions of users)."""
+        if not self.extauth.identity.is_master:
+            return
         external = self._external_sessions()
         if self.extauth.auth_type() == "":
             for ref, _ in external:
@@ -95,6 +98,4 @@ class Revalidator:
                 "SUBJECT_CANNOT_BE_RESOLVED" else None
         if suspended(info):
             return False
-        closure = set([sid] + list(groups))
-        return any(f["subject_identifier"] in closure
-                   for _, f in self.db.records("subject"))
+        return bool(self.extauth.subjects_of(sid, groups))

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from txxapi.api.rbac import permissions_of
 from txxapi.errors import XenAPIError
+from txxapi.extauth.cache import DirectoryCache
 from txxapi.extauth.pam import AuthFailure, NotResolved, PamDirectory
 from txxapi.workers import Workers
 
@@ -25,6 +26,11 @@ AD = "AD"
 AD_UNAVAILABLE = "Active Directory is not available on this host"
 AD_SECRET = "extauth-ad.secret"
 MAX_THREADS = 4
+# How long a subject's details and groups are kept (XAPI's revalidation
+# interval: they are as fresh as the sessions' checks).
+CACHE_TTL = 300.0
+# The look-ups whose answers the cache keeps, and under which name.
+CACHED = {"subject_information": "information", "group_membership": "groups"}
 
 # The fields whose value "false", and only that, leaves an account usable.
 SUSPENSION_FIELDS = ("subject-account-disabled", "subject-account-expired",
@@ -42,9 +48,10 @@ class LoginRefused(Exception):
 
 class ExternalAuth:
     def __init__(self, db, identity, reactor, checkers, data_dir,
-                 ad_settings=None, workers=None):
+                 ad_settings=None, workers=None, cache_ttl=CACHE_TTL):
         """``workers``: where directory look-ups run (by default a pool of
-        MAX_THREADS threads, inline under a test Clock)."""
+        MAX_THREADS threads, inline under a test Clock).  ``cache_ttl``:
+        seconds the directory's answers of a subject are kept (0: none)."""
         self.db = db
         self.identity = identity
         self.reactor = reactor
@@ -54,6 +61,15 @@ class ExternalAuth:
         if ad is not None:
             self.directories[AD] = ad
         self.workers = workers or Workers(reactor, "extauth", MAX_THREADS)
+        self.cache = DirectoryCache(reactor, cache_ttl)
+        # Pool-wide enables and disables, one at a time (extauth/pool.py).
+        self.pool_changes = defer.DeferredLock()
+        db.listeners.append(self._changed)
+
+    def _changed(self, record, _cls):
+        # A "touch" is a session made through the subject, no change.
+        if record[2] == "subject" and record[1] != "touch":
+            self.cache.clear()
 
     def start(self):
         self.workers.start()
@@ -96,7 +112,11 @@ class ExternalAuth:
     def ask(self, method, *args):
         """A directory look-up (a Deferred), with XAPI's errors."""
         directory = self.directory()
+        generation = self.cache.generation
         d = self._blocking(getattr(directory, method), *args)
+        if method in CACHED:
+            # A fresh answer replaces what the cache had.
+            d.addCallback(self._keep, CACHED[method], args[0], generation)
 
         def failed(f):
             if f.check(XenAPIError):
@@ -105,6 +125,10 @@ class ExternalAuth:
                 raise XenAPIError("SUBJECT_CANNOT_BE_RESOLVED")
             raise XenAPIError("AUTH_SERVICE_ERROR", str(f.value))
         return d.addErrback(failed)
+
+    def _keep(self, value, kind, sid, generation):
+        self.cache.put(kind, sid, value, generation)
+        return value
 
     # -- enabling ---------------------------------------------------------------
 
@@ -128,6 +152,7 @@ class ExternalAuth:
         if self.db.fields("host", host)["external_auth_type"] != "":
             raise XenAPIError("AUTH_ALREADY_ENABLED", current,
                               fields["external_auth_service_name"])
+        self.cache.clear()
         self.db.update("host", host, {
             "external_auth_type": auth_type,
             "external_auth_service_name": service_name,
@@ -175,6 +200,7 @@ class ExternalAuth:
                 ad.leave()
             if os.path.exists(self.secret_path):
                 os.unlink(self.secret_path)
+        self.cache.clear()
         self.db.update("host", host, {"external_auth_type": "",
                                       "external_auth_service_name": "",
                                       "external_auth_configuration": {}})
@@ -182,6 +208,16 @@ class ExternalAuth:
             tag = failed.tag if failed.tag in (
                 "WRONG_CREDENTIALS", "PERMISSION_DENIED") else ""
             raise XenAPIError(_code("AUTH_DISABLE_FAILED", tag), str(failed))
+
+    def forget(self):
+        """A host leaving its pool forgets the domain; its computer
+        account stays in the directory, as XAPI's eject leaves it (no
+        account to delete it with is given)."""
+        if AD in self.directories:
+            self.directories[AD].leave()
+        if os.path.exists(self.secret_path):
+            os.unlink(self.secret_path)
+        self.cache.clear()
 
     # -- login ------------------------------------------------------------------
 
@@ -204,11 +240,17 @@ class ExternalAuth:
         except XenAPIError as e:
             raise LoginRefused("SESSION_AUTHORIZATION_FAILED", user,
                                e.description[0])
+        generation = self.cache.generation
         try:
             sid = yield self._blocking(directory.authenticate, user, password)
         except AuthFailure as e:
             raise LoginRefused("SESSION_AUTHENTICATION_FAILED", user, str(e))
-        info = self._cached_information(sid)
+        # The details the subject record or the cache has; the
+        # directory's own if they say the account is suspended (they may
+        # be older than a change that let it in again).
+        info = self._subject_details(sid)
+        if info is None:
+            info = self.cache.get("information", sid)
         if info is None or suspended(info):
             try:
                 info = yield self._blocking(directory.subject_information,
@@ -220,8 +262,15 @@ class ExternalAuth:
                 "SESSION_AUTHORIZATION_FAILED", user,
                 "User %s (subject_id %s, from %s) suspended in external "
                 "directory" % (user, sid, origin))
+        # Groups from the cache may let the user in; a refusal is the
+        # directory's own (a group given since must count).
+        groups = self.cache.get("groups", sid)
+        subjects = [] if groups is None else self.subjects_of(sid, groups)
         try:
-            groups = yield self._blocking(directory.group_membership, sid)
+            if not subjects:
+                groups = yield self._blocking(directory.group_membership,
+                                              sid)
+                subjects = self.subjects_of(sid, groups)
         except (NotResolved, KeyError):
             # XAPI's message names the origin and the identifier in this
             # order.
@@ -230,9 +279,6 @@ class ExternalAuth:
                 "Failed to obtain the group membership closure for user %s "
                 "(subject_id %s, from %s): user not found in external "
                 "directory" % (user, origin, sid))
-        closure = set([sid] + list(groups))
-        subjects = [ref for ref, f in self.db.records("subject")
-                    if f["subject_identifier"] in closure]
         if not subjects:
             raise LoginRefused(
                 "SESSION_AUTHORIZATION_FAILED", user,
@@ -244,10 +290,19 @@ class ExternalAuth:
                 "RBAC_PERMISSION_DENIED", "session.login_with_password",
                 "Subject %s (identifier %s) has no roles in this pool"
                 % (user, sid))
+        self.cache.put("information", sid, info, generation)
+        self.cache.put("groups", sid, groups, generation)
         return (subjects[0], sid, info.get("subject-name", user),
                 permissions)
 
-    def _cached_information(self, sid):
+    def subjects_of(self, sid, groups):
+        """The subjects that let in ``sid``, a member of ``groups``."""
+        closure = set([sid] + list(groups))
+        return [ref for ref, f in self.db.records("subject")
+                if f["subject_identifier"] in closure]
+
+    def _subject_details(self, sid):
+        """What the subject record of ``sid`` keeps of its details."""
         for _, f in self.db.records("subject"):
             if f["subject_identifier"] == sid:
                 return f["other_config"]

@@ -2,7 +2,9 @@
 Forwarding rules of calls that answer from one host's own state: a
 host's clock and its RRDs run on that host, a VM's RRDs where it runs,
 an SR's where it is plugged, as XAPI's message forwarding sends them;
-and pool.designate_new_master on the host it names.  Nothing is marked.
+pool.designate_new_master on the host it names, and a host's external
+authentication on that host (its directory configuration is its own).
+Nothing is marked.
 """
 
 from txxapi.forwarding import hosts
@@ -15,6 +17,7 @@ DATA_SOURCE_CALLS = ("get_data_sources", "query_data_source",
 @forwards("host.get_servertime", "host.get_server_localtime",
           # Run by the host that is to be master (txxapi.pool.transition).
           "pool.designate_new_master",
+          "host.enable_external_auth", "host.disable_external_auth",
           *["host." + name for name in DATA_SOURCE_CALLS])
 def on_host(ctx, host, *args):
     return Route(hosts.named(ctx, host))

@@ -85,19 +85,14 @@ def under_task(ctx, forwarded, run):
     task = forwarded["task"]
     if task is None or ctx.db.exists("task", task):
         return defer.maybeDeferred(run)
-    tasks = ctx.server.tasks
-    tasks.create(ctx.session, ctx.message.wire_name, ref=task)
-    ctx.task = task
-    mirror = ProgressMirror(ctx, task)
-
-    def over(result):
-        tasks.clear_canceller(task)
-        if ctx.db.exists("task", task):
-            ctx.db.delete("task", task)
+    def mirrored():
         # The answer leaves after the last progress sent: a progress
         # landing after the outcome would undo its 1.0.
-        return mirror.stop().addBoth(lambda _: result)
-    return defer.maybeDeferred(run).addBoth(over)
+        mirror = ProgressMirror(ctx, task)
+        return defer.maybeDeferred(run).addBoth(
+            lambda result: mirror.stop().addBoth(lambda _: result))
+    return ctx.server.tasks.under_own_task(ctx, ctx.message.wire_name,
+                                           mirrored, ref=task)
 
 
 class ProgressMirror:

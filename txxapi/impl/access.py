@@ -6,6 +6,7 @@ from twisted.internet import defer
 
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
+from txxapi.extauth import pool as extauth_pool
 
 
 # -- subjects ----------------------------------------------------------------
@@ -123,24 +124,18 @@ def get_group_membership(ctx, subject_identifier):
 
 
 # -- enabling ------------------------------------------------------------------
-
-def _this_host_only(ctx, host):
-    ctx.db.fields("host", host)
-    if host != ctx.server.host_ref:
-        raise XenAPIError("NOT_IMPLEMENTED",
-                          "external authentication of another host")
-
+# Each host's own call runs on that host (forwarding/host.py).
 
 @implements("host.enable_external_auth")
 def host_enable(ctx, host, config, service_name, auth_type):
-    _this_host_only(ctx, host)
+    ctx.db.fields("host", host)
     d = ctx.server.extauth.enable(host, config, service_name, auth_type)
     return d.addCallback(lambda _: "")
 
 
 @implements("host.disable_external_auth")
 def host_disable(ctx, host, config):
-    _this_host_only(ctx, host)
+    ctx.db.fields("host", host)
     d = ctx.server.extauth.disable(host, config)
     return d.addCallback(lambda _: "")
 
@@ -148,49 +143,34 @@ def host_disable(ctx, host, config):
 @implements("pool.enable_external_auth")
 @defer.inlineCallbacks
 def pool_enable(ctx, pool, config, service_name, auth_type):
-    """Every host of the pool, or none: a host that fails is named in the
-    POOL_ variant of its error, those enabled before it are rolled back."""
     ctx.db.fields("pool", pool)
-    hosts = ctx.db.refs("host")
-    for host in hosts:
-        current = ctx.db.fields("host", host)["external_auth_type"]
-        if current:
-            raise XenAPIError("POOL_AUTH_ALREADY_ENABLED", host)
-    done = []
-    for host in hosts:
-        try:
-            _this_host_only(ctx, host)
-            yield ctx.server.extauth.enable(host, config, service_name,
-                                            auth_type)
-        except XenAPIError as e:
-            for enabled in done:
-                try:
-                    yield ctx.server.extauth.disable(enabled, config)
-                except XenAPIError:
-                    pass    # disabled; its computer account may remain
-            code, params = e.description[0], e.description[1:]
-            if code == "AUTH_UNKNOWN_TYPE":
-                raise
-            if code.startswith("AUTH_ENABLE_FAILED"):
-                raise XenAPIError("POOL_" + code, host, *params)
-            raise XenAPIError("POOL_AUTH_ENABLE_FAILED", host,
-                              "%s: [ %s ]" % (code, "; ".join(params)))
-        done.append(host)
+    yield extauth_pool.enable(ctx, config, service_name, auth_type)
+    yield _drop_unresolvable_subjects(ctx)
     return ""
+
+
+@defer.inlineCallbacks
+def _drop_unresolvable_subjects(ctx):
+    """Subjects the new directory does not know (another domain's) go,
+    with their sessions, as XAPI's revalidation of subjects after an
+    enable does."""
+    for ref, fields in ctx.db.records("subject"):
+        try:
+            yield ctx.server.extauth.ask("subject_information",
+                                         fields["subject_identifier"])
+        except XenAPIError as e:
+            if e.description[0] == "SUBJECT_CANNOT_BE_RESOLVED" and \
+                    ctx.db.exists("subject", ref):
+                subject_destroy(ctx, ref)
+
+
+@implements("pool.detect_nonhomogeneous_external_auth")
+def detect_nonhomogeneous(ctx, pool):
+    ctx.db.fields("pool", pool)
+    return extauth_pool.detect_nonhomogeneous(ctx).addCallback(lambda _: "")
 
 
 @implements("pool.disable_external_auth")
-@defer.inlineCallbacks
 def pool_disable(ctx, pool, config):
     ctx.db.fields("pool", pool)
-    for host in ctx.db.refs("host"):
-        if host == ctx.server.host_ref:
-            try:
-                yield ctx.server.extauth.disable(host, config)
-            except XenAPIError as e:
-                code, params = e.description[0], e.description[1:]
-                raise XenAPIError("POOL_" + code, host, *params)
-        elif ctx.db.fields("host", host)["external_auth_type"]:
-            raise XenAPIError("POOL_AUTH_DISABLE_FAILED", host,
-                              "external authentication of another host")
-    return ""
+    return extauth_pool.disable(ctx, config).addCallback(lambda _: "")

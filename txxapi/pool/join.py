@@ -98,7 +98,11 @@ def local_checks(db, host_ref, master_host, force):
                                      me["API_version_minor"]),
                           "%s.%s" % (master_host["API_version_major"],
                                      master_host["API_version_minor"]))
-    if me["external_auth_type"] != master_host["external_auth_type"]:
+    # A joiner of a pool with external authentication has joined the
+    # same directory itself (its computer account is its own).
+    if me["external_auth_type"] != master_host["external_auth_type"] or \
+            me["external_auth_service_name"].lower() != \
+            master_host["external_auth_service_name"].lower():
         raise XenAPIError("POOL_JOINING_EXTERNAL_AUTH_MISMATCH")
 
 
@@ -240,6 +244,7 @@ def eject_here(server):
     config = os.path.join(server.data_dir, pool_database.CONFIG)
     if os.path.exists(config):
         os.unlink(config)
+    server.extauth.forget()
     for name in DATABASE_FILES:
         path = os.path.join(server.data_dir, name)
         if os.path.isdir(path):

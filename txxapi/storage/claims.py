@@ -4,7 +4,14 @@ HTTP import or export, a copy).  The driver keeps one activation per host,
 so it is asked to attach and activate on the first claim and to deactivate
 on the last; a database listener releases a VBD's claim when its device
 goes away.
+
+A VM's disk is a tracked writer when the backend says where its guest
+writes (``guest_writes``, the simulator's model): those blocks are
+marked in the VDI's changed-block log when the claim ends and before the
+VDI is snapshotted; otherwise the whole log counts as changed.
 """
+
+import os
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -13,12 +20,17 @@ from txxapi import operations
 from txxapi.errors import XenAPIError
 from txxapi.storage.common import CLAIMS, translate
 from txxapi.values import NULL_REF
+from txstorage import cbt
+from txstorage.errors import StorageError
 
 log = Logger()
 
 
 class Claims:
     """This host's uses of VDI data."""
+
+    # The backend's disk_writes(path), if it can tell where guests write.
+    guest_writes = None
 
     # --- claims: this host using a VDI's data --------------------------------
 
@@ -42,7 +54,52 @@ class Claims:
             raise
         return info
 
-    def _release_blocking(self, driver, sr_uuid, location, key):
+    def _mark_guest_writes(self, info):
+        """Mark in the changed-block log what guests wrote through the
+        attach ``info`` (blocking)."""
+        if self.guest_writes is None or info is None or not info.cbt_log:
+            return
+        extents = self.guest_writes(info.path)
+        # A log disabled since the attach has gone: nothing to mark, and
+        # a release must not fail for it.
+        if extents and os.path.exists(info.cbt_log):
+            try:
+                cbt.mark(info.cbt_log, extents)
+            except (OSError, StorageError) as e:
+                log.warn("marking guest writes in {log}: {error}",
+                         log=info.cbt_log, error=e)
+
+    def guest_writes_marked(self, vdi):
+        """A Deferred that fires once what guests wrote on ``vdi`` so far
+        is in its changed-block log."""
+        infos = [use.info for (ref, _), use in self._uses.items()
+                 if ref == vdi and use.info is not None]
+        if self.guest_writes is None or not infos:
+            return defer.succeed(None)
+        return self.run(lambda: [self._mark_guest_writes(i) for i in infos])
+
+    def log_started(self, vdi):
+        """A Deferred: the VDI's changed-block log was just started while
+        it is in use.  Its users learn where the log is (a tracked
+        writer marks it from now on); an untracked writer makes every
+        block count, as at its attach."""
+        uses = [u for (ref, _), u in self._uses.items()
+                if ref == vdi and u.info is not None and u.writable]
+        if not uses:
+            return defer.succeed(None)
+        driver = self.driver_of(uses[0].sr)[0]
+
+        def start(use):
+            # An attach answers the log's path; it is undone at once.
+            fresh = driver.vdi_attach(use.sr_uuid, use.location, False)
+            driver.vdi_detach(use.sr_uuid, use.location)
+            use.info.cbt_log = fresh.cbt_log
+            if not use.tracked and fresh.cbt_log:
+                driver.vdi_cbt_untracked_writer(use.sr_uuid, use.location)
+        return self.run(lambda: [start(u) for u in uses])
+
+    def _release_blocking(self, driver, sr_uuid, location, key, info=None):
+        self._mark_guest_writes(info)
         with self._claim_lock:
             claims = self._claims.get((sr_uuid, location), {})
             if key not in claims:
@@ -69,7 +126,7 @@ class Claims:
         if (vdi, key) in self._uses:
             raise XenAPIError("INTERNAL_ERROR", "VDI %s already attached "
                               "for %s" % (vdi, key))
-        use = Use(writable, sr, sr_uuid, f["location"])
+        use = Use(writable, sr, sr_uuid, f["location"], tracked)
         self._uses[(vdi, key)] = use
         CLAIMS.setdefault(vdi, {})[key] = writable
         self._refresh_later(vdi)
@@ -123,7 +180,7 @@ class Claims:
             except XenAPIError:
                 return None
             return self.run(self._release_blocking, driver, use.sr_uuid,
-                            use.location, key)
+                            use.location, key, use.info)
 
         def finished(result):
             pending = self._releasing.get(vdi, [])
@@ -230,8 +287,9 @@ class Use:
     """One claim on a VDI by this host: where it lives, and the attach
     that made it (settle(ok) when that is over)."""
 
-    def __init__(self, writable, sr, sr_uuid, location):
+    def __init__(self, writable, sr, sr_uuid, location, tracked=False):
         self.writable = writable
+        self.tracked = tracked      # marks the changed-block log itself
         self.sr = sr
         self.sr_uuid = sr_uuid
         self.location = location

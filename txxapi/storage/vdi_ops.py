@@ -101,6 +101,8 @@ class VDIOperations:
         sr = src["SR"]
         driver, sr_uuid = self.driver_of(sr)
         call = driver.vdi_snapshot if snapshot else driver.vdi_clone
+        # The log says what a running guest wrote up to this point.
+        yield self.guest_writes_marked(vdi)
         try:
             info = yield self.run(call, sr_uuid, src["location"],
                                   dict(driver_params or {}))
@@ -151,6 +153,8 @@ class VDIOperations:
             vdi, "vdi_enable_cbt" if enabled else "vdi_disable_cbt")
         d.addCallback(lambda info: self.record_vdi(
             self.db.fields("VDI", vdi)["SR"], info))
+        if enabled:
+            d.addCallback(lambda _: self.log_started(vdi))
         return d.addCallback(lambda _: "")
 
     def data_destroy_vdi(self, vdi):
@@ -172,9 +176,11 @@ class VDIOperations:
         db = self.db
         sr = db.fields("VDI", vdi_to)["SR"]
         driver, sr_uuid = self.driver_of(sr)
-        d = self.run(driver.vdi_list_changed_blocks, sr_uuid,
-                     db.fields("VDI", vdi_from)["location"],
-                     db.fields("VDI", vdi_to)["location"])
+        start = db.fields("VDI", vdi_from)["location"]
+        end = db.fields("VDI", vdi_to)["location"]
+        d = self.guest_writes_marked(vdi_to)
+        d.addCallback(lambda _: self.run(driver.vdi_list_changed_blocks,
+                                         sr_uuid, start, end))
         d.addErrback(translate, sr, vdi_to)
         return d.addCallback(lambda bits: base64.b64encode(bits).decode())
 

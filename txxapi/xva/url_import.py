@@ -12,8 +12,16 @@ cannot be reached is IMPORT_ERROR too, with the reason (XAPI lets these
 escape as INTERNAL_ERROR).  The server's certificate is checked against
 the system's CAs only when the pool has TLS verification on, as XAPI's
 ``Stunnel_client.world``.
+
+The import can be cancelled until the data is all in (task.cancel), a
+synchronous call's too: it runs under a task of its own, as XAPI gives
+every call one.  A server that sends nothing for the read timeout
+(``import_read_timeout`` of the server, --import-read-timeout) while the
+import waits for it ends the import with IMPORT_ERROR.  Either way
+nothing the import made remains.
 """
 
+import functools
 from urllib.parse import urljoin, urlsplit
 
 from twisted.internet import defer, protocol, ssl
@@ -35,6 +43,7 @@ CONNECT_TIMEOUT = 30
 # Bytes that may wait for the import before the body is paused.
 FEED_SIZE = 4 << 20
 USER_AGENT = b"xapi/25.0"
+READ_TIMEOUT = 300.0
 SCHEMES = ("http", "https")
 
 
@@ -55,10 +64,12 @@ class _Feeder(protocol.Protocol):
     arrives during a feed is fed next, and the body is paused while
     FEED_SIZE bytes wait."""
 
-    def __init__(self, stream, ctx, length):
+    def __init__(self, stream, ctx, length, timeout=READ_TIMEOUT):
         self.stream = stream
         self.ctx = ctx
         self.length = length
+        self.timeout = timeout
+        self._timer = None
         self.received = 0
         self.finished = defer.Deferred()
         self._pieces = []
@@ -68,9 +79,30 @@ class _Feeder(protocol.Protocol):
         self._ended = False         # the whole body came
         self._done = False          # finished has fired
 
+    def connectionMade(self):
+        self._wait()
+
+    def _wait(self):
+        """(Re)start the read timeout."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if not self._done and self.timeout > 0:
+            self._timer = self.ctx.server.reactor.callLater(
+                self.timeout, self._silent)
+
+    def _silent(self):
+        self._timer = None
+        if self._feeding or self._paused:
+            # The import is the slow one: the server is not to blame.
+            return self._wait()
+        log.info("VM.import: nothing from the server for {t} s",
+                 t=self.timeout)
+        self.fail(_silent(self.timeout))
+
     def dataReceived(self, data):
         if self._done:
             return
+        self._wait()
         self._pieces.append(data)
         self._size += len(data)
         if not self._feeding:
@@ -109,6 +141,7 @@ class _Feeder(protocol.Protocol):
     def fail(self, failure):
         if not self._done:
             self._done = True
+            self._stop_waiting()
             if not self._ended:
                 self.transport.stopProducing()
             self.finished.errback(failure)
@@ -128,7 +161,13 @@ class _Feeder(protocol.Protocol):
     def _finish(self):
         if not self._done:
             self._done = True
+            self._stop_waiting()
             self.finished.callback(None)
+
+    def _stop_waiting(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
 
 class _Discard(protocol.Protocol):
@@ -174,23 +213,38 @@ def _status_line(code, phrase):
     return ("%d %s" % (code, phrase)).strip()
 
 
+def _silent(timeout):
+    return XenAPIError("IMPORT_ERROR",
+                       "The server sent nothing for %g s" % timeout)
+
+
 @defer.inlineCallbacks
 def _get(ctx, url):
-    """The 200 response to a GET of ``url`` after redirects."""
+    """The 200 response to a GET of ``url`` after redirects; a server
+    that does not answer within the read timeout is given up."""
     agent = _agent(ctx)
+    timeout = ctx.server.import_read_timeout
     for _ in range(MAX_REDIRECTS + 1):
         _check_url(url)
+        request = agent.request(b"GET", url.encode("utf-8"),
+                                Headers({b"user-agent": [USER_AGENT]}))
+        timer = ctx.server.reactor.callLater(timeout, request.cancel) \
+            if timeout > 0 else None
         try:
-            response = yield agent.request(
-                b"GET", url.encode("utf-8"),
-                Headers({b"user-agent": [USER_AGENT]}))
-        except defer.CancelledError:
-            raise
-        except web_client.ResponseNeverReceived:
+            response = yield request
+        except (defer.CancelledError, web_client.ResponseNeverReceived) as e:
+            # The timer's cancel, the client's, or a connection lost.
+            if timer is not None and not timer.active():
+                raise _silent(timeout)
+            if isinstance(e, defer.CancelledError):
+                raise
             raise XenAPIError("IMPORT_ERROR_PREMATURE_EOF")
         except Exception as e:
             raise XenAPIError("IMPORT_ERROR", "Cannot fetch %s: %s"
                               % (urlsplit(url).netloc, _reason(e)))
+        finally:
+            if timer is not None and timer.active():
+                timer.cancel()
         if response.code == 200:
             return response
         response.deliverBody(_Discard())
@@ -222,9 +276,16 @@ def _import_sr(ctx, sr):
 
 
 @implements("VM.import")
-@defer.inlineCallbacks
 def import_from_url(ctx, url, sr, full_restore, force):
     sr = _import_sr(ctx, sr)
+    run = functools.partial(_import, ctx, url, sr, full_restore, force)
+    if ctx.task is None:
+        return ctx.server.tasks.under_own_task(ctx, "VM.import", run)
+    return run()
+
+
+@defer.inlineCallbacks
+def _import(ctx, url, sr, full_restore, force):
     tasks = ctx.server.tasks
     cancelled = XenAPIError("TASK_CANCELLED", ctx.task)
     # An Async import can be cancelled while it fetches (a server that
@@ -245,7 +306,7 @@ def import_from_url(ctx, url, sr, full_restore, force):
         raise
     stream = streams.ImportStream(ctx, sr, full_restore, force)
     length = response.length if isinstance(response.length, int) else None
-    feeder = _Feeder(stream, ctx, length)
+    feeder = _Feeder(stream, ctx, length, ctx.server.import_read_timeout)
     if ctx.task is not None:
         tasks.set_progress(ctx.task, 0.0)
     tasks.set_canceller(ctx.task, lambda: feeder.fail(cancelled))

@@ -66,16 +66,24 @@ def _device_weight(name):
     return 1.0 / (1 + max(0, index))
 
 
+def disk_traffic(vbd, activity):
+    """(bytes read, bytes written) of a disk VBD so far, or None for a
+    CD drive or an empty one."""
+    if vbd.type != "Disk" or vbd.empty:
+        return None
+    w = _device_weight(vbd.device) * activity
+    return int(w * VBD_READ_PER_BUSY_S), int(w * VBD_WRITE_PER_BUSY_S)
+
+
 def domain_stats(uuid, domid, state, vcpu_times, memory_actual,
                  memory_target, vbds, vifs, activity, agent, now, mean):
     """A DomainStats of a simulated domain: ``activity`` is the busy
     seconds its I/O follows, ``agent`` whether its guest agent runs."""
     disks = {}
     for vbd in vbds:
-        if vbd.type == "Disk" and not vbd.empty:
-            w = _device_weight(vbd.device) * activity
-            disks[vbd.device] = (int(w * VBD_READ_PER_BUSY_S),
-                                 int(w * VBD_WRITE_PER_BUSY_S))
+        traffic = disk_traffic(vbd, activity)
+        if traffic is not None:
+            disks[vbd.device] = traffic
     nics = {}
     for vif in vifs:
         w = _device_weight(vif.device) * activity

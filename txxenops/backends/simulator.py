@@ -48,7 +48,7 @@ import time
 
 from zope.interface import implementer
 
-from txxenops.backends import simload, simstate
+from txxenops.backends import simload, simstate, simwrites
 from txxenops.backends.simconsole import ConsoleServer
 from txxenops.control import control_of
 from txxenops.errors import (
@@ -165,7 +165,7 @@ class _Domain:
     FIELDS = ("domid", "state", "shutdown_reason", "memory_target",
               "memory_actual", "overhead", "vcpus", "cpu_accum", "io_accum",
               "running_since", "start_time", "guest_metrics", "agent_due",
-              "console_port", "text_port")
+              "console_port", "text_port", "disk_marked")
 
     def __init__(self, spec, domid, overhead, actual):
         self.spec = spec
@@ -186,6 +186,8 @@ class _Domain:
         self.agent_due = None
         self.console_port = 0
         self.text_port = 0
+        # device -> bytes of its write stream folded into GuestWrites
+        self.disk_marked = {}
 
     def to_dict(self):
         d = {k: getattr(self, k) for k in self.FIELDS}
@@ -342,6 +344,7 @@ class SimulatorBackend:
         self._consoles = ConsoleServer()
         self._dispatcher = _Dispatcher()
         self._scheduler = _Scheduler()
+        self._writes = simwrites.GuestWrites()
         self._host_load = simload.HostLoad(
             len(self.cpus), min(len(self.cpus), 16), self.dom0_memory,
             time.time())
@@ -595,6 +598,18 @@ class SimulatorBackend:
 
     # --- devices and resources --------------------------------------------
 
+    # Guests write at known addresses (simwrites): disk_writes says where.
+    tracks_disk_writes = True
+
+    def disk_writes(self, path):
+        with self._lock:
+            now = time.time()
+            for rec in self._domains.values():
+                if rec.state != "building":
+                    self._writes.fold(rec, now, [
+                        v for v in rec.vbds if v.path == path])
+            return self._writes.take(path)
+
     def plug_vbd(self, uuid, vbd):
         ctl = self._control(uuid)
         with ctl.operation():
@@ -612,6 +627,7 @@ class SimulatorBackend:
                 if self._find_vbd(rec, vbd.device):
                     raise DeviceError(uuid, vbd.device,
                                       "device already exists")
+                self._writes.plugged(rec, vbd, time.time())
                 rec.vbds.append(vbd)
                 info = self._emit("device", rec)
         self._commit()
@@ -629,6 +645,8 @@ class SimulatorBackend:
             self._sleep(ctl, self.op_time)
             with self._lock:
                 rec = self._get(uuid)
+                self._writes.fold(rec, time.time(), [
+                    v for v in rec.vbds if v.device == device])
                 rec.vbds = [v for v in rec.vbds if v.device != device]
                 info = self._emit("device", rec)
         self._commit()
@@ -832,6 +850,7 @@ class SimulatorBackend:
             time.sleep(self.op_time)
         with self._lock:
             if self._domains.get(rec.spec.uuid) is rec:
+                self._writes.fold(rec, time.time())
                 del self._domains[rec.spec.uuid]
                 self._gen += 1
                 self._dirty.add(rec.spec.uuid)
