@@ -21,7 +21,6 @@ VM_OPERATIONS = {
     "VM.pause": "pause",
     "VM.unpause": "unpause",
     "VM.suspend": "suspend",
-    "VM.pool_migrate": "pool_migrate",
     "VM.destroy": "destroy",
     "VM.set_HVM_shadow_multiplier": "changing_shadow_memory",
     "VM.set_memory_static_range": "changing_static_range",
