@@ -152,8 +152,8 @@ def test_host_commands(server, x):
                   "host=" + x.host.get_name_label(host))[2] == \
         api_error("NOT_IMPLEMENTED", "host.enable")
     assert x.host.get_enabled(host)
-    assert run_xe(server, "host-evacuate", "uuid=" + uuid) == (
-        1, "", api_error("NOT_IMPLEMENTED", "host.evacuate"))
+    # A host without VMs to move: nothing to do.
+    assert run_xe(server, "host-evacuate", "uuid=" + uuid) == (0, "", "")
     assert run_xe(server, "host-evacuate", "uuid=" + uuid,
                   "batch-size=many")[2] == (
         "Error: Failed to parse parameter 'batch-size': expecting an "

@@ -11,7 +11,10 @@ the move with the VM still running on its source, and a host with
 several VMs is evacuated after its plan's objections are dealt with.
 """
 
+import http.client
+import json
 import os
+import ssl
 import threading
 
 import pytest
@@ -21,8 +24,8 @@ from tests.support.etcd import needs_etcd
 from tests.support.pool import joined_pool
 from tests.test_events import event_from
 from tests import test_pool_forwarding as forwarding
-from tests.test_pool_forwarding import SERVER_ARGS, add_disk, local_sr, \
-    memory_free
+from tests.test_pool_forwarding import SERVER_ARGS, add_disk, live, \
+    local_sr, memory_free
 from tests.test_vm_lifecycle import MIB, new_vm, wait_task
 
 pytestmark = [needs_etcd, pytest.mark.skipif(
@@ -236,3 +239,104 @@ def test_evacuate_a_host_with_several_vms(x, hosts):
     for vm in vms:
         x.VM.hard_shutdown(vm)
         x.VM.destroy(vm)
+
+
+def test_a_disk_on_a_shared_sr_follows_its_vm(x, hosts, tmp_path):
+    """The source lets its disk go before the destination takes it: the
+    shared SR's record of who has the VDI active moves with the VM."""
+    master, one, two = hosts
+    sr = x.SR.create(master, {"location": str(tmp_path)}, "0", "shared",
+                     "", "sharedfile", "user", True, {})
+    for pbd in x.SR.get_PBDs(sr):
+        if not x.PBD.get_currently_attached(pbd):
+            x.PBD.plug(pbd)
+    vm = new_vm(x, "with-disk")
+    vdi = add_disk(x, vm, sr)
+    x.VM.start_on(vm, one, False, False)
+    wait_until(lambda: x.VM.get_guest_metrics(vm) != NULL, what="agent")
+    vbd, = x.VM.get_VBDs(vm)
+    active = tmp_path / x.SR.get_uuid(sr) / (x.VDI.get_location(vdi) +
+                                             ".active")
+
+    def holders():
+        return sorted(json.loads(active.read_text()).values())
+    assert holders() == ["RW"]
+    before = active.read_text()
+    for target in (two, master):
+        x.VM.pool_migrate(vm, target, {})
+        assert x.VM.get_resident_on(vm) == target
+        assert x.VM.get_power_state(vm) == "Running"
+        assert x.VBD.get_currently_attached(vbd)
+        # Active on one host, the destination, and no longer the source.
+        assert holders() == ["RW"]
+        assert active.read_text() != before
+        before = active.read_text()
+    x.VM.clean_shutdown(vm)
+    wait_until(lambda: not active.exists(), what="the VDI deactivated")
+    x.VBD.destroy(vbd)
+    x.VDI.destroy(vdi)
+    x.VM.destroy(vm)
+
+
+def put_memory(address, uuid, cookie=None):
+    """A PUT to a host's memory receiver: (status, body)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(address, 443, context=context,
+                                       timeout=10)
+    headers = {"Cookie": cookie} if cookie else {}
+    conn.request("PUT", "/services/xenops/memory/" + uuid, headers=headers)
+    response = conn.getresponse()
+    try:
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_the_memory_receiver_takes_pool_sessions_only(pool, x, hosts):
+    vm = running_on(x, hosts[1], "received")
+    uuid = x.VM.get_uuid(vm)
+    address = pool[2].address
+    assert put_memory(address, uuid)[0] == 401
+    assert put_memory(address, uuid, "pool_secret=wrong")[0] == 401
+    # A pool-admin's session (on the master, where it is valid) is no
+    # host's.
+    user = pool[0].session()
+    try:
+        status, _ = put_memory(pool[0].address, uuid,
+                               "session_id=" + user._session)
+    finally:
+        user.xenapi.session.logout()
+    assert status == 403
+    with open(os.path.join(pool[2].data_dir, "ptoken")) as f:
+        secret = f.read().strip()
+    status, body = put_memory(address, "no-such-vm", "pool_secret=" + secret)
+    assert status == 404, body
+    # Not running elsewhere: already on the receiving host, or halted.
+    x.VM.pool_migrate(vm, hosts[2], {})
+    assert put_memory(address, uuid, "pool_secret=" + secret)[0] == 409
+    assert x.VM.get_power_state(vm) == "Running"
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+
+
+def test_a_dead_host_neither_sends_nor_receives(pool, x, hosts):
+    """Last: a slave is killed.  A move to it is HOST_NOT_LIVE (the
+    destination check), one of its VMs HOST_OFFLINE (its host runs the
+    move); evacuating the other slave plans around it."""
+    master, one, two = hosts
+    stranded = running_on(x, two, "stranded")
+    vm = running_on(x, one, "alive")
+    pool[2].kill()
+    wait_until(lambda: not live(x, two), timeout=20,
+               what="the killed slave not live")
+    assert failure(x.VM.pool_migrate, vm, two, {}) == ["HOST_NOT_LIVE"]
+    assert failure(x.VM.pool_migrate, stranded, one, {}) == [
+        "HOST_OFFLINE", two]
+    assert x.VM.get_current_operations(vm) == {}
+    assert x.host.get_current_operations(two) == {}
+    assert x.host.get_vms_which_prevent_evacuation(one) == {
+        vm: ["HOST_NOT_LIVE"]}
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
