@@ -56,6 +56,11 @@ def running_on(x, host, name, **kw):
     return vm
 
 
+def management_network(x, host):
+    pif, = [p for p in x.host.get_PIFs(host) if x.PIF.get_management(p)]
+    return x.PIF.get_network(pif)
+
+
 class Watcher:
     """An event.from loop on the master, in a thread of its own, keeping
     every (power_state, resident_on) it is told of for one VM."""
@@ -173,6 +178,19 @@ def test_refusals_change_nothing(x, hosts):
     for ref in (big, filler, vm):
         x.VM.hard_shutdown(ref)
         x.VM.destroy(ref)
+    # Over a network the destination has no interface on.
+    lonely = x.network.create({"name_label": "lonely", "name_description": "",
+                               "MTU": "1500", "other_config": {},
+                               "tags": []})
+    moving = running_on(x, one, "moving")
+    assert failure(x.VM.pool_migrate, moving, two, {"network": lonely}) == [
+        "PIF_NOT_PRESENT", two, lonely]
+    # Over its management network: its address there.
+    x.VM.pool_migrate(moving, two, {"network": management_network(x, two)})
+    assert x.VM.get_resident_on(moving) == two
+    x.VM.hard_shutdown(moving)
+    x.VM.destroy(moving)
+    x.network.destroy(lonely)
     halted = new_vm(x, "halted")
     assert failure(x.VM.pool_migrate, halted, two, {}) == [
         "VM_BAD_POWER_STATE", halted, "running", "halted"]
@@ -226,7 +244,7 @@ def test_evacuate_a_host_with_several_vms(x, hosts):
     x.VM.unpause(paused)
     assert x.host.get_vms_which_prevent_evacuation(one) == {}
     x.host.assert_can_evacuate(one)
-    task = x.Async.host.evacuate(one, NULL, 2)
+    task = x.Async.host.evacuate(one, management_network(x, one), 2)
     record = wait_task(x, task, timeout=60)
     assert record["status"] == "success", record["error_info"]
     for vm in vms:
