@@ -110,7 +110,11 @@ class SlavePersistence:
     def _changed(self, record, cls):
         if cls.persistent and self._running:
             self._queue.append(record)
-            self._kick()
+            if len(self._queue) == 1:
+                # At the end of this reactor turn: the turn's writes (a
+                # migrated VM's new home and its metrics) reach the master
+                # in one call, so its clients see them all at once.
+                self.reactor.callLater(0, self._kick)
 
     def _kick(self):
         if not self._sending and self._queue:
