@@ -47,7 +47,7 @@ import time
 
 from zope.interface import implementer
 
-from txxenops.backends import simload
+from txxenops.backends import simload, simmemory
 from txxenops.backends.simconsole import ConsoleServer
 from txxenops.control import control_of
 from txxenops.errors import (
@@ -490,10 +490,12 @@ class SimulatorBackend:
                     image = self._image(rec)
                 image["state"] = was
                 send_frame(sock, image)
-                reply = read_line(sock)
-                if reply != b"OK":
-                    raise MigrationError(uuid, "peer: %s" % reply.decode(
-                        "utf-8", "replace"))
+                _expect(sock, uuid, b"READY")
+                if not simmemory.send(
+                        sock, uuid, simmemory.stream_size(
+                            image["memory_actual"]), ctl.cancel.is_set):
+                    raise Cancelled(uuid)
+                _expect(sock, uuid, b"OK")
                 if ctl.cancel.is_set():
                     raise Cancelled(uuid)
                 sock.sendall(b"GO\n")
@@ -536,6 +538,15 @@ class SimulatorBackend:
                 raise
             rec = self._get(spec.uuid)
             try:
+                # Ready, memory reserved: the guest's memory comes next.
+                sock.sendall(b"READY\n")
+                try:
+                    simmemory.receive(sock, image["uuid"],
+                                      simmemory.stream_size(
+                                          image["memory_actual"]))
+                except ValueError as e:
+                    _send_error(sock, ImageError(spec.uuid, str(e)))
+                    raise
                 sock.sendall(b"OK\n")
                 if read_line(sock) != b"GO":
                     raise MigrationError(spec.uuid, "sender gave up")
@@ -1123,7 +1134,9 @@ class SimulatorBackend:
 #
 # Both carry one frame: a header line "<magic> <version> <length>\n" then
 # <length> bytes of JSON.  Images are written in place (the target may be a
-# block device) and any bytes after the frame are ignored.
+# block device) and any bytes after the frame are ignored.  On a migration
+# stream the frame is followed by the receiver's READY, the guest's memory
+# (simmemory), its OK and the sender's GO.
 
 def _frame(image):
     payload = json.dumps(image).encode()
@@ -1206,6 +1219,13 @@ def read_line(sock, limit=4096):
 def read_frame(sock):
     length = _parse_header(read_line(sock, 128))
     return json.loads(_recv_exact(sock, length))
+
+
+def _expect(sock, uuid, wanted):
+    reply = read_line(sock)
+    if reply != wanted:
+        raise MigrationError(uuid, "peer: %s" % reply.decode(
+            "utf-8", "replace"))
 
 
 def _send_error(sock, error):
