@@ -100,6 +100,7 @@ def test_a_running_vm_moves_between_hosts_and_keeps_running(pool, x, hosts):
         "qos_algorithm_type": "", "qos_algorithm_params": {}})
     x.VIF.plug(vif)
     before_two = memory_free(x, two)
+    started = x.VM_metrics.get_start_time(x.VM.get_metrics(vm))
     watcher = Watcher(pool, vm)
     path = [one]
     for target in (two, master, one):
@@ -114,8 +115,10 @@ def test_a_running_vm_moves_between_hosts_and_keeps_running(pool, x, hosts):
         # Its domain is in the destination's simulator now.
         wait_until(lambda: memory_free(x, target) <= before - 512 * MIB,
                    what="the domain on %s" % target)
-        assert x.VM_metrics.get_memory_actual(x.VM.get_metrics(vm)) == \
-            str(512 * MIB)
+        metrics = x.VM_metrics.get_record(x.VM.get_metrics(vm))
+        assert metrics["memory_actual"] == str(512 * MIB)
+        # The guest goes on: it booted when it booted.
+        assert metrics["start_time"] == started
         address = x.host.get_address(target)
         for console in x.VM.get_consoles(vm):
             assert x.console.get_location(console).startswith(

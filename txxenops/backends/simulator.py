@@ -826,7 +826,10 @@ class SimulatorBackend:
             raise
         with self._lock:
             rec.console_port, rec.text_port = port, text_port
-            rec.start_time = time.time()
+            # A guest that goes on (resumed, migrated) keeps its boot time,
+            # as xenopsd keeps a VM's last start time.
+            rec.start_time = float((saved or {}).get("start_time") or
+                                   time.time())
             self._change_state(rec, "paused" if paused else "running")
             if rec.guest_metrics is not None:
                 self._refresh_networks(rec, emit=False)
@@ -1055,6 +1058,7 @@ class SimulatorBackend:
             "memory_target": rec.memory_target,
             "vcpus": rec.vcpus, "state": rec.state,
             "guest_metrics": copy.deepcopy(rec.guest_metrics),
+            "start_time": rec.start_time,
             "saved_at": time.time(),
         }
 
