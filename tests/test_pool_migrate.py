@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.api import failure, wait_until
 from tests.support.etcd import needs_etcd
-from tests.support.pool import joined_pool
+from tests.support.pool import joined_pool, pool_session
 from tests.test_events import event_from
 from tests import test_pool_forwarding as forwarding
 from tests.test_pool_forwarding import SERVER_ARGS, add_disk, live, \
@@ -297,6 +297,53 @@ def test_a_disk_on_a_shared_sr_follows_its_vm(x, hosts, tmp_path):
     x.VBD.destroy(vbd)
     x.VDI.destroy(vdi)
     x.VM.destroy(vm)
+
+
+def test_a_move_can_be_cancelled_and_an_evacuation_holds_its_host(
+        pool, x, hosts):
+    """A VM whose move takes a while (simulator-migrate-delay): a cancel
+    of the client's task reaches its host and the VM stays there; while
+    its host is evacuated, nothing may start on or move to that host."""
+    master, one, two = hosts
+    slow = running_on(x, one, "slow",
+                      other={"simulator-migrate-delay": "3"})
+    two_free = memory_free(x, two)
+    task = x.Async.VM.pool_migrate(slow, two, {})
+    y = pool_session(pool[1]).xenapi
+    wait_until(lambda: task in y.task.get_all() and
+               "cancel" in y.task.get_allowed_operations(task),
+               what="the move cancellable on its host")
+    assert list(x.host.get_current_operations(two).values()) == [
+        "vm_migrate"]
+    assert x.VM.get_scheduled_to_be_resident_on(slow) == two
+    x.task.cancel(task)
+    record = wait_task(x, task)
+    assert record["status"] == "cancelled", record
+    assert x.VM.get_resident_on(slow) == one
+    assert x.VM.get_power_state(slow) == "Running"
+    assert x.VM.get_current_operations(slow) == {}
+    assert x.VM.get_scheduled_to_be_resident_on(slow) == NULL
+    assert x.host.get_current_operations(two) == {}
+    assert memory_free(x, two) == two_free
+    # Now an evacuation of its host, which takes as long.
+    task = x.Async.host.evacuate(one, NULL, 0)
+    wait_until(lambda: "evacuate" in x.host.get_current_operations(
+        one).values(), what="the evacuation under way")
+    newcomer = new_vm(x, "newcomer")
+    assert failure(x.VM.start_on, newcomer, one, False, False) == [
+        "HOST_EVACUATE_IN_PROGRESS", one]
+    other = running_on(x, two, "other")
+    error = failure(x.VM.pool_migrate, other, one, {})
+    assert error[:4] == ["OTHER_OPERATION_IN_PROGRESS", "host", one,
+                         "evacuate"], error
+    record = wait_task(x, task)
+    assert record["status"] == "success", record["error_info"]
+    assert x.VM.get_resident_on(slow) in (master, two)
+    assert x.host.get_current_operations(one) == {}
+    for vm in (slow, other):
+        x.VM.hard_shutdown(vm)
+    for vm in (slow, other, newcomer):
+        x.VM.destroy(vm)
 
 
 def put_memory(address, uuid, cookie=None):

@@ -7,6 +7,7 @@ local steps are in txxapi/impl/vm.py, vm_config.py and vm_copy.py.
 
 from txxapi.forwarding import hosts
 from txxapi.forwarding.registry import Route, forwards
+from txxapi.migration.host_operations import assert_not_evacuating
 from txxapi.impl import vm as vm_impl
 from txxapi.impl import vm_copy
 
@@ -74,7 +75,10 @@ def resume(ctx, vm, start_paused, force):
 def _on_named_host(op):
     def rule(ctx, vm, host, start_paused, force):
         ctx.db.fields("VM", vm)
-        return Route(hosts.named(ctx, host), [("VM", vm, op)])
+        target = hosts.named(ctx, host)
+        if op == "start_on":
+            assert_not_evacuating(ctx, target)
+        return Route(target, [("VM", vm, op)])
     return rule
 
 

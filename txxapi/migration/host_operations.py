@@ -36,6 +36,13 @@ def host_error(db, ref, op):
     return None
 
 
+def assert_not_evacuating(ctx, host):
+    """VM.start_on refuses a host being evacuated, as XAPI's does."""
+    if "evacuate" in ctx.db.fields("host", host)["current_operations"] \
+            .values():
+        raise XenAPIError("HOST_EVACUATE_IN_PROGRESS", host)
+
+
 def _unchanged(db, ref):
     return db.fields("host", ref)["allowed_operations"]
 

@@ -26,6 +26,8 @@ Per-VM knobs in VMSpec.other_config:
   simulator-no-agent       'true': no PV tools, so never any guest metrics
   simulator-agent-delay    seconds, overrides ``agent_delay``
   simulator-shutdown-delay seconds, overrides ``shutdown_delay``
+  simulator-migrate-delay  seconds a migration takes before its state is
+                           sent (cancellable), overrides ``op_time``
   simulator-cpu-load       mean fraction of each vCPU busy (default 0.1);
                            the load swings around it, and disk and network
                            traffic follow it (see simload)
@@ -485,7 +487,8 @@ class SimulatorBackend:
                     self._emit("state", rec)
             try:
                 sock.settimeout(timeout)
-                self._sleep(ctl, self.op_time)
+                self._sleep(ctl, _float_knob(
+                    rec.spec, "simulator-migrate-delay", self.op_time))
                 with self._lock:
                     image = self._image(rec)
                 image["state"] = was
