@@ -408,3 +408,23 @@ def test_a_dead_host_neither_sends_nor_receives(pool, x, hosts):
         vm: ["HOST_NOT_LIVE"]}
     x.VM.hard_shutdown(vm)
     x.VM.destroy(vm)
+
+
+def test_a_host_alone_has_nowhere_to_evacuate_to(xapi):
+    """A pool of one (conftest's server): its running VM can go nowhere."""
+    lone = xapi.xenapi
+    host, = lone.host.get_all()
+    vm = new_vm(lone, "alone")
+    lone.VM.start(vm, False, False)
+    assert lone.host.get_vms_which_prevent_evacuation(host) == {
+        vm: ["NO_HOSTS_AVAILABLE", vm]}
+    assert failure(lone.host.assert_can_evacuate, host) == [
+        "CANNOT_EVACUATE_HOST", "NO_HOSTS_AVAILABLE," + vm]
+    assert failure(lone.host.evacuate, host, NULL, 0) == [
+        "NO_HOSTS_AVAILABLE", vm]
+    assert lone.host.get_current_operations(host) == {}
+    # Its own host is where XAPI's localhost migration takes it.
+    lone.VM.pool_migrate(vm, host, {})
+    assert lone.VM.get_power_state(vm) == "Running"
+    lone.VM.hard_shutdown(vm)
+    lone.VM.destroy(vm)
