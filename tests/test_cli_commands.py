@@ -7,7 +7,7 @@ prints (XAPI's words and exit codes) and by what the API shows after.
 import os
 
 from tests.support.xe import (
-    api_error, as_the_api_answers, block, module_fixtures, ok, run_xe)
+    api_error, block, module_fixtures, ok, run_xe)
 
 MIB = 1 << 20
 
@@ -141,10 +141,8 @@ def test_host_commands(server, x):
                   "host=" + x.host.get_name_label(host))[2] == \
         api_error("NOT_IMPLEMENTED", "host.enable")
     assert x.host.get_enabled(host)
-    # Another part of the server builds host.evacuate: xe prints its
-    # answer, whatever it is (NOT_IMPLEMENTED until then).
-    assert run_xe(server, "host-evacuate", "uuid=" + uuid) == \
-        as_the_api_answers(x.host.evacuate, host, "OpaqueRef:NULL", "0")
+    # A host without VMs to move: nothing to do.
+    assert run_xe(server, "host-evacuate", "uuid=" + uuid) == (0, "", "")
     assert run_xe(server, "host-evacuate", "uuid=" + uuid,
                   "batch-size=many")[2] == (
         "Error: Failed to parse parameter 'batch-size': expecting an "

@@ -903,6 +903,21 @@ def test_console_speaks_rfb(backend, harness):
     wait_until(refused)
 
 
+def receiving(dest, spec, sock):
+    """``dest.migrate_receive`` on a thread of its own: (the thread, the
+    list its failure goes to)."""
+    failures = []
+
+    def receive():
+        try:
+            dest.migrate_receive(spec, sock)
+        except Exception as e:
+            failures.append(e)
+    t = threading.Thread(target=receive)
+    t.start()
+    return t, failures
+
+
 @hooks
 def test_migration_between_two_hosts(backend, harness, tmp_path, events):
     source = backend
@@ -930,15 +945,7 @@ def test_migration_between_two_hosts(backend, harness, tmp_path, events):
     small = harness.open(memory=512 * MIB, dom0_memory=256 * MIB,
                          state_dir=str(tmp_path / "small-host"))
     a, b = socket.socketpair()
-    failures = []
-
-    def receive():
-        try:
-            small.migrate_receive(spec, b)
-        except Exception as e:
-            failures.append(e)
-    t = threading.Thread(target=receive)
-    t.start()
+    t, failures = receiving(small, spec, b)
     with pytest.raises(MigrationError):
         dest.migrate_send(spec.uuid, a)
     t.join(10)
@@ -946,6 +953,48 @@ def test_migration_between_two_hosts(backend, harness, tmp_path, events):
     assert dest.domain_info(spec.uuid).state == "running"
     assert small.list_domains() == []
     dest.destroy(spec.uuid)
+
+
+@hooks
+def test_a_mangled_memory_stream_is_refused(backend, harness, tmp_path):
+    """The guest's memory follows its state on the stream; a byte changed
+    on the way fails the move, and the source keeps its domain."""
+    dest = harness.open(state_dir=str(tmp_path / "other-host"))
+    spec = harness.spec()
+    backend.start(spec)
+    source_end, relay_in = socket.socketpair()
+    relay_out, dest_end = socket.socketpair()
+
+    def relay(src, dst, mangle_at=-1):
+        """src to dst until src ends, the byte at ``mangle_at`` changed."""
+        seen = 0
+        try:
+            for data in iter(lambda: bytearray(src.recv(65536)), b""):
+                if 0 <= mangle_at - seen < len(data):
+                    data[mangle_at - seen] ^= 0xFF
+                seen += len(data)
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+    relays = [threading.Thread(target=relay, args=(relay_in, relay_out,
+                                                    100000)),
+              threading.Thread(target=relay, args=(relay_out, relay_in))]
+    for t in relays:
+        t.start()
+    receiver, failures = receiving(dest, spec, dest_end)
+    with pytest.raises(MigrationError):
+        backend.migrate_send(spec.uuid, source_end)
+    receiver.join(10)
+    for sock in (source_end, dest_end, relay_in, relay_out):
+        sock.close()
+    for t in relays:
+        t.join(10)
+    assert failures and isinstance(failures[0], MigrationError), failures
+    assert "corrupt" in failures[0].reason
+    assert backend.domain_info(spec.uuid).state == "running"
+    assert dest.list_domains() == []
+    backend.destroy(spec.uuid)
 
 
 @hooks

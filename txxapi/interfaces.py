@@ -75,6 +75,10 @@ class IXenopsBridge(Interface):
     def vm_op(vm, operation, *args, **kw):
         """Run a domain operation (a Deferred)."""
 
+    def vm_change(vm, run, **kw):
+        """Run ``run()``, several steps, as one domain operation (a
+        Deferred)."""
+
 
 class IStorageBridge(Interface):
     """The storage drivers on their thread pool, in step with the

@@ -97,8 +97,10 @@ def vif_spec(db, vif):
                    mtu=vif["MTU"], other_config=dict(vif["other_config"]))
 
 
-def vm_spec(db, server, ref):
-    """The VMSpec a start, resume or reboot builds the domain from."""
+def vm_spec(db, server, ref, with_disks=True):
+    """The VMSpec a start, resume or reboot builds the domain from;
+    without its disks for a migration (they follow it, plugged once the
+    source has let them go)."""
     vm = db.fields("VM", ref)
     boot = vm["HVM_boot_params"]
     _, dmin, dmax, smax = coerced_memory(vm) or (
@@ -106,7 +108,8 @@ def vm_spec(db, server, ref):
         vm["memory_static_max"])
     vbds = [vbd_spec(db, server, r, db.fields("VBD", r))
             for r in sorted(db.where("VBD", VM=ref),
-                            key=lambda r: _userdevice_order(db, r))]
+                            key=lambda r: _userdevice_order(db, r))
+            ] if with_disks else []
     vifs = [vif_spec(db, db.fields("VIF", r))
             for r in sorted(db.where("VIF", VM=ref),
                             key=lambda r: _int(db.fields("VIF", r)["device"]))]

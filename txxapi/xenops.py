@@ -143,14 +143,25 @@ class Xenops:
         after ``settled(result or Failure)`` has written what the domain
         cannot tell (e.g. Suspended).  Backend errors come back as XenAPI
         errors (``errors``, an errback, may map some first)."""
+        if callable(method):
+            def run():
+                return self.run_blocking(method, self.backend, *args)
+        else:
+            def run():
+                return self.call(method, *args)
+        return self.vm_change(vm_ref, run, task=task, cancellable=cancellable,
+                              settled=settled, errors=errors)
+
+    def vm_change(self, vm_ref, run, task=None, cancellable=True,
+                  settled=None, errors=None):
+        """``run()`` (a Deferred, e.g. of several backend calls with other
+        steps between them) as one toolstack operation on the VM, as
+        vm_op runs one backend method."""
         uuid = self.db.fields("VM", vm_ref)["uuid"]
         self._inflight[uuid] = self._inflight.get(uuid, 0) + 1
         if task is not None and cancellable:
             self.tasks.set_canceller(task, lambda: self.cancel(uuid))
-        if callable(method):
-            d = self.run_blocking(method, self.backend, *args)
-        else:
-            d = self.call(method, *args)
+        d = defer.maybeDeferred(run)
 
         def settle(result):
             if task is not None and cancellable:
@@ -280,6 +291,11 @@ class Xenops:
         vm = self.db.fields("VM", ref)
         if vm["is_control_domain"]:
             return
+        if info is None and vm["resident_on"] not in (
+                NULL_REF, self.identity.host_ref):
+            # Another host runs it (it migrated there): not ours to halt.
+            self._host_memory()
+            return
         if info is None or info.state == "dying":
             self._acting.pop(uuid, None)
             self.mark_halted(ref)
@@ -404,13 +420,16 @@ class Xenops:
         for protocol, info in wanted.items():
             port = info.port or -1
             if protocol in existing:
-                update_changed(db, "console", existing[protocol],
-                               {"port": port})
+                # A migrated VM's console is served by its new host.
+                console = existing[protocol]
+                update_changed(db, "console", console, {
+                    "port": port, "location": _console_location(
+                        address, db.fields("console", console)["uuid"])})
                 continue
             uuid = new_uuid()
             db.create("console", {
                 "uuid": uuid, "protocol": protocol, "VM": ref,
-                "location": "https://%s/console?uuid=%s" % (address, uuid),
+                "location": _console_location(address, uuid),
                 "other_config": {}, "port": port})
 
     def control_domain_consoles(self):
@@ -526,6 +545,10 @@ def guest_action(vm, info):
     if reason == "reboot":
         return vm["actions_after_reboot"]
     return vm["actions_after_shutdown"]
+
+
+def _console_location(address, uuid):
+    return "https://%s/console?uuid=%s" % (address, uuid)
 
 
 def _strings(d):

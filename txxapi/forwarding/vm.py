@@ -7,6 +7,7 @@ local steps are in txxapi/impl/vm.py, vm_config.py and vm_copy.py.
 
 from txxapi.forwarding import hosts
 from txxapi.forwarding.registry import Route, forwards
+from txxapi.migration.host_operations import assert_not_evacuating
 from txxapi.impl import vm as vm_impl
 from txxapi.impl import vm_copy
 
@@ -21,7 +22,6 @@ VM_OPERATIONS = {
     "VM.pause": "pause",
     "VM.unpause": "unpause",
     "VM.suspend": "suspend",
-    "VM.pool_migrate": "pool_migrate",
     "VM.destroy": "destroy",
     "VM.set_HVM_shadow_multiplier": "changing_shadow_memory",
     "VM.set_memory_static_range": "changing_static_range",
@@ -75,7 +75,10 @@ def resume(ctx, vm, start_paused, force):
 def _on_named_host(op):
     def rule(ctx, vm, host, start_paused, force):
         ctx.db.fields("VM", vm)
-        return Route(hosts.named(ctx, host), [("VM", vm, op)])
+        target = hosts.named(ctx, host)
+        if op == "start_on":
+            assert_not_evacuating(ctx, target)
+        return Route(target, [("VM", vm, op)])
     return rule
 
 

@@ -24,6 +24,7 @@ HOST_RRD = "host_rrd"
 VM_RRD = "vm_rrd"
 SR_RRD = "sr_rrd"
 METRICS = "metrics"
+MIGRATE_MEMORY = "migrate_memory"
 RPC = frozenset((XMLRPC, JSONRPC))
 CONSOLE = frozenset((CONNECT_CONSOLE, CONNECT_CONSOLE_WS))
 RRDS = frozenset((RRD_UPDATES, HOST_RRD, VM_RRD, SR_RRD, METRICS))
@@ -42,7 +43,8 @@ _TABLE = {
     b"POST": _RPC_URIS + [(b"/cli", CLI)],
     b"OPTIONS": _RPC_URIS,
     b"PUT": [(IMPORT_PATH, IMPORT_RAW_VDI), (b"/import", IMPORT),
-             (b"/import_metadata", IMPORT_METADATA)],
+             (b"/import_metadata", IMPORT_METADATA),
+             (b"/services/xenops/memory/", MIGRATE_MEMORY)],
     b"GET": [(EXPORT_PATH, EXPORT_RAW_VDI), (b"/export", EXPORT),
              (b"/export_metadata", EXPORT_METADATA),
              (b"/console", CONNECT_CONSOLE_WS),

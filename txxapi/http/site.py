@@ -20,6 +20,7 @@ from txxapi.http import limits, responses, routes, vdi_transfer
 from txxapi.http.auth import version_of
 from txxapi.http.rpc import RPCResource
 from txxapi.metrics.handlers import RrdResource
+from txxapi.migration.receiver import MemoryReceiver
 from txxapi.xva import handlers as xva
 
 # Who reads each upload's body as it arrives, and who answers a GET.
@@ -138,6 +139,7 @@ class Root(resource.Resource):
         self.console = ConsoleResource(server_)
         self.cli = CliResource(server_)
         self.rrds = RrdResource(server_)
+        self.migration = MemoryReceiver(server_)
 
     def getChildWithDefault(self, name, request):
         handler = routes.handler_of_request(request)
@@ -149,6 +151,8 @@ class Root(resource.Resource):
             return self.cli
         if handler in routes.RRDS:
             return self.rrds
+        if handler == routes.MIGRATE_MEMORY:
+            return self.migration
         if routes.is_transfer_path(request.uri):
             return self.transfers
         if request.path == b"/":

@@ -1,6 +1,7 @@
 """
 VM power operations: start, shutdown, reboot, pause, suspend, resume,
-migrate, power_state_reset, and the checks a VM must pass to boot.
+power_state_reset, and the checks a VM must pass to boot (migration is
+txxapi/migration's).
 
 These are the local steps.  Each operation is checked and marked in
 current_operations (with the rules of vm_lifecycle, registered here) and
@@ -410,26 +411,6 @@ def resume(ctx, vm, start_paused, force):
 @implements("VM.resume_on")
 def resume_on(ctx, vm, host, start_paused, force):
     return _resume(ctx, vm, start_paused, host)
-
-
-# --- migration ---------------------------------------------------------------
-
-@implements("VM.pool_migrate")
-def pool_migrate(ctx, vm, host, options):
-    """To this host: the guest is saved to a suspend image and restored
-    into a new domain (new domid), as XAPI's localhost migration does; if
-    the restore fails the VM is left Suspended with its image."""
-    @defer.inlineCallbacks
-    def migrate():
-        ctx.db.fields("host", host)
-        if host != ctx.server.host_ref:
-            # Another host: migrate_send over a connection to that host's
-            # migrate_receive, then that host takes resident_on.
-            raise XenAPIError("NOT_IMPLEMENTED",
-                              "VM.pool_migrate to another host")
-        yield suspend_to(ctx, vm)
-        yield resume_from(ctx, vm, False, host)
-    return migrate().addCallback(_void)
 
 
 # --- state repair and guest hooks --------------------------------------------

@@ -163,7 +163,11 @@ class SlavePersistence:
             self._note_marks(record)
             return
         self._queue.append(self._with_marks_delta(record))
-        self._kick()
+        if len(self._queue) == 1:
+            # At the end of this reactor turn: the turn's writes (a
+            # migrated VM's new home and its metrics) reach the master
+            # in one call, so its clients see them all at once.
+            self.reactor.callLater(0, self._kick)
 
     # -- marks: shipped as deltas -----------------------------------------------
 

@@ -27,6 +27,8 @@ Per-VM knobs in VMSpec.other_config:
   simulator-no-agent       'true': no PV tools, so never any guest metrics
   simulator-agent-delay    seconds, overrides ``agent_delay``
   simulator-shutdown-delay seconds, overrides ``shutdown_delay``
+  simulator-migrate-delay  seconds a migration takes before its state is
+                           sent (cancellable), overrides ``op_time``
   simulator-cpu-load       mean fraction of each vCPU busy (default 0.1);
                            the load swings around it, and disk and network
                            traffic follow it (see simload)
@@ -48,7 +50,7 @@ import time
 
 from zope.interface import implementer
 
-from txxenops.backends import simload, simstate, simwrites
+from txxenops.backends import simload, simmemory, simstate, simwrites
 from txxenops.backends.simconsole import ConsoleServer
 from txxenops.control import control_of
 from txxenops.errors import (
@@ -492,15 +494,18 @@ class SimulatorBackend:
                     self._emit("state", rec)
             try:
                 sock.settimeout(timeout)
-                self._sleep(ctl, self.op_time)
+                self._sleep(ctl, _float_knob(
+                    rec.spec, "simulator-migrate-delay", self.op_time))
                 with self._lock:
                     image = self._image(rec)
                 image["state"] = was
                 send_frame(sock, image)
-                reply = read_line(sock)
-                if reply != b"OK":
-                    raise MigrationError(uuid, "peer: %s" % reply.decode(
-                        "utf-8", "replace"))
+                _expect(sock, uuid, b"READY")
+                if not simmemory.send(
+                        sock, uuid, simmemory.stream_size(
+                            image["memory_actual"]), ctl.cancel.is_set):
+                    raise Cancelled(uuid)
+                _expect(sock, uuid, b"OK")
                 if ctl.cancel.is_set():
                     raise Cancelled(uuid)
                 sock.sendall(b"GO\n")
@@ -543,6 +548,15 @@ class SimulatorBackend:
                 raise
             rec = self._get(spec.uuid)
             try:
+                # Ready, memory reserved: the guest's memory comes next.
+                sock.sendall(b"READY\n")
+                try:
+                    simmemory.receive(sock, image["uuid"],
+                                      simmemory.stream_size(
+                                          image["memory_actual"]))
+                except ValueError as e:
+                    _send_error(sock, ImageError(spec.uuid, str(e)))
+                    raise
                 sock.sendall(b"OK\n")
                 if read_line(sock) != b"GO":
                     raise MigrationError(spec.uuid, "sender gave up")
@@ -837,7 +851,10 @@ class SimulatorBackend:
             raise
         with self._lock:
             rec.console_port, rec.text_port = port, text_port
-            rec.start_time = time.time()
+            # A guest that goes on (resumed, migrated) keeps its boot time,
+            # as xenopsd keeps a VM's last start time.
+            rec.start_time = float((saved or {}).get("start_time") or
+                                   time.time())
             self._change_state(rec, "paused" if paused else "running")
             if rec.guest_metrics is not None:
                 self._refresh_networks(rec, emit=False)
@@ -1070,6 +1087,7 @@ class SimulatorBackend:
             "memory_target": rec.memory_target,
             "vcpus": rec.vcpus, "state": rec.state,
             "guest_metrics": copy.deepcopy(rec.guest_metrics),
+            "start_time": rec.start_time,
             "saved_at": time.time(),
         }
 
@@ -1158,7 +1176,9 @@ class SimulatorBackend:
 #
 # Both carry one frame: a header line "<magic> <version> <length>\n" then
 # <length> bytes of JSON.  Images are written in place (the target may be a
-# block device) and any bytes after the frame are ignored.
+# block device) and any bytes after the frame are ignored.  On a migration
+# stream the frame is followed by the receiver's READY, the guest's memory
+# (simmemory), its OK and the sender's GO.
 
 def _frame(image):
     payload = json.dumps(image).encode()
@@ -1241,6 +1261,13 @@ def read_line(sock, limit=4096):
 def read_frame(sock):
     length = _parse_header(read_line(sock, 128))
     return json.loads(_recv_exact(sock, length))
+
+
+def _expect(sock, uuid, wanted):
+    reply = read_line(sock)
+    if reply != wanted:
+        raise MigrationError(uuid, "peer: %s" % reply.decode(
+            "utf-8", "replace"))
 
 
 def _send_error(sock, error):

@@ -1,0 +1,121 @@
+"""
+VM.pool_migrate's local steps, on the host the VM runs on (the master
+has made the checks, holds the marks and has the VM scheduled to be
+resident on the destination, which reserves its memory there).
+
+To another host: the stream (stream.py) to the destination's receiver
+(receiver.py), the domain sent by the backend, this host's domain and
+disks let go, then the destination's word that the guest runs there and
+its new home is written; the call answers once this host's database says
+the VM is resident there.  Until the domain has gone, a failure leaves
+the VM running here as it was (VM_MIGRATE_FAILED [vm; source;
+destination; reason]); the toolstack treats the whole move as one
+operation on the VM, so no moment of it (the domain paused while its
+state is sent, gone from here before it runs there) is written.
+
+To this host: XAPI's localhost migration, here a suspend to an image and
+a resume from it (a new domain); should the resume fail, the VM is left
+Suspended with its image.
+"""
+
+from twisted.internet import defer, task
+
+from txxapi.api.registry import implements
+from txxapi.errors import XenAPIError
+from txxapi.forwarding import remote
+from txxapi.impl import vm as vm_impl
+from txxapi.migration import checks, stream
+from txxenops.errors import MigrationError
+
+RESIDENT_WAIT = 60.0
+RESIDENT_POLL = 0.05
+
+
+def _void(_):
+    return ""
+
+
+def reserve(ctx, vm, host):
+    """The VM scheduled to be resident on ``host`` (its memory counted
+    there) until the step this answers is made."""
+    ctx.db.update("VM", vm, {"scheduled_to_be_resident_on": host})
+    return vm_impl.release_reservation(ctx, vm)
+
+
+@implements("VM.pool_migrate")
+def pool_migrate(ctx, vm, host, options):
+    ctx.db.fields("host", host)
+    if host == ctx.server.host_ref:
+        return _localhost(ctx, vm, host)
+    # Forwarded from the master, the reservation is the master's.
+    release = reserve(ctx, vm, host) if ctx.server.identity.is_master \
+        else None
+    d = send(ctx, vm, host, options)
+    if release is not None:
+        d.addBoth(release)
+    return d.addCallback(_void)
+
+
+@defer.inlineCallbacks
+def _localhost(ctx, vm, host):
+    yield vm_impl.suspend_to(ctx, vm)
+    yield vm_impl.resume_from(ctx, vm, False, host)
+    return ""
+
+
+def send(ctx, vm, host, options):
+    db, server = ctx.db, ctx.server
+    xen = server.xenops
+    source = server.host_ref
+    f = db.fields("VM", vm)
+    uuid = f["uuid"]
+    address = checks.destination_address(ctx, host, options)
+    forwarded = remote.forwarded_here(ctx)
+    params = {
+        "paused": "true" if f["power_state"] == "Paused" else "false",
+        # What the destination's replica must hold before it reads the VM.
+        "generation": str(forwarded["generation"] if forwarded
+                          else db.persistent_generation)}
+    vbds = db.where("VBD", VM=vm)
+
+    @defer.inlineCallbacks
+    def steps():
+        sock = yield xen.run_blocking(stream.connect, address, uuid, params,
+                                      server.pool_secret)
+        try:
+            yield xen.call("migrate_send", uuid, sock)
+            # The domain is the destination's now: let its disks go there.
+            for vbd in vbds:
+                server.storage.detach_key(vbd)
+            yield server.storage.settled()
+            yield xen.run_blocking(_released, sock, uuid)
+        finally:
+            yield xen.run_blocking(stream.close, sock)
+        yield _resident(ctx, vm, host)
+
+    def failed(failure):
+        failure.trap(MigrationError)
+        raise XenAPIError("VM_MIGRATE_FAILED", vm, source, host,
+                          failure.value.reason)
+    return xen.vm_change(vm, steps, task=ctx.task, errors=failed)
+
+
+def _released(sock, uuid):
+    stream.send_line(sock, stream.RELEASED)
+    stream.expect(sock, uuid, stream.DONE)
+
+
+@defer.inlineCallbacks
+def _resident(ctx, vm, host):
+    """Wait until this host's database has the VM on ``host`` (a slave's
+    replica gets the destination's write through the master)."""
+    reactor = ctx.server.reactor
+    waited = 0.0
+    while ctx.db.fields("VM", vm)["resident_on"] != host:
+        if waited > RESIDENT_WAIT:
+            raise MigrationError(
+                ctx.db.fields("VM", vm)["uuid"],
+                "the destination's record of the VM did not arrive")
+        yield task.deferLater(reactor, RESIDENT_POLL, lambda: None)
+        waited += RESIDENT_POLL
+
