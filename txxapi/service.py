@@ -40,6 +40,8 @@ from txxapi.auth.checkers import PAMChecker, PasswdFileChecker
 from txxapi.auth.realm import make_portal
 from txxapi.config import read_token
 from txxapi.db.persist import open_persistence
+from txxapi.ha import local as ha_local
+from txxapi.ha.monitor import fence_domains
 from txxapi.http.rpc_channel import RPCFactory
 from txxapi.http.site import make_site
 from txxapi.nbd.service import NBDService
@@ -56,15 +58,19 @@ class StartupError(Exception):
     pass
 
 
-def make_backend(settings):
+def make_backend(settings, discard_domains=False):
     """The txxenops backend the settings ask for; 'auto' takes libxl on a
-    Xen host and the simulator elsewhere."""
+    Xen host and the simulator elsewhere.  ``discard_domains``: the host
+    was declared dead by HA while it was down (txxapi.ha.local), and
+    what it ran before is not its own any more."""
     choice = settings["backend"]
     if choice in ("auto", "libxl"):
         try:
             from txxenops.backends.libxl import open_backend
             backend = open_backend()
             log.info("backend: libxl")
+            if discard_domains:
+                fence_domains(backend)
             return backend
         except Exception as e:
             if choice == "libxl":
@@ -78,7 +84,8 @@ def make_backend(settings):
     return SimulatorBackend(
         memory=int(settings["simulator-memory"]),
         state_dir=os.path.join(settings["data-dir"], "xenops"),
-        op_time=float(settings["simulator-op-time"]))
+        op_time=float(settings["simulator-op-time"]),
+        discard_domains=discard_domains)
 
 
 def ad_settings(settings):
@@ -172,13 +179,15 @@ class XapiService(service.MultiService):
         s = self.settings
         data_dir = s["data-dir"]
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        backend = make_backend(s)
         pool_database = PoolDatabase(data_dir, self.reactor)
         self._join(pool_database)
+        discard = False
         if pool_database.pooled:
-            persistence = yield self._pool_persistence(pool_database)
+            persistence, discard = yield self._pool_persistence(
+                pool_database)
         else:
             persistence = open_persistence(data_dir, self.reactor)
+        backend = make_backend(s, discard_domains=discard)
         server = self.server = Server(
             data_dir, make_portal(make_checkers(s)), backend, persistence,
             bind=s["bind"], login_failure_delay=float(s["login-failure-delay"]),
@@ -246,17 +255,20 @@ class XapiService(service.MultiService):
     @defer.inlineCallbacks
     def _pool_persistence(self, pool_database):
         """A pooled host: its etcd member up, then the master's log (once
-        it holds the mastership) or a slave's replica."""
+        it holds the mastership) or a slave's replica; and whether the
+        domains it ran are still its own (see txxapi.ha.local)."""
         data_dir = self.settings["data-dir"]
         yield pool_database.start_member()
+        armed = ha_local.armed(data_dir)
+        ha_lease = yield ha_local.live_lease(pool_database.client, data_dir)
         if pool_role.read(data_dir).is_master:
             persistence = yield pool_database.master_persistence(
-                pool_database.config["name"])
+                pool_database.config["name"], ha_lease)
         else:
             persistence = SlavePersistence(
                 pool_database.client, pool_db.PREFIX,
                 os.path.join(data_dir, "replica"), None, self.reactor)
-        return persistence
+        return persistence, armed and ha_lease is None
 
     def _certificate(self, data_dir):
         s = self.settings

@@ -9,6 +9,9 @@ address.  Binding ports below 1024 needs root, as the tests run.
 """
 
 import os
+import signal
+import threading
+import time
 import xmlrpc.client
 
 import XenAPI
@@ -43,10 +46,36 @@ class PoolHost(RunningServer):
         self.respawn()
         return self.wait_ready(timeout)
 
+    def crash(self):
+        """The host dies at once: its process and every process it
+        started (its etcd member) killed with -9."""
+        if self.proc is not None:
+            children = _descendants(self.proc.pid)
+            self.kill()
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
     def respawn(self):
         status = self.wait_exit()
         assert status == RESTART_STATUS, (status, self.read_log())
         self.spawn()
+
+
+def _descendants(pid):
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open("/proc/%d/task/%d/children" % (parent, parent)) as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        found += children
+        todo += children
+    return found
 
 
 class PoolHosts:
@@ -97,6 +126,33 @@ class PoolHosts:
         finally:
             _logout(session)
         joiner.restart()
+
+
+class Supervisor:
+    """What a host's init does: a host whose process exits asking for a
+    restart (it changed role by itself, as an HA take-over does, or
+    fenced itself) is started again.  A thread, until stop()."""
+
+    def __init__(self, hosts, interval=0.1):
+        self.hosts = list(hosts)
+        self.interval = interval
+        self.restarts = []          # (host address, time.time())
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stopped.wait(self.interval):
+            for host in self.hosts:
+                proc = host.proc
+                if proc is not None and proc.poll() == RESTART_STATUS:
+                    host.wait_exit()
+                    host.spawn()
+                    self.restarts.append((host.address, time.time()))
+
+    def stop(self):
+        self._stopped.set()
+        self._thread.join()
 
 
 def started_pool(base, count):

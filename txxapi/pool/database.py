@@ -106,10 +106,12 @@ class PoolDatabase(service.MultiService):
                      name=config["name"])
 
     @defer.inlineCallbacks
-    def master_persistence(self, host_uuid):
-        """PoolPersistence, once this host holds the mastership."""
-        lease = yield self.client.grant(LEASE_TTL)
+    def master_persistence(self, host_uuid, lease=None):
+        """PoolPersistence, once this host holds the mastership (under
+        ``lease`` if given: the one an HA take-over won it with)."""
         granted_at = self.reactor.seconds()
+        if lease is None:
+            lease = yield self.client.grant(LEASE_TTL)
         # Renewed while it waits: the wait may outlast the lease's TTL.
         self.lease_keeper = LeaseKeeper(self.client, lease).start(granted_at)
         # Fires at once on a fresh pool; after a crash, once the old

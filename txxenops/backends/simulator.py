@@ -49,6 +49,7 @@ from zope.interface import implementer
 
 from txxenops.backends import simload
 from txxenops.backends.simconsole import ConsoleServer
+from txxenops.backends.simledger import Ledger
 from txxenops.control import control_of
 from txxenops.errors import (
     BackendUnavailable, BadDomainState, Cancelled, DeviceError, DomainNotFound,
@@ -318,7 +319,7 @@ class SimulatorBackend:
 
     def __init__(self, memory=DEFAULT_MEMORY, hostname=None, dom0_memory=None,
                  state_dir=None, op_time=0.05, agent_delay=0.2,
-                 shutdown_delay=0.1, check_paths=True):
+                 shutdown_delay=0.1, check_paths=True, discard_domains=False):
         self.memory_total = int(memory)
         self.hostname = hostname or socket.gethostname()
         self.cpus = read_cpus()
@@ -344,9 +345,13 @@ class SimulatorBackend:
         self._host_load = simload.HostLoad(
             len(self.cpus), min(len(self.cpus), 16), self.dom0_memory,
             time.time())
+        self._ledger = None
         if state_dir:
             os.makedirs(state_dir, exist_ok=True)
-            self._load()
+            self._ledger = Ledger(state_dir)
+            # discard_domains: the host was fenced (or otherwise declared
+            # dead) while it was down: its old domains run elsewhere now.
+            self._load(discard=discard_domains)
 
     # --- host -------------------------------------------------------------
 
@@ -743,6 +748,7 @@ class SimulatorBackend:
         self._consoles.close()
         self._commit(force=True)
         self._dispatcher.stop()
+        self._record("close")
 
     # --- test hooks: what a guest may do on its own ------------------------
 
@@ -817,6 +823,7 @@ class SimulatorBackend:
             rec.console_port, rec.text_port = port, text_port
             rec.start_time = time.time()
             self._change_state(rec, "paused" if paused else "running")
+            self._record("ran", spec.uuid)
             if rec.guest_metrics is not None:
                 self._refresh_networks(rec, emit=False)
             return self._emit("state", rec)
@@ -830,6 +837,7 @@ class SimulatorBackend:
             if self._domains.get(rec.spec.uuid) is rec:
                 del self._domains[rec.spec.uuid]
                 self._gen += 1
+                self._record("ended", rec.spec.uuid)
             self._consoles.close_console(rec.domid)
             if emit:
                 self._emit_gone(rec.spec.uuid, rec.domid)
@@ -1062,7 +1070,11 @@ class SimulatorBackend:
     def _state_path(self):
         return os.path.join(self.state_dir, STATE_FILE)
 
-    def _load(self):
+    def _record(self, what, *args):
+        if self._ledger is not None:
+            getattr(self._ledger, what)(*args)
+
+    def _load(self, discard=False):
         path = self._state_path()
         try:
             with open(path) as f:
@@ -1074,6 +1086,12 @@ class SimulatorBackend:
             log.warning("ignoring unreadable domain table %s: %s", path, e)
             return
         self._next_domid = int(data.get("next_domid", 1))
+        if discard:
+            log.warning("discarding the domains of a fenced host: %s",
+                        [d.get("spec", {}).get("uuid")
+                         for d in data.get("domains", [])])
+            self._gen += 1
+            return
         now = time.time()
         for d in data.get("domains", []):
             rec = _Domain.from_dict(d)
@@ -1088,6 +1106,7 @@ class SimulatorBackend:
                 rec.console_port = rec.text_port = 0
             self._consoles.set_state(rec.domid, rec.state)
             self._domains[rec.spec.uuid] = rec
+            self._record("ran", rec.spec.uuid)
             if rec.agent_due is not None:
                 due = rec.agent_due
                 self._scheduler.call_at(

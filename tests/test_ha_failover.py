@@ -1,0 +1,207 @@
+"""
+High availability on a pool of three real hosts (tests/support/pool.py)
+with a shared SR as the heartbeat SR and T = 10 s: pool.enable_ha and
+disable_ha over the SDK with XAPI's errors; a slave killed with -9 —
+its protected VMs Running on a survivor within T + 30 s, its host not
+live, HA_HOST_FAILED, and, started again, it comes back into the liveset
+without its stale domains; the master killed with -9 — a survivor takes
+the mastership by itself and answers within T + 15 s, every write
+acknowledged before is there, and the dead master's protected VMs run
+again.  Each time the simulators' ledgers show no VM ever ran on two
+hosts at once.
+"""
+
+import os
+import time
+
+import pytest
+import XenAPI
+
+from tests.support.api import failure, wait_until
+from tests.support.etcd import needs_etcd
+from tests.support.pool import Supervisor, joined_pool
+from tests.support.servers import PASSWORD, USER
+from tests.test_pool_database import labels
+from tests.test_pool_join import by_address
+from tests.test_vm_lifecycle import MIB, new_vm
+from txxenops.backends.simledger import intervals, overlaps
+
+pytestmark = [needs_etcd, pytest.mark.skipif(
+    os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
+
+T = 10
+SERVER_ARGS = ["--simulator-op-time", "0.01", "--shutdown-timeout", "3",
+               "--metrics-interval", "1"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("ha"))
+    for hosts in joined_pool(base, 3, SERVER_ARGS):
+        hosts.shared = os.path.join(base, "shared")
+        os.makedirs(hosts.shared)
+        supervisor = Supervisor(hosts)
+        try:
+            yield hosts
+        finally:
+            supervisor.stop()
+
+
+def ledgers(pool):
+    return {h.address: os.path.join(h.data_dir, "xenops") for h in pool}
+
+
+def no_overlap(pool):
+    assert overlaps(ledgers(pool)) == []
+
+
+def master_of(pool):
+    """The SDK on whichever host answers as the master now."""
+    for host in pool:
+        if host.proc is None:
+            continue
+        try:
+            s = XenAPI.Session(host.https_url, ignore_ssl=True)
+            s.xenapi.login_with_password(USER, PASSWORD, "1.0", "test")
+            return s.xenapi
+        except Exception:
+            continue
+    return None
+
+
+def heartbeat_sr(x, pool):
+    srs = [r for r in x.SR.get_all() if x.SR.get_name_label(r) == "hb"]
+    if srs:
+        return srs[0]
+    master = x.pool.get_master(x.pool.get_all()[0])
+    return x.SR.create(master, {"location": pool.shared}, "0", "hb", "",
+                       "sharedfile", "user", True, {})
+
+
+def ha_vm(x, name, host, priority="restart", order=0):
+    vm = new_vm(x, name, memory=64 * MIB, affinity=host)
+    x.VM.set_ha_restart_priority(vm, priority)
+    x.VM.set_order(vm, str(order))
+    x.VM.start(vm, False, False)
+    assert x.VM.get_resident_on(vm) == host
+    return vm
+
+
+def running_elsewhere(x, vm, dead):
+    return x.VM.get_power_state(vm) == "Running" and \
+        x.VM.get_resident_on(vm) not in (dead, "OpaqueRef:NULL")
+
+
+def test_enable_and_disable_ha(pool):
+    x = pool[0].session().xenapi
+    the_pool = x.pool.get_all()[0]
+    assert failure(x.pool.disable_ha) == ["HA_NOT_ENABLED"]
+    sr = heartbeat_sr(x, pool)
+    # Only the master's PBD is plugged so far.
+    assert failure(x.pool.enable_ha, [sr], {}) == ["SR_NO_PBDS", sr]
+    local = [x.PBD.get_SR(p) for p in x.PBD.get_all()
+             if not x.SR.get_shared(x.PBD.get_SR(p))
+             and x.SR.get_type(x.PBD.get_SR(p)) == "file"][0]
+    assert failure(x.pool.enable_ha, [local], {}) == ["SR_NO_PBDS", local]
+    assert failure(x.pool.enable_ha, ["OpaqueRef:nope"], {}) == [
+        "HANDLE_INVALID", "SR", "OpaqueRef:nope"]
+    for pbd in x.SR.get_PBDs(sr):
+        if not x.PBD.get_currently_attached(pbd):
+            x.PBD.plug(pbd)
+    assert failure(x.pool.enable_ha, [sr], {"timeout": "5"}) == [
+        "INVALID_VALUE", "timeout", "5"]
+    assert x.pool.get_ha_enabled(the_pool) is False
+    assert x.pool.get_ha_statefiles(the_pool) == []
+
+    x.pool.enable_ha([sr], {"timeout": str(T)})
+    assert x.pool.get_ha_enabled(the_pool) is True
+    assert x.pool.get_ha_configuration(the_pool) == {"timeout": str(T)}
+    statefiles = x.pool.get_ha_statefiles(the_pool)
+    assert len(statefiles) == 1
+    vdis = {x.VDI.get_type(v): v for v in x.SR.get_VDIs(sr)}
+    assert vdis["ha_statefile"] == statefiles[0]
+    assert x.VDI.get_name_label(vdis["redo_log"]) == "Metadata for HA"
+    hosts = x.host.get_all()
+    uuids = sorted(x.host.get_uuid(h) for h in hosts)
+    for h in hosts:
+        wait_until(lambda: x.host.get_ha_statefiles(h) == statefiles and
+                   sorted(x.host.get_ha_network_peers(h)) == uuids,
+                   what="host HA fields")
+    assert failure(x.pool.enable_ha, [sr], {}) == ["HA_IS_ENABLED"]
+    assert failure(x.pool.emergency_transition_to_master) == [
+        "HA_IS_ENABLED"]
+
+    x.pool.disable_ha()
+    assert x.pool.get_ha_enabled(the_pool) is False
+    assert x.pool.get_ha_statefiles(the_pool) == []
+    # Enabled again (for the tests below): the same statefile is reused.
+    x.pool.enable_ha([], {"timeout": str(T)})
+    assert x.pool.get_ha_statefiles(the_pool) == statefiles
+
+
+def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
+    x = pool[0].session().xenapi
+    hosts = by_address(x)
+    dead, dead_host = hosts[pool[2].address]
+    protected = [ha_vm(x, "protected-%d" % i, dead, order=i)
+                 for i in range(2)]
+    best_effort = ha_vm(x, "best-effort", dead, "best-effort")
+    unprotected = ha_vm(x, "unprotected", dead, "")
+    x.VM.set_start_delay(protected[0], "1")
+    killed = time.time()
+    pool[2].crash()
+    for vm in protected + [best_effort]:
+        wait_until(lambda: running_elsewhere(x, vm, dead), timeout=T + 30,
+                   what="%s restarted" % x.VM.get_name_label(vm))
+    restarted = time.time() - killed
+    assert restarted < T + 30
+    # Never before the lease was gone and the margin passed.
+    assert restarted >= T
+    assert x.VM.get_power_state(unprotected) == "Halted"
+    assert x.host_metrics.get_live(dead_host["metrics"]) is False
+    failed = [m for m in x.message.get_all_records().values()
+              if m["name"] == "HA_HOST_FAILED"]
+    assert [m["obj_uuid"] for m in failed] == [dead_host["uuid"]]
+    assert failed[0]["body"] == "Server '%s' has failed" % \
+        dead_host["name_label"]
+    # Restarted in order: the second group after the first's start_delay.
+    first = max(t for _, t, _ in _runs(pool, x, protected[0]))
+    second = max(t for _, t, _ in _runs(pool, x, protected[1]))
+    assert second >= first + 1
+    no_overlap(pool)
+
+    # Back up, it finds its lease expired: its stale domains are gone and
+    # it joins the liveset again.
+    pool[2].start(timeout=60)
+    wait_until(lambda: x.host_metrics.get_live(dead_host["metrics"]),
+               timeout=30, what="the host live again")
+    for vm in protected + [best_effort]:
+        assert running_elsewhere(x, vm, dead)
+    boots = intervals(ledgers(pool)[pool[2].address])
+    assert all(end is not None for _, _, end in boots)
+    no_overlap(pool)
+
+
+def _runs(pool, x, vm):
+    uuid = x.VM.get_uuid(vm)
+    return [r for h in pool for r in intervals(ledgers(pool)[h.address])
+            if r[0] == uuid]
+
+
+def test_a_killed_master_is_replaced_and_its_vms_run_again(pool):
+    x = pool[0].session().xenapi
+    hosts = by_address(x)
+    master, _ = hosts[pool[0].address]
+    protected = ha_vm(x, "on-the-master", master)
+    x.network.create({"name_label": "before-the-kill",
+                      "name_description": "", "MTU": "1500",
+                      "other_config": {}})
+    killed = time.monotonic()
+    pool[0].crash()
+    y = wait_until(lambda: master_of(pool), timeout=T + 15, interval=0.5,
+                   what="a new master")
+    assert time.monotonic() - killed < T + 15
+    assert "before-the-kill" in labels(y)
+    wait_until(lambda: running_elsewhere(y, protected, master),
+               timeout=T + 30, what="the master's VM restarted")
+    no_overlap(pool)
