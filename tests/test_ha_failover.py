@@ -8,7 +8,8 @@ without its stale domains; the master killed with -9 — a survivor takes
 the mastership by itself and answers within T + 15 s, every write
 acknowledged before is there, and the dead master's protected VMs run
 again.  Each time the simulators' ledgers show no VM ever ran on two
-hosts at once.
+hosts at once.  The old master, started again, finds the mastership
+taken and comes back as the new master's slave.
 """
 
 import os
@@ -19,10 +20,10 @@ import XenAPI
 
 from tests.support.api import failure, wait_until
 from tests.support.etcd import needs_etcd
-from tests.support.pool import Supervisor, joined_pool
+from tests.support.pool import Supervisor, joined_pool, pool_session
 from tests.support.servers import PASSWORD, USER
 from tests.test_pool_database import labels
-from tests.test_pool_join import by_address
+from tests.test_pool_join import by_address, role_of
 from tests.test_vm_lifecycle import MIB, new_vm
 from txxenops.backends.simledger import intervals, overlaps
 
@@ -205,3 +206,18 @@ def test_a_killed_master_is_replaced_and_its_vms_run_again(pool):
     wait_until(lambda: running_elsewhere(y, protected, master),
                timeout=T + 30, what="the master's VM restarted")
     no_overlap(pool)
+
+    # Back up, the old master finds the mastership taken: it starts as
+    # the new master's slave, without its stale domains.
+    new_master = y.host.get_address(y.pool.get_master(y.pool.get_all()[0]))
+    pool[0].start(timeout=60)
+    assert role_of(pool[0]) == "slave:" + new_master
+    wait_until(lambda: y.host_metrics.get_live(
+        y.host.get_metrics(master)), timeout=30, what="the old master live")
+    assert running_elsewhere(y, protected, master)
+    no_overlap(pool)
+    y.network.create({"name_label": "after-the-return",
+                      "name_description": "", "MTU": "1500",
+                      "other_config": {}})
+    z = pool_session(pool[0]).xenapi
+    wait_until(lambda: "after-the-return" in labels(z), what="replica")

@@ -175,12 +175,30 @@ class XapiService(service.MultiService):
         return self._join(child)
 
     @defer.inlineCallbacks
-    def _start(self):
+    def restart_in_place(self):
+        """Start again in a new role (an HA take-over) without leaving
+        the process: every child but the pool's stops, then the server
+        starts as a new process would, from the pool's log.  A process
+        restart would also restart this host's etcd member, and with
+        another member dead already the cluster would lose its quorum
+        meanwhile (and every host its HA lease)."""
+        pool_database = self.getServiceNamed("pool")
+        for child in reversed(list(self)):
+            if child is not pool_database:
+                yield defer.maybeDeferred(child.disownServiceParent)
+        log.info("restarting in place")
+        self._starting = self._start(pool_database)
+        self._starting.addErrback(self._failed)
+        yield self._starting
+
+    @defer.inlineCallbacks
+    def _start(self, pool_database=None):
         s = self.settings
         data_dir = s["data-dir"]
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        pool_database = PoolDatabase(data_dir, self.reactor)
-        self._join(pool_database)
+        if pool_database is None:
+            pool_database = PoolDatabase(data_dir, self.reactor)
+            self._join(pool_database)
         discard = False
         if pool_database.pooled:
             persistence, discard = yield self._pool_persistence(
@@ -205,6 +223,7 @@ class XapiService(service.MultiService):
             metrics_token=read_token(s["metrics-token-file"])
             if s["metrics-token-file"] else None)
         server.pool_database = pool_database
+        server.restart_in_place = self.restart_in_place
         if isinstance(persistence, SlavePersistence):
             persistence.identity = server.identity
         yield self._join(StepService("database", server.open_database,
@@ -261,6 +280,15 @@ class XapiService(service.MultiService):
         yield pool_database.start_member()
         armed = ha_local.armed(data_dir)
         ha_lease = yield ha_local.live_lease(pool_database.client, data_dir)
+        if armed and pool_role.read(data_dir).is_master:
+            master = yield ha_local.master_elsewhere(
+                pool_database.client, pool_database.config["name"],
+                ha_lease, self.reactor)
+            if master is not None:
+                log.warn("HA: {a} took the mastership while this host was "
+                         "down: starting as its slave", a=master)
+                pool_role.write(data_dir, pool_role.Role(pool_role.SLAVE,
+                                                         master))
         if pool_role.read(data_dir).is_master:
             persistence = yield pool_database.master_persistence(
                 pool_database.config["name"], ha_lease)

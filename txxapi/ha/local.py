@@ -13,10 +13,11 @@ was declared dead while it was down, and it comes up without them.
 import json
 import os
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from txxapi.errors import invalid_value
 from txxapi.files import write_atomically
+from txxapi.pool.database import MASTER_KEY
 from txxapi.pool.etcd import EtcdLeaseNotFound, Lease
 
 FILE = "ha.json"
@@ -103,3 +104,24 @@ def live_lease(client, data_dir):
         clear(data_dir)
         return None
     return Lease(lease.id, int(saved.get("ttl") or lease.ttl))
+
+
+@defer.inlineCallbacks
+def master_elsewhere(client, my_uuid, my_lease, clock, interval=0.5):
+    """For a host that starts as master with HA armed: the address of
+    another host that took the mastership while this one was down (it
+    must then start as that host's slave), or None once the mastership
+    is free for it or held under ``my_lease`` (its HA lease, which won
+    it).  While an earlier lease of its own still holds the key, it waits
+    for that to expire."""
+    while True:
+        holder = yield client.get(MASTER_KEY)
+        if holder is None or (my_lease is not None and
+                              holder.lease == my_lease.id):
+            return None
+        uuid = holder.value.decode()
+        if uuid != my_uuid:
+            live = yield client.get(live_key(uuid))
+            if live is not None:
+                return live.value.decode()
+        yield task.deferLater(clock, interval, lambda: None)

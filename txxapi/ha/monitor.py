@@ -180,7 +180,8 @@ class HAMonitor:
             if won:
                 log.warn("HA: the master is gone; this host takes over")
                 self._stopping = True
-                transition.become_master(server)
+                self.keeper.stop()
+                transition.take_over(server)
                 return
         if holder is None:
             return

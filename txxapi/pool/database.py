@@ -86,7 +86,9 @@ class PoolDatabase(service.MultiService):
     @defer.inlineCallbacks
     def start_member(self):
         """This host's etcd member, if it has one, serving; the client of
-        the cluster either way."""
+        the cluster either way (already, after a restart in place)."""
+        if self.client is not None:
+            return
         config = self.config
         self.client = EtcdClient(config["clients"], self.reactor)
         if not config.get("member"):
