@@ -79,6 +79,12 @@ def heartbeat_sr(x, pool):
                        "sharedfile", "user", True, {})
 
 
+def plug_everywhere(x, sr):
+    for pbd in x.SR.get_PBDs(sr):
+        if not x.PBD.get_currently_attached(pbd):
+            x.PBD.plug(pbd)
+
+
 def ha_vm(x, name, host, priority="restart", order=0):
     vm = new_vm(x, name, memory=64 * MIB, affinity=host)
     x.VM.set_ha_restart_priority(vm, priority)
@@ -106,9 +112,7 @@ def test_enable_and_disable_ha(pool):
     assert failure(x.pool.enable_ha, [local], {}) == ["SR_NO_PBDS", local]
     assert failure(x.pool.enable_ha, ["OpaqueRef:nope"], {}) == [
         "HANDLE_INVALID", "SR", "OpaqueRef:nope"]
-    for pbd in x.SR.get_PBDs(sr):
-        if not x.PBD.get_currently_attached(pbd):
-            x.PBD.plug(pbd)
+    plug_everywhere(x, sr)
     assert failure(x.pool.enable_ha, [sr], {"timeout": "5"}) == [
         "INVALID_VALUE", "timeout", "5"]
     assert x.pool.get_ha_enabled(the_pool) is False

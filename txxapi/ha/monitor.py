@@ -93,6 +93,9 @@ class HAMonitor:
         server = self.server
         pool = server.db.fields("pool", server.pool_ref)
         if pool["ha_enabled"]:
+            if self.keeper is not None and \
+                    self.timeouts.t != _timeout(pool):
+                yield self._leave()     # disabled, enabled with a new T
             if self.keeper is None:
                 yield self._join(pool)
             else:
@@ -112,10 +115,7 @@ class HAMonitor:
     @defer.inlineCallbacks
     def _join(self, pool):
         server, client = self.server, self.client
-        try:
-            t = local.timeout_of(pool["ha_configuration"])
-        except Exception:
-            t = local.DEFAULT_TIMEOUT
+        t = _timeout(pool)
         self.timeouts = timeouts = local.Timeouts(t)
         sent = server.reactor.seconds()
         lease = yield local.live_lease(client, server.data_dir)
@@ -197,6 +197,13 @@ class HAMonitor:
             role = pool_role.Role(pool_role.SLAVE, address)
             pool_role.write(server.data_dir, role)
             server.identity.role = role
+
+
+def _timeout(pool):
+    try:
+        return local.timeout_of(pool["ha_configuration"])
+    except Exception:
+        return local.DEFAULT_TIMEOUT
 
 
 def fence_domains(backend):
