@@ -24,6 +24,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 os.pardir))
 
+from tests.support.api import wait_until  # noqa: E402
 from tests.support.etcd import have_etcd  # noqa: E402
 from tests.support.pool import Supervisor, joined_pool  # noqa: E402
 from tests.test_ha_failover import (  # noqa: E402
@@ -32,17 +33,8 @@ from tests.test_ha_failover import (  # noqa: E402
 from tests.test_vm_lifecycle import MIB, new_vm  # noqa: E402
 from txxenops.backends.simledger import overlaps  # noqa: E402
 
-POLL = 0.1
-
-
 def until(check, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(POLL)
-    raise SystemExit("timed out after %.0f s" % timeout)
+    return wait_until(check, timeout=timeout, what="the failover")
 
 
 def protect(x, host, count, tag):
@@ -60,6 +52,27 @@ def failed_messages(x, uuid):
                for m in x.message.get_all_records().values())
 
 
+def crash(pool, x, t, victim, vms, tag, first, first_check):
+    """Crash ``victim`` with ``vms`` protected VMs on it: seconds until
+    ``first_check(x)`` (the SDK on the master) and until its VMs run
+    elsewhere; the host is started again and back in the liveset."""
+    host = x.host.get_by_uuid(victim.uuid)
+    on_host = protect(x, host, vms, "%s-t%d" % (tag, t))
+    figures = {}
+    crashed = time.monotonic()
+    victim.crash()
+    y = until(lambda: first_check(x), 3 * t + 60)
+    y = x if y is True else y
+    figures[first] = time.monotonic() - crashed
+    until(lambda: all(running_elsewhere(y, vm, host) for vm in on_host),
+          3 * t + 60)
+    figures[tag + "_vms_back"] = time.monotonic() - crashed
+    victim.start(timeout=120)
+    until(lambda: y.host_metrics.get_live(y.host.get_metrics(host)),
+          3 * t + 60)
+    return y, figures
+
+
 def one_timeout(pool, t, vms):
     row = {"T": t}
     x = master_of(pool)
@@ -69,38 +82,21 @@ def one_timeout(pool, t, vms):
     sr = heartbeat_sr(x, pool)
     plug_everywhere(x, sr)
     x.pool.enable_ha([sr], {"timeout": str(t)})
-    by_address = {x.host.get_address(h): h for h in x.host.get_all()}
     master = x.pool.get_master(the_pool)
-    slave_host = next(h for h in pool
-                      if by_address[h.address] != master)
-    master_host = next(h for h in pool if by_address[h.address] == master)
-    slave = by_address[slave_host.address]
-
-    on_slave = protect(x, slave, vms, "slave-t%d" % t)
-    uuid = x.host.get_uuid(slave)
-    before = failed_messages(x, uuid)
-    crashed = time.monotonic()
-    slave_host.crash()
-    until(lambda: failed_messages(x, uuid) > before, 3 * t + 60)
-    row["slave_detected"] = time.monotonic() - crashed
-    until(lambda: all(running_elsewhere(x, vm, slave) for vm in on_slave),
-          3 * t + 60)
-    row["slave_vms_back"] = time.monotonic() - crashed
-    slave_host.start(timeout=120)
-    until(lambda: x.host_metrics.get_live(x.host.get_metrics(slave)),
-          3 * t + 60)
-
-    on_master = protect(x, master, vms, "master-t%d" % t)
-    crashed = time.monotonic()
-    master_host.crash()
-    y = until(lambda: master_of(pool), 3 * t + 60)
-    row["api_back"] = time.monotonic() - crashed
-    until(lambda: all(running_elsewhere(y, vm, master) for vm in on_master),
-          3 * t + 60)
-    row["master_vms_back"] = time.monotonic() - crashed
-    master_host.start(timeout=120)
-    until(lambda: y.host_metrics.get_live(y.host.get_metrics(master)),
-          3 * t + 60)
+    uuids = {r["address"]: r["uuid"]
+             for r in x.host.get_all_records().values()}
+    for h in pool:
+        h.uuid = uuids[h.address]
+    master_host = next(h for h in pool if h.uuid == x.host.get_uuid(master))
+    slave_host = next(h for h in pool if h is not master_host)
+    before = failed_messages(x, slave_host.uuid)
+    x, figures = crash(
+        pool, x, t, slave_host, vms, "slave", "slave_detected",
+        lambda x: failed_messages(x, slave_host.uuid) > before)
+    row.update(figures)
+    x, figures = crash(pool, x, t, master_host, vms, "master", "api_back",
+                       lambda x: master_of(pool))
+    row.update(figures)
     row["overlaps"] = len(overlaps(
         {h.address: os.path.join(h.data_dir, "xenops") for h in pool}))
     return row
