@@ -19,6 +19,7 @@ import pytest
 import XenAPI
 
 from tests.support.api import failure, wait_until
+from tests.support import netns
 from tests.support.etcd import needs_etcd
 from tests.support.pool import Supervisor, joined_pool, pool_session
 from tests.support.servers import PASSWORD, USER
@@ -37,15 +38,23 @@ SERVER_ARGS = ["--simulator-op-time", "0.01", "--shutdown-timeout", "3",
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
+    """Each host in a network namespace of its own where they can be
+    made (so that one can be cut off), else on the loopback."""
     base = str(tmp_path_factory.mktemp("ha"))
-    for hosts in joined_pool(base, 3, SERVER_ARGS):
-        hosts.shared = os.path.join(base, "shared")
-        os.makedirs(hosts.shared)
-        supervisor = Supervisor(hosts)
-        try:
-            yield hosts
-        finally:
-            supervisor.stop()
+    network = netns.Namespaces(3).create() if netns.available() else None
+    try:
+        for hosts in joined_pool(base, 3, SERVER_ARGS, network):
+            hosts.network = network
+            hosts.shared = os.path.join(base, "shared")
+            os.makedirs(hosts.shared)
+            supervisor = Supervisor(hosts)
+            try:
+                yield hosts
+            finally:
+                supervisor.stop()
+    finally:
+        if network is not None:
+            network.destroy()
 
 
 def ledgers(pool):
@@ -184,6 +193,33 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
         assert running_elsewhere(x, vm, dead)
     boots = intervals(ledgers(pool)[pool[2].address])
     assert all(end is not None for _, _, end in boots)
+    no_overlap(pool)
+
+
+def test_a_slave_cut_off_fences_itself_and_comes_back_healed(pool):
+    if pool.network is None:
+        pytest.skip("needs network namespaces")
+    x = pool[0].session().xenapi
+    cut, cut_host = by_address(x)[pool[1].address]
+    vms = [ha_vm(x, "cut-off-%d" % i, cut) for i in range(2)]
+    pool.network.cut(1)
+    for vm in vms:
+        wait_until(lambda: running_elsewhere(x, vm, cut), timeout=T + 30,
+                   what="%s restarted" % x.VM.get_name_label(vm))
+    # It stopped them itself, before they ran anywhere else.
+    uuids = {x.VM.get_uuid(vm) for vm in vms}
+    ends = [end for vm, _, end in intervals(ledgers(pool)[pool[1].address])
+            if vm in uuids]
+    assert len(ends) == 2 and None not in ends
+    no_overlap(pool)
+    assert x.host_metrics.get_live(cut_host["metrics"]) is False
+
+    pool.network.heal(1)
+    wait_until(lambda: x.host_metrics.get_live(cut_host["metrics"]),
+               timeout=60, what="the healed host live again")
+    assert role_of(pool[1]) == "slave:" + pool[0].address
+    for vm in vms:
+        assert running_elsewhere(x, vm, cut)
     no_overlap(pool)
 
 

@@ -30,14 +30,19 @@ def host_address(index):
 
 
 class PoolHost(RunningServer):
-    def __init__(self, base, index, extra_args=()):
-        address = host_address(index)
+    """``network``: a tests.support.netns.Namespaces the host runs in
+    (its own address there), else the loopback."""
+
+    def __init__(self, base, index, extra_args=(), network=None):
+        address = network.address(index) if network else host_address(index)
         RunningServer.__init__(
             self, os.path.join(base, "host%d" % index, "data"),
             passwd_file=os.path.join(base, "passwd"),
             extra_args=extra_args, http_port=80, https_port=443,
             bind=address)
         self.address = address
+        if network is not None:
+            self.command_prefix = network.prefix(index)
 
     def restart(self, timeout=30):
         """Start again after the process exited by itself (a join or an
@@ -82,7 +87,7 @@ class PoolHosts:
     """``hosts[i]`` is a PoolHost; start(), stop() and kill() per host.
     ``extra_args``: server options every host gets."""
 
-    def __init__(self, base, count, extra_args=()):
+    def __init__(self, base, count, extra_args=(), network=None):
         self.base = base
         os.makedirs(base, exist_ok=True)
         passwd = os.path.join(base, "passwd")
@@ -90,7 +95,8 @@ class PoolHosts:
             from tests.support.servers import sha512_crypt
             with open(passwd, "w") as f:
                 f.write("%s:%s\n" % (USER, sha512_crypt(PASSWORD)))
-        self.hosts = [PoolHost(base, i, extra_args) for i in range(count)]
+        self.hosts = [PoolHost(base, i, extra_args, network)
+                      for i in range(count)]
 
     def __getitem__(self, index):
         return self.hosts[index]
@@ -165,10 +171,10 @@ def started_pool(base, count):
         hosts.stop()
 
 
-def joined_pool(base, count, extra_args=()):
+def joined_pool(base, count, extra_args=(), network=None):
     """A generator for a module fixture: ``count`` hosts, the first the
     master and every other joined to it; all stopped afterwards."""
-    hosts = PoolHosts(base, count, extra_args).start()
+    hosts = PoolHosts(base, count, extra_args, network).start()
     try:
         for joiner in hosts.hosts[1:]:
             hosts.join(joiner, hosts[0])
