@@ -9,7 +9,10 @@ the mastership by itself and answers within T + 15 s, every write
 acknowledged before is there, and the dead master's protected VMs run
 again.  Each time the simulators' ledgers show no VM ever ran on two
 hosts at once.  The old master, started again, finds the mastership
-taken and comes back as the new master's slave.
+taken and comes back as the new master's slave.  With each host in a
+network namespace of its own: a slave cut off fences itself and its VMs
+run elsewhere; the master cut off while it runs fences itself too, a
+survivor takes over, and healed, either comes back as a slave.
 """
 
 import os
@@ -65,10 +68,11 @@ def no_overlap(pool):
     assert overlaps(ledgers(pool)) == []
 
 
-def master_of(pool):
-    """The SDK on whichever host answers as the master now."""
+def master_of(pool, cut=None):
+    """The SDK on whichever host answers as the master now (a host cut
+    off is not asked: its connections would hang)."""
     for host in pool:
-        if host.proc is None:
+        if host.proc is None or host is cut:
             continue
         try:
             s = XenAPI.Session(host.https_url, ignore_ssl=True)
@@ -261,3 +265,37 @@ def test_a_killed_master_is_replaced_and_its_vms_run_again(pool):
                       "other_config": {}})
     z = pool_session(pool[0]).xenapi
     wait_until(lambda: "after-the-return" in labels(z), what="replica")
+
+
+def test_the_master_cut_off_is_replaced_and_comes_back_a_slave(pool):
+    if pool.network is None:
+        pytest.skip("needs network namespaces")
+    y = master_of(pool)
+    master = y.pool.get_master(y.pool.get_all()[0])
+    index = next(i for i, h in enumerate(pool)
+                 if h.address == y.host.get_address(master))
+    vm = ha_vm(y, "on-the-cut-master", master)
+    y.network.create({"name_label": "before-the-cut",
+                      "name_description": "", "MTU": "1500",
+                      "other_config": {}})
+    cut_at = time.monotonic()
+    pool.network.cut(index)
+    z = wait_until(lambda: master_of(pool, cut=pool[index]),
+                   timeout=T + 15, interval=0.5, what="a new master")
+    assert time.monotonic() - cut_at < T + 15
+    assert "before-the-cut" in labels(z)
+    wait_until(lambda: running_elsewhere(z, vm, master), timeout=T + 30,
+               what="the cut master's VM restarted")
+    no_overlap(pool)
+
+    pool.network.heal(index)
+    if pool[index].proc is not None and pool[index].proc.poll() is not None:
+        pool[index].wait_exit()     # it gave up waiting for etcd
+    if pool[index].proc is None:
+        pool[index].start(timeout=60)
+    wait_until(lambda: z.host_metrics.get_live(z.host.get_metrics(master)),
+               timeout=90, what="the old master live again")
+    new_master = z.host.get_address(z.pool.get_master(z.pool.get_all()[0]))
+    assert role_of(pool[index]) == "slave:" + new_master
+    assert running_elsewhere(z, vm, master)
+    no_overlap(pool)
