@@ -148,6 +148,7 @@ def test_enable_and_disable_ha(pool):
     assert failure(x.pool.enable_ha, [sr], {}) == ["HA_IS_ENABLED"]
     assert failure(x.pool.emergency_transition_to_master) == [
         "HA_IS_ENABLED"]
+    assert failure(x.pool.eject, hosts[2]) == ["HA_IS_ENABLED"]
 
     x.pool.disable_ha()
     assert x.pool.get_ha_enabled(the_pool) is False
