@@ -45,7 +45,7 @@ class HAMonitor:
         self.failover = Failover(server)
         # This host's lease in the liveset, and T's timings, while in it.
         self.keeper = self.timeouts = self._loop = None
-        self.fenced = self._busy = self._stopping = False
+        self.fenced = self._busy = self._stopping = self._warned = False
 
     @property
     def client(self):
@@ -93,6 +93,7 @@ class HAMonitor:
         server = self.server
         pool = server.db.fields("pool", server.pool_ref)
         if pool["ha_enabled"]:
+            self._approaching_timeout()
             if self.keeper is not None and \
                     self.timeouts.t != _timeout(pool):
                 yield self._leave()     # disabled, enabled with a new T
@@ -106,6 +107,20 @@ class HAMonitor:
                 yield self._follow_master()
         elif self.keeper is not None:
             yield self._leave()
+
+    def _approaching_timeout(self):
+        """Logged, as XAPI logs HA_HEARTBEAT_APPROACHING_TIMEOUT (no
+        alert), once each time renewals have failed for half of T."""
+        keeper = self.keeper
+        if keeper is None or keeper.expires_at is None:
+            return
+        near = keeper.expires_at - self.server.reactor.seconds() < \
+            self.timeouts.ttl / 2.0
+        if near and not self._warned:
+            log.warn("HA_HEARTBEAT_APPROACHING_TIMEOUT: lease {id:x} "
+                     "expires in {s:.1f} s", id=keeper.lease.id,
+                     s=keeper.expires_at - self.server.reactor.seconds())
+        self._warned = near
 
     # -- the liveset -----------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """
-The HA calls: the planning ones, which need only the database — how many host
-failures the pool tolerates (now or with hypothetical priorities), where
-failed VMs would go, whether a plan exists, the failures-to-tolerate
-target and a VM's restart priority, with XAPI's checks; enabling and
-disabling HA (the liveset itself is txxapi.ha.monitor's).
+The HA calls, with XAPI's checks: planning (how many host failures the
+pool tolerates, now or with hypothetical priorities; where failed VMs
+would go; whether a plan exists; the failures-to-tolerate target and a
+VM's restart priority) and enabling and disabling HA (the statefile and
+metadata VDIs on the heartbeat SR, ha_enabled and the wait for every
+host to join the liveset, which txxapi.ha.monitor keeps), pausing
+restarts.
 """
 
 from twisted.internet import defer, task
