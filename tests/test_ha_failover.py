@@ -167,6 +167,11 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
     best_effort = ha_vm(x, "best-effort", dead, "best-effort")
     unprotected = ha_vm(x, "unprotected", dead, "")
     x.VM.set_start_delay(protected[0], "1")
+    # Two failures tolerated on three hosts: a plan exists until one dies.
+    the_pool = x.pool.get_all()[0]
+    x.pool.set_ha_host_failures_to_tolerate(the_pool, "2")
+    assert x.pool.get_ha_overcommitted(the_pool) is False
+    assert x.pool.get_ha_plan_exists_for(the_pool) == "2"
     killed = time.time()
     pool[2].crash()
     for vm in protected + [best_effort]:
@@ -183,6 +188,12 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
     assert [m["obj_uuid"] for m in failed] == [dead_host["uuid"]]
     assert failed[0]["body"] == "Server '%s' has failed" % \
         dead_host["name_label"]
+    # The plan was recomputed on the host's failure.
+    wait_until(lambda: x.pool.get_ha_overcommitted(the_pool),
+               what="the pool overcommitted")
+    assert int(x.pool.get_ha_plan_exists_for(the_pool)) < 2
+    assert any(m["name"] == "HA_POOL_OVERCOMMITTED"
+               for m in x.message.get_all_records().values())
     # Restarted in order: the second group after the first's start_delay.
     first = max(t for _, t, _ in _runs(pool, x, protected[0]))
     second = max(t for _, t, _ in _runs(pool, x, protected[1]))
@@ -199,6 +210,9 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
     boots = intervals(ledgers(pool)[pool[2].address])
     assert all(end is not None for _, _, end in boots)
     no_overlap(pool)
+    wait_until(lambda: not x.pool.get_ha_overcommitted(the_pool),
+               what="a plan again with the host back")
+    x.pool.set_ha_host_failures_to_tolerate(the_pool, "0")
 
 
 def test_a_slave_cut_off_fences_itself_and_comes_back_healed(pool):

@@ -44,6 +44,8 @@ class Failover:
         self.declared = set()       # host uuids declared dead
         self.best_effort = {}       # VM ref -> tries left
         self.alerted = set()        # protected VMs whose restart failed
+        self.failed_at = {}         # VM ref -> when its restart failed
+        self.retry_after = 120.0    # XAPI's; T once HA runs
         self.prevent_until = 0.0
         self.restarting = None      # the restart pass under way
         self._signature = None
@@ -58,6 +60,7 @@ class Failover:
 
     @defer.inlineCallbacks
     def check(self, client, timeouts):
+        self.retry_after = timeouts.t
         live_kvs = yield client.range(local.LIVE_PREFIX, prefix=True)
         member_kvs = yield client.range(local.MEMBER_PREFIX, prefix=True)
         live = {kv.key[len(local.LIVE_PREFIX):].decode()
@@ -145,8 +148,13 @@ class Failover:
     @defer.inlineCallbacks
     def restart_pass(self):
         db = self.db
+        now = self.clock()
+        # A restart that failed is tried again only after a while (XAPI
+        # waits 2 minutes): the pass runs every second.
         protected = [vm for vm in state.protected_vms(db)
-                     if self._restartable(vm)]
+                     if self._restartable(vm) and
+                     now - self.failed_at.get(vm, -self.retry_after) >=
+                     self.retry_after]
         best_effort = [vm for vm in list(self.best_effort)
                        if db.exists("VM", vm) and self._restartable(vm)]
         for vm in list(self.best_effort):
@@ -163,7 +171,10 @@ class Failover:
                 for vm, (ok, error) in zip(group, results):
                     if ok:
                         self.alerted.discard(vm)
-                    elif vm not in self.alerted:
+                        self.failed_at.pop(vm, None)
+                        continue
+                    self.failed_at[vm] = self.clock()
+                    if vm not in self.alerted:
                         self.alerted.add(vm)
                         self._restart_failed(vm, error)
                 delay = max(db.fields("VM", vm)["start_delay"]
