@@ -9,8 +9,6 @@ commas, error texts and exit codes.
 """
 
 import os
-import pty
-import select
 import socket
 import struct
 import subprocess
@@ -21,7 +19,8 @@ import pytest
 
 from tests.support.servers import PASSWORD, REPO, USER
 from tests.support.xe import (
-    BANNER, _recv, block, module_fixtures, raw_cli, run_xe, unescape_minimal)
+    BANNER, _recv, block, module_fixtures, raw_cli, run_xe, unescape_minimal,
+    xe_in_pty)
 from tests.test_vm_lifecycle import new_vm
 
 
@@ -51,11 +50,19 @@ def test_banner_no_http_head_and_exit(server, x):
     x.VM.destroy(vm)
 
 
-def test_session_id_first_line_and_unknown_error_code(server, api):
+def test_session_id_first_line_and_error_texts(server, api):
     sid = api._session
     _, msgs = raw_cli(server, ["session_id=" + sid, "vm-param-get",
                                "uuid=nope", "param-name=uuid"])
-    assert msgs == [(14, "UUID_INVALID", ["VM", "nope"]), (4, 1)]
+    # A known error: a sentence, then its parameters by name.
+    assert msgs == [(16, "No object of this class has the uuid given.\n"),
+                    (16, "type: VM\n"), (16, "uuid: nope\n"), (4, 1)]
+    # One the CLI has no words for: the Error command, which the client
+    # prints.
+    uuid = api.xenapi.host.get_uuid(api.xenapi.host.get_all()[0])
+    _, msgs = raw_cli(server, ["session_id=" + sid, "host-param-get",
+                               "uuid=" + uuid, "param-name=bogus"])
+    assert msgs == [(14, "Missing parameter", ["bogus"]), (4, 1)]
     # The caller's session is not logged out.
     assert api.xenapi.session.get_uuid(sid)
 
@@ -171,7 +178,8 @@ def test_every_class_has_generated_commands(server):
     assert rc == 0 and len(out.strip()) == 36
     assert run_xe(server, "pool-param-set", "uuid=" + out.strip(),
                   "name-label=x")[2] == \
-        "Error code: UUID_INVALID\nError parameters: pool, %s\n" % out.strip()
+        "No object of this class has the uuid given.\ntype: pool\n" \
+        "uuid: %s\n" % out.strip()
     rc, pool, _ = run_xe(server, "pool-list", "--minimal")
     assert run_xe(server, "pool-param-set", "uuid=" + pool.strip(),
                   "name-label=cli pool")[0] == 0
@@ -218,7 +226,9 @@ def test_selectors_and_multiple(server, x):
                   "--force")[0] == 0
     assert {x.VM.get_power_state(v) for v in vms} == {"Halted"}
     uuid = x.VM.get_uuid(vms[0])
-    assert run_xe(server, "vm-start", "vm=" + uuid)[0] == 0
+    # progress= (XAPI's) draws the task's bar on stderr, terminal or not.
+    rc, out, err = run_xe(server, "vm-start", "vm=" + uuid, "progress=true")
+    assert (rc, out) == (0, "") and err.endswith("] 100%  elapsed 0:00:00\n")
     assert x.VM.get_power_state(vms[0]) == "Running"
     assert x.VM.get_power_state(vms[1]) == "Halted"
     x.VM.hard_shutdown(vms[0])
@@ -270,34 +280,6 @@ def test_tls_pins_on_first_use(server, home):
 
 # --- a whole scenario -------------------------------------------------------------
 
-def xe_in_pty(server, args, cwd):
-    """Run xe with its stdout and stderr on a pseudo-terminal: its
-    exit status and everything it drew."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(str(cwd))
-        os.environ["PYTHONPATH"] = REPO
-        os.environ["HOME"] = str(cwd)
-        os.execv(sys.executable, [sys.executable, "-m", "txxapi.cli"] + args
-                 + ["-p", str(server.http_port), "--nossl", "-u", USER,
-                    "-pw", PASSWORD])
-    data = b""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 1)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), data.decode("utf-8", "replace")
-
-
 def test_install_disk_network_start_export_import(server, x, tmp_path):
     def xe(*args):
         rc, out, err = run_xe(server, *args, cwd=tmp_path)
@@ -318,10 +300,15 @@ def test_install_disk_network_start_export_import(server, x, tmp_path):
     out, _ = xe("vbd-list", "vm-uuid=" + uuid, "params=vdi-uuid",
                 "--minimal")
     assert vdi in out.strip().split(",") and len(out.strip().split(",")) == 2
-    xe("vm-start", "vm=scenario")
+    # A long command in a pipe: nothing but XAPI's output (none).
+    assert xe("vm-start", "vm=scenario") == ("", "")
     assert x.VM.get_power_state(vm) == "Running"
     xe("event-wait", "class=vm", "uuid=" + uuid, "power-state=running")
-    xe("vm-shutdown", "vm=scenario", "--force")
+    # On a terminal: its task's progress.
+    rc, drawn = xe_in_pty(server, ["vm-shutdown", "vm=scenario", "--force"],
+                          tmp_path)
+    assert rc == 0 and "] 100%  elapsed 0:00:" in drawn, drawn
+    assert x.VM.get_power_state(vm) == "Halted"
     # In a pipe: XAPI's output and nothing else.
     assert xe("vm-export", "vm=scenario", "filename=piped.xva") == \
         ("Export succeeded\n", "")
@@ -355,3 +342,21 @@ def test_install_disk_network_start_export_import(server, x, tmp_path):
         out, _ = xe("vm-uninstall", "uuid=" + u, "--force")
         assert out.endswith("All objects destroyed\n")
     assert uuid not in xe("vm-list", "--minimal")[0]
+
+
+def test_ctrl_c_cancels_the_commands_task(server, x, tmp_path):
+    vm = new_vm(x, "slow-to-stop",
+                other={"simulator-shutdown-delay": "60"})
+    x.VM.start(vm, False, False)
+    rc, drawn = xe_in_pty(server, ["vm-shutdown", "uuid=" + x.VM.get_uuid(vm)],
+                          tmp_path, interrupt_on="elapsed")
+    assert rc == 1 and "Interrupted: the server cancels the task" in drawn
+    # The server saw the client go and cancelled the shutdown's task: the
+    # VM is no longer shutting down (else it would be for a minute).
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and x.VM.get_current_operations(vm):
+        time.sleep(0.2)
+    assert x.VM.get_current_operations(vm) == {}
+    assert x.VM.get_power_state(vm) == "Running"
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)

@@ -6,24 +6,13 @@ prints (XAPI's words and exit codes) and by what the API shows after.
 
 import os
 
-from tests.support.xe import block, module_fixtures, run_xe
+from tests.support.xe import (
+    api_error, as_the_api_answers, block, module_fixtures, ok, run_xe)
 
 MIB = 1 << 20
 
 
 server, api, x = module_fixtures("clicmds")
-
-
-def ok(server, *args, **kw):
-    rc, out, err = run_xe(server, *args, **kw)
-    assert (rc, err) == (0, ""), (out, err)
-    return out
-
-
-def api_error(code, *params):
-    """What the client prints for an API error the server passes on."""
-    return "Error code: %s\nError parameters: %s\n" % (code,
-                                                      ", ".join(params))
 
 
 # --- SRs and PBDs ----------------------------------------------------------------
@@ -85,7 +74,7 @@ def test_sr_create_refusals_make_nothing(server, x, tmp_path):
     assert (rc, err) == (1, "File not found: %sError: File not found\n"
                          % missing)
     rc, _, err = run_xe(server, "sr-create", "name-label=bad", "type=nope")
-    assert rc == 1 and err.startswith("Error code: SR_UNKNOWN_DRIVER\n")
+    assert rc == 1 and err.startswith(api_error("SR_UNKNOWN_DRIVER")[:-1])
     rc, _, err = run_xe(server, "sr-create", "type=file")
     assert (rc, err) == (1, "Required parameter not found: name-label\n"
                             "For usage run: 'xe help'\n")
@@ -152,8 +141,10 @@ def test_host_commands(server, x):
                   "host=" + x.host.get_name_label(host))[2] == \
         api_error("NOT_IMPLEMENTED", "host.enable")
     assert x.host.get_enabled(host)
-    assert run_xe(server, "host-evacuate", "uuid=" + uuid) == (
-        1, "", api_error("NOT_IMPLEMENTED", "host.evacuate"))
+    # Another part of the server builds host.evacuate: xe prints its
+    # answer, whatever it is (NOT_IMPLEMENTED until then).
+    assert run_xe(server, "host-evacuate", "uuid=" + uuid) == \
+        as_the_api_answers(x.host.evacuate, host, "OpaqueRef:NULL", "0")
     assert run_xe(server, "host-evacuate", "uuid=" + uuid,
                   "batch-size=many")[2] == (
         "Error: Failed to parse parameter 'batch-size': expecting an "
@@ -260,7 +251,7 @@ def test_roles_and_subjects(server, x):
             "together\n")
         rc, _, err = run_xe(server, "subject-role-add", "uuid=" + uuid,
                             "role-name=no such role")
-        assert rc == 1 and err.startswith("Error code: ")
+        assert (rc, err) == (1, "There is no such role.\n")
         ok(server, "subject-role-remove", "uuid=" + uuid,
            "role-name=pool-operator")
         assert role not in x.subject.get_roles(subject)

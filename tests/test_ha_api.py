@@ -8,7 +8,6 @@ priorities and agility with XAPI's errors.
 """
 
 import pytest
-import XenAPI
 
 from tests.support.servers import serving
 from tests.test_vm_lifecycle import GIB, MIB, failure, new_vm

@@ -424,6 +424,29 @@ def test_metrics_take_the_scrape_token_instead_of_a_session(server, sid, vm):
     assert get(server, "/metrics", {"session_id": sid})[0] == 200
 
 
+def test_a_rotated_scrape_token_is_taken_without_a_restart(server):
+    path = os.path.join(server.data_dir, "..", "scrape-token")
+
+    def rotate(text):
+        with open(path + ".new", "w") as f:
+            f.write(text)
+        os.replace(path + ".new", path)
+
+    def scrape(token):
+        return get(server, "/metrics", {},
+                   [("Authorization", "Bearer " + token)])[0]
+    try:
+        rotate("rotated-token\n")
+        assert scrape("rotated-token") == 200
+        assert scrape(SCRAPE_TOKEN) == 401
+        # A file holding no token admits no scraper until it does again.
+        rotate("two tokens\n")
+        assert scrape("rotated-token") == 401
+    finally:
+        rotate(SCRAPE_TOKEN + "\n")
+    assert scrape(SCRAPE_TOKEN) == 200
+
+
 def test_xo_stats_view_fetches_rrd_updates(server, x, sid, vm):
     node = shutil.which("node")
     xo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xo")

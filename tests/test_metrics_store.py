@@ -72,6 +72,31 @@ def test_rates_of_counters_and_levels():
     assert "vif_0_rx_errors" not in store.vms[VM_UUID].rrd
 
 
+def test_rows_are_printed_as_they_are_made_and_as_a_request_prints_them():
+    """The finest archive's rows are printed when made (the blank ones of
+    a new RRD at once, restored ones by print_rows), so the first
+    /rrd_updates finds them printed; the texts are those a request would
+    print itself."""
+    store = MetricsStore(5)
+    run(store, 1000000, 6, 0.3, 0.6, 20000.0)
+    fine = [a for a in store.vms[VM_UUID].rrd.archives
+            if a.pdp_per_row == 1]
+    assert fine
+    printed = [list(a.memo) for a in fine]
+    assert all(text is not None for texts in printed for text in texts)
+    first = store.updates(-595, 5, None, True, None, None, True)
+    for a in fine:
+        a.memo = [None] * a.rows
+    again = store.updates(-595, 5, None, True, None, None, True)
+    assert first == again
+    assert [list(a.memo) for a in fine] == printed
+    # RRDs restored at a start are printed by the metrics thread.
+    for a in fine:
+        a.memo = [None] * a.rows
+    store.print_rows()
+    assert [list(a.memo) for a in fine] == printed
+
+
 def test_saved_rrds_read_back_whole(tmp_path):
     store = MetricsStore(5)
     run(store, 1000000, 30, 0.3, 0.6, 1000.0)

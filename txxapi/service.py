@@ -38,12 +38,12 @@ from txxapi import tls
 from txxapi.config import local_socket_path
 from txxapi.auth.checkers import PAMChecker, PasswdFileChecker
 from txxapi.auth.realm import make_portal
-from txxapi.config import read_token
 from txxapi.db.persist import open_persistence
 from txxapi.ha import local as ha_local
 from txxapi.ha.monitor import fence_domains
 from txxapi.http.rpc_channel import RPCFactory
 from txxapi.http.site import make_site
+from txxapi.metrics.token import TokenFile
 from txxapi.nbd.service import NBDService
 from txxapi.pool import database as pool_db
 from txxapi.pool import role as pool_role
@@ -220,7 +220,7 @@ class XapiService(service.MultiService):
             heartbeat_interval=float(s["pool-heartbeat-interval"]),
             host_assumed_dead_interval=float(
                 s["host-assumed-dead-interval"]),
-            metrics_token=read_token(s["metrics-token-file"])
+            metrics_token=TokenFile(s["metrics-token-file"])
             if s["metrics-token-file"] else None)
         server.pool_database = pool_database
         server.restart_in_place = self.restart_in_place

@@ -6,14 +6,20 @@ misunderstanding shared by both sides of the package shows).
 """
 
 import os
+import pty
+import select
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests.support.servers import PASSWORD, REPO, USER, logged_in, serving
+from txxapi.cli.errors import DESCRIPTIONS
+from txxapi.datamodel import MODEL
 
 BANNER = b"XenSource thin CLI protocol" + struct.pack("<ii", 0, 2)
 
@@ -59,6 +65,75 @@ def run_xe(server, *args, home=None, env=None, auth=True, input=None,
                        + conn + cred, capture_output=True, text=True,
                        env=environ, input=input, cwd=cwd, timeout=120)
     return p.returncode, p.stdout, p.stderr
+
+
+def api_error(code, *params):
+    """What xe prints for an API error: the sentence of the CLI's table
+    and a line per parameter named as the datamodel names it; the
+    client's generic form for a code without a sentence."""
+    if code not in DESCRIPTIONS:
+        return "Error code: %s\nError parameters: %s\n" % (
+            code, ", ".join(params))
+    names = MODEL.errors[code]
+    return DESCRIPTIONS[code] + "\n" + "".join(
+        "%s: %s\n" % pair for pair in zip(names, params))
+
+
+def xe_in_pty(server, args, cwd, interrupt_on=None, local=False):
+    """Run xe with its stdout and stderr on a pseudo-terminal (through
+    the server's local socket if ``local``): its exit status and
+    everything it drew.  Ctrl-C (SIGINT) once it has drawn
+    ``interrupt_on``, if given."""
+    if local:
+        conn = ["socket=" + local_socket(server)]
+    else:
+        conn = ["-s", server.bind, "-p", str(server.http_port), "--nossl",
+                "socket="]
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(str(cwd))
+        os.environ["PYTHONPATH"] = REPO
+        os.environ["HOME"] = str(cwd)
+        os.execv(sys.executable, [sys.executable, "-m", "txxapi.cli"] + args
+                 + conn + ["-u", USER, "-pw", PASSWORD])
+    data = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+            if interrupt_on is not None and interrupt_on.encode() in data:
+                os.kill(pid, signal.SIGINT)
+                interrupt_on = None
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), data.decode("utf-8", "replace")
+
+
+def ok(server, *args, **kw):
+    """xe's output for a command that must succeed, saying nothing on
+    stderr."""
+    rc, out, err = run_xe(server, *args, **kw)
+    assert (rc, err) == (0, ""), (out, err)
+    return out
+
+
+def as_the_api_answers(call, *args):
+    """What xe prints for a command that is this one API call (whose
+    errors name no objects): nothing if the call succeeds, else its
+    error."""
+    import XenAPI
+    try:
+        call(*args)
+    except XenAPI.Failure as e:
+        return (1, "", api_error(*e.details))
+    return (0, "", "")
 
 
 # --- a protocol client of its own --------------------------------------------

@@ -8,9 +8,9 @@
 //
 //   node connect.mjs URL USER PASSWORD
 
-import { createHash, randomBytes } from 'crypto'
-import { Readable } from 'stream'
 import { createClient } from 'xen-api'
+
+import { contentRoundTrip } from './content.mjs'
 
 const [url, user, password] = process.argv.slice(2)
 if (password === undefined) {
@@ -131,65 +131,11 @@ async function main() {
   }
   step('async failure seen')
 
-  await contentRoundTrip(pool)
+  result.content = await contentRoundTrip(xapi, await xapi.call('pool.get_default_SR', pool.$ref), step)
+  await xapi.call('VDI.destroy', result.content.vdi)
 
   result.watch_events_error = xapi.watchEventsError ? String(xapi.watchEventsError) : null
   result.ok = true
-}
-
-const sha256 = data => createHash('sha256').update(data).digest('hex')
-
-// As xo-server's VDI importContent and exportContent: '/import_raw_vdi/' and
-// '/export_raw_vdi/' (trailing slash), a task of their own passed as
-// task_id; the upload is a stream with a length, so putResource first
-// probes the URL with an empty PUT.
-async function contentRoundTrip(pool) {
-  const size = 4 * 1024 * 1024
-  const srRef = await xapi.call('pool.get_default_SR', pool.$ref)
-  const vdiRef = await xapi.call('VDI.create', {
-    name_label: 'xo-content',
-    name_description: '',
-    SR: srRef,
-    virtual_size: String(size),
-    type: 'user',
-    sharable: false,
-    read_only: false,
-    other_config: {},
-    xenstore_data: {},
-    sm_config: {},
-    tags: [],
-  })
-  // data at the start and the end, a hole between
-  const content = Buffer.alloc(size)
-  randomBytes(64 * 1024).copy(content, 0)
-  randomBytes(64 * 1024).copy(content, size - 64 * 1024)
-  const stream = Readable.from([content])
-  stream.length = size
-
-  const importTask = await xapi.call('task.create', 'Importing content into VDI xo-content', '')
-  await xapi.putResource(stream, '/import_raw_vdi/', {
-    query: { format: 'raw', vdi: vdiRef },
-    task: importTask,
-  })
-  step('content imported')
-
-  const exportTask = await xapi.call('task.create', 'Exporting content of VDI xo-content', '')
-  const response = await xapi.getResource('/export_raw_vdi/', {
-    query: { format: 'raw', vdi: vdiRef },
-    task: exportTask,
-  })
-  const exported = Buffer.from(await response.body.arrayBuffer())
-  await response.task
-  step('content exported')
-
-  result.content = {
-    size,
-    exported_size: exported.length,
-    same: sha256(exported) === sha256(content),
-    import_task: await xapi.call('task.get_status', importTask),
-    export_task: await xapi.call('task.get_status', exportTask),
-  }
-  await xapi.call('VDI.destroy', vdiRef)
 }
 
 let code = 0

@@ -99,6 +99,12 @@ class TaskManager(Expiring):
             self.fail(ref, XenAPIError("INTERNAL_ERROR",
                                        failure.getErrorMessage()))
 
+    def finish_as(self, ref, status, result="", error_info=()):
+        """Finish with an outcome reached on another host (one that served
+        a transfer under this task), ``result`` already encoded."""
+        self._finish(ref, {"status": status, "progress": 1.0,
+                           "result": result, "error_info": list(error_info)})
+
     def _finish(self, ref, changes):
         self._cancellers.pop(ref, None)
         if not self.db.exists("task", ref):

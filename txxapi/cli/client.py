@@ -12,9 +12,12 @@ Unix socket, <data-dir>/xapi; empty: none).  Run for 127.0.0.1 (no
 tries /var/lib/xcp/xapi; files go over the same way.  TLS (never to
 127.0.0.1, as XAPI's client) checks the server's certificate against the
 system's store, else against the one pinned for that host and port on
-first use (~/.xe_known_hosts); ``--no-verify`` checks nothing.  Sent and received
-files show a progress line when stderr is a terminal; Ctrl-C during one
-cancels its task on the server.  ``--bash-completion`` prints the bash
+first use (~/.xe_known_hosts); ``--no-verify`` checks nothing.  When
+stderr is a terminal, sent and received files show a progress line, and
+the request says so (TERMINAL_HEADER) for the server to draw the
+progress of the tasks of long commands; Ctrl-C cancels the task on the
+server (a transfer's by task.cancel, a command's as the server sees the
+client go).  ``--bash-completion`` prints the bash
 completion script (which asks the server, through xe, what to offer).
 """
 
@@ -28,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from txxapi import config
 from txxapi.cli import protocol as P
-from txxapi.cli.progress import Progress
+from txxapi.cli.progress import Progress, is_terminal
 
 HEARTBEAT = 300.0
 BLOCK = 65536
@@ -374,9 +377,11 @@ class Client:
         body = "\n".join(args + ["username=" + self.opts.username,
                                  "password=" + self.opts.password])
         body = body.encode("utf-8")
+        terminal = b"%s: true\r\n" % P.TERMINAL_HEADER \
+            if is_terminal(self.err) else b""
         self.send(b"POST /cli HTTP/1.0\r\nUser-agent: xe-cli/Unix/%d.%d\r\n"
-                  b"content-length: %d\r\n\r\n" % (P.MAJOR, P.MINOR,
-                                                   len(body)) + body)
+                  b"%scontent-length: %d\r\n\r\n" % (
+                      P.MAJOR, P.MINOR, terminal, len(body)) + body)
         self.rfile = self.sock.makefile("rb")
         banner = self.rfile.read(len(P.BANNER))
         if not banner:
@@ -642,6 +647,9 @@ def main(argv=None):
     except OSError as e:
         err.write("Error: %s\n" % (e.strerror or e))
     except KeyboardInterrupt:
+        err.write("\r\x1b[K" if is_terminal(err) else "\n")
+        err.write("Interrupted: the server cancels the task the command "
+                  "was waiting for, if any\n")
         status = 1
     return status
 

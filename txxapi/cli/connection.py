@@ -4,16 +4,19 @@ XAPI's CLI handler runs it: banner both ways, the command looked up and
 its required parameters checked, a session logged in (or the
 ``session_id=`` first line's used), the command run through ordinary API
 calls as that session, its output printed, ``Exit``.  On a slave the
-master runs it, if it came in on the local socket (txxapi.cli.forward).
+master runs it, if it came in on the local socket (txxapi.cli.forward),
+except the emergency commands, which run where they were sent as a local
+session of that host.
 Every failure is turned into the text XAPI's CLI prints, then ``Exit 1``.
 """
 
 from twisted.internet import defer, protocol
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from txxapi.cli import protocol as P
+from txxapi.cli.errors import error_lines
 from txxapi.cli.forward import forward
+from txxapi.cli.progress import TaskBar
 from txxapi.cli.records import CliFailure, Failure, MissingParameter, View
 from txxapi.errors import XenAPIError
 from txxapi.wire.xmlrpc import decode_value
@@ -25,7 +28,8 @@ POST_CLI = "http/post_cli"
 # Parameters every command accepts; never filters.
 STANDARD = ("server", "password", "port", "username", "minimal", "force",
             "multiple", "all", "message-priority", "trace")
-POLL = 0.1
+# Longest a wait for a task's change lasts before it is asked again.
+TASK_WAIT = 30.0
 # Largest file a command reads off the client (device-config:k-filename=).
 MAX_CLIENT_FILE = 1 << 20
 
@@ -224,21 +228,44 @@ class Cli:
     # -- tasks --------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def wait_task(self, task):
-        """The record of ``task`` once it has finished."""
+    def wait_task(self, task, bar=None):
+        """The record of ``task`` once it has finished, followed through
+        event.from on that task alone; ``bar`` (a TaskBar), if given, is
+        drawn as it moves.  A client that goes away meanwhile (Ctrl-C)
+        has the task cancelled."""
+        token = ""
         while True:
             record = yield self.call("task.get_record", task)
-            if record["status"] not in ("pending", "cancelling"):
+            done = record["status"] not in ("pending", "cancelling")
+            if bar is not None:
+                text = bar.text(record["progress"])
+                if done:
+                    text = bar.last()
+                if text is not None:
+                    self.conn.send(P.print_stderr(text))
+            if done:
                 return record
-            yield deferLater(self.server.reactor, POLL, lambda: None)
+            watched = self.call("event.from", ["task/" + task], token,
+                                TASK_WAIT)
+            lost = self.conn.when_lost()
+            first, value = yield first_of(watched, lost)
+            if first is lost:
+                yield self.call("task.cancel", task).addErrback(
+                    lambda f: None)
+                raise Gone()
+            self.conn.forget_lost(lost)
+            token = value["token"]
 
     @defer.inlineCallbacks
     def run_task(self, name, *args):
         """An Async call waited for: its result, or its error raised.  The
         task is destroyed, as XAPI's CLI waiter does."""
         task = yield self.call("Async." + name, *args)
+        bar = None
+        if "progress" in self.params or self.conn.terminal:
+            bar = TaskBar(self.server.reactor.seconds)
         try:
-            record = yield self.wait_task(task)
+            record = yield self.wait_task(task, bar)
         finally:
             yield self.call("task.destroy", task).addErrback(lambda f: None)
         if record["status"] == "success":
@@ -247,6 +274,23 @@ class Cli:
             raise XenAPIError("TASK_CANCELLED", task)
         info = record["error_info"] or ["INTERNAL_ERROR", "unknown error"]
         raise XenAPIError(*info)
+
+
+def first_of(*ds):
+    """(the Deferred that fired first, its result); the others' results
+    are dropped, an error of the first raised."""
+    out = defer.Deferred()
+
+    def fired(value, d):
+        if not out.called:
+            out.callback((d, value))
+
+    def failed(f, d):
+        if not out.called:
+            out.errback(f)
+    for d in ds:
+        d.addCallbacks(fired, failed, callbackArgs=(d,), errbackArgs=(d,))
+    return out
 
 
 def result_of(text):
@@ -280,14 +324,18 @@ class CliConnection(protocol.Protocol):
     release = None
     relay = None    # the master's connection, while it runs the command
 
-    def __init__(self, server, body, origin, table):
+    def __init__(self, server, body, origin, table, terminal=False):
         self.server = server
         self.body = body
         self.origin = origin
         self.table = table
+        # The client draws on a terminal (txxapi.cli.resource): long
+        # commands draw their task's progress.
+        self.terminal = terminal
         self._buffer = bytearray()
         self._want = None   # (length, Deferred)
         self._gone = False
+        self._lost = []
 
     # -- bytes --------------------------------------------------------------
 
@@ -305,6 +353,9 @@ class CliConnection(protocol.Protocol):
 
     def connectionLost(self, reason=None):
         self._gone = True
+        lost, self._lost = self._lost, []
+        for d in lost:
+            d.callback(None)
         if self.relay is not None:
             self.relay.transport.loseConnection()
         if self._want is not None:
@@ -314,6 +365,19 @@ class CliConnection(protocol.Protocol):
         if self.release is not None:
             release, self.release = self.release, None
             release()
+
+    def when_lost(self):
+        """A Deferred that fires once the client has gone."""
+        d = defer.Deferred()
+        if self._gone:
+            d.callback(None)
+        else:
+            self._lost.append(d)
+        return d
+
+    def forget_lost(self, d):
+        if d in self._lost:
+            self._lost.remove(d)
 
     def send(self, data):
         if not self._gone:
@@ -411,17 +475,14 @@ class CliConnection(protocol.Protocol):
             raise UnknownCommand(name)
         for key in command.reqd:
             params[key]
-        if not self.server.identity.is_master:
+        if not self.server.identity.is_master and not command.local:
             if not (self.origin and self.origin.get("local")):
                 self.server.identity.assert_master()
             yield forward(self, args)
             return True
         own = session is None
         if own:
-            session = yield self.server.dispatcher.call(
-                "session.login_with_password",
-                [params.get("username", ""), params.get("password", ""),
-                 API_VERSION, "cli"], self.origin)
+            session = yield self._login(command, params)
         try:
             if not self.server.sessions.permissions.allows(session,
                                                            POST_CLI):
@@ -432,10 +493,23 @@ class CliConnection(protocol.Protocol):
             cli.flush()
         finally:
             if own:
+                logout = "session.local_logout" if command.local \
+                    else "session.logout"
                 yield self.server.dispatcher.call(
-                    "session.logout", [session], self.origin).addErrback(
+                    logout, [session], self.origin).addErrback(
                         lambda f: None)
         return False
+
+    def _login(self, command, params):
+        user, password = params.get("username", ""), params.get("password",
+                                                                 "")
+        if command.local:
+            return self.server.dispatcher.call(
+                "session.slave_local_login_with_password", [user, password],
+                self.origin)
+        return self.server.dispatcher.call(
+            "session.login_with_password", [user, password, API_VERSION,
+                                            "cli"], self.origin)
 
     # -- failures as XAPI's CLI prints them ------------------------------------
 
@@ -475,4 +549,10 @@ class CliConnection(protocol.Protocol):
 
     def server_error(self, code, params):
         view = View(self.server.db)
-        self.send(P.error(code, [view.describe(str(p)) for p in params]))
+        params = [view.describe(str(p)) for p in params]
+        lines = error_lines(code, params)
+        if lines is None:
+            self.send(P.error(code, params))
+            return
+        for line in lines:
+            self.send(P.print_stderr(line + "\n"))

@@ -67,12 +67,14 @@ def _connect(reactor, address, request):
     return ready
 
 
-def request_of(session, args):
+def request_of(session, args, terminal=False):
     """The request a slave sends: the session first, then the command,
-    CR LF between lines as XAPI's slave sends them."""
+    CR LF between lines as XAPI's slave sends them; whether the client
+    draws on a terminal passed on."""
     body = "\r\n".join(["session_id=" + session] + args).encode("utf-8")
-    return (b"POST /cli HTTP/1.0\r\nUser-agent: %s\r\ncontent-length: %d"
-            b"\r\n\r\n" % (USER_AGENT.encode(), len(body)) + body)
+    extra = b"%s: true\r\n" % P.TERMINAL_HEADER if terminal else b""
+    return (b"POST /cli HTTP/1.0\r\nUser-agent: %s\r\n%scontent-length: "
+            b"%d\r\n\r\n" % (USER_AGENT.encode(), extra, len(body)) + body)
 
 
 @defer.inlineCallbacks
@@ -86,7 +88,7 @@ def forward(conn, args):
                               server.pool_secret)
     try:
         master = yield _connect(server.reactor, address,
-                                request_of(session, args))
+                                request_of(session, args, conn.terminal))
         head = yield master.banner
         major, _ = P.parse_banner(head[:len(P.BANNER)])
         if major != P.MAJOR:

@@ -16,11 +16,16 @@ from txxapi.db.memory import RecordMap
 
 
 class Command:
-    """A command of the table: ``run(cli)`` returns a Deferred."""
+    """A command of the table: ``run(cli)`` returns a Deferred.  A
+    ``local`` command is one of XAPI's emergency commands: run on the
+    host it was sent to, never by the master, as a local session of that
+    host (session.slave_local_login_with_password), so that it works on a
+    slave whose master is gone."""
 
     def __init__(self, name, run, reqd=(), optn=(), help="", standard=False,
-                 selectors=None):
+                 selectors=None, local=False):
         self.name = name
+        self.local = local
         self.run = run
         self.reqd = list(reqd)
         self.optn = list(optn)
@@ -29,15 +34,19 @@ class Command:
         self.selectors = selectors   # "vm", "host", "sr" or None
 
 
-def on_uuid(call, key="uuid"):
+def on_uuid(call, key="uuid", task=False):
     """A command that makes one call on the object the parameter ``key``
-    names by uuid (the class is the call's)."""
+    names by uuid (the class is the call's); a long one (``task``) as an
+    Async call whose task is waited for."""
     cls = call.split(".", 1)[0]
 
     @defer.inlineCallbacks
     def run(cli):
         ref = yield cli.call(cls + ".get_by_uuid", cli.params[key])
-        yield cli.call(call, ref)
+        if task:
+            yield cli.run_task(call, ref)
+        else:
+            yield cli.call(call, ref)
     return run
 
 

@@ -200,6 +200,11 @@ def commands():
                 help="Lets the selected hosts start VMs again."),
         Command("host-disable", _host_op("host.disable"), selectors="host",
                 help="Stops the selected hosts from starting VMs."),
+        Command("host-reboot", _host_op("host.reboot"), selectors="host",
+                help="Reboots the selected hosts (disable them first)."),
+        Command("host-shutdown", _host_op("host.shutdown"),
+                selectors="host",
+                help="Shuts the selected hosts down (disable them first)."),
         Command("event-wait", event_wait, reqd=["class"],
                 help="Waits until an object of the class has the given "
                      "field values (field=/=value: differs)."),

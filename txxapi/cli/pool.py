@@ -1,13 +1,15 @@
 """
 Host, PIF and pool membership commands: host-evacuate, pif-scan,
-pif-reconfigure-ip, pool-join and pool-eject, each the API call XAPI's
+pif-reconfigure-ip, pool-join and pool-eject, the moves of the
+mastership (designate, and the emergency commands a slave runs itself
+when its master is gone), each the API call XAPI's
 CLI makes (what the API does not do yet answers NOT_IMPLEMENTED, printed
 as any API error), with XAPI's words around them.
 """
 
 from twisted.internet import defer
 
-from txxapi.cli.generic import Command
+from txxapi.cli.generic import Command, map_params
 from txxapi.cli.records import NULL, CliFailure, parse_bool, parse_enum
 from txxapi.cli.select import do_op
 from txxapi.errors import XenAPIError
@@ -133,6 +135,53 @@ def pool_designate_new_master(cli):
 
 
 @defer.inlineCallbacks
+def pool_emergency_transition_to_master(cli):
+    if cli.server.identity.is_master and not parse_bool(
+            "force", cli.params.get("force", "false")):
+        cli.lines(["Host agent is already master. Use '--force' to execute "
+                   "the operation anyway."])
+        return
+    yield cli.call("pool.emergency_transition_to_master")
+    cli.lines(["Host agent will restart and transition to master in %s "
+               "seconds..." % seconds(RESTART_DELAY)])
+
+
+@defer.inlineCallbacks
+def pool_emergency_reset_master(cli):
+    address = cli.params["master-address"]
+    yield cli.call("pool.emergency_reset_master", address)
+    cli.lines(["Host agent will restart and become slave of %s in %s "
+               "seconds..." % (address, seconds(RESTART_DELAY))])
+
+
+def _just(call):
+    """A command that is one call without arguments."""
+    return lambda cli: cli.call(call)
+
+
+@defer.inlineCallbacks
+def host_is_in_emergency_mode(cli):
+    mode = yield cli.call("host.is_in_emergency_mode")
+    cli.message("true" if mode else "false")
+
+
+@defer.inlineCallbacks
+def pool_ha_enable(cli):
+    uuids = cli.params.get("heartbeat-sr-uuids")
+    srs = []
+    for uuid in uuids.split(",") if uuids is not None else []:
+        srs.append((yield cli.call("SR.get_by_uuid", uuid)))
+    yield cli.call("pool.enable_ha", srs, map_params(cli.params,
+                                                     "ha-config"))
+
+
+@defer.inlineCallbacks
+def host_management_reconfigure(cli):
+    pif = yield cli.call("PIF.get_by_uuid", cli.params["pif-uuid"])
+    yield cli.call("host.management_reconfigure", pif)
+
+
+@defer.inlineCallbacks
 def pool_recover_slaves(cli):
     hosts = yield cli.call("pool.recover_slaves")
     recovered = []
@@ -161,9 +210,34 @@ def commands():
                 reqd=["host-uuid"],
                 help="Makes the host the pool's master; every host "
                      "restarts in its new role."),
+        Command("pool-emergency-transition-to-master",
+                pool_emergency_transition_to_master, optn=["force"],
+                local=True,
+                help="Run on a slave whose master is gone: the host makes "
+                     "itself the master (on a master only with --force)."),
+        Command("pool-emergency-reset-master", pool_emergency_reset_master,
+                reqd=["master-address"], local=True,
+                help="Run on a slave: points it at the master at that "
+                     "address (it restarts as that master's slave)."),
         Command("pool-recover-slaves", pool_recover_slaves,
                 help="On a master that took over: points every other host "
                      "it reaches at it, and lists those."),
+        Command("host-is-in-emergency-mode", host_is_in_emergency_mode,
+                local=True,
+                help="Says (true or false) whether this host, a slave, "
+                     "has lost its master."),
+        Command("pool-ha-enable", pool_ha_enable,
+                optn=["heartbeat-sr-uuids", "ha-config:"],
+                help="Turns high availability on, its heartbeat on the SRs "
+                     "given (comma-separated uuids)."),
+        Command("pool-ha-disable", _just("pool.disable_ha"),
+                help="Turns high availability off."),
+        Command("pool-sync-database", _just("pool.sync_database"),
+                help="Has every host take a copy of the pool's database "
+                     "now."),
+        Command("host-management-reconfigure", host_management_reconfigure,
+                reqd=["pif-uuid"],
+                help="Moves the host's management traffic to this PIF."),
         Command("pool-eject", pool_eject, reqd=["host-uuid"],
                 help="Makes the host leave the pool (its local SRs are "
                      "made anew); asks first unless --force."),

@@ -2,7 +2,9 @@
 The progress line ``xe`` draws on a terminal while it sends or receives a
 file: bytes so far (of the total when it is known), rate, time left.  It
 draws nothing when its stream is no terminal, so scripts see exactly the
-output XAPI's ``xe`` gives.
+output XAPI's ``xe`` gives.  TaskBar is the server's side: the progress
+of a long command's task, drawn on the client's stderr when the client
+says that is a terminal (or the command was given progress=, as XAPI's).
 """
 
 import time
@@ -36,7 +38,7 @@ class Progress:
         self.done = 0
         self.start = now()
         self._drawn = 0.0
-        self.active = _is_terminal(stream)
+        self.active = is_terminal(stream)
 
     def line(self):
         elapsed = max(self.now() - self.start, 1e-6)
@@ -77,8 +79,45 @@ class Progress:
             self.stream.flush()
 
 
-def _is_terminal(stream):
+def is_terminal(stream):
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+class TaskBar:
+    """The bar the server draws (as PrintStderr text) for a task a
+    command waits for: its progress, the time so far and the time left.
+    ``text(progress)`` is what to send, or None when nothing changed
+    enough to redraw; ``last()`` ends the bar with a newline."""
+
+    def __init__(self, now):
+        self.now = now
+        self.start = now()
+        self._drawn = None   # (time, percent)
+        self.progress = 0.0
+
+    def _line(self):
+        fraction = min(max(self.progress, 0.0), 1.0)
+        cells = int(fraction * WIDTH)
+        elapsed = self.now() - self.start
+        parts = ["[%s%s] %3d%%" % ("#" * cells, " " * (WIDTH - cells),
+                                   int(fraction * 100)),
+                 "elapsed %s" % clock(elapsed)]
+        if 0 < fraction < 1:
+            parts.append("ETA %s" % clock(elapsed * (1 - fraction)
+                                          / fraction))
+        return "\r\x1b[K" + "  ".join(parts)
+
+    def text(self, progress):
+        self.progress = progress
+        t, percent = self.now(), int(min(max(progress, 0.0), 1.0) * 100)
+        if self._drawn is not None and (
+                percent == self._drawn[1] or t - self._drawn[0] < REDRAW):
+            return None
+        self._drawn = (t, percent)
+        return self._line()
+
+    def last(self):
+        return self._line() + "\n"

@@ -17,6 +17,11 @@ PREFIX = b"XenSource thin CLI protocol"
 MAJOR, MINOR = 0, 2
 BANNER = PREFIX + struct.pack("<ii", MAJOR, MINOR)
 
+# A request header of this package's xe (XAPI's ignores it): the
+# client's stderr is a terminal, so long commands draw their task's
+# progress there.  A client without it gets XAPI's output exactly.
+TERMINAL_HEADER = b"x-xe-terminal"
+
 # Message tags.
 COMMAND, RESPONSE, BLOB = 9, 10, 11
 # Command subtags.

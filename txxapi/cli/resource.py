@@ -6,6 +6,7 @@ and speaks the thin CLI protocol until the command exits.
 
 from twisted.web import resource, server
 
+from txxapi.cli import protocol as P
 from txxapi.cli.connection import CliConnection
 from txxapi.cli.table import TABLE
 from txxapi.console import relay
@@ -23,8 +24,9 @@ class CliResource(resource.Resource):
 
     def render_POST(self, request):
         body = request.content.read().decode("utf-8", "replace")
+        terminal = request.getHeader(P.TERMINAL_HEADER) == b"true"
         conn = CliConnection(self.server, body, Origin(request),
-                             self.table)
+                             self.table, terminal)
         early = relay.take_over(request, conn, lambda: None)
         if early:
             conn.dataReceived(early)

@@ -54,9 +54,9 @@ def error_text(e):
 
 @defer.inlineCallbacks
 def do_op(cli, kind, op, ignore=(), multiple=True, include_control=False,
-          include_templates=False):
+          include_templates=False, every=False):
     """Run ``op(ref, record)`` (a Deferred) on the selected objects; the
-    list of results."""
+    list of results.  ``every``: several need no --multiple."""
     pairs = yield select(cli, kind, ignore, include_control,
                          include_templates)
     if not pairs:
@@ -64,7 +64,7 @@ def do_op(cli, kind, op, ignore=(), multiple=True, include_control=False,
     if len(pairs) == 1:
         result = yield op(*pairs[0])
         return [result]
-    if not (multiple and cli.params.flag("multiple")):
+    if not (multiple and (every or cli.params.flag("multiple"))):
         if multiple:
             raise Failure("%s. --multiple required to complete the "
                           "operation" % _SEVERAL[kind])

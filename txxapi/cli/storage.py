@@ -1,7 +1,8 @@
 """
 SR and PBD commands: sr-create (an SR and its PBDs; device-config keys
 ending in -filename read their value from a file of the client's),
-sr-destroy, sr-forget, sr-scan, pbd-plug and pbd-unplug.  Each is the
+sr-probe, sr-introduce, sr-destroy, sr-forget, sr-scan, pbd-create,
+pbd-plug and pbd-unplug.  Each is the
 API call XAPI's CLI makes, so the storage layer's checks and errors
 apply unchanged.
 """
@@ -68,6 +69,38 @@ def sr_create(cli):
     yield print_uuid(cli, "SR", sr)
 
 
+@defer.inlineCallbacks
+def sr_probe(cli):
+    p = cli.params
+    host = yield host_param(cli)
+    text = yield cli.call("SR.probe", host, map_params(p, "device-config"),
+                          p["type"], map_params(p, "sm-config"))
+    cli.lines([text])
+
+
+@defer.inlineCallbacks
+def sr_introduce(cli):
+    p = cli.params
+    yield cli.call("SR.introduce", p["uuid"], p["name-label"],
+                   p.get("name-description", ""), p["type"],
+                   p.get("content-type", ""),
+                   parse_bool("shared", p.get("shared", "false")),
+                   map_params(p, "sm-config"))
+    cli.lines([p["uuid"]])
+
+
+@defer.inlineCallbacks
+def pbd_create(cli):
+    p = cli.params
+    host = yield cli.call("host.get_by_uuid", p["host-uuid"])
+    sr = yield cli.call("SR.get_by_uuid", p["sr-uuid"])
+    pbd = yield cli.call("PBD.create", {
+        "host": host, "SR": sr,
+        "device_config": map_params(p, "device-config"),
+        "other_config": {}})
+    yield print_uuid(cli, "PBD", pbd)
+
+
 def commands():
     return [
         Command("sr-create", sr_create, reqd=["name-label", "type"],
@@ -77,7 +110,7 @@ def commands():
                 help="Creates an SR and its PBDs (device-config:key=value "
                      "pairs; key-filename=FILE reads the value from a "
                      "file); prints its uuid."),
-        Command("sr-scan", on_uuid("SR.scan"), reqd=["uuid"],
+        Command("sr-scan", on_uuid("SR.scan", task=True), reqd=["uuid"],
                 help="Brings the SR's VDIs in the database in line with its "
                      "storage."),
         Command("sr-destroy", on_uuid("SR.destroy"), reqd=["uuid"],
@@ -85,6 +118,20 @@ def commands():
         Command("sr-forget", on_uuid("SR.forget"), reqd=["uuid"],
                 help="Drops the SR from the database, leaving its storage "
                      "as it is."),
+        Command("sr-probe", sr_probe, reqd=["type"],
+                optn=["host-uuid", "device-config:", "sm-config:"],
+                help="Asks the storage driver what it finds with this "
+                     "device-config; prints its answer."),
+        Command("sr-introduce", sr_introduce,
+                reqd=["name-label", "type", "uuid"],
+                optn=["name-description", "shared", "content-type",
+                      "sm-config:"],
+                help="Records an SR that exists on storage under this uuid "
+                     "(with no PBDs yet); prints the uuid."),
+        Command("pbd-create", pbd_create, reqd=["host-uuid", "sr-uuid"],
+                optn=["device-config:"],
+                help="Makes the record that lets the host attach the SR; "
+                     "prints its uuid."),
         Command("pbd-plug", on_uuid("PBD.plug"), reqd=["uuid"],
                 help="Attaches the SR to the PBD's host."),
         Command("pbd-unplug", on_uuid("PBD.unplug"), reqd=["uuid"],

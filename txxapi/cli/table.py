@@ -4,7 +4,8 @@ every datamodel class (an explicit command of the same name wins), and
 ``help`` over all of them.
 """
 
-from txxapi.cli import access, objects, pool, storage, transfer, vm
+from txxapi.cli import (
+    access, disks, objects, pool, storage, transfer, vm)
 from txxapi.cli.generic import generic_commands
 
 _SELECTORS = {
@@ -110,6 +111,7 @@ class Table:
 
 def make_table():
     return Table(vm.commands() + transfer.commands() + objects.commands()
+                 + disks.commands()
                  + storage.commands() + pool.commands() + access.commands()
                  + generic_commands())
 

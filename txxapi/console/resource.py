@@ -8,6 +8,10 @@ with ``http/connect_console/host_console``, the VM running on this host,
 and a console server to connect to (404 without one).  XAPI's handler
 fails every other check with an exception its HTTP server turns into a
 500 naming it; those bodies are reproduced.
+
+Beyond XAPI, whose handler refuses a VM running on another host, the
+request is answered 302 there (txxapi.redirect), where the console's
+``location`` points already.
 """
 
 from twisted.internet import defer
@@ -19,6 +23,7 @@ from txxapi.errors import XenAPIError
 from txxapi.http import responses
 from txxapi.http.auth import Params, Refused, authenticate, query_of, \
     version_of
+from txxapi.redirect import owners
 
 HOST_CONSOLE = "http/connect_console/host_console"
 TASK_LABEL = "Connection to VM console"
@@ -113,6 +118,8 @@ class ConsoleResource(resource.Resource):
             caller = yield authenticate(self.server, request,
                                         Params(request), action, action)
             console = console_of(self.server, query_of(request), version)
+            owners.to_resident(self.server, request, self.server.db.fields(
+                "console", console)["VM"])
             port = check_console(self.server, caller.session, console,
                                  version)
             if ws:

@@ -4,7 +4,8 @@ Who calls an HTTP data handler, decided as XAPI decides it: a session_id
 that log in a session lasting the request; on the local socket, no
 credentials at all make a superuser session lasting the request.  Then
 the handler's RBAC permission, ``http/<action>``: local superusers hold
-every one.
+every one.  On a slave, a session it does not hold is the master's (a
+request the master sent here) and is checked there (txxapi.redirect).
 
 Failures are Refused exceptions carrying XAPI's canned response.  A task
 the client named in ``task_id`` is failed with the reason first, as XAPI
@@ -24,6 +25,8 @@ from txxapi.datamodel.permissions import HTTP_PREFIX
 from txxapi.errors import XenAPIError
 from txxapi.http import responses
 from txxapi.http.local import is_local
+from txxapi.pool.client import PeerUnreachable
+from txxapi.redirect import remote
 
 
 class Refused(Exception):
@@ -89,6 +92,10 @@ class Caller:
     """The session a request runs in; a temporary one is logged out by
     close()."""
 
+    # The task the master made for a request it sent here that named
+    # none (txxapi.redirect.remote), else None.
+    task = None
+
     def __init__(self, server, session, temporary):
         self.server = server
         self.session = session
@@ -115,11 +122,13 @@ class _Unauthorised(Exception):
 
 
 @defer.inlineCallbacks
-def authenticate(server, request, params, realm, action):
-    """The Caller of an HTTP data request (a Deferred), or Refused."""
+def authenticate(server, request, params, realm, action, task_label=None):
+    """The Caller of an HTTP data request (a Deferred), or Refused.
+    ``task_label``: the handler makes a task of its own when the client
+    names none (one the master makes, for a request it sent here)."""
     version = version_of(request)
     try:
-        caller = yield _identify(server, request, params)
+        caller = yield _identify(server, request, params, task_label)
     except _Unauthorised:
         # XAPI fails the named task with SESSION_AUTHENTICATION_FAILED
         # here; a request without valid credentials leaves it alone.
@@ -136,6 +145,37 @@ def authenticate(server, request, params, realm, action):
     return caller
 
 
+@defer.inlineCallbacks
+def _masters_session(server, request, params, session, task_label):
+    """On a slave, a session of the master's (a request the master sent
+    here): checked there, and a local stand-in for the request."""
+    try:
+        local, task = yield remote.local_session(
+            server, session, params.get("task_id", cookie_first=True),
+            task_label)
+    except XenAPIError:
+        raise _Unauthorised()
+    except PeerUnreachable:
+        raise Refused(responses.service_unavailable(version_of(request)))
+    caller = _StandIn(server, local, True)
+    caller.task = task
+    return caller
+
+
+class _StandIn(Caller):
+    """The local session of a master's session (``master_session``: one
+    logged in there for the request, logged out after it)."""
+
+    master_session = None
+
+    def close(self):
+        if self.temporary:
+            remote.release(self.server, self.session)
+            if self.master_session is not None:
+                remote.master_logout(self.server, self.master_session)
+        Caller.close(self)
+
+
 def _audited_query(params):
     """The query arguments an HTTP audit line shows: the references."""
     return [[k, "", "", v] for k, v in sorted(params.query.items())
@@ -143,9 +183,12 @@ def _audited_query(params):
 
 
 @defer.inlineCallbacks
-def _identify(server, request, params):
+def _identify(server, request, params, task_label):
     session = params.get("session_id", cookie_first=True)
     if session is not None:
+        if remote.is_masters(server, session):
+            return (yield _masters_session(server, request, params, session,
+                                           task_label))
         try:
             server.sessions.check(session)
         except XenAPIError:
@@ -180,9 +223,35 @@ def _identify(server, request, params):
     if not sep:
         raise _Unauthorised()
     peer = getattr(request.getClientAddress(), "host", "unknown")
+    originator = "%s using Basic auth" % peer
+    if not server.identity.is_master and not local:
+        return (yield _masters_login(server, request, params, user, password,
+                                     originator, task_label))
     try:
-        session = yield server.sessions.login(
-            user, password, "%s using Basic auth" % peer, trusted=local)
+        session = yield server.sessions.login(user, password, originator,
+                                              trusted=local)
     except XenAPIError:
         raise _Unauthorised()
     return Caller(server, session, True)
+
+
+@defer.inlineCallbacks
+def _masters_login(server, request, params, user, password, originator,
+                   task_label):
+    """On a slave, basic credentials log in on the master (where logins
+    are), for the request only, as XAPI's slaves log them in."""
+    try:
+        session = yield remote.master_login(server, user, password,
+                                            originator)
+    except XenAPIError:
+        raise _Unauthorised()
+    except PeerUnreachable:
+        raise Refused(responses.service_unavailable(version_of(request)))
+    try:
+        caller = yield _masters_session(server, request, params, session,
+                                        task_label)
+    except Exception:
+        remote.master_logout(server, session)
+        raise
+    caller.master_session = session
+    return caller

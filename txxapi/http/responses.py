@@ -74,6 +74,13 @@ def request_timeout():
         "for the request.</body></html>")
 
 
+def service_unavailable(version):
+    return _error_html(
+        version, "503", "Service Unavailable", [],
+        "<html><body><h1>HTTP 503 service unavailable</h1>The server is "
+        "temporarily unable to handle the request.</body></html>")
+
+
 def method_not_implemented(version, method):
     return _error_html(
         version, "501", "Method not implemented", [],

@@ -13,10 +13,12 @@ Downloads: a push producer on the channel.  Batches of the stream are read
 on the storage pool, one ahead of the one being sent; the transport's
 pause stops the reading until its buffer drains.
 
-Like XAPI, both answer 200 with the task before any data moves and close
-the connection at the end (no Content-Length); a failure after that point
-is on the task, and the connection ends with XAPI's 500 page.  An upload
-that asked for it (Expect: 100-continue) gets a 100 just before that 200.
+A VDI whose SR is plugged on another host and not here is served there:
+the request is answered 302 (txxapi.redirect).  Like XAPI, both answer
+200 with the task before any data moves and close the connection at the
+end (no Content-Length); a failure after that point is on the task, and
+the connection ends with XAPI's 500 page.  An upload that asked for it
+(Expect: 100-continue) gets a 100 just before that 200.
 """
 
 import collections
@@ -32,6 +34,7 @@ from txxapi.backpressure import PausableReading
 from txxapi.errors import XenAPIError
 from txxapi.http import responses
 from txxapi.http.auth import Params, Refused, authenticate, version_of
+from txxapi.redirect import owners
 
 log = Logger()
 
@@ -85,7 +88,7 @@ class Transfer:
 
     def _authenticate(self):
         return authenticate(self.server, self.request, self.params,
-                            self.realm, self.action)
+                            self.realm, self.action, task_label=self.label)
 
     def _resolve_vdi(self, value):
         if self.db.exists("VDI", value):
@@ -93,7 +96,8 @@ class Transfer:
         return self.db.by_uuid("VDI", value)
 
     def _begin_task(self):
-        named = self.params.get("task_id", cookie_first=True)
+        named = self.params.get("task_id", cookie_first=True) or \
+            self.caller.task
         if named is not None:
             # The client's task: this request completes it.
             self.db.fields("task", named)
@@ -257,6 +261,7 @@ class Upload(Transfer, PausableReading):
         if vdi is not None:
             vdi = self._resolve_vdi(vdi)
         sr = self._target_sr(vdi)
+        owners.to_sr(self.server, self.request, sr)
         self.server.storage.assert_plugged(sr)
         self._begin_task()
         fmt = (params.get("format") or "raw").lower()
@@ -368,7 +373,9 @@ class Download(Transfer):
         if vdi is None:
             raise XenAPIError("INTERNAL_ERROR", "Missing vdi query parameter")
         vdi = self._resolve_vdi(vdi)
-        self.server.storage.assert_plugged(self.db.fields("VDI", vdi)["SR"])
+        sr = self.db.fields("VDI", vdi)["SR"]
+        owners.to_sr(self.server, self.request, sr)
+        self.server.storage.assert_plugged(sr)
         self._begin_task()
         fmt = (params.get("format") or "raw").lower()
         if fmt not in FORMATS:

@@ -10,3 +10,4 @@ from txxapi.impl import sr, vdi, pool, access, network, ha  # noqa: F401
 from txxapi.impl import pool_transition  # noqa: F401
 from txxapi.metrics import api as metrics_api  # noqa: F401
 from txxapi.xva import url_import  # noqa: F401
+from txxapi.redirect import calls as redirect_calls  # noqa: F401

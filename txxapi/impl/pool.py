@@ -120,6 +120,10 @@ def _pool_session(ctx, session):
         raise XenAPIError("PERMISSION_DENIED", "pool session required")
 
 
+# For the other internal calls between hosts (txxapi.redirect.calls).
+assert_pool_session = _pool_session
+
+
 @internal("pool.initial_auth")
 def initial_auth(ctx, session):
     """The pool secret, to a pool-admin's session on the master."""

@@ -30,7 +30,8 @@ def origin_text(origin):
 @implements("session.slave_local_login_with_password")
 def slave_local_login_with_password(ctx, uname, pwd):
     if not ctx.server.identity.is_master:
-        return ctx.server.sessions.local_login(uname, pwd)
+        return ctx.server.sessions.local_login(
+            uname, pwd, trusted=_on_local_socket(ctx))
     return ctx.server.sessions.login(uname, pwd, "",
                                      trusted=_on_local_socket(ctx))
 

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from txxapi.workers import Workers
 from txxapi.metrics import perfmon, sources, storage
 from txxapi.metrics.store import HOST, SR, VM, MetricsStore
+from txxapi.metrics.token import TokenFile
 from txxapi.values import NULL_REF
 
 log = Logger()
@@ -83,8 +84,9 @@ class Metrics:
         self.path = storage.path_in(data_dir)
         self.step = int(step)
         self.save_interval = save_interval
-        # What a scraper may send to /metrics instead of a session.
-        self.scrape_token = scrape_token
+        # What a scraper may send to /metrics instead of a session: a
+        # token, or a TokenFile holding it.
+        self._scrape_token = scrape_token
         self.store = MetricsStore(self.step)
         self.perfmon = perfmon.Perfmon(self.step)
         self.traffic = SrTraffic()
@@ -95,6 +97,11 @@ class Metrics:
         self._sampled = False
         self._waiting = []
         self._loops = []
+
+    @property
+    def scrape_token(self):
+        token = self._scrape_token
+        return token.current() if isinstance(token, TokenFile) else token
 
     # --- lifetime --------------------------------------------------------------
 
@@ -111,6 +118,9 @@ class Metrics:
                      "{step} s: starting them afresh",
                      n=len(saved) - len(kept), step=self.step)
         self.store.restore(kept)
+        # Their rows printed before a client asks for them.
+        self.run(self.store.print_rows).addErrback(
+            lambda f: log.failure("metrics: printing restored rows", f))
         for interval, fn, now in ((self.step, self.sample, True),
                                   (self.save_interval, self._save_now,
                                    False)):

@@ -50,6 +50,13 @@ def row_text(archive, age):
     return text
 
 
+def blank(archive):
+    """An archive just made, every row unknown: each printed, as one
+    shared text."""
+    text = "\n".join(["NaN"] * len(archive.rings))
+    archive.memo = [text] * archive.rows
+
+
 def _joined(texts, separator):
     """Rows' texts (some empty) as one run of values between
     ``separator``s."""

@@ -8,7 +8,10 @@ The RRD handlers, answered as xcp-rrdd's (behind XAPI's proxy) answer:
   ``start``: 400.
 * GET /host_rrd, /vm_rrd?uuid=, /sr_rrd?uuid=: a whole RRD, JSON when
   the Accept header prefers it or a ``json`` key is present.  No uuid:
-  400; an RRD this host does not hold: 404.
+  400; an RRD this host does not hold: 404.  A VM's RRD held by
+  another host is answered 302 there, as XAPI's rrdd_proxy does: the
+  VM's resident host, else the master (txxapi.redirect).  The host's
+  RRD, the SRs' and /rrd_updates are this host's: clients ask each host.
 * GET /metrics: the newest readings in OpenMetrics text (openmetrics).
 
 Each needs a session allowed ``http/<action>``; a task the client names
@@ -31,6 +34,7 @@ from txxapi.http.auth import Params, Refused, authenticate, version_of
 from txxapi.metrics import openmetrics
 from txxapi.metrics.rrd import CFS, NoArchive
 from txxapi.metrics.store import HOST, SR, VM
+from txxapi.redirect import owners
 
 CORS = [(b"Access-Control-Allow-Origin", b"*"),
         (b"Access-Control-Allow-Headers", b"X-Requested-With")]
@@ -192,6 +196,10 @@ class RrdResource(resource.Resource):
             else:
                 caller = yield authenticate(self.server, request, params,
                                             ACTIONS[route], ACTIONS[route])
+            uuid = params.query.get("uuid")
+            if route == routes.VM_RRD and uuid:
+                owners.to_vm_rrd(self.server, request, uuid,
+                                 self.server.metrics.store.has_vm(uuid))
             body, content_type, keep_alive = yield document(
                 self.server.metrics, route, request, params, version)
         except Refused as refused:

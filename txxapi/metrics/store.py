@@ -89,6 +89,9 @@ class MetricsStore:
             # prime the DERIVE sources (rrd_create).
             sources = [d.data_source() for d in defs.values() if d.default]
             rrd = RRD(self.step, sources, archive_specs(min_max), timestamp)
+            for archive in rrd.archives:
+                if archive.pdp_per_row == 1:
+                    formats.blank(archive)
             for ds in rrd.sources:
                 ds.last = values.get(ds.name)
             return Owner(kind, uuid, rrd, dict(defs), domid)
@@ -99,6 +102,12 @@ class MetricsStore:
         owner.definitions.update(defs)
         rrd.update(timestamp, values, new=domid != owner.domid)
         owner.domid = domid
+        for archive in rrd.archives:
+            if archive.pdp_per_row == 1:
+                # The newest 5 s row printed here as it is made (a row
+                # once per sample): the first client to ask for the last
+                # minutes finds them printed.
+                formats.row_text(archive, 0)
         return owner
 
     # --- what the API asks ----------------------------------------------------
@@ -109,6 +118,11 @@ class MetricsStore:
         if kind == VM:
             return self.vms.get(uuid)
         return self.srs.get(uuid)
+
+    def has_vm(self, uuid):
+        """Whether the live RRD of a VM (one running here) is here."""
+        with self.lock:
+            return uuid in self.vms
 
     def data_sources(self, kind, uuid):
         """XAPI's data_source records of an owner, by name: its live
@@ -233,10 +247,12 @@ class MetricsStore:
         """``encode(owner)`` of every RRD, taken at one moment (for
         saving)."""
         with self.lock:
-            owners = ([self.host] if self.host else []) + \
-                list(self.vms.values()) + list(self.set_aside.values()) + \
-                list(self.srs.values())
-            return [encode(owner) for owner in owners]
+            return [encode(owner) for owner in self._owners()]
+
+    def _owners(self):
+        return ([self.host] if self.host else []) + \
+            list(self.vms.values()) + list(self.set_aside.values()) + \
+            list(self.srs.values())
 
     def restore(self, owners):
         """RRDs read back at start: VMs' are set aside until their domains
@@ -249,6 +265,18 @@ class MetricsStore:
                     self.set_aside[owner.uuid] = owner
                 else:
                     self.srs[owner.uuid] = owner
+
+    def print_rows(self):
+        """Print every row of the 5 s archives not printed yet (RRDs just
+        restored), an RRD at a time so the collector is not held up."""
+        with self.lock:
+            owners = self._owners()
+        for owner in owners:
+            with self.lock:
+                for archive in owner.rrd.archives:
+                    if archive.pdp_per_row == 1:
+                        for age in range(archive.rows):
+                            formats.row_text(archive, age)
 
     def prune(self, vm_uuids, sr_uuids):
         """Forget the RRDs of VMs and SRs that no longer exist."""

@@ -15,6 +15,9 @@ bookkeeping, flow control and endings.
   whole with a Content-Length.
 * PUT /import_metadata[&restore=true][&force=true][&vdi:<uuid>=<uuid>]:
   VMs from an ova.xml, linked to VDIs that exist already.
+
+An export or an import whose disks another host serves is answered 302
+there (txxapi.redirect).
 """
 
 import time
@@ -26,6 +29,7 @@ from txxapi.errors import XenAPIError
 from txxapi.http import responses
 from txxapi.http.auth import Refused
 from txxapi.http.vdi_transfer import Download, Transfer, Upload
+from txxapi.redirect import owners
 from txxapi.values import DateTime
 from txxapi.xva import codecs, ova, streams, tar
 
@@ -70,8 +74,10 @@ class Export(Download):
         walk = ova.Walk(db)
         walk.vm(vm, preserve_power_state=preserve)
         disks = streams.disks_to_stream(db, walk, vm, preserve)
-        for _, vdi, _ in disks:
-            server.storage.assert_plugged(db.fields("VDI", vdi)["SR"])
+        srs = [db.fields("VDI", vdi)["SR"] for _, vdi, _ in disks]
+        owners.to_exporter(server, self.request, vm, srs)
+        for sr in srs:
+            server.storage.assert_plugged(sr)
         self._begin_task()
         head = tar.member(ova.FILENAME,
                           _document(server, walk, False, preserve),
@@ -171,7 +177,7 @@ class Import(Upload):
         self.server.tasks.fail(self.task, error)
         raise Refused(response)
 
-    def _import_sr(self):
+    def _named_sr(self):
         db, params = self.db, self.params
         sr = params.get("sr_id")
         if sr is not None:
@@ -182,6 +188,19 @@ class Import(Upload):
             sr = db.fields("pool", self.server.pool_ref)["default_SR"]
             if not db.exists("SR", sr):
                 raise XenAPIError("DEFAULT_SR_NOT_FOUND", sr)
+        return sr
+
+    def _redirect(self):
+        """To a host with the SR plugged, before the task is taken: an SR
+        that is not there is the task's error, once it is."""
+        try:
+            sr = self._named_sr()
+        except XenAPIError:
+            return
+        owners.to_sr(self.server, self.request, sr)
+
+    def _import_sr(self):
+        db, sr = self.db, self._named_sr()
         self.server.storage.assert_plugged(sr)
         if db.fields("SR", sr)["content_type"] == "iso":
             self._refuse(XenAPIError("SR_OPERATION_NOT_SUPPORTED", sr),
@@ -196,6 +215,7 @@ class Import(Upload):
     @defer.inlineCallbacks
     def _prepare(self):
         self.caller = yield self._authenticate()
+        self._redirect()
         self._begin_task()
         if self.request.requestHeaders.hasHeader(b"transfer-encoding"):
             self._refuse(XenAPIError("IMPORT_ERROR_CANNOT_HANDLE_CHUNKED"),
@@ -213,6 +233,9 @@ class ImportMetadata(Import):
     realm = "VM.import_metadata"
     action = "put_import_metadata"
     label = "VM.metadata_import"
+
+    def _redirect(self):
+        pass    # no SR: served where it is asked
 
     def _stream(self, ctx):
         params = self.params

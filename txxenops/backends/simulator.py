@@ -18,7 +18,8 @@ What it models (after xenopsd's own simulator, plus what XAPI can observe):
   NICs counting what they carry (``sample_metrics``);
 * an RFB console per domain on a loopback port (see simconsole);
 * with ``state_dir``, the domain table survives a restart of the process,
-  like domains outliving their toolstack.
+  like domains outliving their toolstack (simstate: each change written
+  at the cost of the domains it changed).
 
 Per-VM knobs in VMSpec.other_config:
   simulator-hung           'true': ignores shutdown/reboot/suspend requests,
@@ -47,7 +48,7 @@ import time
 
 from zope.interface import implementer
 
-from txxenops.backends import simload
+from txxenops.backends import simload, simstate
 from txxenops.backends.simconsole import ConsoleServer
 from txxenops.backends.simledger import Ledger
 from txxenops.control import control_of
@@ -71,7 +72,6 @@ DOM0_MEMORY = 4 * GIB
 XEN_VERSION = "4.17.5"
 MAX_DOMID = 0x7FEF            # above are Xen's reserved domids
 STATE_FILE = "domains.json"
-STATE_VERSION = 1
 IMAGE_MAGIC = b"TXXENOPS-SIM-IMAGE"
 IMAGE_VERSION = 1
 MAX_IMAGE = 64 * 1024 * 1024
@@ -337,6 +337,7 @@ class SimulatorBackend:
         self._next_domid = 1
         self._gen = 0               # bumped on every change to persist
         self._written_gen = 0
+        self._dirty = set()         # uuids of domains changed since
         self._write_lock = threading.Lock()
         self._closed = False
         self._consoles = ConsoleServer()
@@ -345,13 +346,18 @@ class SimulatorBackend:
         self._host_load = simload.HostLoad(
             len(self.cpus), min(len(self.cpus), 16), self.dom0_memory,
             time.time())
+        self._table = None
         self._ledger = None
         if state_dir:
             os.makedirs(state_dir, exist_ok=True)
+            self._table = simstate.DomainTable(
+                os.path.join(state_dir, STATE_FILE))
             self._ledger = Ledger(state_dir)
             # discard_domains: the host was fenced (or otherwise declared
             # dead) while it was down: its old domains run elsewhere now.
             self._load(discard=discard_domains)
+            if discard_domains:
+                self._commit(force=True)    # before ha.json is forgotten
 
     # --- host -------------------------------------------------------------
 
@@ -837,6 +843,7 @@ class SimulatorBackend:
             if self._domains.get(rec.spec.uuid) is rec:
                 del self._domains[rec.spec.uuid]
                 self._gen += 1
+                self._dirty.add(rec.spec.uuid)
                 self._record("ended", rec.spec.uuid)
             self._consoles.close_console(rec.domid)
             if emit:
@@ -875,6 +882,7 @@ class SimulatorBackend:
         rec.fold_cpu(now)
         rec.state = new
         self._gen += 1
+        self._dirty.add(rec.spec.uuid)
         self._consoles.set_state(rec.domid, new)
         if new == "running":
             if rec.running_since is None:
@@ -1035,6 +1043,7 @@ class SimulatorBackend:
         events in the order of the changes); returns the DomainInfo."""
         info = self._info(rec)
         self._gen += 1
+        self._dirty.add(rec.spec.uuid)
         self._dispatcher.put(DomainEvent(rec.spec.uuid, rec.domid, kind,
                                          info))
         return info
@@ -1067,33 +1076,27 @@ class SimulatorBackend:
 
     # --- internals: persistence -------------------------------------------
 
-    def _state_path(self):
-        return os.path.join(self.state_dir, STATE_FILE)
-
     def _record(self, what, *args):
         if self._ledger is not None:
             getattr(self._ledger, what)(*args)
 
     def _load(self, discard=False):
-        path = self._state_path()
         try:
-            with open(path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as e:
+            next_domid, domains = self._table.read()
+        except (OSError, ValueError, KeyError) as e:
             # As after a host crash: the domains are gone with it.
-            log.warning("ignoring unreadable domain table %s: %s", path, e)
+            log.warning("ignoring unreadable domain table %s: %s",
+                        self._table.path, e)
             return
-        self._next_domid = int(data.get("next_domid", 1))
+        self._next_domid = next_domid or 1
         if discard:
             log.warning("discarding the domains of a fenced host: %s",
-                        [d.get("spec", {}).get("uuid")
-                         for d in data.get("domains", [])])
+                        sorted(domains))
+            self._dirty.update(domains)
             self._gen += 1
             return
         now = time.time()
-        for d in data.get("domains", []):
+        for d in domains.values():
             rec = _Domain.from_dict(d)
             name = rec.spec.name or rec.spec.uuid
             try:
@@ -1114,28 +1117,43 @@ class SimulatorBackend:
                     domid=rec.domid: self._agent_reports(uuid, domid))
 
     def _commit(self, force=False):
-        """Write the domain table if it changed: tmp + rename, so a killed
-        process leaves the old table or the new one.  Concurrent callers
+        """Write what changed in the domain table (simstate: the domains
+        changed, or now and then the whole table).  Concurrent callers
         share one write (whoever writes covers everyone's changes)."""
-        if not self.state_dir:
+        if self._table is None:
             return
         with self._write_lock:
             with self._lock:
                 if self._written_gen >= self._gen and not force:
                     return
                 gen = self._gen
-                data = {
-                    "version": STATE_VERSION,
-                    "next_domid": self._next_domid,
-                    "domains": [r.to_dict() for r in self._domains.values()
-                                if r.state != "building"],
-                }
-            path = self._state_path()
-            tmp = "%s.%d.%x.tmp" % (path, os.getpid(), id(self))
-            with open(tmp, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, path)
+                dirty, self._dirty = self._dirty, set()
+                whole = force or self._table.due(len(self._domains))
+                if whole:
+                    written = [r.to_dict() for r in self._domains.values()
+                               if r.state != "building"]
+                else:
+                    written = [(uuid, self._persisted(uuid))
+                               for uuid in sorted(dirty)]
+                next_domid = self._next_domid
+            try:
+                if whole:
+                    self._table.write_all(next_domid, written)
+                else:
+                    self._table.append(next_domid, written)
+            except Exception:
+                with self._lock:
+                    self._dirty |= dirty
+                raise
             self._written_gen = gen
+
+    def _persisted(self, uuid):
+        """A domain's record as the table keeps it; None if it has none
+        (gone, or still being built)."""
+        rec = self._domains.get(uuid)
+        if rec is None or rec.state == "building":
+            return None
+        return rec.to_dict()
 
 
 # --- suspend images and migration streams ---------------------------------
