@@ -15,8 +15,10 @@ run elsewhere; the master cut off while it runs fences itself too, a
 survivor takes over, and healed, either comes back as a slave.
 """
 
+import json
 import os
 import time
+import urllib.request
 
 import pytest
 import XenAPI
@@ -81,6 +83,24 @@ def master_of(pool, cut=None):
         except Exception:
             continue
     return None
+
+
+def member_healthy(host):
+    try:
+        with urllib.request.urlopen("http://%s:2379/health" % host.address,
+                                    timeout=1) as r:
+            return json.load(r).get("health") == "true"
+    except (OSError, ValueError):
+        return False
+
+
+def healthy(pool):
+    """Every host's etcd member healthy: a host just back may still be
+    catching up, and losing another then would leave no quorum (every
+    host would fence itself, as it must)."""
+    wait_until(lambda: all(member_healthy(h) for h in pool), timeout=60,
+               what="every etcd member healthy")
+    time.sleep(2)
 
 
 def heartbeat_sr(x, pool):
@@ -221,6 +241,7 @@ def test_a_slave_cut_off_fences_itself_and_comes_back_healed(pool):
     x = pool[0].session().xenapi
     cut, cut_host = by_address(x)[pool[1].address]
     vms = [ha_vm(x, "cut-off-%d" % i, cut) for i in range(2)]
+    healthy(pool)
     pool.network.cut(1)
     for vm in vms:
         wait_until(lambda: running_elsewhere(x, vm, cut), timeout=T + 30,
@@ -256,6 +277,7 @@ def test_a_killed_master_is_replaced_and_its_vms_run_again(pool):
     x.network.create({"name_label": "before-the-kill",
                       "name_description": "", "MTU": "1500",
                       "other_config": {}})
+    healthy(pool)
     killed = time.monotonic()
     pool[0].crash()
     y = wait_until(lambda: master_of(pool), timeout=T + 15, interval=0.5,
@@ -293,6 +315,7 @@ def test_the_master_cut_off_is_replaced_and_comes_back_a_slave(pool):
     y.network.create({"name_label": "before-the-cut",
                       "name_description": "", "MTU": "1500",
                       "other_config": {}})
+    healthy(pool)
     cut_at = time.monotonic()
     pool.network.cut(index)
     z = wait_until(lambda: master_of(pool, cut=pool[index]),
