@@ -8,7 +8,6 @@ priorities and agility with XAPI's errors.
 """
 
 import pytest
-import XenAPI
 
 from tests.support.servers import serving
 from tests.test_vm_lifecycle import GIB, MIB, failure, new_vm
@@ -171,9 +170,12 @@ def test_failures_to_tolerate_target(x, vms):
     assert x.pool.get_ha_plan_exists_for(pool) == "0"
 
 
-def test_enabling_ha_is_not_built_yet(x):
-    for call, args in ((x.pool.enable_ha, ([], {})), (x.pool.disable_ha, ()),
-                       (x.pool.ha_prevent_restarts_for, ("10",))):
-        with pytest.raises(XenAPI.Failure) as e:
-            call(*args)
-        assert e.value.details[0] == "NOT_IMPLEMENTED"
+def test_ha_on_a_host_alone(x):
+    """Quorum comes from the pool's etcd, which a pool of one has not;
+    enabling and disabling HA on a pool of three is tests/test_ha_failover."""
+    assert failure(x.pool.enable_ha, [], {}) == ["HA_TOO_FEW_HOSTS"]
+    assert failure(x.pool.enable_ha, [], {"timeout": "9"}) == [
+        "INVALID_VALUE", "timeout", "9"]
+    assert failure(x.pool.disable_ha) == ["HA_NOT_ENABLED"]
+    assert x.pool.ha_prevent_restarts_for("10") == ""
+    assert x.pool.get_ha_enabled(x.pool.get_all()[0]) is False

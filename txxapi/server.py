@@ -27,6 +27,7 @@ from txxapi.extauth import service as extauth_service
 from txxapi.xva import url_import
 from txxapi.extauth.service import ExternalAuth
 from txxapi.forwarding import Forwarder
+from txxapi.ha.monitor import HAMonitor
 from txxapi.identity import HostIdentity
 from txxapi.messages import MessageStore
 from txxapi.metrics.collector import Metrics
@@ -116,6 +117,10 @@ class Server:
         # A new master names itself the pool's (txxapi.pool.transition).
         self.components.append(MasterTransition(db, self.identity,
                                                 self.messages))
+        # HA: this host in the liveset, its fencing, the master's
+        # failover (txxapi.ha.monitor).
+        self.ha = HAMonitor(self)
+        self.components.append(self.ha)
         self.proposals = Proposals()
         self.forwarder = Forwarder(self.identity, db, reactor, self.storage)
         # Calls of sessions that are not local superusers (XAPI's RBAC

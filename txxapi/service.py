@@ -39,6 +39,8 @@ from txxapi.config import local_socket_path
 from txxapi.auth.checkers import PAMChecker, PasswdFileChecker
 from txxapi.auth.realm import make_portal
 from txxapi.db.persist import open_persistence
+from txxapi.ha import local as ha_local
+from txxapi.ha.monitor import fence_domains
 from txxapi.http.rpc_channel import RPCFactory
 from txxapi.http.site import make_site
 from txxapi.metrics.token import TokenFile
@@ -56,15 +58,19 @@ class StartupError(Exception):
     pass
 
 
-def make_backend(settings):
+def make_backend(settings, discard_domains=False):
     """The txxenops backend the settings ask for; 'auto' takes libxl on a
-    Xen host and the simulator elsewhere."""
+    Xen host and the simulator elsewhere.  ``discard_domains``: the host
+    was declared dead by HA while it was down (txxapi.ha.local), and
+    what it ran before is not its own any more."""
     choice = settings["backend"]
     if choice in ("auto", "libxl"):
         try:
             from txxenops.backends.libxl import open_backend
             backend = open_backend()
             log.info("backend: libxl")
+            if discard_domains:
+                fence_domains(backend)
             return backend
         except Exception as e:
             if choice == "libxl":
@@ -79,7 +85,8 @@ def make_backend(settings):
         memory=int(settings["simulator-memory"]),
         state_dir=os.path.join(settings["data-dir"], "xenops"),
         op_time=float(settings["simulator-op-time"]),
-        hostname=settings["simulator-hostname"] or None)
+        hostname=settings["simulator-hostname"] or None,
+        discard_domains=discard_domains)
 
 
 def ad_settings(settings):
@@ -169,17 +176,37 @@ class XapiService(service.MultiService):
         return self._join(child)
 
     @defer.inlineCallbacks
-    def _start(self):
+    def restart_in_place(self):
+        """Start again in a new role (an HA take-over) without leaving
+        the process: every child but the pool's stops, then the server
+        starts as a new process would, from the pool's log.  A process
+        restart would also restart this host's etcd member, and with
+        another member dead already the cluster would lose its quorum
+        meanwhile (and every host its HA lease)."""
+        pool_database = self.getServiceNamed("pool")
+        for child in reversed(list(self)):
+            if child is not pool_database:
+                yield defer.maybeDeferred(child.disownServiceParent)
+        log.info("restarting in place")
+        self._starting = self._start(pool_database)
+        self._starting.addErrback(self._failed)
+        yield self._starting
+
+    @defer.inlineCallbacks
+    def _start(self, pool_database=None):
         s = self.settings
         data_dir = s["data-dir"]
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        backend = make_backend(s)
-        pool_database = PoolDatabase(data_dir, self.reactor)
-        self._join(pool_database)
+        if pool_database is None:
+            pool_database = PoolDatabase(data_dir, self.reactor)
+            self._join(pool_database)
+        discard = False
         if pool_database.pooled:
-            persistence = yield self._pool_persistence(pool_database)
+            persistence, discard = yield self._pool_persistence(
+                pool_database)
         else:
             persistence = open_persistence(data_dir, self.reactor)
+        backend = make_backend(s, discard_domains=discard)
         server = self.server = Server(
             data_dir, make_portal(make_checkers(s)), backend, persistence,
             bind=s["bind"], login_failure_delay=float(s["login-failure-delay"]),
@@ -199,6 +226,7 @@ class XapiService(service.MultiService):
             metrics_token=TokenFile(s["metrics-token-file"])
             if s["metrics-token-file"] else None)
         server.pool_database = pool_database
+        server.restart_in_place = self.restart_in_place
         if isinstance(persistence, SlavePersistence):
             persistence.identity = server.identity
         yield self._join(StepService("database", server.open_database,
@@ -251,17 +279,29 @@ class XapiService(service.MultiService):
     @defer.inlineCallbacks
     def _pool_persistence(self, pool_database):
         """A pooled host: its etcd member up, then the master's log (once
-        it holds the mastership) or a slave's replica."""
+        it holds the mastership) or a slave's replica; and whether the
+        domains it ran are still its own (see txxapi.ha.local)."""
         data_dir = self.settings["data-dir"]
         yield pool_database.start_member()
+        armed = ha_local.armed(data_dir)
+        ha_lease = yield ha_local.live_lease(pool_database.client, data_dir)
+        if armed and pool_role.read(data_dir).is_master:
+            master = yield ha_local.master_elsewhere(
+                pool_database.client, pool_database.config["name"],
+                ha_lease, self.reactor)
+            if master is not None:
+                log.warn("HA: {a} took the mastership while this host was "
+                         "down: starting as its slave", a=master)
+                pool_role.write(data_dir, pool_role.Role(pool_role.SLAVE,
+                                                         master))
         if pool_role.read(data_dir).is_master:
             persistence = yield pool_database.master_persistence(
-                pool_database.config["name"])
+                pool_database.config["name"], ha_lease)
         else:
             persistence = SlavePersistence(
                 pool_database.client, pool_db.PREFIX,
                 os.path.join(data_dir, "replica"), None, self.reactor)
-        return persistence
+        return persistence, armed and ha_lease is None
 
     def _certificate(self, data_dir):
         s = self.settings

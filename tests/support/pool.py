@@ -36,14 +36,19 @@ def host_address(index):
 
 
 class PoolHost(RunningServer):
-    def __init__(self, base, index, extra_args=()):
-        address = host_address(index)
+    """``network``: a tests.support.netns.Namespaces the host runs in
+    (its own address there), else the loopback."""
+
+    def __init__(self, base, index, extra_args=(), network=None):
+        address = network.address(index) if network else host_address(index)
         RunningServer.__init__(
             self, os.path.join(base, "host%d" % index, "data"),
             passwd_file=os.path.join(base, "passwd"),
             extra_args=extra_args, http_port=80, https_port=443,
             bind=address)
         self.address = address
+        if network is not None:
+            self.command_prefix = network.prefix(index)
 
     def wait_ready(self, timeout=30, greeted=True):
         """Serving; a slave also out of emergency mode (its master
@@ -87,17 +92,43 @@ class PoolHost(RunningServer):
         self.respawn()
         return self.wait_ready(timeout)
 
+    def crash(self):
+        """The host dies at once: its process and every process it
+        started (its etcd member) killed with -9."""
+        if self.proc is not None:
+            children = _descendants(self.proc.pid)
+            self.kill()
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
     def respawn(self):
         status = self.wait_exit()
         assert status == RESTART_STATUS, (status, self.read_log())
         self.spawn()
 
 
+def _descendants(pid):
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open("/proc/%d/task/%d/children" % (parent, parent)) as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        found += children
+        todo += children
+    return found
+
+
 class PoolHosts:
     """``hosts[i]`` is a PoolHost; start(), stop() and kill() per host.
     ``extra_args``: server options every host gets."""
 
-    def __init__(self, base, count, extra_args=()):
+    def __init__(self, base, count, extra_args=(), network=None):
         self.base = base
         os.makedirs(base, exist_ok=True)
         passwd = os.path.join(base, "passwd")
@@ -105,7 +136,8 @@ class PoolHosts:
             from tests.support.servers import sha512_crypt
             with open(passwd, "w") as f:
                 f.write("%s:%s\n" % (USER, sha512_crypt(PASSWORD)))
-        self.hosts = [PoolHost(base, i, extra_args) for i in range(count)]
+        self.hosts = [PoolHost(base, i, extra_args, network)
+                      for i in range(count)]
 
     def __getitem__(self, index):
         return self.hosts[index]
@@ -167,6 +199,33 @@ class PoolHosts:
             raise RuntimeError("joins failed: %r" % failures)
 
 
+class Supervisor:
+    """What a host's init does: a host whose process exits asking for a
+    restart (it changed role by itself, as an HA take-over does, or
+    fenced itself) is started again.  A thread, until stop()."""
+
+    def __init__(self, hosts, interval=0.1):
+        self.hosts = list(hosts)
+        self.interval = interval
+        self.restarts = []          # (host address, time.time())
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stopped.wait(self.interval):
+            for host in self.hosts:
+                proc = host.proc
+                if proc is not None and proc.poll() == RESTART_STATUS:
+                    host.wait_exit()
+                    host.spawn()
+                    self.restarts.append((host.address, time.time()))
+
+    def stop(self):
+        self._stopped.set()
+        self._thread.join()
+
+
 def started_pool(base, count):
     """A generator for a module fixture: ``count`` hosts, each the master
     of its own pool; all stopped afterwards."""
@@ -177,10 +236,10 @@ def started_pool(base, count):
         hosts.stop()
 
 
-def joined_pool(base, count, extra_args=()):
+def joined_pool(base, count, extra_args=(), network=None):
     """A generator for a module fixture: ``count`` hosts, the first the
     master and every other joined to it; all stopped afterwards."""
-    hosts = PoolHosts(base, count, extra_args).start()
+    hosts = PoolHosts(base, count, extra_args, network).start()
     try:
         for joiner in hosts.hosts[1:]:
             hosts.join(joiner, hosts[0])

@@ -69,6 +69,9 @@ class RunningServer:
         # NBD only where a test asks for it (the standard port is shared).
         self.nbd_port = nbd_port
         self.proc = None
+        # What the command starts with (``ip netns exec NS``: a host in a
+        # namespace of its own, tests/support/netns.py).
+        self.command_prefix = []
         self.log_path = os.path.join(data_dir, "..", "twistd-%s-%d.log"
                                      % (bind, self.http_port))
 
@@ -89,14 +92,15 @@ class RunningServer:
         restart together need each other to come up)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [sys.executable, "-m", "twisted", "--log-format", "text",
-               "xapi", "--data-dir", self.data_dir, "--bind", self.bind,
-               "--http-port", str(self.http_port),
-               "--https-port", str(self.https_port),
-               "--nbd-port", str(self.nbd_port),
-               "--auth", "passwd:" + self.passwd_file,
-               "--backend", "simulator",
-               "--login-failure-delay", "0.2"] + self.extra_args
+        cmd = self.command_prefix + [
+            sys.executable, "-m", "twisted", "--log-format", "text",
+            "xapi", "--data-dir", self.data_dir, "--bind", self.bind,
+            "--http-port", str(self.http_port),
+            "--https-port", str(self.https_port),
+            "--nbd-port", str(self.nbd_port),
+            "--auth", "passwd:" + self.passwd_file,
+            "--backend", "simulator",
+            "--login-failure-delay", "0.2"] + self.extra_args
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)

@@ -1,5 +1,8 @@
 """
 High availability: the failover planner (which protected VMs could be
 restarted on the survivors of n host failures) and its view of the
-database.  The liveness and fencing machinery builds on the pool.
+database (planner, state, status); each host's place in the liveset of
+etcd leases and its self-fencing, the master's failover and a slave's
+take-over of a failed master (monitor, failover); what a host keeps of
+HA across restarts and the timings derived from T (local).
 """

@@ -40,6 +40,8 @@ def _non_dom0_resident(db, host):
 def eject(ctx, host):
     db, server = ctx.db, ctx.server
     fields = db.fields("host", host)
+    if db.get("pool", server.pool_ref, "ha_enabled"):
+        raise XenAPIError("HA_IS_ENABLED")
     if host == server.host_ref:
         raise XenAPIError("OPERATION_NOT_ALLOWED",
                           "Cannot eject the pool master")

@@ -103,7 +103,9 @@ class PoolDatabase(service.MultiService):
     @defer.inlineCallbacks
     def start_member(self):
         """This host's etcd member, if it has one, serving; the client of
-        the cluster either way."""
+        the cluster either way (already, after a restart in place)."""
+        if self.client is not None:
+            return
         self.client = EtcdClient(self.config["clients"], self.reactor)
         if self.config.get("member"):
             yield self._run_member()
@@ -185,11 +187,12 @@ class PoolDatabase(service.MultiService):
             return
         self.learn_clients(u for m in members for u in m.client_urls)
 
-    @defer.inlineCallbacks
-    def master_persistence(self, host_uuid):
-        """PoolPersistence, once this host holds the mastership."""
-        lease = yield self.client.grant(LEASE_TTL)
+    def master_persistence(self, host_uuid, lease=None):
+        """PoolPersistence, once this host holds the mastership (under
+        ``lease`` if given: the one an HA take-over won it with)."""
         granted_at = self.reactor.seconds()
+        if lease is None:
+            lease = yield self.client.grant(LEASE_TTL)
         # Renewed while it waits: the wait may outlast the lease's TTL.
         self.lease_keeper = LeaseKeeper(self.client, lease).start(granted_at)
         # Fires at once on a fresh pool; after a crash, once the old

@@ -215,6 +215,9 @@ def join(server, master_address, username, password, force):
         master_host = yield client.call("host.get_record", session,
                                         master_ref)
         local_checks(db, identity.host_ref, master_host, force)
+        # A pool with HA on takes no new host (XAPI's).
+        if (yield client.call("pool.get_ha_enabled", session, pools[0])):
+            raise XenAPIError("HA_IS_ENABLED")
         secret = yield client.call("pool.initial_auth", session)
         pool_session = yield client.call(
             "session.slave_login", master_ref, secret)

@@ -11,6 +11,7 @@ written only when a host's liveness changes.
 
 A host the master has not heard from since it started (the master
 restarted) keeps what the database says until the interval has passed.
+With HA on, the liveset on etcd decides instead (txxapi.ha.failover).
 """
 
 import time
@@ -77,6 +78,8 @@ class Liveness:
     def check(self, now=None):
         now = time.monotonic() if now is None else now
         db, me = self.db, self.identity.host_ref
+        if db.get("pool", self.identity.pool_ref, "ha_enabled"):
+            return      # the liveset on etcd says (txxapi.ha)
         for host in db.refs("host"):
             if host == me or not is_live(db, host):
                 continue

@@ -91,6 +91,19 @@ def become_master(server):
     pool_join.restart(server.reactor)
 
 
+def take_over(server):
+    """Become the master at once (HA: the master failed and this host
+    holds the mastership now): in place where the service can, else by
+    a process restart."""
+    restart = getattr(server, "restart_in_place", None)
+    if restart is None:
+        become_master(server)
+        return
+    log.info("becoming the pool's master; restarting in place")
+    _set_role(server, pool_role.Role(pool_role.MASTER))
+    server.reactor.callLater(0, restart)
+
+
 def become_slave_of(server, address):
     role = server.identity.role
     if role.kind == pool_role.SLAVE and role.master_address == address:

@@ -52,6 +52,7 @@ from zope.interface import implementer
 
 from txxenops.backends import simload, simmemory, simstate, simwrites
 from txxenops.backends.simconsole import ConsoleServer
+from txxenops.backends.simledger import Ledger
 from txxenops.control import control_of
 from txxenops.errors import (
     BackendUnavailable, BadDomainState, Cancelled, DeviceError, DomainNotFound,
@@ -322,7 +323,7 @@ class SimulatorBackend:
 
     def __init__(self, memory=DEFAULT_MEMORY, hostname=None, dom0_memory=None,
                  state_dir=None, op_time=0.05, agent_delay=0.2,
-                 shutdown_delay=0.1, check_paths=True):
+                 shutdown_delay=0.1, check_paths=True, discard_domains=False):
         self.memory_total = int(memory)
         self.hostname = hostname or socket.gethostname()
         self.cpus = read_cpus()
@@ -351,11 +352,17 @@ class SimulatorBackend:
             len(self.cpus), min(len(self.cpus), 16), self.dom0_memory,
             time.time())
         self._table = None
+        self._ledger = None
         if state_dir:
             os.makedirs(state_dir, exist_ok=True)
             self._table = simstate.DomainTable(
                 os.path.join(state_dir, STATE_FILE))
-            self._load()
+            self._ledger = Ledger(state_dir)
+            # discard_domains: the host was fenced (or otherwise declared
+            # dead) while it was down: its old domains run elsewhere now.
+            self._load(discard=discard_domains)
+            if discard_domains:
+                self._commit(force=True)    # before ha.json is forgotten
 
     # --- host -------------------------------------------------------------
 
@@ -779,6 +786,7 @@ class SimulatorBackend:
         self._consoles.close()
         self._commit(force=True)
         self._dispatcher.stop()
+        self._record("close")
 
     # --- test hooks: what a guest may do on its own ------------------------
 
@@ -856,6 +864,7 @@ class SimulatorBackend:
             rec.start_time = float((saved or {}).get("start_time") or
                                    time.time())
             self._change_state(rec, "paused" if paused else "running")
+            self._record("ran", spec.uuid)
             if rec.guest_metrics is not None:
                 self._refresh_networks(rec, emit=False)
             return self._emit("state", rec)
@@ -871,6 +880,7 @@ class SimulatorBackend:
                 del self._domains[rec.spec.uuid]
                 self._gen += 1
                 self._dirty.add(rec.spec.uuid)
+                self._record("ended", rec.spec.uuid)
             self._consoles.close_console(rec.domid)
             if emit:
                 self._emit_gone(rec.spec.uuid, rec.domid)
@@ -1103,7 +1113,11 @@ class SimulatorBackend:
 
     # --- internals: persistence -------------------------------------------
 
-    def _load(self):
+    def _record(self, what, *args):
+        if self._ledger is not None:
+            getattr(self._ledger, what)(*args)
+
+    def _load(self, discard=False):
         try:
             next_domid, domains = self._table.read()
         except (OSError, ValueError, KeyError) as e:
@@ -1112,6 +1126,12 @@ class SimulatorBackend:
                         self._table.path, e)
             return
         self._next_domid = next_domid or 1
+        if discard:
+            log.warning("discarding the domains of a fenced host: %s",
+                        sorted(domains))
+            self._dirty.update(domains)
+            self._gen += 1
+            return
         now = time.time()
         for d in domains.values():
             rec = _Domain.from_dict(d)
@@ -1126,6 +1146,7 @@ class SimulatorBackend:
                 rec.console_port = rec.text_port = 0
             self._consoles.set_state(rec.domid, rec.state)
             self._domains[rec.spec.uuid] = rec
+            self._record("ran", rec.spec.uuid)
             if rec.agent_due is not None:
                 due = rec.agent_due
                 self._scheduler.call_at(

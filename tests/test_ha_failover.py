@@ -1,0 +1,339 @@
+"""
+High availability on a pool of three real hosts (tests/support/pool.py)
+with a shared SR as the heartbeat SR and T = 10 s: pool.enable_ha and
+disable_ha over the SDK with XAPI's errors; a slave killed with -9 —
+its protected VMs Running on a survivor within T + 30 s, its host not
+live, HA_HOST_FAILED, and, started again, it comes back into the liveset
+without its stale domains; the master killed with -9 — a survivor takes
+the mastership by itself and answers within T + 15 s, every write
+acknowledged before is there, and the dead master's protected VMs run
+again.  Each time the simulators' ledgers show no VM ever ran on two
+hosts at once.  The old master, started again, finds the mastership
+taken and comes back as the new master's slave.  With each host in a
+network namespace of its own: a slave cut off fences itself and its VMs
+run elsewhere; the master cut off while it runs fences itself too, a
+survivor takes over, and healed, either comes back as a slave.
+"""
+
+import json
+import os
+import time
+import urllib.request
+
+import pytest
+import XenAPI
+
+from tests.support.api import failure, wait_until
+from tests.support import netns
+from tests.support.etcd import needs_etcd
+from tests.support.pool import Supervisor, joined_pool, pool_session
+from tests.support.servers import PASSWORD, USER
+from tests.test_pool_database import labels
+from tests.test_pool_join import by_address, role_of
+from tests.test_vm_lifecycle import MIB, new_vm
+from txxenops.backends.simledger import intervals, overlaps
+
+pytestmark = [needs_etcd, pytest.mark.skipif(
+    os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
+
+T = 10
+SERVER_ARGS = ["--simulator-op-time", "0.01", "--shutdown-timeout", "3",
+               "--metrics-interval", "1"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """Each host in a network namespace of its own where they can be
+    made (so that one can be cut off), else on the loopback."""
+    base = str(tmp_path_factory.mktemp("ha"))
+    network = netns.Namespaces(3).create() if netns.available() else None
+    try:
+        for hosts in joined_pool(base, 3, SERVER_ARGS, network):
+            hosts.network = network
+            hosts.shared = os.path.join(base, "shared")
+            os.makedirs(hosts.shared)
+            supervisor = Supervisor(hosts)
+            try:
+                yield hosts
+            finally:
+                supervisor.stop()
+    finally:
+        if network is not None:
+            network.destroy()
+
+
+def ledgers(pool):
+    return {h.address: os.path.join(h.data_dir, "xenops") for h in pool}
+
+
+def no_overlap(pool):
+    assert overlaps(ledgers(pool)) == []
+
+
+def master_of(pool, cut=None):
+    """The SDK on whichever host answers as the master now (a host cut
+    off is not asked: its connections would hang)."""
+    for host in pool:
+        if host.proc is None or host is cut:
+            continue
+        try:
+            s = XenAPI.Session(host.https_url, ignore_ssl=True)
+            s.xenapi.login_with_password(USER, PASSWORD, "1.0", "test")
+            return s.xenapi
+        except Exception:
+            continue
+    return None
+
+
+def member_healthy(host):
+    try:
+        with urllib.request.urlopen("http://%s:2379/health" % host.address,
+                                    timeout=1) as r:
+            return json.load(r).get("health") == "true"
+    except (OSError, ValueError):
+        return False
+
+
+def healthy(pool):
+    """Every host's etcd member healthy: a host just back may still be
+    catching up, and losing another then would leave no quorum (every
+    host would fence itself, as it must)."""
+    wait_until(lambda: all(member_healthy(h) for h in pool), timeout=60,
+               what="every etcd member healthy")
+    time.sleep(2)
+
+
+def heartbeat_sr(x, pool):
+    srs = [r for r in x.SR.get_all() if x.SR.get_name_label(r) == "hb"]
+    if srs:
+        return srs[0]
+    master = x.pool.get_master(x.pool.get_all()[0])
+    return x.SR.create(master, {"location": pool.shared}, "0", "hb", "",
+                       "sharedfile", "user", True, {})
+
+
+def plug_everywhere(x, sr):
+    for pbd in x.SR.get_PBDs(sr):
+        if not x.PBD.get_currently_attached(pbd):
+            x.PBD.plug(pbd)
+
+
+def ha_vm(x, name, host, priority="restart", order=0):
+    vm = new_vm(x, name, memory=64 * MIB, affinity=host)
+    x.VM.set_ha_restart_priority(vm, priority)
+    x.VM.set_order(vm, str(order))
+    x.VM.start(vm, False, False)
+    assert x.VM.get_resident_on(vm) == host
+    return vm
+
+
+def running_elsewhere(x, vm, dead):
+    return x.VM.get_power_state(vm) == "Running" and \
+        x.VM.get_resident_on(vm) not in (dead, "OpaqueRef:NULL")
+
+
+def test_enable_and_disable_ha(pool):
+    x = pool[0].session().xenapi
+    the_pool = x.pool.get_all()[0]
+    assert failure(x.pool.disable_ha) == ["HA_NOT_ENABLED"]
+    sr = heartbeat_sr(x, pool)
+    # Only the master's PBD is plugged so far.
+    assert failure(x.pool.enable_ha, [sr], {}) == ["SR_NO_PBDS", sr]
+    local = [x.PBD.get_SR(p) for p in x.PBD.get_all()
+             if not x.SR.get_shared(x.PBD.get_SR(p))
+             and x.SR.get_type(x.PBD.get_SR(p)) == "file"][0]
+    assert failure(x.pool.enable_ha, [local], {}) == ["SR_NO_PBDS", local]
+    assert failure(x.pool.enable_ha, ["OpaqueRef:nope"], {}) == [
+        "HANDLE_INVALID", "SR", "OpaqueRef:nope"]
+    plug_everywhere(x, sr)
+    assert failure(x.pool.enable_ha, [sr], {"timeout": "5"}) == [
+        "INVALID_VALUE", "timeout", "5"]
+    assert x.pool.get_ha_enabled(the_pool) is False
+    assert x.pool.get_ha_statefiles(the_pool) == []
+
+    x.pool.enable_ha([sr], {"timeout": str(T)})
+    assert x.pool.get_ha_enabled(the_pool) is True
+    assert x.pool.get_ha_configuration(the_pool) == {"timeout": str(T)}
+    statefiles = x.pool.get_ha_statefiles(the_pool)
+    assert len(statefiles) == 1
+    vdis = {x.VDI.get_type(v): v for v in x.SR.get_VDIs(sr)}
+    assert vdis["ha_statefile"] == statefiles[0]
+    assert x.VDI.get_name_label(vdis["redo_log"]) == "Metadata for HA"
+    hosts = x.host.get_all()
+    uuids = sorted(x.host.get_uuid(h) for h in hosts)
+    for h in hosts:
+        wait_until(lambda: x.host.get_ha_statefiles(h) == statefiles and
+                   sorted(x.host.get_ha_network_peers(h)) == uuids,
+                   what="host HA fields")
+    assert failure(x.pool.enable_ha, [sr], {}) == ["HA_IS_ENABLED"]
+    assert failure(x.pool.emergency_transition_to_master) == [
+        "HA_IS_ENABLED"]
+    assert failure(x.pool.eject, hosts[2]) == ["HA_IS_ENABLED"]
+
+    x.pool.disable_ha()
+    assert x.pool.get_ha_enabled(the_pool) is False
+    assert x.pool.get_ha_statefiles(the_pool) == []
+    # Enabled again (for the tests below): the same statefile is reused.
+    x.pool.enable_ha([], {"timeout": str(T)})
+    assert x.pool.get_ha_statefiles(the_pool) == statefiles
+
+
+def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
+    x = pool[0].session().xenapi
+    hosts = by_address(x)
+    dead, dead_host = hosts[pool[2].address]
+    protected = [ha_vm(x, "protected-%d" % i, dead, order=i)
+                 for i in range(2)]
+    best_effort = ha_vm(x, "best-effort", dead, "best-effort")
+    unprotected = ha_vm(x, "unprotected", dead, "")
+    x.VM.set_start_delay(protected[0], "1")
+    # Two failures tolerated on three hosts: a plan exists until one dies.
+    the_pool = x.pool.get_all()[0]
+    x.pool.set_ha_host_failures_to_tolerate(the_pool, "2")
+    assert x.pool.get_ha_overcommitted(the_pool) is False
+    assert x.pool.get_ha_plan_exists_for(the_pool) == "2"
+    killed = time.time()
+    pool[2].crash()
+    for vm in protected + [best_effort]:
+        wait_until(lambda: running_elsewhere(x, vm, dead), timeout=T + 30,
+                   what="%s restarted" % x.VM.get_name_label(vm))
+    restarted = time.time() - killed
+    assert restarted < T + 30
+    # Never before the lease was gone and the margin passed.
+    assert restarted >= T
+    assert x.VM.get_power_state(unprotected) == "Halted"
+    assert x.host_metrics.get_live(dead_host["metrics"]) is False
+    failed = [m for m in x.message.get_all_records().values()
+              if m["name"] == "HA_HOST_FAILED"]
+    assert [m["obj_uuid"] for m in failed] == [dead_host["uuid"]]
+    assert failed[0]["body"] == "Server '%s' has failed" % \
+        dead_host["name_label"]
+    # The plan was recomputed on the host's failure.
+    wait_until(lambda: x.pool.get_ha_overcommitted(the_pool),
+               what="the pool overcommitted")
+    assert int(x.pool.get_ha_plan_exists_for(the_pool)) < 2
+    assert any(m["name"] == "HA_POOL_OVERCOMMITTED"
+               for m in x.message.get_all_records().values())
+    # Restarted in order: the second group after the first's start_delay.
+    first = max(t for _, t, _ in _runs(pool, x, protected[0]))
+    second = max(t for _, t, _ in _runs(pool, x, protected[1]))
+    assert second >= first + 1
+    no_overlap(pool)
+
+    # Back up, it finds its lease expired: its stale domains are gone and
+    # it joins the liveset again.
+    pool[2].start(timeout=60)
+    wait_until(lambda: x.host_metrics.get_live(dead_host["metrics"]),
+               timeout=30, what="the host live again")
+    for vm in protected + [best_effort]:
+        assert running_elsewhere(x, vm, dead)
+    boots = intervals(ledgers(pool)[pool[2].address])
+    assert all(end is not None for _, _, end in boots)
+    no_overlap(pool)
+    wait_until(lambda: not x.pool.get_ha_overcommitted(the_pool),
+               what="a plan again with the host back")
+    x.pool.set_ha_host_failures_to_tolerate(the_pool, "0")
+
+
+def test_a_slave_cut_off_fences_itself_and_comes_back_healed(pool):
+    if pool.network is None:
+        pytest.skip("needs network namespaces")
+    x = pool[0].session().xenapi
+    cut, cut_host = by_address(x)[pool[1].address]
+    vms = [ha_vm(x, "cut-off-%d" % i, cut) for i in range(2)]
+    healthy(pool)
+    pool.network.cut(1)
+    for vm in vms:
+        wait_until(lambda: running_elsewhere(x, vm, cut), timeout=T + 30,
+                   what="%s restarted" % x.VM.get_name_label(vm))
+    # It stopped them itself, before they ran anywhere else.
+    uuids = {x.VM.get_uuid(vm) for vm in vms}
+    ends = [end for vm, _, end in intervals(ledgers(pool)[pool[1].address])
+            if vm in uuids]
+    assert len(ends) == 2 and None not in ends
+    no_overlap(pool)
+    assert x.host_metrics.get_live(cut_host["metrics"]) is False
+
+    pool.network.heal(1)
+    wait_until(lambda: x.host_metrics.get_live(cut_host["metrics"]),
+               timeout=60, what="the healed host live again")
+    assert role_of(pool[1]) == "slave:" + pool[0].address
+    for vm in vms:
+        assert running_elsewhere(x, vm, cut)
+    no_overlap(pool)
+
+
+def _runs(pool, x, vm):
+    uuid = x.VM.get_uuid(vm)
+    return [r for h in pool for r in intervals(ledgers(pool)[h.address])
+            if r[0] == uuid]
+
+
+def test_a_killed_master_is_replaced_and_its_vms_run_again(pool):
+    x = pool[0].session().xenapi
+    hosts = by_address(x)
+    master, _ = hosts[pool[0].address]
+    protected = ha_vm(x, "on-the-master", master)
+    x.network.create({"name_label": "before-the-kill",
+                      "name_description": "", "MTU": "1500",
+                      "other_config": {}})
+    healthy(pool)
+    killed = time.monotonic()
+    pool[0].crash()
+    y = wait_until(lambda: master_of(pool), timeout=T + 15, interval=0.5,
+                   what="a new master")
+    assert time.monotonic() - killed < T + 15
+    assert "before-the-kill" in labels(y)
+    wait_until(lambda: running_elsewhere(y, protected, master),
+               timeout=T + 30, what="the master's VM restarted")
+    no_overlap(pool)
+
+    # Back up, the old master finds the mastership taken: it starts as
+    # the new master's slave, without its stale domains.
+    new_master = y.host.get_address(y.pool.get_master(y.pool.get_all()[0]))
+    pool[0].start(timeout=60)
+    assert role_of(pool[0]) == "slave:" + new_master
+    wait_until(lambda: y.host_metrics.get_live(
+        y.host.get_metrics(master)), timeout=30, what="the old master live")
+    assert running_elsewhere(y, protected, master)
+    no_overlap(pool)
+    y.network.create({"name_label": "after-the-return",
+                      "name_description": "", "MTU": "1500",
+                      "other_config": {}})
+    z = pool_session(pool[0]).xenapi
+    wait_until(lambda: "after-the-return" in labels(z), what="replica")
+
+
+def test_the_master_cut_off_is_replaced_and_comes_back_a_slave(pool):
+    if pool.network is None:
+        pytest.skip("needs network namespaces")
+    y = master_of(pool)
+    master = y.pool.get_master(y.pool.get_all()[0])
+    index = next(i for i, h in enumerate(pool)
+                 if h.address == y.host.get_address(master))
+    vm = ha_vm(y, "on-the-cut-master", master)
+    y.network.create({"name_label": "before-the-cut",
+                      "name_description": "", "MTU": "1500",
+                      "other_config": {}})
+    healthy(pool)
+    cut_at = time.monotonic()
+    pool.network.cut(index)
+    z = wait_until(lambda: master_of(pool, cut=pool[index]),
+                   timeout=T + 15, interval=0.5, what="a new master")
+    assert time.monotonic() - cut_at < T + 15
+    assert "before-the-cut" in labels(z)
+    wait_until(lambda: running_elsewhere(z, vm, master), timeout=T + 30,
+               what="the cut master's VM restarted")
+    no_overlap(pool)
+
+    pool.network.heal(index)
+    if pool[index].proc is not None and pool[index].proc.poll() is not None:
+        pool[index].wait_exit()     # it gave up waiting for etcd
+    if pool[index].proc is None:
+        pool[index].start(timeout=60)
+    wait_until(lambda: z.host_metrics.get_live(z.host.get_metrics(master)),
+               timeout=90, what="the old master live again")
+    new_master = z.host.get_address(z.pool.get_master(z.pool.get_all()[0]))
+    assert role_of(pool[index]) == "slave:" + new_master
+    assert running_elsewhere(z, vm, master)
+    no_overlap(pool)
