@@ -271,9 +271,9 @@ class Transport:
                         "(outcome unknown)" % (endpoint.url, path), tried)
                 raise
             answer = decode(raw, code)
-            if (isinstance(answer, errors.EtcdNoQuorum)
-                    and "no leader" in str(answer)):
-                # Not proposed: safe to ask a member that may see a leader.
+            if _not_here(answer):
+                # Not proposed (no leader seen, or a learner asked): safe
+                # to ask the next member.
                 self.mark_failed(endpoint)
                 no_leader = answer
                 continue
@@ -374,3 +374,12 @@ def decode(raw, status):
         return errors.EtcdRequestError("etcd gateway: HTTP %d, %r"
                                        % (status, raw[:200]), status=status)
     return obj
+
+
+def _not_here(answer):
+    """An answer refusing the request at this member only: it sees no
+    leader, or it is a learner (which serves no client requests)."""
+    if isinstance(answer, errors.EtcdNoQuorum):
+        return "no leader" in str(answer)
+    return isinstance(answer, errors.EtcdRequestError) and \
+        "not supported for learner" in str(answer)
