@@ -26,7 +26,7 @@ import XenAPI
 from tests.support.api import failure, wait_until
 from tests.support import netns
 from tests.support.etcd import needs_etcd
-from tests.support.pool import Supervisor, joined_pool, pool_session
+from tests.support.pool import Supervisor, joined_pool, network, pool_session
 from tests.support.servers import PASSWORD, USER
 from tests.test_pool_database import labels
 from tests.test_pool_join import by_address, role_of
@@ -274,9 +274,7 @@ def test_a_killed_master_is_replaced_and_its_vms_run_again(pool):
     hosts = by_address(x)
     master, _ = hosts[pool[0].address]
     protected = ha_vm(x, "on-the-master", master)
-    x.network.create({"name_label": "before-the-kill",
-                      "name_description": "", "MTU": "1500",
-                      "other_config": {}})
+    network(x, "before-the-kill")
     healthy(pool)
     killed = time.monotonic()
     pool[0].crash()
@@ -297,9 +295,7 @@ def test_a_killed_master_is_replaced_and_its_vms_run_again(pool):
         y.host.get_metrics(master)), timeout=30, what="the old master live")
     assert running_elsewhere(y, protected, master)
     no_overlap(pool)
-    y.network.create({"name_label": "after-the-return",
-                      "name_description": "", "MTU": "1500",
-                      "other_config": {}})
+    network(y, "after-the-return")
     z = pool_session(pool[0]).xenapi
     wait_until(lambda: "after-the-return" in labels(z), what="replica")
 
@@ -315,9 +311,7 @@ def test_the_master_cut_off_is_replaced_and_comes_back_a_slave(pool):
     index = next(i for i, h in enumerate(pool)
                  if h.address == y.host.get_address(master))
     vm = ha_vm(y, "on-the-cut-master", master)
-    y.network.create({"name_label": "before-the-cut",
-                      "name_description": "", "MTU": "1500",
-                      "other_config": {}})
+    network(y, "before-the-cut")
     healthy(pool)
     cut_at = time.monotonic()
     pool.network.cut(index)

@@ -13,11 +13,12 @@ import xmlrpc.client
 import pytest
 
 from tests.support.api import wait_until
-from tests.support.pool import needs_pool_hosts, joined_pool, pool_session
+from tests.support.pool import (
+    needs_pool_hosts, joined_pool, network, pool_session)
 from tests.support.servers import PASSWORD, USER
 from tests.test_pool_database import labels
 from tests.test_pool_join import by_address, role_of
-from tests.test_pool_transition import local_session, network
+from tests.test_pool_transition import local_session
 
 pytestmark = needs_pool_hosts
 

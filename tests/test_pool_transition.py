@@ -14,7 +14,7 @@ import XenAPI
 
 from tests.support.api import failure, wait_until
 from tests.support.etcd import needs_etcd
-from tests.support.pool import PoolHosts, joined_pool, pool_session
+from tests.support.pool import PoolHosts, joined_pool, network, pool_session
 from tests.support.servers import PASSWORD, USER
 from tests.test_pool_database import labels
 from tests.test_pool_join import by_address, role_of
@@ -26,11 +26,6 @@ pytestmark = [needs_etcd, pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
     yield from joined_pool(str(tmp_path_factory.mktemp("transition")), 3)
-
-
-def network(x, label):
-    x.network.create({"name_label": label, "name_description": "",
-                      "MTU": "1500", "other_config": {}})
 
 
 def local_session(host):

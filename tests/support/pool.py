@@ -248,6 +248,12 @@ def joined_pool(base, count, extra_args=(), network=None):
         hosts.stop()
 
 
+def network(x, label):
+    """A network named label: a small write whose survival tests check."""
+    x.network.create({"name_label": label, "name_description": "",
+                      "MTU": "1500", "other_config": {}})
+
+
 def pool_session(host):
     """A pool session on a host (the pool secret), as hosts use."""
     with open(os.path.join(host.data_dir, "ptoken")) as f:

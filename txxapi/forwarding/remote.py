@@ -85,6 +85,7 @@ def under_task(ctx, forwarded, run):
     task = forwarded["task"]
     if task is None or ctx.db.exists("task", task):
         return defer.maybeDeferred(run)
+
     def mirrored():
         # The answer leaves after the last progress sent: a progress
         # landing after the outcome would undo its 1.0.

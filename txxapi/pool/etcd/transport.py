@@ -244,7 +244,7 @@ class Transport:
 
     @defer.inlineCallbacks
     def _call(self, path, body, idempotent, deadline):
-        tried, no_leader = [], None
+        tried, refused_here = [], None
         order = self._order()
         for i, endpoint in enumerate(order):
             tried.append(endpoint.url)
@@ -275,14 +275,14 @@ class Transport:
                 # Not proposed (no leader seen, or a learner asked): safe
                 # to ask the next member.
                 self.mark_failed(endpoint)
-                no_leader = answer
+                refused_here = answer
                 continue
             if isinstance(answer, Exception):
                 raise answer
             self._prefer(endpoint)
             return answer
-        if no_leader is not None:
-            raise no_leader
+        if refused_here is not None:
+            raise refused_here
         raise errors.EtcdUnavailable(
             "no etcd member answered %s (tried %s)" % (path, ", ".join(tried)),
             tried)
