@@ -154,10 +154,16 @@ class PoolHosts:
         return self
 
     def stop(self):
-        """Every host asked to stop at once, then each waited for."""
-        for host in self.hosts:
-            if host.proc is not None and host.proc.poll() is None:
+        """The masters stopped first, while their etcd quorum is there
+        for their last snapshot; then every other host at once."""
+        running = [h for h in self.hosts
+                   if h.proc is not None and h.proc.poll() is None]
+        masters = [h for h in running if h.role() == "master"]
+        for group in (masters, [h for h in running if h not in masters]):
+            for host in group:
                 host.proc.send_signal(signal.SIGTERM)
+            for host in group:
+                host.stop()
         for host in self.hosts:
             host.stop()
 

@@ -49,6 +49,9 @@ MASTER_KEY = b"txxapi/master"
 # writing, and a new master can take over after it.
 LEASE_TTL = 10
 MEMBER_TIMEOUT = 60.0
+# A stopping master's revoke is a courtesy to its successor: without a
+# quorum (the whole pool shutting down) it would wait out the lease.
+REVOKE_ON_STOP_TIMEOUT = 2.0
 
 
 def read_config(data_dir):
@@ -223,7 +226,7 @@ class PoolDatabase(service.MultiService):
         keeper, self.lease_keeper = self.lease_keeper, None
         if keeper is not None:
             try:
-                yield keeper.stop(revoke=True)
+                yield keeper.stop(revoke=True, timeout=REVOKE_ON_STOP_TIMEOUT)
             except Exception as e:
                 log.warn("pool: the mastership lease was not revoked ({e})",
                          e=e)

@@ -37,6 +37,9 @@ __all__ = ["PoolPersistence"]
 
 log = Logger()
 
+# How long a closing master waits for etcd to take its last snapshot.
+CLOSE_TIMEOUT = 3.0
+
 
 class PoolPersistence(Persistence):
     """``client``: an EtcdClient; ``prefix``: the log's key prefix;
@@ -191,11 +194,12 @@ class PoolPersistence(Persistence):
     @defer.inlineCallbacks
     def close(self):
         """The local close (a last snapshot, the redo log closed) with the
-        etcd side given durable_timeout: without quorum the writer is
-        stopped then, so a stop never hangs on etcd (what did not reach it
-        stays on the local disk; the next master starts from etcd's)."""
-        give_up = self.reactor.callLater(self.writer.durable_timeout,
-                                         self.writer.stop)
+        etcd side given CLOSE_TIMEOUT: without quorum (a whole pool
+        stopping) the writer is stopped then, so a stop never hangs on
+        etcd.  Every acknowledged write is already in etcd's batches; the
+        last snapshot only shortens the next load."""
+        give_up = self.reactor.callLater(
+            min(CLOSE_TIMEOUT, self.writer.durable_timeout), self.writer.stop)
         try:
             yield Persistence.close(self)
         finally:

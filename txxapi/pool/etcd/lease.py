@@ -49,12 +49,13 @@ class LeaseKeeper:
         self._schedule(self.interval)
         return self
 
-    def stop(self, revoke=False):
-        """Stop renewing (and revoke the lease if asked)."""
+    def stop(self, revoke=False, timeout=None):
+        """Stop renewing (and revoke the lease if asked, giving up after
+        ``timeout`` seconds: the lease then simply expires)."""
         self._running = False
         self._cancel_timers()
         if revoke:
-            return self.client.revoke(self.lease.id)
+            return self.client.revoke(self.lease.id, timeout=timeout)
         return defer.succeed(None)
 
     def _cancel_timers(self):
