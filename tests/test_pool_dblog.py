@@ -157,6 +157,11 @@ def test_ack_waits_for_quorum_and_the_log_resumes(rt, pool, cluster):
             and None)
     time.sleep(1.5)
     assert outcome == []                    # no quorum: not acknowledged
+    # On the local disk, not on etcd: the persistence says it is not
+    # durable, and a wait is not answered from the disk alone.
+    during = db.persistent_generation
+    assert rt.call(lambda: (master.log.is_durable(during),
+                            master.is_durable(during))) == (True, False)
     wait_until(lambda: outcome, timeout=6)
     assert time.monotonic() - started < 3 + 2
     error = outcome[0].value
@@ -170,6 +175,11 @@ def test_ack_waits_for_quorum_and_the_log_resumes(rt, pool, cluster):
         cluster.wait_healthy(m)
     # The write that was not acknowledged was kept and lands first.
     writes(rt, db, master, ["after"])
+    after = db.persistent_generation
+    assert rt.call(lambda: (master.is_durable(during),
+                            master.is_durable(after),
+                            master.wait_durable(after).called)) == (
+        True, True, True)
     late, ldb = pool.replica("late")
     assert labels_of(ldb) == ["after", "before", "during"]
     assert tables(ldb) == tables(db)

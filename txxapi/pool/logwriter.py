@@ -159,13 +159,19 @@ class LogWriter:
 
     # -- waiting ----------------------------------------------------------------
 
+    def is_durable(self, generation):
+        """Whether etcd holds every queued record up to generation (and
+        the writer has not stopped): what wait() answers at once."""
+        return self.failure is None and \
+            min(generation, self.queued) <= self.acknowledged
+
     def wait(self, generation):
         """Fires once etcd holds every queued record up to generation."""
         if self.failure is not None:
             return defer.fail(self.failure)
-        target = min(generation, self.queued)
-        if target <= self.acknowledged:
+        if self.is_durable(generation):
             return defer.succeed(generation)
+        target = min(generation, self.queued)
         d = defer.Deferred()
         self._seq += 1
         timer = self.reactor.callLater(self.durable_timeout, self._timed_out,
