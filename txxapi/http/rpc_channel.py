@@ -231,17 +231,15 @@ class RPCRequest:
         out = self._out
         out[b"Content-Type"] = content_type
         head = (key, self.code, self.clientproto, tuple(out.items()))
-        whole = shared.encoded(value, head, self._whole(encode))
+        whole = shared.encoded(value, head, self._whole, encode)
         self.startedWriting = True
         self.channel.send(whole)
         self.finish()
 
-    def _whole(self, encode):
-        def build(value):
-            body = encode(value)
-            self._out[b"Content-Length"] = b"%d" % len(body)
-            return self._response((body,))
-        return build
+    def _whole(self, value, encode):
+        body = encode(value)
+        self._out[b"Content-Length"] = b"%d" % len(body)
+        return self._response((body,))
 
     def finish(self):
         if self._disconnected:
