@@ -251,11 +251,16 @@ def test_a_lost_lease_stops_writes_at_once(rt, pool):
     writes(rt, db, master, ["kept"])
     rt.call(pool.client.revoke, lease.id)
     rt.call(lambda: keeper.lost, within=5)
+    kept = db.persistent_generation
     started = time.monotonic()
     with pytest.raises(MastershipLost) as refused:
         rt.call(write, db, master, "refused")
     assert time.monotonic() - started < 0.5      # no etcd round needed
     assert refused.value.description == ["HA_LOST_STATEFILE"]
+    # What etcd acknowledged stays durable; the refused write never is.
+    assert rt.call(lambda: (master.is_durable(kept),
+                            master.is_durable(db.persistent_generation))) \
+        == (True, False)
     with pytest.raises(MastershipLost):
         master.check_writable()
     late, ldb = pool.replica("late")

@@ -91,10 +91,11 @@ class LogWriter:
 
     def append(self, record):
         """Queue one change record (reactor thread, generation order)."""
+        # Counted even once stopped: it is one etcd never acknowledges.
+        self.queued = record[0]
         if self.failure is not None:
             return
         self._pending.append(record)
-        self.queued = record[0]
         self._kick()
 
     def flush_pending(self):
@@ -160,17 +161,17 @@ class LogWriter:
     # -- waiting ----------------------------------------------------------------
 
     def is_durable(self, generation):
-        """Whether etcd holds every queued record up to generation (and
-        the writer has not stopped): what wait() answers at once."""
-        return self.failure is None and \
-            min(generation, self.queued) <= self.acknowledged
+        """Whether etcd holds every queued record up to generation: what
+        wait() answers at once (what etcd acknowledged stays so after the
+        writer stopped)."""
+        return min(generation, self.queued) <= self.acknowledged
 
     def wait(self, generation):
         """Fires once etcd holds every queued record up to generation."""
-        if self.failure is not None:
-            return defer.fail(self.failure)
         if self.is_durable(generation):
             return defer.succeed(generation)
+        if self.failure is not None:
+            return defer.fail(self.failure)
         target = min(generation, self.queued)
         d = defer.Deferred()
         self._seq += 1
