@@ -5,6 +5,8 @@ legacy register/next queue and its overflow, SESSION_INVALID on logout
 while blocked, inject, and many concurrent waiters.
 """
 
+import json
+import socket
 import threading
 import time
 import xmlrpc.client
@@ -248,14 +250,19 @@ def test_logout_while_blocked_is_session_invalid(server, how):
     assert outcome == [["SESSION_INVALID", session]]
 
 
-def test_two_hundred_concurrent_waiters_each_see_the_change(server, xapi,
-                                                            other):
-    ref = other.xenapi.network.create({"name_label": "watched",
+def _watched_network(xapi, other, label):
+    """A new network, the subscription to it and a current token."""
+    ref = other.xenapi.network.create({"name_label": label,
                                        "name_description": "",
                                        "MTU": "1500", "other_config": {}})
-    session = xapi._session
     sub = ["network/" + ref]
-    token = event_from(xapi, sub, "", 5.0)["token"]
+    return ref, sub, event_from(xapi, sub, "", 5.0)["token"]
+
+
+def test_two_hundred_concurrent_waiters_each_see_the_change(server, xapi,
+                                                            other):
+    ref, sub, token = _watched_network(xapi, other, "watched")
+    session = xapi._session
     n = 200
     ready = threading.Barrier(n + 1)
 
@@ -279,4 +286,82 @@ def test_two_hundred_concurrent_waiters_each_see_the_change(server, xapi,
     for seen in results:
         assert [(e["ref"], e["operation"]) for e in seen] == [(ref, "mod")]
         assert seen[0]["snapshot"]["name_label"] == "changed once"
+    other.xenapi.network.destroy(ref)
+
+
+def _raw_request(server, version, path, content_type, body, close=False):
+    head = ["POST %s %s" % (path, version), "Host: x",
+            "Content-Type: " + content_type,
+            "Content-Length: %d" % len(body)]
+    if close:
+        head.append("Connection: close")
+    sock = socket.create_connection(("127.0.0.1", server.http_port))
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    return sock
+
+
+def _raw_reply(sock):
+    """(status line, headers, body) of one response with a Content-Length."""
+    data = b""
+    sock.settimeout(60)
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    while len(body) < int(headers["Content-Length"]):
+        body += sock.recv(65536)
+    return lines[0], headers, body
+
+
+def test_watchers_woken_together_get_their_own_envelopes(server, xapi, other):
+    # One reply is shared by the watchers woken together; each still gets
+    # its own call's envelope and its own request's headers.
+    ref, sub, token = _watched_network(xapi, other, "shared")
+    params = [xapi._session, sub, token, 30.0]
+    calls = [  # (HTTP version, Connection: close, JSON-RPC id or None)
+        ("HTTP/1.1", False, 1), ("HTTP/1.1", False, 1),
+        ("HTTP/1.1", False, "b"), ("HTTP/1.1", True, 1),
+        ("HTTP/1.0", False, 1), ("HTTP/1.1", False, None),
+        ("HTTP/1.1", False, None)]
+    socks = []
+    for version, close, call_id in calls:
+        if call_id is None:
+            body = xmlrpc.client.dumps(tuple(params), "event.from").encode()
+            socks.append(_raw_request(server, version, "/", "text/xml", body,
+                                      close))
+        else:
+            body = json.dumps({"jsonrpc": "2.0", "id": call_id,
+                               "method": "event.from",
+                               "params": params}).encode()
+            socks.append(_raw_request(server, version, "/jsonrpc",
+                                      "application/json", body, close))
+    time.sleep(0.5)  # all blocked by now
+    other.xenapi.network.set_name_label(ref, "woken")
+    replies = [_raw_reply(sock) for sock in socks]
+    for sock in socks:
+        sock.close()
+    results = []
+    for (version, close, call_id), (status, headers, body) in zip(
+            calls, replies):
+        assert status == version + " 200 OK"
+        assert (headers.get("Connection") == "close") == close
+        if call_id is None:
+            assert headers["Content-Type"] == "text/xml"
+            (reply,), _ = xmlrpc.client.loads(body)
+            assert reply["Status"] == "Success"
+            result = reply["Value"]
+        else:
+            assert headers["Content-Type"] == "application/json"
+            reply = json.loads(body)
+            assert reply["id"] == call_id and reply["jsonrpc"] == "2.0"
+            result = reply["result"]
+        [event] = result["events"]
+        assert (event["ref"], event["snapshot"]["name_label"]) == (
+            ref, "woken")
+        results.append((call_id is None, result))
+    # The same reply for all, as each wire writes it.
+    for xml in (False, True):
+        same = [r for is_xml, r in results if is_xml == xml]
+        assert same and all(r == same[0] for r in same)
     other.xenapi.network.destroy(ref)

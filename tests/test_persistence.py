@@ -9,17 +9,21 @@ import os
 import queue
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import XenAPI
 from twisted.internet import task
 from twisted.python.threadpool import ThreadPool
 
+from tests.support.inprocess import ClockReactor
 from tests.support.servers import PASSWORD, USER, RunningServer
 from txxapi.datamodel import MODEL
 from txxapi.db import redolog
 from txxapi.db.memory import Database
 from txxapi.db.persist import Persistence
+from txxapi.pool.dblog import PoolDatabaseUnavailable
+from txxapi.pool.slavedb import SlavePersistence
 
 
 def _net(label):
@@ -230,6 +234,59 @@ def test_a_crash_loop_cannot_grow_the_log(tmp_path, reactor):
     p, db = _open(tmp_path, reactor, snapshot_log_bytes=bound)
     assert len(db.refs("network")) == 600
     reactor.result(p.close())
+
+
+def test_durable_generation_is_known_without_a_wait(tmp_path, reactor):
+    p, db = _open(tmp_path, reactor)
+    assert p.is_durable(db.generation)      # nothing written yet
+    _write(db, 3)
+    written = db.generation
+    # The writer's word comes through the reactor, which has not run yet.
+    d = p.wait_durable(written)
+    assert not d.called and not p.is_durable(written)
+    reactor.result(d)
+    assert p.is_durable(written) and p.is_durable(written - 1)
+    assert p.wait_durable(written).called   # answered at once
+    # A later generation with nothing logged (a non-persistent change)
+    # has nothing to wait for.
+    assert p.is_durable(written + 5)
+    _write(db, 1)
+    assert p.is_durable(written)
+    reactor.result(p.wait_durable(db.generation))
+    assert p.is_durable(db.generation)
+    reactor.result(p.close())
+
+
+# Its shipping tries the master through a Clock, which resolves no names.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_slaves_write_is_not_durable_before_the_master_has_it(tmp_path):
+    # No master answers here: the slave's write stays its own, so it is
+    # not durable, while what came before it is; its wait fails with
+    # the API's error after the timeout and the write is still pending.
+    clock = ClockReactor()
+    identity = SimpleNamespace(
+        role=SimpleNamespace(master_address="127.0.0.1"),
+        host_ref="OpaqueRef:h", pool_secret="s")
+    p = SlavePersistence(None, b"t", str(tmp_path), identity, clock,
+                         durable_timeout=5)
+    db = p.db = Database(MODEL)
+    p._running = True
+    db.listeners.append(p._changed)
+    before = db.generation
+    assert p.is_durable(before)
+    _write(db, 1)
+    written = db.generation
+    assert p.is_durable(before) and not p.is_durable(written)
+    d = p.wait_durable(written)
+    outcome = []
+    d.addBoth(outcome.append)
+    assert p.wait_durable(before).called and not outcome
+    clock.advance(5)
+    assert outcome[0].check(PoolDatabaseUnavailable)
+    assert outcome[0].value.description == ["HA_LOST_STATEFILE"]
+    assert not p.is_durable(written)
+    p._running = False
+    clock.advance(60)                        # its retries stop
 
 
 def test_start_with_a_large_log_snapshots_at_once(tmp_path, reactor):

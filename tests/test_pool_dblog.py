@@ -157,6 +157,11 @@ def test_ack_waits_for_quorum_and_the_log_resumes(rt, pool, cluster):
             and None)
     time.sleep(1.5)
     assert outcome == []                    # no quorum: not acknowledged
+    # On the local disk, not on etcd: the persistence says it is not
+    # durable, and a wait is not answered from the disk alone.
+    during = db.persistent_generation
+    assert rt.call(lambda: (master.log.is_durable(during),
+                            master.is_durable(during))) == (True, False)
     wait_until(lambda: outcome, timeout=6)
     assert time.monotonic() - started < 3 + 2
     error = outcome[0].value
@@ -170,6 +175,11 @@ def test_ack_waits_for_quorum_and_the_log_resumes(rt, pool, cluster):
         cluster.wait_healthy(m)
     # The write that was not acknowledged was kept and lands first.
     writes(rt, db, master, ["after"])
+    after = db.persistent_generation
+    assert rt.call(lambda: (master.is_durable(during),
+                            master.is_durable(after),
+                            master.wait_durable(after).called)) == (
+        True, True, True)
     late, ldb = pool.replica("late")
     assert labels_of(ldb) == ["after", "before", "during"]
     assert tables(ldb) == tables(db)
@@ -241,11 +251,16 @@ def test_a_lost_lease_stops_writes_at_once(rt, pool):
     writes(rt, db, master, ["kept"])
     rt.call(pool.client.revoke, lease.id)
     rt.call(lambda: keeper.lost, within=5)
+    kept = db.persistent_generation
     started = time.monotonic()
     with pytest.raises(MastershipLost) as refused:
         rt.call(write, db, master, "refused")
     assert time.monotonic() - started < 0.5      # no etcd round needed
     assert refused.value.description == ["HA_LOST_STATEFILE"]
+    # What etcd acknowledged stays durable; the refused write never is.
+    assert rt.call(lambda: (master.is_durable(kept),
+                            master.is_durable(db.persistent_generation))) \
+        == (True, False)
     with pytest.raises(MastershipLost):
         master.check_writable()
     late, ldb = pool.replica("late")

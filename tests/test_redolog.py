@@ -186,13 +186,21 @@ def test_append_wait_replay(tmp_path, reactor):
         log.append(r)
     assert reactor.result(log.wait_durable(50)) == 50
     assert log.durable_generation == 50
-    # Already durable: fires at once, without the writer.
+    # Already durable: says so, and a wait fires at once, without the
+    # writer.
+    assert log.is_durable(10) and log.is_durable(50)
     d = log.wait_durable(10)
     assert d.called
-    assert reactor.result(log.close()) == 50
-    got = list(replay(str(tmp_path), 0))
+    log.append(rec(51))
+    assert log.is_durable(50) and not log.is_durable(51)
+    assert not log.is_durable(60)   # 51 is below it and not yet on disk
+    assert reactor.result(log.wait_durable(51)) == 51
+    assert log.is_durable(60)
+    assert reactor.result(log.close()) == 51
+    got = list(replay(str(tmp_path), 0))[:50]
     assert len(got) == 50 and all(map(same, got, records))
-    assert [r[0] for r in replay(str(tmp_path), 45)] == [46, 47, 48, 49, 50]
+    assert [r[0] for r in replay(str(tmp_path), 45)] == [46, 47, 48, 49, 50,
+                                                         51]
     assert list_segments(str(tmp_path)) == [(1, segment_name(1))]
 
 
@@ -200,7 +208,8 @@ def test_wait_for_unappended_generation(tmp_path, reactor):
     # Waiting on a generation beyond the last append (e.g. a skipped touch)
     # waits only for what was appended.
     log = RedoLog(str(tmp_path), reactor=reactor)
-    assert log.wait_durable(99).called  # nothing appended at all
+    assert log.is_durable(99)           # nothing appended at all
+    assert log.wait_durable(99).called
     log.append(rec(5))
     assert reactor.result(log.wait_durable(9)) == 9
     reactor.result(log.close())
@@ -502,6 +511,7 @@ def test_writer_failure_fails_waiters(tmp_path, reactor, monkeypatch):
     log.append(rec(1))
     failure = reactor.result(log.wait_durable(1))
     assert failure.check(RedoLogError)
+    assert not log.is_durable(1)     # never on disk
     with pytest.raises(RedoLogError):
         log.append(rec(2))
     assert reactor.result(log.wait_durable(1)).check(RedoLogError)

@@ -52,8 +52,14 @@ class IPersistence(Interface):
     def open(db):
         """Load ``db`` (a Deferred)."""
 
+    def is_durable(generation):
+        """Whether ``generation`` is on disk already: a caller that asks
+        first needs no Deferred for what is durable (every reply to a
+        batch of woken watchers after the first)."""
+
     def wait_durable(generation):
-        """A Deferred that fires once ``generation`` is on disk."""
+        """A Deferred that fires once ``generation`` is on disk (at once,
+        already fired, when is_durable says so)."""
 
     def snapshot():
         """Write a full snapshot now (a Deferred)."""

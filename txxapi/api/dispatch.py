@@ -76,8 +76,6 @@ class Dispatcher:
         self.persistence = persistence
         self.make_context = make_context
         self.audit = audit
-        # (persistence, tables, a generation it has said is durable)
-        self._durable_seen = (None, None, -1)
 
     @staticmethod
     def knows(name):
@@ -212,29 +210,15 @@ class Dispatcher:
 
         def durable(result):
             generation = db.persistent_generation
-            if generation == before:
+            # Calls answered together (a write's event.from watchers) find
+            # it durable after the first has waited: no Deferred for them.
+            if generation == before or \
+                    self.persistence.is_durable(generation):
                 return result
-            # Calls answered together (a write's event.from watchers) wait
-            # once: the first asks, the others find it already durable.
-            # Generations count on only within one set of tables (a slave
-            # that adopts the master's database starts a new count).
-            persistence, tables = self.persistence, db.tables
-            seen = self._durable_seen
-            if seen[0] is persistence and seen[1] is tables and \
-                    generation <= seen[2]:
-                return result
-            w = persistence.wait_durable(generation)
-            return w.addCallback(self._now_durable, persistence, tables,
-                                 generation, result)
+            return self.persistence.wait_durable(generation).addCallback(
+                lambda _: result)
 
         return d.addCallback(durable)
-
-    def _now_durable(self, _, persistence, tables, generation, result):
-        seen = self._durable_seen
-        if seen[0] is not persistence or seen[1] is not tables or \
-                generation > seen[2]:
-            self._durable_seen = (persistence, tables, generation)
-        return result
 
     @staticmethod
     def _implementation(message):

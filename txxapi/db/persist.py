@@ -45,6 +45,9 @@ class NoPersistence:
     def open(self, db):
         return defer.succeed(None)
 
+    def is_durable(self, generation):
+        return True
+
     def wait_durable(self, generation):
         return defer.succeed(None)
 
@@ -166,6 +169,9 @@ class Persistence:
         self._since_snapshot += 1
         if self._snapshot_due():
             self.snapshot()
+
+    def is_durable(self, generation):
+        return self.log.is_durable(generation)
 
     def wait_durable(self, generation):
         return self.log.wait_durable(generation)

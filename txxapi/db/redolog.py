@@ -581,6 +581,12 @@ class RedoLog:
         self._queue.put((gen, data))
         return len(data)
 
+    def is_durable(self, generation):
+        """Whether every record appended so far with generation <=
+        ``generation`` is on disk (what wait_durable would answer at once,
+        without a Deferred)."""
+        return min(generation, self._last_appended) <= self._durable
+
     def wait_durable(self, generation):
         """Deferred firing (with ``generation``) once every record appended
         so far with generation <= ``generation`` is on disk.  Fires at once

@@ -106,7 +106,7 @@ class RPCResource(resource.Resource):
                 return shared.encoded(value, "xml", xmlrpc.encode_success) \
                     or xmlrpc.encode_success(value)
         self._answer(d, request, b"text/xml", ok, method,
-                     xmlrpc.encode_failure)
+                     xmlrpc.encode_failure, _xml_key)
         return server.NOT_DONE_YET
 
     # -- JSON-RPC -------------------------------------------------------------
@@ -132,16 +132,26 @@ class RPCResource(resource.Resource):
                 return jsonrpc.encode_success_encoded(call, result)
             return jsonrpc.encode_success(call, value)
         self._answer(d, request, b"application/json", ok, call.method,
-                     lambda desc: jsonrpc.encode_failure(call, desc))
+                     lambda desc: jsonrpc.encode_failure(call, desc),
+                     lambda: ("json", call.version, jsonrpc.dumps(call.id)))
         return server.NOT_DONE_YET
 
     # -- shared ---------------------------------------------------------------
 
-    def _answer(self, d, request, content_type, ok, method, encode_failure):
+    def _answer(self, d, request, content_type, ok, method, encode_failure,
+                envelope):
         """Write the call's answer: ok(result), or the failure's envelope.
         One pair of callbacks on the call's Deferred (a watcher woken with
-        a thousand others runs these a thousand times)."""
+        a thousand others runs these a thousand times).  A result shared
+        by many calls is answered with the same response bytes for all
+        whose envelope (what ok's bytes depend on besides the result:
+        ``envelope()``) and headers are the same."""
         def succeeded(value):
+            if shared.is_shared(value):
+                answer_shared = getattr(request, "answer_shared", None)
+                if answer_shared is not None:
+                    answer_shared(value, envelope(), content_type, ok)
+                    return
             self._write(ok(value), request, content_type)
 
         def failed(failure):
@@ -175,6 +185,10 @@ class RPCResource(resource.Resource):
         request.setHeader(b"Content-Length", str(len(body)).encode())
         request.write(body)
         request.finish()
+
+
+def _xml_key():
+    return "xml"
 
 
 # Returned in place of a body when the answer is being streamed.

@@ -34,6 +34,7 @@ from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 from zope.interface import implementer
 
 from txxapi.http import limits, routes
+from txxapi.wire import shared
 
 log = Logger()
 
@@ -207,14 +208,38 @@ class RPCRequest:
         if self.clientproto == b"HTTP/1.1" and b"Content-Length" not in out:
             out[b"Transfer-Encoding"] = b"chunked"
             self.chunked = True
+        self.channel.send(self._response(
+            toChunk(data) if data and self.chunked else (data,)))
+
+    def _response(self, body):
+        """The status line, the headers and the pieces of the body."""
         lines = [self.clientproto, b" %d " % self.code,
                  RESPONSES.get(self.code, b"Unknown Status"), b"\r\n"]
-        for name, value in out.items():
+        for name, value in self._out.items():
             lines += (name, b": ", value, b"\r\n")
         lines.append(b"\r\n")
-        if data:
-            lines.extend(toChunk(data) if self.chunked else (data,))
-        self.channel.send(b"".join(lines))
+        lines.extend(body)
+        return b"".join(lines)
+
+    def answer_shared(self, value, key, content_type, encode):
+        """Answer with encode(value) for a value many calls are answered
+        with (txxapi.wire.shared): the whole response, head and body, is
+        built once for all the requests whose heads are the same (``key``
+        names what else encode's bytes depend on)."""
+        if self._disconnected or self.finished:
+            return
+        out = self._out
+        out[b"Content-Type"] = content_type
+        head = (key, self.code, self.clientproto, tuple(out.items()))
+        whole = shared.encoded(value, head, self._whole, encode)
+        self.startedWriting = True
+        self.channel.send(whole)
+        self.finish()
+
+    def _whole(self, value, encode):
+        body = encode(value)
+        self._out[b"Content-Length"] = b"%d" % len(body)
+        return self._response((body,))
 
     def finish(self):
         if self._disconnected:

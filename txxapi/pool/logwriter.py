@@ -91,10 +91,11 @@ class LogWriter:
 
     def append(self, record):
         """Queue one change record (reactor thread, generation order)."""
+        # Counted even once stopped: it is one etcd never acknowledges.
+        self.queued = record[0]
         if self.failure is not None:
             return
         self._pending.append(record)
-        self.queued = record[0]
         self._kick()
 
     def flush_pending(self):
@@ -159,13 +160,19 @@ class LogWriter:
 
     # -- waiting ----------------------------------------------------------------
 
+    def is_durable(self, generation):
+        """Whether etcd holds every queued record up to generation: what
+        wait() answers at once (what etcd acknowledged stays so after the
+        writer stopped)."""
+        return min(generation, self.queued) <= self.acknowledged
+
     def wait(self, generation):
         """Fires once etcd holds every queued record up to generation."""
+        if self.is_durable(generation):
+            return defer.succeed(generation)
         if self.failure is not None:
             return defer.fail(self.failure)
         target = min(generation, self.queued)
-        if target <= self.acknowledged:
-            return defer.succeed(generation)
         d = defer.Deferred()
         self._seq += 1
         timer = self.reactor.callLater(self.durable_timeout, self._timed_out,

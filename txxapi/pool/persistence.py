@@ -11,7 +11,8 @@ only once a quorum of etcd members holds it.
   ahead (batches that never reached etcd, never acknowledged) starts from
   exactly what the pool acknowledged.  If etcd is empty, the local state
   is published as the log's first snapshot.
-- wait_durable(g): the local log's wait and etcd's, both.
+- wait_durable(g): the local log's wait and etcd's, both; is_durable(g)
+  says whether both hold g already.
 - snapshot(): the local one, then its bytes are uploaded as parts and the
   manifest put (fenced, in order with the batches) along with the deletion
   of the log keys it covers; etcd's history is then compacted to the
@@ -98,10 +99,22 @@ class PoolPersistence(Persistence):
             self.writer.append(record)
         Persistence._changed(self, record, cls)
 
+    def is_durable(self, generation):
+        return self.log.is_durable(generation) and \
+            self.writer.is_durable(generation)
+
     def wait_durable(self, generation):
-        d = defer.gatherResults([self.log.wait_durable(generation),
-                                 self.writer.wait(generation)],
-                                consumeErrors=True)
+        # Only the sides not there yet are waited for.
+        waits = []
+        if not self.log.is_durable(generation):
+            waits.append(self.log.wait_durable(generation))
+        if not self.writer.is_durable(generation):
+            waits.append(self.writer.wait(generation))
+        if not waits:
+            return defer.succeed(generation)
+        if len(waits) == 1:
+            return waits[0].addCallback(lambda _: generation)
+        d = defer.gatherResults(waits, consumeErrors=True)
         d.addCallbacks(lambda _: generation, _first_error)
         return d
 

@@ -104,7 +104,7 @@ def apply_shipped(db, text):
 
 class SlavePersistence:
     """The persistence of a slave's Database (the Persistence interface:
-    open, wait_durable, snapshot, close)."""
+    open, is_durable, wait_durable, snapshot, close)."""
 
     def __init__(self, client, prefix, directory, identity, reactor,
                  durable_timeout=DURABLE_TIMEOUT):
@@ -275,11 +275,16 @@ class SlavePersistence:
     def _pending_through(self, generation):
         return bool(self._queue) and self._queue[0][0] <= generation
 
+    def is_durable(self, generation):
+        """Whether every local write up to generation is on the master's
+        log."""
+        return not self._pending_through(generation)
+
     def wait_durable(self, generation):
         """Fires once every local write up to generation is on the
         master's log (the master's own writes are the master's to wait
         for); HA_LOST_STATEFILE after durable_timeout."""
-        if not self._pending_through(generation):
+        if self.is_durable(generation):
             return defer.succeed(generation)
         d = defer.Deferred()
         timeout = self.reactor.callLater(

@@ -30,14 +30,20 @@ def share(value):
     return value
 
 
-def encoded(value, wire, encode):
-    """encode(value), computed once per wire format, for a marked value;
-    None for any other value."""
+def is_shared(value):
+    entry = _marked.get(id(value))
+    return entry is not None and entry[0] is value
+
+
+def encoded(value, wire, encode, *args):
+    """encode(value, *args), computed once per wire format (any hashable
+    key naming what else the bytes depend on), for a marked value; None
+    for any other value."""
     entry = _marked.get(id(value))
     if entry is None or entry[0] is not value:
         return None
     cache = entry[1]
     body = cache.get(wire)
     if body is None:
-        body = cache[wire] = encode(value)
+        body = cache[wire] = encode(value, *args)
     return body
