@@ -211,9 +211,12 @@ def test_rrds_saved_at_another_step_start_afresh(held, tmp_path):
                  store.snapshot(storage.encode))
     start, _ = held
     same, _ = start(5)
-    assert same.store.host is not None and VM_UUID in same.store.set_aside
+    # (Saved under another host's uuid than the server's: kept as that
+    # host's backup.)
+    assert HOST_UUID in same.store.archived_hosts and \
+        VM_UUID in same.store.set_aside
     other, _ = start(1)
-    assert other.store.host is None and not other.store.set_aside
+    assert not other.store.archived_hosts and not other.store.set_aside
 
 
 def test_the_periodic_save_runs_beside_its_loop(held, tmp_path):

@@ -80,15 +80,36 @@ def decode(record):
     return Owner(head["kind"], head["uuid"], rrd, domid=head["domid"])
 
 
+def pack(encoded):
+    """The encoded RRDs (from ``encode``) as one document: the file's
+    form, and the body RRDs travel in between the pool's hosts."""
+    parts = [MAGIC]
+    for head, rings in encoded:
+        record = zlib.compress(_LEN.pack(len(head)) + head + rings, 1)
+        parts += [_LEN.pack(len(record)), record]
+    return b"".join(parts)
+
+
+def unpack(data):
+    """The owners of a ``pack`` document; ValueError if it is not one."""
+    try:
+        if not data.startswith(MAGIC):
+            raise ValueError("not an RRD document")
+        owners, pos = [], len(MAGIC)
+        while pos < len(data):
+            n = _LEN.unpack_from(data, pos)[0]
+            owners.append(decode(zlib.decompress(data[pos + 4:pos + 4 + n])))
+            pos += 4 + n
+        return owners
+    except (KeyError, TypeError, struct.error, zlib.error) as e:
+        raise ValueError(str(e) or type(e).__name__)
+
+
 def save(path, encoded):
     """Write the encoded RRDs (from ``encode``), replacing the file."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     with atomic_file(path, "wb") as f:
-        f.write(MAGIC)
-        for head, rings in encoded:
-            record = zlib.compress(_LEN.pack(len(head)) + head + rings, 1)
-            f.write(_LEN.pack(len(record)))
-            f.write(record)
+        f.write(pack(encoded))
 
 
 def load(path):
@@ -99,15 +120,8 @@ def load(path):
     except FileNotFoundError:
         return []
     try:
-        if not data.startswith(MAGIC):
-            raise ValueError("not an RRD file")
-        owners, pos = [], len(MAGIC)
-        while pos < len(data):
-            n = _LEN.unpack_from(data, pos)[0]
-            owners.append(decode(zlib.decompress(data[pos + 4:pos + 4 + n])))
-            pos += 4 + n
-        return owners
-    except (ValueError, KeyError, TypeError, struct.error, zlib.error) as e:
+        return unpack(data)
+    except ValueError as e:
         log.warning("RRDs in %s unreadable (%s): starting afresh", path, e)
         os.replace(path, path + ".unreadable")
         return []
