@@ -232,8 +232,10 @@ class RrdResource(resource.Resource):
             uuid = params.query.get("uuid")
             if route == routes.VM_RRD and uuid and \
                     "dbsync" not in params.query:
-                owners.to_vm_rrd(self.server, request, uuid,
-                                 self.server.metrics.store.has_vm(uuid))
+                store = self.server.metrics.store
+                live, kept = yield self.server.metrics.run(store.holds_vm,
+                                                           uuid)
+                owners.to_vm_rrd(self.server, request, uuid, live, kept)
             body, content_type, keep_alive = yield document(
                 self.server.metrics, route, request, params, version)
         except Refused as refused:

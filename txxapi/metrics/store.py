@@ -133,10 +133,11 @@ class MetricsStore:
             return self.vms.get(uuid)
         return self.srs.get(uuid)
 
-    def has_vm(self, uuid):
-        """Whether the live RRD of a VM (one running here) is here."""
+    def holds_vm(self, uuid):
+        """(whether the live RRD of a VM, one running here, is here,
+        whether one set aside is)."""
         with self.lock:
-            return uuid in self.vms
+            return uuid in self.vms, uuid in self.set_aside
 
     def data_sources(self, kind, uuid):
         """XAPI's data_source records of an owner, by name: its live
