@@ -4,7 +4,8 @@ real curl: a VM stopped on a slave has its RRD archived to the master,
 which answers /vm_rrd for it while the slave holds none; started on the
 slave again, the slave takes the history back; VM.pool_migrate carries
 it to the destination; and a slave restarted without its RRD file takes
-its host RRD back from the master's backup (made as it stopped).
+its host RRD back from the master's backup (made as it stopped).  PUT
+/rrd refuses what XAPI's refuses, keeping nothing.
 
 The hosts sample every second, so the finest archive holds a row a
 second and the history is counted in its known rows.
@@ -24,6 +25,7 @@ from tests import test_pool_forwarding as forwarding, test_pool_handlers
 from tests.test_pool_forwarding import SERVER_ARGS
 from tests.test_pool_handlers import url
 from tests.test_pool_migrate import running_on
+from tests.test_vm_lifecycle import new_vm
 
 pytestmark = [needs_etcd, pytest.mark.skipif(
     os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
@@ -126,3 +128,37 @@ def test_a_slave_without_its_rrds_takes_them_back_from_the_master(pool, sid):
     # The rows from before the stop are back: more known rows than a
     # fresh RRD could have.
     assert host_history() > time.monotonic() - stopped + 2
+
+
+def put_rrd(host, body, cookie=None, **query):
+    """(HTTP status, Location) of curl's PUT /rrd to ``host``."""
+    proc = subprocess.run(
+        ["curl", "-sS", "-k", "-o", os.devnull, "-X", "PUT",
+         "--data-binary", body, "-w", "%{http_code} %{redirect_url}",
+         url(host, "/rrd", **query)] +
+        (["--cookie", cookie] if cookie else []),
+        capture_output=True, text=True, timeout=30)
+    code, _, location = proc.stdout.partition(" ")
+    return int(code), location
+
+
+def test_what_put_rrd_refuses(pool, x, sid, hosts):
+    with open(os.path.join(pool[0].data_dir, "ptoken")) as f:
+        secret = "pool_secret=" + f.read().strip()
+    nobody = "0b5e7e1e-0000-4000-8000-00000000dead"
+    vm = x.VM.get_uuid(new_vm(x, "unsent"))
+    host = x.host.get_uuid(hosts[1])
+    assert put_rrd(pool[0], "x", uuid=vm)[0] == 401
+    assert put_rrd(pool[0], "x", secret)[0] == 400
+    assert put_rrd(pool[0], "x", secret, uuid=nobody)[0] == 404
+    assert put_rrd(pool[0], "x", secret, uuid=host)[0] == 400
+    # Not an RRD document: refused, nothing kept.
+    assert put_rrd(pool[0], "not an rrd", secret, uuid=vm,
+                   archive="true")[0] == 400
+    assert fetch(pool[0], "/vm_rrd", session_id=sid, uuid=vm)[0] == 404
+    # An archive is the master's to keep: a slave sends it there.
+    code, location = put_rrd(pool[1], "x", secret, uuid=vm,
+                             archive="true")
+    assert code == 302 and location.startswith(
+        "https://%s/rrd?uuid=%s&archive=true" % (pool[0].address, vm))
+    x.VM.destroy(x.VM.get_by_uuid(vm))

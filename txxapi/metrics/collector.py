@@ -204,9 +204,8 @@ class Metrics:
         are in), then the RRDs of the VMs gone sent where they went; the
         alarms due."""
         yield self.handover.arriving([d.uuid for d in stats.domains])
-        alarms, gone = yield self.run(self.archive, stats, facts)
-        if gone:
-            self.handover.left(gone)
+        alarms, moved = yield self.run(self.archive, stats, facts)
+        self.handover.left(*moved)
         return alarms
 
     def facts(self):
@@ -251,7 +250,8 @@ class Metrics:
 
     def archive(self, stats, facts):
         """On a metrics thread: the sample into the RRDs; (the alarms
-        due, the uuids of the VMs whose domains went)."""
+        due, (the uuids of the VMs whose domains went, of those whose
+        domains came))."""
         if stats.unavailable != self.unavailable:
             for what, why in stats.unavailable.items():
                 log.warn("metrics: {what} not collected: {why}", what=what,
@@ -269,11 +269,11 @@ class Metrics:
             read, written, _ = io.get(uuid, (0, 0, 0))
             srs.append((uuid,) + sources.readings_sr(used, size, read,
                                                      written))
-        gone = self.store.update(stats.time, host, vms, srs, facts.min_max)
+        moved = self.store.update(stats.time, host, vms, srs, facts.min_max)
         self.perfmon.configure(facts.perfmon, stats.time)
         if not self.perfmon.monitors:
-            return [], gone
-        return self.perfmon.evaluate(self.store.latest(), stats.time), gone
+            return [], moved
+        return self.perfmon.evaluate(self.store.latest(), stats.time), moved
 
     @defer.inlineCallbacks
     def _raise_alarms(self, alarms):

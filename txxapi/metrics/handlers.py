@@ -15,8 +15,9 @@ The RRD handlers, answered as xcp-rrdd's (behind XAPI's proxy) answer:
 * GET /metrics: the newest readings in OpenMetrics text (openmetrics).
 * PUT /rrd?uuid=[&archive=]: RRDs another host of the pool sends
   (txxapi.metrics.transfer), and with ``dbsync`` /host_rrd and /vm_rrd
-  answer what is kept here in the same form.  An archive sent to a slave
-  is answered 302 to the master, as XAPI's proxy does.
+  answer what is kept here in the same form.  As XAPI's proxy answers:
+  an archive sent to a slave, 302 to the master; a uuid of no VM or
+  host, 404; a host's not to be archived, 400.
 
 Each needs a session allowed ``http/<action>``; a task the client names
 in task_id is completed as the answer goes.  /metrics also takes the
@@ -190,6 +191,13 @@ def _between_hosts(metrics, route, request, params, uuid, version):
         if archive and not metrics.identity.is_master:
             raise Refused(owners.found(
                 request, metrics.identity.role.master_address))
+        # As XAPI's: a VM's or a host's, and a host's only to keep.
+        db = metrics.db
+        if uuid in db.table("host").by_uuid:
+            if not archive:
+                raise BadRequest()
+        elif uuid not in db.table("VM").by_uuid:
+            raise Refused(responses.not_found(version))
         body = request.content.read() if request.content else b""
         try:
             yield metrics.run(handover.received, body, archive, host)

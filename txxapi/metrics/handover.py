@@ -84,9 +84,13 @@ class Handover:
 
     @defer.inlineCallbacks
     def restore_host(self):
-        """On a slave without its host RRD: the master's backup of it."""
+        """On a slave without its host RRD: the master's backup of it.
+        The VMs' RRDs read back are sent on as those of domains gone
+        (a VM stopped while this host was down goes to the master)."""
         if not self.is_slave:
             return
+        self.leaving.update((yield self.metrics.run(
+            self.store.set_aside_vms)))
         has = yield self.metrics.run(self.store.has_host)
         if has:
             return
@@ -130,10 +134,14 @@ class Handover:
             log.warn("metrics: the master's RRD of VM {uuid}: {e}",
                      uuid=uuid, e=e)
 
-    def left(self, gone):
-        """After a sample: the VMs whose domains went, each sent where
-        the database says it is now once it says so."""
+    def left(self, gone=(), came=()):
+        """After a sample: the VMs whose domains went (and those still
+        to be sent), each sent where the database says it is now once it
+        says so; those whose domains came back stay."""
         self.leaving.update(gone)
+        self.leaving.difference_update(came)
+        if not self.leaving:
+            return
         db, here = self.metrics.db, self._identity.host_ref
         by_uuid = db.table("VM").by_uuid
         for uuid in list(self.leaving):
@@ -160,12 +168,12 @@ class Handover:
         """A VM moved to the host at ``address``: its RRD goes there (a
         Deferred that never fails)."""
         self.leaving.discard(uuid)
-        return self._send(uuid, address, False)
+        return self._send(uuid, address, False, live=True)
 
-    def _send(self, uuid, address, archive):
+    def _send(self, uuid, address, archive, live=False):
         self.sending.add(uuid)
         d = self.metrics.run(lambda: _encoded_pack(
-            self.store.release_vm(uuid, storage.encode)))
+            self.store.release_vm(uuid, storage.encode, live)))
 
         @defer.inlineCallbacks
         def sent(body):
@@ -175,9 +183,11 @@ class Handover:
                 yield self._put(address, uuid, body, archive)
             except transfer.TransferFailed as e:
                 log.warn("metrics: the RRD of VM {uuid} to {address}: {e}"
-                         " (kept here)", uuid=uuid, address=address, e=e)
+                         " (kept here, sent again later)", uuid=uuid,
+                         address=address, e=e)
                 owners = yield self.metrics.run(storage.unpack, body)
                 yield self.metrics.run(self.store.adopt, owners)
+                self.leaving.add(uuid)
         d.addCallback(sent)
         d.addErrback(lambda f: log.failure("metrics: handing over {uuid}",
                                            f, uuid=uuid))

@@ -66,8 +66,9 @@ class MetricsStore:
         """One sample: ``host`` (uuid, definitions, readings), ``vms``
         [(uuid, domid, definitions, readings)], ``srs`` [(uuid,
         definitions, readings)].  ``min_max``: whether new VM and SR RRDs
-        get MIN and MAX archives (host RRDs always do).  Answers the
-        uuids of the VMs whose domains went since the last sample."""
+        get MIN and MAX archives (host RRDs always do).  Answers (the
+        uuids of the VMs whose domains went since the last sample, those
+        whose domains came)."""
         with self.lock:
             uuid, defs, values = host
             self.host = self._take(self.host, HOST, uuid, 0, defs, values,
@@ -83,6 +84,7 @@ class MetricsStore:
                 seen[uuid] = self._take(owner, VM, uuid, domid, defs, values,
                                         timestamp, min_max)
             gone = [uuid for uuid in self.vms if uuid not in seen]
+            came = [uuid for uuid in seen if uuid not in self.vms]
             self.set_aside.update(self.vms)
             self.vms = seen
             self.handed_over = handed
@@ -94,7 +96,7 @@ class MetricsStore:
             for uuid, owner in self.srs.items():
                 live.setdefault(uuid, owner)
             self.srs = live
-            return gone
+            return gone, came
 
     def _take(self, owner, kind, uuid, domid, defs, values, timestamp,
               min_max):
@@ -311,6 +313,10 @@ class MetricsStore:
         with self.lock:
             return self.host is not None
 
+    def set_aside_vms(self):
+        with self.lock:
+            return list(self.set_aside)
+
     def unknown_vms(self, uuids):
         """Those of ``uuids`` this host keeps no RRD of."""
         with self.lock:
@@ -336,12 +342,14 @@ class MetricsStore:
                 list(self.vms.values())
             return [encode(owner) for owner in owners]
 
-    def release_vm(self, uuid, encode):
+    def release_vm(self, uuid, encode, live):
         """Let a VM's RRD go to another host: ``encode(owner)`` of it,
-        forgotten here (None if there is none).  Readings of the domain
-        it had here start no new one."""
+        forgotten here (None if there is none).  ``live``: the RRD of its
+        domain here too (a migration's, whose domain may not have been
+        sampled gone yet), and readings of that domain start no new
+        one."""
         with self.lock:
-            owner = self.vms.pop(uuid, None)
+            owner = self.vms.pop(uuid, None) if live else None
             if owner is not None:
                 self.handed_over[uuid] = owner.domid
             else:
