@@ -17,7 +17,8 @@ from twisted.logger import Logger
 
 from txxapi.workers import Workers
 from txxapi.metrics import perfmon, sources, storage
-from txxapi.metrics.handover import BACKUP_INTERVAL, Handover
+from txxapi.metrics.handover import BACKUP_INTERVAL, STOP_TIMEOUT, \
+    Handover
 from txxapi.metrics.store import HOST, SR, VM, MetricsStore
 from txxapi.metrics.token import TokenFile
 from txxapi.values import NULL_REF
@@ -155,7 +156,7 @@ class Metrics:
             yield self._saving
         try:
             yield self.save()
-            yield self.handover.backup()
+            yield self.handover.backup(STOP_TIMEOUT)
         finally:
             self.workers.stop()
 

@@ -30,8 +30,9 @@ from txxapi.metrics import storage, transfer
 log = Logger()
 
 BACKUP_INTERVAL = 86400.0
-# How long a start waits for the master's copy of the host's RRD.
-RESTORE_TIMEOUT = 5.0
+# How long a start waits for the master's copy of the host's RRD, and a
+# stop for the master to take the backup.
+RESTORE_TIMEOUT = STOP_TIMEOUT = 5.0
 STOPPED_STATES = ("Halted", "Suspended")
 # VMs whose RRDs are fetched from the master at once.
 FETCHES = 4
@@ -67,9 +68,10 @@ class Handover:
         db = self.metrics.db
         return db.fields("host", self._identity.host_ref)["uuid"]
 
-    def _put(self, address, uuid, body, archive):
+    def _put(self, address, uuid, body, archive, timeout=transfer.TIMEOUT):
         return transfer.put(self.metrics.clock, address,
-                            self._identity.pool_secret, uuid, body, archive)
+                            self._identity.pool_secret, uuid, body, archive,
+                            timeout)
 
     @defer.inlineCallbacks
     def _fetch(self, path, uuid, timeout=transfer.TIMEOUT):
@@ -102,14 +104,15 @@ class Handover:
                      e=e)
 
     @defer.inlineCallbacks
-    def backup(self):
+    def backup(self, timeout=transfer.TIMEOUT):
         """On a slave: its RRDs to the master (backup_rrds)."""
         if not self.is_slave:
             return
         body = yield self.metrics.run(
             lambda: storage.pack(self.store.backup(storage.encode)))
         try:
-            yield self._put(self._master, self._host_uuid(), body, True)
+            yield self._put(self._master, self._host_uuid(), body, True,
+                            timeout)
         except transfer.TransferFailed as e:
             log.warn("metrics: backing up the RRDs to the master: {e}", e=e)
 

@@ -57,11 +57,11 @@ def _request(reactor, method, address, path, query, secret, body=None,
 
 
 @defer.inlineCallbacks
-def put(reactor, address, secret, uuid, body, archive):
+def put(reactor, address, secret, uuid, body, archive, timeout=TIMEOUT):
     """Send a pack document; TransferFailed unless it was taken."""
     query = [("uuid", uuid)] + ([("archive", "true")] if archive else [])
     code, data = yield _request(reactor, b"PUT", address, PUT_PATH, query,
-                                secret, body)
+                                secret, body, timeout)
     if code != 200:
         raise TransferFailed("PUT /rrd on %s: %d %r" % (address, code,
                                                         data[:200]))
