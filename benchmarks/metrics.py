@@ -24,7 +24,9 @@ updates, perfmon), sample by sample in simulated time 5 s apart:
 * then served: a real server with the same number of running simulated
   VMs (their guest agents reporting) sampling every second,
   its CPU per sample against the collector's in this process, and
-  /rrd_updates and /metrics fetched over HTTP against the issue's 0.5 s.
+  /rrd_updates and /metrics fetched over HTTP against the issue's 0.5 s,
+  and every row of /rrd_updates as the first client after a restart finds
+  them.
 """
 
 import json
@@ -315,5 +317,23 @@ def served(ctx, vms, in_process):
             results.add(ITEM, "served, %d VMs: %s over HTTP (%d KiB)"
                         % (vms, figure, size // 1024), best * 1000, "ms",
                         TARGET * 1000, "the issue's 0.5 s")
+        # Restarted (its RRDs saved as it stops): the first client asking
+        # for every row, against the same asked again.
+        server.stop()
+        server.start(timeout=600)
+        session = common.login(url)
+        target = "%s/rrd_updates?%s" % (url, urllib.parse.urlencode({
+            "start": "-600", "host": "true", "cf": "AVERAGE",
+            "interval": "1", "json": "true", "session_id": session}))
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(target, timeout=60) as r:
+                size = len(r.read())
+            times.append(time.perf_counter() - t0)
+        results.add(ITEM, "served, %d VMs: /rrd_updates of every row, the "
+                    "first client after a restart (%d KiB)"
+                    % (vms, size // 1024), times[0] * 1000, "ms",
+                    times[1] * 1000, "the same asked again")
     finally:
         server.stop()
