@@ -4,7 +4,8 @@ real curl: a VM stopped on a slave has its RRD archived to the master,
 which answers /vm_rrd for it while the slave holds none; started on the
 slave again, the slave takes the history back; VM.pool_migrate carries
 it to the destination; and a slave restarted without its RRD file takes
-its host RRD back from the master's backup (made as it stopped).  PUT
+its host RRD back from the master's backup (made as it stopped;
+host.backup_rrds makes one too).  PUT
 /rrd refuses what XAPI's refuses, keeping nothing.
 
 The hosts sample every second, so the finest archive holds a row a
@@ -26,6 +27,7 @@ from tests.test_pool_forwarding import SERVER_ARGS
 from tests.test_pool_handlers import url
 from tests.test_pool_migrate import running_on
 from tests.test_vm_lifecycle import new_vm
+from txxapi.metrics import storage
 
 pytestmark = [needs_etcd, pytest.mark.skipif(
     os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
@@ -114,8 +116,29 @@ def test_a_vms_rrd_is_archived_on_the_master_and_follows_it(pool, x, sid,
     x.VM.destroy(vm)
 
 
-def test_a_slave_without_its_rrds_takes_them_back_from_the_master(pool, sid):
+def secret_cookie(pool):
+    with open(os.path.join(pool[0].data_dir, "ptoken")) as f:
+        return "pool_secret=" + f.read().strip()
+
+
+def test_a_slave_without_its_rrds_takes_them_back_from_the_master(
+        pool, x, sid, hosts):
     slave = pool[2]
+    # host.backup_rrds: the slave's RRDs on the master, as it keeps them.
+    x.host.backup_rrds(hosts[2], 0.0)
+    uuid = x.host.get_uuid(hosts[2])
+
+    def backed_up():
+        proc = subprocess.run(
+            ["curl", "-sS", "-k", "--cookie", secret_cookie(pool),
+             url(pool[0], "/host_rrd", uuid=uuid, dbsync="true")],
+            capture_output=True, timeout=30)
+        try:
+            return storage.unpack(proc.stdout)
+        except ValueError:
+            return None
+    kept, = wait_until(backed_up, what="the master's copy")
+    assert (kept.kind, kept.uuid) == ("host", uuid)
 
     def host_history():
         code, _, _, rrd = fetch(slave, "/host_rrd", session_id=sid)
@@ -143,8 +166,7 @@ def put_rrd(host, body, cookie=None, **query):
 
 
 def test_what_put_rrd_refuses(pool, x, sid, hosts):
-    with open(os.path.join(pool[0].data_dir, "ptoken")) as f:
-        secret = "pool_secret=" + f.read().strip()
+    secret = secret_cookie(pool)
     nobody = "0b5e7e1e-0000-4000-8000-00000000dead"
     vm = x.VM.get_uuid(new_vm(x, "unsent"))
     host = x.host.get_uuid(hosts[1])
