@@ -198,9 +198,11 @@ def _between_hosts(metrics, route, request, params, uuid, version):
                 raise BadRequest()
         elif uuid not in db.table("VM").by_uuid:
             raise Refused(responses.not_found(version))
-        body = request.content.read() if request.content else b""
+        content = request.content
         try:
-            yield metrics.run(handover.received, body, archive, host)
+            # Read on the thread too: a backup runs to megabytes.
+            yield metrics.run(lambda: handover.received(
+                content.read() if content else b"", archive, host))
         except ValueError:
             raise BadRequest()
         return b"", transfer.CONTENT_TYPE, False
