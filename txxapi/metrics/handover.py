@@ -30,9 +30,9 @@ from txxapi.metrics import storage, transfer
 log = Logger()
 
 BACKUP_INTERVAL = 86400.0
-# How long a start waits for the master's copy of the host's RRD, and a
-# stop for the master to take the backup.
-RESTORE_TIMEOUT = STOP_TIMEOUT = 5.0
+# How long a sample waits for the master's copies (a start for the host's
+# RRD), and a stop for the master to take the backup.
+FETCH_TIMEOUT = STOP_TIMEOUT = 5.0
 STOPPED_STATES = ("Halted", "Suspended")
 # VMs whose RRDs are fetched from the master at once.
 FETCHES = 4
@@ -74,7 +74,7 @@ class Handover:
                             timeout)
 
     @defer.inlineCallbacks
-    def _fetch(self, path, uuid, timeout=transfer.TIMEOUT):
+    def _fetch(self, path, uuid, timeout=FETCH_TIMEOUT):
         data = yield transfer.fetch(self.metrics.clock, self._master,
                                     self._identity.pool_secret, path, uuid,
                                     timeout)
@@ -98,7 +98,7 @@ class Handover:
             return
         try:
             yield self._fetch(transfer.HOST_PATH, self._host_uuid(),
-                              RESTORE_TIMEOUT)
+                              FETCH_TIMEOUT)
         except Exception as e:
             log.warn("metrics: the master's copy of this host's RRD: {e}",
                      e=e)
@@ -122,8 +122,9 @@ class Handover:
     def arriving(self, uuids):
         """Before a sample is archived on a slave: the master's RRDs of
         the VMs whose domains are new here."""
-        if not self.is_slave or not uuids:
-            return
+        if not self.is_slave or not uuids or \
+                self._identity.in_emergency_mode:
+            return      # (without a master, the domains start afresh)
         unknown = yield self.metrics.run(self.store.unknown_vms, uuids)
         fetches = [self._fetches.run(self._fetch_vm, uuid)
                    for uuid in unknown]
@@ -143,8 +144,8 @@ class Handover:
         says so; those whose domains came back stay."""
         self.leaving.update(gone)
         self.leaving.difference_update(came)
-        if not self.leaving:
-            return
+        if not self.leaving or self._identity.in_emergency_mode:
+            return      # (without a master: once there is one again)
         db, here = self.metrics.db, self._identity.host_ref
         by_uuid = db.table("VM").by_uuid
         for uuid in list(self.leaving):
