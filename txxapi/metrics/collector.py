@@ -102,6 +102,7 @@ class Metrics:
         self._sampled = False
         self._waiting = []
         self._loops = []
+        self._stopped = False
 
     @property
     def scrape_token(self):
@@ -130,6 +131,8 @@ class Metrics:
         d.addErrback(lambda f: log.failure("metrics: starting", f))
 
     def _start_loops(self):
+        if self._stopped:
+            return      # stopped while the master's copy was awaited
         # Restored rows printed before a client asks for them.
         self.run(self.store.print_rows).addErrback(
             lambda f: log.failure("metrics: printing restored rows", f))
@@ -146,6 +149,7 @@ class Metrics:
 
     @defer.inlineCallbacks
     def stop(self):
+        self._stopped = True
         for loop in self._loops:
             if loop.running:
                 loop.stop()
