@@ -14,7 +14,8 @@ updates, perfmon), sample by sample in simulated time 5 s apart:
   minutes also as the first client finds them (the collector prints each
   new 5 s row as it makes it), and with no row printed at all (RRDs just
   restored at a start, before a metrics thread has printed them: that
-  printing timed too);
+  printing timed too); and after the RRDs are saved and read back as
+  across a restart (their printed rows with them), against that;
 * the /metrics exposition of every source, against json.dumps of the
   same values;
 * the simulator starting guests whose agents report, its domain table on
@@ -23,7 +24,9 @@ updates, perfmon), sample by sample in simulated time 5 s apart:
 * then served: a real server with the same number of running simulated
   VMs (their guest agents reporting) sampling every second,
   its CPU per sample against the collector's in this process, and
-  /rrd_updates and /metrics fetched over HTTP against the issue's 0.5 s.
+  /rrd_updates and /metrics fetched over HTTP against the issue's 0.5 s,
+  and every row of /rrd_updates as the first client after a restart finds
+  them.
 """
 
 import json
@@ -36,7 +39,7 @@ from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks import common
-from txxapi.metrics import openmetrics
+from txxapi.metrics import openmetrics, storage
 from txxapi.metrics.collector import Facts, Metrics
 from txxenops import VMSpec
 from txxenops.backends import simload
@@ -138,10 +141,13 @@ def run(ctx):
             archive.memo = [None] * archive.rows
         t0 = time.perf_counter()
         store.updates(-595, STEP, "AVERAGE", True, None, None, True)
+        unprinted = time.perf_counter() - t0
         results.add(ITEM, "/rrd_updates JSON, host + %d VMs, last 595 s, "
                     "no row printed (a client before that)" % vms,
-                    (time.perf_counter() - t0) * 1000, "ms", baseline * 1000,
+                    unprinted * 1000, "ms", baseline * 1000,
                     "json.dumps of the same values")
+        restarted(ctx, metrics, fleet, what, samples, data_dir, vms,
+                  unprinted)
         best = baseline = None
         for _ in range(3):
             t0 = time.perf_counter()
@@ -161,6 +167,43 @@ def run(ctx):
         served(ctx, vms, per_sample)
         results.add(ITEM, "this process's RSS with the RRDs of %d VMs"
                     % vms, common.rss_mib(os.getpid()), "MiB")
+
+
+def restarted(ctx, metrics, fleet, what, samples, data_dir, vms,
+              unprinted):
+    """The RRDs saved and read back, as across a restart, then the first
+    sample taken (the server serves after it): the first client's
+    /rrd_updates of the last 10 minutes, against the same with no row
+    printed (what it was before the printed rows were saved)."""
+    for archive in _archives(metrics.store):
+        archive.memo = [None] * archive.rows
+    metrics.store.print_rows()
+    path = storage.path_in(data_dir)
+    t0 = time.perf_counter()
+    storage.save(path, metrics.store.snapshot(
+        lambda owner: storage.encode(owner)[:2] + ([],)))
+    bare = time.perf_counter() - t0
+    bare_size = os.path.getsize(path) / (1024 * 1024)
+    t0 = time.perf_counter()
+    storage.save(path, metrics.store.snapshot(storage.encode))
+    saved = time.perf_counter() - t0
+    again = Metrics(None, None, None, None, None, data_dir, step=STEP)
+    t0 = time.perf_counter()
+    again.store.restore(storage.load(path))
+    loaded = time.perf_counter() - t0
+    again.archive(fleet.sample(fleet.start + (samples + 1) * STEP), what)
+    t0 = time.perf_counter()
+    again.store.updates(-595, STEP, "AVERAGE", True, None, None, True)
+    first = time.perf_counter() - t0
+    size = os.path.getsize(path) / (1024 * 1024)
+    ctx.results.add(ITEM, "RRDs of %d VMs saved (%.1f MiB), with their "
+                    "printed 5 s rows" % (vms, size), saved * 1000, "ms",
+                    bare * 1000, "without (%.1f MiB)" % bare_size)
+    ctx.results.add(ITEM, "RRDs of %d VMs read back at a start" % vms,
+                    loaded * 1000, "ms")
+    ctx.results.add(ITEM, "/rrd_updates JSON, host + %d VMs, last 595 s, "
+                    "first client after a restart" % vms, first * 1000, "ms",
+                    unprinted * 1000, "no row printed")
 
 
 def simulator_table(ctx, vms):
@@ -274,5 +317,23 @@ def served(ctx, vms, in_process):
             results.add(ITEM, "served, %d VMs: %s over HTTP (%d KiB)"
                         % (vms, figure, size // 1024), best * 1000, "ms",
                         TARGET * 1000, "the issue's 0.5 s")
+        # Restarted (its RRDs saved as it stops): the first client asking
+        # for every row, against the same asked again.
+        server.stop()
+        server.start(timeout=600)
+        session = common.login(url)
+        target = "%s/rrd_updates?%s" % (url, urllib.parse.urlencode({
+            "start": "-600", "host": "true", "cf": "AVERAGE",
+            "interval": "1", "json": "true", "session_id": session}))
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(target, timeout=60) as r:
+                size = len(r.read())
+            times.append(time.perf_counter() - t0)
+        results.add(ITEM, "served, %d VMs: /rrd_updates of every row, the "
+                    "first client after a restart (%d KiB)"
+                    % (vms, size // 1024), times[0] * 1000, "ms",
+                    times[1] * 1000, "the same asked again")
     finally:
         server.stop()

@@ -106,7 +106,16 @@ def test_saved_rrds_read_back_whole(tmp_path):
     again.restore(storage.load(path))
     # A VM's RRD waits set aside until its domain is sampled again.
     assert VM_UUID in again.set_aside and not again.vms
+    # Its 5 s rows come back printed, as the collector printed them.
+    fine = [a for a in again.set_aside[VM_UUID].rrd.archives
+            if a.pdp_per_row == 1]
+    assert fine and all(None not in a.memo for a in fine)
+    assert fine[0].memo == [a for a in store.vms[VM_UUID].rrd.archives
+                            if a.pdp_per_row == 1][0].memo
     assert again.dump(VM, VM_UUID, False) == store.dump(VM, VM_UUID, False)
+    # The coarser archives' rows are printed when asked, not saved.
+    coarse = [a for a in again.host.rrd.archives if a.pdp_per_row > 1]
+    assert all(set(a.memo) == {None} for a in coarse)
     assert again.dump(HOST, None, True) == store.dump(HOST, None, True)
     # An unreadable file is put aside, and nothing is lost silently.
     with open(path, "r+b") as f:
@@ -211,9 +220,12 @@ def test_rrds_saved_at_another_step_start_afresh(held, tmp_path):
                  store.snapshot(storage.encode))
     start, _ = held
     same, _ = start(5)
-    assert same.store.host is not None and VM_UUID in same.store.set_aside
+    # (Saved under another host's uuid than the server's: kept as that
+    # host's backup.)
+    assert HOST_UUID in same.store.archived_hosts and \
+        VM_UUID in same.store.set_aside
     other, _ = start(1)
-    assert other.store.host is None and not other.store.set_aside
+    assert not other.store.archived_hosts and not other.store.set_aside
 
 
 def test_the_periodic_save_runs_beside_its_loop(held, tmp_path):

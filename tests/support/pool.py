@@ -254,6 +254,15 @@ def joined_pool(base, count, extra_args=(), network=None):
         hosts.stop()
 
 
+def module_pool(name, count, extra_args=()):
+    """A module-scoped ``pool`` fixture of joined_pool's hosts."""
+    @pytest.fixture(scope="module")
+    def pool(tmp_path_factory):
+        yield from joined_pool(str(tmp_path_factory.mktemp(name)), count,
+                               extra_args)
+    return pool
+
+
 def network(x, label):
     """A network named label: a small write whose survival tests check."""
     x.network.create({"name_label": label, "name_description": "",

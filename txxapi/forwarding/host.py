@@ -18,6 +18,7 @@ DATA_SOURCE_CALLS = ("get_data_sources", "query_data_source",
           # Run by the host that is to be master (txxapi.pool.transition).
           "pool.designate_new_master",
           "host.enable_external_auth", "host.disable_external_auth",
+          "host.backup_rrds",
           *["host." + name for name in DATA_SOURCE_CALLS])
 def on_host(ctx, host, *args):
     return Route(hosts.named(ctx, host))

@@ -24,10 +24,12 @@ HOST_RRD = "host_rrd"
 VM_RRD = "vm_rrd"
 SR_RRD = "sr_rrd"
 METRICS = "metrics"
+PUT_RRD = "rrd"
 MIGRATE_MEMORY = "migrate_memory"
 RPC = frozenset((XMLRPC, JSONRPC))
 CONSOLE = frozenset((CONNECT_CONSOLE, CONNECT_CONSOLE_WS))
-RRDS = frozenset((RRD_UPDATES, HOST_RRD, VM_RRD, SR_RRD, METRICS))
+RRDS = frozenset((RRD_UPDATES, HOST_RRD, VM_RRD, SR_RRD, METRICS,
+                  PUT_RRD))
 TRANSFERS = frozenset((IMPORT_RAW_VDI, EXPORT_RAW_VDI, IMPORT, EXPORT,
                        IMPORT_METADATA, EXPORT_METADATA))
 # The handlers that read their body as it arrives.
@@ -44,7 +46,8 @@ _TABLE = {
     b"OPTIONS": _RPC_URIS,
     b"PUT": [(IMPORT_PATH, IMPORT_RAW_VDI), (b"/import", IMPORT),
              (b"/import_metadata", IMPORT_METADATA),
-             (b"/services/xenops/memory/", MIGRATE_MEMORY)],
+             (b"/services/xenops/memory/", MIGRATE_MEMORY),
+             (b"/rrd", PUT_RRD)],
     b"GET": [(EXPORT_PATH, EXPORT_RAW_VDI), (b"/export", EXPORT),
              (b"/export_metadata", EXPORT_METADATA),
              (b"/console", CONNECT_CONSOLE_WS),

@@ -33,6 +33,8 @@ DOWNLOADS = {routes.EXPORT_RAW_VDI: vdi_transfer.Download,
 
 MAX_RPC_SIZE = 300 * 1024   # XAPI's limit for an RPC body
 MAX_CLI_SIZE = 200 * 1024   # and for a CLI command
+# A host's RRDs sent to its master (compressed; a few KiB a VM).
+MAX_RRD_SIZE = 256 * 1024 * 1024
 
 
 class XapiRequest(server.Request):
@@ -49,7 +51,8 @@ class XapiRequest(server.Request):
             command, getattr(self.channel, "_path", b""))
         rpc = command == b"POST" and handler in routes.RPC
         limit = self.max_rpc_size if rpc else MAX_CLI_SIZE \
-            if command == b"POST" and handler == routes.CLI else None
+            if command == b"POST" and handler == routes.CLI else \
+            MAX_RRD_SIZE if handler == routes.PUT_RRD else None
         if limit is not None and length is not None and length > limit:
             self._refuse()
             return

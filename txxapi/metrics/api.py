@@ -1,16 +1,22 @@
 """
 host/VM/SR.get_data_sources, query_data_source, record_data_source and
 forget_data_source_archives, answered from this host's RRDs on the
-metrics threads.  A VM's must be running (the ``data_source_op``
+metrics threads; host.backup_rrds, which schedules a backup of the
+host's RRDs (to the master from a slave, to its own disk on the
+master) ``delay`` seconds later and answers at once, as XAPI's does.  A VM's must be running (the ``data_source_op``
 operation); a name the RRD does not know fails as XAPI's rrdd fails it,
 with INTERNAL_ERROR naming the missing source.
 """
+
+from twisted.logger import Logger
 
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
 from txxapi.impl.vm_lifecycle import operation_error
 from txxapi.metrics.rrd import NoArchive, UnknownSource
 from txxapi.metrics.store import HOST, SR, VM, DatasourceMissing
+
+log = Logger()
 
 CLASSES = {"host": HOST, "VM": VM, "SR": SR}
 
@@ -68,3 +74,16 @@ def _register(cls):
 
 for _cls in CLASSES:
     _register(_cls)
+
+
+@implements("host.backup_rrds")
+def backup_rrds(ctx, host, delay):
+    ctx.db.fields("host", host)
+    metrics = ctx.server.metrics
+
+    def backup():
+        d = metrics.handover.backup() if metrics.handover.is_slave \
+            else metrics.save()
+        d.addErrback(lambda f: log.failure("host.backup_rrds", f))
+    ctx.server.reactor.callLater(max(0.0, delay), backup)
+    return ""

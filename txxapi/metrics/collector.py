@@ -4,7 +4,8 @@ the backend for a sample (through the xenops bridge, on its threads),
 turns it into the data sources of the host, the VMs with a domain here
 and the SRs plugged here, archives them, evaluates perfmon's alarms and
 raises the ALARM messages due.  The RRDs are saved every few minutes and
-at stop, off the reactor, and read back as the server starts.
+at stop, off the reactor, and read back as the server starts; on a pool
+they move between the hosts with their VMs (handover).
 
 The reactor only gathers what the database says (devices, SRs, perfmon
 configurations); sampling, archiving and saving run on the component's
@@ -16,6 +17,8 @@ from twisted.logger import Logger
 
 from txxapi.workers import Workers
 from txxapi.metrics import perfmon, sources, storage
+from txxapi.metrics.handover import BACKUP_INTERVAL, STOP_TIMEOUT, \
+    Handover
 from txxapi.metrics.store import HOST, SR, VM, MetricsStore
 from txxapi.metrics.token import TokenFile
 from txxapi.values import NULL_REF
@@ -72,7 +75,7 @@ class SrTraffic:
 class Metrics:
     def __init__(self, db, identity, clock, xenops, messages, data_dir,
                  step=5, save_interval=SAVE_INTERVAL, scrape_token=None,
-                 workers=None):
+                 workers=None, backup_interval=BACKUP_INTERVAL):
         """``workers``: where sampling, archiving and reading run (by
         default a pool of MAX_THREADS threads, inline under a test
         Clock)."""
@@ -84,6 +87,7 @@ class Metrics:
         self.path = storage.path_in(data_dir)
         self.step = int(step)
         self.save_interval = save_interval
+        self.backup_interval = backup_interval
         # What a scraper may send to /metrics instead of a session: a
         # token, or a TokenFile holding it.
         self._scrape_token = scrape_token
@@ -92,11 +96,13 @@ class Metrics:
         self.traffic = SrTraffic()
         self.unavailable = {}
         self.workers = workers or Workers(clock, "metrics", MAX_THREADS)
+        self.handover = Handover(self)
         self._sampling = None
         self._saving = None
         self._sampled = False
         self._waiting = []
         self._loops = []
+        self._stopped = False
 
     @property
     def scrape_token(self):
@@ -117,12 +123,23 @@ class Metrics:
             log.warn("metrics: {n} saved RRDs have another step than "
                      "{step} s: starting them afresh",
                      n=len(saved) - len(kept), step=self.step)
-        self.store.restore(kept)
-        # Their rows printed before a client asks for them.
+        self.store.restore(kept, self.db.fields(
+            "host", self.identity.host_ref)["uuid"])
+        # A slave that lost its own takes the master's copy first.
+        d = self.handover.restore_host()
+        d.addCallback(lambda _: self._start_loops())
+        d.addErrback(lambda f: log.failure("metrics: starting", f))
+
+    def _start_loops(self):
+        if self._stopped:
+            return      # stopped while the master's copy was awaited
+        # Restored rows printed before a client asks for them.
         self.run(self.store.print_rows).addErrback(
             lambda f: log.failure("metrics: printing restored rows", f))
         for interval, fn, now in ((self.step, self.sample, True),
                                   (self.save_interval, self._save_now,
+                                   False),
+                                  (self.backup_interval, self._backup_now,
                                    False)):
             loop = task.LoopingCall(fn)
             loop.clock = self.clock
@@ -132,6 +149,7 @@ class Metrics:
 
     @defer.inlineCallbacks
     def stop(self):
+        self._stopped = True
         for loop in self._loops:
             if loop.running:
                 loop.stop()
@@ -142,6 +160,7 @@ class Metrics:
             yield self._saving
         try:
             yield self.save()
+            yield self.handover.backup(STOP_TIMEOUT)
         finally:
             self.workers.stop()
 
@@ -169,7 +188,7 @@ class Metrics:
             return None     # the last one is still being archived
         facts = self.facts()
         d = self.xenops.call("sample_metrics", list(facts.pifs))
-        d.addCallback(lambda stats: self.run(self.archive, stats, facts))
+        d.addCallback(self._archive, facts)
         d.addCallback(self._raise_alarms)
         d.addErrback(lambda f: log.failure("metrics sample", f))
 
@@ -183,6 +202,16 @@ class Metrics:
         d.addBoth(done)
         self._sampling = d
         return None
+
+    @defer.inlineCallbacks
+    def _archive(self, stats, facts):
+        """The sample archived (once the master's RRDs of VMs new here
+        are in), then the RRDs of the VMs gone sent where they went; the
+        alarms due."""
+        yield self.handover.arriving([d.uuid for d in stats.domains])
+        alarms, moved = yield self.run(self.archive, stats, facts)
+        self.handover.left(*moved)
+        return alarms
 
     def facts(self):
         db, host_ref = self.db, self.identity.host_ref
@@ -225,8 +254,9 @@ class Metrics:
         return f
 
     def archive(self, stats, facts):
-        """On a metrics thread: the sample into the RRDs; the alarms
-        due."""
+        """On a metrics thread: the sample into the RRDs; (the alarms
+        due, (the uuids of the VMs whose domains went, of those whose
+        domains came))."""
         if stats.unavailable != self.unavailable:
             for what, why in stats.unavailable.items():
                 log.warn("metrics: {what} not collected: {why}", what=what,
@@ -244,11 +274,11 @@ class Metrics:
             read, written, _ = io.get(uuid, (0, 0, 0))
             srs.append((uuid,) + sources.readings_sr(used, size, read,
                                                      written))
-        self.store.update(stats.time, host, vms, srs, facts.min_max)
+        moved = self.store.update(stats.time, host, vms, srs, facts.min_max)
         self.perfmon.configure(facts.perfmon, stats.time)
         if not self.perfmon.monitors:
-            return []
-        return self.perfmon.evaluate(self.store.latest(), stats.time)
+            return [], moved
+        return self.perfmon.evaluate(self.store.latest(), stats.time), moved
 
     @defer.inlineCallbacks
     def _raise_alarms(self, alarms):
@@ -276,11 +306,16 @@ class Metrics:
             self._saving = None
         d.addBoth(done)
 
-    def save(self):
-        vms = {row.fields["uuid"] for row in self.db.table("VM").rows.values()}
-        srs = {row.fields["uuid"] for row in self.db.table("SR").rows.values()}
-        return self.run(self._save, vms, srs)
+    def _backup_now(self):
+        # In the background, as the periodic save.
+        self.handover.backup().addErrback(
+            lambda f: log.failure("metrics backup", f))
 
-    def _save(self, vms, srs):
-        self.store.prune(vms, srs)
+    def save(self):
+        known = [{row.fields["uuid"] for row in self.db.table(t).rows.values()}
+                 for t in ("VM", "SR", "host")]
+        return self.run(self._save, *known)
+
+    def _save(self, vms, srs, hosts):
+        self.store.prune(vms, srs, hosts)
         storage.save(self.path, self.store.snapshot(storage.encode))

@@ -13,6 +13,11 @@ The RRD handlers, answered as xcp-rrdd's (behind XAPI's proxy) answer:
   VM's resident host, else the master (txxapi.redirect).  The host's
   RRD, the SRs' and /rrd_updates are this host's: clients ask each host.
 * GET /metrics: the newest readings in OpenMetrics text (openmetrics).
+* PUT /rrd?uuid=[&archive=]: RRDs another host of the pool sends
+  (txxapi.metrics.transfer), and with ``dbsync`` /host_rrd and /vm_rrd
+  answer what is kept here in the same form.  As XAPI's proxy answers:
+  an archive sent to a slave, 302 to the master; a uuid of no VM or
+  host, 404; a host's not to be archived, 400.
 
 Each needs a session allowed ``http/<action>``; a task the client names
 in task_id is completed as the answer goes.  /metrics also takes the
@@ -31,7 +36,7 @@ from twisted.web import resource, server
 
 from txxapi.http import responses, routes
 from txxapi.http.auth import Params, Refused, authenticate, version_of
-from txxapi.metrics import openmetrics
+from txxapi.metrics import openmetrics, transfer
 from txxapi.metrics.rrd import CFS, NoArchive
 from txxapi.metrics.store import HOST, SR, VM
 from txxapi.redirect import owners
@@ -43,7 +48,7 @@ XML_TYPE, JSON_TYPE = b"text/xml", b"application/json"
 ACTIONS = {routes.RRD_UPDATES: "rrd_updates", routes.HOST_RRD: "host_rrd",
            routes.VM_RRD: "vm_rrd", routes.SR_RRD: "sr_rrd",
            # The same readings as /rrd_updates, so the same permission.
-           routes.METRICS: "rrd_updates"}
+           routes.METRICS: "rrd_updates", routes.PUT_RRD: "rrd"}
 KINDS = {routes.HOST_RRD: HOST, routes.VM_RRD: VM, routes.SR_RRD: SR}
 
 
@@ -158,8 +163,13 @@ def document(metrics, route, request, params, version):
         body = yield metrics.run(_encoded, _exposition, metrics.store,
                                  host)
         return body, openmetrics.CONTENT_TYPE, True
-    json = wants_json(request, params)
     uuid = params.query.get("uuid")
+    dbsync = "dbsync" in params.query and route in (routes.HOST_RRD,
+                                                     routes.VM_RRD)
+    if route == routes.PUT_RRD or dbsync:
+        return (yield _between_hosts(metrics, route, request, params, uuid,
+                                     version))
+    json = wants_json(request, params)
     if route != routes.HOST_RRD and not uuid:
         raise BadRequest()
     body = yield metrics.run(_encoded, metrics.store.dump, KINDS[route],
@@ -167,6 +177,39 @@ def document(metrics, route, request, params, version):
     if body is None:
         raise Refused(responses.not_found(version))
     return body, JSON_TYPE if json else XML_TYPE, False
+
+
+@defer.inlineCallbacks
+def _between_hosts(metrics, route, request, params, uuid, version):
+    """PUT /rrd, or a dbsync GET: RRDs to or from another host."""
+    if not uuid:
+        raise BadRequest()
+    host = metrics.db.fields("host", metrics.identity.host_ref)["uuid"]
+    handover = metrics.handover
+    if route == routes.PUT_RRD:
+        archive = "archive" in params.query
+        if archive and not metrics.identity.is_master:
+            raise Refused(owners.found(
+                request, metrics.identity.role.master_address))
+        # As XAPI's: a VM's or a host's, and a host's only to keep.
+        db = metrics.db
+        if uuid in db.table("host").by_uuid:
+            if not archive:
+                raise BadRequest()
+        elif uuid not in db.table("VM").by_uuid:
+            raise Refused(responses.not_found(version))
+        content = request.content
+        try:
+            # Read on the thread too: a backup runs to megabytes.
+            yield metrics.run(lambda: handover.received(
+                content.read() if content else b"", archive, host))
+        except ValueError:
+            raise BadRequest()
+        return b"", transfer.CONTENT_TYPE, False
+    body = yield metrics.run(handover.kept, KINDS[route], uuid, host)
+    if body is None:
+        raise Refused(responses.not_found(version))
+    return body, transfer.CONTENT_TYPE, False
 
 
 class RrdResource(resource.Resource):
@@ -197,9 +240,12 @@ class RrdResource(resource.Resource):
                 caller = yield authenticate(self.server, request, params,
                                             ACTIONS[route], ACTIONS[route])
             uuid = params.query.get("uuid")
-            if route == routes.VM_RRD and uuid:
-                owners.to_vm_rrd(self.server, request, uuid,
-                                 self.server.metrics.store.has_vm(uuid))
+            if route == routes.VM_RRD and uuid and \
+                    "dbsync" not in params.query:
+                store = self.server.metrics.store
+                live, kept = yield self.server.metrics.run(store.holds_vm,
+                                                           uuid)
+                owners.to_vm_rrd(self.server, request, uuid, live, kept)
             body, content_type, keep_alive = yield document(
                 self.server.metrics, route, request, params, version)
         except Refused as refused:

@@ -4,7 +4,9 @@ VM with a domain here, one per SR plugged here, each with the data
 sources its owner offers now (its live definitions, which may include
 sources not recorded yet).  A VM's RRD is set aside when its domain goes
 and taken up again when it comes back, so its history survives a
-shutdown.
+shutdown.  On a pool's master it also keeps what the other hosts send
+(txxapi.metrics.handover): the RRDs of VMs stopped there, and their
+backups of their own.
 
 Everything here runs on threads (the collector's updates, the HTTP
 renderers, the API's queries), under one lock; the reactor never waits
@@ -53,6 +55,10 @@ class MetricsStore:
         self.vms = {}           # uuid -> Owner, domains here now
         self.set_aside = {}     # uuid -> Owner, VMs without a domain here
         self.srs = {}
+        self.archived_hosts = {}    # uuid -> Owner, other hosts' backups
+        # uuid -> domid of a VM whose RRD went with its domain to another
+        # host: that domain's last readings here start no new RRD.
+        self.handed_over = {}
 
     # --- updates (the collector's thread) -----------------------------------
 
@@ -60,19 +66,28 @@ class MetricsStore:
         """One sample: ``host`` (uuid, definitions, readings), ``vms``
         [(uuid, domid, definitions, readings)], ``srs`` [(uuid,
         definitions, readings)].  ``min_max``: whether new VM and SR RRDs
-        get MIN and MAX archives (host RRDs always do)."""
+        get MIN and MAX archives (host RRDs always do).  Answers (the
+        uuids of the VMs whose domains went since the last sample, those
+        whose domains came)."""
         with self.lock:
             uuid, defs, values = host
             self.host = self._take(self.host, HOST, uuid, 0, defs, values,
                                    timestamp, True)
             seen = {}
+            handed = {}
             for uuid, domid, defs, values in vms:
+                if self.handed_over.get(uuid) == domid:
+                    handed[uuid] = domid
+                    continue
                 owner = self.vms.pop(uuid, None) or \
                     self.set_aside.pop(uuid, None)
                 seen[uuid] = self._take(owner, VM, uuid, domid, defs, values,
                                         timestamp, min_max)
+            gone = [uuid for uuid in self.vms if uuid not in seen]
+            came = [uuid for uuid in seen if uuid not in self.vms]
             self.set_aside.update(self.vms)
             self.vms = seen
+            self.handed_over = handed
             live = {}
             for uuid, defs, values in srs:
                 live[uuid] = self._take(self.srs.get(uuid), SR, uuid, 0,
@@ -81,6 +96,7 @@ class MetricsStore:
             for uuid, owner in self.srs.items():
                 live.setdefault(uuid, owner)
             self.srs = live
+            return gone, came
 
     def _take(self, owner, kind, uuid, domid, defs, values, timestamp,
               min_max):
@@ -119,10 +135,11 @@ class MetricsStore:
             return self.vms.get(uuid)
         return self.srs.get(uuid)
 
-    def has_vm(self, uuid):
-        """Whether the live RRD of a VM (one running here) is here."""
+    def holds_vm(self, uuid):
+        """(whether the live RRD of a VM, one running here, is here,
+        whether one set aside is)."""
         with self.lock:
-            return uuid in self.vms
+            return uuid in self.vms, uuid in self.set_aside
 
     def data_sources(self, kind, uuid):
         """XAPI's data_source records of an owner, by name: its live
@@ -252,14 +269,17 @@ class MetricsStore:
     def _owners(self):
         return ([self.host] if self.host else []) + \
             list(self.vms.values()) + list(self.set_aside.values()) + \
-            list(self.srs.values())
+            list(self.srs.values()) + list(self.archived_hosts.values())
 
-    def restore(self, owners):
+    def restore(self, owners, host_uuid=None):
         """RRDs read back at start: VMs' are set aside until their domains
-        are sampled."""
+        are sampled; other hosts' than ``host_uuid`` are their backups."""
         with self.lock:
             for owner in owners:
-                if owner.kind == HOST:
+                if owner.kind == HOST and host_uuid not in (None,
+                                                            owner.uuid):
+                    self.archived_hosts[owner.uuid] = owner
+                elif owner.kind == HOST:
                     self.host = owner
                 elif owner.kind == VM:
                     self.set_aside[owner.uuid] = owner
@@ -278,10 +298,94 @@ class MetricsStore:
                         for age in range(archive.rows):
                             formats.row_text(archive, age)
 
-    def prune(self, vm_uuids, sr_uuids):
-        """Forget the RRDs of VMs and SRs that no longer exist."""
+    def prune(self, vm_uuids, sr_uuids, host_uuids):
+        """Forget the RRDs of VMs, SRs and hosts that no longer exist."""
         with self.lock:
             for table, known in ((self.set_aside, vm_uuids),
-                                 (self.srs, sr_uuids)):
+                                 (self.srs, sr_uuids),
+                                 (self.archived_hosts, host_uuids)):
                 for uuid in [u for u in table if u not in known]:
                     del table[uuid]
+
+    # --- between the pool's hosts (txxapi.metrics.handover) -------------------
+
+    def has_host(self):
+        with self.lock:
+            return self.host is not None
+
+    def set_aside_vms(self):
+        with self.lock:
+            return list(self.set_aside)
+
+    def unknown_vms(self, uuids):
+        """Those of ``uuids`` this host keeps no RRD of."""
+        with self.lock:
+            return [u for u in uuids
+                    if u not in self.vms and u not in self.set_aside]
+
+    def kept(self, kind, uuid, host_uuid, encode):
+        """``encode(owner)`` of the RRD kept here for ``uuid`` (a VM's,
+        this host's or a backup of another's), None without one."""
+        with self.lock:
+            if kind == VM:
+                owner = self.vms.get(uuid) or self.set_aside.get(uuid)
+            elif uuid == host_uuid:
+                owner = self.host
+            else:
+                owner = self.archived_hosts.get(uuid)
+            return None if owner is None else encode(owner)
+
+    def backup(self, encode):
+        """``encode(owner)`` of this host's RRD and its VMs' live ones."""
+        with self.lock:
+            owners = ([self.host] if self.host else []) + \
+                list(self.vms.values())
+            return [encode(owner) for owner in owners]
+
+    def release_vm(self, uuid, encode, live):
+        """Let a VM's RRD go to another host: ``encode(owner)`` of it,
+        forgotten here (None if there is none).  ``live``: the RRD of its
+        domain here too (a migration's, whose domain may not have been
+        sampled gone yet), and readings of that domain start no new
+        one."""
+        with self.lock:
+            owner = self.vms.pop(uuid, None) if live else None
+            if owner is not None:
+                self.handed_over[uuid] = owner.domid
+            else:
+                owner = self.set_aside.pop(uuid, None)
+            return None if owner is None else encode(owner)
+
+    def receive(self, owners, archive, host_uuid):
+        """RRDs another host sent.  To keep (``archive``): a VM's unless
+        its domain runs here, another host's backup.  To carry on: a VM's
+        replaces the one this host began for its domain, taking up its
+        history; the next readings start a fresh series (another host's
+        counters)."""
+        with self.lock:
+            for owner in owners:
+                if owner.kind == VM and archive:
+                    if owner.uuid not in self.vms:
+                        self.set_aside[owner.uuid] = owner
+                elif owner.kind == VM:
+                    owner.domid = None
+                    live = self.vms.get(owner.uuid)
+                    if live is None:
+                        self.set_aside[owner.uuid] = owner
+                    else:
+                        live.rrd, live.domid = owner.rrd, None
+                elif owner.kind == HOST and archive and \
+                        owner.uuid != host_uuid:
+                    self.archived_hosts[owner.uuid] = owner
+
+    def adopt(self, owners):
+        """The master's copies, fetched as a domain starts here or as the
+        host starts without its own: taken where nothing newer came."""
+        with self.lock:
+            for owner in owners:
+                if owner.kind == VM and owner.uuid not in self.vms and \
+                        owner.uuid not in self.set_aside:
+                    owner.domid = None
+                    self.set_aside[owner.uuid] = owner
+                elif owner.kind == HOST and self.host is None:
+                    self.host = owner

@@ -7,7 +7,7 @@ To another host: the stream (stream.py) to the destination's receiver
 (receiver.py), the domain sent by the backend, this host's domain and
 disks let go, then the destination's word that the guest runs there and
 its new home is written; the call answers once this host's database says
-the VM is resident there.  Until the domain has gone, a failure leaves
+the VM is resident there, and its RRD has gone there too.  Until the domain has gone, a failure leaves
 the VM running here as it was (VM_MIGRATE_FAILED [vm; source;
 destination; reason]); the toolstack treats the whole move as one
 operation on the VM, so no moment of it (the domain paused while its
@@ -92,6 +92,8 @@ def send(ctx, vm, host, options):
         finally:
             yield xen.run_blocking(stream.close, sock)
         yield _resident(ctx, vm, host)
+        # Its RRD follows it (XAPI's migrate_rrd); this never fails.
+        yield server.metrics.handover.migrated(uuid, address)
 
     def failed(failure):
         failure.trap(MigrationError)

@@ -42,18 +42,27 @@ class _QuietFactory(web_client._HTTP11ClientFactory):
     noisy = False
 
 
+def peer_agent(reactor):
+    """An HTTP client for the pool's hosts: HTTPS without verifying the
+    peer's certificate, no connection kept."""
+    connections = web_client.HTTPConnectionPool(reactor, persistent=False)
+    connections._factory = _QuietFactory
+    return web_client.Agent(reactor, _NoVerification(),
+                            connectTimeout=TIMEOUT, pool=connections)
+
+
+def peer_url(address, path):
+    """``path`` (with its query) on port 443 of the host at ``address``."""
+    return _url(address)[:-1] + path.encode()
+
+
 class PeerClient:
     """XML-RPC calls to one host, by its management address."""
 
     def __init__(self, reactor, address):
         self.reactor = reactor
         self.address = address
-        connections = web_client.HTTPConnectionPool(reactor,
-                                                    persistent=False)
-        connections._factory = _QuietFactory
-        self.agent = web_client.Agent(reactor, _NoVerification(),
-                                      connectTimeout=TIMEOUT,
-                                      pool=connections)
+        self.agent = peer_agent(reactor)
 
     @defer.inlineCallbacks
     def call(self, method, *params, headers=None):

@@ -9,7 +9,7 @@ it, and the 302 that sends the client there:
   host that has the SR of every disk it streams plugged, this one first;
 * a console: the host the VM runs on;
 * a VM's RRD: this host while it keeps the VM's live RRD, else the host
-  the VM runs on, else the master (a slave sends it there with
+  the VM runs on, else this host if it keeps one, else the master (a slave sends it there with
   ``rrd_unarchive``, as XAPI's does, for the RRD kept of a stopped VM).
 
 When no other host qualifies the request is served here, and the
@@ -121,10 +121,13 @@ def to_resident(server, request, vm):
         _send(ctx, request, _resident(ctx, vm))
 
 
-def to_vm_rrd(server, request, uuid, held_here):
-    """Refused with the 302 when another host holds the VM's RRD."""
+def to_vm_rrd(server, request, uuid, live_here, kept_here):
+    """Refused with the 302 when another host holds the VM's RRD.
+    ``live_here``: its domain's RRD is here; ``kept_here``: an RRD of it
+    is (one handed here that no sample has taken up yet, one not yet
+    archived to the master)."""
     ctx = _context(server, request)
-    if ctx is None or held_here or \
+    if ctx is None or live_here or \
             any(k == UNARCHIVE_KEY for k, _ in _split(request)[1]):
         return
     try:
@@ -134,6 +137,6 @@ def to_vm_rrd(server, request, uuid, held_here):
     host = _resident(ctx, vm) if vm is not None else None
     if host is not None:
         _send(ctx, request, host)
-    elif not server.identity.is_master:
+    elif not server.identity.is_master and not kept_here:
         raise Refused(found(request, server.identity.role.master_address,
                             [(UNARCHIVE_KEY, "")]))
