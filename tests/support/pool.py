@@ -154,10 +154,17 @@ class PoolHosts:
         return self
 
     def stop(self):
-        """Every host asked to stop at once, then each waited for."""
-        for host in self.hosts:
-            if host.proc is not None and host.proc.poll() is None:
+        """The masters asked to stop first, then the other hosts at once:
+        a master stopping with its slaves' etcd members gone waits for a
+        quorum it no longer has (about 10 s) before it gives up."""
+        live = [h for h in self.hosts
+                if h.proc is not None and h.proc.poll() is None]
+        masters = [h for h in live if h.role() == "master"]
+        for group in (masters, [h for h in live if h not in masters]):
+            for host in group:
                 host.proc.send_signal(signal.SIGTERM)
+            for host in group:
+                host.stop()
         for host in self.hosts:
             host.stop()
 
