@@ -13,7 +13,9 @@ import gzip
 import hashlib
 import http.client
 import io
+import os
 import random
+import subprocess
 import tarfile
 import time
 
@@ -516,6 +518,34 @@ def test_refused_imports_leave_nothing_behind(x, server, sid, tmp_path):
     assert x.task.get_error_info(task) == [
         "IMPORT_ERROR_CANNOT_HANDLE_CHUNKED"]
     assert_nothing_left(x, before)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+def test_an_import_onto_a_full_sr_leaves_nothing_behind(x, server, sid):
+    """An SR on a filesystem of 1 MiB (a tmpfs) takes the VDI, thinly,
+    then runs out of room as the chunks arrive: XAPI's VDI_IO_ERROR,
+    and neither the VM nor its disk remain."""
+    chunk = random.Random(2).randbytes(MIB)
+    before = counts(x)
+    mount = os.path.join(server.base, "tiny")
+    os.makedirs(mount)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
+                    mount], check=True)
+    try:
+        tiny = x.SR.create(x.host.get_all()[0],
+                           {"location": os.path.join(mount, "sr")}, "0",
+                           "tiny", "", "file", "user", False, {})
+        data = hand_made_xva(3 * MIB, [(0, chunk), (2, chunk)])
+        _, task, rec = _sdk_import(x, server, sid, data, sr_id=tiny)
+        assert rec["error_info"][0] == "VDI_IO_ERROR"
+        assert "No space left on device" in " ".join(rec["error_info"])
+        assert_nothing_left(x, before, task)
+        assert x.SR.get_VDIs(tiny) == []
+        for pbd in x.SR.get_PBDs(tiny):
+            x.PBD.unplug(pbd)
+        x.SR.destroy(tiny)
+    finally:
+        subprocess.run(["umount", "-l", mount], check=False)
 
 
 def test_a_running_vm_is_not_exported(x, server, sid, source, tmp_path):
