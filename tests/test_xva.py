@@ -18,6 +18,7 @@ import random
 import subprocess
 import tarfile
 import time
+import urllib.parse
 
 import pytest
 import xxhash
@@ -592,6 +593,47 @@ def test_metadata_export_and_import_relink_the_disks(x, server, sid, source,
     assert counts(x) == before
     assert disks_of(x, new) == source["vdis"]
     source["vm"] = new
+
+
+def test_metadata_with_snapshots_and_vhd_parents(x, server, sid, source):
+    """export_metadata takes the VM's snapshots unless
+    export_snapshots=false, and with include_vhd_parents=true the VDIs
+    its disks' images grow from."""
+    vm = source["vm"]
+    snap = x.VM.snapshot(vm, "metadata point")
+    try:
+        def exported(**flags):
+            conn = http.client.HTTPConnection("127.0.0.1", server.http_port)
+            conn.request("GET", "/export_metadata?" + urllib.parse.urlencode(
+                dict(session_id=sid, uuid=x.VM.get_uuid(vm), **flags)))
+            resp = conn.getresponse()
+            assert resp.status == 200
+            [(_, xml)] = members_of(resp.read())
+            conn.close()
+            found = {}
+            for obj in decode_value(xml)["objects"]:
+                found.setdefault(obj["class"], []).append(obj["snapshot"])
+            return found
+        both = {v["uuid"] for v in exported()["VM"]}
+        assert both == {x.VM.get_uuid(vm), x.VM.get_uuid(snap)}
+        alone = exported(export_snapshots="false")
+        assert [v["uuid"] for v in alone["VM"]] == [x.VM.get_uuid(vm)]
+        plain = exported(export_snapshots="false")["VDI"]
+        parents = {v["sm_config"]["vhd-parent"] for v in plain
+                   if "vhd-parent" in v["sm_config"]}
+        known = {p for p in parents if p in {
+            x.VDI.get_uuid(r) for r in x.VDI.get_all()}}
+        # (the VM's own disks leave them out)
+        assert known and not known & {v["uuid"] for v in plain}, parents
+        with_parents = {v["uuid"] for v in exported(
+            export_snapshots="false", include_vhd_parents="true")["VDI"]}
+        assert with_parents == {v["uuid"] for v in plain} | known
+    finally:
+        for vbd in x.VM.get_VBDs(snap):
+            vdi = x.VBD.get_VDI(vbd)
+            x.VBD.destroy(vbd)
+            x.VDI.destroy(vdi)
+        x.VM.destroy(snap)
 
 
 def _sdk_import_metadata(x, server, sid, data):
