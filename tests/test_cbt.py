@@ -137,6 +137,16 @@ def test_deleting_a_point_between_keeps_the_history(x, api, server,
         "SR_BACKEND_FAILURE")
 
 
+def test_a_writer_the_log_cannot_follow_marks_every_block(x, tracked):
+    """VDI.copy into a tracked VDI writes past its log: every block
+    counts as changed, so the next incremental backup is a whole one."""
+    vdi, _ = tracked
+    s1 = x.VDI.snapshot(vdi, {})
+    source = new_vdi(x, SIZE, "copied in")
+    x.VDI.copy(source, x.VDI.get_SR(vdi), "OpaqueRef:NULL", vdi)
+    assert changed(x, s1, vdi) == list(range(SIZE // BLOCK))
+
+
 def test_refusals(x, api, server, tracked):
     vdi, _ = tracked
     plain = new_vdi(x, SIZE, "untracked")
