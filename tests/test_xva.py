@@ -118,6 +118,9 @@ def check_copy(x, server, sid, work, new, source):
     assert len(vifs) == 1
     assert x.VIF.get_MAC(vifs[0]) != x.VIF.get_MAC(
         x.VM.get_VIFs(source["vm"])[0])
+    # The network found here by its name, not made again.
+    assert x.VIF.get_network(vifs[0]) == x.VIF.get_network(
+        x.VM.get_VIFs(source["vm"])[0])
 
 
 def destroy_vm_and_disks(x, vm):
