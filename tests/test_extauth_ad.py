@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not samba_dc.available(),
 
 SID = re.compile(r"^S-1-5-21-\d+-\d+-\d+-\d+$")
 ALICE, BOB, CAROL = "Al1ce-Pass!", "B0b-Pass!!", "C4rol-Pass!"
-DAVE = "D4ve-Pass!!"
+DAVE, ERIN = "D4ve-Pass!!", "Er1n-Pass!!"
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,8 @@ def test_a_frozen_controller_stalls_no_one_else(world):
 def test_sessions_are_revalidated(world):
     """A user disabled in the directory loses the session within the
     revalidation interval (1 s here), and the subject's details follow;
-    disabling external authentication ends the others'."""
+    so does one removed from it; disabling external authentication ends
+    the others'."""
     server, dc = world
     x = session_of(server, USER, PASSWORD).xenapi
     pool = x.pool.get_all()[0]
@@ -231,6 +232,16 @@ def test_sessions_are_revalidated(world):
             x.subject.add_to_roles(subjects[name], vm_operator)
         carol = session_of(server, "carol", CAROL)._session
         alice = session_of(server, "alice", ALICE)._session
+        # A user made for this, let in, then removed from the directory.
+        dc.tool("user", "create", "erin", ERIN)
+        subjects["erin"] = x.subject.create({
+            "subject_identifier": x.auth.get_subject_identifier("erin"),
+            "other_config": {}})
+        x.subject.add_to_roles(subjects["erin"], vm_operator)
+        erin = session_of(server, "erin", ERIN)._session
+        dc.tool("user", "delete", "erin")
+        wait_for(lambda: not alive(server, erin))
+        x.subject.destroy(subjects.pop("erin"))
         dc.tool("user", "disable", "carol")
         try:
             wait_for(lambda: not alive(server, carol))
