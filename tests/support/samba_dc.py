@@ -120,7 +120,10 @@ class SambaDC:
                 continue
             out.append(line)
             if line.strip() == "[global]":
+                # Its logs and pid file in its directory: other DCs may
+                # run on the machine.
                 out += ["\tlog file = %s/log.%%m" % self.target,
+                        "\tpid directory = " + self.target,
                         "\ttls enabled = yes", "\ttls keyfile = " + key,
                         "\ttls certfile = " + cert,
                         "\ttls cafile = " + self.ca_file]
