@@ -637,20 +637,19 @@ class SimulatorBackend:
                 with self._lock:
                     self._writes.given_back(path, extents)
                 raise
-        with self._lock:
-            self._writes.taken(path, extents)
-            self._gen += 1
+        if extents:
+            with self._lock:
+                self._writes.taken(path, extents)
+                self._gen += 1
         self._commit()
         return extents
 
     def _fold(self, rec, now, vbds=None):
         """simwrites' fold, the domain's record to be written if its
         write positions moved (caller holds the lock)."""
-        moved = self._writes.fold(rec, now, vbds)
-        if moved or self._writes.changed:
+        if self._writes.fold(rec, now, vbds):
             self._gen += 1
-            if moved:
-                self._dirty.add(rec.spec.uuid)
+            self._dirty.add(rec.spec.uuid)
 
     def plug_vbd(self, uuid, vbd):
         ctl = self._control(uuid)

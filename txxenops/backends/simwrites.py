@@ -102,7 +102,8 @@ class GuestWrites:
         """[(offset, length)] of the blocks written on ``path`` not taken
         before, in order; until ``taken(path)`` they are still saved."""
         blocks = self._pending.pop(path, set())
-        self._handed.setdefault(path, set()).update(blocks)
+        if blocks:
+            self._handed.setdefault(path, set()).update(blocks)
         return [(b * WRITE_BLOCK, WRITE_BLOCK) for b in sorted(blocks)]
 
     def taken(self, path, extents):
