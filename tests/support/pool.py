@@ -154,17 +154,20 @@ class PoolHosts:
         return self
 
     def stop(self):
-        """The masters asked to stop first, then the other hosts at once:
-        a master stopping with its slaves' etcd members gone waits for a
-        quorum it no longer has (about 10 s) before it gives up."""
+        """The hosts with an etcd member one at a time, masters first,
+        then the others at once: a member stopping while its peers stop
+        too waits out a quorum (or a leadership hand-over) that cannot
+        come, about 7-10 s, before it gives up."""
         live = [h for h in self.hosts
                 if h.proc is not None and h.proc.poll() is None]
-        masters = [h for h in live if h.role() == "master"]
-        for group in (masters, [h for h in live if h not in masters]):
-            for host in group:
-                host.proc.send_signal(signal.SIGTERM)
-            for host in group:
-                host.stop()
+        members = sorted((h for h in live if os.path.isdir(
+            os.path.join(h.data_dir, "etcd"))), key=lambda h: h.role() !=
+            "master")
+        for host in members:
+            host.stop()
+        others = [h for h in live if h not in members]
+        for host in others:
+            host.proc.send_signal(signal.SIGTERM)
         for host in self.hosts:
             host.stop()
 
