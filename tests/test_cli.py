@@ -332,6 +332,16 @@ def test_install_disk_network_start_export_import(server, x, tmp_path):
     rc, drawn = xe_in_pty(server, ["vm-import", "filename=tty.xva"],
                           tmp_path)
     assert rc == 0 and "Uploading" in drawn and "100%" in drawn
+    # Metadata alone: the VM again, on the disks it left behind.
+    disks = sorted(x.VBD.get_VDI(v) for v in x.VM.get_VBDs(new_vm))
+    assert xe("vm-export", "uuid=" + new, "filename=meta.xva",
+              "metadata=true") == ("Export succeeded\n", "")
+    xe("vm-destroy", "uuid=" + new)
+    out, err = xe("vm-import", "filename=meta.xva", "metadata=true")
+    new = out.strip()
+    assert err == "" and len(new) == 36
+    new_vm = x.VM.get_by_uuid(new)
+    assert sorted(x.VBD.get_VDI(v) for v in x.VM.get_VBDs(new_vm)) == disks
     # Uninstall asks first; 'no' keeps everything.
     rc, out, err = run_xe(server, "vm-uninstall", "uuid=" + new,
                           input="no\n", cwd=tmp_path)

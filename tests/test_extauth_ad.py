@@ -8,6 +8,8 @@ account, and the joined domain surviving a restart.
 
 import os
 import re
+import signal
+import threading
 import time
 import xmlrpc.client
 
@@ -15,7 +17,7 @@ import pytest
 import XenAPI
 
 from tests.support import samba_dc
-from tests.support.servers import PASSWORD, USER
+from tests.support.servers import LOGIN_FAILURE_DELAY, PASSWORD, USER
 from tests.test_extauth import failure, session_of
 
 pytestmark = pytest.mark.skipif(not samba_dc.available(),
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.skipif(not samba_dc.available(),
 
 SID = re.compile(r"^S-1-5-21-\d+-\d+-\d+-\d+$")
 ALICE, BOB, CAROL = "Al1ce-Pass!", "B0b-Pass!!", "C4rol-Pass!"
-DAVE = "D4ve-Pass!!"
+DAVE, ERIN = "D4ve-Pass!!", "Er1n-Pass!!"
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,13 @@ def test_active_directory(world):
                              "workgroup": samba_dc.WORKGROUP}
     # The join made this host's computer account, as winbind's does.
     assert machine + "$" in samba_dc.computers(dc)
+    # Later XAPIs switch a joined pool to LDAPS; this interface version
+    # has no such message.
+    for name in ("pool.external_auth_set_ldaps",
+                 "Async.pool.external_auth_set_ldaps"):
+        answer = getattr(xmlrpc.client.ServerProxy(server.http_url), name)(
+            root._session, pool, True)
+        assert answer["ErrorDescription"] == ["MESSAGE_METHOD_UNKNOWN", name]
 
     # Names in each form AD knows them by, and nested groups.
     alice = x.auth.get_subject_identifier("alice")
@@ -115,11 +124,13 @@ def test_active_directory(world):
         assert failure(s.xenapi.host.set_name_label, host, "no")[0] == \
             "RBAC_PERMISSION_DENIED"
         s.xenapi.session.logout()
-    assert failure(session_of, server, "alice", "wrong") == [
+    # Each refusal waits out the brute-force delay first, as a local
+    # one does.
+    assert delayed_failure(session_of, server, "alice", "wrong") == [
         "SESSION_AUTHENTICATION_FAILED", "alice", "invalid credentials"]
-    assert failure(session_of, server, "bob", BOB) == [
+    assert delayed_failure(session_of, server, "bob", BOB) == [
         "SESSION_AUTHENTICATION_FAILED", "bob", "account disabled"]
-    assert failure(session_of, server, "carol", CAROL)[:2] == [
+    assert delayed_failure(session_of, server, "carol", CAROL)[:2] == [
         "SESSION_AUTHORIZATION_FAILED", "carol"]
 
     # The domain stays joined across a restart: the computer account's
@@ -159,10 +170,53 @@ def test_active_directory(world):
     assert machine + "$" not in samba_dc.computers(dc)
 
 
+def delayed_failure(fn, *args):
+    started = time.monotonic()
+    details = failure(fn, *args)
+    assert time.monotonic() - started >= LOGIN_FAILURE_DELAY
+    return details
+
+
+def test_a_frozen_controller_stalls_no_one_else(world):
+    """An AD login waits on a controller that stopped answering (its
+    process stopped) while root logs in and calls go on; once it
+    answers again the login completes."""
+    server, dc = world
+    x = session_of(server, USER, PASSWORD).xenapi
+    pool = x.pool.get_all()[0]
+    x.pool.enable_external_auth(pool, samba_dc.ADMIN, samba_dc.DOMAIN, "AD")
+    try:
+        subject = x.subject.create({
+            "subject_identifier": x.auth.get_subject_identifier("alice"),
+            "other_config": {}})
+        x.subject.add_to_roles(subject,
+                               x.role.get_by_name_label("read-only")[0])
+        outcome = []
+        os.killpg(dc.proc.pid, signal.SIGSTOP)
+        try:
+            waiting = threading.Thread(target=lambda: outcome.append(
+                session_of(server, "alice", ALICE)))
+            waiting.start()
+            for _ in range(5):
+                other = session_of(server, USER, PASSWORD)
+                assert other.xenapi.VM.get_all()
+                other.xenapi.session.logout()
+            assert waiting.is_alive() and not outcome
+        finally:
+            os.killpg(dc.proc.pid, signal.SIGCONT)
+        waiting.join(30)
+        assert outcome and outcome[0].xenapi.session.get_auth_user_sid(
+            outcome[0]._session) == x.subject.get_subject_identifier(subject)
+        x.subject.destroy(subject)
+    finally:
+        x.pool.disable_external_auth(pool, samba_dc.ADMIN)
+
+
 def test_sessions_are_revalidated(world):
     """A user disabled in the directory loses the session within the
     revalidation interval (1 s here), and the subject's details follow;
-    disabling external authentication ends the others'."""
+    so does one removed from it; disabling external authentication ends
+    the others'."""
     server, dc = world
     x = session_of(server, USER, PASSWORD).xenapi
     pool = x.pool.get_all()[0]
@@ -178,6 +232,16 @@ def test_sessions_are_revalidated(world):
             x.subject.add_to_roles(subjects[name], vm_operator)
         carol = session_of(server, "carol", CAROL)._session
         alice = session_of(server, "alice", ALICE)._session
+        # A user made for this, let in, then removed from the directory.
+        dc.tool("user", "create", "erin", ERIN)
+        subjects["erin"] = x.subject.create({
+            "subject_identifier": x.auth.get_subject_identifier("erin"),
+            "other_config": {}})
+        x.subject.add_to_roles(subjects["erin"], vm_operator)
+        erin = session_of(server, "erin", ERIN)._session
+        dc.tool("user", "delete", "erin")
+        wait_for(lambda: not alive(server, erin))
+        x.subject.destroy(subjects.pop("erin"))
         dc.tool("user", "disable", "carol")
         try:
             wait_for(lambda: not alive(server, carol))

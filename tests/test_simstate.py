@@ -97,3 +97,53 @@ def test_many_guests_reporting_rewrite_the_table_only_now_and_then(
     finally:
         reopened.close()
         backend.close()
+
+
+def test_guest_writes_are_handed_out_until_marked_also_after_a_kill(
+        tmp_path):
+    """What a guest wrote is kept with the domain table until a taker
+    has marked it: a taker that fails, or a process killed before it
+    marked, hands the blocks out again; once marked, a new process hands
+    out only what the guest wrote since."""
+    from txxenops import VBDSpec
+    from txxenops.backends.simwrites import WRITE_BLOCK, working_set
+    state, disk, size = str(tmp_path / "state"), str(tmp_path / "d"), 16 << 20
+
+    def backend():
+        # Agents that never report: nothing else writes the table.
+        return SimulatorBackend(state_dir=state, op_time=0, agent_delay=1e6,
+                                check_paths=False)
+
+    def blocks(extents):
+        return [offset // WRITE_BLOCK for offset, _ in extents]
+    first = backend()
+    spec = VMSpec(uuid="writer", memory_static_max=64 << 20,
+                  other_config={"simulator-cpu-load": "1.0"},
+                  vbds=[VBDSpec(device="xvda", userdevice="0", path=disk,
+                                size=size)])
+    first.start(spec)
+    ring = working_set("writer", "xvda", size)
+    time.sleep(0.3)
+    refused = []
+
+    def refuse(extents):
+        refused.append(blocks(extents))
+        raise OSError("the log is not writable")
+    try:
+        first.disk_writes(disk, refuse)
+    except OSError:
+        pass
+    assert refused and refused[0] == sorted(ring[:len(refused[0])])
+    # The first process is killed (never closed); the next one starts
+    # from what it wrote down.
+    second, marked = backend(), []
+    assert second.disk_writes(disk, marked.append) == marked[0]
+    got = blocks(marked[0])
+    assert set(refused[0]) <= set(got) and set(got) == set(ring[:len(got)])
+    time.sleep(0.3)
+    third = backend()
+    later = set(blocks(third.disk_writes(disk)))
+    start = len(got) - 1 if ring[len(got) - 1] in later else len(got)
+    assert later and later == set(ring[start:start + len(later)])
+    for b in (third, second, first):
+        b.close()

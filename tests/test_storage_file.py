@@ -545,3 +545,32 @@ def test_qcow2_chains_are_read_from_the_files_as_qemu_nbd_reads_them(
     with transfer.open_raw_reader(ai) as reader:
         assert isinstance(reader._impl, transfer._NBDReader)
         assert reader.pread(4 * MiB, 64 << 10) == b"\x09" * (64 << 10)
+
+
+def test_an_untracked_writer_makes_every_block_count(tmp_path):
+    """A write through the log marks its blocks; a writer the log cannot
+    follow (a VM's disk on a backend that does not say where it writes)
+    marks them all, so the next incremental copy is whole, not wrong."""
+    from txstorage import cbt
+    d = FileSRDriver()
+    dc = {"location": str(tmp_path / "sr")}
+    d.sr_create(SR, dc)
+    d.sr_attach(SR, dc)
+    v = d.vdi_create(SR, None, 4 * MiB)
+    d.vdi_enable_cbt(SR, v.uuid)
+    s1 = d.vdi_snapshot(SR, v.uuid)
+    info = d.vdi_attach(SR, v.uuid, True)
+    cbt.mark(info.cbt_log, [(64 * 1024 + 5, 1)])
+    d.vdi_detach(SR, v.uuid)
+    s2 = d.vdi_snapshot(SR, v.uuid)
+
+    def changed(a, b):
+        bits = d.vdi_list_changed_blocks(SR, a.uuid, b.uuid)
+        return [i for i in range(len(bits) * 8)
+                if bits[i >> 3] & (0x80 >> (i & 7))]
+    assert changed(s1, s2) == [1]
+    d.vdi_cbt_untracked_writer(SR, v.uuid)
+    s3 = d.vdi_snapshot(SR, v.uuid)
+    every = list(range(4 * MiB // (64 * 1024)))
+    assert changed(s2, s3) == every and changed(s1, s3) == every
+    assert changed(s1, s2) == [1]

@@ -178,3 +178,23 @@ def test_refused_qcow2_uploads_leave_the_vdi_as_it_was(x, server, sid,
                                      session_id=sid, format="qcow2",
                                      sr_id=x.VDI.get_SR(vdi)))
     assert code == 400
+
+
+def test_an_image_past_two_tib_goes_in_and_out(x, server, sid, tmp_path):
+    """qcow2 carries what VHD cannot: a 3 TiB disk, data at its very
+    end, in and out sparse (thin VDI, a few MiB on the wire)."""
+    size = 3 << 40
+    vdi = new_vdi(x, size)
+    img = str(tmp_path / "big.qcow2")
+    qemu_img("create", "-f", "qcow2", img, str(size))
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c",
+                    "write -P 0x5a %d 65536" % (size - 65536), img],
+                   check=True, capture_output=True)
+    code, headers, _ = import_file(server, sid, vdi, img, "qcow2")
+    assert code == 200
+    assert task_of(x, headers)[1]["status"] == "success"
+    out = export(server, sid, vdi, tmp_path / "out.qcow2", "qcow2")[0]
+    assert info(out)["virtual-size"] == size
+    assert os.path.getsize(out) < 8 * MIB
+    qemu_img("compare", "-f", "qcow2", "-F", "qcow2", img, out)
+    x.VDI.destroy(vdi)

@@ -13,9 +13,12 @@ import gzip
 import hashlib
 import http.client
 import io
+import os
 import random
+import subprocess
 import tarfile
 import time
+import urllib.parse
 
 import pytest
 import xxhash
@@ -114,6 +117,9 @@ def check_copy(x, server, sid, work, new, source):
     vifs = x.VM.get_VIFs(new)
     assert len(vifs) == 1
     assert x.VIF.get_MAC(vifs[0]) != x.VIF.get_MAC(
+        x.VM.get_VIFs(source["vm"])[0])
+    # The network found here by its name, not made again.
+    assert x.VIF.get_network(vifs[0]) == x.VIF.get_network(
         x.VM.get_VIFs(source["vm"])[0])
 
 
@@ -518,6 +524,34 @@ def test_refused_imports_leave_nothing_behind(x, server, sid, tmp_path):
     assert_nothing_left(x, before)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+def test_an_import_onto_a_full_sr_leaves_nothing_behind(x, server, sid):
+    """An SR on a filesystem of 1 MiB (a tmpfs) takes the VDI, thinly,
+    then runs out of room as the chunks arrive: XAPI's VDI_IO_ERROR,
+    and neither the VM nor its disk remain."""
+    chunk = random.Random(2).randbytes(MIB)
+    before = counts(x)
+    mount = os.path.join(server.base, "tiny")
+    os.makedirs(mount)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
+                    mount], check=True)
+    try:
+        tiny = x.SR.create(x.host.get_all()[0],
+                           {"location": os.path.join(mount, "sr")}, "0",
+                           "tiny", "", "file", "user", False, {})
+        data = hand_made_xva(3 * MIB, [(0, chunk), (2, chunk)])
+        _, task, rec = _sdk_import(x, server, sid, data, sr_id=tiny)
+        assert rec["error_info"][0] == "VDI_IO_ERROR"
+        assert "No space left on device" in " ".join(rec["error_info"])
+        assert_nothing_left(x, before, task)
+        assert x.SR.get_VDIs(tiny) == []
+        for pbd in x.SR.get_PBDs(tiny):
+            x.PBD.unplug(pbd)
+        x.SR.destroy(tiny)
+    finally:
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
 def test_a_running_vm_is_not_exported(x, server, sid, source, tmp_path):
     vm = source["vm"]
     x.VM.start(vm, False, False)
@@ -562,6 +596,47 @@ def test_metadata_export_and_import_relink_the_disks(x, server, sid, source,
     assert counts(x) == before
     assert disks_of(x, new) == source["vdis"]
     source["vm"] = new
+
+
+def test_metadata_with_snapshots_and_vhd_parents(x, server, sid, source):
+    """export_metadata takes the VM's snapshots unless
+    export_snapshots=false, and with include_vhd_parents=true the VDIs
+    its disks' images grow from."""
+    vm = source["vm"]
+    snap = x.VM.snapshot(vm, "metadata point")
+    try:
+        def exported(**flags):
+            conn = http.client.HTTPConnection("127.0.0.1", server.http_port)
+            conn.request("GET", "/export_metadata?" + urllib.parse.urlencode(
+                dict(session_id=sid, uuid=x.VM.get_uuid(vm), **flags)))
+            resp = conn.getresponse()
+            assert resp.status == 200
+            [(_, xml)] = members_of(resp.read())
+            conn.close()
+            found = {}
+            for obj in decode_value(xml)["objects"]:
+                found.setdefault(obj["class"], []).append(obj["snapshot"])
+            return found
+        both = {v["uuid"] for v in exported()["VM"]}
+        assert both == {x.VM.get_uuid(vm), x.VM.get_uuid(snap)}
+        alone = exported(export_snapshots="false")
+        assert [v["uuid"] for v in alone["VM"]] == [x.VM.get_uuid(vm)]
+        plain = exported(export_snapshots="false")["VDI"]
+        parents = {v["sm_config"]["vhd-parent"] for v in plain
+                   if "vhd-parent" in v["sm_config"]}
+        known = {p for p in parents if p in {
+            x.VDI.get_uuid(r) for r in x.VDI.get_all()}}
+        # (the VM's own disks leave them out)
+        assert known and not known & {v["uuid"] for v in plain}, parents
+        with_parents = {v["uuid"] for v in exported(
+            export_snapshots="false", include_vhd_parents="true")["VDI"]}
+        assert with_parents == {v["uuid"] for v in plain} | known
+    finally:
+        for vbd in x.VM.get_VBDs(snap):
+            vdi = x.VBD.get_VDI(vbd)
+            x.VBD.destroy(vbd)
+            x.VDI.destroy(vdi)
+        x.VM.destroy(snap)
 
 
 def _sdk_import_metadata(x, server, sid, data):

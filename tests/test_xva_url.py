@@ -284,7 +284,7 @@ def test_a_silent_server_is_given_up(tmp_path, web):
     the middle of its body ends the import with IMPORT_ERROR."""
     plain, _, files = web
     host = RunningServer(str(tmp_path / "data"),
-                         extra_args=["--import-read-timeout", "1"])
+                         extra_args=["--import-read-timeout", "0.5"])
     host.start()
     try:
         session = host.session(https=False)
@@ -295,7 +295,7 @@ def test_a_silent_server_is_given_up(tmp_path, web):
         before = counts(y)
         for path in ("/silent", "/stall.xva"):
             assert failure(vm_import, y, plain + path, sr) == [
-                "IMPORT_ERROR", "The server sent nothing for 1 s"], path
+                "IMPORT_ERROR", "The server sent nothing for 0.5 s"], path
             assert_nothing_left(y, before)
         session.xenapi.session.logout()
     finally:

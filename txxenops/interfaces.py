@@ -151,11 +151,14 @@ class IXenopsBackend(Interface):
     tracks_disk_writes = Attribute(
         "True if disk_writes says where guests write on their disks.")
 
-    def disk_writes(path):
+    def disk_writes(path, mark=None):
         """[(offset, length)] of what guests wrote on the disk image at
         ``path`` since the last call (also of domains gone since), or
         None when the backend cannot tell: then every block counts as
-        written."""
+        written.  ``mark(extents)``, if given, is called with them before
+        they count as taken, so that a backend that keeps them across a
+        restart hands them out again unless ``mark`` returned; if it
+        raises they are not taken."""
 
     def plug_vbd(uuid, vbd):
         """Hot-plug VBDSpec ``vbd``.  Returns the DomainInfo.  DeviceError

@@ -4,14 +4,21 @@ in a scratch directory, its accounts made before it starts, serving LDAP
 (StartTLS with a certificate of a CA made here), Kerberos and its own DNS
 on a loopback alias 127.0.N.5 (N = TXXAPI_TEST_NET) that it adds and
 removes.  Needs root and Debian's samba packages.
+
+Provisioning takes seconds, so a process provisions once, into a
+template, and each DC after the first starts from a copy of it (only its
+smb.conf names its directory).
 """
 
+import atexit
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 from tests.support.pool import TEST_NET
@@ -24,6 +31,31 @@ HOSTNAME = "dc1"
 ADMIN_PASSWORD = "Adm1n-Pass!"
 # The account enable_external_auth joins with.
 ADMIN = {"user": "Administrator", "pass": ADMIN_PASSWORD}
+
+
+# This process's provisioned domain (SambaDC.provision).
+_template = None
+
+# Run by samba's Python: the accounts of a JSON spec on stdin.
+_ACCOUNTS = """
+import json, sys
+from samba.auth import system_session
+from samba.param import LoadParm
+from samba.samdb import SamDB
+spec = json.load(sys.stdin)
+lp = LoadParm()
+lp.load(spec["conf"])
+db = SamDB(url=lp.private_path("sam.ldb"), session_info=system_session(),
+           lp=lp)
+for name, password, disabled in spec["users"]:
+    db.newuser(name, password, givenname=name.capitalize())
+    if disabled:
+        db.disable_account("(sAMAccountName=%s)" % name)
+for name, members in spec["groups"]:
+    db.newgroup(name)
+    if members:
+        db.add_remove_group_members(name, members)
+"""
 
 
 def available():
@@ -50,6 +82,24 @@ class SambaDC:
                               check=True, capture_output=True, text=True)
 
     def provision(self):
+        """The domain, without accounts: a copy of this process's
+        template, provisioned on first use."""
+        global _template
+        if _template is None:
+            base = tempfile.mkdtemp(prefix="txxapi-samba-")
+            atexit.register(shutil.rmtree, base, True)
+            SambaDC(base)._provision()
+            _template = base
+        for part in (os.path.basename(self.target),
+                     os.path.basename(os.path.dirname(self.ca_file))):
+            shutil.copytree(os.path.join(_template, part),
+                            os.path.join(self.base, part), symlinks=True)
+        with open(self.conf) as f:
+            text = f.read()
+        with open(self.conf, "w") as f:
+            f.write(text.replace(_template + "/", self.base + "/"))
+
+    def _provision(self):
         subprocess.run([
             "samba-tool", "domain", "provision", "--realm=" + REALM,
             "--domain=" + WORKGROUP, "--server-role=dc",
@@ -70,7 +120,10 @@ class SambaDC:
                 continue
             out.append(line)
             if line.strip() == "[global]":
+                # Its logs and pid file in its directory: other DCs may
+                # run on the machine.
                 out += ["\tlog file = %s/log.%%m" % self.target,
+                        "\tpid directory = " + self.target,
                         "\ttls enabled = yes", "\ttls keyfile = " + key,
                         "\ttls certfile = " + cert,
                         "\ttls cafile = " + self.ca_file]
@@ -103,18 +156,18 @@ class SambaDC:
         os.chmod(key, 0o600)
         return key, cert
 
-    # -- accounts (before start: samba-tool writes the database itself) --
+    # -- accounts (before start: written into the database itself) --------
 
-    def user(self, name, password, disabled=False):
-        self.tool("user", "create", name, password,
-                  "--given-name=" + name.capitalize())
-        if disabled:
-            self.tool("user", "disable", name)
-
-    def group(self, name, members=()):
-        self.tool("group", "add", name)
-        if members:
-            self.tool("group", "addmembers", name, ",".join(members))
+    def accounts(self, users, groups=()):
+        """Users ((name, password[, disabled])) and groups ((name,
+        members)), in one run of samba's own Python (what samba-tool's
+        commands do, without a process for each)."""
+        spec = {"conf": self.conf,
+                "users": [list(u) + [False] * (3 - len(u)) for u in users],
+                "groups": [[name, list(members)] for name, members in groups]}
+        subprocess.run(["/usr/bin/python3", "-c", _ACCOUNTS],
+                       input=json.dumps(spec), check=True,
+                       capture_output=True, text=True)
 
     # -- running ------------------------------------------------------------
 
@@ -163,10 +216,7 @@ def running_dc(base, users, groups=()):
     (name, members) groups), started, stopped afterwards."""
     dc = SambaDC(base)
     dc.provision()
-    for user in users:
-        dc.user(*user)
-    for name, members in groups:
-        dc.group(name, members)
+    dc.accounts(users, groups)
     dc.start()
     try:
         yield dc

@@ -16,6 +16,8 @@ import ssl
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 USER = "root"
 PASSWORD = "xenroot-test"
+# What a refused login waits before it is answered, on test servers.
+LOGIN_FAILURE_DELAY = 0.2
 
 
 def free_port():
@@ -100,7 +102,7 @@ class RunningServer:
             "--nbd-port", str(self.nbd_port),
             "--auth", "passwd:" + self.passwd_file,
             "--backend", "simulator",
-            "--login-failure-delay", "0.2"] + self.extra_args
+            "--login-failure-delay", str(LOGIN_FAILURE_DELAY)] + self.extra_args
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)

@@ -59,15 +59,18 @@ class Claims:
         attach ``info`` (blocking)."""
         if self.guest_writes is None or info is None or not info.cbt_log:
             return
-        extents = self.guest_writes(info.path)
-        # A log disabled since the attach has gone: nothing to mark, and
-        # a release must not fail for it.
-        if extents and os.path.exists(info.cbt_log):
-            try:
-                cbt.mark(info.cbt_log, extents)
-            except (OSError, StorageError) as e:
-                log.warn("marking guest writes in {log}: {error}",
-                         log=info.cbt_log, error=e)
+
+        def mark(extents):
+            # A log disabled since the attach has gone: nothing to mark,
+            # and a release must not fail for it.
+            if os.path.exists(info.cbt_log):
+                try:
+                    cbt.mark(info.cbt_log, extents)
+                except (OSError, StorageError) as e:
+                    log.warn("marking guest writes in {log}: {error}",
+                             log=info.cbt_log, error=e)
+        # The backend forgets them once they are marked.
+        self.guest_writes(info.path, mark)
 
     def guest_writes_marked(self, vdi):
         """A Deferred that fires once what guests wrote on ``vdi`` so far

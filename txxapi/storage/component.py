@@ -149,7 +149,10 @@ class Storage(SRRecords, VDIRecords, Claims, VDIOperations, Copies,
                     vm["power_state"] not in LIVE_STATES:
                 continue
             try:
-                yield self.attach(f["VDI"], f["mode"] == "RW", vbd)
+                # Its guest's writes since are still the backend's to tell
+                # (as at a start), not every block.
+                yield self.attach(f["VDI"], f["mode"] == "RW", vbd,
+                                  tracked=self.guest_writes is not None)
             except Exception as e:
                 log.warn("cannot claim VDI {vdi} again for VBD {vbd}: "
                          "{error}", vdi=f["VDI"], vbd=vbd, error=e)

@@ -12,6 +12,13 @@ The table carries an epoch and the journal names the epoch it follows:
 a journal left from before the newest table (a process killed between
 writing the table and removing the journal) is ignored.  A line cut short
 by a kill is the journal's end.
+
+Beside the domains the table keeps the blocks guests wrote that nobody
+has taken yet, per disk path (``writes``, simwrites): they outlive the
+domain that wrote them.  The paths changed go in the journal before the
+domains changed with them: a journal cut short between the two leaves a
+domain's older write position, whose writes fold again into blocks at
+worst reported twice, never lost.
 """
 
 import json
@@ -29,6 +36,7 @@ class DomainTable:
         self.epoch = 0
         self.lines = 0          # in the journal
         self.cut = False        # its last line was cut short
+        self.writes = {}        # path -> [block], as last read
 
     def read(self):
         """(next domid or None, {uuid: domain dict}) as last written.
@@ -44,9 +52,16 @@ class DomainTable:
             next_domid = int(data["next_domid"])
         for d in data.get("domains", []):
             domains[d["spec"]["uuid"]] = d
+        self.writes = dict(data.get("writes", {}))
         for line in self._journal():
             next_domid = line["next_domid"]
-            if line["domain"] is None:
+            if "writes" in line:
+                for path, blocks in line["writes"].items():
+                    if blocks:
+                        self.writes[path] = blocks
+                    else:
+                        self.writes.pop(path, None)
+            elif line["domain"] is None:
                 domains.pop(line["uuid"], None)
             else:
                 domains[line["uuid"]] = line["domain"]
@@ -83,11 +98,13 @@ class DomainTable:
         """Whether the next write should be a whole table."""
         return self.cut or self.lines >= max(MIN_JOURNAL, domains)
 
-    def write_all(self, next_domid, domains):
-        """A whole table (``domains``: their dicts); the journal goes."""
+    def write_all(self, next_domid, domains, writes=None):
+        """A whole table (``domains``: their dicts; ``writes``: path ->
+        [block]); the journal goes."""
         epoch = self.epoch + 1
         data = {"version": TABLE_VERSION, "epoch": epoch,
-                "next_domid": next_domid, "domains": domains}
+                "next_domid": next_domid, "domains": domains,
+                "writes": writes or {}}
         tmp = "%s.%d.%x.tmp" % (self.path, os.getpid(), id(self))
         with open(tmp, "w") as f:
             json.dump(data, f)
@@ -98,17 +115,21 @@ class DomainTable:
         except FileNotFoundError:
             pass
 
-    def append(self, next_domid, changes):
+    def append(self, next_domid, changes, writes=None):
         """The domains changed since the last write: (uuid, dict, or None
-        for a domain gone) each."""
+        for a domain gone) each; ``writes``: the paths whose blocks
+        changed (path -> [block], empty when none are left)."""
         parts = []
         if self.lines == 0:
             # A fresh journal: name the table it follows.
             parts.append(json.dumps({"epoch": self.epoch}) + "\n")
+        if writes:
+            parts.append(json.dumps({"next_domid": next_domid,
+                                     "writes": writes}) + "\n")
         for uuid, domain in changes:
             parts.append(json.dumps({"next_domid": next_domid, "uuid": uuid,
                                      "domain": domain}) + "\n")
         mode = "w" if self.lines == 0 else "a"
         with open(self.journal_path, mode) as f:
             f.write("".join(parts))
-        self.lines += len(changes)
+        self.lines += len(changes) + bool(writes)

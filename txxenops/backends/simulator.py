@@ -622,14 +622,34 @@ class SimulatorBackend:
     # Guests write at known addresses (simwrites): disk_writes says where.
     tracks_disk_writes = True
 
-    def disk_writes(self, path):
+    def disk_writes(self, path, mark=None):
         with self._lock:
             now = time.time()
             for rec in self._domains.values():
                 if rec.state != "building":
-                    self._writes.fold(rec, now, [
+                    self._fold(rec, now, [
                         v for v in rec.vbds if v.path == path])
-            return self._writes.take(path)
+            extents = self._writes.hand_out(path)
+        if mark is not None and extents:
+            try:
+                mark(extents)
+            except BaseException:
+                with self._lock:
+                    self._writes.given_back(path, extents)
+                raise
+        if extents:
+            with self._lock:
+                self._writes.taken(path, extents)
+                self._gen += 1
+        self._commit()
+        return extents
+
+    def _fold(self, rec, now, vbds=None):
+        """simwrites' fold, the domain's record to be written if its
+        write positions moved (caller holds the lock)."""
+        if self._writes.fold(rec, now, vbds):
+            self._gen += 1
+            self._dirty.add(rec.spec.uuid)
 
     def plug_vbd(self, uuid, vbd):
         ctl = self._control(uuid)
@@ -666,7 +686,7 @@ class SimulatorBackend:
             self._sleep(ctl, self.op_time)
             with self._lock:
                 rec = self._get(uuid)
-                self._writes.fold(rec, time.time(), [
+                self._fold(rec, time.time(), [
                     v for v in rec.vbds if v.device == device])
                 rec.vbds = [v for v in rec.vbds if v.device != device]
                 info = self._emit("device", rec)
@@ -876,7 +896,7 @@ class SimulatorBackend:
             time.sleep(self.op_time)
         with self._lock:
             if self._domains.get(rec.spec.uuid) is rec:
-                self._writes.fold(rec, time.time())
+                self._fold(rec, time.time())
                 del self._domains[rec.spec.uuid]
                 self._gen += 1
                 self._dirty.add(rec.spec.uuid)
@@ -1126,6 +1146,8 @@ class SimulatorBackend:
                         self._table.path, e)
             return
         self._next_domid = next_domid or 1
+        # What guests wrote that was not taken yet, of domains gone too.
+        self._writes = simwrites.GuestWrites(self._table.writes)
         if discard:
             log.warning("discarding the domains of a fenced host: %s",
                         sorted(domains))
@@ -1166,21 +1188,24 @@ class SimulatorBackend:
                 gen = self._gen
                 dirty, self._dirty = self._dirty, set()
                 whole = force or self._table.due(len(self._domains))
+                writes = self._writes.take_changes()
                 if whole:
                     written = [r.to_dict() for r in self._domains.values()
                                if r.state != "building"]
+                    writes = self._writes.all_saved()
                 else:
                     written = [(uuid, self._persisted(uuid))
                                for uuid in sorted(dirty)]
                 next_domid = self._next_domid
             try:
                 if whole:
-                    self._table.write_all(next_domid, written)
+                    self._table.write_all(next_domid, written, writes)
                 else:
-                    self._table.append(next_domid, written)
+                    self._table.append(next_domid, written, writes)
             except Exception:
                 with self._lock:
                     self._dirty |= dirty
+                    self._writes.changed |= set(writes)
                 raise
             self._written_gen = gen
 

@@ -14,7 +14,10 @@ model is of addresses only.
 
 ``GuestWrites`` keeps, for each disk image (by path), the blocks written
 that nobody has taken yet: a domain's writes are folded in when asked
-for, and when its disk is unplugged or the domain goes.
+for, and when its disk is unplugged or the domain goes.  They are saved
+with the domain table, and a taker's blocks count as taken only once it
+has marked them (``hand_out``, then ``taken``), so that a process killed
+in between hands them out again rather than never.
 """
 
 import hashlib
@@ -56,13 +59,19 @@ class GuestWrites:
     """The written blocks not yet taken, per disk path (callers hold the
     simulator's lock)."""
 
-    def __init__(self):
-        self._pending = {}      # path -> set of block indices
+    def __init__(self, saved=None):
+        # path -> set of block indices: folded, not handed out; handed
+        # out, not yet marked by the taker.
+        self._pending = {p: set(b) for p, b in (saved or {}).items()}
+        self._handed = {}
+        self.changed = set()    # paths whose blocks changed since saved
 
     def fold(self, rec, now, vbds=None):
         """Record what ``rec``'s guest wrote since the last fold on its
-        writable disks (or on ``vbds`` of them)."""
+        writable disks (or on ``vbds`` of them).  True if its write
+        positions moved (its record changed)."""
         activity = rec.activity(now)
+        moved = False
         for vbd in rec.vbds if vbds is None else vbds:
             traffic = simload.disk_traffic(vbd, activity)
             if traffic is None or vbd.mode != "RW" or not vbd.path or \
@@ -70,11 +79,17 @@ class GuestWrites:
                 continue
             written = traffic[1]
             done = rec.disk_marked.get(vbd.device, 0)
+            if written <= done:
+                continue
             blocks = blocks_written(rec.spec.uuid, vbd.device, vbd.size,
                                     done, written)
-            if blocks:
-                self._pending.setdefault(vbd.path, set()).update(blocks)
-            rec.disk_marked[vbd.device] = max(done, written)
+            pending = self._pending.setdefault(vbd.path, set())
+            if not blocks <= pending:
+                pending |= blocks
+                self.changed.add(vbd.path)
+            rec.disk_marked[vbd.device] = written
+            moved = True
+        return moved
 
     @staticmethod
     def plugged(rec, vbd, now):
@@ -83,8 +98,41 @@ class GuestWrites:
         if traffic is not None:
             rec.disk_marked[vbd.device] = traffic[1]
 
-    def take(self, path):
+    def hand_out(self, path):
         """[(offset, length)] of the blocks written on ``path`` not taken
-        before, in order; they count as taken."""
-        return [(b * WRITE_BLOCK, WRITE_BLOCK)
-                for b in sorted(self._pending.pop(path, ()))]
+        before, in order; until ``taken(path)`` they are still saved."""
+        blocks = self._pending.pop(path, set())
+        if blocks:
+            self._handed.setdefault(path, set()).update(blocks)
+        return [(b * WRITE_BLOCK, WRITE_BLOCK) for b in sorted(blocks)]
+
+    def taken(self, path, extents):
+        """The taker of ``extents`` of ``path`` marked them."""
+        handed = self._handed.get(path, set())
+        handed -= {offset // WRITE_BLOCK for offset, _ in extents}
+        if not handed:
+            self._handed.pop(path, None)
+        if extents:
+            self.changed.add(path)
+
+    def given_back(self, path, extents):
+        """The taker of ``extents`` could not mark them: pending again."""
+        blocks = {offset // WRITE_BLOCK for offset, _ in extents}
+        self._handed.get(path, set()).difference_update(blocks)
+        self._pending.setdefault(path, set()).update(blocks)
+
+    def saved(self, path):
+        """The blocks of ``path`` a saved state must keep (sorted)."""
+        return sorted(self._pending.get(path, set()) |
+                      self._handed.get(path, set()))
+
+    def all_saved(self):
+        return {p: self.saved(p) for p in set(self._pending) |
+                set(self._handed) if self.saved(p)}
+
+    def take_changes(self):
+        """{path: saved blocks} of the paths changed since the last
+        call, and they count as saved."""
+        changes = {p: self.saved(p) for p in self.changed}
+        self.changed = set()
+        return changes

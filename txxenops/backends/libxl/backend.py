@@ -59,7 +59,7 @@ class LibxlBackend(HostQueries, XenDomains, DomainBuilding, GuestRequests,
     # Guests' writes go through blkback: their addresses are not seen.
     tracks_disk_writes = False
 
-    def disk_writes(self, path):
+    def disk_writes(self, path, mark=None):
         return None
 
     def __init__(self, binding=None):
