@@ -23,7 +23,8 @@ import traceback
 
 from benchmarks import common
 
-ITEMS = ("api", "scale", "events", "records", "lifecycle", "datapath", "xva", "nbd",
+ITEMS = ("api", "scale", "events", "records", "lifecycle", "datapath", "xva", "xva_rss",
+         "nbd",
          "durability", "restart", "etcdlog", "rbac", "adlogin", "metrics",
          "pool")
 
