@@ -300,9 +300,6 @@ def test_a_killed_master_is_replaced_and_its_vms_run_again(pool):
     wait_until(lambda: "after-the-return" in labels(z), what="replica")
 
 
-@pytest.mark.xfail(reason="known failure since the HA take-over met the "
-                   "slaves' emergency mode: the slaves follow the new master, "
-                   "cannot connect to it, and wait in emergency mode", strict=False)
 def test_the_master_cut_off_is_replaced_and_comes_back_a_slave(pool):
     if pool.network is None:
         pytest.skip("needs network namespaces")
