@@ -57,6 +57,9 @@ def pool(tmp_path_factory):
                 yield hosts
             finally:
                 supervisor.stop()
+                # Nothing of theirs is kept: no graceful stop to wait for.
+                for host in hosts:
+                    host.crash()
     finally:
         if network is not None:
             network.destroy()
@@ -85,22 +88,36 @@ def master_of(pool, cut=None):
     return None
 
 
-def member_healthy(host):
+def member_status(host):
+    """(leader, raft index) of a host's etcd member, None if it does not
+    answer or is not healthy."""
     try:
         with urllib.request.urlopen("http://%s:2379/health" % host.address,
                                     timeout=1) as r:
-            return json.load(r).get("health") == "true"
+            if json.load(r).get("health") != "true":
+                return None
+        request = urllib.request.Request(
+            "http://%s:2379/v3/maintenance/status" % host.address, b"{}")
+        with urllib.request.urlopen(request, timeout=1) as r:
+            status = json.load(r)
+        return status.get("leader"), int(status.get("raftIndex") or 0)
     except (OSError, ValueError):
-        return False
+        return None
 
 
 def healthy(pool):
-    """Every host's etcd member healthy: a host just back may still be
-    catching up, and losing another then would leave no quorum (every
-    host would fence itself, as it must)."""
-    wait_until(lambda: all(member_healthy(h) for h in pool), timeout=60,
-               what="every etcd member healthy")
-    time.sleep(2)
+    """Every host's etcd member healthy, under one leader and caught up
+    with it: a host just back may still be catching up, and losing
+    another then would leave no quorum (every host would fence itself,
+    as it must)."""
+    def caught_up():
+        statuses = [member_status(h) for h in pool]
+        if None in statuses or len({leader for leader, _ in statuses}) > 1:
+            return False
+        indexes = [index for _, index in statuses]
+        return max(indexes) - min(indexes) <= 10
+    wait_until(caught_up, timeout=60, interval=0.2,
+               what="every etcd member healthy and caught up")
 
 
 def heartbeat_sr(x, pool):
@@ -118,6 +135,42 @@ def plug_everywhere(x, sr):
             x.PBD.plug(pbd)
 
 
+def live_in_the_liveset(x):
+    hosts = x.host.get_all()
+    uuids = sorted(x.host.get_uuid(h) for h in hosts)
+    return all(x.host_metrics.get_live(x.host.get_metrics(h)) and
+               sorted(x.host.get_ha_network_peers(h)) == uuids
+               for h in hosts)
+
+
+@pytest.fixture
+def ha(pool):
+    """What each failure starts from, whatever ran before: every host
+    up, HA on, every host live and in the liveset, every etcd member
+    caught up.  The master's SDK."""
+    for host in pool:
+        if host.proc is None:
+            host.start(timeout=60)
+    x = wait_until(lambda: master_of(pool), timeout=60, what="a master")
+    the_pool = x.pool.get_all()[0]
+    if not x.pool.get_ha_enabled(the_pool):
+        sr = heartbeat_sr(x, pool)
+        plug_everywhere(x, sr)
+        x.pool.enable_ha([sr], {"timeout": str(T)})
+    wait_until(lambda: live_in_the_liveset(x), timeout=60,
+               what="every host live and in the liveset")
+    healthy(pool)
+    return x
+
+
+def roles(pool, x):
+    """The index in pool of the master, and of its slaves."""
+    master = x.host.get_address(x.pool.get_master(x.pool.get_all()[0]))
+    indexes = [i for i, h in enumerate(pool) if h.address == master]
+    return indexes[0], [i for i, h in enumerate(pool)
+                        if h.address != master]
+
+
 def ha_vm(x, name, host, priority="restart", order=0):
     vm = new_vm(x, name, memory=64 * MIB, affinity=host)
     x.VM.set_ha_restart_priority(vm, priority)
@@ -133,11 +186,18 @@ def running_elsewhere(x, vm, dead):
 
 
 def test_enable_and_disable_ha(pool):
-    x = pool[0].session().xenapi
+    x = wait_until(lambda: master_of(pool), timeout=60, what="a master")
     the_pool = x.pool.get_all()[0]
+    if x.pool.get_ha_enabled(the_pool):
+        x.pool.disable_ha()        # left on by a test that ran before
     assert failure(x.pool.disable_ha) == ["HA_NOT_ENABLED"]
     sr = heartbeat_sr(x, pool)
-    # Only the master's PBD is plugged so far.
+    master = x.pool.get_master(the_pool)
+    for pbd in x.SR.get_PBDs(sr):
+        if x.PBD.get_host(pbd) != master and \
+                x.PBD.get_currently_attached(pbd):
+            x.PBD.unplug(pbd)
+    # Only the master's PBD is plugged.
     assert failure(x.pool.enable_ha, [sr], {}) == ["SR_NO_PBDS", sr]
     local = [x.PBD.get_SR(p) for p in x.PBD.get_all()
              if not x.SR.get_shared(x.PBD.get_SR(p))
@@ -173,15 +233,15 @@ def test_enable_and_disable_ha(pool):
     x.pool.disable_ha()
     assert x.pool.get_ha_enabled(the_pool) is False
     assert x.pool.get_ha_statefiles(the_pool) == []
-    # Enabled again (for the tests below): the same statefile is reused.
+    # Enabled again: the same statefile is reused.
     x.pool.enable_ha([], {"timeout": str(T)})
     assert x.pool.get_ha_statefiles(the_pool) == statefiles
 
 
-def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
-    x = pool[0].session().xenapi
-    hosts = by_address(x)
-    dead, dead_host = hosts[pool[2].address]
+def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool, ha):
+    x = ha
+    victim = pool[roles(pool, x)[1][-1]]
+    dead, dead_host = by_address(x)[victim.address]
     protected = [ha_vm(x, "protected-%d" % i, dead, order=i)
                  for i in range(2)]
     best_effort = ha_vm(x, "best-effort", dead, "best-effort")
@@ -192,8 +252,9 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
     x.pool.set_ha_host_failures_to_tolerate(the_pool, "2")
     assert x.pool.get_ha_overcommitted(the_pool) is False
     assert x.pool.get_ha_plan_exists_for(the_pool) == "2"
+    before = set(x.message.get_all())
     killed = time.time()
-    pool[2].crash()
+    victim.crash()
     for vm in protected + [best_effort]:
         wait_until(lambda: running_elsewhere(x, vm, dead), timeout=T + 30,
                    what="%s restarted" % x.VM.get_name_label(vm))
@@ -203,8 +264,8 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
     assert restarted >= T
     assert x.VM.get_power_state(unprotected) == "Halted"
     assert x.host_metrics.get_live(dead_host["metrics"]) is False
-    failed = [m for m in x.message.get_all_records().values()
-              if m["name"] == "HA_HOST_FAILED"]
+    failed = [m for ref, m in x.message.get_all_records().items()
+              if m["name"] == "HA_HOST_FAILED" and ref not in before]
     assert [m["obj_uuid"] for m in failed] == [dead_host["uuid"]]
     assert failed[0]["body"] == "Server '%s' has failed" % \
         dead_host["name_label"]
@@ -212,8 +273,8 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
     wait_until(lambda: x.pool.get_ha_overcommitted(the_pool),
                what="the pool overcommitted")
     assert int(x.pool.get_ha_plan_exists_for(the_pool)) < 2
-    assert any(m["name"] == "HA_POOL_OVERCOMMITTED"
-               for m in x.message.get_all_records().values())
+    assert any(m["name"] == "HA_POOL_OVERCOMMITTED" and ref not in before
+               for ref, m in x.message.get_all_records().items())
     # Restarted in order: the second group after the first's start_delay.
     first = max(t for _, t, _ in _runs(pool, x, protected[0]))
     second = max(t for _, t, _ in _runs(pool, x, protected[1]))
@@ -222,12 +283,12 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
 
     # Back up, it finds its lease expired: its stale domains are gone and
     # it joins the liveset again.
-    pool[2].start(timeout=60)
+    victim.start(timeout=60)
     wait_until(lambda: x.host_metrics.get_live(dead_host["metrics"]),
                timeout=30, what="the host live again")
     for vm in protected + [best_effort]:
         assert running_elsewhere(x, vm, dead)
-    boots = intervals(ledgers(pool)[pool[2].address])
+    boots = intervals(ledgers(pool)[victim.address])
     assert all(end is not None for _, _, end in boots)
     no_overlap(pool)
     wait_until(lambda: not x.pool.get_ha_overcommitted(the_pool),
@@ -235,29 +296,30 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool):
     x.pool.set_ha_host_failures_to_tolerate(the_pool, "0")
 
 
-def test_a_slave_cut_off_fences_itself_and_comes_back_healed(pool):
+def test_a_slave_cut_off_fences_itself_and_comes_back_healed(pool, ha):
     if pool.network is None:
         pytest.skip("needs network namespaces")
-    x = pool[0].session().xenapi
-    cut, cut_host = by_address(x)[pool[1].address]
+    x = ha
+    master_index, slaves = roles(pool, x)
+    index = slaves[0]
+    cut, cut_host = by_address(x)[pool[index].address]
     vms = [ha_vm(x, "cut-off-%d" % i, cut) for i in range(2)]
-    healthy(pool)
-    pool.network.cut(1)
+    pool.network.cut(index)
     for vm in vms:
         wait_until(lambda: running_elsewhere(x, vm, cut), timeout=T + 30,
                    what="%s restarted" % x.VM.get_name_label(vm))
     # It stopped them itself, before they ran anywhere else.
     uuids = {x.VM.get_uuid(vm) for vm in vms}
-    ends = [end for vm, _, end in intervals(ledgers(pool)[pool[1].address])
+    ends = [end for vm, _, end in intervals(ledgers(pool)[pool[index].address])
             if vm in uuids]
     assert len(ends) == 2 and None not in ends
     no_overlap(pool)
     assert x.host_metrics.get_live(cut_host["metrics"]) is False
 
-    pool.network.heal(1)
+    pool.network.heal(index)
     wait_until(lambda: x.host_metrics.get_live(cut_host["metrics"]),
                timeout=60, what="the healed host live again")
-    assert role_of(pool[1]) == "slave:" + pool[0].address
+    assert role_of(pool[index]) == "slave:" + pool[master_index].address
     for vm in vms:
         assert running_elsewhere(x, vm, cut)
     no_overlap(pool)
@@ -269,15 +331,14 @@ def _runs(pool, x, vm):
             if r[0] == uuid]
 
 
-def test_a_killed_master_is_replaced_and_its_vms_run_again(pool):
-    x = pool[0].session().xenapi
-    hosts = by_address(x)
-    master, _ = hosts[pool[0].address]
+def test_a_killed_master_is_replaced_and_its_vms_run_again(pool, ha):
+    x = ha
+    old = pool[roles(pool, x)[0]]
+    master, _ = by_address(x)[old.address]
     protected = ha_vm(x, "on-the-master", master)
     network(x, "before-the-kill")
-    healthy(pool)
     killed = time.monotonic()
-    pool[0].crash()
+    old.crash()
     y = wait_until(lambda: master_of(pool), timeout=T + 15, interval=0.5,
                    what="a new master")
     assert time.monotonic() - killed < T + 15
@@ -289,27 +350,25 @@ def test_a_killed_master_is_replaced_and_its_vms_run_again(pool):
     # Back up, the old master finds the mastership taken: it starts as
     # the new master's slave, without its stale domains.
     new_master = y.host.get_address(y.pool.get_master(y.pool.get_all()[0]))
-    pool[0].start(timeout=60)
-    assert role_of(pool[0]) == "slave:" + new_master
+    old.start(timeout=60)
+    assert role_of(old) == "slave:" + new_master
     wait_until(lambda: y.host_metrics.get_live(
         y.host.get_metrics(master)), timeout=30, what="the old master live")
     assert running_elsewhere(y, protected, master)
     no_overlap(pool)
     network(y, "after-the-return")
-    z = pool_session(pool[0]).xenapi
+    z = pool_session(old).xenapi
     wait_until(lambda: "after-the-return" in labels(z), what="replica")
 
 
-def test_the_master_cut_off_is_replaced_and_comes_back_a_slave(pool):
+def test_the_master_cut_off_is_replaced_and_comes_back_a_slave(pool, ha):
     if pool.network is None:
         pytest.skip("needs network namespaces")
-    y = master_of(pool)
+    y = ha
     master = y.pool.get_master(y.pool.get_all()[0])
-    index = next(i for i, h in enumerate(pool)
-                 if h.address == y.host.get_address(master))
+    index = roles(pool, y)[0]
     vm = ha_vm(y, "on-the-cut-master", master)
     network(y, "before-the-cut")
-    healthy(pool)
     cut_at = time.monotonic()
     pool.network.cut(index)
     z = wait_until(lambda: master_of(pool, cut=pool[index]),
