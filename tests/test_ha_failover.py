@@ -1,18 +1,26 @@
 """
-High availability on a pool of three real hosts (tests/support/pool.py)
-with a shared SR as the heartbeat SR and T = 10 s: pool.enable_ha and
-disable_ha over the SDK with XAPI's errors; a slave killed with -9 —
-its protected VMs Running on a survivor within T + 30 s, its host not
-live, HA_HOST_FAILED, and, started again, it comes back into the liveset
-without its stale domains; the master killed with -9 — a survivor takes
-the mastership by itself and answers within T + 15 s, every write
-acknowledged before is there, and the dead master's protected VMs run
-again.  Each time the simulators' ledgers show no VM ever ran on two
-hosts at once.  The old master, started again, finds the mastership
-taken and comes back as the new master's slave.  With each host in a
-network namespace of its own: a slave cut off fences itself and its VMs
-run elsewhere; the master cut off while it runs fences itself too, a
-survivor takes over, and healed, either comes back as a slave.
+High availability on a pool of three real hosts (tests/support/pool.py),
+each in a network namespace of its own (tests/support/netns.py), with a
+shared SR as the heartbeat SR and T = 10 s: pool.enable_ha and
+disable_ha over the SDK with XAPI's errors; then one failure after the
+other on the same pool, each starting from every host up and in the
+liveset (the ``ha`` fixture, so that each also runs alone):
+
+- a slave cut off fences itself (its domains stopped before any runs
+  elsewhere); the master declares it dead (not live, HA_HOST_FAILED, the
+  plan recomputed) and restarts its protected VMs by order and
+  start_delay, then the best-effort one, within T + 30 s; healed, it
+  comes back as a slave without its domains;
+- the master killed with -9: a survivor takes the mastership by itself
+  and answers within T + 15 s with every write acknowledged before, the
+  master's protected VM runs again; started again, the old master finds
+  the mastership taken and comes back as the new master's slave,
+  without the domains it left running;
+- the master cut off while it runs fences itself too, a survivor takes
+  over, and healed, it comes back as a slave.
+
+Each time the simulators' ledgers show no VM ever ran on two hosts at
+once.
 """
 
 import json
@@ -26,7 +34,7 @@ import XenAPI
 from tests.support.api import failure, wait_until
 from tests.support import netns
 from tests.support.etcd import needs_etcd
-from tests.support.pool import Supervisor, joined_pool, network, pool_session
+from tests.support.pool import PoolHosts, Supervisor, network, pool_session
 from tests.support.servers import PASSWORD, USER
 from tests.test_pool_database import labels
 from tests.test_pool_join import by_address, role_of
@@ -47,20 +55,24 @@ def pool(tmp_path_factory):
     made (so that one can be cut off), else on the loopback."""
     base = str(tmp_path_factory.mktemp("ha"))
     network = netns.Namespaces(3).create() if netns.available() else None
+    hosts = PoolHosts(base, 3, SERVER_ARGS, network)
     try:
-        for hosts in joined_pool(base, 3, SERVER_ARGS, network):
-            hosts.network = network
-            hosts.shared = os.path.join(base, "shared")
-            os.makedirs(hosts.shared)
-            supervisor = Supervisor(hosts)
-            try:
-                yield hosts
-            finally:
-                supervisor.stop()
-                # Nothing of theirs is kept: no graceful stop to wait for.
-                for host in hosts:
-                    host.crash()
+        hosts.start()
+        # One after the other: the etcd members are added one at a time.
+        for joiner in hosts.hosts[1:]:
+            hosts.join(joiner, hosts[0])
+        hosts.network = network
+        hosts.shared = os.path.join(base, "shared")
+        os.makedirs(hosts.shared)
+        supervisor = Supervisor(hosts)
+        try:
+            yield hosts
+        finally:
+            supervisor.stop()
     finally:
+        # Nothing of theirs is kept: no graceful stop to wait for.
+        for host in hosts:
+            host.crash()
         if network is not None:
             network.destroy()
 
@@ -238,9 +250,16 @@ def test_enable_and_disable_ha(pool):
     assert x.pool.get_ha_statefiles(the_pool) == statefiles
 
 
-def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool, ha):
+def test_a_slave_cut_off_fences_itself_and_its_vms_run_again(pool, ha):
+    """The slave's failure: it fences itself, the master declares it
+    dead and restarts its protected VMs by order, then the best-effort
+    one; healed, it rejoins without its stale domains."""
+    if pool.network is None:
+        pytest.skip("needs network namespaces")
     x = ha
-    victim = pool[roles(pool, x)[1][-1]]
+    master_index, slaves = roles(pool, x)
+    index = slaves[0]
+    victim = pool[index]
     dead, dead_host = by_address(x)[victim.address]
     protected = [ha_vm(x, "protected-%d" % i, dead, order=i)
                  for i in range(2)]
@@ -253,12 +272,12 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool, ha):
     assert x.pool.get_ha_overcommitted(the_pool) is False
     assert x.pool.get_ha_plan_exists_for(the_pool) == "2"
     before = set(x.message.get_all())
-    killed = time.time()
-    victim.crash()
+    cut_at = time.time()
+    pool.network.cut(index)
     for vm in protected + [best_effort]:
         wait_until(lambda: running_elsewhere(x, vm, dead), timeout=T + 30,
                    what="%s restarted" % x.VM.get_name_label(vm))
-    restarted = time.time() - killed
+    restarted = time.time() - cut_at
     assert restarted < T + 30
     # Never before the lease was gone and the margin passed.
     assert restarted >= T
@@ -269,6 +288,13 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool, ha):
     assert [m["obj_uuid"] for m in failed] == [dead_host["uuid"]]
     assert failed[0]["body"] == "Server '%s' has failed" % \
         dead_host["name_label"]
+    # It stopped every domain itself, before any ran anywhere else.
+    uuids = {x.VM.get_uuid(vm)
+             for vm in protected + [best_effort, unprotected]}
+    ends = [end for vm, _, end in intervals(ledgers(pool)[victim.address])
+            if vm in uuids]
+    assert len(ends) == 4 and None not in ends
+    no_overlap(pool)
     # The plan was recomputed on the host's failure.
     wait_until(lambda: x.pool.get_ha_overcommitted(the_pool),
                what="the pool overcommitted")
@@ -279,13 +305,12 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool, ha):
     first = max(t for _, t, _ in _runs(pool, x, protected[0]))
     second = max(t for _, t, _ in _runs(pool, x, protected[1]))
     assert second >= first + 1
-    no_overlap(pool)
 
-    # Back up, it finds its lease expired: its stale domains are gone and
-    # it joins the liveset again.
-    victim.start(timeout=60)
+    # Healed, it comes back as a slave into the liveset, without them.
+    pool.network.heal(index)
     wait_until(lambda: x.host_metrics.get_live(dead_host["metrics"]),
-               timeout=30, what="the host live again")
+               timeout=60, what="the healed host live again")
+    assert role_of(victim) == "slave:" + pool[master_index].address
     for vm in protected + [best_effort]:
         assert running_elsewhere(x, vm, dead)
     boots = intervals(ledgers(pool)[victim.address])
@@ -294,35 +319,6 @@ def test_a_killed_slaves_protected_vms_run_again_elsewhere(pool, ha):
     wait_until(lambda: not x.pool.get_ha_overcommitted(the_pool),
                what="a plan again with the host back")
     x.pool.set_ha_host_failures_to_tolerate(the_pool, "0")
-
-
-def test_a_slave_cut_off_fences_itself_and_comes_back_healed(pool, ha):
-    if pool.network is None:
-        pytest.skip("needs network namespaces")
-    x = ha
-    master_index, slaves = roles(pool, x)
-    index = slaves[0]
-    cut, cut_host = by_address(x)[pool[index].address]
-    vms = [ha_vm(x, "cut-off-%d" % i, cut) for i in range(2)]
-    pool.network.cut(index)
-    for vm in vms:
-        wait_until(lambda: running_elsewhere(x, vm, cut), timeout=T + 30,
-                   what="%s restarted" % x.VM.get_name_label(vm))
-    # It stopped them itself, before they ran anywhere else.
-    uuids = {x.VM.get_uuid(vm) for vm in vms}
-    ends = [end for vm, _, end in intervals(ledgers(pool)[pool[index].address])
-            if vm in uuids]
-    assert len(ends) == 2 and None not in ends
-    no_overlap(pool)
-    assert x.host_metrics.get_live(cut_host["metrics"]) is False
-
-    pool.network.heal(index)
-    wait_until(lambda: x.host_metrics.get_live(cut_host["metrics"]),
-               timeout=60, what="the healed host live again")
-    assert role_of(pool[index]) == "slave:" + pool[master_index].address
-    for vm in vms:
-        assert running_elsewhere(x, vm, cut)
-    no_overlap(pool)
 
 
 def _runs(pool, x, vm):
@@ -339,7 +335,7 @@ def test_a_killed_master_is_replaced_and_its_vms_run_again(pool, ha):
     network(x, "before-the-kill")
     killed = time.monotonic()
     old.crash()
-    y = wait_until(lambda: master_of(pool), timeout=T + 15, interval=0.5,
+    y = wait_until(lambda: master_of(pool), timeout=T + 15, interval=0.2,
                    what="a new master")
     assert time.monotonic() - killed < T + 15
     assert "before-the-kill" in labels(y)
@@ -352,6 +348,9 @@ def test_a_killed_master_is_replaced_and_its_vms_run_again(pool, ha):
     new_master = y.host.get_address(y.pool.get_master(y.pool.get_all()[0]))
     old.start(timeout=60)
     assert role_of(old) == "slave:" + new_master
+    boots = intervals(ledgers(pool)[old.address])
+    assert y.VM.get_uuid(protected) in {vm for vm, _, _ in boots}
+    assert all(end is not None for _, _, end in boots)
     wait_until(lambda: y.host_metrics.get_live(
         y.host.get_metrics(master)), timeout=30, what="the old master live")
     assert running_elsewhere(y, protected, master)
@@ -372,7 +371,7 @@ def test_the_master_cut_off_is_replaced_and_comes_back_a_slave(pool, ha):
     cut_at = time.monotonic()
     pool.network.cut(index)
     z = wait_until(lambda: master_of(pool, cut=pool[index]),
-                   timeout=T + 15, interval=0.5, what="a new master")
+                   timeout=T + 15, interval=0.2, what="a new master")
     assert time.monotonic() - cut_at < T + 15
     assert "before-the-cut" in labels(z)
     wait_until(lambda: running_elsewhere(z, vm, master), timeout=T + 30,
