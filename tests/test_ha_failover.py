@@ -27,6 +27,7 @@ import json
 import os
 import time
 import urllib.request
+import xmlrpc.client
 
 import pytest
 import XenAPI
@@ -248,6 +249,57 @@ def test_enable_and_disable_ha(pool):
     # Enabled again: the same statefile is reused.
     x.pool.enable_ha([], {"timeout": str(T)})
     assert x.pool.get_ha_statefiles(the_pool) == statefiles
+
+    # One slave alone out of HA (an emergency call, on that host): it
+    # leaves the liveset as a leaver, not as a failure.
+    wait_until(lambda: live_in_the_liveset(x), what="the liveset")
+    slave = pool[roles(pool, x)[1][0]]
+    ref, record = by_address(x)[slave.address]
+    emergency = local_call(slave)
+    before = set(x.message.get_all())
+    assert emergency("host.emergency_ha_disable", False) == ""
+    assert failure_of(emergency, "host.emergency_ha_disable", False) == [
+        "HA_NOT_ENABLED"]
+    assert emergency("host.emergency_ha_disable", True) == ""
+    marker = os.path.join(slave.data_dir, "ha-disabled")
+    assert os.path.exists(marker)
+    assert not os.path.exists(os.path.join(slave.data_dir, "ha.json"))
+    wait_until(lambda: record["uuid"] not in x.host.get_ha_network_peers(
+        x.pool.get_master(the_pool)), what="the slave out of the liveset")
+    assert x.host.get_ha_network_peers(ref) == []
+    time.sleep(T / 10.0 + 2)      # the master's fencing margin, and more
+    assert x.host_metrics.get_live(record["metrics"]) is True
+    assert not [m for r, m in x.message.get_all_records().items()
+                if m["name"] == "HA_HOST_FAILED" and r not in before]
+    # The pool's HA off ends it: enabled again, the slave joins.
+    x.pool.disable_ha()
+    wait_until(lambda: not os.path.exists(marker), what="the marker gone")
+    x.pool.enable_ha([], {"timeout": str(T)})
+    wait_until(lambda: live_in_the_liveset(x), what="the liveset again")
+
+
+def local_call(host):
+    """A call on ``host`` itself through a local login with the pool
+    secret (what a host serves even in emergency mode): its value."""
+    with open(os.path.join(host.data_dir, "ptoken")) as f:
+        secret = f.read().strip()
+    proxy = xmlrpc.client.ServerProxy("http://%s/" % host.address)
+    session = proxy.session.slave_local_login(secret)["Value"]
+
+    def call(method, *args):
+        reply = getattr(proxy, method)(session, *args)
+        if reply["Status"] != "Success":
+            raise XenAPI.Failure(reply["ErrorDescription"])
+        return reply["Value"]
+    return call
+
+
+def failure_of(call, *args):
+    try:
+        call(*args)
+    except XenAPI.Failure as e:
+        return e.details
+    raise AssertionError("no failure")
 
 
 def test_a_slave_cut_off_fences_itself_and_its_vms_run_again(pool, ha):
