@@ -318,6 +318,15 @@ def test_a_slave_cut_off_fences_itself_and_its_vms_run_again(pool, ha):
     best_effort = ha_vm(x, "best-effort", dead, "best-effort")
     unprotected = ha_vm(x, "unprotected", dead, "")
     x.VM.set_start_delay(protected[0], "1")
+    # Their affinity now on the survivor with less room: VM.start would
+    # place both there, the failover plan spreads them by free memory.
+    survivors = [h for h in x.host.get_all() if h != dead]
+    crowded = min(survivors, key=lambda h: int(x.host.compute_free_memory(h)))
+    for vm in protected:
+        x.VM.set_affinity(vm, crowded)
+    planned = {vm: p["host"] for vm, p in
+               x.pool.ha_compute_vm_failover_plan([dead], protected).items()}
+    assert set(planned.values()) - {crowded}
     # Two failures tolerated on three hosts: a plan exists until one dies.
     the_pool = x.pool.get_all()[0]
     x.pool.set_ha_host_failures_to_tolerate(the_pool, "2")
@@ -353,7 +362,9 @@ def test_a_slave_cut_off_fences_itself_and_its_vms_run_again(pool, ha):
     assert int(x.pool.get_ha_plan_exists_for(the_pool)) < 2
     assert any(m["name"] == "HA_POOL_OVERCOMMITTED" and ref not in before
                for ref, m in x.message.get_all_records().items())
-    # Restarted in order: the second group after the first's start_delay.
+    # Restarted where the plan placed them, in order: the second group
+    # after the first's start_delay.
+    assert {vm: x.VM.get_resident_on(vm) for vm in protected} == planned
     first = max(t for _, t, _ in _runs(pool, x, protected[0]))
     second = max(t for _, t, _ in _runs(pool, x, protected[1]))
     assert second >= first + 1
