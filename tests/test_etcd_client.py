@@ -8,6 +8,7 @@ etcd members run as Twisted services, grown and shrunk by the member API.
 import base64
 import json
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -152,6 +153,47 @@ def test_hung_member_costs_reads_and_renewals_only_a_share(rt, cluster):
         member.proc.send_signal(signal.SIGCONT)
     rt.call(keeper.stop, revoke=True)
     rt.call(c.close)
+
+
+def silent_endpoint():
+    """A URL whose connections are never made: a listening socket whose
+    backlog is full drops the SYNs of the next ones (a host cut off)."""
+    listener = socket.socket()
+    listener.bind((host_address(0), 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(listener.getsockname())
+        fillers.append(s)
+    time.sleep(0.1)
+    return "http://%s:%d" % listener.getsockname(), [listener] + fillers
+
+
+def test_unreachable_member_costs_renewals_only_a_share(rt, cluster):
+    """A member whose connection cannot be made (its host cut off): the
+    share of the deadline that runs out while connecting moves reads and
+    renewals to the next member instead of failing them."""
+    silent, sockets = silent_endpoint()
+    try:
+        c = rt.call(EtcdClient, cluster.endpoints + [silent], timeout=3)
+        lease = rt.call(c.grant, 2)
+        lost = []
+        keeper = rt.call(lambda: LeaseKeeper(c, lease, lost.append).start())
+        # The silent member asked first, as the one that answered last.
+        c.transport._current = len(cluster.endpoints)
+        started = time.monotonic()
+        assert rt.call(c.get, b"t/nothing") is None
+        assert time.monotonic() - started < 3
+        c.transport._current = len(cluster.endpoints)
+        time.sleep(lease.ttl + 1)
+        assert not lost and keeper.renewals >= 2
+        rt.call(keeper.stop, revoke=True)
+        rt.call(c.close)
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def test_errors_are_typed(rt, client):

@@ -177,5 +177,8 @@ def test_ha_on_a_host_alone(x):
     assert failure(x.pool.enable_ha, [], {"timeout": "9"}) == [
         "INVALID_VALUE", "timeout", "9"]
     assert failure(x.pool.disable_ha) == ["HA_NOT_ENABLED"]
+    # Not armed here: only the soft form (idempotent) succeeds.
+    assert failure(x.host.emergency_ha_disable, False) == ["HA_NOT_ENABLED"]
+    assert x.host.emergency_ha_disable(True) == ""
     assert x.pool.ha_prevent_restarts_for("10") == ""
     assert x.pool.get_ha_enabled(x.pool.get_all()[0]) is False

@@ -27,6 +27,7 @@ from tests import test_pool_forwarding as forwarding
 from tests.test_pool_forwarding import SERVER_ARGS, add_disk, live, \
     local_sr, memory_free
 from tests.test_vm_lifecycle import MIB, new_vm, wait_task
+from txxenops.backends.simledger import intervals, overlaps
 
 pytestmark = [needs_etcd, pytest.mark.skipif(
     os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
@@ -101,6 +102,7 @@ def test_a_running_vm_moves_between_hosts_and_keeps_running(pool, x, hosts):
     x.VIF.plug(vif)
     before_two = memory_free(x, two)
     started = x.VM_metrics.get_start_time(x.VM.get_metrics(vm))
+    uuid = x.VM.get_uuid(vm)
     watcher = Watcher(pool, vm)
     path = [one]
     for target in (two, master, one):
@@ -136,6 +138,16 @@ def test_a_running_vm_moves_between_hosts_and_keeps_running(pool, x, hosts):
                   if i == 0 or seen[i - 1][1] != h]
     assert any(path[i:i + len(residences)] == residences
                for i in range(len(path))), (residences, path)
+    # The simulators' ledgers have it hand over at each move: never on
+    # two hosts at once.
+    uuid_runs = [h for h in pool
+                 if any(r[0] == uuid for r in intervals(_ledger(h)))]
+    assert len(uuid_runs) == 3
+    assert overlaps({h.address: _ledger(h) for h in pool}) == []
+
+
+def _ledger(host):
+    return os.path.join(host.data_dir, "xenops")
 
 
 def test_refusals_change_nothing(x, hosts):

@@ -8,6 +8,8 @@ once and passes one that moved.  A real SimulatorBackend writes it.
 
 import json
 import os
+import socket
+import threading
 
 from txxenops.backends import simledger
 from txxenops.backends.simledger import Ledger, intervals, overlaps
@@ -85,3 +87,32 @@ def test_the_simulator_keeps_it(tmp_path):
     again.close()
     runs = [r for r in intervals(state) if r[0] == spec.uuid]
     assert len(runs) == 2 and all(end is not None for _, _, end in runs)
+
+
+def test_a_live_migration_hands_the_run_over(tmp_path):
+    """The destination's domain exists (paused) while the memory streams
+    and the source's is torn down only after the hand-over: the ledgers
+    have the source's run end and the destination's begin at it, so a
+    VM that moved is no overlap."""
+    dirs = {h: str(tmp_path / h) for h in ("source", "dest")}
+    source, dest = [SimulatorBackend(memory=1 << 30, state_dir=dirs[h],
+                                     op_time=0.05, agent_delay=0,
+                                     check_paths=False)
+                    for h in ("source", "dest")]
+    spec = VMSpec(uuid="11111111-2222-3333-4444-555555555555", name="x",
+                  memory_static_max=64 << 20)
+    source.start(spec)
+    a, b = socket.socketpair()
+    received = threading.Thread(target=dest.migrate_receive, args=(spec, b))
+    received.start()
+    source.migrate_send(spec.uuid, a)
+    received.join(10)
+    a.close()
+    b.close()
+    assert dest.domain_info(spec.uuid).state == "running"
+    [(_, _, handed_over)] = intervals(dirs["source"])
+    [(_, arrived, end)] = intervals(dirs["dest"])
+    assert end is None and handed_over <= arrived
+    assert overlaps(dirs) == []
+    source.close()
+    dest.close()

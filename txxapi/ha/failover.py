@@ -13,8 +13,13 @@ XAPI's restart_auto_run_vms:
   are started again (level-triggered, so a restart that failed is tried
   again on a later pass), in ``order`` groups, each group at once,
   waiting the group's ``start_delay`` before the next; best-effort VMs
-  of a failed host are tried a few times where there is room.  A start
-  is VM.start with force, placed and forwarded as any.
+  of a failed host are tried a few times where there is room.  The
+  protected VMs of a pass are placed together by the failover plan
+  (state.evacuation_plan, as pool.ha_compute_vm_failover_plan answers:
+  biggest first onto the live hosts' free memory), each started there
+  with VM.start_on; a VM the plan does not place, or whose start on its
+  planned host fails, is started with VM.start, placed as any (XAPI's
+  fallback).  Best-effort VMs take VM.start's placement.
 - The plan's figures (ha_plan_exists_for, ha_overcommitted) are
   recomputed when what they depend on changes.
 """
@@ -162,11 +167,13 @@ class Failover:
                 del self.best_effort[vm]
         if not protected and not best_effort:
             return
+        plan = state.evacuation_plan(db, (), protected)
         session = self.server.sessions.create("", pool=True)
         try:
             for group in _order_groups(db, protected):
                 results = yield defer.DeferredList(
-                    [self._start(session, vm) for vm in group],
+                    [self._start(session, vm, plan.get(vm))
+                     for vm in group],
                     consumeErrors=True)
                 for vm, (ok, error) in zip(group, results):
                     if ok:
@@ -197,10 +204,21 @@ class Failover:
         finally:
             self.server.sessions.logout(session)
 
-    def _start(self, session, vm):
-        log.info("HA: restarting VM {vm}", vm=vm)
-        return self.server.dispatcher.call("VM.start",
-                                           [session, vm, False, True])
+    @defer.inlineCallbacks
+    def _start(self, session, vm, host=None):
+        call = self.server.dispatcher.call
+        if host is not None:
+            log.info("HA: restarting VM {vm} on {host}, as planned", vm=vm,
+                     host=host)
+            try:
+                yield call("VM.start_on", [session, vm, host, False, True])
+                return
+            except Exception as e:
+                log.info("HA: VM {vm} did not start on its planned host "
+                         "({e}); placed as any start", vm=vm, e=e)
+        else:
+            log.info("HA: restarting VM {vm}", vm=vm)
+        yield call("VM.start", [session, vm, False, True])
 
     def _restart_failed(self, vm, failure):
         error = failure.value

@@ -21,6 +21,9 @@ from txxapi.pool.database import MASTER_KEY
 from txxapi.pool.etcd import EtcdLeaseNotFound, Lease
 
 FILE = "ha.json"
+# Left by host.emergency_ha_disable (not soft): this host stays out of HA
+# across restarts, until the pool's HA is turned off.
+DISABLED_FILE = "ha-disabled"
 DEFAULT_TIMEOUT = 60
 MIN_TIMEOUT = 10
 TIMEOUT_KEY = "timeout"
@@ -89,6 +92,18 @@ def clear(data_dir):
 
 def armed(data_dir):
     return read(data_dir) is not None
+
+
+def disabled_here(data_dir):
+    return os.path.exists(os.path.join(data_dir, DISABLED_FILE))
+
+
+def set_disabled_here(data_dir, disabled):
+    path = os.path.join(data_dir, DISABLED_FILE)
+    if disabled:
+        write_atomically(path, "1\n")
+    elif os.path.exists(path):
+        os.unlink(path)
 
 
 @defer.inlineCallbacks

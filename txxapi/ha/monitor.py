@@ -19,6 +19,13 @@ at the pool's ha_enabled (its replica of it on a slave):
   restarts as the master (its database replica is current: nothing to
   replay) and the others follow whoever holds the key.
 - HA off: the lease is given up.
+- host.emergency_ha_disable: this host alone leaves HA (XAPI's disarm of
+  its fencing): it leaves the liveset as a leaver, so its VMs are not
+  restarted elsewhere, and neither fences nor acts on failures any more —
+  until the pool's HA is turned off; a soft disable lasts until then or
+  the process's restart.  Where etcd cannot be reached (the emergency it
+  is for) its lease expires instead, and, as with XAPI, the master
+  declares it failed; its domains are then discarded at its next start.
 """
 
 import threading
@@ -26,6 +33,7 @@ import threading
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
+from txxapi.errors import XenAPIError
 from txxapi.ha import local
 from txxapi.ha.failover import Failover
 from txxapi.pool import join as pool_join
@@ -46,6 +54,7 @@ class HAMonitor:
         # This host's lease in the liveset, and T's timings, while in it.
         self.keeper = self.timeouts = self._loop = None
         self.fenced = self._busy = self._stopping = self._warned = False
+        self.disabled = local.disabled_here(server.data_dir)
 
     @property
     def client(self):
@@ -73,6 +82,9 @@ class HAMonitor:
     def _tick(self):
         if self._busy or self.fenced or self._stopping or \
                 self.client is None:
+            return
+        if self.disabled:
+            self._until_ha_off()
             return
         self._busy = True
         d = self._step()
@@ -169,6 +181,35 @@ class HAMonitor:
             yield client.revoke(keeper.lease.id)
         local.clear(self.server.data_dir)
         log.info("HA: left the liveset")
+
+    # -- disabled on this host alone ---------------------------------------------
+
+    @defer.inlineCallbacks
+    def emergency_disable(self, soft):
+        data_dir = self.server.data_dir
+        if self.disabled or (self.keeper is None and
+                             not local.armed(data_dir)):
+            if soft:
+                return
+            raise XenAPIError("HA_NOT_ENABLED")
+        log.warn("HA: disabled on this host only (emergency_ha_disable)")
+        self.disabled = True
+        if not soft:
+            local.set_disabled_here(data_dir, True)
+        if self.keeper is None:
+            return
+        try:
+            yield self._leave()
+        except EtcdError as e:
+            log.warn("HA: could not leave the liveset ({e}); its lease "
+                     "expires", e=e)
+
+    def _until_ha_off(self):
+        server = self.server
+        if not server.db.fields("pool", server.pool_ref)["ha_enabled"]:
+            local.set_disabled_here(server.data_dir, False)
+            self.disabled = False
+            log.info("HA: the pool's HA is off; this host may join it again")
 
     # -- fencing -----------------------------------------------------------------
 

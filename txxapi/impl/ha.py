@@ -268,3 +268,10 @@ def ha_prevent_restarts_for(ctx, seconds):
     # As XAPI, also without HA on: it may be about to be enabled.
     ctx.server.ha.failover.prevent_restarts_for(seconds)
     return ""
+
+
+@implements("host.emergency_ha_disable")
+def emergency_ha_disable(ctx, soft):
+    """This host alone out of HA (txxapi.ha.monitor); the call works in
+    emergency mode, on the host it is sent to."""
+    return ctx.server.ha.emergency_disable(soft).addCallback(lambda _: "")

@@ -15,6 +15,9 @@ run again from its start.
     {"ev": "boot", "boot": id, "t": ...}
     {"ev": "run", "boot": id, "vm": uuid, "t": ...}    started or carried over
     {"ev": "end", "boot": id, "vm": uuid, "t": ...}    destroyed
+    {"ev": "migrated", "boot": id, "vm": uuid, "t": ...}
+                            handed over to another host by a live migration
+                            (whose ledger has it run from then on)
     {"ev": "down", "boot": id, "t": ...}               a boot's last moment
 """
 
@@ -54,6 +57,12 @@ class Ledger:
 
     def ended(self, vm):
         self._write({"ev": "end", "boot": self.boot, "vm": vm,
+                     "t": self.clock()})
+
+    def migrated(self, vm):
+        """A live migration's hand-over: the run here ends; the domain's
+        teardown after it (its "end") changes nothing."""
+        self._write({"ev": "migrated", "boot": self.boot, "vm": vm,
                      "t": self.clock()})
 
     def close(self):
@@ -122,7 +131,7 @@ def intervals(state_dir, now=None):
             boot = e["boot"]
             if e["ev"] == "run":
                 running.setdefault((boot, e["vm"]), e["t"])
-            elif e["ev"] == "end":
+            elif e["ev"] in ("end", "migrated"):
                 start = running.pop((boot, e["vm"]), None)
                 if start is not None:
                     done.append((e["vm"], start, e["t"]))

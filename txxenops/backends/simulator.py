@@ -495,6 +495,7 @@ class SimulatorBackend:
         with ctl.operation():
             rec = self._get(uuid, ("running", "paused"))
             was = rec.state
+            handed_over = False
             with self._lock:
                 self._change_state(rec, "paused")
                 if was != "paused":
@@ -515,9 +516,15 @@ class SimulatorBackend:
                 _expect(sock, uuid, b"OK")
                 if ctl.cancel.is_set():
                     raise Cancelled(uuid)
+                # The hand-over: from here the guest runs on the other
+                # host (which has it run from when it reads GO).
+                self._record("migrated", uuid)
+                handed_over = True
                 sock.sendall(b"GO\n")
             except BaseException as e:
                 with self._lock:
+                    if handed_over and self._domains.get(uuid) is rec:
+                        self._record("ran", uuid)
                     if self._domains.get(uuid) is rec and was == "running":
                         self._change_state(rec, "running")
                         self._emit("state", rec)
@@ -549,7 +556,8 @@ class SimulatorBackend:
             raise
         with ctl.operation():
             try:
-                info = self._build(ctl, spec, True, saved=image)
+                info = self._build(ctl, spec, True, saved=image,
+                                   incoming=True)
             except XenopsError as e:
                 _send_error(sock, e)
                 raise
@@ -567,6 +575,7 @@ class SimulatorBackend:
                 sock.sendall(b"OK\n")
                 if read_line(sock) != b"GO":
                     raise MigrationError(spec.uuid, "sender gave up")
+                self._record("ran", spec.uuid)
             except BaseException as e:
                 self._teardown(rec)
                 self._commit()
@@ -831,9 +840,11 @@ class SimulatorBackend:
 
     # --- internals: building and tearing down -----------------------------
 
-    def _build(self, ctl, spec, paused, saved=None):
+    def _build(self, ctl, spec, paused, saved=None, incoming=False):
         """Create a domain for ``spec`` (caller holds the VM's lock).  With
-        ``saved`` (an image), the guest continues from it."""
+        ``saved`` (an image), the guest continues from it; ``incoming``
+        (a live migration's destination): the ledger has it run here only
+        from the hand-over."""
         self._validate(spec)
         overhead = memory_overhead(spec)
         with self._lock:
@@ -884,7 +895,8 @@ class SimulatorBackend:
             rec.start_time = float((saved or {}).get("start_time") or
                                    time.time())
             self._change_state(rec, "paused" if paused else "running")
-            self._record("ran", spec.uuid)
+            if not incoming:
+                self._record("ran", spec.uuid)
             if rec.guest_metrics is not None:
                 self._refresh_networks(rec, emit=False)
             return self._emit("state", rec)

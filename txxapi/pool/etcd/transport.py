@@ -329,8 +329,11 @@ class Transport:
 
 def _unwrap_cancel(failure):
     """A cancelled request fails with Twisted's connection error wrapping
-    the CancelledError; a deadline (addTimeout) only knows the bare one."""
-    if _is(failure, CancelledError):
+    the CancelledError, or, cancelled while it connects, with
+    ConnectingCancelledError; a deadline (addTimeout) only knows the bare
+    one, and a member's share of the deadline that ran out while its
+    connection was being made must move the call on to the next member."""
+    if _is(failure, (CancelledError, net_error.ConnectingCancelledError)):
         raise CancelledError()
     return failure
 
