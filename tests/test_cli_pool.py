@@ -7,6 +7,8 @@ on their local socket; the mastership moves; the emergency commands run
 on a slave itself, and one takes over once the master is dead; the
 ejected host comes back as a master of its own.  Three hosts, so that
 the pool's database keeps a quorum while one of them restarts or dies.
+pool-sync-database waits for the slaves' replicas; host-reboot and
+host-shutdown restart and stop a host's daemon after XAPI's checks.
 The tests run in order on the module's pool.
 """
 
@@ -15,10 +17,12 @@ import os
 import pytest
 
 from tests.support.api import wait_until
-from tests.support.pool import PoolHosts
+from tests.support.pool import PoolHosts, pool_session
 from tests.support.servers import PASSWORD, USER
 from tests.support.xe import api_error, run_xe, xe_in_pty
+from tests.test_pool_database import labels
 from tests.test_pool_membership import voters
+from tests.test_vm_lifecycle import new_vm
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="binds ports 80/443 on 127.0.x.y")
@@ -72,6 +76,12 @@ def test_join_and_the_slaves_local_socket(pool, tmp_path):
     assert joiner_uuid in uuids(master) and len(uuids(master)) == 3
     wait_until(lambda: len(voters(master.address)) == 3, timeout=30,
                what="three etcd voters")
+    # pool-sync-database answers once every slave's replica holds what
+    # the master has written.
+    assert run_xe(master, "network-create", "name-label=synced")[0] == 0
+    assert run_xe(master, "pool-sync-database") == (0, "", "")
+    for slave in (joiner, other):
+        assert "synced" in labels(pool_session(slave).xenapi)
     assert joiner.role() == "slave:" + master.address
     assert run_xe(joiner, "host-list") == (
         1, "", api_error("HOST_IS_SLAVE", master.address))
@@ -150,3 +160,32 @@ def test_emergency_transition_and_recover_slaves(pool):
     assert run_xe(slave, "pool-recover-slaves") == (0, old_uuid + "\n", "")
     old.restart(timeout=60)
     assert old.role() == "slave:" + slave.address
+
+
+def test_reboot_and_shutdown_a_host(pool):
+    master, host = pool[2], pool[0]
+    x = master.session().xenapi
+    ref = x.host.get_by_uuid(own_uuid(host))
+    uuid = "uuid=" + x.host.get_uuid(ref)
+    vm = new_vm(x, "guest")
+    x.VM.start_on(vm, ref, False, False)
+    assert run_xe(master, "host-reboot", uuid) == (
+        1, "", api_error("HOST_NOT_DISABLED"))
+    assert run_xe(master, "host-disable", uuid) == (0, "", "")
+    # Refs are printed as uuid (name-label).
+    assert run_xe(master, "host-reboot", uuid) == (1, "", api_error(
+        "HOST_IN_USE", "%s (%s)" % (uuid[5:], x.host.get_name_label(ref)),
+        "vm", "%s (guest)" % x.VM.get_uuid(vm)))
+    x.VM.hard_shutdown(vm)
+    # A reboot restarts the host's daemon; it greets its master, which
+    # enables it as a host that boots.
+    assert run_xe(master, "host-reboot", uuid) == (0, "", "")
+    host.restart()
+    assert x.host.get_enabled(ref) is True
+    assert host.role() == "slave:" + master.address
+    # A shutdown stops it for good, and it is not live from then on.
+    assert run_xe(master, "host-disable", uuid) == (0, "", "")
+    assert x.host.get_enabled(ref) is False
+    assert run_xe(master, "host-shutdown", uuid) == (0, "", "")
+    assert host.wait_exit() == 0
+    assert x.host_metrics.get_live(x.host.get_metrics(ref)) is False
