@@ -11,4 +11,5 @@ from txxapi.impl import host_power, pool_sync, pool_transition  # noqa: F401
 from txxapi.migration import evacuation, sender  # noqa: F401
 from txxapi.metrics import api as metrics_api  # noqa: F401
 from txxapi.xva import url_import  # noqa: F401
+from txxapi.network import pif  # noqa: F401
 from txxapi.redirect import calls as redirect_calls  # noqa: F401
