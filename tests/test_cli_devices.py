@@ -216,8 +216,8 @@ def test_cds_disks_and_vifs_of_a_vm(server, x):
     assert ok(server, "vm-cd-list", "uuid=" + uuid) == (
         "CD 0 VBD:\n" + block(("uuid ( RO)", cd),
                               ("vm-name-label ( RO)", "lister"),
-                              ("userdevice ( RW)", "3"),
-                              ("empty ( RO)", "true")))
+                              ("empty ( RO)", "true"),
+                              ("userdevice ( RW)", "3")))
     ok(server, "vm-cd-insert", "uuid=" + uuid, "cd-name=" + iso_name)
     assert x.VBD.get_VDI(x.VBD.get_by_uuid(cd)) == iso
     out = ok(server, "vm-cd-list", "uuid=" + uuid, "vbd-params=uuid",
@@ -249,3 +249,27 @@ def test_cds_disks_and_vifs_of_a_vm(server, x):
         ("vm-name-label ( RO)", "lister"))
     ok(server, "vm-uninstall", "uuid=" + uuid, "--force")
     ok(server, "vdi-destroy", "uuid=" + disk)
+
+
+def test_records_list_fields_in_xapis_order(server, x):
+    vdi = ok(server, "vdi-create", "sr-uuid=" + default_sr(x),
+             "name-label=ordered", "virtual-size=1MiB").strip()
+    out = ok(server, "vdi-param-list", "uuid=" + vdi)
+    names = [line.split(" (")[0].strip() for line in out.splitlines()
+             if line.strip()]
+    assert names[:11] == [
+        "uuid", "name-label", "name-description", "is-a-snapshot",
+        "snapshot-of", "snapshots", "snapshot-time", "allowed-operations",
+        "current-operations", "sr-uuid", "sr-name-label"]
+    ok(server, "vdi-destroy", "uuid=" + vdi)
+    host = x.host.get_uuid(x.host.get_all()[0])
+    out = ok(server, "host-param-list", "uuid=" + host)
+    names = [line.split(" (")[0].strip() for line in out.splitlines()
+             if line.strip()]
+    assert names[:6] == ["uuid", "name-label", "name-description",
+                         "allowed-operations", "current-operations",
+                         "enabled"]
+    # XAPI's names that keep the API's underscores.
+    assert ok(server, "host-param-get", "uuid=" + host,
+              "param-name=cpu_info", "param-key=vendor") == \
+        x.host.get_cpu_info(x.host.get_by_uuid(host))["vendor"] + "\n"
