@@ -273,3 +273,53 @@ def test_records_list_fields_in_xapis_order(server, x):
     assert ok(server, "host-param-get", "uuid=" + host,
               "param-name=cpu_info", "param-key=vendor") == \
         x.host.get_cpu_info(x.host.get_by_uuid(host))["vendor"] + "\n"
+
+
+def test_migrate_send_within_the_pool(server, x, tmp_path):
+    host = x.host.get_all()[0]
+    network = x.network.get_all()[0]
+    other = x.SR.get_by_uuid(ok(
+        server, "sr-create", "name-label=motion target", "type=file",
+        "device-config:location=%s" % tmp_path).strip())
+    vm = new_vm(x, "motion")
+    vdi = x.VDI.get_by_uuid(ok(
+        server, "vdi-create", "sr-uuid=" + default_sr(x),
+        "name-label=moving", "virtual-size=2MiB").strip())
+    vbd = x.VBD.get_by_uuid(ok(
+        server, "vbd-create", "vm-uuid=" + x.VM.get_uuid(vm),
+        "vdi-uuid=" + x.VDI.get_uuid(vdi), "device=0").strip())
+    dest = x.host.migrate_receive(host, network, {})
+    assert dest["host"] == host and sorted(dest) == [
+        "SM", "host", "master", "session_id", "xenops"]
+    failure = XenAPI.Failure
+    for args, error in (
+            (({"host": "OpaqueRef:elsewhere"}, {}),
+             ["NOT_IMPLEMENTED", "VM.migrate_send to another pool"]),
+            ((dest, {vdi: "OpaqueRef:nothing"}),
+             ["HANDLE_INVALID", "SR", "OpaqueRef:nothing"])):
+        try:
+            x.VM.assert_can_migrate(vm, args[0], True, args[1], {}, {}, {})
+        except failure as e:
+            assert e.details == error
+        else:
+            raise AssertionError(args)
+    x.VM.assert_can_migrate(vm, dest, True, {vdi: other}, {}, {}, {})
+    # A halted VM's disk is copied to its new SR, the old one destroyed.
+    assert x.VM.migrate_send(vm, dest, True, {vdi: other}, {}, {}, {}) == vm
+    moved = x.VBD.get_VDI(vbd)
+    assert x.VDI.get_SR(moved) == other and vdi not in x.VDI.get_all()
+    # A running VM moves to the host; its disks cannot move with it.
+    x.VM.start(vm, False, False)
+    try:
+        back = x.pool.get_default_SR(x.pool.get_all()[0])
+        x.VM.migrate_send(vm, dest, True, {moved: back}, {}, {}, {})
+    except failure as e:
+        assert e.details == ["NOT_IMPLEMENTED",
+                             "VM.migrate_send of a running VM's disks"]
+    else:
+        raise AssertionError("moved a running VM's disk")
+    assert x.VM.migrate_send(vm, dest, True, {}, {}, {}, {}) == vm
+    assert x.VM.get_resident_on(vm) == host
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+    x.VDI.destroy(moved)
