@@ -102,6 +102,13 @@ def test_migrate_and_revert(server, x):
         1, "", "Error: No destination host specified\n")
     assert run_xe(server, "vm-migrate", "uuid=" + uuid, "host=nowhere") == (
         1, "", "Error: Host nowhere not found\n")
+    assert run_xe(server, "vm-migrate", "uuid=" + uuid,
+                  "vdi:%s=%s" % (uuid, uuid)) == (
+        1, "Performing a storage live migration. Your VM's VDIs will be "
+           "migrated with the VM.\n",
+        "Error: Storage live migration requires remote-master, "
+        "remote-username, and remote-password to be specified. Please see "
+        "'xe help vm-migrate' for help.\n")
     # Another pool's storage motion is not built: the call's own answer.
     assert run_xe(server, "vm-migrate", "uuid=" + uuid,
                   "remote-master=192.0.2.1", "remote-username=root",
