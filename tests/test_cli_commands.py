@@ -6,6 +6,8 @@ prints (XAPI's words and exit codes) and by what the API shows after.
 
 import os
 
+import XenAPI
+
 from tests.support.xe import (
     api_error, block, module_fixtures, ok, run_xe)
 
@@ -134,13 +136,11 @@ def test_vdi_import_export_raw_and_vhd(server, x, tmp_path):
 def test_host_commands(server, x):
     host = x.host.get_all()[0]
     uuid = x.host.get_uuid(host)
-    # What the API does not do yet is its NOT_IMPLEMENTED, as any error.
-    assert run_xe(server, "host-disable", "uuid=" + uuid) == (
-        1, "", api_error("NOT_IMPLEMENTED", "host.disable"))
+    assert run_xe(server, "host-disable", "uuid=" + uuid) == (0, "", "")
+    assert x.host.get_enabled(host) is False
     assert run_xe(server, "host-enable",
-                  "host=" + x.host.get_name_label(host))[2] == \
-        api_error("NOT_IMPLEMENTED", "host.enable")
-    assert x.host.get_enabled(host)
+                  "host=" + x.host.get_name_label(host)) == (0, "", "")
+    assert x.host.get_enabled(host) is True
     # A host without VMs to move: nothing to do.
     assert run_xe(server, "host-evacuate", "uuid=" + uuid) == (0, "", "")
     assert run_xe(server, "host-evacuate", "uuid=" + uuid,
@@ -162,14 +162,59 @@ def test_pif_commands(server, x):
     assert ok(server, "pif-param-get", "uuid=" + uuid,
               "param-name=IP-configuration-mode") == \
         x.PIF.get_ip_configuration_mode(pif) + "\n"
-    assert run_xe(server, "pif-scan", "host-uuid=" + host) == (
-        1, "", api_error("NOT_IMPLEMENTED", "PIF.scan"))
-    assert run_xe(server, "pif-reconfigure-ip", "uuid=" + uuid,
-                  "mode=sometimes")[2] == (
-        "Error: Expected one of 'None', 'DHCP', 'Static', got 'sometimes'\n")
-    assert run_xe(server, "pif-reconfigure-ip", "uuid=" + uuid, "mode=dhcp",
-                  "ip=10.0.0.2") == (
-        1, "", api_error("NOT_IMPLEMENTED", "PIF.reconfigure_ip"))
+    # The simulated host has eth0 to eth3: a scan adds the three PIFs it
+    # lacks, unplugged and unconfigured, on networks of their bridges.
+    assert ok(server, "pif-scan", "host-uuid=" + host) == ""
+    by_device = {x.PIF.get_device(p): p for p in x.PIF.get_all()}
+    assert sorted(by_device) == ["eth0", "eth1", "eth2", "eth3"]
+    eth1 = x.PIF.get_record(by_device["eth1"])
+    assert (eth1["ip_configuration_mode"], eth1["currently_attached"],
+            eth1["management"], eth1["physical"], eth1["VLAN"]) == (
+        "None", False, False, True, "-1")
+    assert x.network.get_bridge(eth1["network"]) == "xenbr1"
+    assert ok(server, "pif-scan", "host-uuid=" + host) == ""
+    assert len(x.PIF.get_all()) == 4
+    # An unconfigured PIF cannot carry the management traffic.
+    assert failure(x.host.management_reconfigure, by_device["eth1"]) == [
+        "PIF_HAS_NO_NETWORK_CONFIGURATION", by_device["eth1"]]
+    # A static configuration's addresses are checked, and a refusal
+    # changes nothing.
+    good = {"IP": server.bind, "netmask": "255.255.255.0",
+            "gateway": "", "DNS": ""}
+    for name, bad in (("IP", "nope"), ("netmask", "255.0"),
+                      ("gateway", "10.0.0.256"), ("DNS", "10.0.0.1,x")):
+        args = dict(good, **{name: bad})
+        assert failure(x.PIF.reconfigure_ip, by_device["eth1"], "Static",
+                       args["IP"], args["netmask"], args["gateway"],
+                       args["DNS"]) == ["INVALID_IP_ADDRESS_SPECIFIED", name]
+    assert x.PIF.get_record(by_device["eth1"]) == eth1
+    ok(server, "pif-reconfigure-ip", "uuid=" + eth1["uuid"], "mode=static",
+       "IP=" + server.bind, "netmask=255.255.255.0", "dns=10.0.0.1")
+    eth1 = x.PIF.get_record(by_device["eth1"])
+    assert (eth1["ip_configuration_mode"], eth1["IP"], eth1["DNS"]) == (
+        "Static", server.bind, "10.0.0.1")
+    # The management interface moves to eth1 and back.
+    for new, old in (("eth1", "eth0"), ("eth0", "eth1")):
+        ok(server, "host-management-reconfigure",
+           "pif-uuid=" + x.PIF.get_uuid(by_device[new]))
+        assert x.PIF.get_management(by_device[new]) is True
+        assert x.PIF.get_management(by_device[old]) is False
+        assert x.PIF.get_currently_attached(by_device[new]) is True
+        assert x.host.get_address(x.PIF.get_host(pif)) == server.bind
+    # DHCP on the management PIF: the simulated lease is the host's
+    # address.
+    ok(server, "pif-reconfigure-ip", "uuid=" + uuid, "mode=dhcp")
+    assert (x.PIF.get_ip_configuration_mode(pif), x.PIF.get_IP(pif)) == (
+        "DHCP", server.bind)
+    assert x.host.get_address(x.PIF.get_host(pif)) == server.bind
+
+
+def failure(call, *args):
+    try:
+        call(*args)
+    except XenAPI.Failure as e:
+        return e.details
+    raise AssertionError("%s succeeded" % call)
 
 
 # --- messages ------------------------------------------------------------------

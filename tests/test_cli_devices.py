@@ -102,6 +102,13 @@ def test_migrate_and_revert(server, x):
         1, "", "Error: No destination host specified\n")
     assert run_xe(server, "vm-migrate", "uuid=" + uuid, "host=nowhere") == (
         1, "", "Error: Host nowhere not found\n")
+    assert run_xe(server, "vm-migrate", "uuid=" + uuid,
+                  "vdi:%s=%s" % (uuid, uuid)) == (
+        1, "Performing a storage live migration. Your VM's VDIs will be "
+           "migrated with the VM.\n",
+        "Error: Storage live migration requires remote-master, "
+        "remote-username, and remote-password to be specified. Please see "
+        "'xe help vm-migrate' for help.\n")
     # Another pool's storage motion is not built: the call's own answer.
     assert run_xe(server, "vm-migrate", "uuid=" + uuid,
                   "remote-master=192.0.2.1", "remote-username=root",
@@ -216,8 +223,8 @@ def test_cds_disks_and_vifs_of_a_vm(server, x):
     assert ok(server, "vm-cd-list", "uuid=" + uuid) == (
         "CD 0 VBD:\n" + block(("uuid ( RO)", cd),
                               ("vm-name-label ( RO)", "lister"),
-                              ("userdevice ( RW)", "3"),
-                              ("empty ( RO)", "true")))
+                              ("empty ( RO)", "true"),
+                              ("userdevice ( RW)", "3")))
     ok(server, "vm-cd-insert", "uuid=" + uuid, "cd-name=" + iso_name)
     assert x.VBD.get_VDI(x.VBD.get_by_uuid(cd)) == iso
     out = ok(server, "vm-cd-list", "uuid=" + uuid, "vbd-params=uuid",
@@ -249,3 +256,77 @@ def test_cds_disks_and_vifs_of_a_vm(server, x):
         ("vm-name-label ( RO)", "lister"))
     ok(server, "vm-uninstall", "uuid=" + uuid, "--force")
     ok(server, "vdi-destroy", "uuid=" + disk)
+
+
+def test_records_list_fields_in_xapis_order(server, x):
+    vdi = ok(server, "vdi-create", "sr-uuid=" + default_sr(x),
+             "name-label=ordered", "virtual-size=1MiB").strip()
+    out = ok(server, "vdi-param-list", "uuid=" + vdi)
+    names = [line.split(" (")[0].strip() for line in out.splitlines()
+             if line.strip()]
+    assert names[:11] == [
+        "uuid", "name-label", "name-description", "is-a-snapshot",
+        "snapshot-of", "snapshots", "snapshot-time", "allowed-operations",
+        "current-operations", "sr-uuid", "sr-name-label"]
+    ok(server, "vdi-destroy", "uuid=" + vdi)
+    host = x.host.get_uuid(x.host.get_all()[0])
+    out = ok(server, "host-param-list", "uuid=" + host)
+    names = [line.split(" (")[0].strip() for line in out.splitlines()
+             if line.strip()]
+    assert names[:6] == ["uuid", "name-label", "name-description",
+                         "allowed-operations", "current-operations",
+                         "enabled"]
+    # XAPI's names that keep the API's underscores.
+    assert ok(server, "host-param-get", "uuid=" + host,
+              "param-name=cpu_info", "param-key=vendor") == \
+        x.host.get_cpu_info(x.host.get_by_uuid(host))["vendor"] + "\n"
+
+
+def test_migrate_send_within_the_pool(server, x, tmp_path):
+    host = x.host.get_all()[0]
+    network = x.network.get_all()[0]
+    other = x.SR.get_by_uuid(ok(
+        server, "sr-create", "name-label=motion target", "type=file",
+        "device-config:location=%s" % tmp_path).strip())
+    vm = new_vm(x, "motion")
+    vdi = x.VDI.get_by_uuid(ok(
+        server, "vdi-create", "sr-uuid=" + default_sr(x),
+        "name-label=moving", "virtual-size=2MiB").strip())
+    vbd = x.VBD.get_by_uuid(ok(
+        server, "vbd-create", "vm-uuid=" + x.VM.get_uuid(vm),
+        "vdi-uuid=" + x.VDI.get_uuid(vdi), "device=0").strip())
+    dest = x.host.migrate_receive(host, network, {})
+    assert dest["host"] == host and sorted(dest) == [
+        "SM", "host", "master", "session_id", "xenops"]
+    failure = XenAPI.Failure
+    for args, error in (
+            (({"host": "OpaqueRef:elsewhere"}, {}),
+             ["NOT_IMPLEMENTED", "VM.migrate_send to another pool"]),
+            ((dest, {vdi: "OpaqueRef:nothing"}),
+             ["HANDLE_INVALID", "SR", "OpaqueRef:nothing"])):
+        try:
+            x.VM.assert_can_migrate(vm, args[0], True, args[1], {}, {}, {})
+        except failure as e:
+            assert e.details == error
+        else:
+            raise AssertionError(args)
+    x.VM.assert_can_migrate(vm, dest, True, {vdi: other}, {}, {}, {})
+    # A halted VM's disk is copied to its new SR, the old one destroyed.
+    assert x.VM.migrate_send(vm, dest, True, {vdi: other}, {}, {}, {}) == vm
+    moved = x.VBD.get_VDI(vbd)
+    assert x.VDI.get_SR(moved) == other and vdi not in x.VDI.get_all()
+    # A running VM moves to the host; its disks cannot move with it.
+    x.VM.start(vm, False, False)
+    try:
+        back = x.pool.get_default_SR(x.pool.get_all()[0])
+        x.VM.migrate_send(vm, dest, True, {moved: back}, {}, {}, {})
+    except failure as e:
+        assert e.details == ["NOT_IMPLEMENTED",
+                             "VM.migrate_send of a running VM's disks"]
+    else:
+        raise AssertionError("moved a running VM's disk")
+    assert x.VM.migrate_send(vm, dest, True, {}, {}, {}, {}) == vm
+    assert x.VM.get_resident_on(vm) == host
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+    x.VDI.destroy(moved)

@@ -1,28 +1,46 @@
 """
-pool-join and pool-eject through ``xe`` on real hosts
-(tests/support/pool.py: 127.0.N.2, .3, ..., ports 80/443): the joiner
-comes back as a slave that refuses the CLI over TCP with HOST_IS_SLAVE
-and has the master run what comes in on its local socket, and the ejected
-host as a master of its own; the emergency commands run on a slave
-itself, and one takes over once the master is dead.
+The pool commands of ``xe`` on one pool of three real hosts
+(tests/support/pool.py: 127.0.N.2, .3, .4, ports 80/443), in the order
+an operator's day runs: the joiners come back as slaves that refuse the
+CLI over TCP with HOST_IS_SLAVE and have the master run what comes in
+on their local socket; the mastership moves; the emergency commands run
+on a slave itself, and one takes over once the master is dead; the
+ejected host comes back as a master of its own.  Three hosts, so that
+the pool's database keeps a quorum while one of them restarts or dies.
+pool-sync-database waits for the slaves' replicas; host-reboot and
+host-shutdown restart and stop a host's daemon after XAPI's checks.
+The tests run in order on the module's pool.
 """
 
 import os
 
 import pytest
 
-from tests.support.pool import PoolHosts, started_pool
+from tests.support.api import wait_until
+from tests.support.pool import PoolHosts, pool_session
 from tests.support.servers import PASSWORD, USER
 from tests.support.xe import api_error, run_xe, xe_in_pty
-from tests.test_pool_join import role_of
+from tests.test_pool_database import labels
+from tests.test_pool_membership import voters
+from tests.test_vm_lifecycle import new_vm
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
-                                reason="binds ports 80/443 on 127.0.0.x")
+                                reason="binds ports 80/443 on 127.0.x.y")
+
+JOINING = ("Host agent will restart and attempt to join pool in 0.5 "
+           "seconds...\n")
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    yield from started_pool(str(tmp_path_factory.mktemp("clipool")), 3)
+    hosts = PoolHosts(str(tmp_path_factory.mktemp("clipool")), 3).start()
+    try:
+        yield hosts
+    finally:
+        # Nothing is kept: every host and its etcd member die at once
+        # (a graceful stop of a pool with a dead member waits out leases).
+        for host in hosts:
+            host.crash()
 
 
 def uuids(host):
@@ -31,16 +49,40 @@ def uuids(host):
     return sorted(out.strip().split(","))
 
 
-def test_join_then_eject(pool, tmp_path):
-    master, joiner = pool[0], pool[1]
-    [joiner_uuid] = uuids(joiner)
-    assert run_xe(joiner, "pool-join", "master-address=" + master.address,
-                  "master-username=" + USER,
-                  "master-password=" + PASSWORD) == (
-        0, "Host agent will restart and attempt to join pool in 0.5 "
-           "seconds...\n", "")
+def own_uuid(host):
+    """The host's uuid, asked through its local socket (a slave's
+    master answers)."""
+    rc, out, err = run_xe(host, "host-list", "--minimal",
+                          "address=" + host.address, local=True, auth=False)
+    assert rc == 0 and out.count("-") == 4, (rc, out, err)
+    return out.strip()
+
+
+def join(joiner, master):
+    return run_xe(joiner, "pool-join", "master-address=" + master.address,
+                  "master-username=" + USER, "master-password=" + PASSWORD)
+
+
+def test_join_and_the_slaves_local_socket(pool, tmp_path):
+    master, joiner, other = pool
+    assert run_xe(master, "pool-emergency-transition-to-master") == (
+        0, "Host agent is already master. Use '--force' to execute the "
+           "operation anyway.\n", "")
+    joiner_uuid = own_uuid(joiner)
+    assert join(joiner, master) == (0, JOINING, "")
+    assert join(other, master) == (0, JOINING, "")
     joiner.restart()
-    assert joiner_uuid in uuids(master) and len(uuids(master)) == 2
+    other.restart()
+    assert joiner_uuid in uuids(master) and len(uuids(master)) == 3
+    wait_until(lambda: len(voters(master.address)) == 3, timeout=30,
+               what="three etcd voters")
+    # pool-sync-database answers once every slave's replica holds what
+    # the master has written.
+    assert run_xe(master, "network-create", "name-label=synced")[0] == 0
+    assert run_xe(master, "pool-sync-database") == (0, "", "")
+    for slave in (joiner, other):
+        assert "synced" in labels(pool_session(slave).xenapi)
+    assert joiner.role() == "slave:" + master.address
     assert run_xe(joiner, "host-list") == (
         1, "", api_error("HOST_IS_SLAVE", master.address))
     # On the slave's local socket the master runs the command.
@@ -59,58 +101,91 @@ def test_join_then_eject(pool, tmp_path):
     rc, drawn = xe_in_pty(joiner, ["sr-scan", "uuid=" + sr], tmp_path,
                           local=True)
     assert rc == 0 and "] 100%  elapsed" in drawn, drawn
-    # The mastership moves to the joiner and back.
-    [master_uuid] = [u for u in uuids(master) if u != joiner_uuid]
-    for new, old, new_uuid in ((joiner, master, joiner_uuid),
-                               (master, joiner, master_uuid)):
-        assert run_xe(old, "pool-designate-new-master",
-                      "host-uuid=" + new_uuid) == (0, "", "")
-        PoolHosts.restart_together([old, new])
-        assert run_xe(old, "host-list") == (
-            1, "", api_error("HOST_IS_SLAVE", new.address))
-        assert uuids(new) == sorted([master_uuid, joiner_uuid])
-    assert run_xe(master, "pool-eject", "host-uuid=" + joiner_uuid,
-                  "--force") == (
-        0, "Specified host will attempt to restart as a master of a new "
-           "pool in 0.5 seconds...\n", "")
-    joiner.restart()
-    assert joiner_uuid not in uuids(master)
-    assert uuids(joiner) == [joiner_uuid]
-
-
-def test_emergency_commands_run_on_the_slave_itself(pool):
-    # Three hosts: the pool's database keeps a quorum without its master.
-    master, slave, other = pool[0], pool[1], pool[2]
-    [slave_uuid], [other_uuid] = uuids(slave), uuids(other)
-    assert run_xe(master, "pool-emergency-transition-to-master") == (
-        0, "Host agent is already master. Use '--force' to execute the "
-           "operation anyway.\n", "")
-    for joiner in (slave, other):
-        assert run_xe(joiner, "pool-join", "master-address=" + master.address,
-                      "master-username=" + USER,
-                      "master-password=" + PASSWORD)[0] == 0
-        joiner.restart()
-    assert role_of(slave) == "slave:" + master.address
-    # Over TCP too, with a local login checked on the slave itself.
-    rc, out, err = run_xe(slave, "pool-emergency-reset-master",
+    # The emergency commands run on the slave itself over TCP too, with
+    # a local login checked there.
+    rc, out, err = run_xe(joiner, "pool-emergency-reset-master",
                           "master-address=no-such-host.invalid")
     assert (rc, out) == (1, "") and err.endswith(
         "\nreason: no-such-host.invalid\n")
-    assert run_xe(slave, "pool-emergency-transition-to-master", "-u", USER,
+    assert run_xe(joiner, "pool-emergency-transition-to-master", "-u", USER,
                   "-pw", "wrong", auth=False)[2] == \
         "Authentication failed\nFor usage run: 'xe help'\n"
-    assert role_of(slave) == "slave:" + master.address
-    # The master is gone: root on the slave's local socket needs no
-    # password, and the slave is master once restarted.
-    master.kill()
+    assert joiner.role() == "slave:" + master.address
+
+
+def test_designate_new_master(pool):
+    master, joiner, other = pool
+    joiner_uuid = own_uuid(joiner)
+    assert run_xe(master, "pool-designate-new-master",
+                  "host-uuid=" + joiner_uuid) == (0, "", "")
+    PoolHosts.restart_together(pool)
+    assert run_xe(master, "host-list") == (
+        1, "", api_error("HOST_IS_SLAVE", joiner.address))
+    assert other.role() == "slave:" + joiner.address
+    assert joiner_uuid in uuids(joiner) and len(uuids(joiner)) == 3
+
+
+def test_eject_and_join_again(pool):
+    master, ejected = pool[1], pool[2]
+    ejected_uuid = own_uuid(ejected)
+    assert run_xe(master, "pool-eject", "host-uuid=" + ejected_uuid,
+                  "--force") == (
+        0, "Specified host will attempt to restart as a master of a new "
+           "pool in 0.5 seconds...\n", "")
+    ejected.restart()
+    assert ejected_uuid not in uuids(master)
+    assert uuids(ejected) == [ejected_uuid]
+    assert join(ejected, master) == (0, JOINING, "")
+    ejected.restart()
+    assert ejected.role() == "slave:" + master.address
+    wait_until(lambda: len(voters(master.address)) == 3, timeout=30,
+               what="three etcd voters")
+
+
+def test_emergency_transition_and_recover_slaves(pool):
+    # The master (pool[1] since the designation) is gone: root on a
+    # slave's local socket needs no password, and that slave is master
+    # once restarted.
+    old, dead, slave = pool
+    slave_uuid, old_uuid = own_uuid(slave), own_uuid(old)
+    dead.crash()
     assert run_xe(slave, "pool-emergency-transition-to-master", local=True,
                   auth=False) == (
         0, "Host agent will restart and transition to master in 0.5 "
            "seconds...\n", "")
     slave.restart(timeout=60)
-    assert role_of(slave) == "master"
+    assert slave.role() == "master"
     assert slave_uuid in uuids(slave)
-    # The new master points the other slave at itself.
-    assert run_xe(slave, "pool-recover-slaves") == (0, other_uuid + "\n", "")
-    other.restart(timeout=60)
-    assert role_of(other) == "slave:" + slave.address
+    # The new master points the other live slave at itself.
+    assert run_xe(slave, "pool-recover-slaves") == (0, old_uuid + "\n", "")
+    old.restart(timeout=60)
+    assert old.role() == "slave:" + slave.address
+
+
+def test_reboot_and_shutdown_a_host(pool):
+    master, host = pool[2], pool[0]
+    x = master.session().xenapi
+    ref = x.host.get_by_uuid(own_uuid(host))
+    uuid = "uuid=" + x.host.get_uuid(ref)
+    vm = new_vm(x, "guest")
+    x.VM.start_on(vm, ref, False, False)
+    assert run_xe(master, "host-reboot", uuid) == (
+        1, "", api_error("HOST_NOT_DISABLED"))
+    assert run_xe(master, "host-disable", uuid) == (0, "", "")
+    # Refs are printed as uuid (name-label).
+    assert run_xe(master, "host-reboot", uuid) == (1, "", api_error(
+        "HOST_IN_USE", "%s (%s)" % (uuid[5:], x.host.get_name_label(ref)),
+        "vm", "%s (guest)" % x.VM.get_uuid(vm)))
+    x.VM.hard_shutdown(vm)
+    # A reboot restarts the host's daemon; it greets its master, which
+    # enables it as a host that boots.
+    assert run_xe(master, "host-reboot", uuid) == (0, "", "")
+    host.restart()
+    assert x.host.get_enabled(ref) is True
+    assert host.role() == "slave:" + master.address
+    # A shutdown stops it for good, and it is not live from then on.
+    assert run_xe(master, "host-disable", uuid) == (0, "", "")
+    assert x.host.get_enabled(ref) is False
+    assert run_xe(master, "host-shutdown", uuid) == (0, "", "")
+    assert host.wait_exit() == 0
+    assert x.host_metrics.get_live(x.host.get_metrics(ref)) is False

@@ -18,6 +18,7 @@ from txxapi.api.rbac import SPELLING, permissions_of
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.roles import ALL_ROLES
 from txxapi.files import write_atomically
+from txxapi.network.devices import mac_for
 from txxapi.values import NULL_REF, REF_PREFIX, DateTime, new_uuid
 
 API_VERSION_MAJOR = 2
@@ -189,7 +190,7 @@ def first_start(db, inventory, host_info, address, backend_name):
         "duplex": True, "last_updated": now})
     db.create("PIF", {
         "device": "eth0", "network": network, "host": host_ref,
-        "MAC": _mac(host_uuid), "MTU": 1500, "VLAN": -1,
+        "MAC": mac_for(host_uuid), "MTU": 1500, "VLAN": -1,
         "metrics": pif_metrics, "physical": True,
         "currently_attached": True, "ip_configuration_mode": "Static",
         "IP": address, "netmask": "255.255.255.0", "management": True,
@@ -232,9 +233,3 @@ def first_start(db, inventory, host_info, address, backend_name):
         "restrictions": {}, "other_config": {}})
     return host_ref
 
-
-def _mac(seed):
-    digest = hashlib.sha1(seed.encode()).digest()
-    # Locally administered, unicast.
-    octets = [(digest[0] & 0xFC) | 0x02] + list(digest[1:6])
-    return ":".join("%02x" % o for o in octets)

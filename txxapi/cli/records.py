@@ -10,6 +10,7 @@ is RW when the class has a setter for it, MRW/SRW when it has the map's
 or set's add and remove calls: all read off the datamodel.
 """
 
+from txxapi.cli.order import RANK
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.schema import REMOVED
 
@@ -19,6 +20,9 @@ NULL = "OpaqueRef:NULL"
 # Classes whose CLI prefix is not their name in lower case.
 PREFIXES = {"pool_patch": "patch", "pool_update": "update",
             "VM_appliance": "appliance"}
+# Names XAPI's records keep as the API spells them.
+QOS = {name: name for name in ("qos_algorithm_type", "qos_algorithm_params",
+                               "qos_supported_algorithms")}
 # Per class: API field -> CLI name, where XAPI's records deviate from
 # the rule.
 RENAMES = {
@@ -28,9 +32,13 @@ RENAMES = {
     "host": {"suspend_image_sr": "suspend-image-sr-uuid",
              "crash_dump_sr": "crash-dump-sr-uuid",
              "resident_VMs": "resident-vms",
-             "control_domain": "control-domain-uuid"},
-    "VBD": {"VM": "vm-uuid", "VDI": "vdi-uuid"},
-    "VIF": {"VM": "vm-uuid", "network": "network-uuid"},
+             "control_domain": "control-domain-uuid",
+             "cpu_info": "cpu_info",
+             "guest_VCPUs_params": "guest_VCPUs_params",
+             "iscsi_iqn": "iscsi_iqn"},
+    "pool": {"cpu_info": "cpu_info"},
+    "VBD": {"VM": "vm-uuid", "VDI": "vdi-uuid", **QOS},
+    "VIF": {"VM": "vm-uuid", "network": "network-uuid", **QOS},
     "VDI": {"SR": "sr-uuid", "VBDs": "vbd-uuids",
             "crash_dumps": "crashdump-uuids"},
     "PBD": {"host": "host-uuid", "SR": "sr-uuid"},
@@ -235,6 +243,9 @@ def _fields_of(c):
         for name, after, compute in DERIVED.get(c.name, ()):
             if after == f.name:
                 out.append(CliField(name, compute=compute))
+    rank = RANK.get(c.name)
+    if rank is not None:
+        out.sort(key=lambda f: rank.get(f.name, len(rank)))
     return out
 
 

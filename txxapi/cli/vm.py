@@ -247,6 +247,12 @@ def vm_migrate(cli):
     if any(k.split(":", 1)[0] in _CROSS_POOL for k, _ in p.items):
         cli.message("Performing a storage live migration. Your VM's VDIs "
                     "will be migrated with the VM.")
+        if not all(k in p for k in ("remote-master", "remote-username",
+                                    "remote-password")):
+            raise Failure("Storage live migration requires remote-master, "
+                          "remote-username, and remote-password to be "
+                          "specified. Please see 'xe help vm-migrate' for "
+                          "help.")
         # Another pool's host.migrate_receive and VM.migrate_send are not
         # built: the call's own answer.
         raise XenAPIError("NOT_IMPLEMENTED", "VM.migrate_send")

@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from txxapi.errors import XenAPIError
 from txxapi.forwarding import devices, host, master, vm  # noqa: F401
-from txxapi.forwarding import migration  # noqa: F401
+from txxapi.forwarding import migration, network  # noqa: F401
 from txxapi.forwarding import hosts, remote
 from txxapi.forwarding.marking import Marker
 from txxapi.forwarding.registry import rule_for

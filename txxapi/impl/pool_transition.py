@@ -98,7 +98,8 @@ def commit_new_master(ctx, address):
     if address == transition.my_address(server):
         transition.become_master(server)
     else:
-        transition.become_slave_of(server, address)
+        transition.become_slave_of(server, address,
+                                   transition.AFTER_OLD_MASTER_DELAY)
     return ""
 
 

@@ -143,7 +143,7 @@ def _migrate_all(ctx, host, moves, options, size):
             tasks.set_progress(ctx.task, len(done) / len(moves))
         return result
     results = yield defer.DeferredList(
-        [slots.run(_migrate_one, ctx, vm, target, options)
+        [slots.run(migrate_one, ctx, vm, target, options)
          .addBoth(finished) for vm, target in moves], consumeErrors=True)
     for ok, result in results:
         if not ok and not (isinstance(result.value, XenAPIError) and
@@ -156,7 +156,7 @@ def _migrate_all(ctx, host, moves, options, size):
     return ""
 
 
-def _migrate_one(ctx, vm, host, options):
+def migrate_one(ctx, vm, host, options):
     """VM.pool_migrate of one VM, as its own call: checked, marked and
     sent to the VM's host, under a task of its own."""
     server = ctx.server

@@ -40,6 +40,11 @@ PROPOSAL_LIFETIME = 600.0
 JUST_BECAME_MASTER = "just-became-master"
 TRANSITION_MESSAGE = ("POOL_MASTER_TRANSITION", 4)
 OLD_MASTER_DELAY = 2.0
+# In a designation the other hosts restart once the old master has
+# stopped: it lets go of the mastership (revokes its lease) while the
+# pool's etcd still has its quorum, so nobody waits for the lease to
+# expire (with two of three members down it could not revoke it).
+AFTER_OLD_MASTER_DELAY = OLD_MASTER_DELAY + 1.5
 
 
 class Proposals:
@@ -104,7 +109,7 @@ def take_over(server):
     server.reactor.callLater(0, restart)
 
 
-def become_slave_of(server, address):
+def become_slave_of(server, address, delay=pool_join.RESTART_DELAY):
     role = server.identity.role
     if role.kind == pool_role.SLAVE and role.master_address == address:
         log.info("already a slave of {address}", address=address)
@@ -115,8 +120,7 @@ def become_slave_of(server, address):
     # An old master still relays the designating call's answer to its
     # client: it stays up a little longer.
     pool_join.restart(server.reactor,
-                      OLD_MASTER_DELAY if was_master else
-                      pool_join.RESTART_DELAY)
+                      OLD_MASTER_DELAY if was_master else delay)
 
 
 def my_address(server):
@@ -171,7 +175,7 @@ def designate(server, proposals, manual=True):
                   failed=failed)
     else:
         _set_role(server, pool_role.Role(pool_role.MASTER))
-    pool_join.restart(server.reactor)
+    pool_join.restart(server.reactor, AFTER_OLD_MASTER_DELAY)
 
 
 class MasterTransition:

@@ -37,6 +37,9 @@ HIDDEN_MESSAGES = {
         ("abort_new_master", (("string", "address"),), "void",
          POOL_ADMIN, True),
         ("is_in_emergency_mode", (), "bool", POOL_ADMIN, True),
+        # pool.sync_database's call on each host (txxapi.impl.pool_sync).
+        ("request_backup", (("host ref", "host"), ("int", "generation"),
+                            ("bool", "force")), "void", POOL_ADMIN, True),
     ),
 }
 
