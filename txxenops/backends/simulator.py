@@ -38,19 +38,16 @@ Per-VM knobs in VMSpec.other_config:
 """
 
 import copy
-import hashlib
-import heapq
-import json
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 
 from zope.interface import implementer
 
-from txxenops.backends import simload, simmemory, simstate, simwrites
+from txxenops.backends import (
+    simguest, simimage, simload, simmemory, simstate, simthreads, simwrites)
 from txxenops.backends.simconsole import ConsoleServer
 from txxenops.backends.simledger import Ledger
 from txxenops.control import control_of
@@ -64,7 +61,7 @@ from txxenops.memory import memory_overhead
 from txxenops.spec import check_spec, disk_device_name
 from txxenops.types import (
     DOMAIN_TYPES, SHUTDOWN_REASONS, ConsoleInfo, DomainEvent,
-    DomainInfo, HostInfo, VBDSpec, VIFSpec, VMSpec)
+    DomainInfo, HostInfo)
 
 log = logging.getLogger(__name__)
 
@@ -74,248 +71,7 @@ DOM0_MEMORY = 4 * GIB
 XEN_VERSION = "4.17.5"
 MAX_DOMID = 0x7FEF            # above are Xen's reserved domids
 STATE_FILE = "domains.json"
-IMAGE_MAGIC = b"TXXENOPS-SIM-IMAGE"
-IMAGE_VERSION = 1
-MAX_IMAGE = 64 * 1024 * 1024
-DEFAULT_CPU_LOAD = 0.1
 PV_TOOLS_VERSION = {"major": "9", "minor": "4", "micro": "0", "build": "1"}
-
-# hint -> (name, distro, major, minor, uname)
-_OSES = {
-    "debian": ("Debian GNU/Linux 12 (bookworm)", "debian", "12", "5",
-               "6.1.0-18-amd64"),
-    "ubuntu": ("Ubuntu 22.04.4 LTS", "ubuntu", "22", "04",
-               "5.15.0-105-generic"),
-    "centos": ("CentOS Stream 9", "centos", "9", "0",
-               "5.14.0-427.el9.x86_64"),
-    "rhel": ("Red Hat Enterprise Linux 9.3 (Plow)", "rhel", "9", "3",
-             "5.14.0-362.8.1.el9_3.x86_64"),
-    "rocky": ("Rocky Linux 9.3 (Blue Onyx)", "rocky", "9", "3",
-              "5.14.0-362.8.1.el9_3.x86_64"),
-    "alma": ("AlmaLinux 9.3 (Shamrock Pampas Cat)", "almalinux", "9", "3",
-             "5.14.0-362.8.1.el9_3.x86_64"),
-    "sles": ("SUSE Linux Enterprise Server 15 SP5", "sles", "15", "5",
-             "5.14.21-150500.53-default"),
-    "xcp": ("XCP-ng 8.3", "xcp-ng", "8", "3", "4.19.0+1"),
-    "windows": ("Microsoft Windows Server 2022 Standard|C:\\Windows|"
-                "\\Device\\Harddisk0\\Partition2", "windows", "10", "0", ""),
-}
-_OS_ALIASES = {"rhel": "rhel", "redhat": "rhel", "oracle": "rhel",
-               "almalinux": "alma", "suse": "sles", "opensuse": "sles",
-               "win": "windows"}
-
-
-def _mac_bytes(mac, salt):
-    try:
-        octets = bytes(int(x, 16) for x in mac.split(":"))
-        if len(octets) == 6:
-            return octets
-    except ValueError:
-        pass
-    # Stable across processes, unlike hash().
-    return b"\x02" + hashlib.sha1(salt.encode()).digest()[:5]
-
-
-def guest_addresses(vif, salt=""):
-    """(ipv4, ipv6) the simulated guest reports on a VIF: 10.x.y.z from the
-    last three MAC octets, and the EUI-64 link-local address."""
-    m = _mac_bytes(vif.mac, salt + vif.device)
-    ipv4 = "10.%d.%d.%d" % (m[3], m[4], m[5] % 254 + 1)
-    eui = bytes([m[0] ^ 2, m[1], m[2], 0xFF, 0xFE, m[3], m[4], m[5]])
-    groups = ["%x" % int.from_bytes(eui[i:i + 2], "big")
-              for i in range(0, 8, 2)]
-    return ipv4, "fe80::" + ":".join(groups)
-
-
-def _os_of(spec):
-    oc = spec.other_config
-    hints = [oc.get("simulator-os", ""), oc.get("install-distro", ""),
-             oc.get("os-distro", ""), spec.name]
-    if str(spec.platform.get("viridian", "")).lower() == "true":
-        hints.insert(1, "windows")
-    guess = _OSES["debian"]
-    for hint in hints:
-        hint = hint.lower()
-        key = next((k for k in list(_OSES) + list(_OS_ALIASES)
-                    if k in hint), None)
-        if key:
-            guess = _OSES[_OS_ALIASES.get(key, key)]
-            break
-    name, distro, major, minor, uname = guess
-    return {
-        "name": oc.get("simulator-os-name", name),
-        "distro": oc.get("simulator-os-distro", distro),
-        "major": oc.get("simulator-os-major", major),
-        "minor": oc.get("simulator-os-minor", minor),
-        "uname": oc.get("simulator-os-uname", uname),
-    }
-
-
-def _float_knob(spec, key, default):
-    try:
-        return float(spec.other_config.get(key, default))
-    except (TypeError, ValueError):
-        return default
-
-
-def _hung(spec):
-    return spec.other_config.get("simulator-hung") == "true"
-
-
-class _Domain:
-    """One domain, as the simulated hypervisor knows it."""
-
-    FIELDS = ("domid", "state", "shutdown_reason", "memory_target",
-              "memory_actual", "overhead", "vcpus", "cpu_accum", "io_accum",
-              "running_since", "start_time", "guest_metrics", "agent_due",
-              "console_port", "text_port", "disk_marked")
-
-    def __init__(self, spec, domid, overhead, actual):
-        self.spec = spec
-        self.domid = domid
-        self.state = "building"
-        self.shutdown_reason = ""
-        self.memory_target = spec.target
-        self.memory_actual = actual
-        self.overhead = overhead
-        self.vcpus = spec.vcpus
-        self.cpu_accum = [0.0] * spec.vcpus_max
-        self.io_accum = 0.0     # busy seconds the guest's I/O follows
-        self.running_since = None
-        self.start_time = time.time()
-        self.vbds = [copy.deepcopy(v) for v in spec.vbds]
-        self.vifs = [copy.deepcopy(v) for v in spec.vifs]
-        self.guest_metrics = None
-        self.agent_due = None
-        self.console_port = 0
-        self.text_port = 0
-        # device -> bytes of its write stream folded into GuestWrites
-        self.disk_marked = {}
-
-    def to_dict(self):
-        d = {k: getattr(self, k) for k in self.FIELDS}
-        d["spec"] = self.spec.to_dict()
-        d["vbds"] = [v.to_dict() for v in self.vbds]
-        d["vifs"] = [v.to_dict() for v in self.vifs]
-        return d
-
-    @classmethod
-    def from_dict(cls, d):
-        rec = cls(VMSpec.from_dict(d["spec"]), d["domid"], d["overhead"],
-                  d["memory_actual"])
-        for k in cls.FIELDS:
-            if k in d:
-                setattr(rec, k, d[k])
-        rec.vbds = [VBDSpec.from_dict(v) for v in d.get("vbds", [])]
-        rec.vifs = [VIFSpec.from_dict(v) for v in d.get("vifs", [])]
-        return rec
-
-    def cpu_load(self):
-        return max(0.0, min(1.0, _float_knob(
-            self.spec, "simulator-cpu-load", DEFAULT_CPU_LOAD)))
-
-    def _busy(self, channel, now):
-        if self.running_since is None:
-            return 0.0
-        return simload.busy(self.cpu_load(), self.spec.uuid, channel,
-                            self.running_since, now)
-
-    def fold_cpu(self, now):
-        """Move the running time so far into cpu_accum and io_accum."""
-        if self.running_since is not None:
-            for i in range(self.vcpus):
-                self.cpu_accum[i] += self._busy(i, now)
-            self.io_accum += self._busy("io", now)
-            self.running_since = now
-
-    def vcpu_times(self, now):
-        return [self.cpu_accum[i] + self._busy(i, now)
-                for i in range(self.vcpus)]
-
-    def activity(self, now):
-        return self.io_accum + self._busy("io", now)
-
-
-class _Scheduler:
-    """Runs callables at given Unix times on one daemon thread."""
-
-    def __init__(self):
-        self._heap = []
-        self._seq = 0
-        self._cond = threading.Condition()
-        self._stopped = False
-        self._thread = threading.Thread(
-            target=self._run, name="txxenops-sim-timer", daemon=True)
-        self._thread.start()
-
-    def call_at(self, when, fn):
-        with self._cond:
-            self._seq += 1
-            heapq.heappush(self._heap, (when, self._seq, fn))
-            self._cond.notify()
-
-    def stop(self):
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        self._thread.join(5)
-
-    def _run(self):
-        while True:
-            with self._cond:
-                while not self._stopped:
-                    now = time.time()
-                    if self._heap and self._heap[0][0] <= now:
-                        fn = heapq.heappop(self._heap)[2]
-                        break
-                    timeout = self._heap[0][0] - now if self._heap else None
-                    self._cond.wait(timeout)
-                else:
-                    return
-            try:
-                fn()
-            except Exception:
-                log.exception("simulator timer callback failed")
-
-
-class _Dispatcher:
-    """Delivers events to subscribers, in order, from one daemon thread."""
-
-    def __init__(self):
-        self._queue = queue.Queue()
-        self._subscribers = ()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(
-            target=self._run, name="txxenops-sim-events", daemon=True)
-        self._thread.start()
-
-    def subscribe(self, callback):
-        with self._lock:
-            self._subscribers = self._subscribers + (callback,)
-
-    def unsubscribe(self, callback):
-        with self._lock:
-            self._subscribers = tuple(
-                s for s in self._subscribers if s != callback)
-
-    def put(self, event):
-        self._queue.put(event)
-
-    def stop(self):
-        self._queue.put(None)
-        self._thread.join(5)
-
-    def _run(self):
-        while True:
-            event = self._queue.get()
-            if event is None:
-                return
-            for callback in self._subscribers:
-                try:
-                    callback(event)
-                except Exception:
-                    log.exception("event subscriber %r failed", callback)
-
 
 @implementer(IXenopsBackend)
 class SimulatorBackend:
@@ -336,7 +92,7 @@ class SimulatorBackend:
         self.shutdown_delay = float(shutdown_delay)
         self.check_paths = check_paths
         self._lock = threading.RLock()
-        self._domains = {}          # VM uuid -> _Domain
+        self._domains = {}          # VM uuid -> simguest.Domain
         self._controls = {}         # VM uuid -> Control
         self._next_domid = 1
         self._gen = 0               # bumped on every change to persist
@@ -345,8 +101,8 @@ class SimulatorBackend:
         self._write_lock = threading.Lock()
         self._closed = False
         self._consoles = ConsoleServer()
-        self._dispatcher = _Dispatcher()
-        self._scheduler = _Scheduler()
+        self._dispatcher = simthreads.Dispatcher()
+        self._scheduler = simthreads.Scheduler()
         self._writes = simwrites.GuestWrites()
         self._host_load = simload.HostLoad(
             len(self.cpus), min(len(self.cpus), 16), self.dom0_memory,
@@ -457,7 +213,7 @@ class SimulatorBackend:
                 rec = self._get(uuid, ("running",))
                 saved = self._image(rec)
             try:
-                write_image(image, saved)
+                simimage.write_image(image, saved)
             except OSError as e:
                 raise ImageError(uuid, "cannot write the image: %s"
                                  % (e.strerror or e))
@@ -466,7 +222,7 @@ class SimulatorBackend:
 
     def resume(self, spec, image, paused=False):
         try:
-            saved = read_image(image)
+            saved = simimage.read_image(image)
         except OSError as e:
             raise ImageError(spec.uuid, "cannot read the image: %s"
                              % (e.strerror or e))
@@ -502,18 +258,18 @@ class SimulatorBackend:
                     self._emit("state", rec)
             try:
                 sock.settimeout(timeout)
-                self._sleep(ctl, _float_knob(
+                self._sleep(ctl, simguest.float_knob(
                     rec.spec, "simulator-migrate-delay", self.op_time))
                 with self._lock:
                     image = self._image(rec)
                 image["state"] = was
-                send_frame(sock, image)
-                _expect(sock, uuid, b"READY")
+                simimage.send_frame(sock, image)
+                simimage.expect(sock, uuid, b"READY")
                 if not simmemory.send(
                         sock, uuid, simmemory.stream_size(
                             image["memory_actual"]), ctl.cancel.is_set):
                     raise Cancelled(uuid)
-                _expect(sock, uuid, b"OK")
+                simimage.expect(sock, uuid, b"OK")
                 if ctl.cancel.is_set():
                     raise Cancelled(uuid)
                 # The hand-over: from here the guest runs on the other
@@ -539,7 +295,7 @@ class SimulatorBackend:
     def migrate_receive(self, spec, sock, paused=False, timeout=600.0):
         sock.settimeout(timeout)
         try:
-            image = read_frame(sock)
+            image = simimage.read_frame(sock)
         except (OSError, ValueError) as e:
             raise MigrationError(spec.uuid, "receiving: %s" % (e,))
         ctl = self._control(spec.uuid)
@@ -552,14 +308,14 @@ class SimulatorBackend:
                     raise BadDomainState(spec.uuid, "halted",
                                          self._domains[spec.uuid].state)
         except XenopsError as e:
-            _send_error(sock, e)
+            simimage.send_error(sock, e)
             raise
         with ctl.operation():
             try:
                 info = self._build(ctl, spec, True, saved=image,
                                    incoming=True)
             except XenopsError as e:
-                _send_error(sock, e)
+                simimage.send_error(sock, e)
                 raise
             rec = self._get(spec.uuid)
             try:
@@ -570,10 +326,10 @@ class SimulatorBackend:
                                       simmemory.stream_size(
                                           image["memory_actual"]))
                 except ValueError as e:
-                    _send_error(sock, ImageError(spec.uuid, str(e)))
+                    simimage.send_error(sock, ImageError(spec.uuid, str(e)))
                     raise
                 sock.sendall(b"OK\n")
-                if read_line(sock) != b"GO":
+                if simimage.read_line(sock) != b"GO":
                     raise MigrationError(spec.uuid, "sender gave up")
                 self._record("ran", spec.uuid)
             except BaseException as e:
@@ -689,7 +445,7 @@ class SimulatorBackend:
             rec = self._get(uuid, ("running", "paused"))
             if self._find_vbd(rec, device) is None:
                 raise DeviceError(uuid, device, "no such device")
-            if not force and (_hung(rec.spec) or rec.state != "running"):
+            if not force and (simguest.hung(rec.spec) or rec.state != "running"):
                 raise DeviceError(uuid, device,
                                   "the guest did not release the device")
             self._sleep(ctl, self.op_time)
@@ -773,7 +529,7 @@ class SimulatorBackend:
                     raise InvalidSpec(uuid, "memory target %d outside "
                                       "(0, static_max]" % target)
                 rec.memory_target = target
-                if not _hung(rec.spec):
+                if not simguest.hung(rec.spec):
                     # Shrinking always works; growing only into free memory.
                     rec.memory_actual = min(
                         target, rec.memory_actual + max(0, self._free()))
@@ -861,7 +617,7 @@ class SimulatorBackend:
             if free < low + overhead:
                 raise NotEnoughMemory(low + overhead, max(0, free))
             actual = min(high, free - overhead)
-            rec = _Domain(spec, self._alloc_domid(), overhead, actual)
+            rec = simguest.Domain(spec, self._alloc_domid(), overhead, actual)
             if saved is not None:
                 rec.memory_target = int(saved.get("memory_target", actual))
                 rec.vcpus = min(int(saved.get("vcpus", rec.vcpus)),
@@ -930,9 +686,9 @@ class SimulatorBackend:
     def _guest_request(self, ctl, rec, timeout, error):
         """Ask the guest to shut down/reboot/suspend and wait for it to
         comply; raises ``error`` after ``timeout`` if it does not."""
-        delay = _float_knob(rec.spec, "simulator-shutdown-delay",
+        delay = simguest.float_knob(rec.spec, "simulator-shutdown-delay",
                             self.shutdown_delay)
-        if _hung(rec.spec) or delay > timeout:
+        if simguest.hung(rec.spec) or delay > timeout:
             if ctl.cancel.wait(timeout):
                 raise Cancelled(rec.spec.uuid)
             raise error(rec.spec.uuid, timeout)
@@ -967,7 +723,7 @@ class SimulatorBackend:
         if (rec.guest_metrics is not None or rec.agent_due is not None
                 or rec.spec.other_config.get("simulator-no-agent") == "true"):
             return
-        delay = _float_knob(rec.spec, "simulator-agent-delay",
+        delay = simguest.float_knob(rec.spec, "simulator-agent-delay",
                             self.agent_delay)
         rec.agent_due = now + max(0.0, delay)
         self._scheduler.call_at(rec.agent_due, lambda uuid=rec.spec.uuid,
@@ -990,7 +746,7 @@ class SimulatorBackend:
     def _guest_metrics(self, rec):
         kib = rec.memory_actual // 1024
         return {
-            "os_version": _os_of(rec.spec),
+            "os_version": simguest.os_of(rec.spec),
             "pv_drivers_version": dict(PV_TOOLS_VERSION),
             "pv_drivers_detected": True,
             "networks": self._networks(rec),
@@ -1012,7 +768,7 @@ class SimulatorBackend:
     def _networks(self, rec):
         nets = {}
         for vif in rec.vifs:
-            ipv4, ipv6 = guest_addresses(vif, rec.spec.uuid)
+            ipv4, ipv6 = simguest.guest_addresses(vif, rec.spec.uuid)
             nets["%s/ip" % vif.device] = ipv4
             nets["%s/ipv4/0" % vif.device] = ipv4
             nets["%s/ipv6/0" % vif.device] = ipv6
@@ -1168,7 +924,7 @@ class SimulatorBackend:
             return
         now = time.time()
         for d in domains.values():
-            rec = _Domain.from_dict(d)
+            rec = simguest.Domain.from_dict(d)
             name = rec.spec.name or rec.spec.uuid
             try:
                 rec.console_port = self._consoles.open(
@@ -1228,110 +984,3 @@ class SimulatorBackend:
         if rec is None or rec.state == "building":
             return None
         return rec.to_dict()
-
-
-# --- suspend images and migration streams ---------------------------------
-#
-# Both carry one frame: a header line "<magic> <version> <length>\n" then
-# <length> bytes of JSON.  Images are written in place (the target may be a
-# block device) and any bytes after the frame are ignored.  On a migration
-# stream the frame is followed by the receiver's READY, the guest's memory
-# (simmemory), its OK and the sender's GO.
-
-def _frame(image):
-    payload = json.dumps(image).encode()
-    return b"%s %d %d\n" % (IMAGE_MAGIC, IMAGE_VERSION, len(payload)) + \
-        payload
-
-
-def _parse_header(line):
-    parts = line.split()
-    if len(parts) != 3 or parts[0] != IMAGE_MAGIC:
-        raise ValueError("not a simulator domain image")
-    if int(parts[1]) != IMAGE_VERSION:
-        raise ValueError("image version %s unsupported" % parts[1].decode())
-    length = int(parts[2])
-    if not 0 < length <= MAX_IMAGE:
-        raise ValueError("bad image length %d" % length)
-    return length
-
-
-def write_image(fd, image):
-    """The image's frame, written sequentially to the descriptor ``fd``."""
-    view = memoryview(_frame(image))
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_exact(fd, n):
-    chunks = []
-    while n:
-        chunk = os.read(fd, min(n, 65536))
-        if not chunk:
-            raise ValueError("truncated image")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_image(fd):
-    """The image framed at the descriptor's position; reads nothing past
-    it (a pipe's writer may have more to say)."""
-    line = bytearray()
-    while len(line) < 128 and not line.endswith(b"\n"):
-        c = os.read(fd, 1)
-        if not c:
-            break
-        line += c
-    length = _parse_header(bytes(line))
-    return json.loads(_read_exact(fd, length))
-
-
-def send_frame(sock, image):
-    sock.sendall(_frame(image))
-
-
-def _recv_exact(sock, n):
-    chunks = []
-    while n:
-        chunk = sock.recv(min(n, 65536))
-        if not chunk:
-            raise ValueError("stream ended early")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_line(sock, limit=4096):
-    """One line from ``sock`` without reading past it (the rest of the
-    stream belongs to the next step of the protocol)."""
-    out = bytearray()
-    while len(out) < limit:
-        c = sock.recv(1)
-        if not c:
-            raise ValueError("stream ended early")
-        if c == b"\n":
-            return bytes(out)
-        out += c
-    raise ValueError("line too long")
-
-
-def read_frame(sock):
-    length = _parse_header(read_line(sock, 128))
-    return json.loads(_recv_exact(sock, length))
-
-
-def _expect(sock, uuid, wanted):
-    reply = read_line(sock)
-    if reply != wanted:
-        raise MigrationError(uuid, "peer: %s" % reply.decode(
-            "utf-8", "replace"))
-
-
-def _send_error(sock, error):
-    try:
-        sock.sendall(b"ERROR %s: %s\n" % (
-            type(error).__name__.encode(),
-            str(error).replace("\n", " ").encode("utf-8", "replace")))
-    except OSError:
-        pass
