@@ -9,12 +9,12 @@ etcd.json each host keeps.
 import json
 import os
 import socket
-import urllib.request
 
 import pytest
 
 from tests.support.api import wait_until
-from tests.support.pool import needs_pool_hosts, started_pool
+from tests.support.pool import (
+    etcd_members, needs_pool_hosts, started_pool, voters)
 
 pytestmark = needs_pool_hosts
 
@@ -32,19 +32,6 @@ def host_uuids(pool):
                 for h in x.host.get_all_records().values()}
     finally:
         x.session.logout()
-
-
-def etcd_members(address):
-    request = urllib.request.Request(
-        "http://%s:2379/v3/cluster/member/list" % address, data=b"{}",
-        headers={"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        return json.load(reply).get("members", [])
-
-
-def voters(address):
-    return sorted(m.get("name", "") for m in etcd_members(address)
-                  if not m.get("isLearner") and m.get("name"))
 
 
 def config(host):

@@ -226,6 +226,8 @@ class XapiService(service.MultiService):
             metrics_token=TokenFile(s["metrics-token-file"])
             if s["metrics-token-file"] else None)
         server.pool_database = pool_database
+        if pool_database.pooled:
+            server.greeting.on_greeted = pool_database.refresh_clients
         server.restart_in_place = self.restart_in_place
         if isinstance(persistence, SlavePersistence):
             persistence.identity = server.identity

@@ -35,7 +35,7 @@ from txxapi.pool.etcd import Election, EtcdClient, EtcdError, LeaseKeeper
 from txxapi.pool.etcd.member import (
     CLIENT_PORT, PEER_PORT, EtcdMember, promote_member, retry_unhealthy,
     url)
-from txxapi.pool.membership import Membership, member_cluster, \
+from txxapi.pool.membership import Membership, client_urls, member_cluster, \
     wait_healthy, wanted
 from txxapi.pool.other_master import OtherMasterCheck
 from txxapi.pool.persistence import PoolPersistence
@@ -185,7 +185,7 @@ class PoolDatabase(service.MultiService):
         except EtcdError as e:
             log.info("pool: etcd's member list not read ({e})", e=e)
             return
-        self.learn_clients(u for m in members for u in m.client_urls)
+        self.learn_clients(client_urls(members))
 
     def master_persistence(self, host_uuid, lease=None):
         """PoolPersistence, once this host holds the mastership (under

@@ -23,6 +23,7 @@ added for it is removed again).
 """
 
 import json
+from urllib.parse import urlsplit
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -30,7 +31,8 @@ from twisted.logger import Logger
 from txxapi.errors import XenAPIError
 from txxapi.pool.client import PeerUnreachable
 from txxapi.pool.etcd import EtcdError, EtcdTimeout
-from txxapi.pool.etcd.member import NOT_YET, retry_unhealthy
+from txxapi.pool.etcd.member import CLIENT_PORT, NOT_YET, retry_unhealthy, \
+    url
 from txxapi.pool.liveness import is_live
 
 log = Logger()
@@ -45,6 +47,18 @@ HEALTH_TIMEOUT = 60.0
 def wanted(hosts):
     """etcd members a pool of ``hosts`` hosts runs."""
     return MEMBERS_LARGE if hosts >= LARGE_POOL else min(hosts, MEMBERS)
+
+
+def client_urls(members):
+    """The client URLs of etcd's ``members``: those they list, and those
+    on the hosts of their peer URLs (a member that has just started may
+    not list its own yet)."""
+    urls = {u for m in members for u in m.client_urls}
+    for peer in (u for m in members for u in m.peer_urls):
+        host = urlsplit(peer).hostname
+        if host:
+            urls.add(url("http", host, CLIENT_PORT))
+    return sorted(urls)
 
 
 def member_cluster(members, new_id, name, peer_url):
@@ -133,9 +147,11 @@ class Membership:
 
     @defer.inlineCallbacks
     def _tell_clients(self):
-        """Every other host learns the members' client URLs."""
+        """Every other host learns the members' client URLs: those they
+        report, and those of the hosts they run on (a member that has
+        just started may not list its own yet)."""
         members = yield self.client.members()
-        urls = sorted({u for m in members for u in m.client_urls})
+        urls = client_urls(members)
         self.pool_database.learn_clients(urls)
         urls = json.dumps(urls)
         me = self.server.host_ref

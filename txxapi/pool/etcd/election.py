@@ -3,17 +3,23 @@ Election: mastership as an etcd key held under a lease.  A contender
 creates the key only if it does not exist (create_revision == 0); the
 winner holds it as long as its lease lives; the others watch the key and
 try again as soon as it is deleted (resigned, or its lease revoked or
-expired).
+expired).  A cluster without quorum for a moment (its members restarting
+with the pool) is waited for: the campaign is asked again.
 """
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from txxapi.pool.etcd import errors
 from txxapi.pool.etcd.watch import Watcher
 
 __all__ = ["Election", "elect"]
 
 log = Logger()
+
+RETRY = 0.5
+# Answers after which the same campaign may simply be asked again.
+PASSING = (errors.EtcdNoQuorum, errors.EtcdUnavailable, errors.EtcdTimeout)
 
 
 class Election:
@@ -30,8 +36,15 @@ class Election:
     @defer.inlineCallbacks
     def campaign(self):
         while not self._stopped:
-            won, holder = yield self.client.campaign(self.key, self.value,
-                                                     self.lease_id)
+            try:
+                won, holder = yield self.client.campaign(
+                    self.key, self.value, self.lease_id)
+            except PASSING as e:
+                log.info("election on {key}: {e}; asking again",
+                         key=self.key, e=e)
+                yield task.deferLater(self.client.reactor, RETRY,
+                                      lambda: None)
+                continue
             if won or (holder is not None and holder.lease == self.lease_id):
                 return holder
             if holder is None:
