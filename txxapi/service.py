@@ -198,7 +198,8 @@ class XapiService(service.MultiService):
         data_dir = s["data-dir"]
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         if pool_database is None:
-            pool_database = PoolDatabase(data_dir, self.reactor)
+            pool_database = PoolDatabase(
+                data_dir, self.reactor, int(s["pool-lease-ttl"]))
             self._join(pool_database)
         discard = False
         if pool_database.pooled:

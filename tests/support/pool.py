@@ -34,6 +34,11 @@ needs_pool_hosts = [needs_etcd, pytest.mark.skipif(
 TEST_NET = int(os.environ.get("TXXAPI_TEST_NET", "0"))
 
 
+# Server options of pool tests that kill a master: its mastership is
+# taken over once its etcd lease has expired.
+SHORT_LEASE = ["--pool-lease-ttl", "4"]
+
+
 def host_address(index):
     return "127.0.%d.%d" % (TEST_NET, 2 + index)
 
@@ -157,18 +162,12 @@ class PoolHosts:
         return self
 
     def stop(self):
-        """The masters stopped first, while their etcd peers still make a
-        quorum (a master's last writes wait for one), then every other
-        host at once."""
-        running = [h for h in self.hosts
-                   if h.proc is not None and h.proc.poll() is None]
-        for host in running:
-            if host.role() == "master":
-                host.stop()
-        for host in running:
-            if host.proc is not None:
-                host.proc.send_signal(signal.SIGTERM)
-        for host in self.hosts:
+        """The masters stopped first, then every other host, one at a
+        time: each while its etcd peers still make a quorum (a master's
+        last writes wait for one, and a stopping etcd leader hands its
+        leadership over, for seconds if its peers are stopping too)."""
+        for host in sorted(self.hosts, key=lambda h: h.proc is None or
+                           h.role() != "master"):
             host.stop()
 
     @staticmethod

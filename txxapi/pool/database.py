@@ -74,10 +74,11 @@ class PoolDatabase(service.MultiService):
 
     name = "pool"
 
-    def __init__(self, data_dir, reactor):
+    def __init__(self, data_dir, reactor, lease_ttl=LEASE_TTL):
         service.MultiService.__init__(self)
         self.data_dir = data_dir
         self.reactor = reactor
+        self.lease_ttl = lease_ttl
         self.config = read_config(data_dir)
         self.client = None
         self.member = None
@@ -192,7 +193,7 @@ class PoolDatabase(service.MultiService):
         ``lease`` if given: the one an HA take-over won it with)."""
         granted_at = self.reactor.seconds()
         if lease is None:
-            lease = yield self.client.grant(LEASE_TTL)
+            lease = yield self.client.grant(self.lease_ttl)
         # Renewed while it waits: the wait may outlast the lease's TTL.
         self.lease_keeper = LeaseKeeper(self.client, lease).start(granted_at)
         # Fires at once on a fresh pool; after a crash, once the old

@@ -4,7 +4,8 @@ creates the key only if it does not exist (create_revision == 0); the
 winner holds it as long as its lease lives; the others watch the key and
 try again as soon as it is deleted (resigned, or its lease revoked or
 expired).  A cluster without quorum for a moment (its members restarting
-with the pool) is waited for: the campaign is asked again.
+with the pool) is waited for: the campaign is asked again, which is safe
+however far the last one went (a key this lease created is won).
 """
 
 from twisted.internet import defer, task
@@ -18,8 +19,16 @@ __all__ = ["Election", "elect"]
 log = Logger()
 
 RETRY = 0.5
-# Answers after which the same campaign may simply be asked again.
+# Answers after which the same campaign may simply be asked again: no
+# quorum or member now, or a member stopping under the request.
 PASSING = (errors.EtcdNoQuorum, errors.EtcdUnavailable, errors.EtcdTimeout)
+STOPPING = ("transport is closing", "the client connection is closing")
+
+
+def _passing(e):
+    return isinstance(e, PASSING) or (
+        isinstance(e, errors.EtcdRequestError) and
+        any(m in str(e) for m in STOPPING))
 
 
 class Election:
@@ -39,7 +48,9 @@ class Election:
             try:
                 won, holder = yield self.client.campaign(
                     self.key, self.value, self.lease_id)
-            except PASSING as e:
+            except errors.EtcdError as e:
+                if not _passing(e):
+                    raise
                 log.info("election on {key}: {e}; asking again",
                          key=self.key, e=e)
                 yield task.deferLater(self.client.reactor, RETRY,
