@@ -3,7 +3,8 @@ Moving the mastership, and XAPI's slave emergency mode, on one pool of
 three real hosts (tests/support/pool.py), each test going on from where
 the one before left it: a slave that starts while its master is down
 serves only the emergency calls and local logins (everything else:
-HOST_STILL_BOOTING) and leaves emergency mode once the master is back;
+HOST_STILL_BOOTING; HTTP handlers 401, or 500 for the pool secret, doing
+nothing) and leaves emergency mode once the master is back;
 pool.designate_new_master as an operator asks it of the master; with
 that new master killed, a slave's emergency_transition_to_master and
 recover_slaves; and the killed master, back, becoming the new one's
@@ -11,6 +12,8 @@ slave.  Every write acknowledged before a move is there after it, as the
 pool's etcd log holds them.
 """
 
+import base64
+import http.client
 import os
 import xmlrpc.client
 
@@ -23,6 +26,7 @@ from tests.support.pool import SHORT_LEASE, PoolHosts, joined_pool, network, \
     pool_session
 from tests.support.servers import PASSWORD, USER
 from tests.test_pool_database import labels
+from tests.test_pool_forwarding import local_sr
 from tests.test_pool_join import by_address, role_of
 
 pytestmark = [needs_etcd, pytest.mark.skipif(
@@ -61,8 +65,23 @@ def error_of(reply):
     return reply["ErrorDescription"]
 
 
+def http_status(address, method, path, headers=(), body=None):
+    conn = http.client.HTTPConnection(address, 80, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=dict(headers))
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
 def test_a_slave_without_its_master_is_in_emergency_mode(pool):
     slave = pool[2]
+    x = pool[0].session().xenapi
+    me = [r for r, h in x.host.get_all_records().items()
+          if h["address"] == slave.address][0]
+    sr = local_sr(x, me)
+    vdis = x.SR.get_VDIs(sr)
     pool[0].stop()
     slave.stop()
     slave.spawn()
@@ -84,6 +103,19 @@ def test_a_slave_without_its_master_is_in_emergency_mode(pool):
         # ...nothing else, whatever the session.
         assert error_of(proxy.VM.get_all(local._session)) == \
             ["HOST_STILL_BOOTING"]
+        # The HTTP handlers neither: no session can be checked...
+        assert http_status(slave.address, "GET", "/export_raw_vdi?vdi=%s&"
+                           "session_id=%s" % (vdis[0] if vdis else sr,
+                                              local._session))[0] == 401
+        basic = base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode())
+        assert http_status(slave.address, "GET", "/vm_rrd?uuid=x", [
+            ("Authorization", "Basic " + basic.decode())])[0] == 401
+        # ...and what the pool secret lets in is refused before it begins:
+        # no disk made on the slave's own SR.
+        status, body = http_status(
+            slave.address, "PUT", "/import_raw_vdi?sr=" + sr,
+            [("Cookie", "pool_secret=" + secret)], b"\0" * 65536)
+        assert status == 500 and b"HOST_STILL_BOOTING" in body, body
     finally:
         proxy.session.local_logout(local._session)
     # The master back: the slave greets it and serves as a slave again.
@@ -96,6 +128,7 @@ def test_a_slave_without_its_master_is_in_emergency_mode(pool):
     x = pool[0].session().xenapi
     network(x, "after-emergency")
     wait_until(lambda: "after-emergency" in labels(y), what="replica")
+    assert x.SR.get_VDIs(sr) == vdis
 
 
 def test_designate_new_master(pool):
