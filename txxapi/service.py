@@ -229,6 +229,8 @@ class XapiService(service.MultiService):
         server.pool_database = pool_database
         if pool_database.pooled:
             server.greeting.on_greeted = pool_database.refresh_clients
+        server.liveness.on_dead = \
+            lambda host: pool_database.reconcile_members(server)
         server.restart_in_place = self.restart_in_place
         if isinstance(persistence, SlavePersistence):
             persistence.identity = server.identity

@@ -244,10 +244,10 @@ class Supervisor:
         self._thread.join()
 
 
-def started_pool(base, count):
+def started_pool(base, count, extra_args=()):
     """A generator for a module fixture: ``count`` hosts, each the master
     of its own pool; all stopped afterwards."""
-    hosts = PoolHosts(base, count).start()
+    hosts = PoolHosts(base, count, extra_args).start()
     try:
         yield hosts
     finally:

@@ -31,7 +31,8 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from txxapi.files import write_atomically
-from txxapi.pool.etcd import Election, EtcdClient, EtcdError, LeaseKeeper
+from txxapi.pool.etcd import Election, EtcdClient, EtcdError, EtcdTimeout, \
+    LeaseKeeper
 from txxapi.pool.etcd.member import (
     CLIENT_PORT, PEER_PORT, EtcdMember, promote_member, retry_unhealthy,
     url)
@@ -49,6 +50,9 @@ MASTER_KEY = b"txxapi/master"
 # writing, and a new master can take over after it.
 LEASE_TTL = 10
 MEMBER_TIMEOUT = 60.0
+# A member not ready this soon at start may have been removed meanwhile
+# (its host was down, and its member went to another).
+REMOVED_CHECK = 5.0
 
 
 def read_config(data_dir):
@@ -121,13 +125,32 @@ class PoolDatabase(service.MultiService):
             initial_cluster=config["cluster"],
             cluster_state=config["state"], reactor=self.reactor)
         self.member.setServiceParent(self)
-        yield self.member.ready(MEMBER_TIMEOUT)
+        try:
+            yield self.member.ready(
+                MEMBER_TIMEOUT if config.get("learner") else REMOVED_CHECK)
+        except EtcdTimeout:
+            if (yield self._was_removed()):
+                log.warn("pool: this host's etcd member was removed while "
+                         "it was down; a client now")
+                yield self.leave_member()
+                return
+            yield self.member.ready(MEMBER_TIMEOUT)
         if config.get("learner"):
             yield promote_member(self.client, config["id"], MEMBER_TIMEOUT)
             config["learner"] = False
             write_config(self.data_dir, config)
             log.info("pool: etcd member {name} promoted to a voter",
                      name=config["name"])
+
+    @defer.inlineCallbacks
+    def _was_removed(self):
+        """Whether the cluster (asked of the other members) no longer
+        lists this host's member."""
+        try:
+            members = yield self.client.members()
+        except EtcdError:
+            return False
+        return self.config["name"] not in {m.name for m in members}
 
     @defer.inlineCallbacks
     def become_member(self, cluster, member_id):

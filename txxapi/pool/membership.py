@@ -15,8 +15,15 @@ on a healthy cluster, waiting for it to be healthy again afterwards:
   cluster, then its host is told to stop it (``pool.etcd_member_leave``)
   and becomes a client.
 
+- a member replaced: a member whose host is not live (silent for the
+  pool's host-assumed-dead-interval) is removed, while a live host
+  without one can take its place, which the next step adds.  Health is
+  then counted on the members of live hosts, which must be a majority.
+
 After a pass that changed the members every host learns their client
 URLs (``pool.etcd_clients``), so its client reaches the members there are.
+A host whose member was removed while it was down finds it out at its
+next start and runs as a client (txxapi.pool.database).
 
 A host that cannot be reached is passed over for this round (the member
 added for it is removed again).
@@ -70,16 +77,20 @@ def member_cluster(members, new_id, name, peer_url):
 
 
 @defer.inlineCallbacks
-def wait_healthy(client, timeout=HEALTH_TIMEOUT, interval=0.25):
-    """Fires once every voting member answers and knows a leader;
-    EtcdError when not so within timeout."""
+def wait_healthy(client, timeout=HEALTH_TIMEOUT, interval=0.25,
+                 ignoring=()):
+    """Fires once every voting member answers and knows a leader (but
+    those named in ``ignoring``, members of dead hosts, as long as the
+    others are a majority); EtcdError when not so within timeout."""
     deadline = client.reactor.seconds() + timeout
     while True:
         try:
             members = yield client.members()
             voters = [m for m in members if not m.is_learner]
-            healthy = bool(voters) and all(m.client_urls for m in voters)
-            for m in voters if healthy else ():
+            asked = [m for m in voters if m.name not in ignoring]
+            healthy = 2 * len(asked) > len(voters) and \
+                all(m.client_urls for m in asked)
+            for m in asked if healthy else ():
                 status = yield client.status(m.client_urls[0], timeout=2.0)
                 if not status.leader or status.errors:
                     healthy = False
@@ -172,16 +183,17 @@ class Membership:
         while True:
             hosts = self._hosts()
             target = wanted(len(hosts))
-            members = yield wait_healthy(self.client)
-            if len(members) < target:
-                names = {m.name for m in members}
-                peers = {u for m in members for u in m.peer_urls}
-                db = self.server.db
-                candidates = sorted(
-                    (address, uuid) for uuid, (ref, address) in hosts.items()
-                    if uuid not in names and uuid not in passed_over
-                    and not any(address in u for u in peers)
-                    and is_live(db, ref) and db.get("host", ref, "enabled"))
+            dead = self._dead(hosts)
+            members = yield wait_healthy(self.client, ignoring=dead)
+            candidates = self._candidates(members, hosts, passed_over)
+            replaced = [m for m in members if m.name in dead]
+            if replaced and candidates and len(members) >= target:
+                log.warn("pool: the host of etcd member {name} is not live; "
+                         "its member goes to a live host",
+                         name=replaced[0].name)
+                yield self._remove(replaced[0], hosts)
+                changed = True
+            elif len(members) < target:
                 if not candidates:
                     return changed
                 address, uuid = candidates[0]
@@ -202,6 +214,23 @@ class Membership:
                 changed = True
             else:
                 return changed
+
+    def _dead(self, hosts):
+        """Host uuids of hosts that are not live (the master is)."""
+        db, me = self.server.db, self.server.host_ref
+        return {uuid for uuid, (ref, _) in hosts.items()
+                if ref != me and not is_live(db, ref)}
+
+    def _candidates(self, members, hosts, passed_over):
+        """(address, uuid) of live, enabled hosts without a member."""
+        names = {m.name for m in members}
+        peers = {u for m in members for u in m.peer_urls}
+        db = self.server.db
+        return sorted(
+            (address, uuid) for uuid, (ref, address) in hosts.items()
+            if uuid not in names and uuid not in passed_over
+            and not any(address in u for u in peers)
+            and is_live(db, ref) and db.get("host", ref, "enabled"))
 
     @defer.inlineCallbacks
     def _add(self, uuid, address):
