@@ -230,7 +230,7 @@ class XapiService(service.MultiService):
         if pool_database.pooled:
             server.greeting.on_greeted = pool_database.refresh_clients
         server.liveness.on_dead = \
-            lambda host: pool_database.reconcile_members(server)
+            lambda host: pool_database.host_dead(server, host)
         server.restart_in_place = self.restart_in_place
         if isinstance(persistence, SlavePersistence):
             persistence.identity = server.identity

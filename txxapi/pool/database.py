@@ -94,6 +94,10 @@ class PoolDatabase(service.MultiService):
         (in the background; a Deferred of the pass)."""
         return self._membership(server).reconcile()
 
+    def host_dead(self, server, host):
+        """On the master: ``host`` found dead; its etcd member may move."""
+        return self._membership(server).host_dead(host)
+
     def _membership(self, server):
         if self.membership is None:
             self.membership = Membership(self, server)

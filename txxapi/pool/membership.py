@@ -87,15 +87,21 @@ def wait_healthy(client, timeout=HEALTH_TIMEOUT, interval=0.25,
         try:
             members = yield client.members()
             voters = [m for m in members if not m.is_learner]
-            asked = [m for m in voters if m.name not in ignoring]
-            healthy = 2 * len(asked) > len(voters) and \
-                all(m.client_urls for m in asked)
-            for m in asked if healthy else ():
-                status = yield client.status(m.client_urls[0], timeout=2.0)
-                if not status.leader or status.errors:
-                    healthy = False
-                    break
-            if healthy:
+            healthy, answering = bool(voters), 0
+            for m in voters:
+                try:
+                    if not m.client_urls:
+                        raise EtcdError("member %s not started" % m.name)
+                    status = yield client.status(m.client_urls[0],
+                                                 timeout=2.0)
+                    if not status.leader or status.errors:
+                        raise EtcdError("member %s without a leader"
+                                        % m.name)
+                    answering += 1
+                except EtcdError:
+                    if m.name not in ignoring:
+                        raise
+            if healthy and 2 * answering > len(voters):
                 return members
         except EtcdError as e:
             if client.reactor.seconds() >= deadline:
@@ -116,6 +122,8 @@ class Membership:
         self.lock = defer.DeferredLock()
         self._again = False
         self._running = None
+        # Hosts the master's liveness found dead (and not heard since).
+        self.dead = set()
 
     @property
     def client(self):
@@ -215,11 +223,18 @@ class Membership:
             else:
                 return changed
 
+    def host_dead(self, host):
+        """The master's liveness found ``host`` dead: a pass."""
+        self.dead.add(host)
+        return self.reconcile()
+
     def _dead(self, hosts):
-        """Host uuids of hosts that are not live (the master is)."""
-        db, me = self.server.db, self.server.host_ref
-        return {uuid for uuid, (ref, _) in hosts.items()
-                if ref != me and not is_live(db, ref)}
+        """Host uuids of hosts found dead and not live since (a joiner
+        not heard from yet is not one)."""
+        db = self.server.db
+        self.dead = {ref for ref in self.dead
+                     if db.exists("host", ref) and not is_live(db, ref)}
+        return {uuid for uuid, (ref, _) in hosts.items() if ref in self.dead}
 
     def _candidates(self, members, hosts, passed_over):
         """(address, uuid) of live, enabled hosts without a member."""
