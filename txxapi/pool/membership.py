@@ -15,10 +15,11 @@ on a healthy cluster, waiting for it to be healthy again afterwards:
   cluster, then its host is told to stop it (``pool.etcd_member_leave``)
   and becomes a client.
 
-- a member replaced: a member whose host is not live (silent for the
-  pool's host-assumed-dead-interval) is removed, while a live host
-  without one can take its place, which the next step adds.  Health is
-  then counted on the members of live hosts, which must be a majority.
+- a member replaced: a member whose host the master's liveness found
+  dead (silent for the pool's host-assumed-dead-interval, and not heard
+  since) is removed, while a live host without one can take its place,
+  which the next step adds.  Such a member need not answer for the
+  cluster to count as healthy, but a majority of the voters must.
 
 After a pass that changed the members every host learns their client
 URLs (``pool.etcd_clients``), so its client reaches the members there are.
