@@ -398,6 +398,22 @@ def test_the_rrd_of_a_vm_on_a_slave(pool, x, sid, hosts, on_slave):
     x.VM.destroy(halted)
 
 
+def test_a_session_logged_out_stops_working_on_the_slave_at_once(
+        pool, x, on_slave):
+    """The slave keeps the master's word on a session for a while (an RRD
+    poller asks every few seconds); a logout on the master ends the
+    session there at once, not when that while is over."""
+    session = pool[0].session()
+    direct = url(pool[2], "/vm_rrd", session_id=session._session,
+                 uuid=x.VM.get_uuid(on_slave), redirected="1")
+    wait_until(lambda: curl(direct)[1][2] == "200",
+               what="the RRD on the slave")
+    assert curl(direct)[1][2] == "200"
+    session.xenapi.session.logout()
+    wait_until(lambda: curl(direct)[1][2] == "401", timeout=5,
+               what="the session gone on the slave")
+
+
 def test_xo_connector_follows_the_302_of_an_import_and_an_export(
         pool, x, hosts, xo_connector):
     sr = local_sr(x, hosts[1])

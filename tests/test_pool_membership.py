@@ -2,26 +2,29 @@
 Which hosts run the pool's etcd members, on five real hosts
 (tests/support/pool.py): every host up to three, three of four, all five
 of five (the fourth, a client until then, gets one); an eject back to
-four stops two of them.  Read from etcd's own member list and from the
-etcd.json each host keeps.
+four stops two of them; a member's host killed is replaced by the host
+without one, and comes back as a client.  Read from etcd's own member
+list and from the etcd.json each host keeps.
 """
 
 import json
 import os
 import socket
-import urllib.request
 
 import pytest
 
 from tests.support.api import wait_until
-from tests.support.pool import needs_pool_hosts, started_pool
+from tests.support.pool import (
+    etcd_members, needs_pool_hosts, started_pool, voters)
+from tests.test_pool_forwarding import SERVER_ARGS
 
 pytestmark = needs_pool_hosts
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    yield from started_pool(str(tmp_path_factory.mktemp("members")), 5)
+    yield from started_pool(str(tmp_path_factory.mktemp("members")), 5,
+                            SERVER_ARGS)
 
 
 def host_uuids(pool):
@@ -32,19 +35,6 @@ def host_uuids(pool):
                 for h in x.host.get_all_records().values()}
     finally:
         x.session.logout()
-
-
-def etcd_members(address):
-    request = urllib.request.Request(
-        "http://%s:2379/v3/cluster/member/list" % address, data=b"{}",
-        headers={"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        return json.load(reply).get("members", [])
-
-
-def voters(address):
-    return sorted(m.get("name", "") for m in etcd_members(address)
-                  if not m.get("isLearner") and m.get("name"))
 
 
 def config(host):
@@ -100,4 +90,26 @@ def test_eject_shrinks_back_to_three(pool):
     x.network.create({"name_label": "after-shrink", "name_description": "",
                       "MTU": "1500", "other_config": {}})
     assert x.network.get_by_name_label("after-shrink")
+    x.session.logout()
+
+
+def test_a_dead_hosts_member_moves_to_a_live_host(pool):
+    """Last: a slave with a member is killed; once it is not live (the
+    pool's host-assumed-dead-interval) its member is removed and the host
+    without one gets one, one change at a time, the pool writing all
+    along.  Back, the killed host finds its member gone: a client."""
+    x = pool[0].session().xenapi
+    dead = [h for h in pool.hosts[1:4] if config(h)["member"]][0]
+    spare = [h for h in pool.hosts[1:4] if not config(h)["member"]][0]
+    dead.crash()
+    wait_until(lambda: settled(pool, [h for h in pool.hosts[:4]
+                                      if h is not dead], 3), timeout=90,
+               what="the dead host's member on %s" % spare.address)
+    assert config(spare)["member"]
+    x.network.create({"name_label": "after-replace", "name_description": "",
+                      "MTU": "1500", "other_config": {}})
+    dead.start(60)
+    wait_until(lambda: not config(dead)["member"], timeout=30,
+               what="the returning host a client")
+    assert settled(pool, pool.hosts[:4], 3)
     x.session.logout()

@@ -128,6 +128,18 @@ def test_a_running_vm_moves_between_hosts_and_keeps_running(pool, x, hosts):
         path.append(target)
     wait_until(lambda: memory_free(x, two) >= before_two,
                what="the domain gone from %s" % two)
+    # One VM_MIGRATED per move, on the master, naming both hosts.
+    uuid = x.VM.get_uuid(vm)
+    bodies = [m["body"] for m in x.message.get_all_records().values()
+              if m["name"] == "VM_MIGRATED" and m["obj_uuid"] == uuid]
+
+    def named(h):
+        return "host '%s' (uuid: %s)" % (x.host.get_name_label(h),
+                                        x.host.get_uuid(h))
+    assert sorted(bodies) == sorted(
+        "VM 'mover' (uuid: %s) migrated from %s to %s" % (
+            uuid, named(source), named(target))
+        for source, target in zip(path, path[1:])), bodies
     seen = watcher.stop()
     x.VM.clean_shutdown(vm)
     x.VM.destroy(vm)
@@ -209,7 +221,34 @@ def test_refusals_change_nothing(x, hosts):
     halted = new_vm(x, "halted")
     assert failure(x.VM.pool_migrate, halted, two, {}) == [
         "VM_BAD_POWER_STATE", halted, "running", "halted"]
+    # force leaves that one too.
+    assert failure(x.VM.pool_migrate, halted, two, {"force": "true"}) == [
+        "VM_BAD_POWER_STATE", halted, "running", "halted"]
     x.VM.destroy(halted)
+
+
+def test_force_moves_a_guest_that_lacks_the_feature(x, hosts):
+    """An HVM guest without its agent lacks feature-suspend: refused, as
+    XAPI's strict check does, unless ``force`` is "true" (XAPI's boolean;
+    any other value is false), which moves it; no VM_MIGRATED for the
+    refusals."""
+    master, one, two = hosts
+    vm = new_vm(x, "agentless", other={"simulator-no-agent": "true"},
+                 HVM_boot_policy="BIOS order")
+    x.VM.start_on(vm, one, False, False)
+    for options in ({}, {"force": "false"}, {"force": "yes"}):
+        assert failure(x.VM.pool_migrate, vm, two, options) == [
+            "VM_LACKS_FEATURE", vm], options
+    assert x.VM.get_resident_on(vm) == one
+    assert x.VM.get_current_operations(vm) == {}
+    x.VM.pool_migrate(vm, two, {"force": "true"})
+    assert x.VM.get_resident_on(vm) == two
+    assert x.VM.get_power_state(vm) == "Running"
+    uuid = x.VM.get_uuid(vm)
+    assert len([m for m in x.message.get_all_records().values()
+                if m["name"] == "VM_MIGRATED" and m["obj_uuid"] == uuid]) == 1
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
 
 
 def test_a_failed_move_leaves_the_vm_running_on_its_source(pool, x, hosts):

@@ -1,23 +1,25 @@
 """
-The 16-host smoke (CI): sixteen real hosts (tests/support/pool.py, each
-its own twistd on 127.0.N.2-17) join one master at once, a VM is started
-on each of them, a client pointed at a slave follows HOST_IS_SLAVE to
-the master and reads every VM there, and one host is ejected.  The pool
-runs five etcd members, and still five once the fifteen left want them.
+The pool smoke (CI): eight real hosts (tests/support/pool.py, each its
+own twistd on 127.0.N.2-9) join one master at once, a VM is started on
+each of them, a client pointed at a slave follows HOST_IS_SLAVE to the
+master and reads every VM there, and one host is ejected.  The pool runs
+five etcd members, and still five once the seven left want them.  Eight
+hosts are enough for what it proves (seven joins racing, a pool past
+the five-member size on both sides of the eject); the scaling to 64
+hosts is benchmarks/pool.py's.
 """
 
 import pytest
 import XenAPI
 
 from tests.support.api import wait_until
-from tests.support.pool import PoolHosts, needs_pool_hosts
+from tests.support.pool import PoolHosts, needs_pool_hosts, voters
 from tests.support.servers import PASSWORD, USER
-from tests.test_pool_membership import voters
 from tests.test_vm_lifecycle import MIB, new_vm
 
 pytestmark = needs_pool_hosts
 
-HOSTS = 16
+HOSTS = 8
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def login_following_redirects(address):
         return login_following_redirects(e.details[1])
 
 
-def test_sixteen_hosts_a_vm_on_each_and_an_eject(pool):
+def test_eight_hosts_a_vm_on_each_and_an_eject(pool):
     x = pool[0].session().xenapi
     hosts = {h["address"]: ref for ref, h in x.host.get_all_records().items()}
     assert sorted(hosts) == sorted(h.address for h in pool)
@@ -62,13 +64,13 @@ def test_sixteen_hosts_a_vm_on_each_and_an_eject(pool):
         assert x.task.get_status(t) == "success", x.task.get_error_info(t)
     assert {a: x.VM.get_resident_on(vms[a]) for a in hosts} == hosts
     # A getter through a slave: redirected to the master, it sees all.
-    s = login_following_redirects(pool[7].address)
+    s = login_following_redirects(pool[3].address)
     records = s.xenapi.VM.get_all_records()
     s.xenapi.session.logout()
     assert {r["name_label"] for r in records.values()
             if not r["is_control_domain"]} >= \
         {"smoke-%s" % a for a in hosts}
-    # Eject one (its VM stopped first): fifteen hosts, still five members.
+    # Eject one (its VM stopped first): seven hosts, still five members.
     leaving = pool[HOSTS - 1]
     x.VM.hard_shutdown(vms[leaving.address])
     x.VM.destroy(vms[leaving.address])
@@ -78,4 +80,4 @@ def test_sixteen_hosts_a_vm_on_each_and_an_eject(pool):
                                    x.host.get_all_records().values()}
     wait_until(lambda: len(voters(pool[0].address)) == 5 and
                all(m for m in voters(pool[0].address)), timeout=60,
-               what="five etcd members of fifteen hosts")
+               what="five etcd members of seven hosts")

@@ -198,7 +198,8 @@ class XapiService(service.MultiService):
         data_dir = s["data-dir"]
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         if pool_database is None:
-            pool_database = PoolDatabase(data_dir, self.reactor)
+            pool_database = PoolDatabase(
+                data_dir, self.reactor, int(s["pool-lease-ttl"]))
             self._join(pool_database)
         discard = False
         if pool_database.pooled:
@@ -226,6 +227,10 @@ class XapiService(service.MultiService):
             metrics_token=TokenFile(s["metrics-token-file"])
             if s["metrics-token-file"] else None)
         server.pool_database = pool_database
+        if pool_database.pooled:
+            server.greeting.on_greeted = pool_database.refresh_clients
+        server.liveness.on_dead = \
+            lambda host: pool_database.host_dead(server, host)
         server.restart_in_place = self.restart_in_place
         if isinstance(persistence, SlavePersistence):
             persistence.identity = server.identity

@@ -88,6 +88,10 @@ class Options(usage.Options):
         ["host-assumed-dead-interval", None, None,
          "Seconds without a heartbeat after which the master takes a host "
          "for dead (host_metrics.live false) (600)."],
+        ["pool-lease-ttl", None, None,
+         "Seconds a master may go without renewing its mastership on "
+         "etcd before it stops writing and another host may take over "
+         "(10)."],
         ["metrics-token-file", None, None,
          "File holding a bearer token that scrapers may send to GET "
          "/metrics instead of a session (none)."],
@@ -112,6 +116,10 @@ class Options(usage.Options):
         if self.settings["rpc-http"] not in ("direct", "twisted-web"):
             raise usage.UsageError("--rpc-http must be 'direct' or "
                                    "'twisted-web'")
+        if not self.settings["pool-lease-ttl"].isdigit() or \
+                int(self.settings["pool-lease-ttl"]) < 2:
+            raise usage.UsageError("--pool-lease-ttl must be a number of "
+                                   "seconds, at least 2")
         for key in ("metrics-interval", "nbd-requests-in-flight"):
             if int(self.settings[key]) < 1:
                 raise usage.UsageError("--%s must be at least 1" % key)

@@ -8,10 +8,12 @@ Each host's management address (host.address, the PIF's IP) is its bind
 address.  Binding ports below 1024 needs root, as the tests run.
 """
 
+import json
 import os
 import signal
 import threading
 import time
+import urllib.request
 import xmlrpc.client
 
 import pytest
@@ -20,6 +22,7 @@ import XenAPI
 from tests.support.etcd import needs_etcd
 from tests.support.servers import PASSWORD, USER, RunningServer
 from txxapi.pool.join import RESTART_STATUS
+from txxapi.pool.membership import wanted
 
 
 # Pool tests need root (ports 80/443 on 127.0.N.x) and etcd.
@@ -29,6 +32,11 @@ needs_pool_hosts = [needs_etcd, pytest.mark.skipif(
 # Runs that share a machine take distinct loopback nets (127.0.N.x):
 # TXXAPI_TEST_NET=N.  Default 0: 127.0.0.2, .3, ...
 TEST_NET = int(os.environ.get("TXXAPI_TEST_NET", "0"))
+
+
+# Server options of pool tests that kill a master: its mastership is
+# taken over once its etcd lease has expired.
+SHORT_LEASE = ["--pool-lease-ttl", "4"]
 
 
 def host_address(index):
@@ -154,26 +162,30 @@ class PoolHosts:
         return self
 
     def stop(self):
-        """The masters stopped first, while their etcd quorum is there
-        for their last snapshot; then every other host at once."""
-        running = [h for h in self.hosts
-                   if h.proc is not None and h.proc.poll() is None]
-        masters = [h for h in running if h.role() == "master"]
-        for group in (masters, [h for h in running if h not in masters]):
-            for host in group:
-                host.proc.send_signal(signal.SIGTERM)
-            for host in group:
-                host.stop()
-        for host in self.hosts:
+        """The masters stopped first, then every other host, one at a
+        time: each while its etcd peers still make a quorum (a master's
+        last writes wait for one, and a stopping etcd leader hands its
+        leadership over, for seconds if its peers are stopping too)."""
+        for host in sorted(self.hosts, key=lambda h: h.proc is None or
+                           h.role() != "master"):
             host.stop()
 
     @staticmethod
     def restart_together(hosts, timeout=60):
         """Hosts that restart at once (a change of master), as their
         supervisors start them: a host cannot come up before a quorum of
-        the pool's etcd members is back."""
-        for host in hosts:
-            host.respawn()
+        the pool's etcd members is back.  Each is started again as soon
+        as it exits, as its own supervisor would."""
+        waiting = list(hosts)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for host in [h for h in waiting if h.proc.poll() is not None]:
+                host.respawn()
+                waiting.remove(host)
+            if time.monotonic() > deadline:
+                raise RuntimeError("%s did not exit" % [
+                    h.address for h in waiting])
+            time.sleep(0.05)
         for host in hosts:
             host.wait_ready(timeout)
 
@@ -232,10 +244,10 @@ class Supervisor:
         self._thread.join()
 
 
-def started_pool(base, count):
+def started_pool(base, count, extra_args=()):
     """A generator for a module fixture: ``count`` hosts, each the master
     of its own pool; all stopped afterwards."""
-    hosts = PoolHosts(base, count).start()
+    hosts = PoolHosts(base, count, extra_args).start()
     try:
         yield hosts
     finally:
@@ -244,11 +256,12 @@ def started_pool(base, count):
 
 def joined_pool(base, count, extra_args=(), network=None):
     """A generator for a module fixture: ``count`` hosts, the first the
-    master and every other joined to it; all stopped afterwards."""
+    master and every other joined to it (all at once); all stopped
+    afterwards."""
     hosts = PoolHosts(base, count, extra_args, network).start()
     try:
-        for joiner in hosts.hosts[1:]:
-            hosts.join(joiner, hosts[0])
+        hosts.join_all(hosts.hosts[1:], hosts[0])
+        wait_members(hosts)
         yield hosts
     finally:
         hosts.stop()
@@ -261,6 +274,43 @@ def module_pool(name, count, extra_args=()):
         yield from joined_pool(str(tmp_path_factory.mktemp(name)), count,
                                extra_args)
     return pool
+
+
+def etcd_members(address):
+    """etcd's member list, asked of the member at ``address``."""
+    request = urllib.request.Request(
+        "http://%s:2379/v3/cluster/member/list" % address, data=b"{}",
+        headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return json.load(reply).get("members", [])
+
+
+def voters(address):
+    return sorted(m.get("name", "") for m in etcd_members(address)
+                  if not m.get("isLearner") and m.get("name"))
+
+
+def wait_members(hosts, timeout=60):
+    """The pool formed: as many etcd voters as it wants, and every host's
+    client knows each of them (its etcd.json)."""
+    deadline = time.monotonic() + timeout
+    want = wanted(len(hosts.hosts))
+    while True:
+        members = etcd_members(hosts[0].address)
+        urls = {u for m in members if not m.get("isLearner")
+                for u in m.get("clientURLs", [])}
+        known = [set(_etcd_config(h)["clients"]) for h in hosts]
+        if len(urls) == want and all(urls <= k for k in known):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the pool's etcd did not form: %r, %r"
+                               % (urls, known))
+        time.sleep(0.2)
+
+
+def _etcd_config(host):
+    with open(os.path.join(host.data_dir, "etcd.json")) as f:
+        return json.load(f)
 
 
 def network(x, label):

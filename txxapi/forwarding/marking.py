@@ -2,7 +2,8 @@
 Operation marking: one helper for the whole toolstack.
 
 ``Marker.marked(ctx, marks, body, wait)`` checks each (class, ref, op) of
-``marks`` against its class's rule (txxapi.operations), records them in
+``marks`` (or (class, ref, op, strict): a forced operation's is not
+strict) against its class's rule (txxapi.operations), records them in
 current_operations, runs ``body()`` and removes them when it finishes,
 however it finishes.  The check and the record happen in one reactor
 turn, so two conflicting calls cannot both pass.  The policy says what a
@@ -27,6 +28,11 @@ MARK_WAIT = 7200.0
 MARK_POLL = 1.0
 
 
+def _marks(marks):
+    """(class, ref, op, strict) of each mark."""
+    return [m if len(m) == 4 else tuple(m) + (True,) for m in marks]
+
+
 class Marker:
     def __init__(self, db, clock):
         self.db = db
@@ -36,15 +42,16 @@ class Marker:
     def marked(self, ctx, marks, body, wait=False):
         """``body()`` (a value or a Deferred) with ``marks`` recorded; a
         Deferred of its result.  Fail fast raises a refusal at once."""
+        marks = _marks(marks)
         if wait:
             return self._wait_then_run(ctx, marks, body)
-        for cls, ref, op in marks:
-            operations.check(ctx, cls, ref, op)
+        for cls, ref, op, strict in marks:
+            operations.check(ctx, cls, ref, op, strict)
         return self._run(ctx, marks, body)
 
     def _run(self, ctx, marks, body):
-        keys = [(cls, ref, operations.begin(ctx, cls, ref, op))
-                for cls, ref, op in marks]
+        keys = [(cls, ref, operations.begin(ctx, cls, ref, op, strict))
+                for cls, ref, op, strict in marks]
 
         def finished(result):
             for cls, ref, key in keys:
@@ -58,15 +65,15 @@ class Marker:
         started = time.monotonic()
         while True:
             try:
-                for cls, ref, op in marks:
-                    operations.check(ctx, cls, ref, op)
+                for cls, ref, op, strict in marks:
+                    operations.check(ctx, cls, ref, op, strict)
                 break
             except XenAPIError as e:
                 if e.code != "OTHER_OPERATION_IN_PROGRESS" or \
                         time.monotonic() - started > MARK_WAIT:
                     raise
             ctx.check_cancelled()
-            yield self._wait_for([(cls, ref) for cls, ref, _ in marks])
+            yield self._wait_for([m[:2] for m in marks])
         result = yield self._run(ctx, marks, body)
         return result
 

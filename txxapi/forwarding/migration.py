@@ -3,12 +3,16 @@ Forwarding rules of the moves between hosts (txxapi/migration):
 
 * VM.pool_migrate runs on the host the VM is resident on, with the VM
   marked ``pool_migrate`` and the destination ``vm_migrate``, after
-  XAPI's checks (txxapi.migration.checks); sent there, the master first
-  schedules the VM to be resident on the destination (its memory held
-  there against concurrent starts) until the call is over;
+  XAPI's checks (txxapi.migration.checks; ``force: true`` in the options
+  leaves out those that need the guest's help, as XAPI's non-strict
+  check); sent there, the master first schedules the VM to be resident
+  on the destination (its memory held there against concurrent starts)
+  until the call is over, then raises VM_MIGRATED if it succeeded;
 * host.evacuate runs on the master (it sends each VM's pool_migrate),
   with the host marked ``evacuate``.
 """
+
+from twisted.python.failure import Failure
 
 from txxapi.forwarding import hosts
 from txxapi.forwarding.registry import Route, forwards
@@ -19,15 +23,27 @@ from txxapi.values import NULL_REF
 
 @forwards("VM.pool_migrate")
 def pool_migrate(ctx, vm, host, options):
-    checks.assert_can_migrate(ctx, vm, host, options)
+    strict = not checks.forced(options)
+    checks.assert_can_migrate(ctx, vm, host, options, strict)
     source = hosts.of_vm(ctx, vm)
-    if host == ctx.db.fields("VM", vm)["resident_on"]:
-        return Route(source, [("VM", vm, "pool_migrate")])
+    resident = ctx.db.fields("VM", vm)["resident_on"]
+    marks = [("VM", vm, "pool_migrate", strict)]
+    if host != resident:
+        marks.append(("host", host, "vm_migrate"))
 
     def hold(ctx):
-        return sender.reserve(ctx, vm, host)
-    return Route(source, [("VM", vm, "pool_migrate"),
-                          ("host", host, "vm_migrate")], hold=hold)
+        release = sender.reserve(ctx, vm, host) if host != resident \
+            else None
+
+        def over(result):
+            if release is not None:
+                result = release(result)
+            if isinstance(result, Failure):
+                return result
+            return sender.announce(ctx, vm, resident, host).addCallback(
+                lambda _: result)
+        return over
+    return Route(source, marks, hold=hold)
 
 
 @forwards("host.evacuate")

@@ -5,7 +5,9 @@ that log in a session lasting the request; on the local socket, no
 credentials at all make a superuser session lasting the request.  Then
 the handler's RBAC permission, ``http/<action>``: local superusers hold
 every one.  On a slave, a session it does not hold is the master's (a
-request the master sent here) and is checked there (txxapi.redirect).
+request the master sent here) and is checked there (txxapi.redirect);
+a slave in emergency mode serves none (401, or 500 for the pool secret
+and the local socket).
 
 Failures are Refused exceptions carrying XAPI's canned response.  A task
 the client named in ``task_id`` is failed with the reason first, as XAPI
@@ -127,6 +129,8 @@ def authenticate(server, request, params, realm, action, task_label=None):
     ``task_label``: the handler makes a task of its own when the client
     names none (one the master makes, for a request it sent here)."""
     version = version_of(request)
+    if server.identity.in_emergency_mode:
+        raise Refused(_in_emergency_mode(server, request, params, realm))
     try:
         caller = yield _identify(server, request, params, task_label)
     except _Unauthorised:
@@ -143,6 +147,20 @@ def authenticate(server, request, params, realm, action, task_label=None):
         caller.close()
         raise Refused(responses.forbidden(version))
     return caller
+
+
+def _in_emergency_mode(server, request, params, realm):
+    """A slave in emergency mode serves no data handler, as XAPI's, which
+    cannot check a session or log a user in without its master (401),
+    and whose handler, let in by the pool secret or the local socket,
+    fails at its first use of the master's database (500, with the
+    reason here).  Nothing is begun that could only be half done."""
+    version = version_of(request)
+    if "session_id" in params or request.getHeader(b"authorization") or \
+            ("pool_secret" not in params and not is_local(request)):
+        return responses.unauthorised(version, realm)
+    return responses.internal_error(
+        version, " ".join(server.identity.emergency_error))
 
 
 @defer.inlineCallbacks

@@ -14,6 +14,7 @@ from txxapi.api.registry import implements, internal
 from txxapi.errors import XenAPIError
 from txxapi.pool import join as pool_join
 from txxapi.pool import membership, slavedb
+from txxapi.pool import role as pool_role
 from txxapi.pool.client import PeerClient, PeerUnreachable, local_call
 from txxapi.pool.liveness import HEARTBEAT_CALL
 
@@ -113,7 +114,13 @@ def tickle_heartbeat(ctx, session, host):
 
 @implements("pool.is_slave")
 def is_slave(ctx, host):
-    return not ctx.server.identity.is_master
+    """A master that has committed to another (its pool.conf names that
+    one; it is on its way to restart as its slave) says so already: a new
+    master that starts before it has gone must not take it for the
+    pool's master and turn itself into its slave."""
+    identity = ctx.server.identity
+    return not identity.is_master or \
+        not pool_role.read(identity.data_dir).is_master
 
 
 @implements("host.is_in_emergency_mode")

@@ -47,9 +47,9 @@ def _view(db, ref):
     return vm, metrics, gm
 
 
-def _check(db, ref, op):
+def _check(db, ref, op, strict=True):
     vm, metrics, gm = _view(db, ref)
-    return vm_lifecycle.operation_error(ref, vm, op, metrics, gm)
+    return vm_lifecycle.operation_error(ref, vm, op, metrics, gm, strict)
 
 
 def _advertise(db, ref):

@@ -16,11 +16,17 @@ from txxapi.errors import XenAPIError
 from txxapi.impl.vm import assert_can_boot_here
 
 
-def assert_can_migrate(ctx, vm, host, options):
+def forced(options):
+    """XAPI's ``force`` option: "true" (its boolean parse; anything else
+    is false)."""
+    return options.get("force") == "true"
+
+
+def assert_can_migrate(ctx, vm, host, options, strict=True):
     db = ctx.db
     db.fields("VM", vm)
     db.fields("host", host)
-    operations.check(ctx, "VM", vm, "pool_migrate")
+    operations.check(ctx, "VM", vm, "pool_migrate", strict)
     if host == db.fields("VM", vm)["resident_on"]:
         return
     operations.check(ctx, "host", host, "vm_migrate")

@@ -19,6 +19,7 @@ Suspended with its image.
 """
 
 from twisted.internet import defer, task
+from twisted.logger import Logger
 
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
@@ -27,7 +28,10 @@ from txxapi.impl import vm as vm_impl
 from txxapi.migration import checks, stream
 from txxenops.errors import MigrationError
 
+log = Logger()
+
 RESIDENT_WAIT = 60.0
+MIGRATED_MESSAGE = ("VM_MIGRATED", 5)
 RESIDENT_POLL = 0.05
 
 
@@ -42,17 +46,41 @@ def reserve(ctx, vm, host):
     return vm_impl.release_reservation(ctx, vm)
 
 
+def announce(ctx, vm, source, destination):
+    """XAPI's VM_MIGRATED message of a move that succeeded (a Deferred;
+    a message that cannot be made does not fail the move)."""
+    db = ctx.db
+
+    def host(ref):
+        return "host '%s' (uuid: %s)" % (db.get("host", ref, "name_label"),
+                                        db.get("host", ref, "uuid"))
+    name, priority = MIGRATED_MESSAGE
+    uuid = db.get("VM", vm, "uuid")
+    body = "VM '%s' (uuid: %s) migrated from %s to %s" % (
+        db.get("VM", vm, "name_label"), uuid, host(source),
+        host(destination))
+    d = defer.maybeDeferred(ctx.server.messages.create, name, priority,
+                            "VM", uuid, body)
+    return d.addErrback(lambda f: log.warn(
+        "VM_MIGRATED of {vm} not made: {e}", vm=vm, e=f.getErrorMessage()))
+
+
 @implements("VM.pool_migrate")
 def pool_migrate(ctx, vm, host, options):
     ctx.db.fields("host", host)
+    source = ctx.db.fields("VM", vm)["resident_on"]
+    # Forwarded from the master, the reservation and the message are the
+    # master's (txxapi.forwarding.migration).
+    here = ctx.server.identity.is_master
     if host == ctx.server.host_ref:
-        return _localhost(ctx, vm, host)
-    # Forwarded from the master, the reservation is the master's.
-    release = reserve(ctx, vm, host) if ctx.server.identity.is_master \
-        else None
-    d = send(ctx, vm, host, options)
-    if release is not None:
-        d.addBoth(release)
+        d = _localhost(ctx, vm, host)
+    else:
+        release = reserve(ctx, vm, host) if here else None
+        d = send(ctx, vm, host, options)
+        if release is not None:
+            d.addBoth(release)
+    if here:
+        d.addCallback(lambda _: announce(ctx, vm, source, host))
     return d.addCallback(_void)
 
 

@@ -31,11 +31,12 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from txxapi.files import write_atomically
-from txxapi.pool.etcd import Election, EtcdClient, EtcdError, LeaseKeeper
+from txxapi.pool.etcd import Election, EtcdClient, EtcdError, EtcdTimeout, \
+    LeaseKeeper
 from txxapi.pool.etcd.member import (
     CLIENT_PORT, PEER_PORT, EtcdMember, promote_member, retry_unhealthy,
     url)
-from txxapi.pool.membership import Membership, member_cluster, \
+from txxapi.pool.membership import Membership, client_urls, member_cluster, \
     wait_healthy, wanted
 from txxapi.pool.other_master import OtherMasterCheck
 from txxapi.pool.persistence import PoolPersistence
@@ -52,6 +53,9 @@ MEMBER_TIMEOUT = 60.0
 # A stopping master's revoke is a courtesy to its successor: without a
 # quorum (the whole pool shutting down) it would wait out the lease.
 REVOKE_ON_STOP_TIMEOUT = 2.0
+# A member not ready this soon at start may have been removed meanwhile
+# (its host was down, and its member went to another).
+REMOVED_CHECK = 5.0
 
 
 def read_config(data_dir):
@@ -77,10 +81,11 @@ class PoolDatabase(service.MultiService):
 
     name = "pool"
 
-    def __init__(self, data_dir, reactor):
+    def __init__(self, data_dir, reactor, lease_ttl=LEASE_TTL):
         service.MultiService.__init__(self)
         self.data_dir = data_dir
         self.reactor = reactor
+        self.lease_ttl = lease_ttl
         self.config = read_config(data_dir)
         self.client = None
         self.member = None
@@ -91,6 +96,10 @@ class PoolDatabase(service.MultiService):
         """On the master: etcd's members brought to what the pool wants
         (in the background; a Deferred of the pass)."""
         return self._membership(server).reconcile()
+
+    def host_dead(self, server, host):
+        """On the master: ``host`` found dead; its etcd member may move."""
+        return self._membership(server).host_dead(host)
 
     def _membership(self, server):
         if self.membership is None:
@@ -123,13 +132,32 @@ class PoolDatabase(service.MultiService):
             initial_cluster=config["cluster"],
             cluster_state=config["state"], reactor=self.reactor)
         self.member.setServiceParent(self)
-        yield self.member.ready(MEMBER_TIMEOUT)
+        try:
+            yield self.member.ready(
+                MEMBER_TIMEOUT if config.get("learner") else REMOVED_CHECK)
+        except EtcdTimeout:
+            if (yield self._was_removed()):
+                log.warn("pool: this host's etcd member was removed while "
+                         "it was down; a client now")
+                yield self.leave_member()
+                return
+            yield self.member.ready(MEMBER_TIMEOUT)
         if config.get("learner"):
             yield promote_member(self.client, config["id"], MEMBER_TIMEOUT)
             config["learner"] = False
             write_config(self.data_dir, config)
             log.info("pool: etcd member {name} promoted to a voter",
                      name=config["name"])
+
+    @defer.inlineCallbacks
+    def _was_removed(self):
+        """Whether the cluster (asked of the other members) no longer
+        lists this host's member."""
+        try:
+            members = yield self.client.members()
+        except EtcdError:
+            return False
+        return self.config["name"] not in {m.name for m in members}
 
     @defer.inlineCallbacks
     def become_member(self, cluster, member_id):
@@ -188,14 +216,14 @@ class PoolDatabase(service.MultiService):
         except EtcdError as e:
             log.info("pool: etcd's member list not read ({e})", e=e)
             return
-        self.learn_clients(u for m in members for u in m.client_urls)
+        self.learn_clients(client_urls(members))
 
     def master_persistence(self, host_uuid, lease=None):
         """PoolPersistence, once this host holds the mastership (under
         ``lease`` if given: the one an HA take-over won it with)."""
         granted_at = self.reactor.seconds()
         if lease is None:
-            lease = yield self.client.grant(LEASE_TTL)
+            lease = yield self.client.grant(self.lease_ttl)
         # Renewed while it waits: the wait may outlast the lease's TTL.
         self.lease_keeper = LeaseKeeper(self.client, lease).start(granted_at)
         # Fires at once on a fresh pool; after a crash, once the old

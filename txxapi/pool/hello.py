@@ -12,7 +12,9 @@ master, HOST_MASTER_CANNOT_TALK_BACK [its address], HOST_UNKNOWN_TO_MASTER
 or the master's own error (HOST_IS_SLAVE [address] from a host that is no
 master any more).  It tries again every RETRY seconds, PERMANENT_RETRY
 after an answer that will not change by itself, and leaves emergency mode
-once the master says ``ok``.
+once the master says ``ok``.  The first retries come sooner (FIRST_RETRY, doubled
+up to RETRY): a master restarting with its pool (a change of master)
+is usually back within a second or two.
 """
 
 from twisted.internet import defer
@@ -24,6 +26,7 @@ from txxapi.pool.client import PeerClient, PeerUnreachable
 log = Logger()
 
 RETRY = 5.0
+FIRST_RETRY = 0.25
 PERMANENT_RETRY = 60.0
 STILL_BOOTING = ("HOST_STILL_BOOTING",)
 
@@ -35,6 +38,10 @@ class Greeting:
         self.db = db
         self._later = None
         self.answer = None
+        self._retry = FIRST_RETRY
+        # Called once the master has said ok (the etcd members' list read
+        # again: members added while this host restarted).
+        self.on_greeted = None
 
     def start(self):
         """In emergency mode from the start, until the master answers."""
@@ -87,8 +94,12 @@ class Greeting:
         identity.emergency_error = error
         if error is None and was is not None:
             log.info("pool: the master answered; out of emergency mode")
+            if self.on_greeted is not None:
+                self.on_greeted()
         elif error is not None:
-            log.info("pool: in emergency mode ({error}); again in {s:.0f} s",
+            if retry == RETRY:
+                retry, self._retry = self._retry, min(self._retry * 2, RETRY)
+            log.info("pool: in emergency mode ({error}); again in {s:.2f} s",
                      error=error, s=retry)
             self._later = self.reactor.callLater(retry, self._attempt)
 

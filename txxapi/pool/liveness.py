@@ -54,6 +54,8 @@ class Liveness:
         # Pool sessions with the master, for the heartbeat.
         self.peers = peers
         self._heard = {}        # host ref -> monotonic time
+        # Called with a host found dead (its etcd member may move).
+        self.on_dead = None
         self._loop = None
         self._beating = False
 
@@ -88,6 +90,8 @@ class Liveness:
                 log.warn("pool: host {host} not heard from for {s:.0f} s: "
                          "not live", host=host, s=now - heard)
                 set_live(db, host, False)
+                if self.on_dead is not None:
+                    self.on_dead(host)
 
     # -- on a slave ---------------------------------------------------------------
 

@@ -15,14 +15,23 @@ on a healthy cluster, waiting for it to be healthy again afterwards:
   cluster, then its host is told to stop it (``pool.etcd_member_leave``)
   and becomes a client.
 
+- a member replaced: a member whose host the master's liveness found
+  dead (silent for the pool's host-assumed-dead-interval, and not heard
+  since) is removed, while a live host without one can take its place,
+  which the next step adds.  Such a member need not answer for the
+  cluster to count as healthy, but a majority of the voters must.
+
 After a pass that changed the members every host learns their client
 URLs (``pool.etcd_clients``), so its client reaches the members there are.
+A host whose member was removed while it was down finds it out at its
+next start and runs as a client (txxapi.pool.database).
 
 A host that cannot be reached is passed over for this round (the member
 added for it is removed again).
 """
 
 import json
+from urllib.parse import urlsplit
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -30,7 +39,8 @@ from twisted.logger import Logger
 from txxapi.errors import XenAPIError
 from txxapi.pool.client import PeerUnreachable
 from txxapi.pool.etcd import EtcdError, EtcdTimeout
-from txxapi.pool.etcd.member import NOT_YET, retry_unhealthy
+from txxapi.pool.etcd.member import CLIENT_PORT, NOT_YET, retry_unhealthy, \
+    url
 from txxapi.pool.liveness import is_live
 
 log = Logger()
@@ -47,6 +57,18 @@ def wanted(hosts):
     return MEMBERS_LARGE if hosts >= LARGE_POOL else min(hosts, MEMBERS)
 
 
+def client_urls(members):
+    """The client URLs of etcd's ``members``: those they list, and those
+    on the hosts of their peer URLs (a member that has just started may
+    not list its own yet)."""
+    urls = {u for m in members for u in m.client_urls}
+    for peer in (u for m in members for u in m.peer_urls):
+        host = urlsplit(peer).hostname
+        if host:
+            urls.add(url("http", host, CLIENT_PORT))
+    return sorted(urls)
+
+
 def member_cluster(members, new_id, name, peer_url):
     """The initial-cluster map a member added as ``new_id`` starts with."""
     cluster = {m.name: m.peer_urls[0] for m in members
@@ -56,21 +78,31 @@ def member_cluster(members, new_id, name, peer_url):
 
 
 @defer.inlineCallbacks
-def wait_healthy(client, timeout=HEALTH_TIMEOUT, interval=0.25):
-    """Fires once every voting member answers and knows a leader;
-    EtcdError when not so within timeout."""
+def wait_healthy(client, timeout=HEALTH_TIMEOUT, interval=0.25,
+                 ignoring=()):
+    """Fires once every voting member answers and knows a leader (but
+    those named in ``ignoring``, members of dead hosts, as long as the
+    others are a majority); EtcdError when not so within timeout."""
     deadline = client.reactor.seconds() + timeout
     while True:
         try:
             members = yield client.members()
             voters = [m for m in members if not m.is_learner]
-            healthy = bool(voters) and all(m.client_urls for m in voters)
-            for m in voters if healthy else ():
-                status = yield client.status(m.client_urls[0], timeout=2.0)
-                if not status.leader or status.errors:
-                    healthy = False
-                    break
-            if healthy:
+            healthy, answering = bool(voters), 0
+            for m in voters:
+                try:
+                    if not m.client_urls:
+                        raise EtcdError("member %s not started" % m.name)
+                    status = yield client.status(m.client_urls[0],
+                                                 timeout=2.0)
+                    if not status.leader or status.errors:
+                        raise EtcdError("member %s without a leader"
+                                        % m.name)
+                    answering += 1
+                except EtcdError:
+                    if m.name not in ignoring:
+                        raise
+            if healthy and 2 * answering > len(voters):
                 return members
         except EtcdError as e:
             if client.reactor.seconds() >= deadline:
@@ -91,6 +123,8 @@ class Membership:
         self.lock = defer.DeferredLock()
         self._again = False
         self._running = None
+        # Hosts the master's liveness found dead (and not heard since).
+        self.dead = set()
 
     @property
     def client(self):
@@ -133,9 +167,11 @@ class Membership:
 
     @defer.inlineCallbacks
     def _tell_clients(self):
-        """Every other host learns the members' client URLs."""
+        """Every other host learns the members' client URLs: those they
+        report, and those of the hosts they run on (a member that has
+        just started may not list its own yet)."""
         members = yield self.client.members()
-        urls = sorted({u for m in members for u in m.client_urls})
+        urls = client_urls(members)
         self.pool_database.learn_clients(urls)
         urls = json.dumps(urls)
         me = self.server.host_ref
@@ -156,16 +192,17 @@ class Membership:
         while True:
             hosts = self._hosts()
             target = wanted(len(hosts))
-            members = yield wait_healthy(self.client)
-            if len(members) < target:
-                names = {m.name for m in members}
-                peers = {u for m in members for u in m.peer_urls}
-                db = self.server.db
-                candidates = sorted(
-                    (address, uuid) for uuid, (ref, address) in hosts.items()
-                    if uuid not in names and uuid not in passed_over
-                    and not any(address in u for u in peers)
-                    and is_live(db, ref) and db.get("host", ref, "enabled"))
+            dead = self._dead(hosts)
+            members = yield wait_healthy(self.client, ignoring=dead)
+            candidates = self._candidates(members, hosts, passed_over)
+            replaced = [m for m in members if m.name in dead]
+            if replaced and candidates and len(members) >= target:
+                log.warn("pool: the host of etcd member {name} is not live; "
+                         "its member goes to a live host",
+                         name=replaced[0].name)
+                yield self._remove(replaced[0], hosts)
+                changed = True
+            elif len(members) < target:
                 if not candidates:
                     return changed
                 address, uuid = candidates[0]
@@ -186,6 +223,30 @@ class Membership:
                 changed = True
             else:
                 return changed
+
+    def host_dead(self, host):
+        """The master's liveness found ``host`` dead: a pass."""
+        self.dead.add(host)
+        return self.reconcile()
+
+    def _dead(self, hosts):
+        """Host uuids of hosts found dead and not live since (a joiner
+        not heard from yet is not one)."""
+        db = self.server.db
+        self.dead = {ref for ref in self.dead
+                     if db.exists("host", ref) and not is_live(db, ref)}
+        return {uuid for uuid, (ref, _) in hosts.items() if ref in self.dead}
+
+    def _candidates(self, members, hosts, passed_over):
+        """(address, uuid) of live, enabled hosts without a member."""
+        names = {m.name for m in members}
+        peers = {u for m in members for u in m.peer_urls}
+        db = self.server.db
+        return sorted(
+            (address, uuid) for uuid, (ref, address) in hosts.items()
+            if uuid not in names and uuid not in passed_over
+            and not any(address in u for u in peers)
+            and is_live(db, ref) and db.get("host", ref, "enabled"))
 
     @defer.inlineCallbacks
     def _add(self, uuid, address):

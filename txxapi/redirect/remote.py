@@ -5,7 +5,7 @@ and those of calls forwarded to it), so the slave asks the master about
 the session (``pool.http_caller``, under its pool session): unknown
 there, the request is unauthorised; known, the request runs under a
 local session with the same user and permissions, for as long as it
-lasts.  The task the client named in task_id, if the master has it (or
+lasts.  A positive answer is kept for a short while (sessions.py).  The task the client named in task_id, if the master has it (or
 else the one the master makes for a transfer, whose ref the client gets),
 is mirrored here under the same ref, so the handler works on it as on a
 task of its own, and every change the handler makes to it (progress, the
@@ -24,6 +24,7 @@ from twisted.logger import Logger
 
 from txxapi.api.tasks import FINISHED
 from txxapi.pool.client import PeerClient
+from txxapi.redirect.sessions import vouched_of
 from txxapi.values import NULL_REF
 
 log = Logger()
@@ -70,11 +71,18 @@ def local_session(server, session, task, label=None):
     ``label``, the master makes one for the client's session (the task
     the client gets), mirrored here too.  The master's SESSION_INVALID as
     it is; PeerUnreachable without it."""
-    reply = yield server.peers.call(server.identity.role.master_address,
-                                    CALLER_CALL, session, task or "",
-                                    "" if task else label or "")
-    found = json.loads(reply)
-    s = found["session"]
+    vouched = vouched_of(server)
+    s = vouched.get(session) if not task and not label else None
+    if s is None:
+        reply = yield server.peers.call(
+            server.identity.role.master_address, CALLER_CALL, session,
+            task or "", "" if task else label or "",
+            server.identity.host_ref)
+        found = json.loads(reply)
+        s = found["session"]
+        vouched.vouched(session, s)
+    else:
+        found = {}
     ref = server.sessions.create(
         s["auth_user_name"], s["originator"],
         is_local_superuser=s["is_local_superuser"], subject=s["subject"],

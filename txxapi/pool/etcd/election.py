@@ -3,17 +3,32 @@ Election: mastership as an etcd key held under a lease.  A contender
 creates the key only if it does not exist (create_revision == 0); the
 winner holds it as long as its lease lives; the others watch the key and
 try again as soon as it is deleted (resigned, or its lease revoked or
-expired).
+expired).  A cluster without quorum for a moment (its members restarting
+with the pool) is waited for: the campaign is asked again, which is safe
+however far the last one went (a key this lease created is won).
 """
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from txxapi.pool.etcd import errors
 from txxapi.pool.etcd.watch import Watcher
 
 __all__ = ["Election", "elect"]
 
 log = Logger()
+
+RETRY = 0.5
+# Answers after which the same campaign may simply be asked again: no
+# quorum or member now, or a member stopping under the request.
+PASSING = (errors.EtcdNoQuorum, errors.EtcdUnavailable, errors.EtcdTimeout)
+STOPPING = ("transport is closing", "the client connection is closing")
+
+
+def _passing(e):
+    return isinstance(e, PASSING) or (
+        isinstance(e, errors.EtcdRequestError) and
+        any(m in str(e) for m in STOPPING))
 
 
 class Election:
@@ -30,8 +45,17 @@ class Election:
     @defer.inlineCallbacks
     def campaign(self):
         while not self._stopped:
-            won, holder = yield self.client.campaign(self.key, self.value,
-                                                     self.lease_id)
+            try:
+                won, holder = yield self.client.campaign(
+                    self.key, self.value, self.lease_id)
+            except errors.EtcdError as e:
+                if not _passing(e):
+                    raise
+                log.info("election on {key}: {e}; asking again",
+                         key=self.key, e=e)
+                yield task.deferLater(self.client.reactor, RETRY,
+                                      lambda: None)
+                continue
             if won or (holder is not None and holder.lease == self.lease_id):
                 return holder
             if holder is None:

@@ -381,8 +381,11 @@ def decode(raw, status):
 
 def _not_here(answer):
     """An answer refusing the request at this member only: it sees no
-    leader, or it is a learner (which serves no client requests)."""
+    leader, it is a learner (which serves no client requests), or it is
+    stopping (its gateway's own connection to it closed before the
+    request went through)."""
     if isinstance(answer, errors.EtcdNoQuorum):
         return "no leader" in str(answer)
-    return isinstance(answer, errors.EtcdRequestError) and \
-        "not supported for learner" in str(answer)
+    return isinstance(answer, errors.EtcdRequestError) and (
+        "not supported for learner" in str(answer) or
+        "the client connection is closing" in str(answer))
