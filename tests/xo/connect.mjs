@@ -149,7 +149,7 @@ try {
 result.ms = Date.now() - started
 process.stdout.write(JSON.stringify(result) + '\n')
 try {
-  await Promise.race([xapi.disconnect(), new Promise(resolve => setTimeout(resolve, 2000))])
+  await Promise.race([xapi.disconnect(), new Promise(resolve => setTimeout(resolve, 2000).unref())])
 } catch (error) {}
 // a long-poll event.from may still be in flight
 process.exit(code)

@@ -30,6 +30,6 @@ try {
 }
 process.stdout.write(JSON.stringify(result) + '\n')
 try {
-  await Promise.race([xapi.disconnect(), new Promise(resolve => setTimeout(resolve, 2000))])
+  await Promise.race([xapi.disconnect(), new Promise(resolve => setTimeout(resolve, 2000).unref())])
 } catch (error) {}
 process.exit(code)

@@ -42,7 +42,8 @@ async function main() {
   const doc = JSON.parse(await response.body.text())
   const task = response.task === undefined ? 'none' : await Promise.race([
     response.task.then(() => 'success', e => 'failure: ' + e),
-    new Promise(resolve => setTimeout(() => resolve('pending'), 20e3)),
+    // unref: a timer left behind must not keep node running for 20 s.
+    new Promise(resolve => setTimeout(() => resolve('pending'), 20e3).unref()),
   ])
   return { ok: true, meta: doc.meta, rows: doc.data.length, first: doc.data[0], task }
 }
