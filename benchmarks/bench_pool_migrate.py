@@ -29,11 +29,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 from tests.support.etcd import have_etcd  # noqa: E402
 from tests.support.pool import joined_pool  # noqa: E402
-from tests.test_vm_lifecycle import MIB, new_vm  # noqa: E402
+from tests.test_vm_lifecycle import MIB, guest_metrics, new_vm  # noqa: E402
 
 SIZES_MIB = (256, 1024, 4096, 16384)
 SERVER_ARGS = ["--simulator-op-time", "0.01", "--metrics-interval", "5"]
-NULL = "OpaqueRef:NULL"
 
 
 def timed(fn, *args):
@@ -42,25 +41,17 @@ def timed(fn, *args):
     return time.perf_counter() - started
 
 
-def wait_agent(x, vm, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while x.VM.get_guest_metrics(vm) == NULL:
-        if time.monotonic() > deadline:
-            raise RuntimeError("no guest agent on %s" % vm)
-        time.sleep(0.05)
-
-
 def measure(x, a, b, size_mib, rounds):
     vm = new_vm(x, "bench-%d" % size_mib, memory=size_mib * MIB)
     try:
         x.VM.start_on(vm, a, False, False)
-        wait_agent(x, vm)
+        guest_metrics(x, vm)
         between, local = [], []
         for _ in range(rounds):
             for target in (b, a):
                 between.append(timed(x.VM.pool_migrate, vm, target, {}))
             local.append(timed(x.VM.pool_migrate, vm, a, {}))
-            wait_agent(x, vm)
+            guest_metrics(x, vm)
         x.VM.hard_shutdown(vm)
     finally:
         if x.VM.get_power_state(vm) == "Halted":
