@@ -320,6 +320,9 @@ class PoolDatabase(service.MultiService):
                            "state": "existing", "learner": True,
                            "id": new.id,
                            "clients": sorted(set(clients) | {client_url})})
+            # The master's own client fails over to it too (membership
+            # tells the other hosts when it next changes the members).
+            self.learn_clients([client_url])
             log.info("pool: {uuid} joins as etcd member {n}", uuid=uuid,
                      n=len(voters) + 1)
         return config
