@@ -72,12 +72,15 @@ class TaskManager(Expiring):
                                            ref=ref))
         return ref
 
-    def under_own_task(self, ctx, label, run, ref=None):
+    def under_own_task(self, ctx, label, run, ref=None,
+                       subtask_of=NULL_REF):
         """``run()`` (a Deferred) under a task made for it, as ctx.task,
         taken away once it is over: a call its client gave no task gets
         one, so that task.cancel can end it.  ``ref``: the ref it takes
-        (a forwarded call's, the master's)."""
-        ctx.task = self.create(ctx.session, label, ref=ref)
+        (a forwarded call's, the master's); ``subtask_of``: the task of
+        the call it is a step of."""
+        ctx.task = self.create(ctx.session, label, subtask_of=subtask_of,
+                               ref=ref)
 
         def over(result):
             self.clear_canceller(ctx.task)

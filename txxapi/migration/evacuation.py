@@ -162,17 +162,11 @@ def migrate_one(ctx, vm, host, options):
     server = ctx.server
     call = server.context(session=ctx.session,
                           message=MODEL.messages["VM.pool_migrate"])
-    call.task = server.tasks.create(ctx.session, "Async.VM.pool_migrate",
-                                    subtask_of=ctx.task or NULL_REF)
 
     def run():
         route = rules.pool_migrate(call, vm, host, options)
         return server.forwarder.run(
             call, route, lambda: sender.pool_migrate(call, vm, host, options),
             ("VM.pool_migrate", [vm, host, options]))
-
-    def over(result):
-        if ctx.db.exists("task", call.task):
-            server.tasks.destroy(call.task)
-        return result
-    return defer.maybeDeferred(run).addBoth(over)
+    return server.tasks.under_own_task(call, "Async.VM.pool_migrate", run,
+                                       subtask_of=ctx.task or NULL_REF)

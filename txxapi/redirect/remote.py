@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from txxapi.api.tasks import FINISHED
 from txxapi.pool.client import PeerClient
-from txxapi.redirect.sessions import vouched_of
+from txxapi.redirect.sessions import part_of, vouched_of
 from txxapi.values import NULL_REF
 
 log = Logger()
@@ -115,14 +115,8 @@ def release(server, session):
     relay_of(server).release(session)
 
 
-_RELAYS = {}
-
-
 def relay_of(server):
-    relay = _RELAYS.get(id(server))
-    if relay is None or relay.server is not server:
-        relay = _RELAYS[id(server)] = TaskRelay(server)
-    return relay
+    return part_of(server, TaskRelay, server)
 
 
 class _Mirror:

@@ -86,10 +86,11 @@ class SessionAskers:
                 ttl=CACHE_TTL))
 
 
-_PARTS = {}
+_PARTS = {}   # (id(server), class) -> (server, the part)
 
 
-def _part(server, cls, *args):
+def part_of(server, cls, *args):
+    """The one ``cls(*args)`` of this server, made at the first ask."""
     key = (id(server), cls)
     part = _PARTS.get(key)
     if part is None or part[0] is not server:
@@ -98,8 +99,8 @@ def _part(server, cls, *args):
 
 
 def vouched_of(server):
-    return _part(server, VouchedSessions, server.reactor)
+    return part_of(server, VouchedSessions, server.reactor)
 
 
 def askers_of(server):
-    return _part(server, SessionAskers, server)
+    return part_of(server, SessionAskers, server)
