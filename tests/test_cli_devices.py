@@ -10,6 +10,7 @@ import re
 
 import XenAPI
 
+from tests.support.pool import host_address
 from tests.support.xe import (
     api_error, as_the_api_answers, block, module_fixtures, ok, run_xe)
 from tests.test_vm_lifecycle import new_vm
@@ -109,13 +110,15 @@ def test_migrate_and_revert(server, x):
         "Error: Storage live migration requires remote-master, "
         "remote-username, and remote-password to be specified. Please see "
         "'xe help vm-migrate' for help.\n")
-    # Another pool's storage motion is not built: the call's own answer.
+    # A remote master that does not answer (nothing listens on port 443
+    # there): the CLI could not reach it.
+    nowhere = host_address(250)
     assert run_xe(server, "vm-migrate", "uuid=" + uuid,
-                  "remote-master=192.0.2.1", "remote-username=root",
+                  "remote-master=" + nowhere, "remote-username=root",
                   "remote-password=x") == (
         1, "Performing a storage live migration. Your VM's VDIs will be "
            "migrated with the VM.\n",
-        api_error("NOT_IMPLEMENTED", "VM.migrate_send"))
+        api_error("CANNOT_CONTACT_HOST", nowhere))
     ok(server, "vm-start", "uuid=" + uuid)
     expected = as_the_api_answers(x.VM.pool_migrate, vm, host,
                                   {"live": "true"})

@@ -1,18 +1,19 @@
 """
 The VM commands: power operations on selected VMs (long ones through
 Async calls and their tasks), install from a template, clone, copy,
-snapshot, migrate within the pool, revert to a snapshot, uninstall
-(asking first, unless --force), destroy.
+snapshot, migrate (within the pool, or to another one:
+txxapi.cli.cross_pool), revert to a snapshot, uninstall (asking first,
+unless --force), destroy.
 """
 
 import re
 
 from twisted.internet import defer
 
+from txxapi.cli import cross_pool
 from txxapi.cli.generic import Command, all_records
 from txxapi.cli.records import BY_PREFIX, NULL, Failure
 from txxapi.cli.select import by_uuid_or_name, do_op
-from txxapi.errors import XenAPIError
 
 VM_SELECTED = "vm"
 POWER = ["progress"]
@@ -222,9 +223,6 @@ def _copy_sr(cli):
 
 # -- migrate, revert, reset ------------------------------------------------------
 
-# Parameters that ask for a migration to another pool (storage motion).
-_CROSS_POOL = ("remote-master", "remote-username", "remote-password",
-               "remote-network", "vif", "vdi", "vgpu")
 _MIGRATE_OWN = ["host", "host-uuid", "host-name", "live", "compress",
                 "force", "copy"]
 
@@ -234,33 +232,21 @@ def _migrate_options(params):
     if "compress" in params:
         options["compress"] = params["compress"]
     for key in ("force", "live", "copy"):
-        value = params.get(key, "false").lower()
-        if value not in ("true", "false"):
-            raise Failure("Parameter %s must be true or false" % key)
-        options[key] = value
+        options[key] = "true" if params.flag(key) else "false"
     return options
 
 
 @defer.inlineCallbacks
 def vm_migrate(cli):
     p = cli.params
-    if any(k.split(":", 1)[0] in _CROSS_POOL for k, _ in p.items):
-        cli.message("Performing a storage live migration. Your VM's VDIs "
-                    "will be migrated with the VM.")
-        if not all(k in p for k in ("remote-master", "remote-username",
-                                    "remote-password")):
-            raise Failure("Storage live migration requires remote-master, "
-                          "remote-username, and remote-password to be "
-                          "specified. Please see 'xe help vm-migrate' for "
-                          "help.")
-        # Another pool's host.migrate_receive and VM.migrate_send are not
-        # built: the call's own answer.
-        raise XenAPIError("NOT_IMPLEMENTED", "VM.migrate_send")
     named = p.get("host", p.get("host-uuid", p.get("host-name")))
+    options = _migrate_options(p)
+    if cross_pool.wants_storage_motion(p):
+        yield cross_pool.migrate_to_pool(cli, named, options, _MIGRATE_OWN)
+        return
     if named is None:
         raise Failure("No destination host specified")
     host = yield by_uuid_or_name(cli, "host", named, "host")
-    options = _migrate_options(p)
     yield do_op(cli, "vm", lambda ref, r: cli.run_task(
         "VM.pool_migrate", ref, host, options), _MIGRATE_OWN,
         include_control=True)
@@ -371,11 +357,16 @@ def commands():
         _power("vm-pause", "VM.pause", help="Pauses the selected VMs."),
         _power("vm-unpause", "VM.unpause",
                help="Lets the selected paused VMs run again."),
-        Command("vm-migrate", vm_migrate, optn=_MIGRATE_OWN,
+        Command("vm-migrate", vm_migrate,
+                optn=_MIGRATE_OWN + list(cross_pool.OPTIONS),
                 standard=True, selectors=VM_SELECTED,
                 help="Moves the selected VMs to the host named by host= (a "
                      "uuid or name-label) of the pool (live=true while they "
-                     "run)."),
+                     "run), or with remote-master=, remote-username= and "
+                     "remote-password= to a host of another pool, their "
+                     "disks to the SRs vdi:<vdi-uuid>=<sr-uuid> names and "
+                     "their interfaces to the networks "
+                     "vif:<vif-uuid>=<network-uuid> names."),
         Command("snapshot-revert", snapshot_revert,
                 optn=["uuid", "snapshot-uuid"], standard=True,
                 help="Brings the snapshot's VM back to the snapshot's "
