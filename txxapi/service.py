@@ -11,11 +11,13 @@ in this order and stopped in the reverse one, each waiting for the last:
     core       this host's identity, sessions, tasks, events, messages,
                storage, the xenops bridge (and the periodic jobs they own:
                session expiry, GC kicks, snapshots)
-    http       the plain listener, an endpoint string (tcp:PORT:interface=)
-    https      the TLS listener (TLS terminated here, in-process), on an
-               SSL endpoint built from txxapi.tls's context factory, whose
-               settings (TLS 1.2+, its suites, no renegotiation) the ssl:
-               strports grammar cannot state
+    management the plain listener, an endpoint string
+               (tcp:PORT:interface=), and the TLS listener (TLS terminated
+               here, in-process), on an SSL endpoint built from
+               txxapi.tls's context factory, whose settings (TLS 1.2+, its
+               suites, no renegotiation) the ssl: strports grammar cannot
+               state; both bound again when the management address moves
+               (txxapi.http.management)
     unix       the local Unix socket (<data-dir>/xapi unless told), the
                same site; its callers are trusted as root, as on XAPI's
                /var/lib/xcp/xapi (txxapi.http.local)
@@ -41,6 +43,7 @@ from txxapi.auth.realm import make_portal
 from txxapi.db.persist import open_persistence
 from txxapi.ha import local as ha_local
 from txxapi.ha.monitor import fence_domains
+from txxapi.http.management import ManagementListeners
 from txxapi.http.rpc_channel import RPCFactory
 from txxapi.http.site import make_site
 from txxapi.metrics.token import TokenFile
@@ -138,6 +141,13 @@ def http_endpoint(port, bind):
     return description
 
 
+def _raising(listener):
+    """A port that cannot be had fails the listener's start, as listenTCP
+    did."""
+    listener._raiseSynchronously = True
+    return listener
+
+
 class XapiService(service.MultiService):
     name = "xapi"
 
@@ -170,10 +180,8 @@ class XapiService(service.MultiService):
         return getattr(child, "ready", None)
 
     def _listener(self, name, child):
-        # A port that cannot be had fails the start, as listenTCP did.
-        child._raiseSynchronously = True
         child.setName(name)
-        return self._join(child)
+        return self._join(_raising(child))
 
     @defer.inlineCallbacks
     def restart_in_place(self):
@@ -250,18 +258,20 @@ class XapiService(service.MultiService):
             site = RPCFactory(site)
         bind = s["bind"]
         cert = key = None
+        makers = []
         if int(s["http-port"]):
-            self._listener("http", strports.service(
-                http_endpoint(int(s["http-port"]), bind), site,
-                reactor=self.reactor))
+            makers.append(lambda address: _raising(strports.service(
+                http_endpoint(int(s["http-port"]), address), site,
+                reactor=self.reactor)))
         if int(s["https-port"]):
             cert, key = self._certificate(data_dir)
-            endpoint = endpoints.SSL4ServerEndpoint(
-                self.reactor, int(s["https-port"]),
-                tls.server_context_factory(cert, key),
-                backlog=LISTEN_BACKLOG, interface=bind)
-            self._listener("https", StreamServerEndpointService(endpoint,
-                                                                site))
+            tls_factory = tls.server_context_factory(cert, key)
+            makers.append(lambda address: _raising(
+                StreamServerEndpointService(endpoints.SSL4ServerEndpoint(
+                    self.reactor, int(s["https-port"]), tls_factory,
+                    backlog=LISTEN_BACKLOG, interface=address), site)))
+        self._listener("management", ManagementListeners(
+            self.reactor, server.db, server.host_ref, bind, makers))
         socket_path = local_socket_path(s)
         if socket_path:
             # Owner only: connecting is being root here.  The lock file
