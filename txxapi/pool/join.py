@@ -242,6 +242,8 @@ def join(server, master_address, username, password, force):
 
 def eject_here(server):
     """On the ejected host: forget the pool, restart as a fresh master."""
+    server.persistence.leave().addErrback(
+        lambda f: log.failure("pool: leaving the pool's log", f))
     pool_role.write(server.data_dir, pool_role.Role(pool_role.MASTER))
     os.unlink(os.path.join(server.data_dir, "ptoken"))
     config = os.path.join(server.data_dir, pool_database.CONFIG)

@@ -344,6 +344,16 @@ class SlavePersistence:
         """Nothing to keep here: the pool's log is the master's."""
         return defer.succeed(None)
 
+    def leave(self):
+        """The host is out of the pool (ejected) and restarts: the pool's
+        later writes are not followed (the master forgets this host's
+        records next, which its periodic jobs read until the restart)
+        and its own are not shipped (its database is dropped at stop)."""
+        self._running = False
+        if self.replica is None:
+            return defer.succeed(None)
+        return self.replica.stop()
+
     @defer.inlineCallbacks
     def close(self):
         if self.db is not None and self._changed in self.db.listeners:
