@@ -7,6 +7,7 @@ checked against that call's own answer through the SDK, whatever it is.
 """
 
 import re
+import threading
 
 import XenAPI
 
@@ -95,6 +96,44 @@ def test_hot_plug_pause_and_reset(server, x):
     ok(server, "vdi-destroy", "uuid=" + vdi)
 
 
+def test_vbd_unplug_waits_for_the_detach(server, x):
+    # A hung guest does not let go of its disk: vbd-unplug waits up to
+    # timeout= for the detach someone else makes, else says it was
+    # refused.
+    vm = new_vm(x, "hung", other={"simulator-hung": "true"})
+    uuid = x.VM.get_uuid(vm)
+    vdi = ok(server, "vdi-create", "sr-uuid=" + default_sr(x),
+             "name-label=held", "virtual-size=4MiB").strip()
+    ok(server, "vm-start", "uuid=" + uuid)
+    # Booleans read as XAPI's CLI reads them.
+    assert run_xe(server, "vbd-create", "vm-uuid=" + uuid, "vdi-uuid=" + vdi,
+                  "device=1", "unpluggable=maybe") == (
+        1, "", "Error: Failed to parse parameter 'unpluggable': Expected "
+               "'true','t','yes','y','1','false','f','no','n','0' got "
+               "maybe\n")
+    vbd = ok(server, "vbd-create", "vm-uuid=" + uuid, "vdi-uuid=" + vdi,
+             "device=1", "unpluggable=Yes").strip()
+    vbd_ref = x.VBD.get_by_uuid(vbd)
+    assert x.VBD.get_unpluggable(vbd_ref) is True
+    ok(server, "vbd-plug", "uuid=" + vbd)
+    try:
+        x.VBD.unplug(vbd_ref)
+    except XenAPI.Failure as e:
+        refused = e.details
+    assert refused[0] == "DEVICE_DETACH_REJECTED"
+    assert run_xe(server, "vbd-unplug", "uuid=" + vbd, "timeout=0.5") == (
+        1, "", api_error(refused[0], refused[1], vbd, *refused[3:]))
+    assert x.VBD.get_currently_attached(vbd_ref)
+    detach = threading.Timer(0.5, x.VBD.unplug_force, (vbd_ref,))
+    detach.start()
+    assert run_xe(server, "vbd-unplug", "uuid=" + vbd, "timeout=60") == (
+        0, "", "")
+    detach.join()
+    assert not x.VBD.get_currently_attached(vbd_ref)
+    ok(server, "vm-shutdown", "uuid=" + uuid, "--force")
+    ok(server, "vm-uninstall", "uuid=" + uuid, "--force")
+
+
 def test_migrate_and_revert(server, x):
     vm = new_vm(x, "mover")
     uuid = x.VM.get_uuid(vm)
@@ -120,10 +159,14 @@ def test_migrate_and_revert(server, x):
            "migrated with the VM.\n",
         api_error("CANNOT_CONTACT_HOST", nowhere))
     ok(server, "vm-start", "uuid=" + uuid)
+    assert run_xe(server, "vm-migrate", "uuid=" + uuid,
+                  "host=" + x.host.get_name_label(host), "live=maybe")[2] == \
+        "Error: Failed to parse parameter 'live': Expected 'true','t'," \
+        "'yes','y','1','false','f','no','n','0' got maybe\n"
     expected = as_the_api_answers(x.VM.pool_migrate, vm, host,
                                   {"live": "true"})
     assert run_xe(server, "vm-migrate", "uuid=" + uuid,
-                  "host=" + x.host.get_name_label(host), "live=true") == \
+                  "host=" + x.host.get_name_label(host), "live=yes") == \
         expected
     assert x.VM.get_resident_on(vm) == host
     ok(server, "vm-shutdown", "uuid=" + uuid, "--force")

@@ -17,7 +17,8 @@ from txxapi.cli import protocol as P
 from txxapi.cli.errors import error_lines
 from txxapi.cli.forward import forward
 from txxapi.cli.progress import TaskBar
-from txxapi.cli.records import CliFailure, Failure, MissingParameter, View
+from txxapi.cli.records import (
+    CliFailure, Failure, MissingParameter, View, parse_bool)
 from txxapi.errors import XenAPIError
 from txxapi.wire.xmlrpc import decode_value
 
@@ -120,8 +121,12 @@ class Params:
         except KeyError:
             raise ParamNotFound(key)
 
-    def flag(self, key):
-        return self.first.get(key, "false").lower() == "true"
+    def flag(self, key, default=False):
+        """A boolean parameter, as XAPI's CLI reads one (``default`` when
+        it is not given)."""
+        if key not in self.first:
+            return default
+        return parse_bool(key, self.first[key])
 
 
 class Cli:
@@ -228,14 +233,45 @@ class Cli:
     # -- tasks --------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def wait_task(self, task, bar=None):
-        """The record of ``task`` once it has finished, followed through
-        event.from on that task alone; ``bar`` (a TaskBar), if given, is
-        drawn as it moves.  A client that goes away meanwhile (Ctrl-C)
-        has the task cancelled."""
+    def watch(self, cls, ref, until, timeout=None):
+        """The record of ``ref`` (of class ``cls``) once ``until(record)``
+        holds, followed through event.from on that object alone, whose
+        first answer is its present record; None once ``timeout`` seconds
+        (if given) have passed.  A client that goes away meanwhile: Gone;
+        the object destroyed: HANDLE_INVALID."""
+        clock = self.server.reactor.seconds
+        deadline = None if timeout is None else clock() + timeout
         token = ""
         while True:
-            record = yield self.call("task.get_record", task)
+            wait = TASK_WAIT
+            if deadline is not None:
+                wait = min(wait, deadline - clock())
+                if wait <= 0 and token:
+                    return None
+            watched = self.call("event.from", [cls.lower() + "/" + ref],
+                                token, max(wait, 0.0))
+            lost = self.conn.when_lost()
+            # Whichever comes first (first_of, not defer.race, which on an
+            # error of event.from would wait for the client to leave).
+            first, value = yield first_of(watched, lost)
+            if first is lost:
+                raise Gone()
+            self.conn.forget_lost(lost)
+            token = value["token"]
+            for event in value["events"]:
+                if event["ref"] != ref:
+                    continue
+                if event["operation"] == "del":
+                    raise XenAPIError("HANDLE_INVALID", cls, ref)
+                if until(event["snapshot"]):
+                    return event["snapshot"]
+
+    @defer.inlineCallbacks
+    def wait_task(self, task, bar=None):
+        """The record of ``task`` once it has finished; ``bar`` (a
+        TaskBar), if given, is drawn as it moves.  A client that goes
+        away meanwhile (Ctrl-C) has the task cancelled."""
+        def finished(record):
             done = record["status"] not in ("pending", "cancelling")
             if bar is not None:
                 text = bar.text(record["progress"])
@@ -243,18 +279,13 @@ class Cli:
                     text = bar.last()
                 if text is not None:
                     self.conn.send(P.print_stderr(text))
-            if done:
-                return record
-            watched = self.call("event.from", ["task/" + task], token,
-                                TASK_WAIT)
-            lost = self.conn.when_lost()
-            first, value = yield first_of(watched, lost)
-            if first is lost:
-                yield self.call("task.cancel", task).addErrback(
-                    lambda f: None)
-                raise Gone()
-            self.conn.forget_lost(lost)
-            token = value["token"]
+            return done
+        try:
+            record = yield self.watch("task", task, finished)
+        except Gone:
+            yield self.call("task.cancel", task).addErrback(lambda f: None)
+            raise
+        return record
 
     @defer.inlineCallbacks
     def run_task(self, name, *args):
@@ -278,7 +309,8 @@ class Cli:
 
 def first_of(*ds):
     """(the Deferred that fired first, its result); the others' results
-    are dropped, an error of the first raised."""
+    are dropped, an error of the first raised (defer.race differs there:
+    it raises only once all have failed)."""
     out = defer.Deferred()
 
     def fired(value, d):

@@ -9,7 +9,6 @@ shows their progress.
 """
 
 from twisted.internet import defer
-from twisted.internet.task import deferLater
 
 from txxapi.cli.generic import (
     Command, map_params, on_uuid, print_uuid, printed, selected_fields)
@@ -17,9 +16,6 @@ from txxapi.cli.objects import bytes_of
 from txxapi.cli.records import BY_PREFIX, NULL, Failure
 from txxapi.cli.select import do_op
 from txxapi.errors import XenAPIError
-
-DETACH_POLL = 5.0
-
 
 def _unplug(cls):
     @defer.inlineCallbacks
@@ -46,11 +42,13 @@ def vbd_unplug(cli):
     except XenAPIError as e:
         if e.code != "DEVICE_DETACH_REJECTED":
             raise
-        # The guest said no for now: wait for it to let go.
-        while cli.server.reactor.seconds() - start < timeout:
-            yield deferLater(cli.server.reactor, DETACH_POLL, lambda: None)
-            attached = yield cli.call("VBD.get_currently_attached", vbd)
-            if not attached:
+        # The guest said no for now: wait for it to let go, up to the
+        # timeout.
+        left = timeout - (cli.server.reactor.seconds() - start)
+        if left > 0:
+            detached = yield cli.watch(
+                "VBD", vbd, lambda r: not r["currently_attached"], left)
+            if detached is not None:
                 return
         raise
 
@@ -102,7 +100,7 @@ def vdi_resize(cli):
     p = cli.params
     vdi = yield cli.call("VDI.get_by_uuid", p["uuid"])
     size = bytes_of("disk-size", p["disk-size"])
-    online = p.get("online") == "true"
+    online = p.flag("online")
     yield cli.call("VDI.resize_online" if online else "VDI.resize", vdi,
                    size)
 

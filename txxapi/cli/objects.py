@@ -73,7 +73,7 @@ def vbd_create(cli):
         "VM": vm, "VDI": vdi, "userdevice": p["device"], "device": "",
         "bootable": p.flag("bootable"), "mode": _VBD_MODES[mode],
         "type": _VBD_TYPES[kind],
-        "unpluggable": p.get("unpluggable", "true").lower() == "true",
+        "unpluggable": p.flag("unpluggable", default=True),
         "empty": empty, "qos_algorithm_type": "",
         "qos_algorithm_params": {}, "other_config": {},
         "currently_attached": False})
@@ -116,7 +116,7 @@ def network_create(cli):
         "name_label": p["name-label"],
         "name_description": p.get("name-description", ""), "MTU": mtu,
         "other_config": {}, "bridge": p.get("bridge", ""),
-        "managed": p.get("managed", "true").lower() == "true", "tags": []})
+        "managed": p.flag("managed", default=True), "tags": []})
     yield print_uuid(cli, "network", ref)
 
 

@@ -10,7 +10,7 @@ as any API error), with XAPI's words around them.
 from twisted.internet import defer
 
 from txxapi.cli.generic import Command, map_params
-from txxapi.cli.records import NULL, CliFailure, parse_bool, parse_enum
+from txxapi.cli.records import NULL, CliFailure, parse_enum
 from txxapi.cli.select import do_op
 from txxapi.errors import XenAPIError
 from txxapi.pool.join import RESTART_DELAY
@@ -64,8 +64,7 @@ def pif_reconfigure_ip(cli):
 @defer.inlineCallbacks
 def pool_join(cli):
     p = cli.params
-    call = "pool.join_force" if parse_bool(
-        "force", p.get("force", "false")) else "pool.join"
+    call = "pool.join_force" if p.flag("force") else "pool.join"
     try:
         yield cli.call(call, p["master-address"], p["master-username"],
                        p["master-password"])
@@ -107,7 +106,7 @@ def _lost_vdis(cli, host):
 @defer.inlineCallbacks
 def pool_eject(cli):
     host = yield cli.call("host.get_by_uuid", cli.params["host-uuid"])
-    if not parse_bool("force", cli.params.get("force", "false")):
+    if not cli.params.flag("force"):
         try:
             lost = yield _lost_vdis(cli, host)
         except XenAPIError:
@@ -136,8 +135,7 @@ def pool_designate_new_master(cli):
 
 @defer.inlineCallbacks
 def pool_emergency_transition_to_master(cli):
-    if cli.server.identity.is_master and not parse_bool(
-            "force", cli.params.get("force", "false")):
+    if cli.server.identity.is_master and not cli.params.flag("force"):
         cli.lines(["Host agent is already master. Use '--force' to execute "
                    "the operation anyway."])
         return

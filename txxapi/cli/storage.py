@@ -11,7 +11,7 @@ from twisted.internet import defer
 
 from txxapi.cli.generic import Command, map_params, on_uuid, print_uuid
 from txxapi.cli.objects import bytes_of
-from txxapi.cli.records import Failure, parse_bool
+from txxapi.cli.records import Failure
 from txxapi.cli import protocol as P
 
 FILENAME_SUFFIX = "-filename"
@@ -55,7 +55,7 @@ def _device_config(cli):
 @defer.inlineCallbacks
 def sr_create(cli):
     p = cli.params
-    shared = parse_bool("shared", p.get("shared", "false"))
+    shared = p.flag("shared")
     host = yield host_param(cli, default_master=shared)
     try:
         size = bytes_of("physical-size", p.get("physical-size", "0"))
@@ -84,7 +84,7 @@ def sr_introduce(cli):
     yield cli.call("SR.introduce", p["uuid"], p["name-label"],
                    p.get("name-description", ""), p["type"],
                    p.get("content-type", ""),
-                   parse_bool("shared", p.get("shared", "false")),
+                   p.flag("shared"),
                    map_params(p, "sm-config"))
     cli.lines([p["uuid"]])
 
