@@ -159,6 +159,7 @@ class XapiService(service.MultiService):
         self.reactor = reactor
         self.server = None
         self._starting = None
+        self._management = None     # the listeners on the management address
 
     def startService(self):
         # Children are added, and so started, one after the other.
@@ -270,8 +271,12 @@ class XapiService(service.MultiService):
                 StreamServerEndpointService(endpoints.SSL4ServerEndpoint(
                     self.reactor, int(s["https-port"]), tls_factory,
                     backlog=LISTEN_BACKLOG, interface=address), site)))
-        self._listener("management", ManagementListeners(
-            self.reactor, server.db, server.host_ref, bind, makers))
+        # A restart in place listens where the last start had moved to.
+        address = bind if self._management is None else \
+            self._management.address
+        self._management = ManagementListeners(
+            self.reactor, server.db, server.host_ref, address, makers)
+        self._listener("management", self._management)
         socket_path = local_socket_path(s)
         if socket_path:
             # Owner only: connecting is being root here.  The lock file
