@@ -14,6 +14,7 @@ stays whole for the points that remain.
 import os
 
 from txstorage import cbt, qemu
+from txstorage.drivers.directory import unlink
 from txstorage.errors import StorageError
 
 CBT_METADATA = "cbt_metadata"
@@ -51,7 +52,7 @@ class CBTMixin:
             meta = {k: v for k, v in node.meta.items()
                     if k not in ("cbt_enabled", "cbt_parent")}
             self._write_meta(sr, vdi_uuid, meta)
-            _unlink(self._cbt_path(sr, vdi_uuid))
+            unlink(self._cbt_path(sr, vdi_uuid))
             return self._info(sr, self._node(sr, vdi_uuid))
 
     def vdi_list_changed_blocks(self, sr_uuid, vdi_from, vdi_to):
@@ -147,7 +148,7 @@ class CBTMixin:
                     cbt.merge_into(later, log)
                 self._write_meta(sr, n.uuid, dict(
                     n.meta, cbt_parent=node.meta.get("cbt_parent")))
-        _unlink(log)
+        unlink(log)
 
 
 class _Gone:
@@ -156,11 +157,3 @@ class _Gone:
     def __init__(self, uuid):
         self.uuid = uuid
         self.meta = {}
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
