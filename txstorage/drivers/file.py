@@ -39,13 +39,13 @@ from txstorage.drivers.file_gc import GarbageCollector
 from txstorage.drivers.file_images import ImageDirectory
 from txstorage.errors import SRFull, SRInUse, SRNotEmpty, StorageError, \
     VDIInUse
-from txstorage.interfaces import ISRDriver
+from txstorage.interfaces import IChangedBlockTracking, ISRDriver
 from txstorage.types import SRInfo
 
 MiB = 1 << 20
 
 
-@implementer(ISRDriver)
+@implementer(ISRDriver, IChangedBlockTracking)
 class FileSRDriver(ImageDirectory, Attachments, ImageChains,
                    GarbageCollector, CBTMixin, DirectorySRBase):
     """Local file SR holding qcow2 images (raw on request)."""

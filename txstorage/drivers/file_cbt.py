@@ -21,8 +21,8 @@ CBT_METADATA = "cbt_metadata"
 
 
 class CBTMixin:
-    """VDI.enable_cbt, disable_cbt, list_changed_blocks and data_destroy
-    for a driver of the file family (its _sr, _load, _get, metadata)."""
+    """IChangedBlockTracking for a driver of the file family (its _sr,
+    _load, _get, metadata)."""
 
     def _cbt_path(self, sr, uuid):
         return os.path.join(sr.path, uuid + ".cbtlog")
@@ -33,6 +33,12 @@ class CBTMixin:
             return None
         path = self._cbt_path(sr, node.uuid)
         return path if os.path.exists(path) else None
+
+    def vdi_cbt_log(self, sr_uuid, vdi_uuid):
+        sr = self._sr(sr_uuid)
+        with sr.lock:
+            return self._cbt_log_of(sr, self._get(sr, self._load(sr),
+                                                  vdi_uuid))
 
     def vdi_enable_cbt(self, sr_uuid, vdi_uuid):
         sr = self._sr(sr_uuid)
