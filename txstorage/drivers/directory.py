@@ -1,16 +1,13 @@
 """
 What the directory-backed drivers (file, shared file, ISO, udev) share:
-the registry of attached SRs, the SR lock, and small file helpers that
-write JSON atomically and tolerate files that vanish under them.
+the registry of attached SRs, the SR lock and xapi's timestamps.
 """
 
 import datetime
 import fcntl
-import json
 import os
 import socket
 import threading
-import uuid as uuidlib
 
 from txstorage.errors import StorageError
 
@@ -22,42 +19,6 @@ def xapi_time(when=None):
     """A timestamp as xapi writes them: 20240131T12:34:56Z."""
     when = when or datetime.datetime.now(datetime.timezone.utc)
     return when.strftime("%Y%m%dT%H:%M:%SZ")
-
-
-def write_json(path, data):
-    tmp = os.path.join(os.path.dirname(path),
-                       ".%s.%s.tmp" % (os.path.basename(path),
-                                       uuidlib.uuid4().hex[:8]))
-    with open(tmp, "w") as f:
-        json.dump(data, f, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path, default=None):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return default
-    except ValueError:
-        # A torn or foreign file: treat as absent rather than fail a scan.
-        return default
-
-
-def unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def disk_usage(path):
-    try:
-        return os.stat(path).st_blocks * 512
-    except FileNotFoundError:
-        return 0
 
 
 class SRLock:

@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from txstorage import qemu
 from txstorage.drivers.directory import LOCKFILE, MARKER, \
-    DirectorySRBase, read_json, unlink, write_json, xapi_time
+    DirectorySRBase, xapi_time
 from txstorage.drivers.file_attach import Attachments
 from txstorage.drivers.file_cbt import CBTMixin
 from txstorage.drivers.file_chains import ImageChains
@@ -39,6 +39,7 @@ from txstorage.drivers.file_gc import GarbageCollector
 from txstorage.drivers.file_images import ImageDirectory
 from txstorage.errors import SRFull, SRInUse, SRNotEmpty, StorageError, \
     VDIInUse
+from txstorage.files import read_json, unlink, write_json
 from txstorage.interfaces import IChangedBlockTracking, ISRDriver
 from txstorage.types import SRInfo
 

@@ -7,8 +7,8 @@ config an attach can later be redone from without the toolstack.
 import json
 import os
 
-from txstorage.drivers.directory import read_json, unlink, write_json
 from txstorage.errors import StorageError, VDIInUse
+from txstorage.files import read_json, unlink, write_json
 from txstorage.types import AttachInfo
 
 

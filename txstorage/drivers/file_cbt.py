@@ -14,8 +14,8 @@ stays whole for the points that remain.
 import os
 
 from txstorage import cbt, qemu
-from txstorage.drivers.directory import unlink
 from txstorage.errors import StorageError
+from txstorage.files import unlink
 
 CBT_METADATA = "cbt_metadata"
 

@@ -9,10 +9,10 @@ import os
 import uuid as uuidlib
 
 from txstorage import qemu
-from txstorage.drivers.directory import read_json, unlink, write_json, \
-    xapi_time
+from txstorage.drivers.directory import xapi_time
 from txstorage.drivers.file_images import IMAGE_EXTS
 from txstorage.errors import StorageError, Unimplemented, VDIMissing
+from txstorage.files import read_json, unlink, write_json
 
 
 class ImageChains:

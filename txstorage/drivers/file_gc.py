@@ -8,7 +8,7 @@ import os
 import time
 
 from txstorage import qemu
-from txstorage.drivers.directory import unlink
+from txstorage.files import unlink
 from txstorage.types import GCResult
 
 # A temporary file this old is a crash's leftover, not work in progress.

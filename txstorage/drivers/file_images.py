@@ -8,9 +8,8 @@ import os
 import uuid as uuidlib
 
 from txstorage import qemu
-from txstorage.drivers.directory import disk_usage, read_json, unlink, \
-    write_json
 from txstorage.errors import StorageError, VDIMissing
+from txstorage.files import disk_usage, read_json, unlink, write_json
 from txstorage.types import VDIInfo
 
 IMAGE_EXTS = {".qcow2": "qcow2", ".raw": "raw"}
