@@ -113,11 +113,15 @@ def _table(ops):
     return errors, set_error
 
 
-def _vm_context(db, vm_ref):
+def _device_context(db, cls, ref):
+    """A VBD's or VIF's record, its VM's ref and record, and the VM's
+    guest metrics (None without)."""
+    rec = db.fields(cls, ref)
+    vm_ref = rec["VM"]
     vm = db.fields("VM", vm_ref)
     gm = db.fields("VM_guest_metrics", vm["guest_metrics"]) \
         if db.exists("VM_guest_metrics", vm["guest_metrics"]) else None
-    return vm, gm
+    return rec, vm_ref, vm, gm
 
 
 def _plug_rules(set_error, ref, rec, vm_ref, vm, gm, unplug_ops,
@@ -148,9 +152,7 @@ def _plug_rules(set_error, ref, rec, vm_ref, vm, gm, unplug_ops,
 def vbd_errors(db, ref):
     """op -> the XenAPIError it would meet now, or None."""
     errors, set_error = _table(VBD_OPERATIONS)
-    rec = db.fields("VBD", ref)
-    vm_ref = rec["VM"]
-    vm, gm = _vm_context(db, vm_ref)
+    rec, vm_ref, vm, gm = _device_context(db, "VBD", ref)
     current = rec["current_operations"]
     if current:
         task, op = sorted(current.items(), key=lambda kv: kv[1])[0]
@@ -185,9 +187,7 @@ def vbd_errors(db, ref):
 
 def vif_errors(db, ref):
     errors, set_error = _table(VIF_OPERATIONS)
-    rec = db.fields("VIF", ref)
-    vm_ref = rec["VM"]
-    vm, gm = _vm_context(db, vm_ref)
+    rec, vm_ref, vm, gm = _device_context(db, "VIF", ref)
     current = rec["current_operations"]
     if current:
         set_error(VIF_OPERATIONS, "OTHER_OPERATION_IN_PROGRESS", "VIF", ref,
