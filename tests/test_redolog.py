@@ -506,7 +506,7 @@ def test_writer_failure_fails_waiters(tmp_path, reactor, monkeypatch):
     def broken(fd):
         raise OSError(5, "simulated EIO")
 
-    monkeypatch.setattr(redolog, "_fsync_data", broken)
+    monkeypatch.setattr(redolog.writer, "_fsync_data", broken)
     log = RedoLog(str(tmp_path), reactor=reactor)
     log.append(rec(1))
     failure = reactor.result(log.wait_durable(1))

@@ -21,7 +21,7 @@ from txstorage.drivers import (DRIVERS, FileSRDriver, ISOSRDriver,
                                SharedFileSRDriver)
 from txstorage.errors import (SRFull, SRNotEmpty, StorageError,
                               Unimplemented, VDIInUse, VDIMissing)
-from txstorage.interfaces import ISRDriver
+from txstorage.interfaces import IChangedBlockTracking, ISRDriver
 from txstorage.types import probe_xml
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None,
@@ -64,6 +64,8 @@ def test_drivers_provide_the_interface():
     for cls in DRIVERS.values():
         drv = cls()
         assert verifyObject(ISRDriver, drv)
+        if "VDI_CONFIG_CBT" in drv.capabilities:
+            assert verifyObject(IChangedBlockTracking, drv)
         assert drv.required_api_version == "1.0"
         assert set(drv.features) == {c.split("/")[0]
                                      for c in drv.capabilities}
@@ -557,9 +559,12 @@ def test_an_untracked_writer_makes_every_block_count(tmp_path):
     d.sr_create(SR, dc)
     d.sr_attach(SR, dc)
     v = d.vdi_create(SR, None, 4 * MiB)
+    assert d.vdi_cbt_log(SR, v.uuid) is None
     d.vdi_enable_cbt(SR, v.uuid)
     s1 = d.vdi_snapshot(SR, v.uuid)
     info = d.vdi_attach(SR, v.uuid, True)
+    # The driver names the log an attach hands its writer.
+    assert info.cbt_log and d.vdi_cbt_log(SR, v.uuid) == info.cbt_log
     cbt.mark(info.cbt_log, [(64 * 1024 + 5, 1)])
     d.vdi_detach(SR, v.uuid)
     s2 = d.vdi_snapshot(SR, v.uuid)

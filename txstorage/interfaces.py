@@ -121,3 +121,30 @@ class ISRDriver(Interface):
     def vdi_attach_from_config(config):
         """Attach from a vdi_generate_config string.  Returns
         AttachInfo."""
+
+
+class IChangedBlockTracking(Interface):
+    """What a driver whose SM record has VDI_CONFIG_CBT also provides: a
+    changed-block log per tracked VDI (txstorage.cbt's format)."""
+
+    def vdi_enable_cbt(sr_uuid, vdi_uuid):
+        """Start the VDI's log (an empty one).  Returns VDIInfo."""
+
+    def vdi_disable_cbt(sr_uuid, vdi_uuid):
+        """Drop the VDI's log.  Returns VDIInfo."""
+
+    def vdi_cbt_log(sr_uuid, vdi_uuid):
+        """The path of the VDI's log, or None while it is not tracked:
+        where a writer of the VDI's data marks what it writes."""
+
+    def vdi_cbt_untracked_writer(sr_uuid, vdi_uuid):
+        """A writer that does not mark the log has the VDI: every block
+        counts as changed."""
+
+    def vdi_list_changed_blocks(sr_uuid, vdi_from, vdi_to):
+        """The bitmap of the blocks changed between two points of the
+        VDI's history (bytes, most significant bit first)."""
+
+    def vdi_data_destroy(sr_uuid, vdi_uuid):
+        """Keep only a snapshot's log; its data may be reclaimed.  Returns
+        VDIInfo."""

@@ -26,6 +26,7 @@ from array import array
 
 from txstorage import cbt, qcow2, qemu, vhd
 from txstorage.errors import StorageError
+from txstorage.files import unlink
 from txstorage.vhd import DEFAULT_BLOCK_SIZE, VHDError
 
 # Granularity of zero detection on writes: the qcow2 cluster size.
@@ -305,7 +306,7 @@ class RawWriter:
         except BaseException:
             if self._writeback is not None:
                 self._writeback.close()
-            _unlink(self._overlay)
+            unlink(self._overlay)
             raise
         self.size = self._export.size
         self._client = self._export.client
@@ -388,7 +389,7 @@ class RawWriter:
         except BaseException:
             self._writeback.close()
             self._export.close()
-            _unlink(self._overlay)
+            unlink(self._overlay)
             raise
 
     def abort(self):
@@ -400,7 +401,7 @@ class RawWriter:
             self._writeback.close()
             self._export.close()
         finally:
-            _unlink(self._overlay)
+            unlink(self._overlay)
 
     def __enter__(self):
         return self
@@ -410,13 +411,6 @@ class RawWriter:
             self.commit()
         else:
             self.abort()
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def open_raw_writer(attach_info):

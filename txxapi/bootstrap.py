@@ -18,7 +18,8 @@ from txxapi.api.rbac import SPELLING, permissions_of
 from txxapi.datamodel import MODEL
 from txxapi.datamodel.roles import ALL_ROLES
 from txxapi.files import write_atomically
-from txxapi.network.devices import mac_for
+from txxapi.network import pif
+from txxapi.network.devices import Device, mac_for
 from txxapi.values import NULL_REF, REF_PREFIX, DateTime, new_uuid
 
 API_VERSION_MAJOR = 2
@@ -181,20 +182,10 @@ def first_start(db, inventory, host_info, address, backend_name):
             "family": int(cpu.family or 0), "model": int(cpu.model or 0),
             "stepping": cpu.stepping, "flags": cpu.flags,
             "features": host_info.cpu_features, "utilisation": 0.0})
-    network = db.create("network", {
-        "name_label": "Pool-wide network associated with eth0",
-        "bridge": "xenbr0", "MTU": 1500,
-        "other_config": {"automatic": "true"}})
-    pif_metrics = db.create("PIF_metrics", {
-        "carrier": True, "device_name": "eth0", "speed": 1000,
-        "duplex": True, "last_updated": now})
-    db.create("PIF", {
-        "device": "eth0", "network": network, "host": host_ref,
-        "MAC": mac_for(host_uuid), "MTU": 1500, "VLAN": -1,
-        "metrics": pif_metrics, "physical": True,
-        "currently_attached": True, "ip_configuration_mode": "Static",
-        "IP": address, "netmask": "255.255.255.0", "management": True,
-        "primary_address_type": "IPv4", "managed": True})
+    pif.create_physical(
+        db, host_ref, Device("eth0", mac_for(host_uuid)), now=now,
+        currently_attached=True, ip_configuration_mode="Static",
+        IP=address, netmask="255.255.255.0", management=True)
     dom0_metrics = db.create("VM_metrics", {
         "memory_actual": host_info.dom0_memory,
         "VCPUs_number": host_info.dom0_vcpus,

@@ -15,13 +15,14 @@ import os
 
 from txstorage import cbt, qemu
 from txstorage.errors import StorageError
+from txstorage.files import unlink
 
 CBT_METADATA = "cbt_metadata"
 
 
 class CBTMixin:
-    """VDI.enable_cbt, disable_cbt, list_changed_blocks and data_destroy
-    for a driver of the file family (its _sr, _load, _get, metadata)."""
+    """IChangedBlockTracking for a driver of the file family (its _sr,
+    _load, _get, metadata)."""
 
     def _cbt_path(self, sr, uuid):
         return os.path.join(sr.path, uuid + ".cbtlog")
@@ -32,6 +33,12 @@ class CBTMixin:
             return None
         path = self._cbt_path(sr, node.uuid)
         return path if os.path.exists(path) else None
+
+    def vdi_cbt_log(self, sr_uuid, vdi_uuid):
+        sr = self._sr(sr_uuid)
+        with sr.lock:
+            return self._cbt_log_of(sr, self._get(sr, self._load(sr),
+                                                  vdi_uuid))
 
     def vdi_enable_cbt(self, sr_uuid, vdi_uuid):
         sr = self._sr(sr_uuid)
@@ -51,7 +58,7 @@ class CBTMixin:
             meta = {k: v for k, v in node.meta.items()
                     if k not in ("cbt_enabled", "cbt_parent")}
             self._write_meta(sr, vdi_uuid, meta)
-            _unlink(self._cbt_path(sr, vdi_uuid))
+            unlink(self._cbt_path(sr, vdi_uuid))
             return self._info(sr, self._node(sr, vdi_uuid))
 
     def vdi_list_changed_blocks(self, sr_uuid, vdi_from, vdi_to):
@@ -147,7 +154,7 @@ class CBTMixin:
                     cbt.merge_into(later, log)
                 self._write_meta(sr, n.uuid, dict(
                     n.meta, cbt_parent=node.meta.get("cbt_parent")))
-        _unlink(log)
+        unlink(log)
 
 
 class _Gone:
@@ -156,11 +163,3 @@ class _Gone:
     def __init__(self, uuid):
         self.uuid = uuid
         self.meta = {}
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-

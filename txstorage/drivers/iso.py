@@ -17,7 +17,7 @@ import uuid as uuidlib
 
 from zope.interface import implementer
 
-from txstorage.drivers.file import DirectorySRBase
+from txstorage.drivers.directory import DirectorySRBase
 from txstorage.errors import StorageError, Unimplemented, VDIMissing
 from txstorage.interfaces import ISRDriver
 from txstorage.types import AttachInfo, GCResult, SRInfo, VDIInfo

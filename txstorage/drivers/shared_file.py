@@ -16,7 +16,8 @@ import os
 
 from zope.interface import implementer
 
-from txstorage.drivers.file import MARKER, FileSRDriver
+from txstorage.drivers.directory import MARKER
+from txstorage.drivers.file import FileSRDriver
 from txstorage.errors import StorageError
 from txstorage.interfaces import ISRDriver
 

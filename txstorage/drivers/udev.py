@@ -15,7 +15,7 @@ import uuid as uuidlib
 
 from zope.interface import implementer
 
-from txstorage.drivers.file import DirectorySRBase
+from txstorage.drivers.directory import DirectorySRBase
 from txstorage.drivers.iso import NoVDIChanges
 from txstorage.errors import StorageError, VDIMissing
 from txstorage.interfaces import ISRDriver

@@ -1,12 +1,15 @@
 """
-What VBDs and VIFs share: device numbers and names, MAC addresses, and
-XAPI's rules for which device operations are valid when (attach, plug,
-unplug, insert, eject, ...), for the check before an operation and the
-advisory allowed_operations list alike.
+What VBDs and VIFs share: their VM and unplugging them from its domain,
+device numbers and names, MAC addresses, and XAPI's rules for which
+device operations are valid when (attach, plug, unplug, insert, eject,
+...), for the check before an operation and the advisory
+allowed_operations list alike.
 """
 
 import hashlib
 import re
+
+from twisted.internet import defer
 
 from txxapi.datamodel import MODEL
 from txxapi.errors import XenAPIError
@@ -18,6 +21,27 @@ _NAME = re.compile(r"^(xvd|hd|sd|vd)([a-z]+)(\d*)$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 # VM operations during which no device may be plugged or unplugged.
 _VM_BUSY = ("clean_shutdown", "hard_shutdown", "suspend", "pause")
+
+
+# --- the device's VM ---------------------------------------------------------
+
+def vm_of(db, cls, ref):
+    """(ref, record) of the VM that VBD or VIF ``ref`` belongs to."""
+    vm_ref = db.fields(cls, ref)["VM"]
+    return vm_ref, db.fields("VM", vm_ref)
+
+
+def unplug(ctx, cls, ref, *args, errors=None):
+    """A Deferred of "": the backend's unplug_vbd or unplug_vif of the
+    device from its VM's domain (``args`` follow the device's name)."""
+    def body():
+        vm_ref, vm = vm_of(ctx.db, cls, ref)
+        device = ctx.db.fields(cls, ref)["device"]
+        d = ctx.server.xenops.vm_op(vm_ref, "unplug_" + cls.lower(),
+                                    vm["uuid"], device, *args,
+                                    task=ctx.task, errors=errors)
+        return d.addCallback(lambda _: "")
+    return defer.maybeDeferred(body)
 
 
 # --- device numbers ----------------------------------------------------------
@@ -89,11 +113,15 @@ def _table(ops):
     return errors, set_error
 
 
-def _vm_context(db, vm_ref):
+def _device_context(db, cls, ref):
+    """A VBD's or VIF's record, its VM's ref and record, and the VM's
+    guest metrics (None without)."""
+    rec = db.fields(cls, ref)
+    vm_ref = rec["VM"]
     vm = db.fields("VM", vm_ref)
     gm = db.fields("VM_guest_metrics", vm["guest_metrics"]) \
         if db.exists("VM_guest_metrics", vm["guest_metrics"]) else None
-    return vm, gm
+    return rec, vm_ref, vm, gm
 
 
 def _plug_rules(set_error, ref, rec, vm_ref, vm, gm, unplug_ops,
@@ -124,9 +152,7 @@ def _plug_rules(set_error, ref, rec, vm_ref, vm, gm, unplug_ops,
 def vbd_errors(db, ref):
     """op -> the XenAPIError it would meet now, or None."""
     errors, set_error = _table(VBD_OPERATIONS)
-    rec = db.fields("VBD", ref)
-    vm_ref = rec["VM"]
-    vm, gm = _vm_context(db, vm_ref)
+    rec, vm_ref, vm, gm = _device_context(db, "VBD", ref)
     current = rec["current_operations"]
     if current:
         task, op = sorted(current.items(), key=lambda kv: kv[1])[0]
@@ -161,9 +187,7 @@ def vbd_errors(db, ref):
 
 def vif_errors(db, ref):
     errors, set_error = _table(VIF_OPERATIONS)
-    rec = db.fields("VIF", ref)
-    vm_ref = rec["VM"]
-    vm, gm = _vm_context(db, vm_ref)
+    rec, vm_ref, vm, gm = _device_context(db, "VIF", ref)
     current = rec["current_operations"]
     if current:
         set_error(VIF_OPERATIONS, "OTHER_OPERATION_IN_PROGRESS", "VIF", ref,

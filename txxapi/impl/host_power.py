@@ -34,13 +34,17 @@ def enable(ctx, host):
     return ""
 
 
+def guests_resident_on(db, host):
+    """The VMs resident on ``host`` but its control domain."""
+    return [vm for vm in db.where("VM", resident_on=host)
+            if not db.get("VM", vm, "is_control_domain")]
+
+
 def _assert_can_power_off(db, host):
     if db.fields("host", host)["enabled"]:
         raise XenAPIError("HOST_NOT_DISABLED")
-    for vm in sorted(db.where("VM", resident_on=host)):
-        fields = db.fields("VM", vm)
-        if not fields["is_control_domain"] and \
-                fields["power_state"] in RUNNING:
+    for vm in sorted(guests_resident_on(db, host)):
+        if db.get("VM", vm, "power_state") in RUNNING:
             raise XenAPIError("HOST_IN_USE", host, "vm", vm)
 
 

@@ -12,6 +12,7 @@ from twisted.internet import defer
 
 from txxapi.api.registry import implements, internal
 from txxapi.errors import XenAPIError
+from txxapi.impl.host_power import guests_resident_on
 from txxapi.pool import join as pool_join
 from txxapi.pool import membership, slavedb
 from txxapi.pool import role as pool_role
@@ -31,11 +32,6 @@ def join_force(ctx, master_address, master_username, master_password):
                           master_password, force=True)
 
 
-def _non_dom0_resident(db, host):
-    return [vm for vm in db.where("VM", resident_on=host)
-            if not db.get("VM", vm, "is_control_domain")]
-
-
 @implements("pool.eject")
 @defer.inlineCallbacks
 def eject(ctx, host):
@@ -46,7 +42,7 @@ def eject(ctx, host):
     if host == server.host_ref:
         raise XenAPIError("OPERATION_NOT_ALLOWED",
                           "Cannot eject the pool master")
-    if _non_dom0_resident(db, host):
+    if guests_resident_on(db, host):
         raise XenAPIError("OPERATION_NOT_ALLOWED", "VM resident on host")
     client = PeerClient(server.reactor, fields["address"])
     try:
@@ -71,7 +67,7 @@ def destroy_host(ctx, self):
     if db.exists("host_metrics", metrics) and \
             db.get("host_metrics", metrics, "live"):
         raise XenAPIError("HOST_IS_LIVE", self)
-    if _non_dom0_resident(db, self):
+    if guests_resident_on(db, self):
         raise XenAPIError("HOST_HAS_RESIDENT_VMS", self)
     pool_join.forget(db, self)
 

@@ -88,16 +88,11 @@ def assert_attachable(ctx, self):
     return ""
 
 
-def _vm_of(ctx, ref):
-    vm_ref = ctx.db.fields("VBD", ref)["VM"]
-    return vm_ref, ctx.db.fields("VM", vm_ref)
-
-
 @implements("VBD.plug")
 def plug(ctx, self):
     def body():
         db = ctx.db
-        vm_ref, vm = _vm_of(ctx, self)
+        vm_ref, vm = devices.vm_of(ctx.db, "VBD", self)
         f = db.fields("VBD", self)
         if vmspec.domain_type(vm) == "hvm" and f["type"] != "CD" and \
                 f["mode"] == "RO":
@@ -114,14 +109,7 @@ def _unplug(ctx, ref, force):
         failure.trap(DeviceError)
         raise XenAPIError("DEVICE_DETACH_REJECTED", "VBD", ref,
                           failure.value.reason)
-
-    def body():
-        vm_ref, vm = _vm_of(ctx, ref)
-        device = ctx.db.fields("VBD", ref)["device"]
-        d = ctx.server.xenops.vm_op(vm_ref, "unplug_vbd", vm["uuid"], device,
-                                    force, task=ctx.task, errors=rejected)
-        return d.addCallback(lambda _: "")
-    return defer.maybeDeferred(body)
+    return devices.unplug(ctx, "VBD", ref, force, errors=rejected)
 
 
 @implements("VBD.unplug")
@@ -141,7 +129,7 @@ def insert(ctx, vbd, vdi):
     db.fields("VDI", vdi)
 
     def body():
-        vm_ref, vm = _vm_of(ctx, vbd)
+        vm_ref, vm = devices.vm_of(ctx.db, "VBD", vbd)
         if vm["power_state"] not in vmspec.LIVE_STATES:
             db.update("VBD", vbd, {"VDI": vdi, "empty": False})
             return ""
@@ -167,7 +155,7 @@ def eject(ctx, vbd):
         return ""
 
     def body():
-        vm_ref, vm = _vm_of(ctx, vbd)
+        vm_ref, vm = devices.vm_of(ctx.db, "VBD", vbd)
         if vm["power_state"] not in vmspec.LIVE_STATES:
             return ejected()
         device = db.fields("VBD", vbd)["device"]

@@ -60,15 +60,10 @@ def destroy(ctx, self):
     return ""
 
 
-def _vm_of(ctx, ref):
-    vm_ref = ctx.db.fields("VIF", ref)["VM"]
-    return vm_ref, ctx.db.fields("VM", vm_ref)
-
-
 @implements("VIF.plug")
 def plug(ctx, self):
     def body():
-        vm_ref, vm = _vm_of(ctx, self)
+        vm_ref, vm = devices.vm_of(ctx.db, "VIF", self)
         spec = vmspec.vif_spec(ctx.db, ctx.db.fields("VIF", self))
         d = ctx.server.xenops.vm_op(vm_ref, "plug_vif", vm["uuid"], spec,
                                     task=ctx.task)
@@ -76,21 +71,11 @@ def plug(ctx, self):
     return defer.maybeDeferred(body)
 
 
-def _unplug(ctx, ref):
-    def body():
-        vm_ref, vm = _vm_of(ctx, ref)
-        device = ctx.db.fields("VIF", ref)["device"]
-        d = ctx.server.xenops.vm_op(vm_ref, "unplug_vif", vm["uuid"], device,
-                                    task=ctx.task)
-        return d.addCallback(lambda _: "")
-    return defer.maybeDeferred(body)
-
-
 @implements("VIF.unplug")
 def unplug(ctx, self):
-    return _unplug(ctx, self)
+    return devices.unplug(ctx, "VIF", self)
 
 
 @implements("VIF.unplug_force")
 def unplug_force(ctx, self):
-    return _unplug(ctx, self)
+    return devices.unplug(ctx, "VIF", self)

@@ -40,6 +40,25 @@ def _network_for(db, device):
         "other_config": {"automatic": "true"}})
 
 
+def create_physical(db, host, device, now=None, **configured):
+    """The PIF of ``host``'s network device (a devices.Device), with its
+    metrics, on the pool-wide network of its bridge: unplugged and
+    unconfigured unless ``configured`` fields say otherwise (the first
+    start's management PIF)."""
+    metrics = db.create("PIF_metrics", {
+        "carrier": device.carrier, "device_name": device.name,
+        "speed": device.speed, "duplex": True,
+        "last_updated": now or DateTime.now()})
+    fields = {
+        "device": device.name, "network": _network_for(db, device.name),
+        "host": host, "MAC": device.MAC, "MTU": device.MTU, "VLAN": -1,
+        "metrics": metrics, "physical": True,
+        "currently_attached": False, "ip_configuration_mode": "None",
+        "primary_address_type": "IPv4", "managed": True}
+    fields.update(configured)
+    return db.create("PIF", fields)
+
+
 @implements("PIF.scan")
 def scan(ctx, host):
     db, server = ctx.db, ctx.server
@@ -47,18 +66,8 @@ def scan(ctx, host):
     have = {db.fields("PIF", p)["device"]
             for p in db.where("PIF", host=host)}
     for device in devices.of_host(server.xenops.backend.name, uuid):
-        if device.name in have:
-            continue
-        metrics = db.create("PIF_metrics", {
-            "carrier": device.carrier, "device_name": device.name,
-            "speed": device.speed, "duplex": True,
-            "last_updated": DateTime.now()})
-        db.create("PIF", {
-            "device": device.name, "network": _network_for(db, device.name),
-            "host": host, "MAC": device.MAC, "MTU": device.MTU, "VLAN": -1,
-            "metrics": metrics, "physical": True,
-            "currently_attached": False, "ip_configuration_mode": "None",
-            "primary_address_type": "IPv4", "managed": True})
+        if device.name not in have:
+            create_physical(db, host, device)
     return ""
 
 

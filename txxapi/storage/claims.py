@@ -93,11 +93,8 @@ class Claims:
         driver = self.driver_of(uses[0].sr)[0]
 
         def start(use):
-            # An attach answers the log's path; it is undone at once.
-            fresh = driver.vdi_attach(use.sr_uuid, use.location, False)
-            driver.vdi_detach(use.sr_uuid, use.location)
-            use.info.cbt_log = fresh.cbt_log
-            if not use.tracked and fresh.cbt_log:
+            use.info.cbt_log = driver.vdi_cbt_log(use.sr_uuid, use.location)
+            if not use.tracked and use.info.cbt_log:
                 driver.vdi_cbt_untracked_writer(use.sr_uuid, use.location)
         return self.run(lambda: [start(u) for u in uses])
 

@@ -172,10 +172,7 @@ class SimulatorBackend:
         if not clean:
             ctl.cancel.set()
         with ctl.operation():
-            rec = self._get(uuid, ("running",) if clean else None)
-            if clean:
-                self._guest_request(ctl, rec, timeout, ShutdownTimeout)
-                rec = self._get(uuid, ("running",))
+            rec = self._stopped_guest(ctl, uuid, clean, timeout)
             self._teardown(rec)
         self._commit()
 
@@ -187,10 +184,7 @@ class SimulatorBackend:
         if not clean:
             ctl.cancel.set()
         with ctl.operation():
-            rec = self._get(uuid, ("running",) if clean else None)
-            if clean:
-                self._guest_request(ctl, rec, timeout, ShutdownTimeout)
-                rec = self._get(uuid, ("running",))
+            rec = self._stopped_guest(ctl, uuid, clean, timeout)
             spec = spec or rec.spec
             self._validate(spec)
             self._teardown(rec, emit=False)
@@ -682,6 +676,16 @@ class SimulatorBackend:
                 info = self._emit("state", rec)
         self._commit()
         return info
+
+    def _stopped_guest(self, ctl, uuid, clean, timeout):
+        """The record of a VM whose guest is to go: once it has complied
+        with the request to stop (clean), or at once, whatever its state
+        (hard)."""
+        rec = self._get(uuid, ("running",) if clean else None)
+        if clean:
+            self._guest_request(ctl, rec, timeout, ShutdownTimeout)
+            rec = self._get(uuid, ("running",))
+        return rec
 
     def _guest_request(self, ctl, rec, timeout, error):
         """Ask the guest to shut down/reboot/suspend and wait for it to
