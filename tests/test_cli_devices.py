@@ -301,7 +301,7 @@ def test_migrate_send_within_the_pool(server, x, tmp_path):
     failure = XenAPI.Failure
     for args, error in (
             (({"host": "OpaqueRef:elsewhere"}, {}),
-             ["NOT_IMPLEMENTED", "VM.migrate_send to another pool"]),
+             ["INVALID_VALUE", "dest", "no session_id in the destination"]),
             ((dest, {vdi: "OpaqueRef:nothing"}),
              ["HANDLE_INVALID", "SR", "OpaqueRef:nothing"])):
         try:

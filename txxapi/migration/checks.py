@@ -22,11 +22,14 @@ def forced(options):
     return options.get("force") == "true"
 
 
-def assert_can_migrate(ctx, vm, host, options, strict=True):
+def assert_can_migrate(ctx, vm, host, options, strict=True,
+                       op="pool_migrate"):
+    """``op``: the VM's operation to check (None: it is marked already)."""
     db = ctx.db
     db.fields("VM", vm)
     db.fields("host", host)
-    operations.check(ctx, "VM", vm, "pool_migrate", strict)
+    if op is not None:
+        operations.check(ctx, "VM", vm, op, strict)
     if host == db.fields("VM", vm)["resident_on"]:
         return
     operations.check(ctx, "host", host, "vm_migrate")

@@ -1,0 +1,321 @@
+"""
+VM.migrate_send to another pool (XAPI's cross-pool storage motion): two
+independent single-host pools (tests/support/pool.py), the real SDK on
+both.  The destination's host.migrate_receive answers the ``dest`` map;
+the source copies the disks into the destination's SRs, its VM record
+is restored there with the same uuid, a running VM's memory follows it
+and it runs on there, and only then is it gone from the source.  The
+records on both sides, the disks' bytes and the simulators' ledgers are
+checked; a refused or failed move leaves both pools as they were.
+"""
+
+import os
+import ssl
+import urllib.request
+
+import pytest
+
+from tests.support.api import failure, wait_until
+from tests.support.etcd import needs_etcd
+from tests.support.pool import started_pool
+from tests.test_pool_forwarding import SERVER_ARGS, add_disk, local_sr, \
+    memory_free
+from tests.test_vm_lifecycle import MIB, new_vm, wait_task
+from txxenops.backends.simledger import intervals, overlaps
+
+pytestmark = [needs_etcd, pytest.mark.skipif(
+    os.geteuid() != 0, reason="binds ports 80/443 on 127.0.x.y")]
+
+NULL = "OpaqueRef:NULL"
+GIB = 1024 * MIB
+DISK = 4 * MIB
+
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory):
+    yield from started_pool(str(tmp_path_factory.mktemp("xpool")), 2,
+                            SERVER_ARGS)
+
+
+class Side:
+    """One pool: its server, SDK session and its one host."""
+
+    def __init__(self, server):
+        self.server = server
+        self.session = server.session()
+        self.x = self.session.xenapi
+        self.host, = self.x.host.get_all()
+        wait_until(lambda: self.x.host.get_enabled(self.host),
+                   what="host %s enabled" % server.address)
+
+    def network(self, label):
+        return self.x.network.create({
+            "name_label": label, "name_description": "", "MTU": "1500",
+            "other_config": {}})
+
+    def management_network(self):
+        pif, = [p for p in self.x.host.get_PIFs(self.host)
+                if self.x.PIF.get_management(p)]
+        return self.x.PIF.get_network(pif)
+
+    def url(self, path):
+        return "https://%s%s&session_id=%s" % (
+            self.server.address, path, self.session._session)
+
+    def write(self, vdi, data):
+        request = urllib.request.Request(
+            self.url("/import_raw_vdi?vdi=%s" % vdi), data=data,
+            method="PUT")
+        urllib.request.urlopen(request, context=_insecure()).read()
+
+    def read(self, vdi):
+        return urllib.request.urlopen(
+            self.url("/export_raw_vdi?vdi=%s&format=raw" % vdi),
+            context=_insecure()).read()
+
+    def ledger(self):
+        return os.path.join(self.server.data_dir, "xenops")
+
+    def counts(self):
+        x = self.x
+        return (len(x.VM.get_all()), len(x.VDI.get_all()),
+                len(x.VBD.get_all()), len(x.VIF.get_all()),
+                len(x.network.get_all()))
+
+
+def _insecure():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@pytest.fixture(scope="module")
+def sides(pools):
+    out = [Side(server) for server in pools]
+    yield out
+    for side in out:
+        side.session.xenapi.session.logout()
+
+
+def guest(side, name, data, running=False, **kw):
+    """A VM with one disk holding ``data`` and one VIF, started if
+    ``running`` (and its guest agent heard from)."""
+    x = side.x
+    vm = new_vm(x, name, **kw)
+    vdi = add_disk(x, vm, local_sr(x, side.host))
+    side.write(vdi, data)
+    vif = x.VIF.create({
+        "device": "0", "network": side.management_network(), "VM": vm,
+        "MAC": "", "MTU": "1500", "other_config": {},
+        "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    if running:
+        x.VM.start(vm, False, False)
+        wait_until(lambda: x.VM.get_guest_metrics(vm) != NULL,
+                   what="the guest agent of %s" % name)
+    return vm, vdi, vif
+
+
+def receive(there):
+    return there.x.host.migrate_receive(
+        there.host, there.management_network(), {})
+
+
+def test_a_halted_vm_moves_to_another_pool(sides):
+    here, there = sides
+    data = os.urandom(DISK)
+    vm, vdi, vif = guest(here, "halted mover", data)
+    uuid = here.x.VM.get_uuid(vm)
+    mac = here.x.VIF.get_MAC(vif)
+    net = there.network("arrivals")
+    sr = local_sr(there.x, there.host)
+    dest = receive(there)
+    networks = len(there.x.network.get_all())
+    here.x.VM.assert_can_migrate(vm, dest, True, {vdi: sr}, {vif: net}, {},
+                                 {})
+    moved = here.x.VM.migrate_send(vm, dest, True, {vdi: sr}, {vif: net},
+                                   {}, {})
+    # There: the same VM, its disk a copy on the SR given, its VIF on
+    # the network given, with its MAC.
+    y = there.x
+    assert y.VM.get_by_uuid(uuid) == moved
+    record = y.VM.get_record(moved)
+    assert record["power_state"] == "Halted"
+    assert record["name_label"] == "halted mover"
+    assert record["current_operations"] == {}
+    vbd, = record["VBDs"]
+    copy = y.VBD.get_VDI(vbd)
+    assert y.VDI.get_SR(copy) == sr
+    assert there.read(copy) == data
+    new_vif, = record["VIFs"]
+    assert y.VIF.get_network(new_vif) == net
+    assert y.VIF.get_MAC(new_vif) == mac
+    assert "maps_to" not in y.VIF.get_other_config(new_vif)
+    assert len(y.network.get_all()) == networks
+    # Here: gone, and its disk with it.
+    assert failure(here.x.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
+    assert vdi not in here.x.VDI.get_all()
+    y.VM.destroy(moved)
+    y.VDI.destroy(copy)
+
+
+def test_refusals_leave_both_pools_as_they_were(sides):
+    here, there = sides
+    vm, vdi, vif = guest(here, "refused", b"\1" * DISK)
+    net = there.network("refusals")
+    sr = local_sr(there.x, there.host)
+    dest = receive(there)
+    before = (here.counts(), there.counts())
+
+    def refused(vdi_map, vif_map, to=dest, options=None):
+        a = failure(here.x.VM.assert_can_migrate, vm, to, True, vdi_map,
+                    vif_map, options or {}, {})
+        b = failure(here.x.VM.migrate_send, vm, to, True, vdi_map, vif_map,
+                    options or {}, {})
+        assert a == b, (a, b)
+        assert here.x.VM.get_current_operations(vm) == {}
+        return a
+    assert refused({}, {vif: net}) == ["VDI_NOT_IN_MAP", vdi]
+    assert refused({vdi: sr}, {}) == ["VIF_NOT_IN_MAP", vif]
+    # The other pool's handles are its to judge.
+    assert refused({vdi: "OpaqueRef:nowhere"}, {vif: net}) == [
+        "HANDLE_INVALID", "SR", "OpaqueRef:nowhere"]
+    assert refused({vdi: sr}, {vif: "OpaqueRef:nowhere"}) == [
+        "HANDLE_INVALID", "network", "OpaqueRef:nowhere"]
+    assert refused({vdi: sr}, {vif: net}, {"host": "OpaqueRef:elsewhere"}) \
+        == ["INVALID_VALUE", "dest", "no session_id in the destination"]
+    assert refused({vdi: sr}, {vif: net}, options={"copy": "true"}) == [
+        "NOT_IMPLEMENTED", "VM.migrate_send with copy=true"]
+    # A disabled destination.
+    there.x.host.disable(there.host)
+    try:
+        assert refused({vdi: sr}, {vif: net}) == ["HOST_DISABLED",
+                                                  there.host]
+    finally:
+        there.x.host.enable(there.host)
+    assert (here.counts(), there.counts()) == before
+    # Too big for the destination's memory.
+    free = int(there.x.host.compute_free_memory(there.host))
+    filler = new_vm(there.x, "filler", memory=free - GIB)
+    there.x.VM.start(filler, False, False)
+    big, big_vdi, big_vif = guest(here, "big", b"\2" * DISK,
+                                  running=True, memory=2 * GIB)
+    counts = there.counts()
+    error = failure(here.x.VM.migrate_send, big, dest, True, {big_vdi: sr},
+                    {big_vif: net}, {}, {})
+    assert error[0] == "HOST_NOT_ENOUGH_FREE_MEMORY", error
+    assert here.x.VM.get_power_state(big) == "Running"
+    assert here.x.VM.get_current_operations(big) == {}
+    assert there.counts() == counts
+    here.x.VM.hard_shutdown(big)
+    there.x.VM.hard_shutdown(filler)
+    there.x.VM.destroy(filler)
+    for ref, disk in ((vm, vdi), (big, big_vdi)):
+        here.x.VM.destroy(ref)
+        here.x.VDI.destroy(disk)
+    there.x.network.destroy(net)
+
+
+def test_a_running_vm_moves_and_runs_on_there(sides):
+    here, there = sides
+    data = os.urandom(DISK)
+    # Its memory takes a second to send: time to see the mark.
+    vm, vdi, vif = guest(here, "live mover", data, running=True,
+                         memory=512 * MIB,
+                         other={"simulator-migrate-delay": "1"})
+    uuid = here.x.VM.get_uuid(vm)
+    started = here.x.VM_metrics.get_start_time(here.x.VM.get_metrics(vm))
+    net = there.network("live arrivals")
+    sr = local_sr(there.x, there.host)
+    dest = receive(there)
+    before = memory_free(there.x, there.host)
+    task = here.x.Async.VM.migrate_send(vm, dest, True, {vdi: sr},
+                                        {vif: net}, {}, {})
+    wait_until(lambda: "migrate_send" in here.x.VM.get_current_operations(
+        vm).values(), what="the migrate_send mark")
+    # XAPI's one operation at a time on a VM.
+    error = failure(here.x.VM.pause, vm)
+    assert error[:4] == ["OTHER_OPERATION_IN_PROGRESS", "VM", vm,
+                         "migrate_send"], error
+    done = wait_task(here.x, task)
+    assert done["status"] == "success", done["error_info"]
+    y = there.x
+    moved = y.VM.get_by_uuid(uuid)
+    assert moved in done["result"]
+    record = y.VM.get_record(moved)
+    assert record["power_state"] == "Running"
+    assert record["resident_on"] == there.host
+    assert record["scheduled_to_be_resident_on"] == NULL
+    assert record["current_operations"] == {}
+    metrics = y.VM_metrics.get_record(record["metrics"])
+    assert metrics["start_time"] == started
+    assert metrics["memory_actual"] == str(512 * MIB)
+    wait_until(lambda: memory_free(y, there.host) <= before - 512 * MIB,
+               what="the domain there")
+    vbd, = record["VBDs"]
+    assert y.VBD.get_currently_attached(vbd)
+    copy = y.VBD.get_VDI(vbd)
+    new_vif, = record["VIFs"]
+    assert y.VIF.get_network(new_vif) == net
+    assert y.VIF.get_currently_attached(new_vif)
+    for console in record["consoles"]:
+        assert y.console.get_location(console).startswith(
+            "https://%s/" % there.server.address)
+    assert failure(here.x.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
+    assert vdi not in here.x.VDI.get_all()
+    # The guest ran in one place at a time.
+    ledgers = {s.server.address: s.ledger() for s in sides}
+    assert all(any(r[0] == uuid for r in intervals(path))
+               for path in ledgers.values())
+    assert overlaps(ledgers) == []
+    y.VM.hard_shutdown(moved)
+    assert there.read(copy) == data
+    y.VM.destroy(moved)
+    y.VDI.destroy(copy)
+
+
+def test_a_failed_move_leaves_nothing_there(sides):
+    """The destination's simulator has less room than its toolstack's
+    count says (a guest that ballooned up needs all it has): the memory
+    is refused after the disks were copied and the VM imported there.
+    Those are destroyed again, and the VM runs on here as it was."""
+    here, there = sides
+    y = there.x
+    free = int(y.host.compute_free_memory(there.host))
+    filler = new_vm(y, "filler", memory=free - 2 * GIB)
+    y.VM.start(filler, False, False)
+    data = os.urandom(DISK)
+    vm, vdi, vif = guest(here, "balloon", data, memory=8 * GIB)
+    here.x.VM.set_memory_limits(vm, str(256 * MIB), str(8 * GIB),
+                                str(256 * MIB), str(8 * GIB))
+    here.x.VM.start(vm, False, False)
+    wait_until(lambda: here.x.VM.get_guest_metrics(vm) != NULL,
+               what="agent")
+    domid = here.x.VM.get_domid(vm)
+    uuid = here.x.VM.get_uuid(vm)
+    net = there.network("failed arrivals")
+    sr = local_sr(y, there.host)
+    dest = receive(there)
+    counts = there.counts()
+    there_free = memory_free(y, there.host)
+    error = failure(here.x.VM.migrate_send, vm, dest, True, {vdi: sr},
+                    {vif: net}, {}, {})
+    assert error[:4] == ["VM_MIGRATE_FAILED", vm, here.host, there.host], \
+        error
+    # Nothing left there.
+    assert failure(y.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
+    assert there.counts() == counts
+    assert memory_free(y, there.host) == there_free
+    # Here as it was: running (not paused), its disk whole.
+    record = here.x.VM.get_record(vm)
+    assert record["power_state"] == "Running"
+    assert record["resident_on"] == here.host
+    assert record["domid"] == domid
+    assert record["current_operations"] == {}
+    assert here.x.VBD.get_VDI(record["VBDs"][0]) == vdi
+    here.x.VM.hard_shutdown(vm)
+    assert here.read(vdi) == data
+    here.x.VM.destroy(vm)
+    here.x.VDI.destroy(vdi)
+    y.VM.hard_shutdown(filler)
+    y.VM.destroy(filler)

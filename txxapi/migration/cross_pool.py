@@ -1,0 +1,279 @@
+"""
+VM.migrate_send and VM.assert_can_migrate to another pool: ``dest`` is
+the map that pool's host.migrate_receive answered (remote_pool.py), its
+host not one of ours.  As XAPI's storage motion does it:
+
+- checks here: every disk of the VM is in vdi_map (VDI_NOT_IN_MAP; an
+  empty or CD drive is not a disk), every VIF in vif_map or sharing the
+  MAC of one that is (VIF_NOT_IN_MAP); then there: the host enabled
+  (HOST_DISABLED) and not older (VM_HOST_INCOMPATIBLE_VERSION_MIGRATE),
+  each SR of vdi_map plugged on it (VM_REQUIRES_SR), each network of
+  vif_map known, and for a running VM the host's free memory
+  (HOST_NOT_ENOUGH_FREE_MEMORY);
+- the move: each disk copied into a new VDI of its SR there; the VM's
+  metadata imported there (restored: the same uuid, MACs and device
+  uuids), its disks and VIFs linked to the new VDIs and the networks of
+  vif_map; a running VM's memory then sent to the host with the
+  migration stream (txxapi.migration.stream), where it runs on; only
+  then is the VM removed here with its disks.  The call answers the
+  VM's ref in the other pool.
+
+A running VM's disks are not mirrored while it runs: the guest is
+paused while they are copied, and runs on over there once its memory
+has moved (or here again, if the move fails).  Any failure before the
+end destroys what was made there (the VM, the VDIs) and leaves the VM
+here as it was.  Not built: a suspended VM, a VM with snapshots, copy
+mode (NOT_IMPLEMENTED).
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from txxapi import operations, vmspec
+from txxapi.errors import XenAPIError
+from txxapi.impl import vm_config
+from txxapi.migration import remote_pool, sender
+from txxapi.migration.remote_pool import RemotePool
+from txxapi.values import DateTime
+from txxapi.xva import ova, streams
+from txxapi.xva.restore import MAPS_TO
+from txxenops.errors import MigrationError
+
+log = Logger()
+
+
+def is_cross_pool(ctx, dest):
+    return not ctx.db.exists("host", dest.get("host", ""))
+
+
+def _disks(db, vm):
+    """(VBD, VDI) of the VM's disks (not its empty or CD drives)."""
+    out = []
+    for vbd in sorted(db.where("VBD", VM=vm)):
+        f = db.fields("VBD", vbd)
+        if not f["empty"] and f["type"] != "CD" and \
+                db.exists("VDI", f["VDI"]):
+            out.append((vbd, f["VDI"]))
+    return out
+
+
+def vifs_mapped(db, vm, vif_map):
+    """{VIF: remote network} of all the VM's VIFs: a VIF not in the map
+    takes the network of a mapped VIF with its MAC (as XAPI infers it)."""
+    by_mac = {db.fields("VIF", v)["MAC"]: n for v, n in vif_map.items()}
+    out = {}
+    for vif in sorted(db.where("VIF", VM=vm)):
+        network = vif_map.get(vif) or by_mac.get(db.fields("VIF", vif)["MAC"])
+        if network is None:
+            raise XenAPIError("VIF_NOT_IN_MAP", vif)
+        out[vif] = network
+    return out
+
+
+def assert_local(ctx, vm, dest, vdi_map, vif_map, options):
+    """What this pool's records say (before the VM is marked)."""
+    remote_pool.assert_dest(dest)
+    db = ctx.db
+    f = db.fields("VM", vm)
+    for vdi in vdi_map:
+        db.fields("VDI", vdi)
+    for vif in vif_map:
+        db.fields("VIF", vif)
+    if options.get("copy") == "true":
+        raise XenAPIError("NOT_IMPLEMENTED",
+                          "VM.migrate_send with copy=true")
+    if f["power_state"] == "Suspended":
+        raise XenAPIError("NOT_IMPLEMENTED",
+                          "VM.migrate_send of a suspended VM to another pool")
+    if db.where("VM", snapshot_of=vm):
+        raise XenAPIError("NOT_IMPLEMENTED", "VM.migrate_send of a VM with "
+                          "snapshots to another pool")
+    for _, vdi in _disks(db, vm):
+        if vdi not in vdi_map:
+            raise XenAPIError("VDI_NOT_IN_MAP", vdi)
+    vifs_mapped(db, vm, vif_map)
+
+
+def _version(software_version):
+    text = software_version.get("platform_version", "")
+    try:
+        return tuple(int(p) for p in text.split("."))
+    except ValueError:
+        return ()
+
+
+@defer.inlineCallbacks
+def assert_remote(ctx, vm, remote, vdi_map, vif_map):
+    """What the other pool says: the host, its SRs, networks, memory."""
+    db = ctx.db
+    f = db.fields("VM", vm)
+    host = yield remote.call("host.get_record", remote.host)
+    if not host["enabled"]:
+        raise XenAPIError("HOST_DISABLED", remote.host)
+    ours = db.fields("host", ctx.server.host_ref)["software_version"]
+    if _version(host["software_version"]) < _version(ours):
+        raise XenAPIError("VM_HOST_INCOMPATIBLE_VERSION_MIGRATE", vm,
+                          remote.host)
+    for sr in sorted(set(vdi_map[v] for _, v in _disks(db, vm))):
+        pbds = yield remote.call("SR.get_PBDs", sr)
+        seen = False
+        for pbd in pbds:
+            record = yield remote.call("PBD.get_record", pbd)
+            seen = seen or (record["host"] == remote.host and
+                            record["currently_attached"])
+        if not seen:
+            raise XenAPIError("VM_REQUIRES_SR", vm, sr)
+    for network in sorted(set(vifs_mapped(db, vm, vif_map).values())):
+        yield remote.call("network.get_uuid", network)
+    if f["power_state"] == "Running":
+        free = int((yield remote.call("host.compute_free_memory",
+                                      remote.host)))
+        needed = vmspec.start_memory(f)
+        if free < needed:
+            raise XenAPIError("HOST_NOT_ENOUGH_FREE_MEMORY", str(needed),
+                              str(free))
+
+
+@defer.inlineCallbacks
+def assert_can_migrate(ctx, vm, dest, vdi_map, vif_map, options):
+    operations.check(ctx, "VM", vm, "migrate_send")
+    assert_local(ctx, vm, dest, vdi_map, vif_map, options)
+    remote = RemotePool(ctx.server.reactor, dest)
+    yield assert_remote(ctx, vm, remote, vdi_map, vif_map)
+
+
+def _metadata(ctx, vm, copies, networks):
+    """The tar of the VM's ova.xml, its disks and VIFs naming what stands
+    for them in the other pool (XAPI's maps_to)."""
+    db = ctx.db
+    walk = ova.Walk(db)
+    walk.vm(vm, preserve_power_state=True)
+    objs = ova.objects(db, walk, False, True)
+    named = {walk.lookup(ref): there
+             for ref, there in list(copies.items()) + list(networks.items())}
+    for obj in objs:
+        there = named.get(obj["id"])
+        if there is not None:
+            snapshot = obj["snapshot"]
+            snapshot["other_config"] = dict(snapshot.get("other_config")
+                                            or {}, **{MAPS_TO: there})
+    return streams.metadata_tar(ova.document(db, ctx.server.host_ref, objs,
+                                             DateTime.now()))
+
+
+def _new_vdi(db, vdi, sr):
+    f = db.fields("VDI", vdi)
+    return {"name_label": f["name_label"],
+            "name_description": f["name_description"], "SR": sr,
+            "virtual_size": str(f["virtual_size"]), "type": f["type"],
+            "sharable": f["sharable"], "read_only": f["read_only"],
+            "other_config": dict(f["other_config"]),
+            "xenstore_data": dict(f["xenstore_data"]), "sm_config": {},
+            "tags": list(f["tags"])}
+
+
+class Move:
+    """One VM's move to another pool, and what it made there."""
+
+    def __init__(self, ctx, vm, remote, vdi_map, vif_map):
+        self.ctx = ctx
+        self.db = ctx.db
+        self.vm = vm
+        self.remote = remote
+        self.vdi_map = vdi_map
+        self.networks = vifs_mapped(ctx.db, vm, vif_map)
+        self.uuid = ctx.db.fields("VM", vm)["uuid"]
+        self.copies = {}        # VDI here -> its copy there
+        self.imported = None    # the VM there
+
+    @defer.inlineCallbacks
+    def copy_disks(self, running):
+        db, storage = self.db, self.ctx.server.storage
+        for vbd, vdi in _disks(db, self.vm):
+            copy = yield self.remote.call(
+                "VDI.create", _new_vdi(db, vdi, self.vdi_map[vdi]))
+            self.copies[vdi] = copy
+            # The guest is paused: its own use of the disk holds still.
+            yield self.remote.upload_disk(storage, vdi, copy,
+                                          beside=[vbd] if running else ())
+
+    @defer.inlineCallbacks
+    def import_vm(self):
+        document = _metadata(self.ctx, self.vm, self.copies, self.networks)
+        yield self.remote.import_metadata(document)
+        self.imported = yield self.remote.call("VM.get_by_uuid", self.uuid)
+
+    def send_memory(self):
+        params = {"paused": "false", "session_id": self.remote.session}
+        return sender.hand_over(self.ctx, self.vm, self.remote.address,
+                                params, None)
+
+    @defer.inlineCallbacks
+    def undo(self):
+        """Destroy what was made there (best effort, logged)."""
+        steps = []
+        if self.imported is not None:
+            steps.append(("VM.destroy", self.imported))
+        steps += [("VDI.destroy", copy) for copy in self.copies.values()]
+        for method, ref in steps:
+            try:
+                yield self.remote.call(method, ref)
+            except XenAPIError as e:
+                log.warn("undoing a move to another pool: {m} {ref}: {e}",
+                         m=method, ref=ref, e=e)
+
+    @defer.inlineCallbacks
+    def remove_here(self):
+        """The VM is the other pool's: gone from here, and its disks."""
+        ctx = self.ctx
+        vm_config.delete_vm(ctx, self.vm)
+        for vdi in self.copies:
+            yield ctx.server.forwarder.storage.destroy_vdi(ctx, vdi)
+
+
+@defer.inlineCallbacks
+def migrate_send(ctx, vm, dest, vdi_map, vif_map, options):
+    """The VM (marked migrate_send) moved to the other pool: its ref
+    there."""
+    db = ctx.db
+    remote = RemotePool(ctx.server.reactor, dest)
+    yield assert_remote(ctx, vm, remote, vdi_map, vif_map)
+    move = Move(ctx, vm, remote, vdi_map, vif_map)
+    try:
+        if db.fields("VM", vm)["power_state"] == "Running":
+            yield _running(ctx, move)
+        else:
+            yield move.copy_disks(False)
+            yield move.import_vm()
+    except BaseException:
+        yield move.undo()
+        raise
+    yield move.remove_here()
+    return move.imported
+
+
+def _running(ctx, move):
+    xen = ctx.server.xenops
+    vm, uuid = move.vm, move.uuid
+    source = ctx.server.host_ref
+
+    @defer.inlineCallbacks
+    def steps():
+        yield xen.call("pause", uuid)
+        try:
+            yield move.copy_disks(True)
+            yield move.import_vm()
+            yield move.send_memory()
+        except BaseException:
+            try:
+                yield xen.call("unpause", uuid)
+            except Exception as e:
+                log.warn("VM {uuid} not unpaused: {e}", uuid=uuid, e=e)
+            raise
+
+    def failed(failure):
+        failure.trap(MigrationError)
+        raise XenAPIError("VM_MIGRATE_FAILED", vm, source, move.remote.host,
+                          failure.value.reason)
+    return xen.vm_change(vm, steps, task=ctx.task, errors=failed)
+
