@@ -1,5 +1,6 @@
 """
-VM.migrate_send to another pool (XAPI's cross-pool storage motion): two
+VM.migrate_send to another pool (XAPI's cross-pool storage motion), and
+a running VM's disks moved to another SR of its pool: two
 independent single-host pools (tests/support/pool.py), the real SDK on
 both.  The destination's host.migrate_receive answers the ``dest`` map;
 the source copies the disks into the destination's SRs, its VM record
@@ -319,3 +320,34 @@ def test_a_failed_move_leaves_nothing_there(sides):
     here.x.VDI.destroy(vdi)
     y.VM.hard_shutdown(filler)
     y.VM.destroy(filler)
+
+
+def test_a_running_vms_disk_moves_to_another_sr_of_its_pool(sides,
+                                                             tmp_path):
+    """Within the pool: copied with the guest paused, switched over, and
+    the guest runs on (the same domain)."""
+    here, _ = sides
+    x = here.x
+    data = os.urandom(DISK)
+    vm, vdi, _ = guest(here, "sr mover", data, running=True)
+    other = x.SR.create(here.host, {"location": str(tmp_path)}, "0",
+                        "second", "", "file", "user", False, {})
+    domid = x.VM.get_domid(vm)
+    dest = receive(here)
+    assert x.VM.migrate_send(vm, dest, True, {vdi: other}, {}, {}, {}) == vm
+    record = x.VM.get_record(vm)
+    assert record["power_state"] == "Running"
+    assert record["domid"] == domid
+    assert record["current_operations"] == {}
+    vbd, = record["VBDs"]
+    copy = x.VBD.get_VDI(vbd)
+    assert x.VDI.get_SR(copy) == other
+    assert x.VBD.get_currently_attached(vbd)
+    assert vdi not in x.VDI.get_all()
+    x.VM.hard_shutdown(vm)
+    assert here.read(copy) == data
+    x.VM.destroy(vm)
+    x.VDI.destroy(copy)
+    for pbd in x.SR.get_PBDs(other):
+        x.PBD.unplug(pbd)
+    x.SR.forget(other)

@@ -109,7 +109,9 @@ def validate_basic_parameters(ref, vm):
         raise XenAPIError("VM_MEMORY_SIZE_TOO_LOW", ref)
 
 
-def assert_can_boot_here(ctx, ref, host, memory=True):
+def assert_can_boot_here(ctx, ref, host, memory=True, sr_check=True):
+    """``sr_check``: the disks' SRs are checked (a caller moving them
+    checks their new SRs itself)."""
     db = ctx.db
     vm = db.fields("VM", ref)
     h = db.fields("host", host)
@@ -120,7 +122,7 @@ def assert_can_boot_here(ctx, ref, host, memory=True):
     if not h["enabled"] and not vm["is_control_domain"]:
         raise XenAPIError("HOST_DISABLED", host)
     vdis = [db.fields("VBD", vbd)["VDI"] for vbd in db.where("VBD", VM=ref)
-            if not db.fields("VBD", vbd)["empty"]]
+            if not db.fields("VBD", vbd)["empty"] and sr_check]
     if vm["power_state"] == "Suspended":
         # A resume reads its image on the host it runs on.
         vdis.append(vm["suspend_VDI"])

@@ -23,8 +23,9 @@ def forced(options):
 
 
 def assert_can_migrate(ctx, vm, host, options, strict=True,
-                       op="pool_migrate"):
-    """``op``: the VM's operation to check (None: it is marked already)."""
+                       op="pool_migrate", sr_check=True):
+    """``op``: the VM's operation to check (None: it is marked already);
+    ``sr_check``: false when the caller checks the disks' (new) SRs."""
     db = ctx.db
     db.fields("VM", vm)
     db.fields("host", host)
@@ -33,7 +34,7 @@ def assert_can_migrate(ctx, vm, host, options, strict=True,
     if host == db.fields("VM", vm)["resident_on"]:
         return
     operations.check(ctx, "host", host, "vm_migrate")
-    assert_can_boot_here(ctx, vm, host)
+    assert_can_boot_here(ctx, vm, host, sr_check=sr_check)
     if "network" in options:
         address_on_network(ctx, options["network"], host)
 

@@ -13,10 +13,11 @@ storage motion, xapi_vm_migrate):
 - within this pool, migrate_send (marked ``migrate_send`` by its
   forwarding rule, txxapi.forwarding.migration): a halted VM's disks
   are copied to their new SRs, its VBDs pointed at the copies and the
-  old disks destroyed; its VIFs move to the networks of vif_map; a
-  running VM then moves to the host, as pool_migrate moves it.  Moving a
-  running or suspended VM's disks within the pool is not built
-  (NOT_IMPLEMENTED).
+  old disks destroyed; a running VM's are copied with the guest paused
+  (paused_copy.py: no live mirror), on the host it runs on, which must
+  see their new SRs; its VIFs move to the networks of vif_map; a running
+  VM then moves to the host, as pool_migrate moves it.  Moving a
+  suspended VM's disks is not built (NOT_IMPLEMENTED).
 """
 
 from twisted.internet import defer
@@ -24,7 +25,7 @@ from twisted.internet import defer
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
 from txxapi.forwarding import hosts
-from txxapi.migration import checks, cross_pool, sender
+from txxapi.migration import checks, cross_pool, paused_copy, sender
 
 RUNNING = ("Running",)
 
@@ -73,13 +74,14 @@ def plan(ctx, vm, dest, vdi_map, vif_map, marked=False):
                 else XenAPIError("VM_REQUIRES_SR", vm, target)
         if target != current:
             moves.append((vbd, vdi, target))
-    if moves and fields["power_state"] != "Halted":
+    if moves and fields["power_state"] == "Suspended":
         raise XenAPIError("NOT_IMPLEMENTED",
-                          "VM.migrate_send of a %s VM's disks"
-                          % fields["power_state"].lower())
+                          "VM.migrate_send of a suspended VM's disks")
     if fields["power_state"] in RUNNING:
         checks.assert_can_migrate(ctx, vm, host, {},
-                                  op=None if marked else "migrate_send")
+                                  op=None if marked else "migrate_send",
+                                  sr_check=False)
+        paused_copy.assert_can_copy_here(ctx, vm, moves)
     return host, moves
 
 
@@ -106,6 +108,9 @@ def migrate_send(ctx, vm, dest, live, vdi_map, vif_map, options, vgpu_map):
 def _within(ctx, vm, dest, vdi_map, vif_map):
     host, moves = plan(ctx, vm, dest, vdi_map, vif_map, marked=True)
     db, calls = ctx.db, ctx.server.forwarder.storage
+    if moves and db.fields("VM", vm)["power_state"] in RUNNING:
+        yield paused_copy.move_disks(ctx, vm, moves)
+        moves = []
     for vbd, vdi, sr in moves:
         copy = yield calls.copy_vdi(ctx, vdi, sr)
         db.update("VBD", vbd, {"VDI": copy})
