@@ -351,3 +351,34 @@ def test_a_running_vms_disk_moves_to_another_sr_of_its_pool(sides,
     for pbd in x.SR.get_PBDs(other):
         x.PBD.unplug(pbd)
     x.SR.forget(other)
+
+
+def test_a_refused_import_there_leaves_nothing_there(sides):
+    """The other pool already holds a newer record of the VM (its
+    metadata restored there before): the import is refused after the
+    disk was copied, the copy is destroyed, the VM stays here."""
+    here, there = sides
+    data = os.urandom(DISK)
+    vm, vdi, vif = guest(here, "known there", data)
+    uuid = here.x.VM.get_uuid(vm)
+    metadata = urllib.request.urlopen(
+        here.url("/export_metadata?uuid=%s" % uuid),
+        context=_insecure()).read()
+    urllib.request.urlopen(urllib.request.Request(
+        there.url("/import_metadata?restore=true&force=true"),
+        data=metadata, method="PUT"), context=_insecure()).read()
+    planted = there.x.VM.get_by_uuid(uuid)
+    net = there.network("known arrivals")
+    sr = local_sr(there.x, there.host)
+    counts = there.counts()
+    error = failure(here.x.VM.migrate_send, vm, receive(there), True,
+                    {vdi: sr}, {vif: net}, {}, {})
+    assert error[0] == "VM_TO_IMPORT_IS_NOT_NEWER_VERSION", error
+    assert there.counts() == counts
+    assert there.x.VM.get_by_uuid(uuid) == planted
+    assert here.x.VM.get_record(vm)["current_operations"] == {}
+    assert here.x.VBD.get_VDI(here.x.VM.get_VBDs(vm)[0]) == vdi
+    assert here.read(vdi) == data
+    there.x.VM.destroy(planted)
+    here.x.VM.destroy(vm)
+    here.x.VDI.destroy(vdi)

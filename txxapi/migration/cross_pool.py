@@ -41,6 +41,9 @@ from txxenops.errors import MigrationError
 
 log = Logger()
 
+# The share of a move's progress that its disks' copies make.
+DISKS_PROGRESS = 0.8
+
 
 def is_cross_pool(ctx, dest):
     return not ctx.db.exists("host", dest.get("host", ""))
@@ -188,14 +191,23 @@ class Move:
 
     @defer.inlineCallbacks
     def copy_disks(self, running):
-        db, storage = self.db, self.ctx.server.storage
-        for vbd, vdi in _disks(db, self.vm):
+        """Each disk into a new VDI there; the task's progress counts
+        the bytes copied (up to DISKS_PROGRESS)."""
+        db, server = self.db, self.ctx.server
+        disks = _disks(db, self.vm)
+        total = sum(db.fields("VDI", v)["virtual_size"] for _, v in disks)
+        done = 0
+        for vbd, vdi in disks:
             copy = yield self.remote.call(
                 "VDI.create", _new_vdi(db, vdi, self.vdi_map[vdi]))
             self.copies[vdi] = copy
             # The guest is paused: its own use of the disk holds still.
-            yield self.remote.upload_disk(storage, vdi, copy,
+            yield self.remote.upload_disk(server.storage, vdi, copy,
                                           beside=[vbd] if running else ())
+            done += db.fields("VDI", vdi)["virtual_size"]
+            if self.ctx.task is not None:
+                server.tasks.set_progress(
+                    self.ctx.task, DISKS_PROGRESS * done / max(1, total))
 
     @defer.inlineCallbacks
     def import_vm(self):

@@ -146,11 +146,13 @@ class MemoryReceiver(resource.Resource):
 
 
 def arrival(db, vm, host):
-    """A VM coming from another pool: imported here (Halted) and
-    scheduled to be resident on this host until its memory arrives."""
+    """A VM coming from another pool: imported here (Halted), scheduled
+    to be resident on this host until its memory arrives, and no
+    operation of its under way (a start holds its host so too)."""
     f = db.fields("VM", vm)
     return f["power_state"] == "Halted" and f["resident_on"] == NULL_REF \
-        and f["scheduled_to_be_resident_on"] == host
+        and f["scheduled_to_be_resident_on"] == host \
+        and not f["current_operations"]
 
 
 def _answer(request, response):
