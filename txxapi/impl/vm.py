@@ -36,10 +36,11 @@ SIMULATOR_TRIGGERS = {"crash": "crash", "poweroff": "poweroff",
 # --- the rules, for operation marking and allowed_operations ---------------
 
 def _view(db, ref):
-    """What the rules read: the VM's fields (plus VTPMs, a computed set)
-    and its metrics."""
+    """What the rules read: the VM's fields (plus VTPMs and attached_PCIs,
+    computed sets) and its metrics."""
     vm = dict(db.fields("VM", ref))
-    vm["VTPMs"] = db.get("VM", ref, "VTPMs")
+    for computed in ("VTPMs", "attached_PCIs"):
+        vm[computed] = db.get("VM", ref, computed)
     metrics = db.fields("VM_metrics", vm["metrics"]) \
         if db.exists("VM_metrics", vm["metrics"]) else None
     gm = db.fields("VM_guest_metrics", vm["guest_metrics"]) \
