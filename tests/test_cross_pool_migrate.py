@@ -382,3 +382,35 @@ def test_a_refused_import_there_leaves_nothing_there(sides):
     there.x.VM.destroy(planted)
     here.x.VM.destroy(vm)
     here.x.VDI.destroy(vdi)
+
+
+def test_a_cancelled_move_leaves_nothing_there(sides):
+    """Cancelled while the memory is sent (the disk copied, the VM
+    imported there): both undone, the guest runs on here."""
+    here, there = sides
+    data = os.urandom(DISK)
+    vm, vdi, vif = guest(here, "cancelled", data, running=True,
+                         other={"simulator-migrate-delay": "5"})
+    uuid = here.x.VM.get_uuid(vm)
+    domid = here.x.VM.get_domid(vm)
+    net = there.network("cancelled arrivals")
+    sr = local_sr(there.x, there.host)
+    dest = receive(there)
+    counts = there.counts()
+    task = here.x.Async.VM.migrate_send(vm, dest, True, {vdi: sr},
+                                        {vif: net}, {}, {})
+    wait_until(lambda: uuid in [there.x.VM.get_uuid(v)
+                                for v in there.x.VM.get_all()],
+               what="the VM imported there")
+    here.x.task.cancel(task)
+    done = wait_task(here.x, task)
+    assert done["status"] == "cancelled", done
+    assert there.counts() == counts
+    record = here.x.VM.get_record(vm)
+    assert record["power_state"] == "Running"
+    assert record["domid"] == domid
+    assert record["current_operations"] == {}
+    here.x.VM.hard_shutdown(vm)
+    assert here.read(vdi) == data
+    here.x.VM.destroy(vm)
+    here.x.VDI.destroy(vdi)

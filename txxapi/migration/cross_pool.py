@@ -21,7 +21,8 @@ host not one of ours.  As XAPI's storage motion does it:
 A running VM's disks are not mirrored while it runs: the guest is
 paused while they are copied, and runs on over there once its memory
 has moved (or here again, if the move fails).  Any failure before the
-end destroys what was made there (the VM, the VDIs) and leaves the VM
+end (a cancel of its task too: between steps, or while the memory is
+sent) destroys what was made there (the VM, the VDIs) and leaves the VM
 here as it was.  Not built: a suspended VM, a VM with snapshots, copy
 mode (NOT_IMPLEMENTED).
 """
@@ -198,6 +199,7 @@ class Move:
         total = sum(db.fields("VDI", v)["virtual_size"] for _, v in disks)
         done = 0
         for vbd, vdi in disks:
+            self.ctx.check_cancelled()
             copy = yield self.remote.call(
                 "VDI.create", _new_vdi(db, vdi, self.vdi_map[vdi]))
             self.copies[vdi] = copy
@@ -211,11 +213,13 @@ class Move:
 
     @defer.inlineCallbacks
     def import_vm(self):
+        self.ctx.check_cancelled()
         document = _metadata(self.ctx, self.vm, self.copies, self.networks)
         yield self.remote.import_metadata(document)
         self.imported = yield self.remote.call("VM.get_by_uuid", self.uuid)
 
     def send_memory(self):
+        self.ctx.check_cancelled()
         params = {"paused": "false", "session_id": self.remote.session}
         return sender.hand_over(self.ctx, self.vm, self.remote.address,
                                 params, None)
