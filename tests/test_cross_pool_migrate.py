@@ -414,3 +414,32 @@ def test_a_cancelled_move_leaves_nothing_there(sides):
     assert here.read(vdi) == data
     here.x.VM.destroy(vm)
     here.x.VDI.destroy(vdi)
+
+
+def test_a_suspended_vm_arrives_suspended_and_resumes_there(sides):
+    here, there = sides
+    data = os.urandom(DISK)
+    vm, vdi, vif = guest(here, "sleeper", data, running=True)
+    here.x.VM.suspend(vm)
+    image = here.x.VM.get_suspend_VDI(vm)
+    uuid = here.x.VM.get_uuid(vm)
+    net = there.network("sleeper arrivals")
+    sr = local_sr(there.x, there.host)
+    y = there.x
+    # The image goes to the other pool's default SR: its local SR here.
+    assert y.pool.get_default_SR(y.pool.get_all()[0]) == sr
+    moved = here.x.VM.migrate_send(vm, receive(there), True, {vdi: sr},
+                                   {vif: net}, {}, {})
+    assert y.VM.get_by_uuid(uuid) == moved
+    assert y.VM.get_power_state(moved) == "Suspended"
+    assert y.VDI.get_SR(y.VM.get_suspend_VDI(moved)) == sr
+    for ref in (vdi, image):
+        assert ref not in here.x.VDI.get_all()
+    y.VM.resume(moved, False, False)
+    assert y.VM.get_power_state(moved) == "Running"
+    assert y.VM.get_resident_on(moved) == there.host
+    copy = y.VBD.get_VDI(y.VM.get_VBDs(moved)[0])
+    y.VM.hard_shutdown(moved)
+    assert there.read(copy) == data
+    y.VM.destroy(moved)
+    y.VDI.destroy(copy)

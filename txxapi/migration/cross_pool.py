@@ -9,7 +9,8 @@ host not one of ours.  As XAPI's storage motion does it:
   (HOST_DISABLED) and not older (VM_HOST_INCOMPATIBLE_VERSION_MIGRATE),
   each SR of vdi_map plugged on it (VM_REQUIRES_SR), each network of
   vif_map known, and for a running VM the host's free memory
-  (HOST_NOT_ENOUGH_FREE_MEMORY);
+  (HOST_NOT_ENOUGH_FREE_MEMORY); a suspended VM's image goes to the SR
+  vdi_map gives it, else to the one XAPI picks there;
 - the move: each disk copied into a new VDI of its SR there; the VM's
   metadata imported there (restored: the same uuid, MACs and device
   uuids), its disks and VIFs linked to the new VDIs and the networks of
@@ -23,8 +24,8 @@ paused while they are copied, and runs on over there once its memory
 has moved (or here again, if the move fails).  Any failure before the
 end (a cancel of its task too: between steps, or while the memory is
 sent) destroys what was made there (the VM, the VDIs) and leaves the VM
-here as it was.  Not built: a suspended VM, a VM with snapshots, copy
-mode (NOT_IMPLEMENTED).
+here as it was; a suspended VM arrives suspended.  Not built: a VM with
+snapshots, copy mode (NOT_IMPLEMENTED).
 """
 
 from twisted.internet import defer
@@ -35,7 +36,7 @@ from txxapi.errors import XenAPIError
 from txxapi.impl import vm_config
 from txxapi.migration import remote_pool, sender
 from txxapi.migration.remote_pool import RemotePool
-from txxapi.values import DateTime
+from txxapi.values import NULL_REF, DateTime
 from txxapi.xva import ova, streams
 from txxapi.xva.restore import MAPS_TO
 from txxenops.errors import MigrationError
@@ -61,6 +62,14 @@ def _disks(db, vm):
     return out
 
 
+def _image(db, vm):
+    """A suspended VM's suspend image, else None."""
+    f = db.fields("VM", vm)
+    if f["power_state"] == "Suspended" and db.exists("VDI", f["suspend_VDI"]):
+        return f["suspend_VDI"]
+    return None
+
+
 def vifs_mapped(db, vm, vif_map):
     """{VIF: remote network} of all the VM's VIFs: a VIF not in the map
     takes the network of a mapped VIF with its MAC (as XAPI infers it)."""
@@ -78,7 +87,7 @@ def assert_local(ctx, vm, dest, vdi_map, vif_map, options):
     """What this pool's records say (before the VM is marked)."""
     remote_pool.assert_dest(dest)
     db = ctx.db
-    f = db.fields("VM", vm)
+    db.fields("VM", vm)
     for vdi in vdi_map:
         db.fields("VDI", vdi)
     for vif in vif_map:
@@ -86,9 +95,6 @@ def assert_local(ctx, vm, dest, vdi_map, vif_map, options):
     if options.get("copy") == "true":
         raise XenAPIError("NOT_IMPLEMENTED",
                           "VM.migrate_send with copy=true")
-    if f["power_state"] == "Suspended":
-        raise XenAPIError("NOT_IMPLEMENTED",
-                          "VM.migrate_send of a suspended VM to another pool")
     if db.where("VM", snapshot_of=vm):
         raise XenAPIError("NOT_IMPLEMENTED", "VM.migrate_send of a VM with "
                           "snapshots to another pool")
@@ -107,8 +113,27 @@ def _version(software_version):
 
 
 @defer.inlineCallbacks
+def _image_sr(ctx, vm, remote, vdi_map):
+    """Where a suspend image goes there: the SR vdi_map gives it, else,
+    as XAPI places it, the pool's suspend_image_SR, the host's
+    suspend_image_sr, the pool's default SR (VDI_NOT_IN_MAP if none)."""
+    image = _image(ctx.db, vm)
+    if image in vdi_map:
+        return vdi_map[image]
+    pool, = yield remote.call("pool.get_all")
+    for method, ref in (("pool.get_suspend_image_SR", pool),
+                        ("host.get_suspend_image_sr", remote.host),
+                        ("pool.get_default_SR", pool)):
+        sr = yield remote.call(method, ref)
+        if sr != NULL_REF:
+            return sr
+    raise XenAPIError("VDI_NOT_IN_MAP", image)
+
+
+@defer.inlineCallbacks
 def assert_remote(ctx, vm, remote, vdi_map, vif_map):
-    """What the other pool says: the host, its SRs, networks, memory."""
+    """What the other pool says: the host, its SRs, networks, memory.
+    The SR there of each disk (and suspend image) of the VM."""
     db = ctx.db
     f = db.fields("VM", vm)
     host = yield remote.call("host.get_record", remote.host)
@@ -118,7 +143,11 @@ def assert_remote(ctx, vm, remote, vdi_map, vif_map):
     if _version(host["software_version"]) < _version(ours):
         raise XenAPIError("VM_HOST_INCOMPATIBLE_VERSION_MIGRATE", vm,
                           remote.host)
-    for sr in sorted(set(vdi_map[v] for _, v in _disks(db, vm))):
+    targets = {vdi: vdi_map[vdi] for _, vdi in _disks(db, vm)}
+    image = _image(db, vm)
+    if image is not None:
+        targets[image] = yield _image_sr(ctx, vm, remote, vdi_map)
+    for sr in sorted(set(targets.values())):
         pbds = yield remote.call("SR.get_PBDs", sr)
         seen = False
         for pbd in pbds:
@@ -136,6 +165,7 @@ def assert_remote(ctx, vm, remote, vdi_map, vif_map):
         if free < needed:
             raise XenAPIError("HOST_NOT_ENOUGH_FREE_MEMORY", str(needed),
                               str(free))
+    return targets
 
 
 @defer.inlineCallbacks
@@ -179,12 +209,12 @@ def _new_vdi(db, vdi, sr):
 class Move:
     """One VM's move to another pool, and what it made there."""
 
-    def __init__(self, ctx, vm, remote, vdi_map, vif_map):
+    def __init__(self, ctx, vm, remote, targets, vif_map):
         self.ctx = ctx
         self.db = ctx.db
         self.vm = vm
         self.remote = remote
-        self.vdi_map = vdi_map
+        self.targets = targets      # VDI here -> SR there
         self.networks = vifs_mapped(ctx.db, vm, vif_map)
         self.uuid = ctx.db.fields("VM", vm)["uuid"]
         self.copies = {}        # VDI here -> its copy there
@@ -196,16 +226,20 @@ class Move:
         the bytes copied (up to DISKS_PROGRESS)."""
         db, server = self.db, self.ctx.server
         disks = _disks(db, self.vm)
+        image = _image(db, self.vm)
+        if image is not None:
+            disks.append((None, image))
         total = sum(db.fields("VDI", v)["virtual_size"] for _, v in disks)
         done = 0
         for vbd, vdi in disks:
             self.ctx.check_cancelled()
             copy = yield self.remote.call(
-                "VDI.create", _new_vdi(db, vdi, self.vdi_map[vdi]))
+                "VDI.create", _new_vdi(db, vdi, self.targets[vdi]))
             self.copies[vdi] = copy
             # The guest is paused: its own use of the disk holds still.
             yield self.remote.upload_disk(server.storage, vdi, copy,
-                                          beside=[vbd] if running else ())
+                                          beside=[vbd] if running and vbd
+                                          else ())
             done += db.fields("VDI", vdi)["virtual_size"]
             if self.ctx.task is not None:
                 server.tasks.set_progress(
@@ -253,8 +287,8 @@ def migrate_send(ctx, vm, dest, vdi_map, vif_map, options):
     there."""
     db = ctx.db
     remote = RemotePool(ctx.server.reactor, dest)
-    yield assert_remote(ctx, vm, remote, vdi_map, vif_map)
-    move = Move(ctx, vm, remote, vdi_map, vif_map)
+    targets = yield assert_remote(ctx, vm, remote, vdi_map, vif_map)
+    move = Move(ctx, vm, remote, targets, vif_map)
     try:
         if db.fields("VM", vm)["power_state"] == "Running":
             yield _running(ctx, move)
