@@ -77,6 +77,12 @@ class Side:
     def ledger(self):
         return os.path.join(self.server.data_dir, "xenops")
 
+    def disks(self):
+        """The managed VDIs (a snapshot's base copy is the SR's garbage
+        collector's to remove, as with XAPI's SM)."""
+        return [v for v, r in self.x.VDI.get_all_records().items()
+                if r["managed"]]
+
     def counts(self):
         x = self.x
         return (len(x.VM.get_all()), len(x.VDI.get_all()),
@@ -230,6 +236,7 @@ def test_a_running_vm_moves_and_runs_on_there(sides):
     sr = local_sr(there.x, there.host)
     dest = receive(there)
     before = memory_free(there.x, there.host)
+    vdis = len(here.disks())
     task = here.x.Async.VM.migrate_send(vm, dest, True, {vdi: sr},
                                         {vif: net}, {}, {})
     wait_until(lambda: "migrate_send" in here.x.VM.get_current_operations(
@@ -263,7 +270,9 @@ def test_a_running_vm_moves_and_runs_on_there(sides):
         assert y.console.get_location(console).startswith(
             "https://%s/" % there.server.address)
     assert failure(here.x.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
+    # Its disk gone here, and the snapshot its copy was made from.
     assert vdi not in here.x.VDI.get_all()
+    assert len(here.disks()) == vdis - 1
     # The guest ran in one place at a time.
     ledgers = {s.server.address: s.ledger() for s in sides}
     assert all(any(r[0] == uuid for r in intervals(path))
@@ -282,6 +291,7 @@ def test_a_failed_move_leaves_nothing_there(sides):
     Those are destroyed again, and the VM runs on here as it was."""
     here, there = sides
     y = there.x
+    vdis = len(here.disks())
     free = int(y.host.compute_free_memory(there.host))
     filler = new_vm(y, "filler", memory=free - 2 * GIB)
     y.VM.start(filler, False, False)
@@ -314,6 +324,7 @@ def test_a_failed_move_leaves_nothing_there(sides):
     assert record["domid"] == domid
     assert record["current_operations"] == {}
     assert here.x.VBD.get_VDI(record["VBDs"][0]) == vdi
+    assert len(here.disks()) == vdis + 1    # no snapshot left
     here.x.VM.hard_shutdown(vm)
     assert here.read(vdi) == data
     here.x.VM.destroy(vm)
@@ -324,8 +335,8 @@ def test_a_failed_move_leaves_nothing_there(sides):
 
 def test_a_running_vms_disk_moves_to_another_sr_of_its_pool(sides,
                                                              tmp_path):
-    """Within the pool: copied with the guest paused, switched over, and
-    the guest runs on (the same domain)."""
+    """Within the pool: copied from a snapshot, the guest paused for what
+    it wrote since and the switch, and it runs on (the same domain)."""
     here, _ = sides
     x = here.x
     data = os.urandom(DISK)
@@ -334,7 +345,10 @@ def test_a_running_vms_disk_moves_to_another_sr_of_its_pool(sides,
                         "second", "", "file", "user", False, {})
     domid = x.VM.get_domid(vm)
     dest = receive(here)
+    vdis = len(here.disks())
     assert x.VM.migrate_send(vm, dest, True, {vdi: other}, {}, {}, {}) == vm
+    # The copy in place of the disk; its snapshot gone.
+    assert len(here.disks()) == vdis
     record = x.VM.get_record(vm)
     assert record["power_state"] == "Running"
     assert record["domid"] == domid

@@ -19,9 +19,11 @@ host not one of ours.  As XAPI's storage motion does it:
   then is the VM removed here with its disks.  The call answers the
   VM's ref in the other pool.
 
-A running VM's disks are not mirrored while it runs: the guest is
-paused while they are copied, and runs on over there once its memory
-has moved (or here again, if the move fails).  Any failure before the
+A running VM's disks are not mirrored as XAPI mirrors them (its writes
+sent to both sides); they are pre-copied: each disk's snapshot copied
+while the guest runs, then the guest paused and only the blocks it wrote
+since sent, then its memory; it runs on over there once that has moved
+(or here again, if the move fails).  Any failure before the
 end (a cancel of its task too: between steps, or while the memory is
 sent) destroys what was made there (the VM, the VDIs) and leaves the VM
 here as it was; a suspended VM arrives suspended.  Not built: a VM with
@@ -34,7 +36,7 @@ from twisted.logger import Logger
 from txxapi import operations, vmspec
 from txxapi.errors import XenAPIError
 from txxapi.impl import vm_config
-from txxapi.migration import remote_pool, sender
+from txxapi.migration import live_copy, remote_pool, sender
 from txxapi.migration.remote_pool import RemotePool
 from txxapi.values import NULL_REF, DateTime
 from txxapi.xva import ova, streams
@@ -218,12 +220,14 @@ class Move:
         self.networks = vifs_mapped(ctx.db, vm, vif_map)
         self.uuid = ctx.db.fields("VM", vm)["uuid"]
         self.copies = {}        # VDI here -> its copy there
+        self.snapshots = {}     # VDI here -> (its VBD, its snapshot)
         self.imported = None    # the VM there
 
     @defer.inlineCallbacks
     def copy_disks(self, running):
-        """Each disk into a new VDI there; the task's progress counts
-        the bytes copied (up to DISKS_PROGRESS)."""
+        """Each disk into a new VDI there (a running VM's from a snapshot,
+        its writes since to follow: copy_changes); the task's progress
+        counts the bytes copied (up to DISKS_PROGRESS)."""
         db, server = self.db, self.ctx.server
         disks = _disks(db, self.vm)
         image = _image(db, self.vm)
@@ -236,14 +240,31 @@ class Move:
             copy = yield self.remote.call(
                 "VDI.create", _new_vdi(db, vdi, self.targets[vdi]))
             self.copies[vdi] = copy
-            # The guest is paused: its own use of the disk holds still.
-            yield self.remote.upload_disk(server.storage, vdi, copy,
-                                          beside=[vbd] if running and vbd
-                                          else ())
+            source = vdi
+            if running and vbd is not None:
+                source = yield server.forwarder.storage.snapshot_vdi(
+                    self.ctx, vdi)
+                self.snapshots[vdi] = (vbd, source)
+            yield self.remote.upload_disk(server.storage, source, copy)
             done += db.fields("VDI", vdi)["virtual_size"]
             if self.ctx.task is not None:
                 server.tasks.set_progress(
                     self.ctx.task, DISKS_PROGRESS * done / max(1, total))
+
+    @defer.inlineCallbacks
+    def copy_changes(self):
+        """What the (now paused) guest wrote since the snapshots."""
+        for vdi, (vbd, snapshot) in sorted(self.snapshots.items()):
+            self.ctx.check_cancelled()
+            # The guest is paused: its own use of the disk holds still.
+            yield self.remote.upload_disk(self.ctx.server.storage, vdi,
+                                          self.copies[vdi], base=snapshot,
+                                          beside=[vbd])
+
+    def forget_snapshots(self):
+        snapshots = [s for _, s in self.snapshots.values()]
+        self.snapshots = {}
+        return live_copy.destroy_quietly(self.ctx, snapshots, "snapshot")
 
     @defer.inlineCallbacks
     def import_vm(self):
@@ -298,6 +319,8 @@ def migrate_send(ctx, vm, dest, vdi_map, vif_map, options):
     except BaseException:
         yield move.undo()
         raise
+    finally:
+        yield move.forget_snapshots()
     yield move.remove_here()
     return move.imported
 
@@ -309,10 +332,11 @@ def _running(ctx, move):
 
     @defer.inlineCallbacks
     def steps():
+        yield move.copy_disks(True)
+        yield move.import_vm()
         yield xen.call("pause", uuid)
         try:
-            yield move.copy_disks(True)
-            yield move.import_vm()
+            yield move.copy_changes()
             yield move.send_memory()
         except BaseException:
             try:

@@ -5,8 +5,10 @@ calls to its master, and the two uploads a move to it makes, to the
 destination host's own address (the xenops URL's), over HTTPS:
 
 * a disk: PUT /import_raw_vdi?vdi=<its new VDI>&format=vhd, the local
-  VDI's VHD stream read from the storage pool a batch at a time as the
-  connection takes it (chunked: the stream's length is not known first);
+  VDI's VHD stream (or only its blocks that differ from a base the
+  remote VDI holds already) read from the storage pool a batch at a time
+  as the connection takes it (chunked: the stream's length is not known
+  first);
 * the VM's metadata: PUT /import_metadata?restore=true&live=true with
   the tar of its ova.xml, which XAPI's storage motion sends as well.
 
@@ -75,9 +77,10 @@ class RemotePool:
             self._unreachable(self.master_address, e)
         return result
 
-    def upload_disk(self, storage, vdi, remote_vdi, beside=()):
-        """``vdi``'s data into the remote pool's ``remote_vdi``."""
-        d = storage.open_export(vdi, "vhd", beside=beside)
+    def upload_disk(self, storage, vdi, remote_vdi, base=None, beside=()):
+        """``vdi``'s data into the remote pool's ``remote_vdi`` (which
+        holds ``base``'s already: only the blocks that differ from it)."""
+        d = storage.open_export(vdi, "vhd", base, beside=beside)
 
         def send(session):
             body = _ExportBody(session)

@@ -13,9 +13,10 @@ storage motion, xapi_vm_migrate):
 - within this pool, migrate_send (marked ``migrate_send`` by its
   forwarding rule, txxapi.forwarding.migration): a halted VM's disks
   are copied to their new SRs, its VBDs pointed at the copies and the
-  old disks destroyed; a running VM's are copied with the guest paused
-  (paused_copy.py: no live mirror), on the host it runs on, which must
-  see their new SRs; its VIFs move to the networks of vif_map; a running
+  old disks destroyed; a running VM's are copied from snapshots while it
+  runs, then the blocks it wrote meanwhile with the guest paused
+  (live_copy.py: a pre-copy, not XAPI's synchronous mirror), on the host
+  it runs on, which must see their new SRs; its VIFs move to the networks of vif_map; a running
   VM then moves to the host, as pool_migrate moves it.  Moving a
   suspended VM's disks is not built (NOT_IMPLEMENTED).
 """
@@ -25,7 +26,7 @@ from twisted.internet import defer
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
 from txxapi.forwarding import hosts
-from txxapi.migration import checks, cross_pool, paused_copy, sender
+from txxapi.migration import checks, cross_pool, live_copy, sender
 
 RUNNING = ("Running",)
 
@@ -81,7 +82,7 @@ def plan(ctx, vm, dest, vdi_map, vif_map, marked=False):
         checks.assert_can_migrate(ctx, vm, host, {},
                                   op=None if marked else "migrate_send",
                                   sr_check=False)
-        paused_copy.assert_can_copy_here(ctx, vm, moves)
+        live_copy.assert_can_copy_here(ctx, vm, moves)
     return host, moves
 
 
@@ -109,7 +110,7 @@ def _within(ctx, vm, dest, vdi_map, vif_map):
     host, moves = plan(ctx, vm, dest, vdi_map, vif_map, marked=True)
     db, calls = ctx.db, ctx.server.forwarder.storage
     if moves and db.fields("VM", vm)["power_state"] in RUNNING:
-        yield paused_copy.move_disks(ctx, vm, moves)
+        yield live_copy.move_disks(ctx, vm, moves)
         moves = []
     for vbd, vdi, sr in moves:
         copy = yield calls.copy_vdi(ctx, vdi, sr)
