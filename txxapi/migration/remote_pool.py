@@ -12,8 +12,9 @@ destination host's own address (the xenops URL's), over HTTPS:
 * the VM's metadata: PUT /import_metadata?restore=true&live=true with
   the tar of its ova.xml, which XAPI's storage motion sends as well.
 
-Either ends with the connection; its outcome is the remote task named in
-the answer's task-id.  A peer that cannot be reached is
+Either ends with the connection; its outcome is a task made there first
+and named in the request (task_id), so that a refusal there that cuts
+the connection is known by its own error.  A peer that cannot be reached is
 CANNOT_CONTACT_HOST [its address]; its own errors come back as they are.
 The peer's certificate is not verified, as in the pool's own calls.
 """
@@ -22,6 +23,7 @@ import io
 from urllib.parse import urlencode, urlsplit
 
 from twisted.internet import defer
+from twisted.internet import task as task_module
 from twisted.web import client as web_client
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -32,6 +34,9 @@ from txxapi.pool.client import PeerClient, PeerUnreachable, peer_agent, \
     peer_url
 
 DEST_KEYS = ("host", "session_id", "SM", "xenops", "master")
+# Seconds an upload whose connection was cut waits for its task there.
+TASK_WAIT = 10.0
+TASK_POLL = 0.1
 
 
 def _address(dest, key):
@@ -99,48 +104,66 @@ class RemotePool:
 
     @defer.inlineCallbacks
     def _put(self, path, query, body):
-        query = dict(query, session_id=self.session)
+        """The upload, completing a task made there first: its outcome
+        is known even if the peer closes the connection early."""
+        task = yield self.call("task.create", "VM.migrate_send " + path, "")
+        query = dict(query, session_id=self.session, task_id=task)
         url = peer_url(self.address, path + "?" + urlencode(sorted(
             query.items())))
-        agent = peer_agent(self.reactor)
+        cut = None
         try:
-            response = yield agent.request(
+            response = yield peer_agent(self.reactor).request(
                 b"PUT", url, Headers({b"content-type":
                                       [b"application/octet-stream"]}), body)
+            yield _drained(response)
         except web_client.RequestGenerationFailed as e:
             # Our side of the body failed (reading the disk): its error.
+            yield self._forget(task)
             raise e.reasons[0].value
         except Exception as e:
-            self._unreachable(self.address, e)
-        tasks = response.headers.getRawHeaders(b"task-id") or []
+            cut = e
         try:
-            text = yield web_client.readBody(response)
-        except web_client.PartialDownloadError as e:
-            text = e.response
-        except Exception:
-            text = b""      # the connection's end is the data's end
-        if response.code != 200 or not tasks:
-            raise XenAPIError("INTERNAL_ERROR", "%s answered %d %s" % (
-                path, response.code,
-                (text or b"")[:200].decode("utf-8", "replace")))
-        yield self._outcome(tasks[0].decode().strip())
-
-    @defer.inlineCallbacks
-    def _outcome(self, task):
-        """The remote task's end: its error raised, the task destroyed."""
-        try:
-            status = yield self.call("task.get_status", task)
+            status = yield self._ended(task, TASK_WAIT if cut else 0)
             error = []
-            if status != "success":
+            if status == "failure":
                 error = yield self.call("task.get_error_info", task)
         finally:
-            try:
-                yield self.call("task.destroy", task)
-            except XenAPIError:
-                pass
-        if status != "success":
-            raise XenAPIError(*(error or ["INTERNAL_ERROR",
-                                          "remote task " + status]))
+            yield self._forget(task)
+        if status == "success" and cut is None:
+            return
+        if error:
+            raise XenAPIError(*error)
+        if cut is not None:
+            self._unreachable(self.address, cut)
+        raise XenAPIError("INTERNAL_ERROR", "%s: the task there is %s"
+                          % (path, status))
+
+    @defer.inlineCallbacks
+    def _ended(self, task, wait):
+        """The task's status, once it is no longer pending (or after
+        ``wait`` seconds)."""
+        waited = 0.0
+        while True:
+            status = yield self.call("task.get_status", task)
+            if status != "pending" or waited >= wait:
+                return status
+            yield task_module.deferLater(self.reactor, TASK_POLL,
+                                         lambda: None)
+            waited += TASK_POLL
+
+    @defer.inlineCallbacks
+    def _forget(self, task):
+        try:
+            yield self.call("task.destroy", task)
+        except XenAPIError:
+            pass
+
+
+def _drained(response):
+    """The answer read to its end (the peer closes the connection)."""
+    d = web_client.readBody(response)
+    d.addErrback(lambda f: f.trap(web_client.PartialDownloadError))
+    return d
 
 
 @implementer(IBodyProducer)
