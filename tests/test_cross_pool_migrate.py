@@ -138,6 +138,7 @@ def test_a_halted_vm_moves_to_another_pool(sides):
     sr = local_sr(there.x, there.host)
     dest = receive(there)
     networks = len(there.x.network.get_all())
+    here.x.message.create("MOVER_NOTE", "3", "VM", uuid, "before the move")
     here.x.VM.assert_can_migrate(vm, dest, True, {vdi: sr}, {vif: net}, {},
                                  {})
     moved = here.x.VM.migrate_send(vm, dest, True, {vdi: sr}, {vif: net},
@@ -159,6 +160,13 @@ def test_a_halted_vm_moves_to_another_pool(sides):
     assert y.VIF.get_MAC(new_vif) == mac
     assert "maps_to" not in y.VIF.get_other_config(new_vif)
     assert len(y.network.get_all()) == networks
+    # Its messages went with it.
+    def notes(side):
+        return [(m["name"], m["priority"], m["body"])
+                for m in side.x.message.get_all_records().values()
+                if m["obj_uuid"] == uuid]
+    assert notes(there) == [("MOVER_NOTE", "3", "before the move")]
+    assert notes(here) == []
     # Here: gone, and its disk with it.
     assert failure(here.x.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
     assert vdi not in here.x.VDI.get_all()

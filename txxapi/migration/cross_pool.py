@@ -16,8 +16,9 @@ host not one of ours.  As XAPI's storage motion does it:
   uuids), its disks and VIFs linked to the new VDIs and the networks of
   vif_map; a running VM's memory then sent to the host with the
   migration stream (txxapi.migration.stream), where it runs on; only
-  then is the VM removed here with its disks.  The call answers the
-  VM's ref in the other pool.
+  then is the VM removed here with its disks, its messages sent there
+  first.  The call answers the VM's ref in the other pool.  (The RRDs
+  do not follow it.)
 
 A running VM's disks are not mirrored as XAPI mirrors them (its writes
 sent to both sides); they are pre-copied: each disk's snapshot copied
@@ -35,6 +36,7 @@ from twisted.logger import Logger
 
 from txxapi import operations, vmspec
 from txxapi.errors import XenAPIError
+from txxapi.forwarding import hosts, remote as pool_calls
 from txxapi.impl import vm_config
 from txxapi.migration import live_copy, remote_pool, sender
 from txxapi.migration.remote_pool import RemotePool
@@ -294,9 +296,41 @@ class Move:
                          m=method, ref=ref, e=e)
 
     @defer.inlineCallbacks
+    def move_messages(self):
+        """The VM's messages sent there and removed here, as XAPI sends
+        them (each made anew there: its time is the time it arrives).
+        A message that cannot be moved is left, and the move goes on."""
+        ctx = self.ctx
+        master = hosts.master(ctx)
+        try:
+            if master == ctx.server.host_ref:
+                found = ctx.server.messages.records(
+                    lambda r: r["cls"] == "VM" and r["obj_uuid"] == self.uuid)
+            else:
+                found = yield pool_calls.call_on(
+                    ctx, master, "message.get",
+                    ["VM", self.uuid, DateTime.from_timestamp(0)], False)
+            moved = []
+            for ref, record in sorted(found.items(),
+                                      key=lambda m: str(m[1]["timestamp"])):
+                yield self.remote.call("message.create", record["name"],
+                                       str(record["priority"]), "VM",
+                                       self.uuid, record["body"])
+                moved.append(ref)
+            if moved and master == ctx.server.host_ref:
+                yield ctx.server.messages.destroy(moved)
+            elif moved:
+                yield pool_calls.call_on(ctx, master, "message.destroy_many",
+                                     [moved], False)
+        except XenAPIError as e:
+            log.warn("the messages of VM {uuid} not moved: {e}",
+                     uuid=self.uuid, e=e)
+
+    @defer.inlineCallbacks
     def remove_here(self):
         """The VM is the other pool's: gone from here, and its disks."""
         ctx = self.ctx
+        yield self.move_messages()
         vm_config.delete_vm(ctx, self.vm)
         for vdi in self.copies:
             yield ctx.server.forwarder.storage.destroy_vdi(ctx, vdi)
