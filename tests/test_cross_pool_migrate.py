@@ -174,6 +174,39 @@ def test_a_halted_vm_moves_to_another_pool(sides):
     y.VDI.destroy(copy)
 
 
+def test_a_vms_snapshots_go_with_it(sides):
+    here, there = sides
+    data = os.urandom(DISK)
+    vm, vdi, vif = guest(here, "with history", data)
+    snapshot = here.x.VM.snapshot(vm, "yesterday")
+    snapshot_vdi = here.x.VBD.get_VDI(here.x.VM.get_VBDs(snapshot)[0])
+    names = (here.x.VM.get_uuid(snapshot), here.x.VDI.get_uuid(snapshot_vdi))
+    net = there.network("history arrivals")
+    sr = local_sr(there.x, there.host)
+    # The snapshot's disk follows its disk's map entry.
+    moved = here.x.VM.migrate_send(vm, receive(there), True, {vdi: sr},
+                                   {vif: net}, {}, {})
+    y = there.x
+    old, = y.VM.get_snapshots(moved)
+    record = y.VM.get_record(old)
+    assert record["uuid"] == names[0]
+    assert record["is_a_snapshot"] and record["snapshot_of"] == moved
+    assert record["name_label"] == "yesterday"
+    assert y.VIF.get_network(record["VIFs"][0]) == net
+    copy = y.VBD.get_VDI(y.VM.get_VBDs(moved)[0])
+    old_disk = y.VBD.get_VDI(record["VBDs"][0])
+    disk = y.VDI.get_record(old_disk)
+    assert disk["is_a_snapshot"] and disk["snapshot_of"] == copy
+    assert disk["SR"] == sr and "maps_to" not in disk["other_config"]
+    assert there.read(old_disk) == data
+    assert failure(here.x.VM.get_by_uuid, names[0])[0] == "UUID_INVALID"
+    assert failure(here.x.VDI.get_by_uuid, names[1])[0] == "UUID_INVALID"
+    y.VM.destroy(old)
+    y.VM.destroy(moved)
+    for ref in (old_disk, copy):
+        y.VDI.destroy(ref)
+
+
 def test_refusals_leave_both_pools_as_they_were(sides):
     here, there = sides
     vm, vdi, vif = guest(here, "refused", b"\1" * DISK)

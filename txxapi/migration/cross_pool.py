@@ -27,8 +27,10 @@ since sent, then its memory; it runs on over there once that has moved
 (or here again, if the move fails).  Any failure before the
 end (a cancel of its task too: between steps, or while the memory is
 sent) destroys what was made there (the VM, the VDIs) and leaves the VM
-here as it was; a suspended VM arrives suspended.  Not built: a VM with
-snapshots, copy mode (NOT_IMPLEMENTED).
+here as it was; a suspended VM arrives suspended.  The VM's snapshots go
+with it (their disks copied whole, to the SR vdi_map gives them or their
+disk's, else the default SR there; linked as snapshots of the copies).
+Not built: a VM with checkpoints, copy mode (NOT_IMPLEMENTED).
 """
 
 from twisted.internet import defer
@@ -74,12 +76,18 @@ def _image(db, vm):
     return None
 
 
+def _snapshots(db, vm):
+    return sorted(db.where("VM", snapshot_of=vm))
+
+
 def vifs_mapped(db, vm, vif_map):
-    """{VIF: remote network} of all the VM's VIFs: a VIF not in the map
-    takes the network of a mapped VIF with its MAC (as XAPI infers it)."""
+    """{VIF: remote network} of all the VIFs of the VM and its snapshots:
+    a VIF not in the map takes the network of a mapped VIF with its MAC
+    (as XAPI infers it)."""
     by_mac = {db.fields("VIF", v)["MAC"]: n for v, n in vif_map.items()}
     out = {}
-    for vif in sorted(db.where("VIF", VM=vm)):
+    for vif in sorted(v for owner in [vm] + _snapshots(db, vm)
+                      for v in db.where("VIF", VM=owner)):
         network = vif_map.get(vif) or by_mac.get(db.fields("VIF", vif)["MAC"])
         if network is None:
             raise XenAPIError("VIF_NOT_IN_MAP", vif)
@@ -99,9 +107,10 @@ def assert_local(ctx, vm, dest, vdi_map, vif_map, options):
     if options.get("copy") == "true":
         raise XenAPIError("NOT_IMPLEMENTED",
                           "VM.migrate_send with copy=true")
-    if db.where("VM", snapshot_of=vm):
-        raise XenAPIError("NOT_IMPLEMENTED", "VM.migrate_send of a VM with "
-                          "snapshots to another pool")
+    for snapshot in db.where("VM", snapshot_of=vm):
+        if db.fields("VM", snapshot)["power_state"] != "Halted":
+            raise XenAPIError("NOT_IMPLEMENTED", "VM.migrate_send of a VM "
+                              "with checkpoints to another pool")
     for _, vdi in _disks(db, vm):
         if vdi not in vdi_map:
             raise XenAPIError("VDI_NOT_IN_MAP", vdi)
@@ -114,6 +123,32 @@ def _version(software_version):
         return tuple(int(p) for p in text.split("."))
     except ValueError:
         return ()
+
+
+def _snapshot_disks(db, vm):
+    """(VBD, VDI) of the disks of the VM's snapshots (not its own)."""
+    own = {vdi for _, vdi in _disks(db, vm)}
+    out = []
+    for snapshot in _snapshots(db, vm):
+        out += [(vbd, vdi) for vbd, vdi in _disks(db, snapshot)
+                if vdi not in own]
+    return out
+
+
+@defer.inlineCallbacks
+def _snapshot_sr(db, vdi, remote, vdi_map):
+    """Where a snapshot's disk goes there: the SR vdi_map gives it, else
+    that of the disk it is a snapshot of, else the pool's default SR (as
+    XAPI places it; VDI_NOT_IN_MAP if none)."""
+    of = db.fields("VDI", vdi)["snapshot_of"]
+    for key in (vdi, of):
+        if key in vdi_map:
+            return vdi_map[key]
+    pool, = yield remote.call("pool.get_all")
+    sr = yield remote.call("pool.get_default_SR", pool)
+    if sr == NULL_REF:
+        raise XenAPIError("VDI_NOT_IN_MAP", vdi)
+    return sr
 
 
 @defer.inlineCallbacks
@@ -148,6 +183,8 @@ def assert_remote(ctx, vm, remote, vdi_map, vif_map):
         raise XenAPIError("VM_HOST_INCOMPATIBLE_VERSION_MIGRATE", vm,
                           remote.host)
     targets = {vdi: vdi_map[vdi] for _, vdi in _disks(db, vm)}
+    for _, vdi in _snapshot_disks(db, vm):
+        targets[vdi] = yield _snapshot_sr(db, vdi, remote, vdi_map)
     image = _image(db, vm)
     if image is not None:
         targets[image] = yield _image_sr(ctx, vm, remote, vdi_map)
@@ -185,8 +222,8 @@ def _metadata(ctx, vm, copies, networks):
     for them in the other pool (XAPI's maps_to)."""
     db = ctx.db
     walk = ova.Walk(db)
-    walk.vm(vm, preserve_power_state=True)
-    objs = ova.objects(db, walk, False, True)
+    walk.vm(vm, snapshots=True, preserve_power_state=True)
+    objs = ova.objects(db, walk, True, True)
     named = {walk.lookup(ref): there
              for ref, there in list(copies.items()) + list(networks.items())}
     for obj in objs:
@@ -224,6 +261,7 @@ class Move:
         self.copies = {}        # VDI here -> its copy there
         self.snapshots = {}     # VDI here -> (its VBD, its snapshot)
         self.imported = None    # the VM there
+        self.imported_snapshots = []
 
     @defer.inlineCallbacks
     def copy_disks(self, running):
@@ -232,6 +270,8 @@ class Move:
         counts the bytes copied (up to DISKS_PROGRESS)."""
         db, server = self.db, self.ctx.server
         disks = _disks(db, self.vm)
+        # A snapshot's disk does not change: copied as it is.
+        disks += [(None, vdi) for _, vdi in _snapshot_disks(db, self.vm)]
         image = _image(db, self.vm)
         if image is not None:
             disks.append((None, image))
@@ -274,6 +314,8 @@ class Move:
         document = _metadata(self.ctx, self.vm, self.copies, self.networks)
         yield self.remote.import_metadata(document)
         self.imported = yield self.remote.call("VM.get_by_uuid", self.uuid)
+        self.imported_snapshots = yield self.remote.call("VM.get_snapshots",
+                                                         self.imported)
 
     def send_memory(self):
         self.ctx.check_cancelled()
@@ -286,6 +328,7 @@ class Move:
         """Destroy what was made there (best effort, logged)."""
         steps = []
         if self.imported is not None:
+            steps += [("VM.destroy", s) for s in self.imported_snapshots]
             steps.append(("VM.destroy", self.imported))
         steps += [("VDI.destroy", copy) for copy in self.copies.values()]
         for method, ref in steps:
@@ -331,6 +374,8 @@ class Move:
         """The VM is the other pool's: gone from here, and its disks."""
         ctx = self.ctx
         yield self.move_messages()
+        for snapshot in _snapshots(ctx.db, self.vm):
+            vm_config.delete_vm(ctx, snapshot)
         vm_config.delete_vm(ctx, self.vm)
         for vdi in self.copies:
             yield ctx.server.forwarder.storage.destroy_vdi(ctx, vdi)

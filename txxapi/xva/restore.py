@@ -13,7 +13,8 @@ VIF), each export id mapped to the object that stands for it here.
 * network: by name, then by bridge, else a new network.
 * live (a VM moving here from another pool, VM.migrate_send): the VDIs
   and a VIF's network may be named by the exporter in their other_config
-  (``maps_to``: the ref here, as XAPI's storage motion sends them); the
+  (``maps_to``: the ref here, as XAPI's storage motion sends them; a
+  snapshot's VDI so named becomes a snapshot of its disk's here); the
   VM keeps its generation id, and a running one must fit in this host's
   free memory (HOST_NOT_ENOUGH_FREE_MEMORY), which it is then scheduled
   to be resident on until its memory arrives (txxapi.migration.receiver).
@@ -139,6 +140,7 @@ class Restore:
             handle = getattr(self, "_" + cls.lower())
             for obj in self.header.of_class(cls):
                 yield handle(obj, self._fields(cls, obj))
+        self._link_disk_snapshots()
         self._link_snapshots()
 
     def _link_snapshots(self):
@@ -154,6 +156,22 @@ class Restore:
             else:
                 changes["snapshot_of"] = NULL_REF
             db.update("VM", vm, changes)
+
+    def _link_disk_snapshots(self):
+        """A live import's disks (copies made for it) are linked as the
+        exporter's were: a snapshot's copy is a snapshot of its disk's."""
+        if not self.live:
+            return
+        for obj in self.header.of_class("VDI"):
+            f = self._fields("VDI", obj)
+            vdi = self.table.get(obj["id"])
+            if vdi is None or not f.get("is_a_snapshot") or \
+                    f.get("other_config", {}).get(MAPS_TO) != vdi:
+                continue
+            self.db.update("VDI", vdi, {
+                "is_a_snapshot": True,
+                "snapshot_of": self._map(f.get("snapshot_of", NULL_REF)),
+                "snapshot_time": f["snapshot_time"]})
 
     def finish(self):
         """The import is complete: the VMs lose their import mark.  The
