@@ -347,7 +347,7 @@ def test_migrate_send_within_the_pool(server, x, tmp_path):
     failure = XenAPI.Failure
     for args, error in (
             (({"host": "OpaqueRef:elsewhere"}, {}),
-             ["NOT_IMPLEMENTED", "VM.migrate_send to another pool"]),
+             ["INVALID_VALUE", "dest", "no session_id in the destination"]),
             ((dest, {vdi: "OpaqueRef:nothing"}),
              ["HANDLE_INVALID", "SR", "OpaqueRef:nothing"])):
         try:
@@ -361,18 +361,15 @@ def test_migrate_send_within_the_pool(server, x, tmp_path):
     assert x.VM.migrate_send(vm, dest, True, {vdi: other}, {}, {}, {}) == vm
     moved = x.VBD.get_VDI(vbd)
     assert x.VDI.get_SR(moved) == other and vdi not in x.VDI.get_all()
-    # A running VM moves to the host; its disks cannot move with it.
+    # A running VM's disk moves too (copied with the guest paused).
     x.VM.start(vm, False, False)
-    try:
-        back = x.pool.get_default_SR(x.pool.get_all()[0])
-        x.VM.migrate_send(vm, dest, True, {moved: back}, {}, {}, {})
-    except failure as e:
-        assert e.details == ["NOT_IMPLEMENTED",
-                             "VM.migrate_send of a running VM's disks"]
-    else:
-        raise AssertionError("moved a running VM's disk")
+    back = x.pool.get_default_SR(x.pool.get_all()[0])
+    assert x.VM.migrate_send(vm, dest, True, {moved: back}, {}, {}, {}) == vm
+    again = x.VBD.get_VDI(vbd)
+    assert x.VDI.get_SR(again) == back and moved not in x.VDI.get_all()
+    assert x.VM.get_power_state(vm) == "Running"
     assert x.VM.migrate_send(vm, dest, True, {}, {}, {}, {}) == vm
     assert x.VM.get_resident_on(vm) == host
     x.VM.hard_shutdown(vm)
     x.VM.destroy(vm)
-    x.VDI.destroy(moved)
+    x.VDI.destroy(again)

@@ -55,6 +55,16 @@ def test_power_states_decide_first(db):
     assert error(db, vm, "snapshot") is None
 
 
+def test_a_passed_through_pci_device_keeps_the_vm_where_it_is(db):
+    # A PV guest: it can suspend without saying so.
+    metrics = db.create("VM_metrics", {"current_domain_type": "pv"})
+    vm = make_vm(db, power_state="Running", metrics=metrics)
+    db.create("PCI", {"attached_VMs": [vm], "pci_id": "0000:00:02.0"})
+    for op in ("suspend", "checkpoint", "pool_migrate", "migrate_send"):
+        assert error(db, vm, op) == ["VM_HAS_PCI_ATTACHED", vm]
+    assert error(db, vm, "clean_shutdown") is None
+
+
 def test_blocked_operations_come_before_everything(db):
     vm = make_vm(db, blocked_operations={"start": "maintenance"},
                  power_state="Running")

@@ -36,10 +36,11 @@ SIMULATOR_TRIGGERS = {"crash": "crash", "poweroff": "poweroff",
 # --- the rules, for operation marking and allowed_operations ---------------
 
 def _view(db, ref):
-    """What the rules read: the VM's fields (plus VTPMs, a computed set)
-    and its metrics."""
+    """What the rules read: the VM's fields (plus VTPMs and attached_PCIs,
+    computed sets) and its metrics."""
     vm = dict(db.fields("VM", ref))
-    vm["VTPMs"] = db.get("VM", ref, "VTPMs")
+    for computed in ("VTPMs", "attached_PCIs"):
+        vm[computed] = db.get("VM", ref, computed)
     metrics = db.fields("VM_metrics", vm["metrics"]) \
         if db.exists("VM_metrics", vm["metrics"]) else None
     gm = db.fields("VM_guest_metrics", vm["guest_metrics"]) \
@@ -109,7 +110,9 @@ def validate_basic_parameters(ref, vm):
         raise XenAPIError("VM_MEMORY_SIZE_TOO_LOW", ref)
 
 
-def assert_can_boot_here(ctx, ref, host, memory=True):
+def assert_can_boot_here(ctx, ref, host, memory=True, sr_check=True):
+    """``sr_check``: the disks' SRs are checked (a caller moving them
+    checks their new SRs itself)."""
     db = ctx.db
     vm = db.fields("VM", ref)
     h = db.fields("host", host)
@@ -120,7 +123,7 @@ def assert_can_boot_here(ctx, ref, host, memory=True):
     if not h["enabled"] and not vm["is_control_domain"]:
         raise XenAPIError("HOST_DISABLED", host)
     vdis = [db.fields("VBD", vbd)["VDI"] for vbd in db.where("VBD", VM=ref)
-            if not db.fields("VBD", vbd)["empty"]]
+            if not db.fields("VBD", vbd)["empty"] and sr_check]
     if vm["power_state"] == "Suspended":
         # A resume reads its image on the host it runs on.
         vdis.append(vm["suspend_VDI"])

@@ -156,6 +156,9 @@ def operation_error(ref, vm, op, metrics=None, guest_metrics=None,
                 and not _feature(guest_metrics, "feature-shutdown")
                 and not _feature(guest_metrics, "feature-reboot"))):
         return XenAPIError("VM_LACKS_FEATURE", ref)
+    if op in ("suspend", "checkpoint", "pool_migrate", "migrate_send") \
+            and vm.get("attached_PCIs"):
+        return XenAPIError("VM_HAS_PCI_ATTACHED", ref)
     if op == "snapshot_with_quiesce":
         return XenAPIError("VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED", ref)
     if op == "query_services" and \

@@ -24,5 +24,10 @@ and the destination's memory reservation for the whole move
 * evacuation.py: host.evacuate, host.assert_can_evacuate and
   host.get_vms_which_prevent_evacuation;
 * host_operations.py: the host operations the moves mark (evacuate,
-  vm_migrate).
+  vm_migrate);
+* storage_motion.py: VM.migrate_send, VM.assert_can_migrate and
+  host.migrate_receive; live_copy.py: a running VM's disks moved to
+  other SRs of the pool;
+* cross_pool.py: VM.migrate_send to another pool; remote_pool.py: the
+  calls and uploads to that pool.
 """

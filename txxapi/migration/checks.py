@@ -22,15 +22,19 @@ def forced(options):
     return options.get("force") == "true"
 
 
-def assert_can_migrate(ctx, vm, host, options, strict=True):
+def assert_can_migrate(ctx, vm, host, options, strict=True,
+                       op="pool_migrate", sr_check=True):
+    """``op``: the VM's operation to check (None: it is marked already);
+    ``sr_check``: false when the caller checks the disks' (new) SRs."""
     db = ctx.db
     db.fields("VM", vm)
     db.fields("host", host)
-    operations.check(ctx, "VM", vm, "pool_migrate", strict)
+    if op is not None:
+        operations.check(ctx, "VM", vm, op, strict)
     if host == db.fields("VM", vm)["resident_on"]:
         return
     operations.check(ctx, "host", host, "vm_migrate")
-    assert_can_boot_here(ctx, vm, host)
+    assert_can_boot_here(ctx, vm, host, sr_check=sr_check)
     if "network" in options:
         address_on_network(ctx, options["network"], host)
 

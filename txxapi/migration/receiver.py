@@ -2,7 +2,10 @@
 The destination of a migration: PUT /services/xenops/memory/<vm uuid>
 (stream.py has the exchange), for pool sessions only (the pool secret,
 or a pool session's session_id): any other caller gets 403, as one
-without credentials gets 401.
+without credentials gets 401, except for a VM arriving from another
+pool (VM.migrate_send: imported here, Halted and scheduled to be
+resident on this host), which the session host.migrate_receive gave may
+send.
 
 Once its replica holds what the master had written when it sent the
 call to the source (``generation``), the handler checks the VM (known,
@@ -79,11 +82,13 @@ class MemoryReceiver(resource.Resource):
         try:
             caller = yield authenticate(self.server, request,
                                         Params(request), ACTION, ACTION)
-            if not self.server.db.fields("session", caller.session)["pool"]:
-                raise Refused(responses.forbidden(version))
+            pool = self.server.db.fields("session", caller.session)["pool"]
             query = query_of(request)
-            yield self._caught_up(query)
-            vm = self._vm_of(request, version)
+            if pool:
+                yield self._caught_up(query)
+            vm, arriving = self._vm_of(request, version)
+            if not (pool or arriving):
+                raise Refused(responses.forbidden(version))
         except Refused as refused:
             if caller is not None:
                 caller.close()
@@ -100,7 +105,8 @@ class MemoryReceiver(resource.Resource):
         if local is None:
             return
         try:
-            yield receive(ctx, vm, local, query.get("paused") == "true")
+            yield receive(ctx, vm, local, query.get("paused") == "true",
+                          arriving)
         except Exception as e:
             log.info("migration of VM {vm} here failed: {e}", vm=vm,
                      e=_error_text(e))
@@ -129,12 +135,24 @@ class MemoryReceiver(resource.Resource):
             raise _refusal(version, "404", "Not Found",
                            "no VM with uuid %s" % uuid)
         f = db.fields("VM", vm)
+        if arrival(db, vm, self.server.host_ref):
+            return vm, True
         if f["power_state"] not in vmspec.LIVE_STATES or \
                 f["resident_on"] in (NULL_REF, self.server.host_ref):
             raise _refusal(version, "409", "Conflict",
                            "VM %s is %s on %s" % (uuid, f["power_state"],
                                                   f["resident_on"]))
-        return vm
+        return vm, False
+
+
+def arrival(db, vm, host):
+    """A VM coming from another pool: imported here (Halted), scheduled
+    to be resident on this host until its memory arrives, and no
+    operation of its under way (a start holds its host so too)."""
+    f = db.fields("VM", vm)
+    return f["power_state"] == "Halted" and f["resident_on"] == NULL_REF \
+        and f["scheduled_to_be_resident_on"] == host \
+        and not f["current_operations"]
 
 
 def _answer(request, response):
@@ -181,16 +199,21 @@ def _splice(reactor, request, on_end):
     return mine
 
 
-def receive(ctx, vm, sock, paused):
+def receive(ctx, vm, sock, paused, arriving=False):
     """The destination's steps (a Deferred), as one operation of the
-    bridge on the VM."""
+    bridge on the VM.  ``arriving``: from another pool, whose disks here
+    are all to be plugged."""
     db, server = ctx.db, ctx.server
     xen = server.xenops
     uuid = db.fields("VM", vm)["uuid"]
     spec = vmspec.vm_spec(db, server, vm, with_disks=False)
+
+    def plugged(vbd):
+        f = db.fields("VBD", vbd)
+        return not f["empty"] if arriving else f["currently_attached"]
     vbds = [v for v in sorted(db.where("VBD", VM=vm),
                               key=lambda r: db.fields("VBD", r)["userdevice"])
-            if db.fields("VBD", v)["currently_attached"]]
+            if plugged(v)]
     xen.ensure_metrics(vm)
 
     @defer.inlineCallbacks

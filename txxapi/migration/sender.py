@@ -104,21 +104,10 @@ def send(ctx, vm, host, options):
         # What the destination's replica must hold before it reads the VM.
         "generation": str(forwarded["generation"] if forwarded
                           else db.persistent_generation)}
-    vbds = db.where("VBD", VM=vm)
 
     @defer.inlineCallbacks
     def steps():
-        sock = yield xen.run_blocking(stream.connect, address, uuid, params,
-                                      server.pool_secret)
-        try:
-            yield xen.call("migrate_send", uuid, sock)
-            # The domain is the destination's now: let its disks go there.
-            for vbd in vbds:
-                server.storage.detach_key(vbd)
-            yield server.storage.settled()
-            yield xen.run_blocking(_released, sock, uuid)
-        finally:
-            yield xen.run_blocking(stream.close, sock)
+        yield hand_over(ctx, vm, address, params, server.pool_secret)
         yield _resident(ctx, vm, host)
         # Its RRD follows it (XAPI's migrate_rrd); this never fails.
         yield server.metrics.handover.migrated(uuid, address)
@@ -128,6 +117,28 @@ def send(ctx, vm, host, options):
         raise XenAPIError("VM_MIGRATE_FAILED", vm, source, host,
                           failure.value.reason)
     return xen.vm_change(vm, steps, task=ctx.task, errors=failed)
+
+
+@defer.inlineCallbacks
+def hand_over(ctx, vm, address, params, secret):
+    """The domain sent to the receiver at ``address`` (with the pool
+    ``secret``, or another pool's session in ``params``) and this host's
+    hold on it and its disks let go, up to the destination's DONE."""
+    server = ctx.server
+    xen = server.xenops
+    uuid = ctx.db.fields("VM", vm)["uuid"]
+    vbds = ctx.db.where("VBD", VM=vm)
+    sock = yield xen.run_blocking(stream.connect, address, uuid, params,
+                                  secret)
+    try:
+        yield xen.call("migrate_send", uuid, sock)
+        # The domain is the destination's now: let its disks go there.
+        for vbd in vbds:
+            server.storage.detach_key(vbd)
+        yield server.storage.settled()
+        yield xen.run_blocking(_released, sock, uuid)
+    finally:
+        yield xen.run_blocking(stream.close, sock)
 
 
 def _released(sock, uuid):

@@ -3,7 +3,9 @@ The connection a migration runs on, and the toolstack's messages on it.
 
 The source opens it: HTTPS to port 443 of the destination's address,
 ``PUT /services/xenops/memory/<vm uuid>?<parameters>`` with the pool
-secret as a cookie (as XAPI's hosts send their RRDs) and no body.  The
+secret as a cookie (as XAPI's hosts send their RRDs), or to another
+pool's host with the session_id its host.migrate_receive gave, and no
+body.  The
 destination answers ``200 OK`` once it is ready to receive, and from then
 on the connection is a plain stream between the two hosts:
 
@@ -54,11 +56,13 @@ def connect(address, uuid, params, secret, timeout=CONNECT_TIMEOUT):
     try:
         sock = _tls_context().wrap_socket(raw)
         host = "[%s]" % address if ":" in address else address
+        # Another pool's host takes its session_id (in params) instead.
+        cookie = "Cookie: pool_secret=%s\r\n" % secret if secret else ""
         sock.sendall((
-            "PUT %s%s?%s HTTP/1.1\r\nHost: %s\r\nCookie: pool_secret=%s\r\n"
+            "PUT %s%s?%s HTTP/1.1\r\nHost: %s\r\n%s"
             "Content-Length: 0\r\nUser-Agent: txxapi\r\n\r\n" % (
                 MEMORY_PATH, quote(uuid), urlencode(sorted(params.items())),
-                host, secret)).encode())
+                host, cookie)).encode())
         status, headers = _read_head(sock)
         if status.split(b" ")[1:2] != [b"200"]:
             raise MigrationError(uuid, "%s answered %s%s" % (

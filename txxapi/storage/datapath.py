@@ -40,6 +40,9 @@ class _DataPath:
     where the operation rules see it."""
 
     writable = False
+    # Users whose use does not stop this one (a paused guest's disk,
+    # read while it moves to another pool).
+    beside = ()
 
     def __init__(self, storage, vdi):
         self.storage = storage
@@ -53,7 +56,7 @@ class _DataPath:
 
     def _claim(self):
         st = self.storage
-        st.assert_free(self.vdi, self.writable)
+        st.assert_free(self.vdi, self.writable, self.beside)
         st.transfers.add(self)
         # Uploads mark the changed-block log as they commit.
         d = st.attach(self.vdi, self.writable, self.key, tracked=True)
@@ -382,10 +385,12 @@ class ReadSession(_DataPath):
 class DataPaths:
     """The HTTP data paths a storage component opens."""
 
-    def assert_free(self, vdi, writable):
+    def assert_free(self, vdi, writable, beside=()):
         """VDI_IN_USE if the VDI's data cannot be used this way now: a
-        writer needs it to itself, a reader needs nobody writing."""
-        users = data_path_users(self.db, vdi)
+        writer needs it to itself, a reader needs nobody writing (but the
+        users ``beside``)."""
+        users = [u for u in data_path_users(self.db, vdi)
+                 if u[1] not in beside]
         if (writable and users) or any(rw for rw, _ in users):
             raise XenAPIError("VDI_IN_USE", vdi)
 
@@ -395,12 +400,14 @@ class DataPaths:
         return defer.maybeDeferred(
             ImportSession(self, vdi, fmt, chunked, expected_size).open)
 
-    def open_export(self, vdi, fmt, base=None, stream=None):
+    def open_export(self, vdi, fmt, base=None, stream=None, beside=()):
         """Start a download of ``vdi`` as "raw", "vhd" or "qcow2" (against
         ``base`` for a differential image), or as ``stream(attach_info)`` makes it: a
-        Deferred of an ExportSession."""
-        return defer.maybeDeferred(
-            ExportSession(self, vdi, fmt, base, stream).open)
+        Deferred of an ExportSession.  ``beside``: users (VBDs) whose
+        writes are held meanwhile, which do not stop it."""
+        session = ExportSession(self, vdi, fmt, base, stream)
+        session.beside = tuple(beside)
+        return defer.maybeDeferred(session.open)
 
 
     def open_reader(self, vdi):

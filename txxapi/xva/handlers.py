@@ -13,8 +13,9 @@ bookkeeping, flow control and endings.
   [&export_snapshots=false][&include_dom0=false]
   [&excluded_device_types=vif,vbd,...]: a tar of ova.xml alone, sent
   whole with a Content-Length.
-* PUT /import_metadata[&restore=true][&force=true][&vdi:<uuid>=<uuid>]:
-  VMs from an ova.xml, linked to VDIs that exist already.
+* PUT /import_metadata[&restore=true][&force=true][&vdi:<uuid>=<uuid>]
+  [&live=true]: VMs from an ova.xml, linked to VDIs that exist already
+  (live: a VM moving here from another pool, txxapi.xva.restore).
 
 An export or an import whose disks another host serves is answered 302
 there (txxapi.redirect).
@@ -239,12 +240,11 @@ class ImportMetadata(Import):
 
     def _stream(self, ctx):
         params = self.params
-        for option in ("dry_run", "live"):
-            if _flag(params, option):
-                raise XenAPIError("NOT_IMPLEMENTED",
-                                  "import_metadata with %s=true" % option)
+        if _flag(params, "dry_run"):
+            raise XenAPIError("NOT_IMPLEMENTED",
+                              "import_metadata with dry_run=true")
         vdi_map = {k[4:]: v for k, v in params.query.items()
                    if k.startswith("vdi:") and len(k) > 4}
         return streams.ImportStream(
             ctx, None, _flag(params, "restore"), _flag(params, "force"),
-            metadata=True, vdi_map=vdi_map)
+            metadata=True, vdi_map=vdi_map, live=_flag(params, "live"))

@@ -11,6 +11,13 @@ VIF), each export id mapped to the object that stands for it here.
 * VM: Halted, new uuid and MAC seed, unless ``restore`` (uuid, MACs and
   device uuids kept; an older halted VM of that uuid is replaced).
 * network: by name, then by bridge, else a new network.
+* live (a VM moving here from another pool, VM.migrate_send): the VDIs
+  and a VIF's network may be named by the exporter in their other_config
+  (``maps_to``: the ref here, as XAPI's storage motion sends them; a
+  snapshot's VDI so named becomes a snapshot of its disk's here); the
+  VM keeps its generation id, and a running one must fit in this host's
+  free memory (HOST_NOT_ENOUGH_FREE_MEMORY), which it is then scheduled
+  to be resident on until its memory arrives (txxapi.migration.receiver).
 
 Everything made is undone by ``undo()`` (a failed import leaves nothing),
 except under ``force``, as XAPI leaves a forced import's remains.
@@ -19,7 +26,7 @@ except under ``force``, as XAPI leaves a forced import's remains.
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from txxapi import operations
+from txxapi import operations, vmspec
 from txxapi.datamodel.types import BadEnum, TypeMismatch
 from txxapi.errors import XenAPIError
 from txxapi.impl import vbd as vbd_impl
@@ -34,6 +41,8 @@ ORDER = ("host", "SR", "VDI", "VM_guest_metrics", "VM_metrics", "VM",
          "network", "VBD", "VIF")
 UNSUPPORTED = ("GPU_group", "VGPU_type", "VGPU", "PVS_site", "PVS_proxy",
                "VTPM")
+# The other_config key of an exported VDI or VIF naming its object here.
+MAPS_TO = "maps_to"
 # VM fields XAPI sets from the export after VM.create.
 _VM_AFTER = ("last_booted_record", "last_boot_CPU_flags", "is_a_snapshot",
              "snapshot_info", "snapshot_of", "snapshot_time",
@@ -59,7 +68,7 @@ class Restore:
     """Makes an import's objects (create()) and undoes them (undo())."""
 
     def __init__(self, ctx, header, sr=None, restore=False, force=False,
-                 vdi_map=None):
+                 vdi_map=None, live=False):
         self.ctx = ctx
         self.db = ctx.db
         self.header = header
@@ -67,6 +76,7 @@ class Restore:
         self.restore = restore
         self.force = force
         self.vdi_map = vdi_map or {}
+        self.live = live
         self.table = {}              # export id -> ref here
         self.vms = []                # VMs made
         self.disks = []              # (export id, new VDI, size) to fill
@@ -130,6 +140,7 @@ class Restore:
             handle = getattr(self, "_" + cls.lower())
             for obj in self.header.of_class(cls):
                 yield handle(obj, self._fields(cls, obj))
+        self._link_disk_snapshots()
         self._link_snapshots()
 
     def _link_snapshots(self):
@@ -145,6 +156,22 @@ class Restore:
             else:
                 changes["snapshot_of"] = NULL_REF
             db.update("VM", vm, changes)
+
+    def _link_disk_snapshots(self):
+        """A live import's disks (copies made for it) are linked as the
+        exporter's were: a snapshot's copy is a snapshot of its disk's."""
+        if not self.live:
+            return
+        for obj in self.header.of_class("VDI"):
+            f = self._fields("VDI", obj)
+            vdi = self.table.get(obj["id"])
+            if vdi is None or not f.get("is_a_snapshot") or \
+                    f.get("other_config", {}).get(MAPS_TO) != vdi:
+                continue
+            self.db.update("VDI", vdi, {
+                "is_a_snapshot": True,
+                "snapshot_of": self._map(f.get("snapshot_of", NULL_REF)),
+                "snapshot_time": f["snapshot_time"]})
 
     def finish(self):
         """The import is complete: the VMs lose their import mark.  The
@@ -230,6 +257,9 @@ class Restore:
             found = db.where("VDI", **kw)
             return found[0] if found else None
 
+        named = f.get("other_config", {}).get(MAPS_TO)
+        if self.live and named and db.exists("VDI", named):
+            return named
         scsi = f.get("sm_config", {}).get("SCSIid")
         target = self.vdi_map.get(f.get("uuid")) or \
             (self.vdi_map.get(scsi) if scsi else None)
@@ -303,7 +333,7 @@ class Restore:
             other_config=other, power_state="Halted", suspend_VDI=NULL_REF,
             protection_policy=NULL_REF, appliance=NULL_REF,
             version=f.get("version", 0) + 1 if self.restore else 0)
-        if not fields.get("is_a_template"):
+        if not fields.get("is_a_template") and not self.live:
             fields["generation_id"] = _fresh_genid(
                 fields.get("generation_id", ""))
         if fields.get("ha_restart_priority") in ("0", "1", "2", "3"):
@@ -332,9 +362,21 @@ class Restore:
             if image != NULL_REF:
                 db.update("VM", vm, {"suspend_VDI": image})
                 ctx.server.xenops.mark_halted(vm, "Suspended")
+        if self.live and f.get("power_state") in ("Running", "Paused"):
+            self._schedule_here(vm)
         operations.refresh(db, "VM", vm)
         self.table[obj["id"]] = vm
         self.vms.append(vm)
+
+    def _schedule_here(self, vm):
+        """A VM whose memory is to follow: room for it here, held."""
+        db, host = self.db, self.ctx.server.host_ref
+        needed = vmspec.start_memory(db.fields("VM", vm))
+        free = vmspec.host_free_memory(db, host)
+        if free < needed:
+            raise XenAPIError("HOST_NOT_ENOUGH_FREE_MEMORY", str(needed),
+                              str(free))
+        db.update("VM", vm, {"scheduled_to_be_resident_on": host})
 
     def _replace(self, old, f):
         """restore=true meets a VM of that uuid: replace it (Halted and
@@ -358,8 +400,17 @@ class Restore:
             vm_config.delete_vm(self.ctx, vm)
         return defer.succeed(None)
 
+    def _mapped_away(self, xid):
+        """A live import's network whose every VIF names its network
+        here: nothing to find or make for it."""
+        vifs = [self._fields("VIF", o) for o in self.header.of_class("VIF")]
+        return all(self.db.exists("network", v.get("other_config", {}).get(
+            MAPS_TO, NULL_REF)) for v in vifs if v.get("network") == xid)
+
     def _network(self, obj, f):
         db = self.db
+        if self.live and self._mapped_away(obj["id"]):
+            return
         found = db.by_name_label("network", f.get("name_label", "")) or \
             (db.where("network", bridge=f["bridge"]) if f.get("bridge")
              else [])
@@ -421,14 +472,18 @@ class Restore:
         if self._existing_device("VIF", f, obj["id"]):
             return
         vm, _ = self._owner("VIF", f)
+        other = dict(f.get("other_config", {}))
+        named = other.pop(MAPS_TO, None)
         net = self.table.get(f.get("network"))
+        if self.live and named and self.db.exists("network", named):
+            net = named
         if net is None:
             raise XenAPIError("IMPORT_ERROR_FAILED_TO_FIND_OBJECT",
                               f.get("network", NULL_REF))
         fields = self._constructor(
             "VIF", f, VM=vm, network=net,
             MAC=f.get("MAC", "") if self.restore else "")
-        fields["currently_attached"] = False
+        fields.update(currently_attached=False, other_config=other)
         vif = vif_impl.new_vif(self.db, fields)
         self._on_undo(defer.maybeDeferred, self._delete, "VIF", vif)
         if self.restore and f.get("uuid"):

@@ -142,7 +142,7 @@ class ImportStream:
     /import_metadata), the VDIs are found, not made."""
 
     def __init__(self, ctx, sr, restore=False, force=False, metadata=False,
-                 vdi_map=None):
+                 vdi_map=None, live=False):
         self.ctx = ctx
         self.storage = ctx.server.storage
         self.sr = sr
@@ -150,6 +150,7 @@ class ImportStream:
         self.force = force
         self.metadata = metadata
         self.vdi_map = vdi_map
+        self.live = live
         self._decoder = codecs.Decoder()
         self._tar = tar.TarReader(MAX_MEMBER)
         self._state = "ova"           # -> "disks" -> "table" -> "done"
@@ -269,7 +270,7 @@ class ImportStream:
         ctx = self.ctx
         ova.assert_compatible(ctx.db, ctx.server.host_ref, self.header)
         self.restore = Restore(ctx, self.header, self.sr, self.restore_flag,
-                               self.force, self.vdi_map)
+                               self.force, self.vdi_map, self.live)
         yield self.restore.create()
         if ctx.task is not None and ctx.db.exists("task", ctx.task):
             other = dict(ctx.db.fields("task", ctx.task)["other_config"])
