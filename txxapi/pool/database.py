@@ -320,8 +320,8 @@ class PoolDatabase(service.MultiService):
                            "state": "existing", "learner": True,
                            "id": new.id,
                            "clients": sorted(set(clients) | {client_url})})
-            # The master's own client fails over to it too (membership
-            # tells the other hosts when it next changes the members).
+            # The master's own client fails over to it too; the other
+            # hosts learn it at the pass the joiner's pool.hello starts.
             self.learn_clients([client_url])
             log.info("pool: {uuid} joins as etcd member {n}", uuid=uuid,
                      n=len(voters) + 1)

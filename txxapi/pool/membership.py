@@ -21,8 +21,10 @@ on a healthy cluster, waiting for it to be healthy again afterwards:
   which the next step adds.  Such a member need not answer for the
   cluster to count as healthy, but a majority of the voters must.
 
-After a pass that changed the members every host learns their client
-URLs (``pool.etcd_clients``), so its client reaches the members there are.
+After a pass every host learns the members' client URLs
+(``pool.etcd_clients``) when they are not those it was told last (the
+members changed, or a joiner's was added as it joined), so its client
+reaches the members there are.
 A host whose member was removed while it was down finds it out at its
 next start and runs as a client (txxapi.pool.database).
 
@@ -125,6 +127,8 @@ class Membership:
         self._running = None
         # Hosts the master's liveness found dead (and not heard since).
         self.dead = set()
+        # The client URLs every host took last.
+        self._told = None
 
     @property
     def client(self):
@@ -161,27 +165,31 @@ class Membership:
 
     @defer.inlineCallbacks
     def _pass(self):
-        changed = yield self._moves()
-        if changed:
-            yield self._tell_clients()
+        yield self._moves()
+        yield self._tell_clients()
 
     @defer.inlineCallbacks
     def _tell_clients(self):
-        """Every other host learns the members' client URLs: those they
-        report, and those of the hosts they run on (a member that has
-        just started may not list its own yet)."""
+        """Every other host learns the members' client URLs, unless they
+        are those every host took last: those they report, and those of
+        the hosts they run on (a member that has just started may not
+        list its own yet)."""
         members = yield self.client.members()
         urls = client_urls(members)
         self.pool_database.learn_clients(urls)
-        urls = json.dumps(urls)
+        if urls == self._told:
+            return
         me = self.server.host_ref
-        calls = [self.server.peers.call(address, CLIENTS_CALL, urls)
+        calls = [self.server.peers.call(address, CLIENTS_CALL,
+                                        json.dumps(urls))
                  for ref, address in self._hosts().values() if ref != me]
         results = yield defer.DeferredList(calls, consumeErrors=True)
-        for ok, result in results:
-            if not ok:
-                log.info("pool: a host did not take etcd's client URLs "
-                         "({e})", e=result.getErrorMessage())
+        failed = [r for ok, r in results if not ok]
+        for failure in failed:
+            log.info("pool: a host did not take etcd's client URLs "
+                     "({e})", e=failure.getErrorMessage())
+        # Told again at the next pass while a host has not taken them.
+        self._told = None if failed else urls
 
     @defer.inlineCallbacks
     def _moves(self):
