@@ -15,10 +15,11 @@ on a healthy cluster, waiting for it to be healthy again afterwards:
   cluster, then its host is told to stop it (``pool.etcd_member_leave``)
   and becomes a client.
 
-- a member replaced: a member whose host the master's liveness found
-  dead (silent for the pool's host-assumed-dead-interval, and not heard
-  since) is removed, while a live host without one can take its place,
-  which the next step adds.  Such a member need not answer for the
+- a member replaced: a member whose host was found dead (by the
+  master's liveness: silent for the pool's host-assumed-dead-interval;
+  with HA on, by HA: out of the liveset for its fencing margin) and is
+  not live since (as the same judge says) is removed, while a live host
+  without one can take its place, which the next step adds.  Such a member need not answer for the
   cluster to count as healthy, but a majority of the voters must.
 
 After a pass every host learns the members' client URLs
@@ -26,7 +27,8 @@ After a pass every host learns the members' client URLs
 members changed, or a joiner's was added as it joined), so its client
 reaches the members there are.
 A host whose member was removed while it was down finds it out at its
-next start and runs as a client (txxapi.pool.database).
+next start, one cut off while it ran once it is back (its member stops),
+and runs as a client (txxapi.pool.database).
 
 A host that cannot be reached is passed over for this round (the member
 added for it is removed again).
