@@ -100,16 +100,13 @@ class SessionAskers:
                 ttl=CACHE_TTL))
 
 
-_PARTS = {}   # (id(server), class) -> (server, the part)
-
-
 def part_of(server, cls, *args):
-    """The one ``cls(*args)`` of this server, made at the first ask."""
-    key = (id(server), cls)
-    part = _PARTS.get(key)
-    if part is None or part[0] is not server:
-        part = _PARTS[key] = (server, cls(*args))
-    return part[1]
+    """The one ``cls(*args)`` of this server, made at the first ask and
+    kept with the server (its ``parts``), so it goes with it."""
+    part = server.parts.get(cls)
+    if part is None:
+        part = server.parts[cls] = cls(*args)
+    return part
 
 
 def vouched_of(server):
