@@ -23,9 +23,9 @@ on a healthy cluster, waiting for it to be healthy again afterwards:
   cluster to count as healthy, but a majority of the voters must.
 
 After a pass every host learns the members' client URLs
-(``pool.etcd_clients``) when they are not those it was told last (the
-members changed, or a joiner's was added as it joined), so its client
-reaches the members there are.
+(``pool.etcd_clients``) unless it took those already (they change when
+the members do, or when a joiner's was added as it joined), so its
+client reaches the members there are.
 A host whose member was removed while it was down finds it out at its
 next start, one cut off while it ran once it is back (its member stops),
 and runs as a client (txxapi.pool.database).
@@ -129,8 +129,8 @@ class Membership:
         self._running = None
         # Hosts the master's liveness found dead (and not heard since).
         self.dead = set()
-        # The client URLs every host took last.
-        self._told = None
+        # host ref -> the client URLs it took last.
+        self._told = {}
 
     @property
     def client(self):
@@ -172,26 +172,29 @@ class Membership:
 
     @defer.inlineCallbacks
     def _tell_clients(self):
-        """Every other host learns the members' client URLs, unless they
-        are those every host took last: those they report, and those of
-        the hosts they run on (a member that has just started may not
-        list its own yet)."""
+        """Every other host that has not taken them yet learns the
+        members' client URLs: those they report, and those of the hosts
+        they run on (a member that has just started may not list its own
+        yet).  A host that did not take them is told at the next pass."""
         members = yield self.client.members()
         urls = client_urls(members)
         self.pool_database.learn_clients(urls)
-        if urls == self._told:
-            return
         me = self.server.host_ref
-        calls = [self.server.peers.call(address, CLIENTS_CALL,
-                                        json.dumps(urls))
-                 for ref, address in self._hosts().values() if ref != me]
-        results = yield defer.DeferredList(calls, consumeErrors=True)
-        failed = [r for ok, r in results if not ok]
-        for failure in failed:
-            log.info("pool: a host did not take etcd's client URLs "
-                     "({e})", e=failure.getErrorMessage())
-        # Told again at the next pass while a host has not taken them.
-        self._told = None if failed else urls
+        hosts = {ref: address for ref, address in self._hosts().values()
+                 if ref != me}
+        self._told = {ref: u for ref, u in self._told.items() if ref in hosts}
+        told = [ref for ref in hosts if self._told.get(ref) != urls]
+        results = yield defer.DeferredList(
+            [self.server.peers.call(hosts[ref], CLIENTS_CALL,
+                                    json.dumps(urls)) for ref in told],
+            consumeErrors=True)
+        for ref, (ok, result) in zip(told, results):
+            if ok:
+                self._told[ref] = urls
+            else:
+                log.info("pool: {address} did not take etcd's client URLs "
+                         "({e})", address=hosts[ref],
+                         e=result.getErrorMessage())
 
     @defer.inlineCallbacks
     def _moves(self):
