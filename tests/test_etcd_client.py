@@ -6,6 +6,7 @@ etcd members run as Twisted services, grown and shrunk by the member API.
 """
 
 import base64
+import http.server
 import json
 import signal
 import socket
@@ -22,9 +23,9 @@ from tests.support.etcd import (
 from tests.support.pool import host_address
 from tests.support.etcd_fixtures import client, cluster, rt  # noqa: F401
 from txxapi.pool.etcd import (
-    Compare, EtcdClient, EtcdCompacted, EtcdLeaseNotFound, EtcdNoQuorum,
-    EtcdTimeout, EtcdUnavailable, Election, LeaseKeeper, Put, Range, Txn,
-    Watcher)
+    Compare, EtcdClient, EtcdCompacted, EtcdLeaseNotFound,
+    EtcdMemberStopping, EtcdNoQuorum, EtcdTimeout, EtcdUnavailable,
+    Election, LeaseKeeper, Put, Range, Txn, Watcher)
 from txxapi.pool.etcd.member import EtcdMember, add_member, remove_member
 
 pytestmark = [needs_etcd, pytest.mark.timeout(120)]
@@ -213,6 +214,60 @@ def test_errors_are_typed(rt, client):
         rt.call(nowhere.put, b"k", b"v")
     assert time.monotonic() - started < 3
     rt.call(nowhere.close)
+
+
+class _StoppingGateway(http.server.BaseHTTPRequestHandler):
+    """A member's gateway whose connection to its member is closing, as
+    etcd's answers while the member stops."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        status, message = self.server.answer
+        body = json.dumps({"error": message, "message": message,
+                           "code": 1 if status == 408 else 14}).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.asked += 1
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stopping_gateway():
+    server = http.server.HTTPServer((host_address(0), 0), _StoppingGateway)
+    server.asked = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, "http://%s:%d" % server.server_address
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_stopping_member_is_passed_over_when_nothing_was_sent(
+        rt, cluster, client, stopping_gateway):
+    # ``client``: every member of the cluster up again first.
+    gateway, url = stopping_gateway
+    gateway.answer = (408, "grpc: the client connection is closing")
+    c = rt.call(EtcdClient, [url] + cluster.endpoints, timeout=3)
+    try:
+        # Not sent to the member: the next one takes the write.
+        rt.call(c.put, b"t/stopping", b"1")
+        assert gateway.asked == 1
+        assert rt.call(c.get, b"t/stopping").value == b"1"
+        # The transport closing under a write: its outcome is unknown,
+        # so it is not made again elsewhere, and says so by its type.
+        gateway.answer = (503, "transport is closing")
+        alone = rt.call(EtcdClient, [url], timeout=3)
+        with pytest.raises(EtcdMemberStopping) as e:
+            rt.call(alone.put, b"t/stopping", b"2")
+        assert not e.value.unsent
+        rt.call(alone.close)
+    finally:
+        rt.call(c.close)
 
 
 def test_watch_compacted_is_reported(rt, client):

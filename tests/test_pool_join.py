@@ -1,8 +1,9 @@
 """
 A pool of three real hosts (tests/support/pool.py: each its own twistd
 process on 127.0.0.2-4, ports 80/443): pool.join with XAPI's pre-join
-refusals (each leaving both sides as they were), slaves answering
-HOST_IS_SLAVE, the role kept across a restart, pool.eject.
+refusals (each leaving both sides as they were), every host's etcd
+client knowing each member, slaves answering HOST_IS_SLAVE, the role
+kept across a restart, pool.eject.
 """
 
 import json
@@ -15,7 +16,7 @@ import pytest
 import XenAPI
 
 from tests.support.api import failure, wait_until
-from tests.support.pool import host_address, started_pool
+from tests.support.pool import host_address, started_pool, wait_members
 from tests.support.servers import PASSWORD, REPO, USER
 from tests.test_vm_lifecycle import new_vm
 from tests.test_xo_connector import XO_DIR, xo_connector  # noqa: F401
@@ -132,6 +133,9 @@ def test_second_join_and_slaves_answer_host_is_slave(pool, master):
 
     wait_until(lambda: len(live_addresses()) == 3, what="3 live hosts")
     assert live_addresses() == [host_address(0), host_address(1), host_address(2)]
+    # The master added the joiner's etcd member as it joined: the first
+    # slave's client learns it too (its etcd.json), not only the master's.
+    wait_members(pool, timeout=30)
     assert len(master.SR.get_by_name_label("Local storage")) == 3
     for slave in pool[1], pool[2]:
         # What a client does: log in where it was pointed, reconnect to

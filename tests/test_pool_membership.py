@@ -3,8 +3,10 @@ Which hosts run the pool's etcd members, on five real hosts
 (tests/support/pool.py): every host up to three, three of four, all five
 of five (the fourth, a client until then, gets one); an eject back to
 four stops two of them; a member's host killed is replaced by the host
-without one, and comes back as a client.  Read from etcd's own member
-list and from the etcd.json each host keeps.
+without one, and comes back as a client; so does one cut off the network
+while it runs (each host is in a network namespace of its own where they
+can be made).  Read from etcd's own member list and from the etcd.json
+each host keeps.
 """
 
 import json
@@ -13,9 +15,10 @@ import socket
 
 import pytest
 
+from tests.support import netns
 from tests.support.api import wait_until
 from tests.support.pool import (
-    etcd_members, needs_pool_hosts, started_pool, voters)
+    PoolHosts, etcd_members, needs_pool_hosts, voters)
 from tests.test_pool_forwarding import SERVER_ARGS
 
 pytestmark = needs_pool_hosts
@@ -23,8 +26,19 @@ pytestmark = needs_pool_hosts
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    yield from started_pool(str(tmp_path_factory.mktemp("members")), 5,
-                            SERVER_ARGS)
+    network = netns.Namespaces(5).create() if netns.available() else None
+    hosts = PoolHosts(str(tmp_path_factory.mktemp("members")), 5,
+                      SERVER_ARGS, network)
+    hosts.network = network
+    try:
+        hosts.start()
+        yield hosts
+    finally:
+        try:
+            hosts.stop()
+        finally:
+            if network is not None:
+                network.destroy()
 
 
 def host_uuids(pool):
@@ -112,4 +126,30 @@ def test_a_dead_hosts_member_moves_to_a_live_host(pool):
     wait_until(lambda: not config(dead)["member"], timeout=30,
                what="the returning host a client")
     assert settled(pool, pool.hosts[:4], 3)
+    x.session.logout()
+
+
+def test_a_member_cut_off_while_it_runs_comes_back_a_client(pool):
+    """After the one killed: a slave with a member is cut off the network
+    (alive, its etcd running), found dead and replaced by the host without
+    one; healed, its etcd learns it was removed and stops, and the host
+    stays a client rather than start it again."""
+    if pool.network is None:
+        pytest.skip("no network namespaces here")
+    x = pool[0].session().xenapi
+    cut = [h for h in pool.hosts[1:4] if config(h)["member"]][0]
+    spare = [h for h in pool.hosts[1:4] if not config(h)["member"]][0]
+    pool.network.cut(pool.hosts.index(cut))
+    try:
+        wait_until(lambda: settled(pool, [h for h in pool.hosts[:4]
+                                          if h is not cut], 3), timeout=120,
+                   what="the cut-off host's member on %s" % spare.address)
+    finally:
+        pool.network.heal(pool.hosts.index(cut))
+    wait_until(lambda: not config(cut)["member"], timeout=60,
+               what="the healed host a client")
+    wait_until(lambda: settled(pool, pool.hosts[:4], 3), timeout=30,
+               what="3 etcd members of 4 hosts, the healed one a client")
+    x.network.create({"name_label": "after-heal", "name_description": "",
+                      "MTU": "1500", "other_config": {}})
     x.session.logout()

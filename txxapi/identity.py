@@ -39,11 +39,30 @@ class HostIdentity:
         self.host_ref = None
         self.pool_ref = None
         self.pool_secret = None
+        # Called when this host learns the pool has, or is about to have,
+        # another master: what it took on the old master's word goes.
+        self.master_listeners = []
         # Read from pool.conf once at start (txxapi.pool.role).
-        self.role = Role(MASTER)
+        self._role = Role(MASTER)
         # A slave that has not (yet) greeted its master is in emergency
         # mode: the error (code, params...) other calls get meanwhile.
         self.emergency_error = None
+
+    @property
+    def role(self):
+        return self._role
+
+    @role.setter
+    def role(self, role):
+        old, self._role = self._role, role
+        if (old.kind, old.master_address) != (role.kind, role.master_address):
+            self.new_master()
+
+    def new_master(self):
+        """The pool's master changes (an HA follower took the new one in
+        place, or this host committed to one and is about to restart)."""
+        for listener in list(self.master_listeners):
+            listener()
 
     @property
     def in_emergency_mode(self):

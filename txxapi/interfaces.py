@@ -19,6 +19,9 @@ class IHostIdentity(Interface):
                             "with")
     data_dir = Attribute("where this host keeps its state")
     bind = Attribute("the address it listens on, '' for all")
+    role = Attribute("its role in the pool (txxapi.pool.role.Role)")
+    master_listeners = Attribute("callables called, without arguments, "
+                                 "when the pool's master changes")
 
     def assert_master():
         """Raise HOST_IS_SLAVE on a slave."""

@@ -122,6 +122,9 @@ class Server:
         self.ha = HAMonitor(self)
         self.components.append(self.ha)
         self.proposals = Proposals()
+        # Parts made at their first use, one per class (the HTTP
+        # handlers' pool side: txxapi.redirect.sessions.part_of).
+        self.parts = {}
         self.forwarder = Forwarder(self.identity, db, reactor, self.storage)
         # Calls of sessions that are not local superusers (XAPI's RBAC
         # audit log).

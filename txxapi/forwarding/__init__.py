@@ -67,6 +67,8 @@ class Forwarder:
             if not self.identity.is_master:
                 return remote.call_on(ctx, target, *call)
             local, after = self._elsewhere(ctx, route, target, call), None
+        elif route.hold is not None:
+            local = self._held(ctx, route, local)
         if route.marks:
             d = self.marker.marked(ctx, route.marks, local, route.wait)
         elif after is not None:
@@ -78,13 +80,19 @@ class Forwarder:
         return d
 
     @staticmethod
-    def _elsewhere(ctx, route, target, call):
+    def _held(ctx, route, local):
+        """``local`` between the route's hold and the step undoing it."""
         def run():
-            release = route.hold(ctx) if route.hold is not None else None
-            over = remote.cancel_there(ctx, target)
-            d = remote.call_on(ctx, target, *call).addBoth(over)
-            return d.addBoth(release) if release is not None else d
+            release = route.hold(ctx)
+            return defer.maybeDeferred(local).addBoth(release)
         return run
+
+    @classmethod
+    def _elsewhere(cls, ctx, route, target, call):
+        def run():
+            over = remote.cancel_there(ctx, target)
+            return remote.call_on(ctx, target, *call).addBoth(over)
+        return cls._held(ctx, route, run) if route.hold is not None else run
 
     @staticmethod
     def _forwarded(ctx, implementation, args, forwarded):

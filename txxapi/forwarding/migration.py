@@ -5,9 +5,10 @@ Forwarding rules of the moves between hosts (txxapi/migration):
   marked ``pool_migrate`` and the destination ``vm_migrate``, after
   XAPI's checks (txxapi.migration.checks; ``force: true`` in the options
   leaves out those that need the guest's help, as XAPI's non-strict
-  check); sent there, the master first schedules the VM to be resident
-  on the destination (its memory held there against concurrent starts)
-  until the call is over, then raises VM_MIGRATED if it succeeded;
+  check); wherever it runs, the master first schedules the VM to be
+  resident on the destination (its memory held there against concurrent
+  starts) until the call is over, then raises VM_MIGRATED if it
+  succeeded;
 * VM.migrate_send is marked ``migrate_send`` on the VM (a concurrent
   operation meets OTHER_OPERATION_IN_PROGRESS); within the pool a
   running VM's move is routed as pool_migrate's (the destination marked

@@ -26,10 +26,11 @@ class Route:
     the marks are gone (a PBD.plug's scan, a clone's fallback copy), made
     by the host that executes the call: a rule with one is registered
     with ``step_after=True``, so that the host the call is forwarded to
-    asks the rule for it.  ``hold``: for a call sent to another host, a
-    step made here first (a start's memory reserved on the host chosen,
-    so that concurrent placements see it); it answers the step that
-    undoes it once the call is over.
+    asks the rule for it.  ``hold``: a step the host that routes the call
+    makes first, whether the call runs there or is sent to another host
+    (a start's memory reserved on the host chosen, so that concurrent
+    placements see it); it answers the step that undoes it once the call
+    is over.
     """
 
     __slots__ = ("host", "marks", "wait", "after", "hold")

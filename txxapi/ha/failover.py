@@ -115,6 +115,9 @@ class Failover:
                                    "Server '%s' has failed"
                                    % fields["name_label"])
             liveness.set_live(db, host, False)
+        # Its etcd member may go to a live host (txxapi.pool.membership).
+        if server.liveness.on_dead is not None:
+            server.liveness.on_dead(host)
         for vm in db.refs("VM"):
             v = db.fields("VM", vm)
             if v["is_control_domain"]:

@@ -1,7 +1,9 @@
 """
 VM.pool_migrate's local steps, on the host the VM runs on (the master
 has made the checks, holds the marks and has the VM scheduled to be
-resident on the destination, which reserves its memory there).
+resident on the destination, which reserves its memory there, and
+raises VM_MIGRATED afterwards: the route's hold, txxapi.forwarding.
+migration, whether the VM runs on the master or elsewhere).
 
 To another host: the stream (stream.py) to the destination's receiver
 (receiver.py), the domain sent by the backend, this host's domain and
@@ -18,7 +20,7 @@ a resume from it (a new domain); should the resume fail, the VM is left
 Suspended with its image.
 """
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from txxapi.api.registry import implements
@@ -32,7 +34,6 @@ log = Logger()
 
 RESIDENT_WAIT = 60.0
 MIGRATED_MESSAGE = ("VM_MIGRATED", 5)
-RESIDENT_POLL = 0.05
 
 
 def _void(_):
@@ -68,19 +69,10 @@ def announce(ctx, vm, source, destination):
 @implements("VM.pool_migrate")
 def pool_migrate(ctx, vm, host, options):
     ctx.db.fields("host", host)
-    source = ctx.db.fields("VM", vm)["resident_on"]
-    # Forwarded from the master, the reservation and the message are the
-    # master's (txxapi.forwarding.migration).
-    here = ctx.server.identity.is_master
     if host == ctx.server.host_ref:
         d = _localhost(ctx, vm, host)
     else:
-        release = reserve(ctx, vm, host) if here else None
         d = send(ctx, vm, host, options)
-        if release is not None:
-            d.addBoth(release)
-    if here:
-        d.addCallback(lambda _: announce(ctx, vm, source, host))
     return d.addCallback(_void)
 
 
@@ -146,17 +138,39 @@ def _released(sock, uuid):
     stream.expect(sock, uuid, stream.DONE)
 
 
-@defer.inlineCallbacks
 def _resident(ctx, vm, host):
-    """Wait until this host's database has the VM on ``host`` (a slave's
-    replica gets the destination's write through the master)."""
-    reactor = ctx.server.reactor
-    waited = 0.0
-    while ctx.db.fields("VM", vm)["resident_on"] != host:
-        if waited > RESIDENT_WAIT:
-            raise MigrationError(
-                ctx.db.fields("VM", vm)["uuid"],
-                "the destination's record of the VM did not arrive")
-        yield task.deferLater(reactor, RESIDENT_POLL, lambda: None)
-        waited += RESIDENT_POLL
+    """Fires once this host's database has the VM on ``host`` (a slave's
+    replica gets the destination's write through the master), looked at
+    again at each change of the VM's record; MigrationError when not so
+    within RESIDENT_WAIT."""
+    db, reactor = ctx.db, ctx.server.reactor
+    uuid = db.fields("VM", vm)["uuid"]
 
+    def there():
+        return db.exists("VM", vm) and \
+            db.fields("VM", vm)["resident_on"] == host
+    if there():
+        return defer.succeed(None)
+    d = defer.Deferred()
+
+    def changed(record, cls):
+        _gen, _op, table, ref, _fields = record
+        if table == "VM" and ref == vm and there() and not d.called:
+            # Out of the write (and of the listeners' loop) first.
+            reactor.callLater(0, finish, None)
+
+    def finish(result):
+        if changed in db.listeners:
+            db.listeners.remove(changed)
+        if timer.active():
+            timer.cancel()
+        if d.called:
+            return
+        if result is None:
+            d.callback(None)
+        else:
+            d.errback(result)
+    timer = reactor.callLater(RESIDENT_WAIT, finish, MigrationError(
+        uuid, "the destination's record of the VM did not arrive"))
+    db.listeners.append(changed)
+    return d

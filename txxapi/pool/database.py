@@ -91,6 +91,8 @@ class PoolDatabase(service.MultiService):
         self.member = None
         self.lease_keeper = None
         self.membership = None
+        # Ejected: nothing of the pool's is written any more.
+        self.leaving = False
 
     def reconcile_members(self, server):
         """On the master: etcd's members brought to what the pool wants
@@ -142,6 +144,8 @@ class PoolDatabase(service.MultiService):
                 yield self.leave_member()
                 return
             yield self.member.ready(MEMBER_TIMEOUT)
+        # Serving: from now on an exit may mean it was removed meanwhile.
+        self.member.may_restart = self._member_exited
         if config.get("learner"):
             yield promote_member(self.client, config["id"], MEMBER_TIMEOUT)
             config["learner"] = False
@@ -149,15 +153,44 @@ class PoolDatabase(service.MultiService):
             log.info("pool: etcd member {name} promoted to a voter",
                      name=config["name"])
 
+    def forget_pool(self):
+        """This host is ejected: its etcd.json goes, and stays gone (its
+        member, removed from the cluster, may stop meanwhile)."""
+        self.leaving = True
+        path = os.path.join(self.data_dir, CONFIG)
+        if os.path.exists(path):
+            os.unlink(path)
+
+    @defer.inlineCallbacks
+    def _member_exited(self):
+        """Whether this host's member, which exited by itself, starts
+        again: not once its host was cut off while the master gave its
+        place to another host (etcd stops a member when it learns that,
+        and would at each restart); this host is a client then."""
+        if self.leaving:
+            return False
+        if not (yield self._was_removed()) or self.member is None:
+            return True
+        if self.leaving:
+            return False
+        log.warn("pool: this host's etcd member was removed while the "
+                 "host was cut off; a client now")
+        yield self.leave_member()
+        return False
+
     @defer.inlineCallbacks
     def _was_removed(self):
         """Whether the cluster (asked of the other members) no longer
-        lists this host's member."""
+        lists this host's member (by its id, its name once started, or
+        its peer URL)."""
         try:
             members = yield self.client.members()
         except EtcdError:
             return False
-        return self.config["name"] not in {m.name for m in members}
+        peer_url = member_urls(self.config["address"])[1]
+        return not any(m.id == self.config.get("id") or
+                       m.name == self.config["name"] or
+                       peer_url in m.peer_urls for m in members)
 
     @defer.inlineCallbacks
     def become_member(self, cluster, member_id):
@@ -320,8 +353,8 @@ class PoolDatabase(service.MultiService):
                            "state": "existing", "learner": True,
                            "id": new.id,
                            "clients": sorted(set(clients) | {client_url})})
-            # The master's own client fails over to it too (membership
-            # tells the other hosts when it next changes the members).
+            # The master's own client fails over to it too; the other
+            # hosts learn it at the pass the joiner's pool.hello starts.
             self.learn_clients([client_url])
             log.info("pool: {uuid} joins as etcd member {n}", uuid=uuid,
                      n=len(voters) + 1)

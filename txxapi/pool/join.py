@@ -246,9 +246,7 @@ def eject_here(server):
         lambda f: log.failure("pool: leaving the pool's log", f))
     pool_role.write(server.data_dir, pool_role.Role(pool_role.MASTER))
     os.unlink(os.path.join(server.data_dir, "ptoken"))
-    config = os.path.join(server.data_dir, pool_database.CONFIG)
-    if os.path.exists(config):
-        os.unlink(config)
+    server.pool_database.forget_pool()
     server.extauth.forget()
     for name in DATABASE_FILES:
         path = os.path.join(server.data_dir, name)

@@ -11,7 +11,10 @@ written only when a host's liveness changes.
 
 A host the master has not heard from since it started (the master
 restarted) keeps what the database says until the interval has passed.
-With HA on, the liveset on etcd decides instead (txxapi.ha.failover).
+With HA on, the liveset on etcd decides instead (txxapi.ha.failover):
+a host heard from is not made live by that, nor one silent dead, and the
+hosts HA declares dead are the ones whose etcd member may move
+(``on_dead``, called by HA then).
 """
 
 import time
@@ -74,13 +77,16 @@ class Liveness:
     def heard(self, host):
         """A host said something (a heartbeat, a pool.hello): alive."""
         self._heard[host] = time.monotonic()
-        if not is_live(self.db, host):
+        if not is_live(self.db, host) and not self._ha_enabled():
             set_live(self.db, host, True)
+
+    def _ha_enabled(self):
+        return self.db.get("pool", self.identity.pool_ref, "ha_enabled")
 
     def check(self, now=None):
         now = time.monotonic() if now is None else now
         db, me = self.db, self.identity.host_ref
-        if db.get("pool", self.identity.pool_ref, "ha_enabled"):
+        if self._ha_enabled():
             return      # the liveset on etcd says (txxapi.ha)
         for host in db.refs("host"):
             if host == me or not is_live(db, host):

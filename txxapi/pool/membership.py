@@ -15,16 +15,20 @@ on a healthy cluster, waiting for it to be healthy again afterwards:
   cluster, then its host is told to stop it (``pool.etcd_member_leave``)
   and becomes a client.
 
-- a member replaced: a member whose host the master's liveness found
-  dead (silent for the pool's host-assumed-dead-interval, and not heard
-  since) is removed, while a live host without one can take its place,
-  which the next step adds.  Such a member need not answer for the
+- a member replaced: a member whose host was found dead (by the
+  master's liveness: silent for the pool's host-assumed-dead-interval;
+  with HA on, by HA: out of the liveset for its fencing margin) and is
+  not live since (as the same judge says) is removed, while a live host
+  without one can take its place, which the next step adds.  Such a member need not answer for the
   cluster to count as healthy, but a majority of the voters must.
 
-After a pass that changed the members every host learns their client
-URLs (``pool.etcd_clients``), so its client reaches the members there are.
+After a pass every host learns the members' client URLs
+(``pool.etcd_clients``) unless it took those already (they change when
+the members do, or when a joiner's was added as it joined), so its
+client reaches the members there are.
 A host whose member was removed while it was down finds it out at its
-next start and runs as a client (txxapi.pool.database).
+next start, one cut off while it ran once it is back (its member stops),
+and runs as a client (txxapi.pool.database).
 
 A host that cannot be reached is passed over for this round (the member
 added for it is removed again).
@@ -125,6 +129,8 @@ class Membership:
         self._running = None
         # Hosts the master's liveness found dead (and not heard since).
         self.dead = set()
+        # host ref -> the client URLs it took last.
+        self._told = {}
 
     @property
     def client(self):
@@ -161,27 +167,34 @@ class Membership:
 
     @defer.inlineCallbacks
     def _pass(self):
-        changed = yield self._moves()
-        if changed:
-            yield self._tell_clients()
+        yield self._moves()
+        yield self._tell_clients()
 
     @defer.inlineCallbacks
     def _tell_clients(self):
-        """Every other host learns the members' client URLs: those they
-        report, and those of the hosts they run on (a member that has
-        just started may not list its own yet)."""
+        """Every other host that has not taken them yet learns the
+        members' client URLs: those they report, and those of the hosts
+        they run on (a member that has just started may not list its own
+        yet).  A host that did not take them is told at the next pass."""
         members = yield self.client.members()
         urls = client_urls(members)
         self.pool_database.learn_clients(urls)
-        urls = json.dumps(urls)
         me = self.server.host_ref
-        calls = [self.server.peers.call(address, CLIENTS_CALL, urls)
-                 for ref, address in self._hosts().values() if ref != me]
-        results = yield defer.DeferredList(calls, consumeErrors=True)
-        for ok, result in results:
-            if not ok:
-                log.info("pool: a host did not take etcd's client URLs "
-                         "({e})", e=result.getErrorMessage())
+        hosts = {ref: address for ref, address in self._hosts().values()
+                 if ref != me}
+        self._told = {ref: u for ref, u in self._told.items() if ref in hosts}
+        told = [ref for ref in hosts if self._told.get(ref) != urls]
+        results = yield defer.DeferredList(
+            [self.server.peers.call(hosts[ref], CLIENTS_CALL,
+                                    json.dumps(urls)) for ref in told],
+            consumeErrors=True)
+        for ref, (ok, result) in zip(told, results):
+            if ok:
+                self._told[ref] = urls
+            else:
+                log.info("pool: {address} did not take etcd's client URLs "
+                         "({e})", address=hosts[ref],
+                         e=result.getErrorMessage())
 
     @defer.inlineCallbacks
     def _moves(self):

@@ -88,6 +88,9 @@ def _set_role(server, new_role):
     if new_role.is_master and not server.identity.is_master:
         open(flag, "w").close()
     pool_role.write(data_dir, new_role)
+    # Until the restart this host must not go on trusting what the old
+    # master vouched for.
+    server.identity.new_master()
 
 
 def become_master(server):

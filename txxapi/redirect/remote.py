@@ -74,13 +74,14 @@ def local_session(server, session, task, label=None):
     vouched = vouched_of(server)
     s = vouched.get(session) if not task and not label else None
     if s is None:
+        epoch = vouched.epoch
         reply = yield server.peers.call(
             server.identity.role.master_address, CALLER_CALL, session,
             task or "", "" if task else label or "",
             server.identity.host_ref)
         found = json.loads(reply)
         s = found["session"]
-        vouched.vouched(session, s)
+        vouched.vouched(session, s, epoch)
     else:
         found = {}
     ref = server.sessions.create(

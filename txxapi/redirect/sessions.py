@@ -9,7 +9,10 @@ seconds), unless the master says first that it has gone: every host
 that asked about a session is told when it is logged out, destroyed or
 expires there (``pool.http_session_gone``), so a logged-out session
 stops working at once, and within CACHE_TTL if that word is lost.
-Requests that need a task from the master ask it anyway.
+Requests that need a task from the master ask it anyway.  What a master
+vouched for goes as soon as the host learns the pool has another one
+(HostIdentity.new_master), answers still on their way from the old one
+with it: the new master is asked again.
 """
 
 from twisted.logger import Logger
@@ -26,10 +29,14 @@ class VouchedSessions:
     """On a slave: master session -> the fields the master gave, for a
     while."""
 
-    def __init__(self, reactor, ttl=CACHE_TTL):
+    def __init__(self, reactor, identity, ttl=CACHE_TTL):
         self.reactor = reactor
         self.ttl = ttl
         self._known = {}
+        # Counts the masters this host has followed: an answer asked of
+        # an earlier one is not kept.
+        self.epoch = 0
+        identity.master_listeners.append(self.forget_all)
 
     def get(self, session):
         entry = self._known.get(session)
@@ -41,7 +48,10 @@ class VouchedSessions:
             return None
         return fields
 
-    def vouched(self, session, fields):
+    def vouched(self, session, fields, epoch):
+        """The master asked at ``epoch`` vouched for ``session``."""
+        if epoch != self.epoch:
+            return
         now = self.reactor.seconds()
         if len(self._known) >= PRUNE_AT:
             self._known = {s: e for s, e in self._known.items()
@@ -50,6 +60,10 @@ class VouchedSessions:
 
     def forget(self, session):
         self._known.pop(session, None)
+
+    def forget_all(self):
+        self._known = {}
+        self.epoch += 1
 
 
 class SessionAskers:
@@ -86,20 +100,17 @@ class SessionAskers:
                 ttl=CACHE_TTL))
 
 
-_PARTS = {}   # (id(server), class) -> (server, the part)
-
-
 def part_of(server, cls, *args):
-    """The one ``cls(*args)`` of this server, made at the first ask."""
-    key = (id(server), cls)
-    part = _PARTS.get(key)
-    if part is None or part[0] is not server:
-        part = _PARTS[key] = (server, cls(*args))
-    return part[1]
+    """The one ``cls(*args)`` of this server, made at the first ask and
+    kept with the server (its ``parts``), so it goes with it."""
+    part = server.parts.get(cls)
+    if part is None:
+        part = server.parts[cls] = cls(*args)
+    return part
 
 
 def vouched_of(server):
-    return part_of(server, VouchedSessions, server.reactor)
+    return part_of(server, VouchedSessions, server.reactor, server.identity)
 
 
 def askers_of(server):

@@ -16,8 +16,8 @@ stack and no threads), with the helpers the pool builds on:
 from txxapi.pool.etcd.client import EtcdClient
 from txxapi.pool.etcd.election import Election, elect
 from txxapi.pool.etcd.errors import (
-    EtcdCompacted, EtcdError, EtcdLeaseNotFound, EtcdNoQuorum,
-    EtcdRequestError, EtcdTimeout, EtcdUnavailable)
+    EtcdCompacted, EtcdError, EtcdLeaseNotFound, EtcdMemberStopping,
+    EtcdNoQuorum, EtcdRequestError, EtcdTimeout, EtcdUnavailable)
 from txxapi.pool.etcd.lease import LeaseKeeper
 from txxapi.pool.etcd.types import (
     Compare, Delete, KeyValue, Lease, Member, Put, Range, Txn, WatchEvent)
@@ -26,7 +26,7 @@ from txxapi.pool.etcd.watch import Watcher
 __all__ = [
     "EtcdClient", "Election", "elect", "LeaseKeeper", "Watcher",
     "EtcdError", "EtcdUnavailable", "EtcdTimeout", "EtcdNoQuorum",
-    "EtcdCompacted", "EtcdLeaseNotFound", "EtcdRequestError",
-    "Compare", "Txn", "Put", "Range", "Delete", "KeyValue", "Lease",
+    "EtcdCompacted", "EtcdLeaseNotFound", "EtcdMemberStopping",
+    "EtcdRequestError", "Compare", "Txn", "Put", "Range", "Delete", "KeyValue", "Lease",
     "Member", "WatchEvent",
 ]

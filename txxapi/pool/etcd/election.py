@@ -21,14 +21,8 @@ log = Logger()
 RETRY = 0.5
 # Answers after which the same campaign may simply be asked again: no
 # quorum or member now, or a member stopping under the request.
-PASSING = (errors.EtcdNoQuorum, errors.EtcdUnavailable, errors.EtcdTimeout)
-STOPPING = ("transport is closing", "the client connection is closing")
-
-
-def _passing(e):
-    return isinstance(e, PASSING) or (
-        isinstance(e, errors.EtcdRequestError) and
-        any(m in str(e) for m in STOPPING))
+PASSING = (errors.EtcdNoQuorum, errors.EtcdUnavailable, errors.EtcdTimeout,
+           errors.EtcdMemberStopping)
 
 
 class Election:
@@ -49,7 +43,7 @@ class Election:
                 won, holder = yield self.client.campaign(
                     self.key, self.value, self.lease_id)
             except errors.EtcdError as e:
-                if not _passing(e):
+                if not isinstance(e, PASSING):
                     raise
                 log.info("election on {key}: {e}; asking again",
                          key=self.key, e=e)

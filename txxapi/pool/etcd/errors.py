@@ -10,8 +10,8 @@ covers several causes.
 
 __all__ = [
     "EtcdError", "EtcdUnavailable", "EtcdTimeout", "EtcdNoQuorum",
-    "EtcdCompacted", "EtcdLeaseNotFound", "EtcdRequestError",
-    "from_gateway",
+    "EtcdCompacted", "EtcdLeaseNotFound", "EtcdMemberStopping",
+    "EtcdRequestError", "from_gateway",
 ]
 
 # gRPC status codes the gateway passes through.
@@ -56,6 +56,18 @@ class EtcdLeaseNotFound(EtcdError):
     """The lease does not exist (never granted, expired or revoked)."""
 
 
+class EtcdMemberStopping(EtcdError):
+    """The member asked is stopping: the gateway's own connection to it
+    closed.  ``unsent``: it closed before the request went out (the
+    client's connection closing), so nothing was proposed and another
+    member may be asked at once; otherwise (the transport closing under
+    the request) its outcome is unknown."""
+
+    def __init__(self, message, unsent):
+        EtcdError.__init__(self, message)
+        self.unsent = unsent
+
+
 class EtcdRequestError(EtcdError):
     """Any other refusal: ``code`` is the gRPC code (None when the gateway
     did not answer in JSON) and ``status`` the HTTP status."""
@@ -71,6 +83,10 @@ def from_gateway(body, status=None):
     decoded: a dict with message/code)."""
     message = body.get("message") or body.get("error") or str(body)
     code = body.get("code")
+    if "the client connection is closing" in message:
+        return EtcdMemberStopping(message, unsent=True)
+    if "transport is closing" in message:
+        return EtcdMemberStopping(message, unsent=False)
     if "lease not found" in message:
         return EtcdLeaseNotFound(message)
     if "compacted" in message:

@@ -3,7 +3,8 @@ An etcd member as a child process of the txxapi service tree.
 
 EtcdMember (a twisted.application.service.Service) runs one ``etcd``
 with its own name, data dir and peer/client URLs on the host's address,
-restarts it with a growing delay if it dies, stops it with SIGTERM (then
+restarts it with a growing delay if it dies (unless its ``may_restart``
+says not to), stops it with SIGTERM (then
 SIGKILL after stop_timeout), logs its output through twisted.logger and
 tells when it serves (ready()).  add_member / remove_member change a
 running cluster through the member API, as a pool join and eject will.
@@ -102,6 +103,10 @@ class EtcdMember(service.Service):
         self._process = None
         self._restart_call = None
         self._started_at = None
+        # Asked (a Deferred of a bool) before a restart after an exit:
+        # etcd stops by itself once it learns it was removed from the
+        # cluster, and would stop again at each restart.
+        self.may_restart = None
 
     def args(self):
         cluster = ",".join("%s=%s" % (n, u)
@@ -159,6 +164,18 @@ class EtcdMember(service.Service):
             return
         if self.reactor.seconds() - self._started_at > STABLE_RUN:
             self._delay = self.restart_delay   # it had been running well
+        if self.may_restart is None:
+            self._restart_later(reason)
+            return
+        d = defer.maybeDeferred(self.may_restart)
+        d.addErrback(lambda f: log.failure(
+            "etcd member {name}: the restart check", f, name=self.name)
+            or True)
+        d.addCallback(lambda again: again and self.running and
+                      self._process is None and self._restart_call is None
+                      and self._restart_later(reason))
+
+    def _restart_later(self, reason):
         log.warn("etcd member {name} exited ({why}); restarting in "
                  "{delay:.1f} s", name=self.name, why=reason.value,
                  delay=self._delay)

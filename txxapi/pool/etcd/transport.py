@@ -386,6 +386,7 @@ def _not_here(answer):
     request went through)."""
     if isinstance(answer, errors.EtcdNoQuorum):
         return "no leader" in str(answer)
-    return isinstance(answer, errors.EtcdRequestError) and (
-        "not supported for learner" in str(answer) or
-        "the client connection is closing" in str(answer))
+    if isinstance(answer, errors.EtcdMemberStopping):
+        return answer.unsent
+    return isinstance(answer, errors.EtcdRequestError) and \
+        "not supported for learner" in str(answer)
