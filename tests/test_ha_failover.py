@@ -390,6 +390,38 @@ def _runs(pool, x, vm):
             if r[0] == uuid]
 
 
+def test_a_killed_slave_s_vms_run_again_and_it_rejoins_without_them(
+        pool, ha):
+    """kill -9 of a slave (its etcd member too): its lease expires, the
+    master restarts its protected VM on a survivor; what the slave had
+    acknowledged is the pool's; started again it finds its lease gone
+    and comes back as a slave without the domain."""
+    x = ha
+    master_index, slaves = roles(pool, x)
+    victim = pool[slaves[0]]
+    dead, dead_host = by_address(x)[victim.address]
+    vm = ha_vm(x, "on-the-killed-slave", dead)
+    network(pool_session(victim).xenapi, "before-the-slave-kill")
+    killed = time.monotonic()
+    victim.crash()
+    wait_until(lambda: running_elsewhere(x, vm, dead), timeout=T + 30,
+               what="the killed slave's VM restarted")
+    assert time.monotonic() - killed < T + 30
+    assert x.host_metrics.get_live(dead_host["metrics"]) is False
+    assert "before-the-slave-kill" in labels(x)
+    no_overlap(pool)
+
+    victim.start(timeout=60)
+    assert role_of(victim) == "slave:" + pool[master_index].address
+    boots = intervals(ledgers(pool)[victim.address])
+    assert x.VM.get_uuid(vm) in {v for v, _, _ in boots}
+    assert all(end is not None for _, _, end in boots)
+    wait_until(lambda: x.host_metrics.get_live(dead_host["metrics"]),
+               timeout=30, what="the killed slave live again")
+    assert running_elsewhere(x, vm, dead)
+    no_overlap(pool)
+
+
 def test_a_killed_master_is_replaced_and_its_vms_run_again(pool, ha):
     x = ha
     old = pool[roles(pool, x)[0]]
