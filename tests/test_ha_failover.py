@@ -6,11 +6,17 @@ disable_ha over the SDK with XAPI's errors; then one failure after the
 other on the same pool, each starting from every host up and in the
 liveset (the ``ha`` fixture, so that each also runs alone):
 
+- with two failures to tolerate, a host.disable or a VM.start_on that
+  would leave no plan is refused (HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN)
+  unless overcommit is allowed;
 - a slave cut off fences itself (its domains stopped before any runs
   elsewhere); the master declares it dead (not live, HA_HOST_FAILED, the
   plan recomputed) and restarts its protected VMs by order and
   start_delay, then the best-effort one, within T + 30 s; healed, it
   comes back as a slave without its domains;
+- a slave killed with -9: its protected VM runs again on a survivor and
+  what the slave acknowledged is kept; started again it rejoins as a
+  slave without the domain;
 - the master killed with -9: a survivor takes the mastership by itself
   and answers within T + 15 s with every write acknowledged before, the
   master's protected VM runs again; started again, the old master finds
@@ -276,6 +282,57 @@ def test_enable_and_disable_ha(pool):
     wait_until(lambda: not os.path.exists(marker), what="the marker gone")
     x.pool.enable_ha([], {"timeout": str(T)})
     wait_until(lambda: live_in_the_liveset(x), what="the liveset again")
+
+
+def test_changes_that_would_break_the_plan_are_refused(pool, ha):
+    """Two failures tolerated on three hosts with a protected VM on A:
+    disabling a host, or filling B with a VM started there, would leave
+    no plan (A, then C failing, needs room on B) and is refused with
+    HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN, changing nothing; a VM that
+    leaves that room is not; with overcommit allowed nothing is."""
+    x = ha
+    the_pool = x.pool.get_all()[0]
+    master_index, slaves = roles(pool, x)
+    a, _ = by_address(x)[pool[master_index].address]
+    b, _ = by_address(x)[pool[slaves[0]].address]
+    made = [ha_vm(x, "plan-protected", a)]
+    x.pool.set_ha_host_failures_to_tolerate(the_pool, "2")
+    try:
+        assert x.pool.get_ha_plan_exists_for(the_pool) == "2"
+        assert failure(x.host.disable, b) == [
+            "HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN"]
+        assert x.host.get_enabled(b) is True
+        room = int(x.host.compute_free_memory(b))
+        big = sized_vm(x, "plan-big", room - 16 * MIB)
+        small = sized_vm(x, "plan-small", room - 1024 * MIB)
+        made += [big, small]
+        assert failure(x.VM.start_on, big, b, False, False) == [
+            "HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN"]
+        assert x.VM.get_power_state(big) == "Halted"
+        assert x.VM.get_current_operations(big) == {}
+        assert x.VM.get_scheduled_to_be_resident_on(big) == \
+            "OpaqueRef:NULL"
+        x.VM.start_on(small, b, False, False)
+        x.VM.hard_shutdown(small)
+        x.pool.set_ha_allow_overcommit(the_pool, True)
+        x.VM.start_on(big, b, False, False)
+        x.host.disable(b)
+        x.host.enable(b)
+    finally:
+        x.pool.set_ha_allow_overcommit(the_pool, False)
+        for vm in made:
+            if x.VM.get_power_state(vm) != "Halted":
+                x.VM.hard_shutdown(vm)
+            x.VM.destroy(vm)
+        x.pool.set_ha_host_failures_to_tolerate(the_pool, "0")
+
+
+def sized_vm(x, name, need):
+    """A VM whose start needs ``need`` bytes, its overhead included."""
+    vm = new_vm(x, name, memory=need)
+    memory = str(need - int(x.VM.compute_memory_overhead(vm)))
+    x.VM.set_memory_limits(vm, memory, memory, memory, memory)
+    return vm
 
 
 def local_call(host):

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from txxapi.forwarding import hosts
 from txxapi.forwarding.registry import Route, forwards
+from txxapi.ha.status import placement_admission
 from txxapi.migration import checks, sender
 from txxapi.migration import host_operations  # noqa: F401  (host rules)
 from txxapi.values import NULL_REF
@@ -28,8 +29,10 @@ def pool_migrate(ctx, vm, host, options):
     source = hosts.of_vm(ctx, vm)
     resident = ctx.db.fields("VM", vm)["resident_on"]
     marks = [("VM", vm, "pool_migrate", strict)]
+    admit = None
     if host != resident:
         marks.append(("host", host, "vm_migrate"))
+        admit = placement_admission(ctx.db, vm, host)
 
     def hold(ctx):
         release = sender.reserve(ctx, vm, host) if host != resident \
@@ -43,7 +46,7 @@ def pool_migrate(ctx, vm, host, options):
             return sender.announce(ctx, vm, resident, host).addCallback(
                 lambda _: result)
         return over
-    return Route(source, marks, hold=hold)
+    return Route(source, marks, hold=hold, admit=admit)
 
 
 @forwards("host.evacuate")
