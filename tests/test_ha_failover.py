@@ -14,6 +14,8 @@ liveset (the ``ha`` fixture, so that each also runs alone):
   plan recomputed) and restarts its protected VMs by order and
   start_delay, then the best-effort one, within T + 30 s; healed, it
   comes back as a slave without its domains;
+- the heartbeat SR's storage gone: every host loses the statefile, the
+  master alerts HA_STATEFILE_LOST, the pool goes on;
 - a slave killed with -9: its protected VM runs again on a survivor and
   what the slave acknowledged is kept; started again it rejoins as a
   slave without the domain;
@@ -333,6 +335,47 @@ def sized_vm(x, name, need):
     memory = str(need - int(x.VM.compute_memory_overhead(vm)))
     x.VM.set_memory_limits(vm, memory, memory, memory, memory)
     return vm
+
+
+def test_the_statefile_lost_everywhere_is_alerted(pool, ha):
+    """The heartbeat SR's PBD is not unplugged while HA is on; the SR's
+    storage gone, every host says it lost the statefile (its
+    ha_statefiles emptied) and the master alerts HA_STATEFILE_LOST once;
+    the pool goes on (nobody fences); back, every host has it again."""
+    x = ha
+    the_pool = x.pool.get_all()[0]
+    statefiles = x.pool.get_ha_statefiles(the_pool)
+    sr = x.VDI.get_SR(statefiles[0])
+    master = x.pool.get_master(the_pool)
+    pbd = [p for p in x.SR.get_PBDs(sr) if x.PBD.get_host(p) == master][0]
+    assert failure(x.PBD.unplug, pbd) == ["HA_IS_ENABLED"]
+    assert x.PBD.get_currently_attached(pbd) is True
+    hosts = x.host.get_all()
+    before = set(x.message.get_all())
+    where = os.path.join(pool.shared, x.SR.get_uuid(sr))
+    os.rename(where, where + ".gone")
+    try:
+        wait_until(lambda: all(x.host.get_ha_statefiles(h) == []
+                               for h in hosts), timeout=T,
+                   what="every host without the statefile")
+        lost = wait_until(lambda: [
+            m for r, m in x.message.get_all_records().items()
+            if m["name"] == "HA_STATEFILE_LOST" and r not in before],
+            what="the alert")
+        time.sleep(3)
+    finally:
+        os.rename(where + ".gone", where)
+    assert [(m["obj_uuid"], m["priority"], m["body"]) for m in lost] == [
+        (x.host.get_uuid(master), "2",
+         "All live servers have lost access to the HA statefile")]
+    assert len([m for r, m in x.message.get_all_records().items()
+                if m["name"] == "HA_STATEFILE_LOST" and
+                r not in before]) == 1
+    assert all(x.host_metrics.get_live(x.host.get_metrics(h))
+               for h in hosts)
+    wait_until(lambda: all(x.host.get_ha_statefiles(h) == statefiles
+                           for h in hosts), timeout=T,
+               what="every host with the statefile again")
 
 
 def local_call(host):

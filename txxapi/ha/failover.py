@@ -30,7 +30,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from txxapi.errors import XenAPIError
-from txxapi.ha import local, state, status
+from txxapi.ha import local, state, statefile, status
 from txxapi.pool import liveness
 from txxapi.values import NULL_REF
 
@@ -54,6 +54,7 @@ class Failover:
         self.prevent_until = 0.0
         self.restarting = None      # the restart pass under way
         self._signature = None
+        self.statefile_alert = statefile.AllLostAlert(server)
         # Observed times, for whoever measures (benchmarks, logs).
         self.timeline = {}
 
@@ -68,10 +69,14 @@ class Failover:
         self.retry_after = timeouts.t
         live_kvs = yield client.range(local.LIVE_PREFIX, prefix=True)
         member_kvs = yield client.range(local.MEMBER_PREFIX, prefix=True)
+        reaching_kvs = yield client.range(local.STATEFILE_PREFIX,
+                                          prefix=True)
         live = {kv.key[len(local.LIVE_PREFIX):].decode()
                 for kv in live_kvs.kvs}
         members = {kv.key[len(local.MEMBER_PREFIX):].decode()
                    for kv in member_kvs.kvs}
+        reaching = {kv.key[len(local.STATEFILE_PREFIX):].decode()
+                    for kv in reaching_kvs.kvs}
         db, me = self.db, self.server.host_ref
         now = self.clock()
         for host in db.refs("host"):
@@ -87,7 +92,8 @@ class Failover:
             if uuid not in self.declared and now - first >= timeouts.margin:
                 self.declared.add(uuid)
                 self.declare_dead(host, now - first)
-        self._peers(live)
+        self._peers(live, reaching)
+        self.statefile_alert.update(live, reaching)
         yield self._plan_status()
         if self.restarting is None and now >= self.prevent_until:
             self.restarting = self.restart_pass()
@@ -129,8 +135,9 @@ class Failover:
                 if v["ha_restart_priority"] == state.BEST_EFFORT:
                     self.best_effort[vm] = BEST_EFFORT_MAX_TRIES
 
-    def _peers(self, live):
-        """host.ha_network_peers and ha_statefiles from the liveset."""
+    def _peers(self, live, reaching):
+        """host.ha_network_peers from the liveset, ha_statefiles from
+        the live hosts that reach the statefiles."""
         db = self.db
         statefiles = db.fields("pool", self.server.pool_ref)["ha_statefiles"]
         peers = sorted(live)
@@ -138,7 +145,8 @@ class Failover:
             h = db.fields("host", host)
             inside = h["uuid"] in live
             changes = {"ha_network_peers": peers if inside else [],
-                       "ha_statefiles": list(statefiles) if inside else []}
+                       "ha_statefiles": list(statefiles)
+                       if inside and h["uuid"] in reaching else []}
             if any(h[k] != v for k, v in changes.items()):
                 db.update("host", host, changes)
 
