@@ -32,7 +32,7 @@ def pool_migrate(ctx, vm, host, options):
     admit = None
     if host != resident:
         marks.append(("host", host, "vm_migrate"))
-        admit = placement_admission(ctx.db, vm, host)
+        admit = placement_admission(ctx, vm, host)
 
     def hold(ctx):
         release = sender.reserve(ctx, vm, host) if host != resident \

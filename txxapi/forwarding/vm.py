@@ -61,7 +61,7 @@ def _placed(ctx, vm, op):
         ctx.db.update("VM", vm, {"scheduled_to_be_resident_on": host})
         return vm_impl.release_reservation(ctx, vm)
     return Route(host, [("VM", vm, op)], hold=hold,
-                 admit=placement_admission(ctx.db, vm, host))
+                 admit=placement_admission(ctx, vm, host))
 
 
 @forwards("VM.start")
@@ -81,7 +81,7 @@ def _on_named_host(op):
         if op == "start_on":
             assert_not_evacuating(ctx, target)
         return Route(target, [("VM", vm, op)],
-                     admit=placement_admission(ctx.db, vm, target))
+                     admit=placement_admission(ctx, vm, target))
     return rule
 
 

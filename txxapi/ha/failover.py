@@ -67,16 +67,9 @@ class Failover:
     @defer.inlineCallbacks
     def check(self, client, timeouts):
         self.retry_after = timeouts.t
-        live_kvs = yield client.range(local.LIVE_PREFIX, prefix=True)
-        member_kvs = yield client.range(local.MEMBER_PREFIX, prefix=True)
-        reaching_kvs = yield client.range(local.STATEFILE_PREFIX,
-                                          prefix=True)
-        live = {kv.key[len(local.LIVE_PREFIX):].decode()
-                for kv in live_kvs.kvs}
-        members = {kv.key[len(local.MEMBER_PREFIX):].decode()
-                   for kv in member_kvs.kvs}
-        reaching = {kv.key[len(local.STATEFILE_PREFIX):].decode()
-                    for kv in reaching_kvs.kvs}
+        live = yield local.uuids_under(client, local.LIVE_PREFIX)
+        members = yield local.uuids_under(client, local.MEMBER_PREFIX)
+        reaching = yield local.uuids_under(client, local.STATEFILE_PREFIX)
         db, me = self.db, self.server.host_ref
         now = self.clock()
         for host in db.refs("host"):
@@ -243,7 +236,7 @@ class Failover:
 
     @defer.inlineCallbacks
     def _plan_status(self):
-        signature = _plan_signature(self.db)
+        signature = _plan_signature(self.db, self.server.pool_ref)
         if signature == self._signature:
             return
         self._signature = signature
@@ -259,7 +252,7 @@ def _order_groups(db, vms):
             for k in sorted(groups)]
 
 
-def _plan_signature(db):
+def _plan_signature(db, pool):
     """What the plan depends on: the protected VMs' placement and memory,
     the live hosts and their memory, the failures to tolerate."""
     vms = tuple(sorted(
@@ -271,5 +264,5 @@ def _plan_signature(db):
     hosts = tuple(sorted((h, db.fields("host", h)["enabled"],
                           state.is_host_live(db, h))
                          for h in db.refs("host")))
-    pool = db.fields("pool", db.refs("pool")[0])
+    pool = db.fields("pool", pool)
     return vms, hosts, pool["ha_host_failures_to_tolerate"]

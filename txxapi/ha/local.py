@@ -46,6 +46,14 @@ def statefile_key(uuid):
     return STATEFILE_PREFIX + uuid.encode()
 
 
+@defer.inlineCallbacks
+def uuids_under(client, prefix):
+    """The host uuids keyed under prefix (LIVE_PREFIX, MEMBER_PREFIX,
+    STATEFILE_PREFIX): one range read."""
+    result = yield client.range(prefix, prefix=True)
+    return {kv.key[len(prefix):].decode() for kv in result.kvs}
+
+
 def timeout_of(configuration):
     """T, from a pool's ha_configuration (XAPI's default 60 s, at least
     10 as xhad requires)."""

@@ -29,7 +29,7 @@ def disable(ctx, host):
             ctx.db.update("host", host, {"enabled": False})
         return ""
     return assert_change_preserves_plan(
-        ctx.db, hosts_to_disable=[host]).addCallback(done)
+        ctx, hosts_to_disable=[host]).addCallback(done)
 
 
 @implements("host.enable")
