@@ -335,6 +335,40 @@ def test_watch_in_order_and_resumes_after_member_killed(rt, cluster, client):
     rt.call(watching.close)
 
 
+def test_watch_on_a_silent_member_resumes_elsewhere(rt, cluster, client):
+    """An idle watch hears progress notifications and stays put; a
+    member that stops sending (SIGSTOP: its connection stays open, as a
+    host cut off leaves it) is left after the client's watch_silence,
+    and the watch resumes on another member with what was written."""
+    statuses = {e: rt.call(client.status, e) for e in cluster.endpoints}
+    leader_id = next(iter(statuses.values())).leader
+    hung = next(e for e, s in statuses.items() if s.member_id != leader_id)
+    [leader] = [e for e, s in statuses.items() if s.member_id == leader_id]
+    watching = rt.call(lambda: EtcdClient(
+        [hung] + [e for e in cluster.endpoints if e != hung], timeout=3,
+        watch_silence=2.5))
+    seen = []
+    start = rt.call(client.put, b"t/s/0", b"0").revision
+    watcher = Watcher(watching, b"t/s/", lambda evs: seen.extend(evs),
+                      prefix=True, start_revision=start + 1)
+    rt.call(watcher.start)
+    time.sleep(4)
+    assert watcher.reconnects == 0
+    [member] = [m for m in cluster.members if m.client_url == hung]
+    member.proc.send_signal(signal.SIGSTOP)
+    try:
+        gateway_put(leader, b"t/s/1", b"1")
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [e.kv.key for e in seen] == [b"t/s/1"]
+        assert watcher.reconnects == 1
+    finally:
+        member.proc.send_signal(signal.SIGCONT)
+    rt.call(watcher.stop)
+    rt.call(watching.close)
+
+
 def test_election_loser_wins_after_winner_revoked(rt, client):
     key = b"t/master"
     leases = [rt.call(client.grant, 10) for _ in range(2)]

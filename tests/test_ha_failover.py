@@ -6,11 +6,19 @@ disable_ha over the SDK with XAPI's errors; then one failure after the
 other on the same pool, each starting from every host up and in the
 liveset (the ``ha`` fixture, so that each also runs alone):
 
+- with two failures to tolerate, a host.disable or a VM.start_on that
+  would leave no plan is refused (HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN)
+  unless overcommit is allowed;
 - a slave cut off fences itself (its domains stopped before any runs
   elsewhere); the master declares it dead (not live, HA_HOST_FAILED, the
   plan recomputed) and restarts its protected VMs by order and
   start_delay, then the best-effort one, within T + 30 s; healed, it
   comes back as a slave without its domains;
+- the heartbeat SR's storage gone: every host loses the statefile, the
+  master alerts HA_STATEFILE_LOST, the pool goes on;
+- a slave killed with -9: its protected VM runs again on a survivor and
+  what the slave acknowledged is kept; started again it rejoins as a
+  slave without the domain;
 - the master killed with -9: a survivor takes the mastership by itself
   and answers within T + 15 s with every write acknowledged before, the
   master's protected VM runs again; started again, the old master finds
@@ -278,6 +286,98 @@ def test_enable_and_disable_ha(pool):
     wait_until(lambda: live_in_the_liveset(x), what="the liveset again")
 
 
+def test_changes_that_would_break_the_plan_are_refused(pool, ha):
+    """Two failures tolerated on three hosts with a protected VM on A:
+    disabling a host, or filling B with a VM started there, would leave
+    no plan (A, then C failing, needs room on B) and is refused with
+    HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN, changing nothing; a VM that
+    leaves that room is not; with overcommit allowed nothing is."""
+    x = ha
+    the_pool = x.pool.get_all()[0]
+    master_index, slaves = roles(pool, x)
+    a, _ = by_address(x)[pool[master_index].address]
+    b, _ = by_address(x)[pool[slaves[0]].address]
+    made = [ha_vm(x, "plan-protected", a)]
+    x.pool.set_ha_host_failures_to_tolerate(the_pool, "2")
+    try:
+        assert x.pool.get_ha_plan_exists_for(the_pool) == "2"
+        assert failure(x.host.disable, b) == [
+            "HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN"]
+        assert x.host.get_enabled(b) is True
+        room = int(x.host.compute_free_memory(b))
+        big = sized_vm(x, "plan-big", room - 16 * MIB)
+        small = sized_vm(x, "plan-small", room - 1024 * MIB)
+        made += [big, small]
+        assert failure(x.VM.start_on, big, b, False, False) == [
+            "HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN"]
+        assert x.VM.get_power_state(big) == "Halted"
+        assert x.VM.get_current_operations(big) == {}
+        assert x.VM.get_scheduled_to_be_resident_on(big) == \
+            "OpaqueRef:NULL"
+        x.VM.start_on(small, b, False, False)
+        x.VM.hard_shutdown(small)
+        x.pool.set_ha_allow_overcommit(the_pool, True)
+        x.VM.start_on(big, b, False, False)
+        x.host.disable(b)
+        x.host.enable(b)
+    finally:
+        x.pool.set_ha_allow_overcommit(the_pool, False)
+        for vm in made:
+            if x.VM.get_power_state(vm) != "Halted":
+                x.VM.hard_shutdown(vm)
+            x.VM.destroy(vm)
+        x.pool.set_ha_host_failures_to_tolerate(the_pool, "0")
+
+
+def sized_vm(x, name, need):
+    """A VM whose start needs ``need`` bytes, its overhead included."""
+    vm = new_vm(x, name, memory=need)
+    memory = str(need - int(x.VM.compute_memory_overhead(vm)))
+    x.VM.set_memory_limits(vm, memory, memory, memory, memory)
+    return vm
+
+
+def test_the_statefile_lost_everywhere_is_alerted(pool, ha):
+    """The heartbeat SR's PBD is not unplugged while HA is on; the SR's
+    storage gone, every host says it lost the statefile (its
+    ha_statefiles emptied) and the master alerts HA_STATEFILE_LOST once;
+    the pool goes on (nobody fences); back, every host has it again."""
+    x = ha
+    the_pool = x.pool.get_all()[0]
+    statefiles = x.pool.get_ha_statefiles(the_pool)
+    sr = x.VDI.get_SR(statefiles[0])
+    master = x.pool.get_master(the_pool)
+    pbd = [p for p in x.SR.get_PBDs(sr) if x.PBD.get_host(p) == master][0]
+    assert failure(x.PBD.unplug, pbd) == ["HA_IS_ENABLED"]
+    assert x.PBD.get_currently_attached(pbd) is True
+    hosts = x.host.get_all()
+    before = set(x.message.get_all())
+    where = os.path.join(pool.shared, x.SR.get_uuid(sr))
+    os.rename(where, where + ".gone")
+    try:
+        wait_until(lambda: all(x.host.get_ha_statefiles(h) == []
+                               for h in hosts), timeout=T,
+                   what="every host without the statefile")
+        lost = wait_until(lambda: [
+            m for r, m in x.message.get_all_records().items()
+            if m["name"] == "HA_STATEFILE_LOST" and r not in before],
+            what="the alert")
+        time.sleep(3)
+    finally:
+        os.rename(where + ".gone", where)
+    assert [(m["obj_uuid"], m["priority"], m["body"]) for m in lost] == [
+        (x.host.get_uuid(master), "2",
+         "All live servers have lost access to the HA statefile")]
+    assert len([m for r, m in x.message.get_all_records().items()
+                if m["name"] == "HA_STATEFILE_LOST" and
+                r not in before]) == 1
+    assert all(x.host_metrics.get_live(x.host.get_metrics(h))
+               for h in hosts)
+    wait_until(lambda: all(x.host.get_ha_statefiles(h) == statefiles
+                           for h in hosts), timeout=T,
+               what="every host with the statefile again")
+
+
 def local_call(host):
     """A call on ``host`` itself through a local login with the pool
     secret (what a host serves even in emergency mode): its value."""
@@ -388,6 +488,38 @@ def _runs(pool, x, vm):
     uuid = x.VM.get_uuid(vm)
     return [r for h in pool for r in intervals(ledgers(pool)[h.address])
             if r[0] == uuid]
+
+
+def test_a_killed_slave_s_vms_run_again_and_it_rejoins_without_them(
+        pool, ha):
+    """kill -9 of a slave (its etcd member too): its lease expires, the
+    master restarts its protected VM on a survivor; what the slave had
+    acknowledged is the pool's; started again it finds its lease gone
+    and comes back as a slave without the domain."""
+    x = ha
+    master_index, slaves = roles(pool, x)
+    victim = pool[slaves[0]]
+    dead, dead_host = by_address(x)[victim.address]
+    vm = ha_vm(x, "on-the-killed-slave", dead)
+    network(pool_session(victim).xenapi, "before-the-slave-kill")
+    killed = time.monotonic()
+    victim.crash()
+    wait_until(lambda: running_elsewhere(x, vm, dead), timeout=T + 30,
+               what="the killed slave's VM restarted")
+    assert time.monotonic() - killed < T + 30
+    assert x.host_metrics.get_live(dead_host["metrics"]) is False
+    assert "before-the-slave-kill" in labels(x)
+    no_overlap(pool)
+
+    victim.start(timeout=60)
+    assert role_of(victim) == "slave:" + pool[master_index].address
+    boots = intervals(ledgers(pool)[victim.address])
+    assert x.VM.get_uuid(vm) in {v for v, _, _ in boots}
+    assert all(end is not None for _, _, end in boots)
+    wait_until(lambda: x.host_metrics.get_live(dead_host["metrics"]),
+               timeout=30, what="the killed slave live again")
+    assert running_elsewhere(x, vm, dead)
+    no_overlap(pool)
 
 
 def test_a_killed_master_is_replaced_and_its_vms_run_again(pool, ha):

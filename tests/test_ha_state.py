@@ -97,3 +97,20 @@ def test_sr_sharing(db):
     assert not state.is_agile(db, v)          # no plugged PBD on h
     db.create("PBD", {"SR": sr, "host": h, "currently_attached": True})
     assert state.is_agile(db, v)
+
+
+def test_changes_the_plan_is_asked_about(db):
+    """hosts_to_disable leaves a host out; arriving counts a VM on the
+    host it is placed on and takes what it needs from that host (a VM
+    on the move still counts where it runs)."""
+    h1, h2 = host(db, "1"), host(db, "2")
+    moving = vm(db, "m", on=h1)
+    starting = vm(db, "s", ha_restart_priority="", ha_always_run=False)
+    assert [h for h, _ in state.pool_state(db, hosts_to_disable=[h2]).hosts] \
+        == [h1]
+    before = dict(state.pool_state(db).hosts)
+    s = state.pool_state(db, arriving=[(h2, moving), (h2, starting)])
+    needs = [state.restart_need(db.fields("VM", v))
+             for v in (moving, starting)]
+    assert dict(s.hosts) == {h1: before[h1], h2: before[h2] - sum(needs)}
+    assert s.placement == [(moving, h2)] and starting not in s.vms

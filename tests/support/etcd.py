@@ -28,7 +28,9 @@ ETCD = os.environ.get("TXXAPI_ETCD") or shutil.which("etcd") or \
     "/usr/bin/etcd"
 # Quicker than etcd's defaults (100 ms / 1 s) so failovers in the tests
 # take well under a second, loose enough for a loaded 2-core machine.
-TIMING = ["--heartbeat-interval", "50", "--election-timeout", "750"]
+TIMING = ["--heartbeat-interval", "50", "--election-timeout", "750",
+          # As the pool's members (txxapi.pool.etcd.member) send them.
+          "--experimental-watch-progress-notify-interval", "1s"]
 
 
 def have_etcd():

@@ -49,6 +49,9 @@ class Forwarder:
                 route.marks or route.host != self.identity.host_ref):
             # The master's to mark and to send where it runs.
             return remote.call_on(ctx, hosts.master(ctx), *call)
+        if route.admit is not None:
+            return route.admit().addCallback(lambda _: self.run(
+                ctx, route, lambda: implementation(ctx, *args), call))
         return self.run(ctx, route, lambda: implementation(ctx, *args), call)
 
     def run(self, ctx, route, local, call=None):

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 from txxapi.forwarding import hosts
 from txxapi.forwarding.registry import Route, forwards
+from txxapi.ha.status import placement_admission
 from txxapi.migration import checks, cross_pool, sender, storage_motion
 from txxapi.migration import host_operations  # noqa: F401  (host rules)
 from txxapi.values import NULL_REF
@@ -58,8 +59,10 @@ def _move(ctx, vm, host, mark):
     source = hosts.of_vm(ctx, vm)
     resident = ctx.db.fields("VM", vm)["resident_on"]
     marks = [mark]
+    admit = None
     if host != resident:
         marks.append(("host", host, "vm_migrate"))
+        admit = placement_admission(ctx, vm, host)
 
     def hold(ctx):
         release = sender.reserve(ctx, vm, host) if host != resident \
@@ -73,7 +76,7 @@ def _move(ctx, vm, host, mark):
             return sender.announce(ctx, vm, resident, host).addCallback(
                 lambda _: result)
         return over
-    return Route(source, marks, hold=hold)
+    return Route(source, marks, hold=hold, admit=admit)
 
 
 @forwards("host.evacuate")

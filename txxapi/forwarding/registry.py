@@ -30,17 +30,22 @@ class Route:
     makes first, whether the call runs there or is sent to another host
     (a start's memory reserved on the host chosen, so that concurrent
     placements see it); it answers the step that undoes it once the call
-    is over.
+    is over.  ``admit``: a check the master makes before any mark that
+    takes a while (HA's failover plan searched with the call's placement:
+    a Deferred, whose failure refuses the call); it is asked for in the
+    reactor step the rule ran in, so it judges the state the rule saw.
     """
 
-    __slots__ = ("host", "marks", "wait", "after", "hold")
+    __slots__ = ("host", "marks", "wait", "after", "hold", "admit")
 
-    def __init__(self, host, marks=(), wait=False, after=None, hold=None):
+    def __init__(self, host, marks=(), wait=False, after=None, hold=None,
+                 admit=None):
         self.host = host
         self.marks = list(marks)
         self.wait = wait
         self.after = after
         self.hold = hold
+        self.admit = admit
 
 
 def forwards(*wire_names, step_after=False):

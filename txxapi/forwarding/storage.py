@@ -97,13 +97,19 @@ def pbd_plug(ctx, pbd):
 @forwards("PBD.unplug")
 def pbd_unplug(ctx, pbd):
     """An unplugged PBD answers at once; one whose SR has a VDI operation
-    in progress is refused rather than waited for."""
+    in progress is refused rather than waited for, and, as XAPI, one of
+    the heartbeat SR (the HA statefile's) while HA is on."""
     db = ctx.db
     f = db.fields("PBD", pbd)
     host = f["host"]
     if not f["currently_attached"]:
         return Route(host)
     sr = f["SR"]
+    pool = db.fields("pool", db.refs("pool")[0])
+    if pool["ha_enabled"] and any(
+            db.exists("VDI", v) and db.fields("VDI", v)["SR"] == sr
+            for v in pool["ha_statefiles"]):
+        raise XenAPIError("HA_IS_ENABLED")      # the heartbeat SR
     for vdi in db.where("VDI", SR=sr):
         for task, op in db.fields("VDI", vdi)["current_operations"].items():
             raise XenAPIError("OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, op,

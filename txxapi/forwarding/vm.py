@@ -7,6 +7,7 @@ local steps are in txxapi/impl/vm.py, vm_config.py and vm_copy.py.
 
 from txxapi.forwarding import hosts
 from txxapi.forwarding.registry import Route, forwards
+from txxapi.ha.status import placement_admission
 from txxapi.migration.host_operations import assert_not_evacuating
 from txxapi.impl import vm as vm_impl
 from txxapi.impl import vm_copy
@@ -59,7 +60,8 @@ def _placed(ctx, vm, op):
     def hold(ctx):
         ctx.db.update("VM", vm, {"scheduled_to_be_resident_on": host})
         return vm_impl.release_reservation(ctx, vm)
-    return Route(host, [("VM", vm, op)], hold=hold)
+    return Route(host, [("VM", vm, op)], hold=hold,
+                 admit=placement_admission(ctx, vm, host))
 
 
 @forwards("VM.start")
@@ -78,7 +80,8 @@ def _on_named_host(op):
         target = hosts.named(ctx, host)
         if op == "start_on":
             assert_not_evacuating(ctx, target)
-        return Route(target, [("VM", vm, op)])
+        return Route(target, [("VM", vm, op)],
+                     admit=placement_admission(ctx, vm, target))
     return rule
 
 

@@ -30,7 +30,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from txxapi.errors import XenAPIError
-from txxapi.ha import local, state, status
+from txxapi.ha import local, state, statefile, status
 from txxapi.pool import liveness
 from txxapi.values import NULL_REF
 
@@ -54,6 +54,7 @@ class Failover:
         self.prevent_until = 0.0
         self.restarting = None      # the restart pass under way
         self._signature = None
+        self.statefile_alert = statefile.AllLostAlert(server)
         # Observed times, for whoever measures (benchmarks, logs).
         self.timeline = {}
 
@@ -66,12 +67,9 @@ class Failover:
     @defer.inlineCallbacks
     def check(self, client, timeouts):
         self.retry_after = timeouts.t
-        live_kvs = yield client.range(local.LIVE_PREFIX, prefix=True)
-        member_kvs = yield client.range(local.MEMBER_PREFIX, prefix=True)
-        live = {kv.key[len(local.LIVE_PREFIX):].decode()
-                for kv in live_kvs.kvs}
-        members = {kv.key[len(local.MEMBER_PREFIX):].decode()
-                   for kv in member_kvs.kvs}
+        live = yield local.uuids_under(client, local.LIVE_PREFIX)
+        members = yield local.uuids_under(client, local.MEMBER_PREFIX)
+        reaching = yield local.uuids_under(client, local.STATEFILE_PREFIX)
         db, me = self.db, self.server.host_ref
         now = self.clock()
         for host in db.refs("host"):
@@ -87,7 +85,8 @@ class Failover:
             if uuid not in self.declared and now - first >= timeouts.margin:
                 self.declared.add(uuid)
                 self.declare_dead(host, now - first)
-        self._peers(live)
+        self._peers(live, reaching)
+        self.statefile_alert.update(live, reaching)
         yield self._plan_status()
         if self.restarting is None and now >= self.prevent_until:
             self.restarting = self.restart_pass()
@@ -132,8 +131,9 @@ class Failover:
                 if v["ha_restart_priority"] == state.BEST_EFFORT:
                     self.best_effort[vm] = BEST_EFFORT_MAX_TRIES
 
-    def _peers(self, live):
-        """host.ha_network_peers and ha_statefiles from the liveset."""
+    def _peers(self, live, reaching):
+        """host.ha_network_peers from the liveset, ha_statefiles from
+        the live hosts that reach the statefiles."""
         db = self.db
         statefiles = db.fields("pool", self.server.pool_ref)["ha_statefiles"]
         peers = sorted(live)
@@ -141,7 +141,8 @@ class Failover:
             h = db.fields("host", host)
             inside = h["uuid"] in live
             changes = {"ha_network_peers": peers if inside else [],
-                       "ha_statefiles": list(statefiles) if inside else []}
+                       "ha_statefiles": list(statefiles)
+                       if inside and h["uuid"] in reaching else []}
             if any(h[k] != v for k, v in changes.items()):
                 db.update("host", host, changes)
 
@@ -238,7 +239,7 @@ class Failover:
 
     @defer.inlineCallbacks
     def _plan_status(self):
-        signature = _plan_signature(self.db)
+        signature = _plan_signature(self.db, self.server.pool_ref)
         if signature == self._signature:
             return
         self._signature = signature
@@ -254,7 +255,7 @@ def _order_groups(db, vms):
             for k in sorted(groups)]
 
 
-def _plan_signature(db):
+def _plan_signature(db, pool):
     """What the plan depends on: the protected VMs' placement and memory,
     the live hosts and their memory, the failures to tolerate."""
     vms = tuple(sorted(
@@ -266,5 +267,5 @@ def _plan_signature(db):
     hosts = tuple(sorted((h, db.fields("host", h)["enabled"],
                           state.is_host_live(db, h))
                          for h in db.refs("host")))
-    pool = db.fields("pool", db.refs("pool")[0])
+    pool = db.fields("pool", pool)
     return vms, hosts, pool["ha_host_failures_to_tolerate"]

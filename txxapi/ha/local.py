@@ -30,6 +30,8 @@ TIMEOUT_KEY = "timeout"
 
 LIVE_PREFIX = b"txxapi/ha/live/"        # one key a host, under its lease
 MEMBER_PREFIX = b"txxapi/ha/member/"    # hosts that joined the liveset
+# Hosts that reach the statefile (one key a host, under its lease).
+STATEFILE_PREFIX = b"txxapi/ha/statefile/"
 
 
 def live_key(uuid):
@@ -38,6 +40,18 @@ def live_key(uuid):
 
 def member_key(uuid):
     return MEMBER_PREFIX + uuid.encode()
+
+
+def statefile_key(uuid):
+    return STATEFILE_PREFIX + uuid.encode()
+
+
+@defer.inlineCallbacks
+def uuids_under(client, prefix):
+    """The host uuids keyed under prefix (LIVE_PREFIX, MEMBER_PREFIX,
+    STATEFILE_PREFIX): one range read."""
+    result = yield client.range(prefix, prefix=True)
+    return {kv.key[len(prefix):].decode() for kv in result.kvs}
 
 
 def timeout_of(configuration):

@@ -34,7 +34,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from txxapi.errors import XenAPIError
-from txxapi.ha import local
+from txxapi.ha import local, statefile
 from txxapi.ha.failover import Failover
 from txxapi.pool import join as pool_join
 from txxapi.pool import role as pool_role
@@ -53,6 +53,10 @@ class HAMonitor:
         self.failover = Failover(server)
         # This host's lease in the liveset, and T's timings, while in it.
         self.keeper = self.timeouts = self._loop = None
+        # Whether this host reaches the statefiles, as last said on etcd
+        # (None: not said under the lease it holds), and when it looked.
+        self.statefile_access = None
+        self._statefile_checked = None
         self.fenced = self._busy = self._stopping = self._warned = False
         self.disabled = local.disabled_here(server.data_dir)
 
@@ -113,6 +117,7 @@ class HAMonitor:
                 yield self._join(pool)
             else:
                 yield self._stay_member()
+            yield self._check_statefile()
             if server.identity.is_master:
                 yield self.failover.check(self.client, self.timeouts)
             else:
@@ -151,6 +156,7 @@ class HAMonitor:
         local.write(server.data_dir, lease)
         self.keeper = LeaseKeeper(client, lease, on_lost=self._fence,
                                   interval=timeouts.renew).start(sent)
+        self.statefile_access = None
         uuid = self._uuid()
         address = server.db.fields("host", server.host_ref)["address"]
         yield client.put(local.live_key(uuid), address.encode(),
@@ -172,15 +178,42 @@ class HAMonitor:
         keeper, self.keeper = self.keeper, None
         keeper.stop()
         client, uuid = self.client, self._uuid()
+        self.statefile_access = None
         yield client.delete(local.member_key(uuid))
         mastership = getattr(self.server.pool_database, "lease_keeper", None)
         if mastership is not None and mastership.lease.id == keeper.lease.id:
             # The mastership is held under it (taken over with HA on).
             yield client.delete(local.live_key(uuid))
+            yield client.delete(local.statefile_key(uuid))
         else:
             yield client.revoke(keeper.lease.id)
         local.clear(self.server.data_dir)
         log.info("HA: left the liveset")
+
+    # -- the statefile ---------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _check_statefile(self):
+        """Every renewal interval: whether this host reaches the
+        statefiles, said on etcd (under its lease) when that changes."""
+        now = self.server.reactor.seconds()
+        if self.statefile_access is not None and \
+                now - self._statefile_checked < self.timeouts.renew:
+            return
+        self._statefile_checked = now
+        access = yield statefile.reachable(self.server)
+        if access == self.statefile_access:
+            return
+        key = local.statefile_key(self._uuid())
+        if access:
+            yield self.client.put(key, b"1", lease=self.keeper.lease.id)
+            if self.statefile_access is not None:
+                log.info("HA: the statefile is reachable again")
+        else:
+            yield self.client.delete(key)
+            log.warn("HA_STATEFILE_LOST: this host has lost access to the "
+                     "HA statefile")
+        self.statefile_access = access
 
     # -- disabled on this host alone ---------------------------------------------
 

@@ -161,9 +161,14 @@ def planning_free_memory(db, hosts):
 
 # --- the planning state ------------------------------------------------------
 
-def pool_state(db, protected=None, live=None, extra=(), hosts_to_disable=()):
+def pool_state(db, protected=None, live=None, extra=(), hosts_to_disable=(),
+               arriving=()):
     """planner.PoolState for the protected VMs (default: those the
-    database protects, plus ``extra``) on the live hosts."""
+    database protects, plus ``extra``) on the live hosts, less
+    ``hosts_to_disable``.  ``arriving``: [(host, VM)] placements about to
+    be made (a start, a move): each VM counted on its host, the memory
+    it would use taken from that host's (where it runs now it is still
+    counted: a VM on the move is on both until it has moved)."""
     live = live_set(db) if live is None else set(live)
     live -= set(hosts_to_disable)
     vms = list(protected_vms(db) if protected is None else protected)
@@ -172,9 +177,16 @@ def pool_state(db, protected=None, live=None, extra=(), hosts_to_disable=()):
     all_hosts = _hosts_by_uuid(db)
     live_hosts = [h for h in all_hosts if h in live]
     free = planning_free_memory(db, live_hosts)
+    arriving_on = {}
+    for host, ref in arriving:
+        arriving_on[ref] = host
+        if host in free:
+            free[host] -= restart_need(db.fields("VM", ref))
 
     def accounted(ref):
         vm = db.fields("VM", ref)
+        if ref in arriving_on:
+            return arriving_on[ref] if arriving_on[ref] in live else None
         for host in (vm["resident_on"], vm["scheduled_to_be_resident_on"]):
             if host != NULL_REF and host in live:
                 return host

@@ -17,12 +17,22 @@ OVERCOMMITTED_PRIORITY = 3
 DROP_PRIORITY = 3
 
 
-def pool_of(db):
-    return db.refs("pool")[0]
+def pool_of(ctx):
+    """The pool's ref: the server's (known once its database is open),
+    else the database's one pool."""
+    pool = getattr(ctx.server, "pool_ref", None)
+    return pool if pool is not None else ctx.db.refs("pool")[0]
+
+
+def guards_plan(ctx):
+    """Whether HA refuses changes that break its plan: HA on, overcommit
+    not allowed."""
+    p = ctx.db.fields("pool", pool_of(ctx))
+    return p["ha_enabled"] and not p["ha_allow_overcommit"]
 
 
 def alert(ctx, name, priority, body):
-    pool = pool_of(ctx.db)
+    pool = pool_of(ctx)
     ctx.server.messages.create(name, priority, "Pool",
                                ctx.db.fields("pool", pool)["uuid"], body)
 
@@ -51,7 +61,7 @@ def update_pool_status(ctx):
     update_pool_status does (it runs whether or not HA is on), raising
     the pool alerts on the transitions."""
     db = ctx.db
-    pool = pool_of(db)
+    pool = pool_of(ctx)
     p = db.fields("pool", pool)
     target = p["ha_host_failures_to_tolerate"]
     if (yield plan_exists(db, target)):
@@ -73,17 +83,48 @@ def update_pool_status(ctx):
                "can no longer be guaranteed" % p["name_label"])
 
 
-@defer.inlineCallbacks
-def assert_change_preserves_plan(db, n=None, **change):
-    """With HA on and overcommit not allowed, refuse a change that would
-    turn the plan for ha_plan_exists_for failures (if one exists now)
-    into none."""
-    p = db.fields("pool", pool_of(db))
-    if not p["ha_enabled"] or p["ha_allow_overcommit"]:
-        return
-    now = p["ha_plan_exists_for"]
-    if not (yield plan_exists(db, now)):
-        return
+def assert_change_preserves_plan(ctx, n=None, **change):
+    """With HA on and overcommit not allowed, refuse (a Deferred failing
+    with HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN) a change that would turn
+    the plan for ha_plan_exists_for failures (if one exists now) into
+    none.  ``change``: what state.pool_state takes (extra VMs to protect,
+    hosts to disable, VMs arriving on hosts); ``n``: a new number of
+    failures.  Both states are read now, in this reactor step: only the
+    searches run later."""
+    if not guards_plan(ctx):
+        return defer.succeed(None)
+    db = ctx.db
+    now = db.fields("pool", pool_of(ctx))["ha_plan_exists_for"]
     after = now if n is None else n
-    if not (yield plan_exists(db, after, **change)):
-        raise XenAPIError("HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN")
+    before_state = state.pool_state(db)
+    after_state = state.pool_state(db, **change)
+
+    def breaks():
+        return planner.plan_for_n_failures(before_state, now) == \
+            planner.PLAN_FOR_ALL and \
+            planner.plan_for_n_failures(after_state, after) != \
+            planner.PLAN_FOR_ALL
+
+    def refuse(broken):
+        if broken:
+            raise XenAPIError("HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN")
+    return planned(breaks).addCallback(refuse)
+
+
+def assert_placement_preserves_plan(ctx, vm, host):
+    """XAPI's check before a VM is placed on a host (a start, a resume,
+    a move): a VM about to become protected (priority "restart", not yet
+    always-run: its start protects it) is checked as a new one to
+    protect, any other as arriving there."""
+    v = ctx.db.fields("VM", vm)
+    if v["ha_restart_priority"] == state.RESTART and not v["ha_always_run"]:
+        return assert_change_preserves_plan(ctx, extra=[vm])
+    return assert_change_preserves_plan(ctx, arriving=[(host, vm)])
+
+
+def placement_admission(ctx, vm, host):
+    """A forwarding rule's ``admit`` for placing vm on host: None where
+    HA guards no plan (nothing to wait for)."""
+    if not guards_plan(ctx):
+        return None
+    return lambda: assert_placement_preserves_plan(ctx, vm, host)

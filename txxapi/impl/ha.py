@@ -24,7 +24,7 @@ from txxapi.ha.status import (
 def compute_max_host_failures_to_tolerate(ctx):
     db = ctx.db
     n = yield max_failures(db)
-    pool = pool_of(db)
+    pool = pool_of(ctx)
     p = db.fields("pool", pool)
     if p["ha_enabled"]:
         target = p["ha_host_failures_to_tolerate"]
@@ -88,8 +88,8 @@ def set_ha_host_failures_to_tolerate(ctx, self, value):
     if value < 0:
         raise invalid_value("ha_host_failures_to_tolerate", value)
     # No plan at all blocks nothing.
-    if db.fields("pool", pool_of(db))["ha_plan_exists_for"] > 0:
-        yield assert_change_preserves_plan(db, value)
+    if db.fields("pool", pool_of(ctx))["ha_plan_exists_for"] > 0:
+        yield assert_change_preserves_plan(ctx, value)
     db.update("pool", self, {"ha_host_failures_to_tolerate": value})
     yield update_pool_status(ctx)
 
@@ -104,8 +104,8 @@ def set_ha_restart_priority(ctx, self, value):
     current = vm["ha_restart_priority"]
     if current != state.RESTART and value == state.RESTART:
         if vm["power_state"] != "Halted":
-            yield assert_change_preserves_plan(db, extra=[self])
-        if db.fields("pool", pool_of(db))["ha_enabled"]:
+            yield assert_change_preserves_plan(ctx, extra=[self])
+        if db.fields("pool", pool_of(ctx))["ha_enabled"]:
             yield update_pool_status(ctx)
     vm = db.fields("VM", self)
     if current != value:
@@ -199,7 +199,7 @@ def enable_ha(ctx, heartbeat_srs, configuration):
     liveset (its lease on etcd) when it sees it, and the call returns
     once all have, or undoes it (HA_FAILED_TO_FORM_LIVESET)."""
     db, server = ctx.db, ctx.server
-    pool = pool_of(db)
+    pool = pool_of(ctx)
     if db.fields("pool", pool)["ha_enabled"]:
         raise XenAPIError("HA_IS_ENABLED")
     for sr in heartbeat_srs:
@@ -232,9 +232,7 @@ def enable_ha(ctx, heartbeat_srs, configuration):
     uuids = {db.fields("host", h)["uuid"] for h in db.refs("host")}
     deadline = server.reactor.seconds() + t + 60
     while True:
-        members = yield client.range(local.MEMBER_PREFIX, prefix=True)
-        joined = {kv.key[len(local.MEMBER_PREFIX):].decode()
-                  for kv in members.kvs}
+        joined = yield local.uuids_under(client, local.MEMBER_PREFIX)
         if uuids <= joined:
             break
         if server.reactor.seconds() > deadline:
@@ -248,7 +246,7 @@ def _disable(ctx):
     db = ctx.db
     # Leavers are not failures: the liveset is forgotten first.
     yield ctx.server.ha.client.delete(local.MEMBER_PREFIX, prefix=True)
-    db.update("pool", pool_of(db), {"ha_enabled": False,
+    db.update("pool", pool_of(ctx), {"ha_enabled": False,
                                     "ha_statefiles": [],
                                     "ha_cluster_stack": ""})
     for host in db.refs("host"):
@@ -258,7 +256,7 @@ def _disable(ctx):
 
 @implements("pool.disable_ha")
 def disable_ha(ctx):
-    if not ctx.db.fields("pool", pool_of(ctx.db))["ha_enabled"]:
+    if not ctx.db.fields("pool", pool_of(ctx))["ha_enabled"]:
         raise XenAPIError("HA_NOT_ENABLED")
     return _disable(ctx).addCallback(lambda _: "")
 

@@ -14,6 +14,7 @@ answer has left.
 
 from txxapi.api.registry import implements
 from txxapi.errors import XenAPIError
+from txxapi.ha.status import assert_change_preserves_plan
 from txxapi.pool import join as pool_join
 from txxapi.pool.liveness import set_live
 
@@ -22,9 +23,13 @@ RUNNING = ("Running", "Paused", "Suspended")
 
 @implements("host.disable")
 def disable(ctx, host):
-    if ctx.db.fields("host", host)["enabled"]:
-        ctx.db.update("host", host, {"enabled": False})
-    return ""
+    """Refused, as XAPI's, where HA's failover plan needs the host."""
+    def done(_):
+        if ctx.db.fields("host", host)["enabled"]:
+            ctx.db.update("host", host, {"enabled": False})
+        return ""
+    return assert_change_preserves_plan(
+        ctx, hosts_to_disable=[host]).addCallback(done)
 
 
 @implements("host.enable")

@@ -48,6 +48,9 @@ class Handover:
         self.store = metrics.store
         self.leaving = set()    # VMs whose domains went, not yet settled
         self.sending = set()
+        # Set when this slave takes the failed master's place: nothing is
+        # backed up to it any more (its stop would wait out a timeout).
+        self.master_failed = False
         self._fetches = defer.DeferredSemaphore(FETCHES)
 
     # --- who and where ---------------------------------------------------------
@@ -106,7 +109,7 @@ class Handover:
     @defer.inlineCallbacks
     def backup(self, timeout=transfer.TIMEOUT):
         """On a slave: its RRDs to the master (backup_rrds)."""
-        if not self.is_slave:
+        if not self.is_slave or self.master_failed:
             return
         body = yield self.metrics.run(
             lambda: storage.pack(self.store.backup(storage.encode)))

@@ -34,8 +34,8 @@ from txxapi.files import write_atomically
 from txxapi.pool.etcd import Election, EtcdClient, EtcdError, EtcdTimeout, \
     LeaseKeeper
 from txxapi.pool.etcd.member import (
-    CLIENT_PORT, PEER_PORT, EtcdMember, promote_member, retry_unhealthy,
-    url)
+    CLIENT_PORT, PEER_PORT, WATCH_SILENCE, EtcdMember, promote_member,
+    retry_unhealthy, url)
 from txxapi.pool.membership import Membership, client_urls, member_cluster, \
     wait_healthy, wanted
 from txxapi.pool.other_master import OtherMasterCheck
@@ -120,7 +120,10 @@ class PoolDatabase(service.MultiService):
         the cluster either way (already, after a restart in place)."""
         if self.client is not None:
             return
-        self.client = EtcdClient(self.config["clients"], self.reactor)
+        # Every member of the pool is a txxapi host's EtcdMember, which
+        # sends progress notifications: a silent watch is a lost one.
+        self.client = EtcdClient(self.config["clients"], self.reactor,
+                                 watch_silence=WATCH_SILENCE)
         if self.config.get("member"):
             yield self._run_member()
         yield self.refresh_clients()

@@ -103,6 +103,7 @@ def take_over(server):
     """Become the master at once (HA: the master failed and this host
     holds the mastership now): in place where the service can, else by
     a process restart."""
+    server.metrics.handover.master_failed = True
     restart = getattr(server, "restart_in_place", None)
     if restart is None:
         become_master(server)

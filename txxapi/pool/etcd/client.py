@@ -17,14 +17,18 @@ __all__ = ["EtcdClient"]
 
 class EtcdClient:
     """A client of one etcd cluster, given its members' client URLs
-    (``["http://127.0.0.2:2379", ...]`` or one comma-separated string)."""
+    (``["http://127.0.0.2:2379", ...]`` or one comma-separated string).
+    ``watch_silence``: for members that send progress notifications, how
+    long a watch stream may stay silent before its watcher takes it for
+    lost (None: a stream is trusted until it ends)."""
 
     def __init__(self, endpoints, reactor=None, timeout=DEFAULT_TIMEOUT,
-                 max_connections=128):
+                 max_connections=128, watch_silence=None):
         self.transport = Transport(endpoints, reactor, timeout,
                                    max_connections=max_connections)
         self.reactor = self.transport.reactor
         self.timeout = timeout
+        self.watch_silence = watch_silence
 
     @property
     def endpoints(self):

@@ -29,6 +29,12 @@ log = Logger()
 
 CLIENT_PORT, PEER_PORT = 2379, 2380
 STABLE_RUN = 30.0   # up this long, a crash restarts it after the first delay
+# An idle watch hears from its member this often (etcd's progress
+# notifications), so a watcher can tell a member it cannot reach any
+# more (cut off: its stream goes silent, nothing closes it) from a quiet
+# key (see watch.Watcher's silence).
+PROGRESS_NOTIFY_INTERVAL = 1.0
+WATCH_SILENCE = 5 * PROGRESS_NOTIFY_INTERVAL
 
 # etcd's own (zap) levels as ours: its routine chatter stays at debug.
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.debug,
@@ -122,6 +128,8 @@ class EtcdMember(service.Service):
                 "--initial-cluster-state", self.cluster_state,
                 "--initial-cluster-token", self.cluster_token,
                 "--logger", "zap", "--log-outputs", "stderr",
+                "--experimental-watch-progress-notify-interval",
+                "%gs" % PROGRESS_NOTIFY_INTERVAL,
                 ] + self.extra_args
 
     @property

@@ -5,6 +5,12 @@ dropped stream: it reopens on the next reachable member from the revision
 after the last one it delivered, so nothing is missed or delivered twice.
 When that revision has been compacted away it cannot resume; it says so
 (on_compacted) and stops, and its owner must reread the state.
+
+A stream from a member that can no longer be reached (the network cut
+between them) does not end: nothing comes to close it.  With the
+client's ``watch_silence`` set (its members send progress notifications
+at least that often), a stream silent for that long is dropped and the
+watch resumes on another member.
 """
 
 from twisted.internet import defer, task
@@ -46,6 +52,8 @@ class Watcher:
         self._stream = None
         self._pause = None
         self._compacted = None
+        self.silence = getattr(client, "watch_silence", None)
+        self._silent = None     # the timer that drops a silent stream
 
     def start(self):
         """Start watching; returns self.created."""
@@ -89,8 +97,10 @@ class Watcher:
             if not self._running:
                 stream.close()      # stopped while it was opening
             opened = self.client.reactor.seconds()
+            self._listen(endpoint)
             yield stream.done
             self._stream = None
+            self._unlisten()
             if not self._running or self._compacted is not None:
                 break
             # The stream dropped (its member died, or lost its leader and
@@ -123,7 +133,28 @@ class Watcher:
         self._pause = None
         return result
 
+    def _listen(self, endpoint):
+        if self.silence is None or self._stream is None:
+            return
+        self._silent = self.client.reactor.callLater(
+            self.silence, self._silence_from, endpoint)
+
+    def _unlisten(self):
+        if self._silent is not None and self._silent.active():
+            self._silent.cancel()
+        self._silent = None
+
+    def _silence_from(self, endpoint):
+        self._silent = None
+        if self._stream is not None:
+            log.info("etcd watch on {key!r}: nothing from {url} in {s:g} s; "
+                     "resuming elsewhere", key=self.key, url=endpoint.url,
+                     s=self.silence)
+            self._stream.close()
+
     def _on_message(self, message):
+        if self._silent is not None and self._silent.active():
+            self._silent.reset(self.silence)
         if "error" in message:
             log.warn("etcd watch on {key!r}: {error}; reopening",
                      key=self.key, error=message["error"])
