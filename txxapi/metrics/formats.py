@@ -31,7 +31,7 @@ def f_to_s(x):
 _ZERO = re.compile(r"^-?0$", re.M)
 
 
-def row_text(archive, age):
+def row_text(archive, age, keep=True):
     """The printed values of one row of an archive, all its sources, one
     a line, as f_to_s prints them.  A row has thousands of values at
     1,000 VMs: it is printed by one format of the whole row with the few
@@ -46,7 +46,8 @@ def row_text(archive, age):
             text = text.replace("nan", "NaN").replace("inf", "Infinity")
         if "0" in text:
             text = _ZERO.sub("0.0", text)
-        archive.memo[slot] = text
+        if keep:
+            archive.memo[slot] = text
     return text
 
 
@@ -165,19 +166,23 @@ def _last_ds(v):
     return f_to_s(v)
 
 
-def rrd_xml(rrd):
-    """The dump of /host_rrd and friends (Rrd.xml_to_output, not
-    internal): oldest row first."""
+def rrd_xml(rrd, internal=False):
+    """The dump of /host_rrd and friends (Rrd.xml_to_output): oldest row
+    first.  ``internal``: the form xcp-rrdd archives and sends between
+    hosts, each source's last update time too."""
     out = [XML_DECL, "<rrd><version>0003</version><step>%d</step>"
            "<lastupdate>%d</lastupdate>" % (rrd.step, int(rrd.last_updated))]
+    updated = "<last_updated>%s</last_updated>" % f_to_s(rrd.last_updated) \
+        if internal else ""
     for ds in rrd.sources:
         out.append(
             "<ds><name>%s</name><type>%s</type><minimal_heartbeat>%s"
             "</minimal_heartbeat><min>%s</min><max>%s</max><last_ds>%s"
-            "</last_ds><value>%s</value><unknown_sec>%d</unknown_sec></ds>"
+            "</last_ds><value>%s</value><unknown_sec>%d</unknown_sec>%s"
+            "</ds>"
             % (escape(ds.name), ds.type, f_to_s(ds.heartbeat),
                f_to_s(ds.min), f_to_s(ds.max), _last_ds(ds.last),
-               f_to_s(ds.value), int(ds.unknown_sec)))
+               f_to_s(ds.value), int(ds.unknown_sec), updated))
     for a in rrd.archives:
         out.append("<rra><cf>%s</cf><pdp_per_row>%d</pdp_per_row><params>"
                    "<xff>%s</xff></params><cdp_prep>"
@@ -188,10 +193,12 @@ def rrd_xml(rrd):
                        "</value><unknown_datapoints>%d</unknown_datapoints>"
                        "</ds>" % (f_to_s(value), unknown))
         out.append("</cdp_prep><database>")
+        # An archive's coarser rows are not kept printed for it.
+        keep = not internal or a.pdp_per_row == 1
         if a.rings:
             for age in range(a.rows - 1, -1, -1):
-                out.append("<row><v>%s</v></row>"
-                           % row_text(a, age).replace("\n", "</v><v>"))
+                out.append("<row><v>%s</v></row>" % row_text(
+                    a, age, keep).replace("\n", "</v><v>"))
         out.append("</database></rra>")
     out.append("</rrd>")
     return "".join(out)
