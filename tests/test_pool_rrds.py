@@ -142,7 +142,8 @@ def secret_cookie(pool):
 def test_a_slave_without_its_rrds_takes_them_back_from_the_master(
         pool, x, sid, hosts):
     slave = pool[2]
-    # host.backup_rrds: the slave's RRDs on the master, as it keeps them.
+    # host.backup_rrds: the slave's RRDs on the master, as it keeps them
+    # (its host's, its SRs').
     x.host.backup_rrds(hosts[2], 0.0)
     uuid = x.host.get_uuid(hosts[2])
 
@@ -158,10 +159,23 @@ def test_a_slave_without_its_rrds_takes_them_back_from_the_master(
     kept = wait_until(backed_up, what="the master's copy")
     assert "memory_total_kib" in kept.names()
 
-    def host_history():
-        code, _, _, rrd = fetch(slave, "/host_rrd", session_id=sid)
-        return history(rrd, "memory_total_kib") if code == 200 else 0
-    wait_until(lambda: host_history() >= 20, what="the slave's host RRD")
+    # An SR plugged there only (a local one) is in it too.
+    sr = min(pbd["SR"] for pbd in x.PBD.get_all_records_where(
+        'field "host" = "%s"' % hosts[2]).values()
+        if pbd["currently_attached"] and len(x.SR.get_PBDs(pbd["SR"])) == 1)
+    sr_uuid = x.SR.get_uuid(sr)
+
+    def host_history(path="/host_rrd", source="memory_total_kib", **query):
+        code, _, _, rrd = fetch(slave, path, session_id=sid, **query)
+        return history(rrd, source) if code == 200 else 0
+
+    def sr_history():
+        return host_history("/sr_rrd", "size", uuid=sr_uuid)
+    wait_until(lambda: host_history() >= 20 and sr_history() >= 20,
+               what="the slave's host RRD")
+    x.host.backup_rrds(hosts[2], 0.0)
+    wait_until(lambda: dbsync(pool[0], secret_cookie(pool), sr_uuid,
+                              "/sr_rrd") == 200, what="the SR's backup")
     stopped = time.monotonic()
     slave.stop()
     shutil.rmtree(storage.directory_in(slave.data_dir))
@@ -169,6 +183,7 @@ def test_a_slave_without_its_rrds_takes_them_back_from_the_master(
     # The rows from before the stop are back: more known rows than a
     # fresh RRD could have.
     assert host_history() > time.monotonic() - stopped + 2
+    assert sr_history() > time.monotonic() - stopped + 2
 
 
 def put_rrd(host, body, cookie=None, **query):
