@@ -11,6 +11,7 @@ client polling /rrd_updates pays for the new rows only.
 """
 
 import re
+from itertools import chain
 from xml.sax.saxutils import escape
 
 from txxapi.metrics.rrd import NoArchive
@@ -158,6 +159,20 @@ def xport_json(x):
 
 # --- whole RRDs --------------------------------------------------------------
 
+def _database(archive):
+    """Every row of an archive, oldest first, as the dump prints them,
+    printed by one format of all their values (none kept)."""
+    cur = archive.current + 1
+    columns = [ring[cur:] + ring[:cur] for ring in archive.rings]
+    row = "<row><v>" + "</v><v>".join(["%0.15g"] * len(columns)) + \
+        "</v></row>"
+    text = (row * archive.rows) % tuple(chain.from_iterable(zip(*columns)))
+    if "n" in text:
+        text = text.replace("nan", "NaN").replace("inf", "Infinity")
+    return text.replace("<v>-0</v>", "<v>0</v>").replace("<v>0</v>",
+                                                         "<v>0.0</v>")
+
+
 def _last_ds(v):
     if v is None:
         return "0.0"
@@ -193,12 +208,15 @@ def rrd_xml(rrd, internal=False):
                        "</value><unknown_datapoints>%d</unknown_datapoints>"
                        "</ds>" % (f_to_s(value), unknown))
         out.append("</cdp_prep><database>")
-        # An archive's coarser rows are not kept printed for it.
-        keep = not internal or a.pdp_per_row == 1
-        if a.rings:
+        if not a.rings:
+            pass
+        elif internal and a.pdp_per_row > 1:
+            # An archive's coarser rows are not kept printed for it.
+            out.append(_database(a))
+        else:
             for age in range(a.rows - 1, -1, -1):
                 out.append("<row><v>%s</v></row>" % row_text(
-                    a, age, keep).replace("\n", "</v><v>"))
+                    a, age).replace("\n", "</v><v>"))
         out.append("</database></rra>")
     out.append("</rrd>")
     return "".join(out)

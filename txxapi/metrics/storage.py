@@ -51,29 +51,54 @@ def to_xml(rrd):
     return formats.rrd_xml(rrd, internal=True).encode("utf-8")
 
 
-_DATABASE = re.compile(r"<database\s*/>|<database>(.*?)</database>", re.S)
 _BETWEEN_TAGS = re.compile(r">\s+<")
 _ROW_START, _ROW_END = "<row><v>", "</v></row>"
 
 
-def _rows(database, columns):
-    """The rows of a database, oldest first, each its values' texts one
-    a line."""
+def _cut_databases(text):
+    """(the document with each archive's database left empty, the
+    databases' texts)."""
+    parts, databases, pos = [], [], 0
+    while True:
+        start = text.find("<database", pos)
+        if start < 0:
+            break
+        head_end = text.find(">", start)
+        if head_end < 0:
+            break
+        if text[head_end - 1] == "/":
+            databases.append("")
+            end = head_end + 1
+        else:
+            close = text.find("</database>", head_end)
+            if close < 0:
+                raise ValueError("a database without its end")
+            databases.append(text[head_end + 1:close])
+            end = close + len("</database>")
+        parts += [text[pos:start], "<database/>"]
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts), databases
+
+
+def _values(database, columns):
+    """The values of a database, row after row, oldest first, one a
+    line, and how many rows."""
     text = database.strip()
     if not text:
-        return []
+        return "", 0
     if _BETWEEN_TAGS.search(text):
         text = _BETWEEN_TAGS.sub("><", text)
     if not (text.startswith(_ROW_START) and text.endswith(_ROW_END)):
         raise ValueError("a database that is not rows of values")
-    rows = text[len(_ROW_START):-len(_ROW_END)].split(
-        _ROW_END + _ROW_START)
-    rows = [row.replace("</v><v>", "\n") for row in rows]
-    for row in rows:
-        if row.count("\n") + 1 != columns:
-            raise ValueError("a row of %d values, not %d"
-                             % (row.count("\n") + 1, columns))
-    return rows
+    body = text[len(_ROW_START):-len(_ROW_END)]
+    rows = body.count(_ROW_END + _ROW_START) + 1
+    values = body.replace(_ROW_END + _ROW_START, "\n").replace(
+        "</v><v>", "\n")
+    if values.count("\n") + 1 != rows * columns:
+        raise ValueError("%d rows that are not of %d values"
+                         % (rows, columns))
+    return values, rows
 
 
 def _text(element, name, default=None):
@@ -99,7 +124,7 @@ def _source(element, last_update):
     return ds, float(_text(element, "last_updated", str(last_update)))
 
 
-def _archive(element, rows, sources):
+def _archive(element, database, sources):
     cf = _text(element, "cf")
     if cf not in CFS:
         raise ValueError("an archive of %r" % cf)
@@ -110,40 +135,43 @@ def _archive(element, rows, sources):
     if len(cdps) != len(sources):
         raise ValueError("%d prepared rows for %d sources"
                          % (len(cdps), len(sources)))
-    count = len(rows) if sources else 1
-    a = Archive(cf, count, int(_text(element, "pdp_per_row")),
+    text, rows = _values(database, len(sources))
+    a = Archive(cf, rows or 1, int(_text(element, "pdp_per_row")),
                 float(_text(params, "xff")), sources)
     a.cdp_value = [float(_text(c, "value")) for c in cdps]
     a.cdp_unknown = [int(_text(c, "unknown_datapoints")) for c in cdps]
-    if sources:
-        values = array("f", map(float, "\n".join(rows).split("\n")))
-        n = len(sources)
-        # Values outside the bounds read as unknown (Fring.make); rows
-        # are bounded as they are made, so only a negative value (with
-        # every lower bound zero or more) needs looking for.
-        bounded = any(r.startswith("-") or "\n-" in r for r in rows)
-        for i, ds in enumerate(sources):
-            ring = values[i::n]
-            if bounded:
-                for j, v in enumerate(ring):
-                    if v < ds.min or v > ds.max:
-                        ring[j] = NAN
-            a.rings[i] = ring
-        if a.pdp_per_row == 1:
-            a.memo = rows
+    if not sources:
+        return a
+    values = array("f", map(float, text.split("\n")))
+    # Values outside the bounds read as unknown (Fring.make); rows are
+    # bounded as they are made, so only a negative value (with every
+    # lower bound zero or more) needs looking for.
+    bounded = text.startswith("-") or "\n-" in text
+    n = len(sources)
+    for i, ds in enumerate(sources):
+        ring = values[i::n]
+        if bounded:
+            for j, v in enumerate(ring):
+                if v < ds.min or v > ds.max:
+                    ring[j] = NAN
+        a.rings[i] = ring
+    if a.pdp_per_row == 1:
+        a.memo = text.split("\n") if n == 1 else _lines(text, n)
     return a
+
+
+def _lines(text, n):
+    """The text of values one a line, joined ``n`` lines at a time."""
+    lines = text.split("\n")
+    return ["\n".join(lines[i:i + n]) for i in range(0, len(lines), n)]
 
 
 def from_xml(data):
     """The RRD of a document (bytes); ValueError if it is none."""
     try:
         text = data.decode("utf-8")
-        databases = []
-
-        def cut(match):
-            databases.append(match.group(1) or "")
-            return "<database/>"
-        root = ET.fromstring(_DATABASE.sub(cut, text))
+        skeleton, databases = _cut_databases(text)
+        root = ET.fromstring(skeleton)
         if root.tag != "rrd":
             raise ValueError("not an RRD document")
         last_update = float(_text(root, "lastupdate"))
@@ -155,8 +183,7 @@ def from_xml(data):
         if len(archives) != len(databases):
             raise ValueError("archives without their rows")
         for element, database in zip(archives, databases):
-            rrd.archives.append(_archive(
-                element, _rows(database, len(sources)), sources))
+            rrd.archives.append(_archive(element, database, sources))
         # A source named twice keeps its first rows (as from_xml purges).
         for i in range(len(sources) - 1, -1, -1):
             if sources[i].name in [ds.name for ds in sources[:i]]:
@@ -194,11 +221,12 @@ class Archives:
     def state(rrd):
         return rrd.last_updated, tuple(ds.name for ds in rrd.sources)
 
-    def write(self, uuid, rrd):
+    def write(self, uuid, rrd, sync_directory=True):
         """One RRD's file replaced (a copy no one updates meanwhile)."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         data = gzip.compress(to_xml(rrd), LEVEL)
-        with atomic_file(self._path(uuid), "wb", perms=0o644) as f:
+        with atomic_file(self._path(uuid), "wb", perms=0o644,
+                         sync_directory=sync_directory) as f:
             f.write(data)
         self.written[uuid] = self.state(rrd)
 
@@ -206,19 +234,22 @@ class Archives:
         """Every RRD of ``owners`` (uuids) whose file is behind, through
         ``copy(uuid, written)`` (a copy of its RRD, None if the file holds
         it or there is none now); the files of the others removed."""
+        changed = False
         for uuid in owners:
             rrd = copy(uuid, self.written.get(uuid))
             if rrd is not None:
-                self.write(uuid, rrd)
-        removed = False
+                # Each file is on disk as it is replaced; the directory's
+                # entries once at the end.
+                self.write(uuid, rrd, sync_directory=False)
+                changed = True
         for uuid in set(self.written) - set(owners):
             del self.written[uuid]
             try:
                 os.unlink(self._path(uuid))
-                removed = True
+                changed = True
             except FileNotFoundError:
                 pass
-        if removed:
+        if changed:
             fsync_directory(self.directory)
 
     def load(self, kind_of):
