@@ -174,6 +174,23 @@ def test_rrds_are_archived_as_xcp_rrdd_archives_them(tmp_path):
     assert (directory / (HOST_UUID + ".gz.unreadable")).exists()
 
 
+def test_an_rrd_that_could_not_be_sent_is_kept_as_it_was():
+    """A hand-over that fails puts back the RRD released for it (the
+    same object, not decoded again from the body), to be sent again;
+    unless a newer one of the VM came meanwhile."""
+    store = MetricsStore(5)
+    run(store, 1000000, 30, 0.3, 0.6, 1000.0)
+    owner = store.release(VM, VM_UUID, live=True)
+    assert owner is not None and not store.vms and not store.set_aside
+    assert store.put_back(owner) and store.set_aside[VM_UUID] is owner
+    # Released again and its domain back meanwhile: the live one stays.
+    owner = store.release(VM, VM_UUID)
+    store.handed_over.clear()
+    run(store, 1000150, 2, 0.3, 0.6, 1000.0)
+    assert VM_UUID in store.vms and not store.put_back(owner)
+    assert store.vms[VM_UUID] is not owner and not store.set_aside
+
+
 # Written by hand as xcp-rrdd's writer lays it out, indented: two
 # sources, a 5 s archive of three rows and a minute one of two.
 UPSTREAM = b"""<?xml version="1.0" encoding="UTF-8"?>

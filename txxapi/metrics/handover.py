@@ -110,12 +110,10 @@ class Handover:
             [(HOST, self._host_uuid())]
         wanted += [(SR, uuid) for uuid in (yield self.metrics.run(
             self.store.unknown_srs, list(srs)))]
-        for kind, uuid in wanted:
-            try:
-                yield self._fetch(kind, uuid)
-            except Exception as e:
-                log.warn("metrics: the master's copy of the RRD of {kind} "
-                         "{uuid}: {e}", kind=kind, uuid=uuid, e=e)
+        # At once (a master that does not answer delays the first sample
+        # by one timeout).
+        yield defer.DeferredList([self._fetches.run(self._fetch_kept, *w)
+                                  for w in wanted])
 
     @defer.inlineCallbacks
     def backup(self, timeout=transfer.TIMEOUT, host_only=False):
@@ -148,17 +146,17 @@ class Handover:
                 self._identity.in_emergency_mode:
             return      # (without a master, the domains start afresh)
         unknown = yield self.metrics.run(self.store.unknown_vms, uuids)
-        fetches = [self._fetches.run(self._fetch_vm, uuid)
+        fetches = [self._fetches.run(self._fetch_kept, VM, uuid)
                    for uuid in unknown]
         yield defer.DeferredList(fetches)
 
     @defer.inlineCallbacks
-    def _fetch_vm(self, uuid):
+    def _fetch_kept(self, kind, uuid):
         try:
-            yield self._fetch(VM, uuid)
+            yield self._fetch(kind, uuid)
         except Exception as e:
-            log.warn("metrics: the master's RRD of VM {uuid}: {e}",
-                     uuid=uuid, e=e)
+            log.warn("metrics: the master's copy of the RRD of {kind} "
+                     "{uuid}: {e}", kind=kind, uuid=uuid, e=e)
 
     def left(self, gone=(), came=()):
         """After a sample: the VMs whose domains went (and those still

@@ -6,7 +6,7 @@ sources not recorded yet).  A VM's RRD is set aside when its domain goes
 and taken up again when it comes back, so its history survives a
 shutdown.  On a pool's master it also keeps what the other hosts send
 (txxapi.metrics.handover): the RRDs of VMs stopped there, and their
-backups of their own.
+backups of their own and of their SRs'.
 
 Everything here runs on threads (the collector's updates, the HTTP
 renderers, the API's queries), under one lock; the reactor never waits
