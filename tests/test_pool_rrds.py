@@ -226,17 +226,24 @@ def test_a_new_master_takes_the_pools_archives(pool, x, sid, hosts,
                                                client):
     """Last (it moves the mastership): the RRDs the master kept for the
     pool (a VM stopped there, another host's backup) are the new
-    master's once pool.designate_new_master has moved it, and so is
-    what a slave sends it afterwards."""
+    master's once pool.designate_new_master has moved it; its copy of a
+    running VM's RRD (a backup) does not replace the running host's."""
     master, one, two = hosts
     vm = running_on(x, master, "kept")
     uuid = x.VM.get_uuid(vm)
     ran = history(rrd_of(pool, sid, uuid, least=3))
     x.VM.hard_shutdown(vm)
-    slave_uuid = x.host.get_uuid(two)
-    # (The earlier test left the master a backup of slave 2's RRDs.)
+    running = x.VM.get_uuid(running_on(x, two, "running"))
+    rrd_of(pool, sid, running, redirects=1, at=2, least=3)
+    x.host.backup_rrds(two, 0.0)
     secret = secret_cookie(pool)
+    wait_until(lambda: dbsync(pool[0], secret, running, "/vm_rrd") == 200,
+               what="the master's copy of the running VM's RRD")
+    slave_uuid = x.host.get_uuid(two)
     assert dbsync(pool[0], secret, slave_uuid) == 200
+    # Rows the copy has not.
+    time.sleep(3)
+    lived = history(rrd_of(pool, sid, running, host=2, least=3))
     assert x.pool.designate_new_master(one) == ""
     PoolHosts.restart_together(pool)
     session = pool[1].session()
@@ -249,8 +256,15 @@ def test_a_new_master_takes_the_pools_archives(pool, x, sid, hosts,
     wait_until(lambda: dbsync(pool[1], secret, slave_uuid) == 200,
                what="slave 2's backup on the new master")
     assert history(rrd) >= ran
+    # The running VM's history on its host goes on from where it was; the
+    # old master's copy of it went to the new master's archive.
+    wait_until(lambda: dbsync(pool[1], secret, running, "/vm_rrd") == 200,
+               what="the old master's copy on the new master")
+    assert history(rrd_of(pool, new_sid, running, host=2, least=1)) > lived
     y = session.xenapi
     y.VM.destroy(y.VM.get_by_uuid(uuid))
+    y.VM.hard_shutdown(y.VM.get_by_uuid(running))
+    y.VM.destroy(y.VM.get_by_uuid(running))
     # Moved back, for the fixtures' sessions: their connections were to
     # the servers before the restarts.
     assert y.pool.designate_new_master(master) == ""

@@ -19,7 +19,9 @@ own comes from when it starts without one, as XAPI's hosts pass them
 * a host that starts as a slave after being the master (a new master
   was designated, or took over while it was down) sends the new master
   what it kept for the pool: the RRDs of the VMs stopped (as those of
-  domains gone) and the other hosts' backups.
+  domains gone), the other hosts' backups, and its copies of the RRDs
+  of VMs running elsewhere, to keep (not to replace the running host's,
+  which are newer).
 
 On the master a stopped VM's RRD simply stays set aside.  Failures are
 logged and leave the RRD where it was, sent again later: metrics never
@@ -54,6 +56,9 @@ class Handover:
         self.store = metrics.store
         self.leaving = set()    # VMs whose domains went, not yet settled
         self.backups = set()    # other hosts' backups for the master
+        # VMs of ``leaving`` whose RRDs were read back at the start (no
+        # domain of theirs was seen going).
+        self.read_back = set()
         self.sending = set()
         self._fetches = defer.DeferredSemaphore(FETCHES)
         self._sends = defer.DeferredSemaphore(SENDS)
@@ -102,8 +107,9 @@ class Handover:
         master."""
         if not self.is_slave:
             return
-        self.leaving.update((yield self.metrics.run(
+        self.read_back.update((yield self.metrics.run(
             self.store.set_aside_vms)))
+        self.leaving.update(self.read_back)
         self.backups.update((yield self.metrics.run(
             self.store.archived_host_uuids)))
         wanted = [] if (yield self.metrics.run(self.store.has_host)) else \
@@ -164,6 +170,8 @@ class Handover:
         says so; those whose domains came back stay."""
         self.leaving.update(gone)
         self.leaving.difference_update(came)
+        self.read_back.difference_update(came)
+        self.read_back.difference_update(gone)
         if self._identity.in_emergency_mode:
             return      # (without a master: once there is one again)
         for uuid in self.backups - self.sending:
@@ -183,12 +191,21 @@ class Handover:
             f = db.fields("VM", ref)
             state, host = f["power_state"], f["resident_on"]
             if state in RESIDENT_STATES and host != here and \
+                    db.exists("host", host) and uuid in self.read_back:
+                # A copy kept here (this host was the master, or down
+                # while the VM moved): the running host's RRD is newer,
+                # the copy goes to the master's archive.
+                self.leaving.discard(uuid)
+                self.read_back.discard(uuid)
+                self._send(VM, uuid, self._master, True)
+            elif state in RESIDENT_STATES and host != here and \
                     db.exists("host", host):
                 self.leaving.discard(uuid)
                 self._send(VM, uuid, db.fields("host", host)["address"],
                            False)
             elif state in STOPPED_STATES:
                 self.leaving.discard(uuid)
+                self.read_back.discard(uuid)
                 if self.is_slave:
                     self._send(VM, uuid, self._master, True)
             # Else still resident here (a reboot's new domain is taken
