@@ -18,10 +18,13 @@ def fsync_directory(directory):
 
 
 @contextlib.contextmanager
-def atomic_file(path, mode="w", perms=0o600, **open_args):
+def atomic_file(path, mode="w", perms=0o600, sync_directory=True,
+                **open_args):
     """Write ``path`` through the yielded file object; it replaces the old
     file only if the block completes.  The temporary file is created 0600,
-    so a secret never exists with looser permissions."""
+    so a secret never exists with looser permissions.  Without
+    ``sync_directory`` the caller syncs the directory (once after many
+    files)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory,
@@ -38,7 +41,8 @@ def atomic_file(path, mode="w", perms=0o600, **open_args):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_directory(directory)
+    if sync_directory:
+        fsync_directory(directory)
 
 
 def write_atomically(path, data, perms=0o600):

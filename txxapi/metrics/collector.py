@@ -84,7 +84,7 @@ class Metrics:
         self.clock = clock
         self.xenops = xenops
         self.messages = messages
-        self.path = storage.path_in(data_dir)
+        self.archives = storage.Archives(data_dir)
         self.step = int(step)
         self.save_interval = save_interval
         self.backup_interval = backup_interval
@@ -99,6 +99,7 @@ class Metrics:
         self.handover = Handover(self)
         self._sampling = None
         self._saving = None
+        self._restoring = None
         self._sampled = False
         self._waiting = []
         self._loops = []
@@ -113,29 +114,34 @@ class Metrics:
 
     def start(self):
         self.workers.start()
-        # Read once, before anything is served (as the message store
-        # reads its file).
-        saved = storage.load(self.path)
-        kept = [o for o in saved if o.rrd.step == self.step]
+        db = self.db
+        kinds = {row.fields["uuid"]: kind for kind, table in
+                 ((HOST, "host"), (VM, "VM"), (SR, "SR"))
+                 for row in db.table(table).rows.values()}
+        host_uuid = db.fields("host", self.identity.host_ref)["uuid"]
+        # Read off the reactor before the first sample (the listeners
+        # wait for it).
+        d = self._restoring = self.run(self._restore, kinds.get, host_uuid)
+        # A slave that lost its own takes the master's copies first.
+        d.addCallback(lambda _: self.handover.restore_host(
+            self.facts().srs))
+        d.addCallback(lambda _: self._start_loops())
+        d.addErrback(lambda f: log.failure("metrics: starting", f))
+
+    def _restore(self, kind_of, host_uuid):
+        saved = self.archives.load(kind_of)
+        kept = [o for o in saved if o[3].step == self.step]
         if len(kept) < len(saved):
             # Rows of another step cannot join this one's, and /rrd_updates
             # would leave out every RRD whose step is not the host's.
             log.warn("metrics: {n} saved RRDs have another step than "
                      "{step} s: starting them afresh",
                      n=len(saved) - len(kept), step=self.step)
-        self.store.restore(kept, self.db.fields(
-            "host", self.identity.host_ref)["uuid"])
-        # A slave that lost its own takes the master's copy first.
-        d = self.handover.restore_host()
-        d.addCallback(lambda _: self._start_loops())
-        d.addErrback(lambda f: log.failure("metrics: starting", f))
+        self.store.restore(kept, host_uuid)
 
     def _start_loops(self):
         if self._stopped:
             return      # stopped while the master's copy was awaited
-        # Restored rows printed before a client asks for them.
-        self.run(self.store.print_rows).addErrback(
-            lambda f: log.failure("metrics: printing restored rows", f))
         for interval, fn, now in ((self.step, self.sample, True),
                                   (self.save_interval, self._save_now,
                                    False),
@@ -158,9 +164,12 @@ class Metrics:
             yield self._sampling
         if self._saving is not None:
             yield self._saving
+        if self._restoring is not None:
+            # (Saving before all is read back would remove the rest.)
+            yield self._restoring
         try:
             yield self.save()
-            yield self.handover.backup(STOP_TIMEOUT)
+            yield self.handover.backup(STOP_TIMEOUT, host_only=True)
         finally:
             self.workers.stop()
 
@@ -318,4 +327,6 @@ class Metrics:
 
     def _save(self, vms, srs, hosts):
         self.store.prune(vms, srs, hosts)
-        storage.save(self.path, self.store.snapshot(storage.encode))
+        state = self.archives.state
+        self.archives.save(self.store.uuids(), lambda uuid, written:
+                           self.store.copy_if_behind(uuid, written, state))

@@ -11,6 +11,7 @@ client polling /rrd_updates pays for the new rows only.
 """
 
 import re
+from itertools import chain
 from xml.sax.saxutils import escape
 
 from txxapi.metrics.rrd import NoArchive
@@ -31,7 +32,7 @@ def f_to_s(x):
 _ZERO = re.compile(r"^-?0$", re.M)
 
 
-def row_text(archive, age):
+def row_text(archive, age, keep=True):
     """The printed values of one row of an archive, all its sources, one
     a line, as f_to_s prints them.  A row has thousands of values at
     1,000 VMs: it is printed by one format of the whole row with the few
@@ -46,7 +47,8 @@ def row_text(archive, age):
             text = text.replace("nan", "NaN").replace("inf", "Infinity")
         if "0" in text:
             text = _ZERO.sub("0.0", text)
-        archive.memo[slot] = text
+        if keep:
+            archive.memo[slot] = text
     return text
 
 
@@ -157,6 +159,20 @@ def xport_json(x):
 
 # --- whole RRDs --------------------------------------------------------------
 
+def _database(archive):
+    """Every row of an archive, oldest first, as the dump prints them,
+    printed by one format of all their values (none kept)."""
+    cur = archive.current + 1
+    columns = [ring[cur:] + ring[:cur] for ring in archive.rings]
+    row = "<row><v>" + "</v><v>".join(["%0.15g"] * len(columns)) + \
+        "</v></row>"
+    text = (row * archive.rows) % tuple(chain.from_iterable(zip(*columns)))
+    if "n" in text:
+        text = text.replace("nan", "NaN").replace("inf", "Infinity")
+    return text.replace("<v>-0</v>", "<v>0</v>").replace("<v>0</v>",
+                                                         "<v>0.0</v>")
+
+
 def _last_ds(v):
     if v is None:
         return "0.0"
@@ -165,19 +181,23 @@ def _last_ds(v):
     return f_to_s(v)
 
 
-def rrd_xml(rrd):
-    """The dump of /host_rrd and friends (Rrd.xml_to_output, not
-    internal): oldest row first."""
+def rrd_xml(rrd, internal=False):
+    """The dump of /host_rrd and friends (Rrd.xml_to_output): oldest row
+    first.  ``internal``: the form xcp-rrdd archives and sends between
+    hosts, each source's last update time too."""
     out = [XML_DECL, "<rrd><version>0003</version><step>%d</step>"
            "<lastupdate>%d</lastupdate>" % (rrd.step, int(rrd.last_updated))]
+    updated = "<last_updated>%s</last_updated>" % f_to_s(rrd.last_updated) \
+        if internal else ""
     for ds in rrd.sources:
         out.append(
             "<ds><name>%s</name><type>%s</type><minimal_heartbeat>%s"
             "</minimal_heartbeat><min>%s</min><max>%s</max><last_ds>%s"
-            "</last_ds><value>%s</value><unknown_sec>%d</unknown_sec></ds>"
+            "</last_ds><value>%s</value><unknown_sec>%d</unknown_sec>%s"
+            "</ds>"
             % (escape(ds.name), ds.type, f_to_s(ds.heartbeat),
                f_to_s(ds.min), f_to_s(ds.max), _last_ds(ds.last),
-               f_to_s(ds.value), int(ds.unknown_sec)))
+               f_to_s(ds.value), int(ds.unknown_sec), updated))
     for a in rrd.archives:
         out.append("<rra><cf>%s</cf><pdp_per_row>%d</pdp_per_row><params>"
                    "<xff>%s</xff></params><cdp_prep>"
@@ -188,10 +208,15 @@ def rrd_xml(rrd):
                        "</value><unknown_datapoints>%d</unknown_datapoints>"
                        "</ds>" % (f_to_s(value), unknown))
         out.append("</cdp_prep><database>")
-        if a.rings:
+        if not a.rings:
+            pass
+        elif internal and a.pdp_per_row > 1:
+            # An archive's coarser rows are not kept printed for it.
+            out.append(_database(a))
+        else:
             for age in range(a.rows - 1, -1, -1):
-                out.append("<row><v>%s</v></row>"
-                           % row_text(a, age).replace("\n", "</v><v>"))
+                out.append("<row><v>%s</v></row>" % row_text(
+                    a, age).replace("\n", "</v><v>"))
         out.append("</database></rra>")
     out.append("</rrd>")
     return "".join(out)

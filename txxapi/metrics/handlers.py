@@ -13,11 +13,11 @@ The RRD handlers, answered as xcp-rrdd's (behind XAPI's proxy) answer:
   VM's resident host, else the master (txxapi.redirect).  The host's
   RRD, the SRs' and /rrd_updates are this host's: clients ask each host.
 * GET /metrics: the newest readings in OpenMetrics text (openmetrics).
-* PUT /rrd?uuid=[&archive=]: RRDs another host of the pool sends
-  (txxapi.metrics.transfer), and with ``dbsync`` /host_rrd and /vm_rrd
-  answer what is kept here in the same form.  As XAPI's proxy answers:
-  an archive sent to a slave, 302 to the master; a uuid of no VM or
-  host, 404; a host's not to be archived, 400.
+* PUT /rrd?uuid=[&archive=]: an RRD another host of the pool sends
+  (txxapi.metrics.transfer), and with ``dbsync`` /host_rrd, /vm_rrd and
+  /sr_rrd answer what is kept here in the same form.  As XAPI's proxy
+  answers: an archive sent to a slave, 302 to the master; a uuid of no
+  VM, host or SR, 404; a host's (or an SR's) not to be archived, 400.
 
 Each needs a session allowed ``http/<action>``; a task the client names
 in task_id is completed as the answer goes.  /metrics also takes the
@@ -164,8 +164,7 @@ def document(metrics, route, request, params, version):
                                  host)
         return body, openmetrics.CONTENT_TYPE, True
     uuid = params.query.get("uuid")
-    dbsync = "dbsync" in params.query and route in (routes.HOST_RRD,
-                                                     routes.VM_RRD)
+    dbsync = "dbsync" in params.query and route in KINDS
     if route == routes.PUT_RRD or dbsync:
         return (yield _between_hosts(metrics, route, request, params, uuid,
                                      version))
@@ -191,18 +190,22 @@ def _between_hosts(metrics, route, request, params, uuid, version):
         if archive and not metrics.identity.is_master:
             raise Refused(owners.found(
                 request, metrics.identity.role.master_address))
-        # As XAPI's: a VM's or a host's, and a host's only to keep.
+        # As XAPI's: a VM's or a host's, and a host's only to keep; an
+        # SR's too (a slave's backup), only to keep.
         db = metrics.db
-        if uuid in db.table("host").by_uuid:
-            if not archive:
-                raise BadRequest()
-        elif uuid not in db.table("VM").by_uuid:
+        kind = next((k for k, table in ((VM, "VM"), (HOST, "host"),
+                                        (SR, "SR"))
+                     if uuid in db.table(table).by_uuid), None)
+        if kind is None:
             raise Refused(responses.not_found(version))
+        if kind != VM and not archive:
+            raise BadRequest()
         content = request.content
         try:
-            # Read on the thread too: a backup runs to megabytes.
+            # Read on the thread too: an RRD runs to hundreds of KiB.
             yield metrics.run(lambda: handover.received(
-                content.read() if content else b"", archive, host))
+                kind, uuid, content.read() if content else b"", archive,
+                host))
         except ValueError:
             raise BadRequest()
         return b"", transfer.CONTENT_TYPE, False

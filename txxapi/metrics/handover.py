@@ -12,13 +12,20 @@ own comes from when it starts without one, as XAPI's hosts pass them
 * a VM that moved (VM.pool_migrate): the source hands its RRD to the
   destination once the move is done; a domain found gone whose VM the
   database says runs elsewhere is handed over the same way;
-* a slave's host RRD (and its VMs' live ones) is backed up to the master
-  every BACKUP_INTERVAL and as the server stops, and fetched back from
-  there when the host starts without its own (its disk lost it).
+* a slave's RRDs (its host's, its VMs' live ones, its SRs') are backed
+  up to the master every BACKUP_INTERVAL and by host.backup_rrds, its
+  host's as the server stops; the host's and its SRs' are fetched back
+  from there when the host starts without them (its disk lost them);
+* a host that starts as a slave after being the master (a new master
+  was designated, or took over while it was down) sends the new master
+  what it kept for the pool: the RRDs of the VMs stopped (as those of
+  domains gone), the other hosts' backups, and its copies of the RRDs
+  of VMs running elsewhere, to keep (not to replace the running host's,
+  which are newer).
 
 On the master a stopped VM's RRD simply stays set aside.  Failures are
-logged and leave the RRD where it was: metrics never fail a VM
-operation.  The store is only touched on the metrics threads.
+logged and leave the RRD where it was, sent again later: metrics never
+fail a VM operation.  The store is only touched on the metrics threads.
 """
 
 from twisted.internet import defer
@@ -26,6 +33,7 @@ from twisted.logger import Logger
 
 from txxapi.forwarding.hosts import RESIDENT_STATES
 from txxapi.metrics import storage, transfer
+from txxapi.metrics.store import HOST, SR, VM
 
 log = Logger()
 
@@ -34,12 +42,12 @@ BACKUP_INTERVAL = 86400.0
 # RRD), and a stop for the master to take the backup.
 FETCH_TIMEOUT = STOP_TIMEOUT = 5.0
 STOPPED_STATES = ("Halted", "Suspended")
-# VMs whose RRDs are fetched from the master at once.
-FETCHES = 4
+# RRDs fetched from the master, or sent to it, at once.
+FETCHES = SENDS = 4
 
 
-def _encoded_pack(encoded):
-    return None if encoded is None else storage.pack([encoded])
+def _xml(rrd):
+    return None if rrd is None else storage.to_xml(rrd)
 
 
 class Handover:
@@ -47,11 +55,16 @@ class Handover:
         self.metrics = metrics
         self.store = metrics.store
         self.leaving = set()    # VMs whose domains went, not yet settled
+        self.backups = set()    # other hosts' backups for the master
+        # VMs of ``leaving`` whose RRDs were read back at the start (no
+        # domain of theirs was seen going).
+        self.read_back = set()
         self.sending = set()
         # Set when this slave takes the failed master's place: nothing is
         # backed up to it any more (its stop would wait out a timeout).
         self.master_failed = False
         self._fetches = defer.DeferredSemaphore(FETCHES)
+        self._sends = defer.DeferredSemaphore(SENDS)
 
     # --- who and where ---------------------------------------------------------
 
@@ -77,47 +90,60 @@ class Handover:
                             timeout)
 
     @defer.inlineCallbacks
-    def _fetch(self, path, uuid, timeout=FETCH_TIMEOUT):
+    def _fetch(self, kind, uuid, timeout=FETCH_TIMEOUT):
         data = yield transfer.fetch(self.metrics.clock, self._master,
-                                    self._identity.pool_secret, path, uuid,
-                                    timeout)
+                                    self._identity.pool_secret,
+                                    transfer.PATHS[kind], uuid, timeout)
         if data is not None:
-            owners = yield self.metrics.run(storage.unpack, data)
-            yield self.metrics.run(self.store.adopt, owners)
+            yield self.metrics.run(
+                lambda: self.store.adopt(kind, uuid, storage.from_xml(data)))
 
     # --- a host starting, a host backing up --------------------------------------
 
     @defer.inlineCallbacks
-    def restore_host(self):
-        """On a slave without its host RRD: the master's backup of it.
-        The VMs' RRDs read back are sent on as those of domains gone
-        (a VM stopped while this host was down goes to the master)."""
+    def restore_host(self, srs=()):
+        """On a slave: the master's backups of this host's RRD and of the
+        SRs plugged here (``srs``) it has none of.  The VMs' RRDs read
+        back are sent on as those of domains gone (a VM stopped while
+        this host was down, or while it was the master, goes to the
+        master), and so are other hosts' backups it kept as the
+        master."""
         if not self.is_slave:
             return
-        self.leaving.update((yield self.metrics.run(
+        self.read_back.update((yield self.metrics.run(
             self.store.set_aside_vms)))
-        has = yield self.metrics.run(self.store.has_host)
-        if has:
-            return
-        try:
-            yield self._fetch(transfer.HOST_PATH, self._host_uuid(),
-                              FETCH_TIMEOUT)
-        except Exception as e:
-            log.warn("metrics: the master's copy of this host's RRD: {e}",
-                     e=e)
+        self.leaving.update(self.read_back)
+        self.backups.update((yield self.metrics.run(
+            self.store.archived_host_uuids)))
+        wanted = [] if (yield self.metrics.run(self.store.has_host)) else \
+            [(HOST, self._host_uuid())]
+        wanted += [(SR, uuid) for uuid in (yield self.metrics.run(
+            self.store.unknown_srs, list(srs)))]
+        # At once (a master that does not answer delays the first sample
+        # by one timeout).
+        yield defer.DeferredList([self._fetches.run(self._fetch_kept, *w)
+                                  for w in wanted])
 
     @defer.inlineCallbacks
-    def backup(self, timeout=transfer.TIMEOUT):
-        """On a slave: its RRDs to the master (backup_rrds)."""
+    def backup(self, timeout=transfer.TIMEOUT, host_only=False):
+        """On a slave: its RRDs to the master (backup_rrds), or its
+        host's alone (send_host_rrd_to_master, as it stops)."""
         if not self.is_slave or self.master_failed:
             return
-        body = yield self.metrics.run(
-            lambda: storage.pack(self.store.backup(storage.encode)))
-        try:
-            yield self._put(self._master, self._host_uuid(), body, True,
-                            timeout)
-        except transfer.TransferFailed as e:
-            log.warn("metrics: backing up the RRDs to the master: {e}", e=e)
+        copies = yield self.metrics.run(self.store.backup)
+        if host_only:
+            copies = [c for c in copies if c[0] == HOST]
+
+        @defer.inlineCallbacks
+        def send(kind, uuid, rrd):
+            body = yield self.metrics.run(storage.to_xml, rrd)
+            try:
+                yield self._put(self._master, uuid, body, True, timeout)
+            except transfer.TransferFailed as e:
+                log.warn("metrics: backing up the RRD of {kind} {uuid} to "
+                         "the master: {e}", kind=kind, uuid=uuid, e=e)
+        yield defer.DeferredList([self._sends.run(send, *c)
+                                  for c in copies])
 
     # --- a sample's VMs ----------------------------------------------------------
 
@@ -129,17 +155,17 @@ class Handover:
                 self._identity.in_emergency_mode:
             return      # (without a master, the domains start afresh)
         unknown = yield self.metrics.run(self.store.unknown_vms, uuids)
-        fetches = [self._fetches.run(self._fetch_vm, uuid)
+        fetches = [self._fetches.run(self._fetch_kept, VM, uuid)
                    for uuid in unknown]
         yield defer.DeferredList(fetches)
 
     @defer.inlineCallbacks
-    def _fetch_vm(self, uuid):
+    def _fetch_kept(self, kind, uuid):
         try:
-            yield self._fetch(transfer.VM_PATH, uuid)
+            yield self._fetch(kind, uuid)
         except Exception as e:
-            log.warn("metrics: the master's RRD of VM {uuid}: {e}",
-                     uuid=uuid, e=e)
+            log.warn("metrics: the master's copy of the RRD of {kind} "
+                     "{uuid}: {e}", kind=kind, uuid=uuid, e=e)
 
     def left(self, gone=(), came=()):
         """After a sample: the VMs whose domains went (and those still
@@ -147,8 +173,15 @@ class Handover:
         says so; those whose domains came back stay."""
         self.leaving.update(gone)
         self.leaving.difference_update(came)
-        if not self.leaving or self._identity.in_emergency_mode:
+        self.read_back.difference_update(came)
+        self.read_back.difference_update(gone)
+        if self._identity.in_emergency_mode:
             return      # (without a master: once there is one again)
+        for uuid in self.backups - self.sending:
+            self.backups.discard(uuid)
+            self._send(HOST, uuid, self._master, True)
+        if not self.leaving:
+            return
         db, here = self.metrics.db, self._identity.host_ref
         by_uuid = db.table("VM").by_uuid
         for uuid in list(self.leaving):
@@ -161,13 +194,23 @@ class Handover:
             f = db.fields("VM", ref)
             state, host = f["power_state"], f["resident_on"]
             if state in RESIDENT_STATES and host != here and \
+                    db.exists("host", host) and uuid in self.read_back:
+                # A copy kept here (this host was the master, or down
+                # while the VM moved): the running host's RRD is newer,
+                # the copy goes to the master's archive.
+                self.leaving.discard(uuid)
+                self.read_back.discard(uuid)
+                self._send(VM, uuid, self._master, True)
+            elif state in RESIDENT_STATES and host != here and \
                     db.exists("host", host):
                 self.leaving.discard(uuid)
-                self._send(uuid, db.fields("host", host)["address"], False)
+                self._send(VM, uuid, db.fields("host", host)["address"],
+                           False)
             elif state in STOPPED_STATES:
                 self.leaving.discard(uuid)
+                self.read_back.discard(uuid)
                 if self.is_slave:
-                    self._send(uuid, self._master, True)
+                    self._send(VM, uuid, self._master, True)
             # Else still resident here (a reboot's new domain is taken
             # up by the next sample, or the database is behind): later.
 
@@ -175,27 +218,32 @@ class Handover:
         """A VM moved to the host at ``address``: its RRD goes there (a
         Deferred that never fails)."""
         self.leaving.discard(uuid)
-        return self._send(uuid, address, False, live=True)
+        return self._send(VM, uuid, address, False, live=True)
 
-    def _send(self, uuid, address, archive, live=False):
+    def _send(self, kind, uuid, address, archive, live=False):
+        """Release an RRD and send it; one that could not be sent is put
+        back as it was and sent again after a later sample."""
         self.sending.add(uuid)
-        d = self.metrics.run(lambda: _encoded_pack(
-            self.store.release_vm(uuid, storage.encode, live)))
 
         @defer.inlineCallbacks
-        def sent(body):
-            if body is None:
+        def send():
+            owner = yield self.metrics.run(self.store.release, kind, uuid,
+                                           live)
+            if owner is None:
                 return
             try:
+                body = yield self.metrics.run(storage.to_xml, owner.rrd)
                 yield self._put(address, uuid, body, archive)
-            except transfer.TransferFailed as e:
-                log.warn("metrics: the RRD of VM {uuid} to {address}: {e}"
-                         " (kept here, sent again later)", uuid=uuid,
-                         address=address, e=e)
-                owners = yield self.metrics.run(storage.unpack, body)
-                yield self.metrics.run(self.store.adopt, owners)
-                self.leaving.add(uuid)
-        d.addCallback(sent)
+            except Exception as e:
+                kept = yield self.metrics.run(self.store.put_back, owner)
+                log.warn("metrics: the RRD of {kind} {uuid} to {address}: "
+                         "{e} ({what})", kind=kind, uuid=uuid,
+                         address=address, e=e,
+                         what="kept here, sent again later" if kept else
+                         "a newer one is here")
+                if kept:
+                    (self.leaving if kind == VM else self.backups).add(uuid)
+        d = send()
         d.addErrback(lambda f: log.failure("metrics: handing over {uuid}",
                                            f, uuid=uuid))
         d.addBoth(lambda _: self.sending.discard(uuid))
@@ -203,13 +251,13 @@ class Handover:
 
     # --- what the others send (the handlers) ---------------------------------------
 
-    def received(self, body, archive, host_uuid):
+    def received(self, kind, uuid, body, archive, host_uuid):
         """On a metrics thread: a PUT /rrd body taken in; ValueError if it
         is no RRD document."""
-        self.store.receive(storage.unpack(body), archive, host_uuid)
+        self.store.receive(kind, uuid, storage.from_xml(body), archive,
+                           host_uuid)
 
     def kept(self, kind, uuid, host_uuid):
-        """On a metrics thread: the pack document of what is kept here
-        for ``uuid`` (dbsync), None without it."""
-        return _encoded_pack(self.store.kept(kind, uuid, host_uuid,
-                                             storage.encode))
+        """On a metrics thread: the document of what is kept here for
+        ``uuid`` (dbsync), None without it."""
+        return _xml(self.store.kept(kind, uuid, host_uuid))

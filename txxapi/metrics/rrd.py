@@ -69,6 +69,12 @@ class DataSource:
         self.value = 0.0         # the PDP being accumulated
         self.unknown_sec = 0.0
 
+    def copy(self):
+        ds = DataSource.__new__(DataSource)
+        for name in DataSource.__slots__:
+            setattr(ds, name, getattr(self, name))
+        return ds
+
 
 def cf_initial(cf, ds):
     """Where a CDP starts (clamped into the source's range, CA-329043)."""
@@ -96,6 +102,18 @@ class Archive:
         self.current = rows - 1
         # Rendered rows (formats.py), kept until the slot is overwritten.
         self.memo = [None] * rows
+
+    def copy(self):
+        """A copy with its own rows (the printed ones shared)."""
+        a = Archive.__new__(Archive)
+        a.cf, a.rows, a.pdp_per_row, a.xff = self.cf, self.rows, \
+            self.pdp_per_row, self.xff
+        a.rings = [ring[:] for ring in self.rings]
+        a.cdp_value = list(self.cdp_value)
+        a.cdp_unknown = list(self.cdp_unknown)
+        a.current = self.current
+        a.memo = list(self.memo)
+        return a
 
     def push(self, values, sources):
         cur = self.current = (self.current + 1) % self.rows
@@ -186,6 +204,15 @@ class RRD:
         self._reindex()
         if timestamp is not None:
             self.update(timestamp, {}, new=True)
+
+    def copy(self):
+        """A copy to read while this one is updated (rrd.ml's copy_rrd)."""
+        rrd = RRD.__new__(RRD)
+        rrd.step, rrd.last_updated = self.step, self.last_updated
+        rrd.sources = [ds.copy() for ds in self.sources]
+        rrd.archives = [a.copy() for a in self.archives]
+        rrd._reindex()
+        return rrd
 
     def _reindex(self):
         self._index = {ds.name: i for i, ds in enumerate(self.sources)}

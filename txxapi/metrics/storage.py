@@ -1,166 +1,302 @@
 """
-The RRDs on disk, so that a restart keeps their history: one file,
-``<data-dir>/metrics/rrds``, replaced atomically.  Each RRD is one
-zlib-compressed record: a JSON head (owner, sources, the state of every
-archive) and the rows as raw single-precision floats, about 3 KiB per
-source with the default archives before compression, much less after
-(unknown rows compress to nothing).  After them, the rows of the 5 s
-archives as /rrd_updates prints them (formats.row_text), so that a
-client asking right after a start finds them printed: printing them
-again is seconds at 1,000 VMs.
+The RRDs on disk as xcp-rrdd archives them: one file per owner (host,
+VM or SR), ``<data-dir>/blobs/rrds/<uuid>.gz``, the gzip-compressed XML
+document of the whole RRD in its internal form (the /host_rrd dump with
+each source's last update time), each replaced atomically.  A file
+xcp-rrdd wrote reads here, and ours read with its tools.  The same
+document, uncompressed, is the body RRDs travel in between the pool's
+hosts (transfer).
 
-``encode`` runs under the store's lock and only copies bytes and
-references out; joining, compressing and writing happen after it, on a
-thread (``save``).  A file
-that cannot be read is set aside and the RRDs start afresh, as after a
-host's disk lost them.
+What the XML does not carry starts unknown once read back, as in
+xcp-rrdd: the last reading of each source (a DERIVE source's first rate
+after it is unknown) and the domain an RRD was fed by.  The 5 s rows
+come back printed as the file prints them, so that /rrd_updates right
+after a start prints nothing again.
+
+Saving runs on a metrics thread, an owner at a time (the store's lock
+held only to copy one RRD), and rewrites only the files of RRDs updated
+since; the files of RRDs no longer kept are removed.  A file that cannot
+be read is set aside (``.unreadable``) and its RRD starts afresh.  The
+file the RRDs were kept in before (legacy) is converted as it is found.
 """
 
-import json
+import gzip
 import logging
 import os
-import struct
+import re
+import xml.etree.ElementTree as ET
 import zlib
 from array import array
 
-from txxapi.files import atomic_file
-from txxapi.metrics.rrd import RRD, Archive, DataSource
-from txxapi.metrics.store import Owner
+from txxapi.files import atomic_file, fsync_directory
+from txxapi.metrics import formats, legacy
+from txxapi.metrics.rrd import CFS, NAN, RRD, TYPES, Archive, \
+    DataSource
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"TXXAPI-RRDS 1\n"
-FILE = "rrds"
-_LEN = struct.Struct(">I")
+SUFFIX = ".gz"
+# Fast, as the compressed files are small next to the work of printing.
+LEVEL = 1
 
 
-def path_in(data_dir):
-    return os.path.join(data_dir, "metrics", FILE)
+def directory_in(data_dir):
+    return os.path.join(data_dir, "blobs", "rrds")
 
 
-# Between a printed archive's rows, and between printed archives.
-_ROW_END, _ARCHIVE_END = "\x00", "\x01"
+# --- the XML document ----------------------------------------------------------
+
+def to_xml(rrd):
+    """The document of an RRD (no other thread updating it: a copy)."""
+    return formats.rrd_xml(rrd, internal=True).encode("utf-8")
 
 
-def encode(owner):
-    """One owner's RRD as (head bytes, ring bytes, printed rows), taken
-    under the store's lock."""
-    rrd = owner.rrd
-    printed = [i for i, a in enumerate(rrd.archives) if a.pdp_per_row == 1]
-    head = {
-        "kind": owner.kind, "uuid": owner.uuid, "domid": owner.domid,
-        "step": rrd.step, "last_updated": rrd.last_updated,
-        "sources": [[ds.name, ds.type, ds.min, ds.max, ds.heartbeat,
-                     ds.inverse, ds.last, ds.value, ds.unknown_sec]
-                    for ds in rrd.sources],
-        "archives": [[a.cf, a.rows, a.pdp_per_row, a.xff, a.current,
-                      a.cdp_value, a.cdp_unknown] for a in rrd.archives],
-        "printed": printed,
-    }
-    rings = b"".join(ring.tobytes() for a in rrd.archives for ring in a.rings)
-    return json.dumps(head).encode(), rings, \
-        [list(rrd.archives[i].memo) for i in printed]
+_BETWEEN_TAGS = re.compile(r">\s+<")
+_ROW_START, _ROW_END = "<row><v>", "</v></row>"
 
 
-def _printed_bytes(memos):
-    """The printed rows (None: not printed) as bytes."""
-    return _ARCHIVE_END.join(
-        _ROW_END.join(text or "" for text in memo)
-        for memo in memos).encode()
+def _cut_databases(text):
+    """(the document with each archive's database left empty, the
+    databases' texts)."""
+    parts, databases, pos = [], [], 0
+    while True:
+        start = text.find("<database", pos)
+        if start < 0:
+            break
+        head_end = text.find(">", start)
+        if head_end < 0:
+            break
+        if text[head_end - 1] == "/":
+            databases.append("")
+            end = head_end + 1
+        else:
+            close = text.find("</database>", head_end)
+            if close < 0:
+                raise ValueError("a database without its end")
+            databases.append(text[head_end + 1:close])
+            end = close + len("</database>")
+        parts += [text[pos:start], "<database/>"]
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts), databases
 
 
-def decode(record):
-    n = _LEN.unpack_from(record)[0]
-    head = json.loads(record[4:4 + n])
-    rings = memoryview(record)[4 + n:]
-    sources = []
-    for name, type_, lo, hi, heartbeat, inverse, last, value, unknown in \
-            head["sources"]:
-        ds = DataSource(name, type_, lo, hi, heartbeat, inverse)
-        ds.last, ds.value, ds.unknown_sec = last, value, unknown
-        sources.append(ds)
-    rrd = RRD(head["step"], sources)
-    rrd.last_updated = head["last_updated"]
-    offset = 0
-    for cf, rows, pdps, xff, current, cdp_value, cdp_unknown in \
-            head["archives"]:
-        a = Archive(cf, rows, pdps, xff, sources)
-        a.current, a.cdp_value, a.cdp_unknown = current, cdp_value, \
-            cdp_unknown
-        for i in range(len(sources)):
-            ring = array("f")
-            ring.frombytes(rings[offset:offset + 4 * rows])
-            if len(ring) != rows:
-                raise ValueError("truncated rows")
-            a.rings[i] = ring
-            offset += 4 * rows
-        rrd.archives.append(a)
-    _take_printed(rrd, head.get("printed", ()), rings[offset:])
-    return Owner(head["kind"], head["uuid"], rrd, domid=head["domid"])
+def _values(database, columns):
+    """The values of a database, row after row, oldest first, one a
+    line, and how many rows."""
+    text = database.strip()
+    if not text:
+        return "", 0
+    if _BETWEEN_TAGS.search(text):
+        text = _BETWEEN_TAGS.sub("><", text)
+    if not (text.startswith(_ROW_START) and text.endswith(_ROW_END)):
+        raise ValueError("a database that is not rows of values")
+    body = text[len(_ROW_START):-len(_ROW_END)]
+    rows = body.count(_ROW_END + _ROW_START) + 1
+    values = body.replace(_ROW_END + _ROW_START, "\n").replace(
+        "</v><v>", "\n")
+    if values.count("\n") + 1 != rows * columns:
+        raise ValueError("%d rows that are not of %d values"
+                         % (rows, columns))
+    return values, rows
 
 
-def pack(encoded):
-    """The encoded RRDs (from ``encode``) as one document: the file's
-    form, and the body RRDs travel in between the pool's hosts."""
-    parts = [MAGIC]
-    for head, rings, memos in encoded:
-        record = zlib.compress(_LEN.pack(len(head)) + head + rings +
-                               _printed_bytes(memos), 1)
-        parts += [_LEN.pack(len(record)), record]
-    return b"".join(parts)
+def _text(element, name, default=None):
+    child = element.find(name)
+    if child is None:
+        if default is None:
+            raise ValueError("no <%s>" % name)
+        return default
+    return (child.text or "").strip()
 
 
-def unpack(data):
-    """The owners of a ``pack`` document; ValueError if it is not one."""
+def _source(element, last_update):
+    type_ = _text(element, "type")
+    if type_ not in TYPES:
+        raise ValueError("a source of type %r" % type_)
+    # Bounds below zero read as zero, as xcp-rrdd reads them (CA-408126).
+    ds = DataSource(_text(element, "name"), type_,
+                    max(0.0, float(_text(element, "min"))),
+                    float(_text(element, "max")),
+                    float(_text(element, "minimal_heartbeat")))
+    ds.value = float(_text(element, "value"))
+    ds.unknown_sec = float(_text(element, "unknown_sec"))
+    return ds, float(_text(element, "last_updated", str(last_update)))
+
+
+def _archive(element, database, sources):
+    cf = _text(element, "cf")
+    if cf not in CFS:
+        raise ValueError("an archive of %r" % cf)
+    params = element.find("params")
+    if params is None:
+        raise ValueError("no <params>")
+    cdps = element.findall("cdp_prep/ds")
+    if len(cdps) != len(sources):
+        raise ValueError("%d prepared rows for %d sources"
+                         % (len(cdps), len(sources)))
+    text, rows = _values(database, len(sources))
+    a = Archive(cf, rows or 1, int(_text(element, "pdp_per_row")),
+                float(_text(params, "xff")), sources)
+    a.cdp_value = [float(_text(c, "value")) for c in cdps]
+    a.cdp_unknown = [int(_text(c, "unknown_datapoints")) for c in cdps]
+    if not sources:
+        return a
+    values = array("f", map(float, text.split("\n")))
+    # Values outside the bounds read as unknown (Fring.make); rows are
+    # bounded as they are made, so only a negative value (with every
+    # lower bound zero or more) needs looking for.
+    bounded = text.startswith("-") or "\n-" in text
+    n = len(sources)
+    for i, ds in enumerate(sources):
+        ring = values[i::n]
+        if bounded:
+            for j, v in enumerate(ring):
+                if v < ds.min or v > ds.max:
+                    ring[j] = NAN
+        a.rings[i] = ring
+    if a.pdp_per_row == 1:
+        a.memo = text.split("\n") if n == 1 else _lines(text, n)
+    return a
+
+
+def _lines(text, n):
+    """The text of values one a line, joined ``n`` lines at a time."""
+    lines = text.split("\n")
+    return ["\n".join(lines[i:i + n]) for i in range(0, len(lines), n)]
+
+
+def from_xml(data):
+    """The RRD of a document (bytes); ValueError if it is none."""
     try:
-        if not data.startswith(MAGIC):
+        text = data.decode("utf-8")
+        skeleton, databases = _cut_databases(text)
+        root = ET.fromstring(skeleton)
+        if root.tag != "rrd":
             raise ValueError("not an RRD document")
-        owners, pos = [], len(MAGIC)
-        while pos < len(data):
-            n = _LEN.unpack_from(data, pos)[0]
-            owners.append(decode(zlib.decompress(data[pos + 4:pos + 4 + n])))
-            pos += 4 + n
-        return owners
-    except (KeyError, TypeError, IndexError, UnicodeDecodeError,
-            struct.error, zlib.error) as e:
+        last_update = float(_text(root, "lastupdate"))
+        read = [_source(e, last_update) for e in root.findall("ds")]
+        sources = [ds for ds, _ in read]
+        rrd = RRD(int(_text(root, "step")), sources)
+        rrd.last_updated = read[0][1] if read else last_update
+        archives = root.findall("rra")
+        if len(archives) != len(databases):
+            raise ValueError("archives without their rows")
+        for element, database in zip(archives, databases):
+            rrd.archives.append(_archive(element, database, sources))
+        # A source named twice keeps its first rows (as from_xml purges).
+        for i in range(len(sources) - 1, -1, -1):
+            if sources[i].name in [ds.name for ds in sources[:i]]:
+                del sources[i]
+                for a in rrd.archives:
+                    a.remove_source(i)
+        rrd._reindex()
+        return rrd
+    except (ET.ParseError, UnicodeDecodeError, TypeError) as e:
         raise ValueError(str(e) or type(e).__name__)
 
 
-def _take_printed(rrd, printed, data):
-    """The printed rows read back into their archives' memo (files
-    written before they were saved have none)."""
-    if not printed or not data:
-        return
-    memos = bytes(data).decode().split(_ARCHIVE_END)
-    if len(memos) != len(printed):
-        raise ValueError("printed rows of %d archives, not %d"
-                         % (len(memos), len(printed)))
-    for i, memo in zip(printed, memos):
-        archive = rrd.archives[i]
-        texts = memo.split(_ROW_END)
-        if len(texts) != archive.rows:
-            raise ValueError("%d printed rows, not %d" % (len(texts),
-                                                          archive.rows))
-        archive.memo = [t or None for t in texts]
-
-
-def save(path, encoded):
-    """Write the encoded RRDs (from ``encode``), replacing the file."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    with atomic_file(path, "wb") as f:
-        f.write(pack(encoded))
-
-
-def load(path):
-    """The owners saved in ``path`` ([] if there is none)."""
+def from_gzip(data):
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    try:
-        return unpack(data)
-    except ValueError as e:
-        log.warning("RRDs in %s unreadable (%s): starting afresh", path, e)
-        os.replace(path, path + ".unreadable")
-        return []
+        return from_xml(gzip.decompress(data))
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(str(e) or type(e).__name__)
+
+
+# --- the directory ---------------------------------------------------------------
+
+class Archives:
+    """The archive files of one host, and what each holds now."""
+
+    def __init__(self, data_dir):
+        self.directory = directory_in(data_dir)
+        self.legacy = legacy.path_in(data_dir)
+        # uuid -> (last update, source names) of the RRD its file holds.
+        self.written = {}
+
+    def _path(self, uuid):
+        return os.path.join(self.directory, uuid + SUFFIX)
+
+    @staticmethod
+    def state(rrd):
+        return rrd.last_updated, tuple(ds.name for ds in rrd.sources)
+
+    def write(self, uuid, rrd, sync_directory=True):
+        """One RRD's file replaced (a copy no one updates meanwhile)."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        data = gzip.compress(to_xml(rrd), LEVEL)
+        with atomic_file(self._path(uuid), "wb", perms=0o644,
+                         sync_directory=sync_directory) as f:
+            f.write(data)
+        self.written[uuid] = self.state(rrd)
+
+    def save(self, owners, copy):
+        """Every RRD of ``owners`` (uuids) whose file is behind, through
+        ``copy(uuid, written)`` (a copy of its RRD, None if the file holds
+        it or there is none now); the files of the others removed."""
+        changed = False
+        for uuid in owners:
+            rrd = copy(uuid, self.written.get(uuid))
+            if rrd is not None:
+                # Each file is on disk as it is replaced; the directory's
+                # entries once at the end.
+                self.write(uuid, rrd, sync_directory=False)
+                changed = True
+        for uuid in set(self.written) - set(owners):
+            del self.written[uuid]
+            try:
+                os.unlink(self._path(uuid))
+                changed = True
+            except FileNotFoundError:
+                pass
+        if changed:
+            fsync_directory(self.directory)
+
+    def load(self, kind_of):
+        """[(kind, uuid, domid, RRD)] of the files here, ``kind_of(uuid)``
+        naming each owner (None: an object that no longer exists, whose
+        file goes at the next save).  The legacy file is read, its RRDs
+        written here, then removed."""
+        found = {}
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if name.startswith(".") or not name.endswith(SUFFIX):
+                continue
+            uuid = name[:-len(SUFFIX)]
+            path = os.path.join(self.directory, name)
+            try:
+                with open(path, "rb") as f:
+                    rrd = from_gzip(f.read())
+            except ValueError as e:
+                log.warning("RRD archive %s unreadable (%s): starting it "
+                            "afresh", path, e)
+                os.replace(path, path + ".unreadable")
+                continue
+            self.written[uuid] = self.state(rrd)
+            kind = kind_of(uuid)
+            if kind is not None:
+                found[uuid] = (kind, uuid, None, rrd)
+        for kind, uuid, domid, rrd in self._legacy():
+            if uuid not in found:
+                self.write(uuid, rrd)
+                found[uuid] = (kind, uuid, domid, rrd)
+        if os.path.exists(self.legacy):
+            os.unlink(self.legacy)
+        return list(found.values())
+
+    def _legacy(self):
+        try:
+            with open(self.legacy, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        try:
+            return legacy.read(data)
+        except ValueError as e:
+            log.warning("RRDs in %s unreadable (%s): starting afresh",
+                        self.legacy, e)
+            os.replace(self.legacy, self.legacy + ".unreadable")
+            return []

@@ -6,7 +6,7 @@ sources not recorded yet).  A VM's RRD is set aside when its domain goes
 and taken up again when it comes back, so its history survives a
 shutdown.  On a pool's master it also keeps what the other hosts send
 (txxapi.metrics.handover): the RRDs of VMs stopped there, and their
-backups of their own.
+backups of their own and of their SRs'.
 
 Everything here runs on threads (the collector's updates, the HTTP
 renderers, the API's queries), under one lock; the reactor never waits
@@ -37,9 +37,13 @@ class DatasourceMissing(Exception):
 
 
 class Owner:
+    """An RRD and whose it is.  ``domid``: the domain feeding it (0 for
+    a host's or an SR's), None for one read back or sent from another
+    host, which the next readings carry on."""
+
     __slots__ = ("kind", "uuid", "rrd", "definitions", "domid")
 
-    def __init__(self, kind, uuid, rrd, definitions=None, domid=0):
+    def __init__(self, kind, uuid, rrd, definitions=None, domid=None):
         self.kind = kind
         self.uuid = uuid
         self.rrd = rrd
@@ -112,11 +116,19 @@ class MetricsStore:
                 ds.last = values.get(ds.name)
             return Owner(kind, uuid, rrd, dict(defs), domid)
         rrd = owner.rrd
+        if owner.domid is None:
+            # Read back or sent here: its sources learn again what only
+            # the definitions say.
+            for ds in rrd.sources:
+                d = defs.get(ds.name)
+                if d is not None:
+                    ds.inverse = d.inverse
         for name, d in defs.items():
             if d.default and name not in rrd:
                 rrd.add_source(d.data_source(), timestamp)
         owner.definitions.update(defs)
-        rrd.update(timestamp, values, new=domid != owner.domid)
+        rrd.update(timestamp, values,
+                   new=owner.domid is not None and domid != owner.domid)
         owner.domid = domid
         for archive in rrd.archives:
             if archive.pdp_per_row == 1:
@@ -260,43 +272,50 @@ class MetricsStore:
 
     # --- keeping -----------------------------------------------------------------
 
-    def snapshot(self, encode):
-        """``encode(owner)`` of every RRD, taken at one moment (for
-        saving)."""
+    def uuids(self):
+        """The uuids of every RRD kept here."""
         with self.lock:
-            return [encode(owner) for owner in self._owners()]
+            return [owner.uuid for owner in self._owners()]
 
     def _owners(self):
         return ([self.host] if self.host else []) + \
             list(self.vms.values()) + list(self.set_aside.values()) + \
             list(self.srs.values()) + list(self.archived_hosts.values())
 
-    def restore(self, owners, host_uuid=None):
-        """RRDs read back at start: VMs' are set aside until their domains
-        are sampled; other hosts' than ``host_uuid`` are their backups."""
-        with self.lock:
-            for owner in owners:
-                if owner.kind == HOST and host_uuid not in (None,
-                                                            owner.uuid):
-                    self.archived_hosts[owner.uuid] = owner
-                elif owner.kind == HOST:
-                    self.host = owner
-                elif owner.kind == VM:
-                    self.set_aside[owner.uuid] = owner
-                else:
-                    self.srs[owner.uuid] = owner
+    def _kept(self, uuid):
+        if self.host is not None and self.host.uuid == uuid:
+            return self.host
+        for table in (self.vms, self.set_aside, self.srs,
+                      self.archived_hosts):
+            owner = table.get(uuid)
+            if owner is not None:
+                return owner
+        return None
 
-    def print_rows(self):
-        """Print every row of the 5 s archives not printed yet (RRDs just
-        restored), an RRD at a time so the collector is not held up."""
+    def copy_if_behind(self, uuid, written, state):
+        """A copy of the RRD of ``uuid`` unless ``state(rrd)`` is
+        ``written`` (its file holds it), or there is none now."""
         with self.lock:
-            owners = self._owners()
-        for owner in owners:
-            with self.lock:
-                for archive in owner.rrd.archives:
-                    if archive.pdp_per_row == 1:
-                        for age in range(archive.rows):
-                            formats.row_text(archive, age)
+            owner = self._kept(uuid)
+            if owner is None or state(owner.rrd) == written:
+                return None
+            return owner.rrd.copy()
+
+    def restore(self, owners, host_uuid=None):
+        """RRDs read back at start, [(kind, uuid, domid, rrd)]: VMs' are
+        set aside until their domains are sampled; other hosts' than
+        ``host_uuid`` are their backups."""
+        with self.lock:
+            for kind, uuid, domid, rrd in owners:
+                owner = Owner(kind, uuid, rrd, domid=domid)
+                if kind == HOST and host_uuid not in (None, uuid):
+                    self.archived_hosts[uuid] = owner
+                elif kind == HOST:
+                    self.host = owner
+                elif kind == VM:
+                    self.set_aside[uuid] = owner
+                else:
+                    self.srs[uuid] = owner
 
     def prune(self, vm_uuids, sr_uuids, host_uuids):
         """Forget the RRDs of VMs, SRs and hosts that no longer exist."""
@@ -323,69 +342,97 @@ class MetricsStore:
             return [u for u in uuids
                     if u not in self.vms and u not in self.set_aside]
 
-    def kept(self, kind, uuid, host_uuid, encode):
-        """``encode(owner)`` of the RRD kept here for ``uuid`` (a VM's,
+    def unknown_srs(self, uuids):
+        """Those of ``uuids`` this host keeps no SR RRD of."""
+        with self.lock:
+            return [u for u in uuids if u not in self.srs]
+
+    def kept(self, kind, uuid, host_uuid):
+        """A copy of the RRD kept here for ``uuid`` (a VM's, an SR's,
         this host's or a backup of another's), None without one."""
         with self.lock:
             if kind == VM:
                 owner = self.vms.get(uuid) or self.set_aside.get(uuid)
+            elif kind == SR:
+                owner = self.srs.get(uuid)
             elif uuid == host_uuid:
                 owner = self.host
             else:
                 owner = self.archived_hosts.get(uuid)
-            return None if owner is None else encode(owner)
+            return None if owner is None else owner.rrd.copy()
 
-    def backup(self, encode):
-        """``encode(owner)`` of this host's RRD and its VMs' live ones."""
+    def backup(self):
+        """[(kind, uuid, copy)] of this host's RRD, its VMs' live ones
+        and its SRs' (backup_rrds)."""
         with self.lock:
             owners = ([self.host] if self.host else []) + \
-                list(self.vms.values())
-            return [encode(owner) for owner in owners]
+                list(self.vms.values()) + list(self.srs.values())
+            return [(o.kind, o.uuid, o.rrd.copy()) for o in owners]
 
-    def release_vm(self, uuid, encode, live):
-        """Let a VM's RRD go to another host: ``encode(owner)`` of it,
-        forgotten here (None if there is none).  ``live``: the RRD of its
-        domain here too (a migration's, whose domain may not have been
-        sampled gone yet), and readings of that domain start no new
-        one."""
+    def archived_host_uuids(self):
         with self.lock:
+            return list(self.archived_hosts)
+
+    def release(self, kind, uuid, live=False):
+        """Let an RRD go to another host: the Owner, forgotten here (None
+        if there is none).  A VM's (``live``: the RRD of its domain here,
+        a migration's, whose domain may not have been sampled gone yet;
+        readings of that domain start no new one); another host's
+        backup."""
+        with self.lock:
+            if kind == HOST:
+                return self.archived_hosts.pop(uuid, None)
             owner = self.vms.pop(uuid, None) if live else None
             if owner is not None:
                 self.handed_over[uuid] = owner.domid
             else:
                 owner = self.set_aside.pop(uuid, None)
-            return None if owner is None else encode(owner)
+            return owner
 
-    def receive(self, owners, archive, host_uuid):
-        """RRDs another host sent.  To keep (``archive``): a VM's unless
-        its domain runs here, another host's backup.  To carry on: a VM's
-        replaces the one this host began for its domain, taking up its
-        history; the next readings start a fresh series (another host's
-        counters)."""
+    def put_back(self, owner):
+        """An Owner ``release`` gave that could not be sent: kept as it
+        was, to be sent again, unless a newer RRD of it is here now (its
+        domain came back).  Whether it was kept."""
         with self.lock:
-            for owner in owners:
-                if owner.kind == VM and archive:
-                    if owner.uuid not in self.vms:
-                        self.set_aside[owner.uuid] = owner
-                elif owner.kind == VM:
-                    owner.domid = None
-                    live = self.vms.get(owner.uuid)
-                    if live is None:
-                        self.set_aside[owner.uuid] = owner
-                    else:
-                        live.rrd, live.domid = owner.rrd, None
-                elif owner.kind == HOST and archive and \
-                        owner.uuid != host_uuid:
-                    self.archived_hosts[owner.uuid] = owner
+            if owner.kind == HOST:
+                return self.archived_hosts.setdefault(owner.uuid,
+                                                      owner) is owner
+            if owner.uuid in self.vms or owner.uuid in self.set_aside:
+                return False
+            self.set_aside[owner.uuid] = owner
+            return True
 
-    def adopt(self, owners):
-        """The master's copies, fetched as a domain starts here or as the
-        host starts without its own: taken where nothing newer came."""
+    def receive(self, kind, uuid, rrd, archive, host_uuid):
+        """An RRD another host sent.  To keep (``archive``): a VM's unless
+        its domain runs here, an SR's unless this host has one of it,
+        another host's backup.  To carry on: a VM's replaces the one this
+        host began for its domain, taking up its history."""
+        owner = Owner(kind, uuid, rrd)
         with self.lock:
-            for owner in owners:
-                if owner.kind == VM and owner.uuid not in self.vms and \
-                        owner.uuid not in self.set_aside:
-                    owner.domid = None
-                    self.set_aside[owner.uuid] = owner
-                elif owner.kind == HOST and self.host is None:
-                    self.host = owner
+            if kind == VM and archive:
+                if uuid not in self.vms:
+                    self.set_aside[uuid] = owner
+            elif kind == VM:
+                live = self.vms.get(uuid)
+                if live is None:
+                    self.set_aside[uuid] = owner
+                else:
+                    live.rrd, live.domid = rrd, None
+            elif kind == SR and archive:
+                self.srs.setdefault(uuid, owner)
+            elif kind == HOST and archive and uuid != host_uuid:
+                self.archived_hosts[uuid] = owner
+
+    def adopt(self, kind, uuid, rrd):
+        """The master's copy, fetched as a domain starts here, as an SR
+        is plugged or as the host starts without its own: taken where
+        nothing newer came."""
+        with self.lock:
+            owner = Owner(kind, uuid, rrd)
+            if kind == VM and uuid not in self.vms and \
+                    uuid not in self.set_aside:
+                self.set_aside[uuid] = owner
+            elif kind == SR:
+                self.srs.setdefault(uuid, owner)
+            elif kind == HOST and self.host is None:
+                self.host = owner

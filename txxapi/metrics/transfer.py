@@ -7,13 +7,16 @@ the other host's port 443, the pool secret as a cookie.
   host's and its VMs') to the master.
 * ``PUT /rrd?uuid=<vm>``: a VM's RRD to the host it runs on now (after a
   migration), which carries it on.
+  ``uuid=<host>`` or ``<sr>`` with ``archive=true``: a slave's backup
+  of its host's RRD, or an SR's, to the master.
 * ``GET /vm_rrd?uuid=<vm>&dbsync=true``, ``GET /host_rrd?uuid=<host>&
-  dbsync=true``: the master's copy, for a host where the VM starts or a
-  host starting without its own RRD.
+  dbsync=true``, ``GET /sr_rrd?uuid=<sr>&dbsync=true``: the master's
+  copy, for a host where the VM starts or a host starting without its
+  own RRDs.
 
-Bodies are storage.pack documents, not the XML dump clients get: the
-whole state of every archive travels (the row being consolidated, the
-DERIVE sources' last readings), so the history continues where it was.
+Each body is one RRD, the XML document xcp-rrdd sends (storage.to_xml):
+the state of every archive travels with the rows (the row being
+consolidated), so the history continues where it was.
 """
 
 import io
@@ -26,9 +29,8 @@ from twisted.web.http_headers import Headers
 from txxapi.pool.client import peer_agent, peer_url
 
 PUT_PATH = "/rrd"
-HOST_PATH = "/host_rrd"
-VM_PATH = "/vm_rrd"
-CONTENT_TYPE = b"application/octet-stream"
+PATHS = {"host": "/host_rrd", "vm": "/vm_rrd", "sr": "/sr_rrd"}
+CONTENT_TYPE = b"text/xml"
 TIMEOUT = 30.0
 
 
@@ -58,7 +60,7 @@ def _request(reactor, method, address, path, query, secret, body=None,
 
 @defer.inlineCallbacks
 def put(reactor, address, secret, uuid, body, archive, timeout=TIMEOUT):
-    """Send a pack document; TransferFailed unless it was taken."""
+    """Send an RRD document; TransferFailed unless it was taken."""
     query = [("uuid", uuid)] + ([("archive", "true")] if archive else [])
     code, data = yield _request(reactor, b"PUT", address, PUT_PATH, query,
                                 secret, body, timeout)
@@ -69,7 +71,7 @@ def put(reactor, address, secret, uuid, body, archive, timeout=TIMEOUT):
 
 @defer.inlineCallbacks
 def fetch(reactor, address, secret, path, uuid, timeout=TIMEOUT):
-    """The master's pack document of one owner, None when it keeps
+    """The master's RRD document of one owner, None when it keeps
     none."""
     code, data = yield _request(reactor, b"GET", address, path,
                                 [("uuid", uuid), ("dbsync", "true")],
