@@ -163,6 +163,7 @@ class RPCRequest:
         self.startedWriting = self.chunked = False
         self.finished = self._disconnected = False
         self._finish_waiters = []
+        self._lost = None   # the call's reply, told if the client goes
 
     def getHeader(self, name):
         return self._in.get(_nameEncoder.encode(name))
@@ -187,6 +188,11 @@ class RPCRequest:
         d = defer.Deferred()
         self._finish_waiters.append(d)
         return d
+
+    def when_lost(self, reply):
+        """reply.connection_lost(reason) if the connection is lost before
+        the answer: notifyFinish's errback without its Deferred."""
+        self._lost = reply
 
     def write(self, data):
         if self.finished:
@@ -251,6 +257,7 @@ class RPCRequest:
         if self.chunked:
             self.channel.transport.write(b"0\r\n\r\n")
         self.finished = True
+        self._lost = None
         waiters, self._finish_waiters = self._finish_waiters, []
         for d in waiters:
             d.callback(None)
@@ -270,6 +277,9 @@ class RPCRequest:
         waiters, self._finish_waiters = self._finish_waiters, []
         for d in waiters:
             d.errback(reason)
+        lost, self._lost = self._lost, None
+        if lost is not None and not self.finished:
+            lost.connection_lost(reason)
 
 
 class RPCChannel(protocol.Protocol):
