@@ -103,6 +103,8 @@ class RPCResource(resource.Resource):
                                             streaming.stream_xmlrpc, value)
                     value = value.to_dict()
                 return shared.encoded(value, "xml", xmlrpc.encode_success) \
+                    or shared.encoded_record(value, "xml",
+                                             xmlrpc.encode_success) \
                     or xmlrpc.encode_success(value)
         self.server.dispatcher.call(method, params, Origin(request), _Reply(
             request, b"text/xml", ok, method, xmlrpc.encode_failure,
@@ -125,7 +127,8 @@ class RPCResource(resource.Resource):
                     return self._stream(request, b"application/json",
                                         streaming.stream_jsonrpc, call, value)
                 value = value.to_dict()
-            result = shared.encoded(value, "json", jsonrpc.dumps)
+            result = shared.encoded(value, "json", jsonrpc.dumps) or \
+                shared.encoded_record(value, "json", jsonrpc.dumps)
             if result is not None:
                 return jsonrpc.encode_success_encoded(call, result)
             return jsonrpc.encode_success(call, value)
