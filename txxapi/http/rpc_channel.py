@@ -50,6 +50,11 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 PROCESSING_FAILED = (b"<html><head><title>Processing Failed</title></head>"
                      b"<body><b>Processing Failed</b></body></html>")
 _ROUTES = {}   # request URI -> RPC handler or None, for the URIs seen most
+# Request heads -> Head: a keep-alive client sends the same head for the
+# same call over and over.  Heads are read, never changed.
+_HEADS = {}
+HEADS_KEPT = 256
+HEAD_KEPT_BYTES = 2048
 
 
 def rpc_route(uri):
@@ -79,6 +84,18 @@ class Head:
 
     __slots__ = ("uri", "version", "route", "length", "headers",
                  "persistent", "close", "expect")
+
+    @classmethod
+    def of(cls, block):
+        """parse(block), remembered for the heads seen most."""
+        head = _HEADS.get(block, False)
+        if head is False:
+            head = cls.parse(block)
+            if len(block) <= HEAD_KEPT_BYTES:
+                if len(_HEADS) >= HEADS_KEPT:
+                    _HEADS.clear()
+                _HEADS[block] = head
+        return head
 
     @classmethod
     def parse(cls, block):
@@ -357,7 +374,7 @@ class RPCChannel(protocol.Protocol):
                         if not self._clock.running:
                             self._clock.start()   # its first byte came now
                         break
-                    head = Head.parse(data[:end])
+                    head = Head.of(data[:end])
                     if head is None or head.length > self.factory.max_rpc_size:
                         self._hand_off(data)
                         return
