@@ -177,7 +177,7 @@ class Database:
         """record(), as a Record: only for a result answered as it is."""
         row = self.row(table, ref)
         t = self.tables[table]
-        rec = Record(self.record_of(t, ref, row.fields))
+        rec = self.record_of(t, ref, row.fields, Record)
         rec.source = (t, ref, row.fields)
         return rec
 
@@ -186,8 +186,14 @@ class Database:
         return Database.record_of(t, row.ref, row.fields)
 
     @staticmethod
-    def record_of(t, ref, fields):
-        rec = {n: fields[n] for n in t.record_names}
+    def record_of(t, ref, fields, make=dict):
+        # A row's fields are most often the record's, in its order: one
+        # copy in C then, instead of a look-up per field.
+        names = t.record_names
+        if list(fields) == names:
+            rec = make(fields)
+        else:
+            rec = make((n, fields[n]) for n in names)
         for set_field, src, src_field in t.views:
             rec[set_field] = list(src.indexes[src_field].get(ref, ()))
         return rec
