@@ -299,6 +299,7 @@ class _FromCall:
 
     def close(self):
         self.done = True
+        self.reply.cancel = None   # nothing left to free; and no cycle
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
