@@ -50,3 +50,28 @@ def test_change_log_coalesces_and_reaches_back():
     db.update("network", net, {"name_label": "c"})
     assert list(db.changes_since(gen)) == [("network", net)]
     assert db.changes_since(gen - 1) is not None
+
+
+def test_an_answered_record_is_encoded_again_when_its_row_changes():
+    from txxapi.wire import jsonrpc, shared, xmlrpc
+    db = Database(MODEL)
+    vm = db.create("VM", {"name_label": "vm"})
+    for wire, encode in (("xml", xmlrpc.encode_success),
+                         ("json", jsonrpc.dumps)):
+        def answered():
+            return shared.encoded_record(db.answer_record("VM", vm), wire,
+                                         encode)
+
+        first = answered()
+        assert first == encode(db.record("VM", vm))
+        assert answered() is first          # the same state: reused
+        db.update("VM", vm, {"name_label": "renamed " + wire})
+        renamed = answered()
+        assert renamed == encode(db.record("VM", vm)) and renamed != first
+        # A computed set field changes without the row's fields changing.
+        vif = db.create("VIF", {"VM": vm, "device": wire})
+        assert db.record("VM", vm)["VIFs"][-1] == vif
+        assert answered() == encode(db.record("VM", vm)) != renamed
+    # Any other value is not this cache's.
+    assert shared.encoded_record(db.record("VM", vm), "xml",
+                                 xmlrpc.encode_success) is None

@@ -317,6 +317,42 @@ def test_cancelled_calls_leave_no_trace(hub):
     assert not hub.reactor.getDelayedCalls()
 
 
+class Reply:
+    """A caller's reply as the RPC endpoints give one (txxapi.replies)."""
+
+    def __init__(self):
+        self.cancel = None
+        self.outcomes = []
+
+    def ok(self, value):
+        self.outcomes.append(value)
+
+    def fail(self, failure):
+        self.outcomes.append(failure)
+
+
+def test_blocked_calls_answer_their_replies_directly(hub):
+    db = hub.db
+    token = format_token(db.generation)
+    replies = [Reply() for _ in range(3)]
+    for reply in replies:
+        assert hub.event_from(SESSION, ["network"], token, 60.0,
+                              reply) is events.ANSWERED
+    hub.reactor.advance(0.1)
+    # A client that goes away frees its watcher: nothing is left of it.
+    gone = replies.pop()
+    gone.cancel()
+    assert len(hub._watch["network"]) == 2
+    n = network(db)
+    hub.reactor.advance(0.1)
+    assert gone.outcomes == []
+    first, second = (r.outcomes for r in replies)
+    assert len(first) == 1 and first[0]["events"][0]["ref"] == n
+    # Woken together at one token position: one reply for both.
+    assert second[0] is first[0]
+    assert not hub._watch and not hub._by_session
+
+
 def test_thousands_of_waiters_only_interested_ones_are_woken(hub,
                                                              monkeypatch):
     db = hub.db

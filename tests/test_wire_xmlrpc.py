@@ -149,6 +149,60 @@ def test_malformed(body):
         decode_call(body)
 
 
+def _outcome(decode, body):
+    try:
+        return decode(body)
+    except MalformedRequest:
+        return MalformedRequest
+
+
+SIMPLE = ("<?xml version='1.0'?>\n<methodCall>\n<methodName>%s</methodName>"
+          "\n<params>\n%s</params>\n</methodCall>\n")
+
+
+@pytest.mark.parametrize("method, params", [
+    ("VM.get_record", "<param>\n<value><string>%s</string></value>\n"
+     "</param>\n" % REF),
+    (" VM.get_record\t", "<param><value>%s</value></param>" % REF),
+    ("", ""),
+    ("m", ""),
+    ("m", "<param><value><string></string></value></param>"
+     "<param><value></value></param>"),
+    ("m", "<param><value><string> a\tb\nc </string></value></param>"),
+    ("m", "<param><value> <string>x</string> </value></param>"),
+    ("m", "<param><value>a\rb</value></param>"),
+    ("m", "<param><value>a\r\nb</value></param>"),
+    ("m", "<param><value>a]]>b</value></param>"),
+    ("m", "<param><value>a]]b</value></param>"),
+    ("m", "<param><value>a\x01b</value></param>"),
+    ("m", "<param><value>a\ufffeb</value></param>"),
+    ("m", "<param><value>\x7f\xa0\u2603\U0001f600</value></param>"),
+    ("m", "<param>\xa0<value>x</value></param>"),
+    ("m", "<param><value>a&amp;b</value></param>"),
+    ("m", "<param><value><string>a</string>b</value></param>"),
+    ("m", "<param><value><i4>1</i4></value></param>"),
+    ("m", "<param><value/></param>"),
+    ("m<", ""),
+])
+def test_simple_calls_read_as_expat_reads_them(method, params):
+    """The calls read without expat are read exactly as expat reads them,
+    and what it cannot read goes to expat (refusals included)."""
+    body = SIMPLE % (method, params)
+    for variant in (body, body.replace("\n", ""), " " + body,
+                    body.replace("'1.0'", '"1.0"'),
+                    body.replace("<?xml version='1.0'?>", ""),
+                    body.replace("'1.0'", "'1.0' encoding='utf-8'"),
+                    body + "<x/>", body.replace("</params>", "")):
+        raw = variant.encode("utf-8", "surrogatepass")
+        assert _outcome(decode_call, raw) == \
+            _outcome(codec._decode_call, raw), variant
+
+
+def test_the_sdks_calls_are_read_without_expat():
+    body = pyxmlrpc.dumps((REF, "a name"), "VM.set_name_label").encode()
+    assert codec._simple_call(body) == ("VM.set_name_label", [REF, "a name"])
+
+
 def test_invalid_utf8():
     with pytest.raises(MalformedRequest):
         decode_call(b"<methodCall><methodName>m</methodName><params><param>"

@@ -19,7 +19,10 @@ its latest snapshot.  The hub only remembers who is waiting:
 * a call whose token is already current is watched at once, without a
   first collection; the timeouts of blocked calls share one timer per
   DEADLINE_SLOT (a call may answer up to that much after its timeout);
-* every wait is a Deferred on reactor timers: no threads.
+* a blocked call holds its caller's reply (txxapi.replies), answered
+  straight from the flush: no Deferred per watcher; a caller whose
+  client goes away cancels it, which frees the watcher;
+* every wait is on reactor timers: no threads.
 
 event.next keeps, per registered session, a bounded queue of change
 events taken when the change happened; overflowing it loses events and
@@ -41,11 +44,13 @@ import math
 from collections import deque
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txxapi.errors import XenAPIError
 from txxapi.interfaces import IEvents
+from txxapi.replies import ANSWERED, DeferredReply
 from txxapi.values import Int32
 from txxapi.wire import shared
 
@@ -60,6 +65,8 @@ WATCHED_CACHE = 1024       # distinct class lists remembered
 DEADLINE_SLOT = 0.01       # s: timeouts due within one share a timer
 
 MESSAGE = "message"
+
+log = Logger()
 
 
 def format_token(generation, message_generation=0):
@@ -235,16 +242,17 @@ class _FromCall:
     """One event.from call: from its start to its answer."""
 
     __slots__ = ("hub", "session", "subs", "tables", "keys", "since",
-                 "msg_since", "d", "timer", "deadline", "expired",
+                 "msg_since", "reply", "timer", "deadline", "expired",
                  "watching", "done")
 
-    def __init__(self, hub, session, watched, since, msg_since):
+    def __init__(self, hub, session, watched, since, msg_since, reply):
         self.hub = hub
         self.session = session
         self.subs, self.tables, self.keys = watched
         self.since = since
         self.msg_since = msg_since
-        self.d = defer.Deferred(self._cancelled)
+        self.reply = reply
+        reply.cancel = self.cancel   # the caller's client went away
         self.timer = None      # the pending collection, if any
         self.deadline = None   # the timeout's slot (EventHub._deadlines)
         self.expired = False
@@ -260,8 +268,7 @@ class _FromCall:
             result, gen, msg_gen = hub.collect(self)
         except Exception:
             # This call's answer only; the others woken with it go on.
-            self.close()
-            self.d.errback(Failure())
+            self.fail(Failure())
             return
         if result["events"] or self.expired:
             self.finish(result)
@@ -279,10 +286,20 @@ class _FromCall:
 
     def finish(self, result):
         self.close()
-        self.d.callback(result)
+        try:
+            self.reply.ok(result)
+        except Exception:
+            # One caller's trouble writing its answer: the others woken
+            # with it are still answered.
+            log.failure("answering event.from")
+
+    def fail(self, failure):
+        self.close()
+        self.reply.fail(failure)
 
     def close(self):
         self.done = True
+        self.reply.cancel = None   # nothing left to free; and no cycle
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
@@ -291,7 +308,7 @@ class _FromCall:
             self.deadline = None
         self.hub.forget(self)
 
-    def _cancelled(self, _d):
+    def cancel(self):
         if not self.done:
             self.close()
 
@@ -355,8 +372,10 @@ class EventHub:
         self._registrations = {}
         self._next_id = 0
         # Messages live outside the database; their store plugs in here:
-        # message_source(since) -> (generation, [(op, ref, record)]).
+        # message_source(since) -> (generation, [(op, ref, record)]), and
+        # message_generation() -> its generation, without the changes.
         self.message_source = None
+        self.message_generation = None
 
     # -- lifetime -------------------------------------------------------------
 
@@ -453,12 +472,13 @@ class EventHub:
         for call in list(calls):
             if call.done:
                 continue
+            # Not from inside the database write that announced it.
             if isinstance(call, _FromCall):
                 call.close()
+                self.reactor.callLater(0, call.reply.fail, Failure(error))
             else:
                 self._next_close(call)
-            # Not from inside the database write that announced it.
-            self.reactor.callLater(0, _fail_later, call.d, error)
+                self.reactor.callLater(0, _fail_later, call.d, error)
 
     # -- event.from -----------------------------------------------------------
 
@@ -478,11 +498,21 @@ class EventHub:
             self._watched[key] = found
         return found
 
-    def event_from(self, session, classes, token, timeout):
+    def event_from(self, session, classes, token, timeout, reply=None):
+        """A Deferred of the call's reply; given a ``reply``, that is
+        answered instead, and ANSWERED returned."""
+        if reply is None:
+            reply = DeferredReply()
+            self._event_from(session, classes, token, timeout, reply)
+            return reply.d
+        self._event_from(session, classes, token, timeout, reply)
+        return ANSWERED
+
+    def _event_from(self, session, classes, token, timeout, reply):
         watched = self.watched(classes)
         subs = watched[0]
         since, msg_since = parse_token(token)
-        call = _FromCall(self, session, watched, since, msg_since)
+        call = _FromCall(self, session, watched, since, msg_since, reply)
         self._by_session.setdefault(session, set()).add(call)
         delay = FROM_TASK_DELAY if subs.task_only else FROM_DELAY
         timeout = _finite_timeout(timeout)
@@ -493,7 +523,6 @@ class EventHub:
         else:
             call.timer = self.reactor.callLater(delay, call.collect)
         call.deadline = self._deadlines.add(call, timeout)
-        return call.d
 
     def _current(self, call):
         """Whether a call's token is at the present generation(s)."""
@@ -503,6 +532,8 @@ class EventHub:
                 self.message_source is None:
             return True
         try:
+            if self.message_generation is not None:
+                return call.msg_since == self.message_generation()
             return call.msg_since == self.message_source(call.msg_since)[0]
         except Exception:
             return False   # the collection answers the failure

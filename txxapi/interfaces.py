@@ -110,8 +110,10 @@ class ITasks(Interface):
 class IEvents(Interface):
     """event.from and event.next over the database's changes."""
 
-    def event_from(session, classes, token, timeout):
-        """A Deferred of the changes since ``token``."""
+    def event_from(session, classes, token, timeout, reply=None):
+        """A Deferred of the changes since ``token``; given a reply
+        (txxapi.replies), they are answered through it and ANSWERED is
+        returned."""
 
 
 class ISessions(Interface):

@@ -50,6 +50,7 @@ class MessageStore:
 
     def start(self):
         self.events.message_source = self.changes_since
+        self.events.message_generation = self.current_generation
         if os.path.exists(self.path):
             self._load()
             return self._compact()
@@ -58,6 +59,7 @@ class MessageStore:
     def stop(self):
         if self.events.message_source == self.changes_since:
             self.events.message_source = None
+            self.events.message_generation = None
 
     def _load(self):
         with open(self.path, encoding="utf-8") as f:
@@ -132,6 +134,9 @@ class MessageStore:
         del self.deleted[:-DELETIONS_KEPT]
         self.events.message_changed("del", ref)
         return {"op": "del", "gen": self.generation, "ref": ref}
+
+    def current_generation(self):
+        return self.generation
 
     def changes_since(self, since):
         """(generation, [(op, ref, record)]) after ``since``, for

@@ -5,7 +5,8 @@ under which task, and the message being served.
 
 
 class Context:
-    __slots__ = ("server", "db", "session", "message", "task", "origin")
+    __slots__ = ("server", "db", "session", "message", "task", "origin",
+                 "reply")
 
     def __init__(self, server, session=None, message=None, task=None,
                  origin=None):
@@ -15,6 +16,9 @@ class Context:
         self.message = message
         self.task = task        # task ref of an Async call, else None
         self.origin = origin    # transport facts: peer address, tls
+        # The caller's reply (txxapi.replies) for an implementation that
+        # answers later through it; None where a Deferred is wanted.
+        self.reply = None
 
     def session_fields(self):
         return self.db.fields("session", self.session)

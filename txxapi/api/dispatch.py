@@ -13,6 +13,7 @@ envelope and anything else into INTERNAL_ERROR.
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txxapi.api import implicit, rbac
@@ -24,6 +25,7 @@ from txxapi.datamodel.types import (
     BadEnum, BadString, MissingField, TypeMismatch)
 from txxapi.errors import XenAPIError
 from txxapi.interfaces import IDispatcher
+from txxapi.replies import ANSWERED, DeferredReply
 
 log = Logger()
 
@@ -82,21 +84,33 @@ class Dispatcher:
         m, is_async = resolve(name)
         return m is not None and (not is_async or m.is_async)
 
-    def call(self, name, params, origin=None):
-        """Run one call; a Deferred firing with its result."""
-        try:
-            return self._call(name, params, origin)
-        except XenAPIError:
-            return defer.fail()
+    def call(self, name, params, origin=None, reply=None):
+        """Run one call.  Without ``reply``: a Deferred firing with its
+        result.  With one (txxapi.replies): its outcome goes to it, at
+        once for an implementation that answers at once, with no Deferred
+        on the way; None is returned."""
+        if reply is None:
+            reply = DeferredReply()
+            self._answer(name, params, origin, reply)
+            return reply.d
+        self._answer(name, params, origin, reply)
+        return None
 
-    def _call(self, name, params, origin):
+    def _answer(self, name, params, origin, reply):
+        try:
+            self._call(name, params, origin, reply)
+        except XenAPIError:
+            reply.fail(Failure())
+
+    def _call(self, name, params, origin, reply):
         if name == "system.listMethods":
-            return defer.succeed(list_methods())
+            return reply.ok(list_methods())
         if name.startswith("system.isAlive"):
-            return defer.succeed(params[0] if params else "")
+            return reply.ok(params[0] if params else "")
         message, is_async = resolve(name)
         if message is None and name in INTERNAL:
-            return self._internal(INTERNAL[name], params, origin)
+            return self._internal(INTERNAL[name], params, origin).addCallbacks(
+                reply.ok, reply.fail)
         if message is None:
             raise XenAPIError("MESSAGE_METHOD_UNKNOWN", name)
         self.sessions.identity.assert_not_emergency(message.wire_name)
@@ -124,9 +138,29 @@ class Dispatcher:
             audited = self._audited(session, message, args)
         ctx = self.make_context(session, message, origin)
         if is_async:
-            return defer.succeed(self.tasks.run_async(
+            return reply.ok(self.tasks.run_async(
                 ctx, name, lambda: audited(self._execute(ctx, args))))
-        return audited(self._execute(ctx, args))
+        if audited is not _unchanged:
+            return audited(self._execute(ctx, args)).addCallbacks(
+                reply.ok, reply.fail)
+        return self._run(ctx, args, _DurableReply(self, reply))
+
+    def _run(self, ctx, args, reply):
+        """Run the implementation and answer through ``reply`` (which
+        waits for durability): at once for a result, on firing for a
+        Deferred; an implementation that answers later itself finds the
+        reply as ctx.reply."""
+        ctx.reply = reply
+        try:
+            result = self.forwarder.execute(
+                ctx, self._implementation(ctx.message), args)
+        except Exception:
+            return reply.fail(Failure())
+        if result is ANSWERED:
+            return None
+        if isinstance(result, defer.Deferred):
+            return result.addCallbacks(reply.ok, reply.fail)
+        return reply.ok(result)
 
     def _audited(self, session, message, args):
         """The RBAC check, before anything runs: a refusal is audited and
@@ -204,21 +238,20 @@ class Dispatcher:
                              self._implementation(ctx.message), args)
 
     def _durable(self, fn, *args):
-        db = self.db
-        before = db.persistent_generation
-        d = defer.maybeDeferred(fn, *args)
+        before = self.db.persistent_generation
+        return defer.maybeDeferred(fn, *args).addCallback(
+            self._when_durable, before)
 
-        def durable(result):
-            generation = db.persistent_generation
-            # Calls answered together (a write's event.from watchers) find
-            # it durable after the first has waited: no Deferred for them.
-            if generation == before or \
-                    self.persistence.is_durable(generation):
-                return result
-            return self.persistence.wait_durable(generation).addCallback(
-                lambda _: result)
-
-        return d.addCallback(durable)
+    def _when_durable(self, result, before):
+        """result, or a Deferred of it once what was written since
+        ``before`` is durable."""
+        generation = self.db.persistent_generation
+        # Calls answered together (a write's event.from watchers) find
+        # it durable after the first has waited: no Deferred for them.
+        if generation == before or self.persistence.is_durable(generation):
+            return result
+        return self.persistence.wait_durable(generation).addCallback(
+            lambda _: result)
 
     @staticmethod
     def _implementation(message):
@@ -232,6 +265,36 @@ class Dispatcher:
 
 def _unchanged(d):
     return d
+
+
+class _DurableReply:
+    """A reply that passes a result on once what the call wrote is
+    durable (at once when it already is, as for almost every call)."""
+
+    __slots__ = ("dispatcher", "reply", "before")
+
+    def __init__(self, dispatcher, reply):
+        self.dispatcher = dispatcher
+        self.reply = reply
+        self.before = dispatcher.db.persistent_generation
+
+    @property
+    def cancel(self):
+        return self.reply.cancel
+
+    @cancel.setter
+    def cancel(self, fn):
+        self.reply.cancel = fn
+
+    def ok(self, result):
+        answer = self.dispatcher._when_durable(result, self.before)
+        if isinstance(answer, defer.Deferred):
+            answer.addCallbacks(self.reply.ok, self.reply.fail)
+        else:
+            self.reply.ok(answer)
+
+    def fail(self, failure):
+        self.reply.fail(failure)
 
 
 def _error_text(e):

@@ -66,7 +66,7 @@ def _remove(ctx, ref, value):
 
 
 def _get_record(ctx, ref):
-    return ctx.db.record(ctx.message.cls.name, ref)
+    return ctx.db.answer_record(ctx.message.cls.name, ref)
 
 
 def _get_by_uuid(ctx, uuid):

@@ -45,6 +45,17 @@ class Row:
         self.mtime = mtime
 
 
+class Record(dict):
+    """One row's record as get_record answers it, naming what it was
+    built from: ``source`` is (table, ref, the row's field dict), and a
+    field dict is never mutated (a write replaces it), so a record with
+    the same field dict and the same computed set fields is the same
+    record, and an encoder may answer it with the bytes it wrote before
+    (txxapi.wire.shared.encoded_record)."""
+
+    __slots__ = ("source",)
+
+
 class RecordMap:
     """Records of many rows, captured at once and built as they are read.
 
@@ -162,13 +173,27 @@ class Database:
             raise handle_invalid(table, ref)
         return self._record(t, row)
 
+    def answer_record(self, table, ref):
+        """record(), as a Record: only for a result answered as it is."""
+        row = self.row(table, ref)
+        t = self.tables[table]
+        rec = self.record_of(t, ref, row.fields, Record)
+        rec.source = (t, ref, row.fields)
+        return rec
+
     @staticmethod
     def _record(t, row):
         return Database.record_of(t, row.ref, row.fields)
 
     @staticmethod
-    def record_of(t, ref, fields):
-        rec = {n: fields[n] for n in t.record_names}
+    def record_of(t, ref, fields, make=dict):
+        # A row's fields are most often the record's, in its order: one
+        # copy in C then, instead of a look-up per field.
+        names = t.record_names
+        if list(fields) == names:
+            rec = make(fields)
+        else:
+            rec = make((n, fields[n]) for n in names)
         for set_field, src, src_field in t.views:
             rec[set_field] = list(src.indexes[src_field].get(ref, ()))
         return rec

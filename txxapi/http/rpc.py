@@ -93,7 +93,6 @@ class RPCResource(resource.Resource):
             request.setResponseCode(400)
             request.setHeader(b"Content-Type", b"text/xml")
             return xmlrpc.encode_fault(-32700, "Malformed request: %s" % e)
-        d = self.server.dispatcher.call(method, params, Origin(request))
         if method == "system.listMethods":
             ok = xmlrpc.encode_bare
         else:
@@ -104,9 +103,12 @@ class RPCResource(resource.Resource):
                                             streaming.stream_xmlrpc, value)
                     value = value.to_dict()
                 return shared.encoded(value, "xml", xmlrpc.encode_success) \
+                    or shared.encoded_record(value, "xml",
+                                             xmlrpc.encode_success) \
                     or xmlrpc.encode_success(value)
-        self._answer(d, request, b"text/xml", ok, method,
-                     xmlrpc.encode_failure, _xml_key)
+        self.server.dispatcher.call(method, params, Origin(request), _Reply(
+            request, b"text/xml", ok, method, xmlrpc.encode_failure,
+            _xml_key))
         return server.NOT_DONE_YET
 
     # -- JSON-RPC -------------------------------------------------------------
@@ -119,57 +121,27 @@ class RPCResource(resource.Resource):
             request.setHeader(b"Content-Type", b"application/json")
             return jsonrpc.encode_early_failure(
                 ["INTERNAL_ERROR", "Malformed request: %s" % e])
-        d = self.server.dispatcher.call(call.method, call.params,
-                                        Origin(request))
         def ok(value):
             if isinstance(value, RecordMap):
                 if len(value) > streaming.STREAM_ABOVE:
                     return self._stream(request, b"application/json",
                                         streaming.stream_jsonrpc, call, value)
                 value = value.to_dict()
-            result = shared.encoded(value, "json", jsonrpc.dumps)
+            result = shared.encoded(value, "json", jsonrpc.dumps) or \
+                shared.encoded_record(value, "json", jsonrpc.dumps)
             if result is not None:
                 return jsonrpc.encode_success_encoded(call, result)
             return jsonrpc.encode_success(call, value)
-        self._answer(d, request, b"application/json", ok, call.method,
-                     lambda desc: jsonrpc.encode_failure(call, desc),
-                     lambda: ("json", call.version, jsonrpc.dumps(call.id)))
+        self.server.dispatcher.call(call.method, call.params, Origin(request),
+                                    _Reply(request, b"application/json", ok,
+                                           call.method,
+                                           lambda desc: jsonrpc.encode_failure(
+                                               call, desc),
+                                           lambda: ("json", call.version,
+                                                    jsonrpc.dumps(call.id))))
         return server.NOT_DONE_YET
 
     # -- shared ---------------------------------------------------------------
-
-    def _answer(self, d, request, content_type, ok, method, encode_failure,
-                envelope):
-        """Write the call's answer: ok(result), or the failure's envelope.
-        One pair of callbacks on the call's Deferred (a watcher woken with
-        a thousand others runs these a thousand times).  A result shared
-        by many calls is answered with the same response bytes for all
-        whose envelope (what ok's bytes depend on besides the result:
-        ``envelope()``) and headers are the same."""
-        def succeeded(value):
-            if shared.is_shared(value):
-                answer_shared = getattr(request, "answer_shared", None)
-                if answer_shared is not None:
-                    answer_shared(value, envelope(), content_type, ok)
-                    return
-            self._write(ok(value), request, content_type)
-
-        def failed(failure):
-            try:
-                self._failure_description(failure, method)
-            except _Described as e:
-                self._write(encode_failure(e.description), request,
-                            content_type)
-        d.addCallbacks(succeeded, failed)
-
-    @staticmethod
-    def _failure_description(failure, method):
-        """Turn any failure into an error description, carried on as a
-        distinct exception so that the encoder of the envelope runs."""
-        if failure.check(XenAPIError):
-            raise _Described(failure.value.description)
-        log.failure("internal error in {method}", failure, method=method)
-        raise _Described(["INTERNAL_ERROR", failure.getErrorMessage()])
 
     @staticmethod
     def _stream(request, content_type, stream, *args):
@@ -177,22 +149,79 @@ class RPCResource(resource.Resource):
         stream(request, *args)
         return _STREAMING
 
-    @staticmethod
-    def _write(body, request, content_type):
-        if body is _STREAMING or request._disconnected or request.finished:
-            return
-        request.setHeader(b"Content-Type", content_type)
-        request.setHeader(b"Content-Length", str(len(body)).encode())
-        request.write(body)
-        request.finish()
-
-
 def _xml_key():
     return "xml"
 
 
 # Returned in place of a body when the answer is being streamed.
 _STREAMING = object()
+
+
+class _Reply:
+    """One call's way back (txxapi.replies): ok(result), or the failure's
+    envelope, written to its request.  A result shared by many calls is
+    answered with the same response bytes for all whose envelope (what
+    ok's bytes depend on besides the result: ``envelope()``) and headers
+    are the same.  The request's client going away cancels a call that
+    waits (event.from)."""
+
+    __slots__ = ("request", "content_type", "encode", "method",
+                 "encode_failure", "envelope", "cancel")
+
+    def __init__(self, request, content_type, encode, method,
+                 encode_failure, envelope):
+        self.request = request
+        self.content_type = content_type
+        self.encode = encode
+        self.method = method
+        self.encode_failure = encode_failure
+        self.envelope = envelope
+        self.cancel = None
+        when_lost = getattr(request, "when_lost", None)
+        if when_lost is not None:
+            when_lost(self)
+        else:
+            # twisted.web's Request says so through its finish Deferred.
+            request.notifyFinish().addErrback(self.connection_lost)
+
+    def ok(self, value):
+        request = self.request
+        if shared.is_shared(value):
+            answer_shared = getattr(request, "answer_shared", None)
+            if answer_shared is not None:
+                answer_shared(value, self.envelope(), self.content_type,
+                              self.encode)
+                return
+        self._write(self.encode(value))
+
+    def fail(self, failure):
+        try:
+            _failure_description(failure, self.method)
+        except _Described as e:
+            self._write(self.encode_failure(e.description))
+
+    def connection_lost(self, _reason=None):
+        cancel, self.cancel = self.cancel, None
+        if cancel is not None:
+            cancel()
+
+    def _write(self, body):
+        request = self.request
+        if body is _STREAMING or request._disconnected or request.finished:
+            return
+        request.setHeader(b"Content-Type", self.content_type)
+        request.setHeader(b"Content-Length", str(len(body)).encode())
+        request.write(body)
+        request.finish()
+
+
+def _failure_description(failure, method):
+    """Turn any failure into an error description, carried on as a
+    distinct exception so that the encoder of the envelope runs."""
+    if failure.check(XenAPIError):
+        raise _Described(failure.value.description)
+    log.failure("internal error in {method}", failure, method=method)
+    raise _Described(["INTERNAL_ERROR", failure.getErrorMessage()])
 
 
 class _Described(Exception):

@@ -50,6 +50,11 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 PROCESSING_FAILED = (b"<html><head><title>Processing Failed</title></head>"
                      b"<body><b>Processing Failed</b></body></html>")
 _ROUTES = {}   # request URI -> RPC handler or None, for the URIs seen most
+# Request heads -> Head: a keep-alive client sends the same head for the
+# same call over and over.  Heads are read, never changed.
+_HEADS = {}
+HEADS_KEPT = 256
+HEAD_KEPT_BYTES = 2048
 
 
 def rpc_route(uri):
@@ -79,6 +84,18 @@ class Head:
 
     __slots__ = ("uri", "version", "route", "length", "headers",
                  "persistent", "close", "expect")
+
+    @classmethod
+    def of(cls, block):
+        """parse(block), remembered for the heads seen most."""
+        head = _HEADS.get(block, False)
+        if head is False:
+            head = cls.parse(block)
+            if len(block) <= HEAD_KEPT_BYTES:
+                if len(_HEADS) >= HEADS_KEPT:
+                    _HEADS.clear()
+                _HEADS[block] = head
+        return head
 
     @classmethod
     def parse(cls, block):
@@ -163,6 +180,7 @@ class RPCRequest:
         self.startedWriting = self.chunked = False
         self.finished = self._disconnected = False
         self._finish_waiters = []
+        self._lost = None   # the call's reply, told if the client goes
 
     def getHeader(self, name):
         return self._in.get(_nameEncoder.encode(name))
@@ -187,6 +205,11 @@ class RPCRequest:
         d = defer.Deferred()
         self._finish_waiters.append(d)
         return d
+
+    def when_lost(self, reply):
+        """reply.connection_lost(reason) if the connection is lost before
+        the answer: notifyFinish's errback without its Deferred."""
+        self._lost = reply
 
     def write(self, data):
         if self.finished:
@@ -251,6 +274,7 @@ class RPCRequest:
         if self.chunked:
             self.channel.transport.write(b"0\r\n\r\n")
         self.finished = True
+        self._lost = None
         waiters, self._finish_waiters = self._finish_waiters, []
         for d in waiters:
             d.callback(None)
@@ -270,6 +294,9 @@ class RPCRequest:
         waiters, self._finish_waiters = self._finish_waiters, []
         for d in waiters:
             d.errback(reason)
+        lost, self._lost = self._lost, None
+        if lost is not None and not self.finished:
+            lost.connection_lost(reason)
 
 
 class RPCChannel(protocol.Protocol):
@@ -347,7 +374,7 @@ class RPCChannel(protocol.Protocol):
                         if not self._clock.running:
                             self._clock.start()   # its first byte came now
                         break
-                    head = Head.parse(data[:end])
+                    head = Head.of(data[:end])
                     if head is None or head.length > self.factory.max_rpc_size:
                         self._hand_off(data)
                         return

@@ -5,7 +5,9 @@ from txxapi.api.registry import implements
 
 @implements("event.from")
 def event_from(ctx, classes, token, timeout):
-    return ctx.server.events.event_from(ctx.session, classes, token, timeout)
+    # Blocked watchers answer through the caller's reply, when it has one.
+    return ctx.server.events.event_from(ctx.session, classes, token, timeout,
+                                        ctx.reply)
 
 
 @implements("event.next")
