@@ -1,6 +1,16 @@
-import pytest
+import os
 
-from tests.support.servers import serving
+# Parallel workers (pytest-xdist) each take a loopback net of their own
+# (127.0.N.x, netns and bridge names): set before tests.support.pool reads
+# it.  Worker gwK runs on net TXXAPI_TEST_NET + K.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw"):
+    os.environ["TXXAPI_TEST_NET"] = str(
+        int(os.environ.get("TXXAPI_TEST_NET", "0")) + int(_worker[2:]))
+
+import pytest  # noqa: E402
+
+from tests.support.servers import serving  # noqa: E402
 
 
 @pytest.fixture(scope="module")

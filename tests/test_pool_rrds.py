@@ -183,7 +183,10 @@ def test_a_slave_without_its_rrds_takes_them_back_from_the_master(
     # The rows from before the stop are back: more known rows than a
     # fresh RRD could have.
     assert host_history() > time.monotonic() - stopped + 2
-    assert sr_history() > time.monotonic() - stopped + 2
+    # Its SRs are plugged after it serves: the SR's RRD is there once
+    # the SR is, with the rows from before the stop.
+    rows = wait_until(sr_history, what="the SR's RRD after the restart")
+    assert rows > time.monotonic() - stopped + 2
 
 
 def put_rrd(host, body, cookie=None, **query):

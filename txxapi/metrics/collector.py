@@ -214,10 +214,11 @@ class Metrics:
 
     @defer.inlineCallbacks
     def _archive(self, stats, facts):
-        """The sample archived (once the master's RRDs of VMs new here
-        are in), then the RRDs of the VMs gone sent where they went; the
+        """The sample archived (once the master's RRDs of VMs and SRs new
+        here are in), then the RRDs of the VMs gone sent where they went; the
         alarms due."""
-        yield self.handover.arriving([d.uuid for d in stats.domains])
+        yield self.handover.arriving([d.uuid for d in stats.domains],
+                                     facts.srs)
         alarms, moved = yield self.run(self.archive, stats, facts)
         self.handover.left(*moved)
         return alarms

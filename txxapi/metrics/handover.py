@@ -148,15 +148,19 @@ class Handover:
     # --- a sample's VMs ----------------------------------------------------------
 
     @defer.inlineCallbacks
-    def arriving(self, uuids):
+    def arriving(self, uuids, srs=()):
         """Before a sample is archived on a slave: the master's RRDs of
-        the VMs whose domains are new here."""
-        if not self.is_slave or not uuids or \
+        the VMs whose domains are new here, and of the SRs newly plugged
+        here (a restart plugs its SRs after the metrics have started)."""
+        if not self.is_slave or not (uuids or srs) or \
                 self._identity.in_emergency_mode:
             return      # (without a master, the domains start afresh)
         unknown = yield self.metrics.run(self.store.unknown_vms, uuids)
-        fetches = [self._fetches.run(self._fetch_kept, VM, uuid)
-                   for uuid in unknown]
+        unknown_srs = yield self.metrics.run(self.store.unknown_srs,
+                                             list(srs))
+        fetches = [self._fetches.run(self._fetch_kept, kind, uuid)
+                   for kind, uuids in ((VM, unknown), (SR, unknown_srs))
+                   for uuid in uuids]
         yield defer.DeferredList(fetches)
 
     @defer.inlineCallbacks
