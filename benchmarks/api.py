@@ -38,6 +38,7 @@ from benchmarks import common
 
 ITEM = "api"
 VMS = 1000
+SMOKE_VMS = 10
 CEILING = "raw twisted Protocol"
 # txxapi itself with every request through twisted.web (--rpc-http
 # twisted-web): what its own RPC channel is measured against.
@@ -146,10 +147,13 @@ def capture(work, url, chosen):
 
 def run(ctx):
     results = ctx.results
-    concurrency = (1, 100) if ctx.quick else (1, 100, 1000)
+    concurrency = (1,) if ctx.smoke else \
+        (1, 100) if ctx.quick else (1, 100, 1000)
+    schemes = ("https",) if ctx.smoke else ("http", "https")
     seconds = 1.0 if ctx.quick else ctx.seconds
     data = os.path.join(ctx.base, "api-data")
-    common.populated_data_dir(ctx.template(), data, VMS)
+    common.populated_data_dir(ctx.template(), data,
+                              SMOKE_VMS if ctx.smoke else VMS)
     # The same database for both, so that the same VM is read.
     shutil.copytree(data, data + "-web")
     server = common.LoadServer(data)
@@ -181,7 +185,7 @@ def run(ctx):
         servers = [(server, OURS), (web, OURS_WEB)] + baselines
         spy = profiler(ctx, server.proc.pid)
         try:
-            for scheme in ("http", "https"):
+            for scheme in schemes:
                 for method, _ in chosen:
                     for n in concurrency:
                         # Every server at one point, one after the other:
@@ -199,8 +203,9 @@ def run(ctx):
         finally:
             if spy is not None:
                 spy.stop()
-        python_client(ctx, [x for x in servers if x[0] is not web], bodies,
-                      measured)
+        if not ctx.smoke:
+            python_client(ctx, [x for x in servers if x[0] is not web],
+                          bodies, measured)
         results.add(ITEM, "txxapi server RSS after the API runs",
                     common.rss_mib(server.proc.pid), "MiB")
     finally:
@@ -208,7 +213,7 @@ def run(ctx):
         web.stop()
         for b, _ in baselines:
             b.stop()
-    report(results, measured, [m for m, _ in chosen], concurrency)
+    report(results, measured, [m for m, _ in chosen], concurrency, schemes)
 
 
 def say(name, scheme, method, n, f):
@@ -256,8 +261,8 @@ def profiler(ctx, pid):
          "-r", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
-def report(results, measured, methods, concurrency):
-    for scheme in ("http", "https"):
+def report(results, measured, methods, concurrency, schemes):
+    for scheme in schemes:
         for method in methods:
             for n in concurrency:
                 def at(name):

@@ -1,12 +1,14 @@
 """
-python -m benchmarks [--quick] [--only ITEM,...] [--seconds S]
+python -m benchmarks [--quick|--smoke] [--only ITEM,...] [--seconds S]
                      [--clients P] [--out DIR] [--keep]
 
 Runs the benchmark items against real servers on loopback, prints one
 table (figure, value, unit, ratio to the baseline measured in the same
 run), and writes it as JSON plus a PNG chart of the sweeps to
 benchmarks/results/.  --quick is a pass of about a minute; the full run
-takes a quarter of an hour or more.  Absolute figures drift on a shared
+takes a quarter of an hour or more.  --smoke (for the test suite) runs an
+item at its smallest, to show the harness still works end to end; its
+figures mean nothing.  Absolute figures drift on a shared
 machine: compare the ratios.
 """
 
@@ -31,7 +33,9 @@ ITEMS = ("api", "scale", "events", "records", "lifecycle", "datapath", "xva", "x
 
 class Context:
     def __init__(self, args, base):
-        self.quick = args.quick
+        # A smoke run is a quick one, smaller still where an item says so.
+        self.smoke = args.smoke
+        self.quick = args.quick or args.smoke
         self.seconds = args.seconds
         self.client_processes = args.clients
         self.profile = args.profile
@@ -78,7 +82,7 @@ def print_table(rows):
 def write_outputs(ctx, args, out_dir, elapsed):
     os.makedirs(out_dir, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    doc = {"started": stamp, "quick": args.quick, "seconds": args.seconds,
+    doc = {"started": stamp, "quick": args.quick, "smoke": args.smoke, "seconds": args.seconds,
            "items": args.only or list(ITEMS), "elapsed_s": elapsed,
            "machine": {"cpus": os.cpu_count(), "python":
                        platform.python_version(),
@@ -105,6 +109,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a pass of about a minute (smaller sizes, shorter "
                         "runs)")
+    p.add_argument("--smoke", action="store_true",
+                   help="each item at its smallest, to check the harness "
+                        "(figures meaningless)")
     p.add_argument("--only", default="",
                    help="comma-separated items: " + ", ".join(ITEMS))
     p.add_argument("--seconds", type=float, default=4.0,

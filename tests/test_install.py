@@ -1,8 +1,9 @@
 """
 ``twistd xapi`` works after ``pip install -e .`` as after ``pip install .``:
 each into a fresh virtual environment, from a copy of the checkout, then
-the plugin is looked for by twistd itself.  pip builds as it always does
-(build isolation: setuptools from the index or pip's cache).
+the plugin is looked for by twistd itself.  pip builds with the build
+requirements pyproject.toml names, installed once for both (build
+isolation would fetch and install them again for each).
 
 The environment borrows Twisted and the other dependencies from the
 interpreter running the tests (a .pth line), except Twisted's plugin
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 
 import pytest
 import twisted
@@ -68,17 +70,31 @@ def borrow_dependencies(site):
         f.write("".join(p + "\n" for p in sorted(here)))
 
 
+@pytest.fixture(scope="module")
+def build_tools(tmp_path_factory):
+    """A directory with pyproject.toml's build requirements."""
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        requires = tomllib.load(f)["build-system"]["requires"]
+    target = str(tmp_path_factory.mktemp("build-tools"))
+    done = run(sys.executable, "-m", "pip", "install", "--quiet",
+               "--disable-pip-version-check", "--target", target, *requires)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return target
+
+
 @pytest.mark.parametrize("editable", [True, False],
                          ids=["pip install -e", "pip install"])
-def test_twistd_finds_the_plugin(tmp_path, editable):
+def test_twistd_finds_the_plugin(tmp_path, editable, build_tools):
     checkout = tmp_path / "checkout"
     shutil.copytree(REPO, checkout, ignore=SKIP_COPYING, symlinks=True)
     python, site = fresh_venv(tmp_path / "venv")
     install = [sys.executable, "-m", "pip", "--python", python, "install",
-               "--quiet", "--no-deps", "--disable-pip-version-check"]
+               "--quiet", "--no-deps", "--disable-pip-version-check",
+               "--no-build-isolation"]
     if editable:
         install.append("-e")
-    done = run(*install, str(checkout))
+    done = run(*install, str(checkout),
+               env=dict(os.environ, PYTHONPATH=build_tools))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     borrow_dependencies(site)
 
