@@ -483,3 +483,37 @@ def test_member_services_add_and_remove(rt, tmp_path):
         with pytest.raises(ProcessLookupError):
             import os
             os.kill(pid, 0)
+
+
+def test_member_log_lines_keep_what_tells_events_apart():
+    """etcd logs an event once per remote peer and stream: each line
+    keeps its peer, stream and error (not the fields every line has), so
+    no two events read as one line twice; its levels map to ours."""
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+    member = EtcdMember("m0", "/nonexistent", "127.0.0.1")
+    seen = []
+
+    def observe(event):
+        if event.get("log_namespace") == "txxapi.pool.etcd.member":
+            seen.append((event["log_level"], formatEvent(event)))
+    record = {"level": "warn", "ts": "2026-01-01T00:00:00.000Z",
+              "caller": "rafthttp/stream.go:1", "local-member-id": "aa",
+              "msg": "lost TCP streaming connection with remote peer",
+              "remote-peer-id": "bb", "error": "EOF"}
+    globalLogPublisher.addObserver(observe)
+    try:
+        for stream in ("stream Message", "stream MsgApp v2"):
+            member.log_line(json.dumps(
+                dict(record, **{"stream-reader-type": stream})).encode())
+        member.log_line(json.dumps({"level": "error", "msg": "plain",
+                                    "urls": ["a", "b"]}).encode())
+        member.log_line(b"not json")
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    text = "etcd m0: lost TCP streaming connection with remote peer " \
+        "(remote-peer-id=bb, error=EOF, stream-reader-type=%s)"
+    assert seen == [
+        (LogLevel.info, text % "stream Message"),
+        (LogLevel.info, text % "stream MsgApp v2"),
+        (LogLevel.warn, 'etcd m0: plain (urls=["a", "b"])'),
+        (LogLevel.debug, "etcd m0: not json")]

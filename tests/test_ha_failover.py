@@ -33,6 +33,7 @@ once.
 
 import json
 import os
+import threading
 import time
 import urllib.request
 import xmlrpc.client
@@ -323,6 +324,61 @@ def test_changes_that_would_break_the_plan_are_refused(pool, ha):
     finally:
         x.pool.set_ha_allow_overcommit(the_pool, False)
         for vm in made:
+            if x.VM.get_power_state(vm) != "Halted":
+                x.VM.hard_shutdown(vm)
+            x.VM.destroy(vm)
+        x.pool.set_ha_host_failures_to_tolerate(the_pool, "0")
+
+
+def test_concurrent_starts_are_admitted_one_at_a_time(pool, ha):
+    """Two failures tolerated on three hosts: either of two protected
+    VMs alone keeps a plan (the host left has room for it), both do not.
+    Started at once by two clients, one is refused with
+    HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN, changing nothing: the master
+    checks each placement with the other's reservation counted, as
+    XAPI's checks and reservations under its global lock do."""
+    x = ha
+    the_pool = x.pool.get_all()[0]
+    free = [int(x.host.compute_free_memory(h)) for h in x.host.get_all()]
+    need = max(free) * 3 // 5
+    assert need < min(free)
+    vms = [sized_vm(x, "concurrent-%d" % i, need) for i in range(2)]
+    hypothetical = \
+        x.pool.ha_compute_hypothetical_max_host_failures_to_tolerate
+    try:
+        assert int(hypothetical({vms[0]: "restart"})) >= 2
+        assert int(hypothetical({vm: "restart" for vm in vms})) < 2
+        for vm in vms:
+            x.VM.set_ha_restart_priority(vm, "restart")
+        x.pool.set_ha_host_failures_to_tolerate(the_pool, "2")
+        clients = [master_of(pool) for _ in vms]
+        together = threading.Barrier(len(vms))
+        outcomes = {}
+
+        def start(client, vm):
+            together.wait()
+            try:
+                client.VM.start(vm, False, False)
+                outcomes[vm] = "started"
+            except XenAPI.Failure as e:
+                outcomes[vm] = e.details
+        threads = [threading.Thread(target=start, args=pair)
+                   for pair in zip(clients, vms)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(map(str, outcomes.values())) == [
+            "['HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN']", "started"]
+        refused = [vm for vm in vms if outcomes[vm] != "started"][0]
+        assert x.VM.get_power_state(refused) == "Halted"
+        assert x.VM.get_current_operations(refused) == {}
+        assert x.VM.get_scheduled_to_be_resident_on(refused) == \
+            "OpaqueRef:NULL"
+        assert x.VM.get_ha_always_run(refused) is False
+        assert x.pool.get_ha_plan_exists_for(the_pool) == "2"
+    finally:
+        for vm in vms:
             if x.VM.get_power_state(vm) != "Halted":
                 x.VM.hard_shutdown(vm)
             x.VM.destroy(vm)

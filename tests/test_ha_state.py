@@ -1,6 +1,8 @@
 """The planner's view of a database: protection, liveness, agility and
 pinning, and the static_max accounting of free and needed memory."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from txxapi.datamodel import MODEL
@@ -114,3 +116,34 @@ def test_changes_the_plan_is_asked_about(db):
              for v in (moving, starting)]
     assert dict(s.hosts) == {h1: before[h1], h2: before[h2] - sum(needs)}
     assert s.placement == [(moving, h2)] and starting not in s.vms
+
+
+def test_a_start_under_way_is_planned_for_as_protected(db, monkeypatch):
+    """A "restart" VM held on a host by a start under way (not yet
+    always-run) counts as protected in the plan check of a placement
+    admitted after it: here its restart needs the room that the VM
+    placed next takes, which ignoring it would miss."""
+    from twisted.internet import defer
+    from txxapi.errors import XenAPIError
+    from txxapi.ha import status
+    monkeypatch.setattr(status, "planned",
+                        lambda fn, *args: defer.maybeDeferred(fn, *args))
+    pool = db.create("pool", {"ha_enabled": True, "ha_plan_exists_for": 1})
+    big, small = host(db, "1", total=10 * GIB), host(db, "2", total=8 * GIB)
+    held = vm(db, "a", static_max=5 * GIB, ha_always_run=False,
+              scheduled_to_be_resident_on=big)
+    vm(db, "c", static_max=256 * MIB, ha_always_run=False,
+       ha_restart_priority="best-effort", scheduled_to_be_resident_on=big)
+    placed = vm(db, "b", static_max=3 * GIB, ha_always_run=False)
+    assert status.starts_in_flight(db) == [held]
+    ctx = SimpleNamespace(db=db, server=SimpleNamespace(pool_ref=pool))
+
+    def outcome():
+        result = []
+        status.assert_placement_preserves_plan(ctx, placed, small) \
+            .addCallbacks(result.append, lambda f: result.append(
+                f.trap(XenAPIError) and f.value.code))
+        return result
+    assert outcome() == ["HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN"]
+    monkeypatch.setattr(status, "starts_in_flight", lambda db: [])
+    assert outcome() == [None]

@@ -11,6 +11,15 @@ steps.  A message without a rule passes straight through.
 Marks are the master's: on a slave, a call the master forwarded runs at
 once, and a pool-session call of the slave's own that has a rule goes to
 the master, which marks it and picks its host.
+
+A route with an ``admit`` (a placement HA checks against its failover
+plan, searched in a thread) is routed again under the master's placement
+lock, as XAPI chooses, checks and reserves under its global lock: the
+host is chosen, the plan checked and the memory held with every earlier
+placement's reservation in place, so two concurrent placements cannot
+both pass where only one keeps the plan.  The lock is let go once the
+hold is made, not when the call ends; placements without an ``admit``
+(HA off) never take it.
 """
 
 from twisted.internet import defer
@@ -34,6 +43,7 @@ class Forwarder:
     def __init__(self, identity, db, clock, storage):
         self.identity = identity
         self.marker = Marker(db, clock)
+        self.placements = defer.DeferredLock()
         self.storage = StorageCalls(self, storage)
 
     def execute(self, ctx, implementation, args):
@@ -50,9 +60,34 @@ class Forwarder:
             # The master's to mark and to send where it runs.
             return remote.call_on(ctx, hosts.master(ctx), *call)
         if route.admit is not None:
-            return route.admit().addCallback(lambda _: self.run(
-                ctx, route, lambda: implementation(ctx, *args), call))
+            return self._admitted(ctx, rule, implementation, args)
         return self.run(ctx, route, lambda: implementation(ctx, *args), call)
+
+    def _admitted(self, ctx, rule, implementation, args):
+        """The call routed, admitted and run as far as its hold under
+        the placement lock."""
+        call = (ctx.message.wire_name, args)
+
+        def admit(_):
+            route = rule(ctx, *args)
+            if route.admit is None:
+                return route
+            return route.admit().addCallback(lambda _: route)
+
+        def admitted(route):
+            # The marks and the hold are made before ``run`` returns: the
+            # next placement, let in by the release, sees them.
+            try:
+                return self.run(ctx, route,
+                                lambda: implementation(ctx, *args), call)
+            finally:
+                self.placements.release()
+
+        def refused(f):
+            self.placements.release()
+            return f
+        d = self.placements.acquire().addCallback(admit)
+        return d.addCallbacks(admitted, refused)
 
     def run(self, ctx, route, local, call=None):
         """``local()`` as ``route`` says: on its host, with its marks.

@@ -32,8 +32,10 @@ class Route:
     placements see it); it answers the step that undoes it once the call
     is over.  ``admit``: a check the master makes before any mark that
     takes a while (HA's failover plan searched with the call's placement:
-    a Deferred, whose failure refuses the call); it is asked for in the
-    reactor step the rule ran in, so it judges the state the rule saw.
+    a Deferred, whose failure refuses the call): a route with one is
+    routed again under the master's placement lock and its ``admit``
+    asked for in that reactor step, so it judges the state the rule saw,
+    every earlier placement's hold included.
     """
 
     __slots__ = ("host", "marks", "wait", "after", "hold", "admit")

@@ -10,6 +10,7 @@ from twisted.internet import defer, threads
 
 from txxapi.errors import XenAPIError
 from txxapi.ha import planner, state
+from txxapi.values import NULL_REF
 
 
 # XAPI's alert priorities for the planner's two pool messages.
@@ -83,6 +84,18 @@ def update_pool_status(ctx):
                "can no longer be guaranteed" % p["name_label"])
 
 
+def starts_in_flight(db):
+    """The VMs a start or resume under way will protect: held on a host
+    (scheduled_to_be_resident_on) with the "restart" priority, not yet
+    always-run.  Planned for as protected already, so that a placement
+    admitted after theirs counts on their restart too."""
+    def starting(vm):
+        return vm["scheduled_to_be_resident_on"] != NULL_REF and \
+            vm["ha_restart_priority"] == state.RESTART and \
+            not vm["ha_always_run"]
+    return [ref for ref in db.refs("VM") if starting(db.fields("VM", ref))]
+
+
 def assert_change_preserves_plan(ctx, n=None, **change):
     """With HA on and overcommit not allowed, refuse (a Deferred failing
     with HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN) a change that would turn
@@ -96,7 +109,10 @@ def assert_change_preserves_plan(ctx, n=None, **change):
     db = ctx.db
     now = db.fields("pool", pool_of(ctx))["ha_plan_exists_for"]
     after = now if n is None else n
-    before_state = state.pool_state(db)
+    starting = starts_in_flight(db)
+    before_state = state.pool_state(db, extra=starting)
+    change["extra"] = starting + [
+        v for v in change.get("extra", ()) if v not in starting]
     after_state = state.pool_state(db, **change)
 
     def breaks():

@@ -12,6 +12,7 @@ running cluster through the member API, as a pool join and eject will.
 
 import os
 import shutil
+from json import dumps
 
 from twisted.application import service
 from twisted.internet import defer, error as net_error, protocol, task, threads
@@ -41,6 +42,21 @@ _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.debug,
            "warn": LogLevel.info, "error": LogLevel.warn,
            "dpanic": LogLevel.error, "panic": LogLevel.error,
            "fatal": LogLevel.error}
+
+
+# Fields of etcd's records that every line has, or that name this member.
+_COMMON_FIELDS = ("level", "ts", "caller", "msg", "local-member-id")
+
+
+def _described(record, line):
+    """An etcd record's message with what tells its events apart (the
+    remote peer, the stream, the error): etcd logs an event once per
+    peer and stream, and the message alone reads as one line twice."""
+    text = record.get("msg", line)
+    fields = ["%s=%s" % (key, value if isinstance(value, str)
+                         else dumps(value))
+              for key, value in record.items() if key not in _COMMON_FIELDS]
+    return "%s (%s)" % (text, ", ".join(fields)) if fields else text
 
 
 def etcd_binary():
@@ -159,7 +175,7 @@ class EtcdMember(service.Service):
             try:
                 record = loads(line)
                 level = _LEVELS.get(record.get("level"), LogLevel.debug)
-                text = record.get("msg", text)
+                text = _described(record, text)
             except ValueError:
                 pass
         log.emit(level, "etcd {name}: {text}", name=self.name, text=text)
