@@ -165,6 +165,9 @@ def test_a_restart_listens_on_the_recorded_address(server):
     assert server.proc.poll() is None, server.read_log()
     assert session_on(server, SECOND).xenapi.host.get_address(host) == \
         SECOND
+    with open(server.log_path, errors="replace") as f:
+        assert "listening on %s, the address the database records (not %s)" \
+            % (SECOND, FIRST) in f.read()
     assert SECOND in named_addresses(certificate(server, SECOND))
 
 

@@ -165,12 +165,12 @@ def follow_address(cert_path, key_path, hostname, host_uuid, address):
     address it named, unless it names it already; whether it did.  A
     certificate signed by anyone else (one an operator installed) is
     never rewritten: what it names is its signer's business."""
-    key, certificate, chain = _load(cert_path, key_path)
-    if chain or certificate.issuer != certificate.subject:
-        return False
     try:
         wanted = ipaddress.ip_address(address)
     except ValueError:
+        return False
+    key, certificate, chain = _load(cert_path, key_path)
+    if chain or certificate.issuer != certificate.subject:
         return False
     if wanted in map(ipaddress.ip_address,
                      certificate_addresses(certificate)):

@@ -84,6 +84,11 @@ class ManagementListeners(service.MultiService):
                      address=self.address, error=e, bind=self.fallback)
             self.address = self.fallback
             self._listeners = self._listen(self.address)
+        else:
+            if self.fallback is not None and self.fallback != self.address:
+                log.info("management interface: listening on {address}, "
+                         "the address the database records (not {bind})",
+                         address=self.address, bind=self.fallback)
         self.db.listeners.append(self._changed)
 
     def stopService(self):
