@@ -13,6 +13,7 @@ records, or on --bind's if that one cannot be had.
 import os
 import socket
 import ssl
+import struct
 import urllib.error
 import urllib.request
 
@@ -25,9 +26,11 @@ from tests.support.api import wait_until
 from tests.support.pool import host_address
 from tests.support.servers import (
     PASSWORD, USER, RunningServer, free_port, insecure_context)
+from tests.support.servers import recv_exactly as recv
 from tests.support.xe import ok, run_xe
 
 FIRST, SECOND = host_address(30), host_address(31)
+OPT_STARTTLS = 5
 # An address of no interface here (TEST-NET-1): binding it fails.
 ABSENT = "192.0.2.7"
 
@@ -73,6 +76,22 @@ def certificate(server, address):
         (address, server.https_port), timeout=5).encode())
 
 
+def nbd_certificate(server, address):
+    """The certificate NBD's STARTTLS serves there (a network has the
+    nbd purpose)."""
+    with socket.create_connection((address, server.nbd_port), 5) as sock:
+        greeting = recv(sock, 18)
+        assert greeting[:8] == b"NBDMAGIC", greeting
+        sock.sendall(struct.pack(">I", 3))       # fixed newstyle, no zeroes
+        sock.sendall(greeting[8:16] + struct.pack(">II", OPT_STARTTLS, 0))
+        magic, option, reply, length = struct.unpack(">QIII", recv(sock, 20))
+        assert (magic, option, reply, length) == \
+            (0x3e889045565a9, OPT_STARTTLS, 1, 0)
+        with insecure_context().wrap_socket(sock) as tls_sock:
+            der = tls_sock.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der)
+
+
 def named_addresses(cert):
     return {str(a) for a in cert.extensions.get_extension_for_class(
         x509.SubjectAlternativeName).value.get_values_for_type(
@@ -106,8 +125,11 @@ def management_host(x):
 
 def test_listeners_follow_the_management_address(server):
     x = session_on(server, FIRST).xenapi
+    # NBD serves nobody until a network has an NBD purpose.
+    x.network.add_purpose(x.network.get_all()[0], "nbd")
     first_cert = certificate(server, FIRST)
     assert FIRST in named_addresses(first_cert)
+    assert nbd_certificate(server, FIRST) == first_cert
     pif = management_pif(x)
     host = x.PIF.get_host(pif)
     x.PIF.reconfigure_ip(pif, "Static", SECOND, "255.0.0.0", "", "")
@@ -119,6 +141,7 @@ def test_listeners_follow_the_management_address(server):
     assert SECOND in named_addresses(cert)
     assert FIRST not in named_addresses(cert)
     assert public_key(cert) == public_key(first_cert)
+    assert nbd_certificate(server, SECOND) == cert
     # The local socket stays.
     assert ok(server, "host-param-get", "uuid=" + x.host.get_uuid(host),
               "param-name=address", local=True, auth=False) == SECOND + "\n"
