@@ -21,6 +21,7 @@ import pytest
 import XenAPI
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from twisted.logger import capturedLogs
 
 from tests.support.api import wait_until
 from tests.support.pool import host_address
@@ -28,6 +29,7 @@ from tests.support.servers import (
     PASSWORD, USER, RunningServer, free_port, insecure_context)
 from tests.support.servers import recv_exactly as recv
 from tests.support.xe import ok, run_xe
+from txxapi.pool.database import PoolDatabase, write_config
 
 FIRST, SECOND = host_address(30), host_address(31)
 OPT_STARTTLS = 5
@@ -210,3 +212,19 @@ def test_a_recorded_address_it_cannot_bind_falls_back_to_bind(server):
     # The certificate names where it listens.
     names = named_addresses(certificate(server, FIRST))
     assert FIRST in names and ABSENT not in names
+
+
+def test_a_pooled_host_says_its_etcd_urls_stay(tmp_path):
+    """Moving etcd's URLs is not done: a pooled host whose address moves
+    says so (alone in its pool, it has none and says nothing)."""
+    alone = PoolDatabase(str(tmp_path), reactor=None)
+    with capturedLogs() as logs:
+        alone.address_moved(SECOND)
+    assert not logs
+    write_config(str(tmp_path), {"member": True, "address": FIRST,
+                                 "clients": []})
+    pooled = PoolDatabase(str(tmp_path), reactor=None)
+    with capturedLogs() as logs:
+        pooled.address_moved(FIRST)
+        pooled.address_moved(SECOND)
+    assert [e["old"] for e in logs] == [FIRST]

@@ -289,6 +289,7 @@ class XapiService(service.MultiService):
         if certificate is not None and not s["certificate"]:
             self._management.followers.append(
                 lambda address: self._follow_address(certificate, address))
+        self._management.followers.append(pool_database.address_moved)
         self._listener("management", self._management)
         if certificate is not None and not s["certificate"]:
             # Where it listens (the fallback, if it had to), before a turn
