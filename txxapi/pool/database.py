@@ -119,10 +119,11 @@ class PoolDatabase(service.MultiService):
         a member update, a restart of the member and every host's client
         list, which is not done.  Said loudly, as it leaves the pool
         depending on the old address."""
-        if self.pooled and self.config.get("address") != address:
+        old = self.config.get("address") if self.pooled else address
+        if old != address:
             log.warn("management address moved to {address}: this host's "
                      "etcd URLs still name {old}, which the pool keeps "
-                     "using", address=address, old=self.config["address"])
+                     "using", address=address, old=old)
 
     # -- start ------------------------------------------------------------------
 
