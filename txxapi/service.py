@@ -364,11 +364,19 @@ class XapiService(service.MultiService):
         on (issued again if it named another: the address moved, now or
         while the host was down)."""
         fields = self.server.db.fields("host", self.server.host_ref)
-        if tls.follow_address(certificate.cert_path, certificate.key_path,
-                              fields["hostname"], fields["uuid"], address):
+        try:
+            if not tls.follow_address(
+                    certificate.cert_path, certificate.key_path,
+                    fields["hostname"], fields["uuid"], address):
+                return
             certificate.load()
-            log.info("host certificate issued again for {address}",
-                     address=address)
+        except Exception:
+            # The host serves on with the certificate it has.
+            log.failure("host certificate: cannot issue it again for "
+                        "{address}", address=address)
+            return
+        log.info("host certificate issued again for {address}",
+                 address=address)
 
     @defer.inlineCallbacks
     def stopService(self):
