@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.api import wait_until
 from tests.support.servers import (
-    PASSWORD, USER, insecure_context, read_head, serving)
+    PASSWORD, USER, insecure_context, read_head, recv_exactly, serving)
 
 MIB = 1024 ** 2
 NULL = "OpaqueRef:NULL"
@@ -118,16 +118,6 @@ def read_all(sock):
             break
         if not chunk:
             break
-        data += chunk
-    return data
-
-
-def recv_exactly(sock, n):
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError("closed after %d of %d bytes" % (len(data), n))
         data += chunk
     return data
 

@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.api import failure, wait_until
 from tests.support.servers import RunningServer, free_port
+from tests.support.servers import recv_exactly as recv
 from tests.test_vdi_transfer import (
     api, import_file, make_raw, new_vdi, same, task_of, x)
 
@@ -116,15 +117,6 @@ def refusal(record, name):
     with socket.create_connection((record["address"],
                                    int(record["port"])), timeout=30) as s:
         return nbd_go(s, name)
-
-
-def recv(sock, n):
-    out = b""
-    while len(out) < n:
-        piece = sock.recv(n - len(out))
-        assert piece, "connection closed"
-        out += piece
-    return out
 
 
 def nbd_request(sock, cmd, offset, length, payload=b""):

@@ -220,3 +220,52 @@ def test_weak_ciphers_refused(pair):
     context.set_ciphers("AES128-SHA:AES256-SHA:AES128-GCM-SHA256")
     with pytest.raises(ssl.SSLError, match="(?i)handshake.failure"):
         handshake(tls.server_context_factory(*pair), context)
+
+
+def test_follow_address_issues_our_certificate_again(pair, tmp_path):
+    cert_path, key_path = (str(tmp_path / "c.pem"), str(tmp_path / "k.pem"))
+    for src, dst in zip(pair, (cert_path, key_path)):
+        pathlib.Path(dst).write_bytes(pathlib.Path(src).read_bytes())
+    key_before = pathlib.Path(key_path).read_bytes()
+    assert tls.follow_address(cert_path, key_path, HOST, UUID, "192.0.2.9")
+    cert = load(cert_path)
+    assert set(tls.certificate_addresses(cert)) == {
+        "192.0.2.9", "127.0.0.1", "::1"}
+    assert cert.public_key() == load(pair[0]).public_key()
+    assert pathlib.Path(key_path).read_bytes() == key_before
+    # Named already: left alone.
+    before = pathlib.Path(cert_path).read_bytes()
+    assert not tls.follow_address(cert_path, key_path, HOST, UUID,
+                                  "192.0.2.9")
+    assert pathlib.Path(cert_path).read_bytes() == before
+
+
+def test_follow_address_leaves_a_certificate_someone_signed(tmp_path):
+    import datetime
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    ca_key, leaf_key = (ec.generate_private_key(ec.SECP256R1())
+                        for _ in range(2))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(
+                NameOID.COMMON_NAME, HOST)]))
+            .issuer_name(x509.Name([x509.NameAttribute(
+                NameOID.COMMON_NAME, "Example CA")]))
+            .public_key(leaf_key.public_key()).serial_number(7)
+            .not_valid_before(now).not_valid_after(
+                now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+                ipaddress.ip_address("192.0.2.5"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = tmp_path / "installed.pem"
+    pem.write_bytes(leaf_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+        + leaf.public_bytes(serialization.Encoding.PEM))
+    before = pem.read_bytes()
+    assert not tls.follow_address(str(pem), None, HOST, UUID, "192.0.2.9")
+    assert pem.read_bytes() == before
+    # What serves it takes the file as it is.
+    assert tls.HostCertificate(str(pem)).pem == leaf.public_bytes(
+        serialization.Encoding.PEM).decode()

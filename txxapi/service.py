@@ -16,12 +16,17 @@ in this order and stopped in the reverse one, each waiting for the last:
                here, in-process), on an SSL endpoint built from
                txxapi.tls's context factory, whose settings (TLS 1.2+, its
                suites, no renegotiation) the ssl: strports grammar cannot
-               state; both bound again when the management address moves
-               (txxapi.http.management)
+               state; both bound again when the management address moves,
+               and listening at start on the address the database
+               records (txxapi.http.management)
     unix       the local Unix socket (<data-dir>/xapi unless told), the
                same site; its callers are trusted as root, as on XAPI's
                /var/lib/xcp/xapi (txxapi.http.local)
-    nbd        the NBD server (txxapi.nbd), on the host certificate too
+    nbd        the NBD server (txxapi.nbd), on the host certificate too,
+               moving with the management address
+
+The host certificate (txxapi.tls.HostCertificate) is shared by HTTPS and
+NBD; our own self-signed one is issued again when the address moves.
 
 A child joins once the one before it has started (the database and the
 core start asynchronously).  An error at start stops the reactor with the
@@ -43,7 +48,7 @@ from txxapi.auth.realm import make_portal
 from txxapi.db.persist import open_persistence
 from txxapi.ha import local as ha_local
 from txxapi.ha.monitor import fence_domains
-from txxapi.http.management import ManagementListeners
+from txxapi.http import management
 from txxapi.http.rpc_channel import RPCFactory
 from txxapi.http.site import make_site
 from txxapi.metrics.token import TokenFile
@@ -258,25 +263,40 @@ class XapiService(service.MultiService):
         if s["rpc-http"] == "direct":
             site = RPCFactory(site)
         bind = s["bind"]
-        cert = key = None
+        # At start the recorded management address wins (see
+        # txxapi.http.management.starting_address); a restart in place
+        # falls back to where the last start listened.
+        fallback = bind if self._management is None else \
+            self._management.address
+        recorded = server.db.fields("host", server.host_ref)["address"]
+        address = management.starting_address(bind, recorded)
+        certificate = None
         makers = []
         if int(s["http-port"]):
             makers.append(lambda address: _raising(strports.service(
                 http_endpoint(int(s["http-port"]), address), site,
                 reactor=self.reactor)))
+        if int(s["https-port"]) or int(s["nbd-port"]):
+            certificate = self._certificate(data_dir)
         if int(s["https-port"]):
-            cert, key = self._certificate(data_dir)
-            tls_factory = tls.server_context_factory(cert, key)
             makers.append(lambda address: _raising(
                 StreamServerEndpointService(endpoints.SSL4ServerEndpoint(
-                    self.reactor, int(s["https-port"]), tls_factory,
+                    self.reactor, int(s["https-port"]), certificate,
                     backlog=LISTEN_BACKLOG, interface=address), site)))
-        # A restart in place listens where the last start had moved to.
-        address = bind if self._management is None else \
-            self._management.address
-        self._management = ManagementListeners(
-            self.reactor, server.db, server.host_ref, address, makers)
+        self._management = management.ManagementListeners(
+            self.reactor, server.db, server.host_ref, address, makers,
+            fallback=fallback)
+        if certificate is not None and not s["certificate"]:
+            self._management.followers.append(
+                lambda address: self._follow_address(certificate, address))
+        self._management.followers.append(pool_database.address_moved)
         self._listener("management", self._management)
+        if certificate is not None and not s["certificate"]:
+            # Where it listens (the fallback, if it had to), before a turn
+            # of the reactor lets a connection in.
+            listening = self._management.address
+            self._follow_address(certificate, recorded if listening in
+                                 management.EVERY_ADDRESS else listening)
         socket_path = local_socket_path(s)
         if socket_path:
             # Owner only: connecting is being root here.  The lock file
@@ -286,11 +306,12 @@ class XapiService(service.MultiService):
                                              mode=0o600, wantPID=True),
                 site))
         if int(s["nbd-port"]):
-            if cert is None:
-                cert, key = self._certificate(data_dir)
-            yield self._join(NBDService(
-                server, int(s["nbd-port"]), bind, cert, key,
-                requests_in_flight=int(s["nbd-requests-in-flight"])))
+            nbd = NBDService(
+                server, int(s["nbd-port"]), self._management.address,
+                certificate,
+                requests_in_flight=int(s["nbd-requests-in-flight"]))
+            self._management.followers.append(nbd.rebind)
+            yield self._join(nbd)
         log.info("txxapi ready: http {http}, https {https}",
                  http=s["http-port"], https=s["https-port"])
         # A slave greets its master once it can be called back.
@@ -324,16 +345,38 @@ class XapiService(service.MultiService):
         return persistence, armed and ha_lease is None
 
     def _certificate(self, data_dir):
+        """The host certificate the listeners serve: --certificate's, or
+        our own self-signed one, made on a first start."""
         s = self.settings
         if s["certificate"]:
-            return s["certificate"], s["private-key"] or None
+            return tls.HostCertificate(s["certificate"],
+                                       s["private-key"] or None)
         cert = os.path.join(data_dir, "xapi-ssl.pem")
         key = os.path.join(data_dir, "xapi-ssl.key")
         fields = self.server.db.fields("host", self.server.host_ref)
         tls.ensure_self_signed(cert, key, fields["hostname"],
                                host_uuid=fields["uuid"],
                                ips=[fields["address"]])
-        return cert, key
+        return tls.HostCertificate(cert, key)
+
+    def _follow_address(self, certificate, address):
+        """Our own certificate names the management address it serves
+        on (issued again if it named another: the address moved, now or
+        while the host was down)."""
+        fields = self.server.db.fields("host", self.server.host_ref)
+        try:
+            if not tls.follow_address(
+                    certificate.cert_path, certificate.key_path,
+                    fields["hostname"], fields["uuid"], address):
+                return
+            certificate.load()
+        except Exception:
+            # The host serves on with the certificate it has.
+            log.failure("host certificate: cannot issue it again for "
+                        "{address}", address=address)
+            return
+        log.info("host certificate issued again for {address}",
+                 address=address)
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -6,6 +6,12 @@ A host needs a certificate from its first start, so ensure_self_signed()
 makes one if none exists; server_context_factory() turns the PEM files into
 what SSL4ServerEndpoint / listenSSL want.  Like XAPI's own xapi-ssl.pem,
 the key and the certificate may live in a single PEM file.
+
+A self-signed certificate of ours names the host's management address;
+when that address moves, follow_address() issues it again for the new one
+(same key, so a client that pins the key still recognises the host), and
+HostCertificate, what the listeners serve, takes it up for the
+connections that follow.
 """
 
 import datetime
@@ -19,13 +25,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import (
     AcceptableCiphers, CertificateOptions, TLSVersion)
+from zope.interface import implementer
 
 from txxapi.files import write_atomically
 
-__all__ = ["ensure_self_signed", "server_context_factory",
-           "fingerprint_sha256", "CIPHERS"]
+__all__ = ["ensure_self_signed", "follow_address", "server_context_factory",
+           "HostCertificate", "fingerprint_sha256", "CIPHERS"]
 
 # TLS 1.2 suites: forward secrecy and AEAD only.  TLS 1.3 suites are all
 # AEAD and are left at OpenSSL's defaults.  ECDSA variants are listed for
@@ -66,8 +74,9 @@ def _alt_names(hostname, ips):
             + [x509.IPAddress(a) for a in addresses])
 
 
-def _self_signed(hostname, host_uuid, ips):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def _self_signed(hostname, host_uuid, ips, key=None):
+    if key is None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     # CN is limited to 64 characters; the SAN carries the full name.
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64])]
     if host_uuid:
@@ -128,13 +137,47 @@ def ensure_self_signed(cert_path, key_path, hostname, host_uuid=None,
             return
     elif os.path.exists(cert_path) and os.path.exists(key_path):
         return
-    key_pem, cert_pem = _self_signed(hostname, host_uuid, ips)
+    _write(cert_path, key_path, *_self_signed(hostname, host_uuid, ips))
+
+
+def _write(cert_path, key_path, key_pem, cert_pem):
     if key_path is None:
         write_atomically(cert_path, key_pem + cert_pem, 0o600)
     else:
         # Key first: once the certificate exists the pair is complete.
         write_atomically(key_path, key_pem, 0o600)
         write_atomically(cert_path, cert_pem, 0o644)
+
+
+def certificate_addresses(certificate):
+    """The IP addresses a certificate's subjectAltName names, as text."""
+    try:
+        names = certificate.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(a) for a in names.get_values_for_type(x509.IPAddress)]
+
+
+def follow_address(cert_path, key_path, hostname, host_uuid, address):
+    """Issue the self-signed certificate in cert_path again, on its own
+    key, naming ``address`` (and the loopback ones) rather than the
+    address it named, unless it names it already; whether it did.  A
+    certificate signed by anyone else (one an operator installed) is
+    never rewritten: what it names is its signer's business."""
+    try:
+        wanted = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    key, certificate, chain = _load(cert_path, key_path)
+    if chain or certificate.issuer != certificate.subject:
+        return False
+    if wanted in map(ipaddress.ip_address,
+                     certificate_addresses(certificate)):
+        return False
+    key_pem, cert_pem = _self_signed(hostname, host_uuid, [address], key)
+    _write(cert_path, key_path, key_pem, cert_pem)
+    return True
 
 
 class _ServerOptions(CertificateOptions):
@@ -191,6 +234,30 @@ def server_context_factory(cert_path, key_path=None):
     # at startup rather than on the first connection.
     options.getContext()
     return options
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class HostCertificate:
+    """The host certificate as the listeners serve it (a connection
+    creator for SSL4ServerEndpoint and startTLS): each new connection
+    gets the certificate of the last load(), connections already open
+    keep theirs.  ``pem``: its certificates, without the key."""
+
+    def __init__(self, cert_path, key_path=None):
+        self.cert_path, self.key_path = cert_path, key_path
+        self.load()
+
+    def load(self):
+        """(Re)read the files; raises, keeping the last ones, if they are
+        missing, malformed or do not match."""
+        options = server_context_factory(self.cert_path, self.key_path)
+        self.pem = "".join(block.decode("ascii") for label, block
+                           in _pem_blocks(_read(self.cert_path))
+                           if label == "CERTIFICATE")
+        self._options = options
+
+    def serverConnectionForTLS(self, protocol):
+        return self._options.serverConnectionForTLS(protocol)
 
 
 def fingerprint_sha256(cert_path):

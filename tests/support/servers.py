@@ -32,6 +32,17 @@ def sha512_crypt(password):
     return out.stdout.strip()
 
 
+def recv_exactly(sock, n):
+    """Exactly ``n`` bytes from the socket; EOFError if it closes first."""
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("closed after %d of %d bytes" % (len(data), n))
+        data += chunk
+    return data
+
+
 def read_head(sock):
     """The bytes of one HTTP response head, up to its blank line (read a
     byte at a time, so nothing after it is consumed)."""

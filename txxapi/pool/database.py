@@ -112,6 +112,19 @@ class PoolDatabase(service.MultiService):
     def pooled(self):
         return self.config is not None
 
+    def address_moved(self, address):
+        """This host's management address moved.  Its etcd URLs (and, on
+        the master, the mastership key the slaves read) stay those of the
+        address it had when the pool placed it: moving them would take
+        a member update, a restart of the member and every host's client
+        list, which is not done.  Said loudly, as it leaves the pool
+        depending on the old address."""
+        old = self.config.get("address") if self.pooled else address
+        if old != address:
+            log.warn("management address moved to {address}: this host's "
+                     "etcd URLs still name {old}, which the pool keeps "
+                     "using", address=address, old=old)
+
     # -- start ------------------------------------------------------------------
 
     @defer.inlineCallbacks
