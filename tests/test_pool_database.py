@@ -2,8 +2,9 @@
 The pool's database across real hosts (tests/support/pool.py: three
 twistd processes on their own loopback addresses): from the first join
 the master's writes go to etcd and reach every slave's replica; a slave's
-own writes go through the master; after kill -9 of the master the etcd
-log still holds every acknowledged write.
+own writes go through the master; a call the master forwards to a slave
+that has stopped answering fails within the pool's call timeout; after
+kill -9 of the master the etcd log still holds every acknowledged write.
 """
 
 import os
@@ -15,7 +16,7 @@ from uuid import uuid4
 import pytest
 import XenAPI
 
-from tests.support.api import wait_until
+from tests.support.api import failure, wait_until
 from tests.support.etcd import needs_etcd
 from tests.support.pool import joined_pool, pool_session
 
@@ -27,9 +28,13 @@ def labels(x):
     return {r["name_label"] for r in x.network.get_all_records().values()}
 
 
+CALL_TIMEOUT = 2
+
+
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    yield from joined_pool(str(tmp_path_factory.mktemp("pooldb")), 3)
+    yield from joined_pool(str(tmp_path_factory.mktemp("pooldb")), 3,
+                           ["--pool-call-timeout", str(CALL_TIMEOUT)])
 
 
 def test_master_writes_reach_every_replica_and_slave_writes_the_master(pool):
@@ -153,6 +158,27 @@ def test_a_write_the_master_refuses_fails_its_call_and_later_ones_go_on(
                                   "name_description": "", "MTU": "1500",
                                   "other_config": {}})
     assert "after-refusal" in labels(master)
+
+
+def test_a_stopped_slave_holds_a_forwarded_call_for_the_bound_only(pool):
+    """A slave whose process is stopped takes connections (the kernel
+    does) and answers nothing: the master's forwarded call fails with
+    CANNOT_CONTACT_HOST within twice the call timeout (a ping left
+    unanswered), and the host answers again once it runs again."""
+    master = pool[0].session().xenapi
+    slave = [ref for ref, r in master.host.get_all_records().items()
+             if r["address"] == pool[2].address][0]
+    master.host.get_servertime(slave)
+    os.kill(pool[2].proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert failure(master.host.get_servertime, slave) == [
+            "CANNOT_CONTACT_HOST", slave]
+        waited = time.monotonic() - started
+        assert CALL_TIMEOUT <= waited < 2 * CALL_TIMEOUT + 1, waited
+    finally:
+        os.kill(pool[2].proc.pid, signal.SIGCONT)
+    master.host.get_servertime(slave)
 
 
 def test_kill_9_of_the_master_loses_no_acknowledged_write(pool):

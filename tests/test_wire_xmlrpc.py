@@ -546,3 +546,15 @@ def test_records_with_markup_in_strings_are_escaped_like_the_careful_way():
     for value in (record, {"OpaqueRef:1": record, "OpaqueRef:2": record},
                   [record, "<", {"a": '"'}]):
         assert codec.encode_success(value) == _careful_text(value)
+
+
+def test_a_string_that_is_the_encoders_own_markup_is_still_escaped():
+    """A task's result holding an empty set is the encoding of an empty
+    array, which may be the encoder's very constant; in a record beside
+    an empty array it is escaped where it stands, not in the array's
+    place."""
+    result = codec.encode_value([])
+    record = {"allowed_operations": [], "result": result, "status": "x"}
+    text = codec.encode_success(record)
+    assert text == _careful_text(record)
+    assert pyxmlrpc.loads(text.decode())[0][0]["Value"] == record

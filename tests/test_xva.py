@@ -598,6 +598,37 @@ def test_metadata_export_and_import_relink_the_disks(x, server, sid, source,
     source["vm"] = new
 
 
+def test_a_metadata_dry_run_checks_and_makes_nothing(x, server, sid, source):
+    """dry_run=true: the import's checks run and their errors are the
+    import's, but no object is made or replaced; a clean dry run
+    answers no VM (only default templates it would reuse)."""
+    vm = source["vm"]
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port)
+    conn.request("GET", "/export_metadata?session_id=%s&uuid=%s"
+                 % (sid, x.VM.get_uuid(vm)))
+    data = conn.getresponse().read()
+    conn.close()
+
+    def everything():
+        return {cls: sorted(getattr(x, cls).get_all())
+                for cls in ("VM", "VDI", "VBD", "VIF", "network",
+                            "VM_metrics", "VM_guest_metrics")}
+    before = everything()
+    record = x.VM.get_record(vm)
+    _, _, rec = _sdk_import_metadata(x, server, sid, data, dry_run="true")
+    assert rec["status"] == "success", rec["error_info"]
+    assert imported_vms(rec) == []
+    assert everything() == before
+    # A restore meets the VM itself, no older than the export.
+    _, _, rec = _sdk_import_metadata(x, server, sid, data, dry_run="true",
+                                     restore="true")
+    version = str(record["version"])
+    assert rec["error_info"] == ["VM_TO_IMPORT_IS_NOT_NEWER_VERSION", vm,
+                                 version, version]
+    assert everything() == before
+    assert x.VM.get_record(vm) == record
+
+
 def test_metadata_with_snapshots_and_vhd_parents(x, server, sid, source):
     """export_metadata takes the VM's snapshots unless
     export_snapshots=false, and with include_vhd_parents=true the VDIs
@@ -639,11 +670,11 @@ def test_metadata_with_snapshots_and_vhd_parents(x, server, sid, source):
         x.VM.destroy(snap)
 
 
-def _sdk_import_metadata(x, server, sid, data):
+def _sdk_import_metadata(x, server, sid, data, **query):
     task = x.task.create("import", "")
     conn = http.client.HTTPConnection("127.0.0.1", server.http_port)
-    conn.request("PUT", "/import_metadata?session_id=%s&task_id=%s"
-                 % (sid, task), body=data)
+    conn.request("PUT", "/import_metadata?" + urllib.parse.urlencode(
+        dict(session_id=sid, task_id=task, **query)), body=data)
     # The client goes once it has the answer's head: the body is all
     # sent, so the import goes on.
     status = conn.getresponse().status

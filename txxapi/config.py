@@ -40,6 +40,7 @@ DEFAULTS = {
     "metrics-interval": "5",
     "pool-heartbeat-interval": "30",
     "host-assumed-dead-interval": "600",
+    "pool-call-timeout": "10",
     "pool-lease-ttl": "10",
     "metrics-token-file": "",
 }

@@ -34,6 +34,7 @@ from txxapi.metrics.collector import Metrics
 from txxapi.pool import role as pool_role
 from txxapi.pool import liveness
 from txxapi.pool.hello import Greeting
+from txxapi.pool.client import ANSWER_TIMEOUT
 from txxapi.pool.peers import PeerSessions
 from txxapi.pool.transition import MasterTransition, Proposals
 from txxapi.storage import Storage
@@ -56,6 +57,7 @@ class Server:
                  import_read_timeout=url_import.READ_TIMEOUT,
                  metrics_interval=5,
                  heartbeat_interval=liveness.HEARTBEAT_INTERVAL,
+                 pool_call_timeout=ANSWER_TIMEOUT,
                  host_assumed_dead_interval=liveness.ASSUMED_DEAD_INTERVAL,
                  metrics_token=None):
         if reactor is None:
@@ -109,7 +111,7 @@ class Server:
         # it heartbeats; the master tells live hosts from dead ones.
         self.greeting = Greeting(reactor, self.identity, db)
         self.components.append(self.greeting)
-        self.peers = PeerSessions(reactor, self.identity)
+        self.peers = PeerSessions(reactor, self.identity, pool_call_timeout)
         self.liveness = liveness.Liveness(
             reactor, self.identity, db, self.peers, heartbeat_interval,
             host_assumed_dead_interval)

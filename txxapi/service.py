@@ -236,6 +236,7 @@ class XapiService(service.MultiService):
             import_read_timeout=float(s["import-read-timeout"]),
             metrics_interval=int(s["metrics-interval"]),
             heartbeat_interval=float(s["pool-heartbeat-interval"]),
+            pool_call_timeout=float(s["pool-call-timeout"]),
             host_assumed_dead_interval=float(
                 s["host-assumed-dead-interval"]),
             metrics_token=TokenFile(s["metrics-token-file"])

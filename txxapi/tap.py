@@ -88,6 +88,10 @@ class Options(usage.Options):
         ["host-assumed-dead-interval", None, None,
          "Seconds without a heartbeat after which the master takes a host "
          "for dead (host_metrics.live false) (600)."],
+        ["pool-call-timeout", None, None,
+         "Seconds a call to another host of the pool waits for its answer; "
+         "a forwarded operation, which has no such bound, fails once its "
+         "host leaves a ping unanswered as long (10)."],
         ["pool-lease-ttl", None, None,
          "Seconds a master may go without renewing its mastership on "
          "etcd before it stops writing and another host may take over "
@@ -123,12 +127,13 @@ class Options(usage.Options):
         for key in ("metrics-interval", "nbd-requests-in-flight"):
             if int(self.settings[key]) < 1:
                 raise usage.UsageError("--%s must be at least 1" % key)
-        try:
-            if float(self.settings["pool-heartbeat-interval"]) <= 0:
-                raise ValueError
-        except ValueError:
-            raise usage.UsageError("--pool-heartbeat-interval must be a "
-                                   "positive number of seconds")
+        for key in ("pool-heartbeat-interval", "pool-call-timeout"):
+            try:
+                if float(self.settings[key]) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise usage.UsageError("--%s must be a positive number of "
+                                       "seconds" % key)
         if self.settings["metrics-token-file"]:
             try:
                 config.read_token(self.settings["metrics-token-file"])

@@ -17,6 +17,13 @@ the master as an ordinary pool-session call, and the master routes it.
 A XenAPI error of the executing host comes back unchanged; a host that
 cannot be reached is CANNOT_CONTACT_HOST [host], and one that is not live
 HOST_OFFLINE [host], before anything is marked.
+
+A forwarded call may rightly last long (a migration, an import), so its
+answer has no deadline; instead, while it runs, the host is pinged every
+answer_timeout seconds (txxapi.pool.peers), and one ping it leaves
+unanswered as long ends the call with CANNOT_CONTACT_HOST [host] and
+drops its connection: a host that stopped answering costs its callers
+at most twice the bound.
 """
 
 from twisted.internet import defer
@@ -48,13 +55,44 @@ def call_on(ctx, host, wire_name, args, with_task=True):
             .encode()
         if ctx.task is not None and with_task:
             headers[TASK_HEADER] = ctx.task.encode()
-    d = defer.maybeDeferred(server.peers.call, address, wire_name, *args,
-                            headers=headers)
+    d = watched(server.reactor, server.peers, address, defer.maybeDeferred(
+        server.peers.call, address, wire_name, *args, headers=headers,
+        timeout=None))
 
     def unreachable(f):
         f.trap(PeerUnreachable)
         raise XenAPIError("CANNOT_CONTACT_HOST", host)
     return d.addErrback(unreachable)
+
+
+def watched(reactor, peers, address, call):
+    """``call`` (a Deferred of an unbounded call to ``address``), failed
+    with PeerUnreachable and cancelled once a ping of ``address`` sent
+    while it runs goes unanswered."""
+    pinging, lost = [], []
+
+    def ping():
+        if pinging:
+            return
+        d = peers.ping(address)
+        pinging.append(d)
+
+        def unanswered(f):
+            f.trap(PeerUnreachable)
+            if not call.called:
+                lost.append(f)
+                call.cancel()
+        d.addErrback(unanswered).addBoth(lambda _: pinging.clear())
+        d.addErrback(lambda f: None)
+
+    loop = LoopingCall(ping)
+    loop.clock = reactor
+    loop.start(peers.answer_timeout, now=False)
+
+    def over(result):
+        loop.stop()
+        return lost[0] if lost else result
+    return call.addBoth(over)
 
 
 def cancel_there(ctx, host):

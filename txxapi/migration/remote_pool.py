@@ -37,6 +37,9 @@ DEST_KEYS = ("host", "session_id", "SM", "xenops", "master")
 # Seconds an upload whose connection was cut waits for its task there.
 TASK_WAIT = 10.0
 TASK_POLL = 0.1
+# Seconds a call to the other pool's master waits for its answer: its
+# storage calls (VDI.create there) may take minutes on a busy SR.
+CALL_TIMEOUT = 300.0
 
 
 def _address(dest, key):
@@ -77,7 +80,8 @@ class RemotePool:
     def call(self, method, *args):
         """``method`` of the remote pool's master in our session there."""
         try:
-            result = yield self._master.call(method, self.session, *args)
+            result = yield self._master.call(method, self.session, *args,
+                                             timeout=CALL_TIMEOUT)
         except PeerUnreachable as e:
             self._unreachable(self.master_address, e)
         return result

@@ -5,6 +5,13 @@ never waits.  As XAPI's first step of a join, the peer's certificate is
 not verified (pool certificates come with a later slice).  A XenAPI
 failure comes back as the same XenAPIError; a peer that cannot be
 reached as JOINING_HOST_CONNECTION_FAILED's kin, chosen by the caller.
+
+Each call waits a bounded time for its answer (ANSWER_TIMEOUT by
+default, XAPI's master_connection_default_timeout): a host that takes
+the connection but never answers (its process stopped, its machine
+wedged) is PeerUnreachable then, its connection dropped.  A call that
+is long by nature passes ``timeout=None`` and has its peer's liveness
+judged otherwise (txxapi.forwarding.remote watches it with pings).
 """
 
 import io
@@ -20,6 +27,7 @@ from txxapi.wire import xmlrpc
 
 PEER_HTTPS_PORT = 443
 TIMEOUT = 30
+ANSWER_TIMEOUT = 10.0
 
 
 class PeerUnreachable(Exception):
@@ -65,17 +73,22 @@ class PeerClient:
         self.agent = peer_agent(reactor)
 
     @defer.inlineCallbacks
-    def call(self, method, *params, headers=None):
-        """``headers``: more HTTP headers (name -> value, bytes)."""
+    def call(self, method, *params, headers=None, timeout=ANSWER_TIMEOUT):
+        """``headers``: more HTTP headers (name -> value, bytes);
+        ``timeout``: seconds the answer is waited for (None: as long as
+        it takes)."""
         body = xmlrpc.encode_call(method, params)
         sent = Headers({b"content-type": [b"text/xml"]})
         for name, value in (headers or {}).items():
             sent.setRawHeaders(name, [value])
+        exchange = self._exchange(sent, body)
+        if timeout is not None:
+            exchange.addTimeout(timeout, self.reactor)
         try:
-            response = yield self.agent.request(
-                b"POST", _url(self.address), sent,
-                web_client.FileBodyProducer(io.BytesIO(body)))
-            data = yield web_client.readBody(response)
+            data = yield exchange
+        except defer.TimeoutError:
+            raise PeerUnreachable("%s did not answer %s within %g s"
+                                  % (self.address, method, timeout))
         except Exception as e:
             raise PeerUnreachable("%s: %s" % (self.address, e))
         try:
@@ -91,6 +104,14 @@ class PeerClient:
             raise XenAPIError(*description)
         return reply.get("Value")
 
+    @defer.inlineCallbacks
+    def _exchange(self, headers, body):
+        """The answer's body; cancelled, it drops the connection."""
+        response = yield self.agent.request(
+            b"POST", _url(self.address), headers,
+            web_client.FileBodyProducer(io.BytesIO(body)))
+        data = yield web_client.readBody(response)
+        return data
 
 
 @defer.inlineCallbacks

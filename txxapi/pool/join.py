@@ -41,6 +41,9 @@ log = Logger()
 # What a restarting host gets after the answer has left (the process
 # exits; its supervisor, systemd or the tests, starts it again).
 RESTART_DELAY = 0.5
+# pool.introduce_host waits on the master for the pool's etcd to take the
+# joiner (a first join starts it), each step bounded at a minute there.
+INTRODUCE_TIMEOUT = 180.0
 # The data dir's database files, dropped on ejection.
 DATABASE_FILES = ("db", "pooldb", "replica", "etcd")
 HOMOGENEITY_KEYS = ("platform_version", "product_brand", "build_number")
@@ -223,7 +226,8 @@ def join(server, master_address, username, password, force):
             "session.slave_login", master_ref, secret)
         records = own_records(db, identity.host_ref)
         placed = yield client.call("pool.introduce_host", pool_session,
-                                   json.dumps(records, default=str))
+                                   json.dumps(records, default=str),
+                                   timeout=INTRODUCE_TIMEOUT)
         client.call("session.logout", pool_session).addErrback(
             lambda _: None)
     except PeerUnreachable as e:

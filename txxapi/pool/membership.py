@@ -54,6 +54,10 @@ JOIN_CALL = "pool.etcd_member_join"
 LEAVE_CALL = "pool.etcd_member_leave"
 CLIENTS_CALL = "pool.etcd_clients"
 HEALTH_TIMEOUT = 60.0
+# How long a host may take to start its member (and see it promoted) or
+# to stop it, when told to: its own steps are bounded by as much.
+JOIN_ANSWER_TIMEOUT = 2 * HEALTH_TIMEOUT
+LEAVE_ANSWER_TIMEOUT = HEALTH_TIMEOUT
 
 
 def wanted(hosts):
@@ -275,7 +279,8 @@ class Membership:
                   "id": new.id}
         try:
             yield self.server.peers.call(address, JOIN_CALL,
-                                         json.dumps(config))
+                                         json.dumps(config),
+                                         timeout=JOIN_ANSWER_TIMEOUT)
         except (PeerUnreachable, XenAPIError) as e:
             log.warn("pool: {uuid} did not start its etcd member ({e}); "
                      "removed again", uuid=uuid, e=e)
@@ -297,7 +302,8 @@ class Membership:
         if host is None:
             return
         try:
-            yield self.server.peers.call(host[1], LEAVE_CALL)
+            yield self.server.peers.call(host[1], LEAVE_CALL,
+                                         timeout=LEAVE_ANSWER_TIMEOUT)
         except (PeerUnreachable, XenAPIError) as e:
             # Its member stops by itself once it learns it was removed.
             log.warn("pool: {uuid} was not told to stop its etcd member "

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from txxapi import operations
 from txxapi.db import redolog
 from txxapi.errors import XenAPIError
-from txxapi.pool.client import PeerClient, PeerUnreachable
+from txxapi.pool.client import ANSWER_TIMEOUT, PeerClient, PeerUnreachable
 from txxapi.pool.dblog import Keys, PoolDatabaseUnavailable
 from txxapi.pool.logwriter import DURABLE_TIMEOUT, MAX_RETRY_DELAY, \
     RETRY_DELAY
@@ -46,6 +46,11 @@ WRITE_CALL = "pool.db_write"
 MARKS = "current_operations"
 MARKS_FIELD = "__current_operations_delta__"
 SHIP_BYTES = 128 * 1024
+# The master answers a write once it is durable, or fails it after its
+# own DURABLE_TIMEOUT: a master silent for longer than that and an
+# answer's time is not answering (the batch goes again, as after any
+# lost connection).
+WRITE_TIMEOUT = DURABLE_TIMEOUT + ANSWER_TIMEOUT
 # The master's answers that say "not now" rather than "no".
 TRANSIENT = frozenset(["SESSION_INVALID", "HOST_IS_SLAVE",
                        "HOST_STILL_BOOTING", "HA_LOST_STATEFILE"])
@@ -270,7 +275,7 @@ class SlavePersistence:
                 "session.slave_login", identity.host_ref,
                 identity.pool_secret)
         yield self._peer.call(WRITE_CALL, self._session,
-                              encode_records(batch))
+                              encode_records(batch), timeout=WRITE_TIMEOUT)
 
     def _pending_through(self, generation):
         return bool(self._queue) and self._queue[0][0] <= generation

@@ -538,7 +538,10 @@ def _escape_in_place(out, out_mark, strs):
     found by identity: the members' names and string values are written
     as the very objects collected.  False (nothing changed) when one of
     them was written inside a joined piece (a set or a map of strings),
-    where only re-encoding can reach it."""
+    where only re-encoding can reach it, or when the very object is also
+    a piece of markup there (a string equal to one of the encoder's
+    constant pieces, as the encoding of an empty array is, may be that
+    constant itself), where no position tells which is which."""
     bad = {}   # id -> [string, occurrences]
     for x in strs:
         if not _plain(x) and _needs_escape(x) is not None:
@@ -554,6 +557,14 @@ def _escape_in_place(out, out_mark, strs):
             if out[at] is not x:
                 return False   # an equal piece of markup came first
             found.append(at)
+            at += 1
+        while True:
+            try:
+                at = out.index(x, at)
+            except ValueError:
+                break
+            if out[at] is x:
+                return False
             at += 1
     for i in found:
         out[i] = out[i].translate(_ESCAPES)

@@ -240,11 +240,9 @@ class ImportMetadata(Import):
 
     def _stream(self, ctx):
         params = self.params
-        if _flag(params, "dry_run"):
-            raise XenAPIError("NOT_IMPLEMENTED",
-                              "import_metadata with dry_run=true")
         vdi_map = {k[4:]: v for k, v in params.query.items()
                    if k.startswith("vdi:") and len(k) > 4}
         return streams.ImportStream(
             ctx, None, _flag(params, "restore"), _flag(params, "force"),
-            metadata=True, vdi_map=vdi_map, live=_flag(params, "live"))
+            metadata=True, vdi_map=vdi_map, live=_flag(params, "live"),
+            dry_run=_flag(params, "dry_run"))

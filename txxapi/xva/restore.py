@@ -21,6 +21,14 @@ VIF), each export id mapped to the object that stands for it here.
 
 Everything made is undone by ``undo()`` (a failed import leaves nothing),
 except under ``force``, as XAPI leaves a forced import's remains.
+
+``dry_run`` (a metadata import's, as XAPI's): every object is looked up
+and checked as it would be, and the errors are the same, but nothing is
+made, replaced or changed: what would be made stands in the table as a
+ref that names nothing.  The VMs it answers are the existing default
+templates the import would use (XAPI's dry run answers those too); a
+live dry run does not count a running VM's CD that has no disk here, as
+the sender ejects it before it moves.
 """
 
 from twisted.internet import defer
@@ -33,7 +41,7 @@ from txxapi.impl import vbd as vbd_impl
 from txxapi.impl import vif as vif_impl
 from txxapi.impl import vm_config
 from txxapi.impl.vm_copy import _fresh_genid
-from txxapi.values import NULL_REF, new_uuid
+from txxapi.values import NULL_REF, new_ref, new_uuid
 
 log = Logger()
 
@@ -68,8 +76,9 @@ class Restore:
     """Makes an import's objects (create()) and undoes them (undo())."""
 
     def __init__(self, ctx, header, sr=None, restore=False, force=False,
-                 vdi_map=None, live=False):
+                 vdi_map=None, live=False, dry_run=False):
         self.ctx = ctx
+        self.dry_run = dry_run
         self.db = ctx.db
         self.header = header
         self.sr = sr                 # None: a metadata import
@@ -121,6 +130,10 @@ class Restore:
             return None
         return self._fields(cls, obj)
 
+    def _would_make(self, xid):
+        """Dry run: ``xid`` stands for an object that would be made."""
+        self.table[xid] = new_ref()
+
     def _on_undo(self, fn, *args):
         self._undo.append((fn, args))
 
@@ -140,6 +153,8 @@ class Restore:
             handle = getattr(self, "_" + cls.lower())
             for obj in self.header.of_class(cls):
                 yield handle(obj, self._fields(cls, obj))
+        if self.dry_run:
+            return
         self._link_disk_snapshots()
         self._link_snapshots()
 
@@ -177,6 +192,8 @@ class Restore:
         """The import is complete: the VMs lose their import mark.  The
         task's result: the VMs made (the snapshots only if nothing else)."""
         db = self.db
+        if self.dry_run:
+            return list(self.vms)
         for vm in self.vms:
             current = dict(db.fields("VM", vm)["current_operations"])
             if current.pop(self.op_key, None) is not None:
@@ -293,6 +310,9 @@ class Restore:
         raise XenAPIError("VDI_CONTENT_ID_MISSING")
 
     def _copy_record(self, cls, obj, f):
+        if self.dry_run:
+            self._would_make(obj["id"])
+            return
         fields = {k: v for k, v in f.items() if k != "uuid"}
         ref = self.db.create(cls, fields)
         self._on_undo(defer.maybeDeferred, self._delete, cls, ref)
@@ -313,6 +333,8 @@ class Restore:
             same = db.by_name_label("VM", f.get("name_label", ""))
             if same:
                 self.table[obj["id"]] = same[0]
+                if self.dry_run:
+                    self.vms.append(same[0])
                 return
         if self.restore:
             try:
@@ -322,6 +344,11 @@ class Restore:
             if old is not None and not self._replace(old, f):
                 return
         fields = self._constructor("VM", f)
+        if self.dry_run:
+            if self.live and f.get("power_state") in ("Running", "Paused"):
+                self._assert_room_here(fields)
+            self._would_make(obj["id"])
+            return
         other = dict(fields.get("other_config", {}))
         other.pop("grant_api_access", None)
         if not self.restore:
@@ -370,13 +397,16 @@ class Restore:
 
     def _schedule_here(self, vm):
         """A VM whose memory is to follow: room for it here, held."""
-        db, host = self.db, self.ctx.server.host_ref
-        needed = vmspec.start_memory(db.fields("VM", vm))
-        free = vmspec.host_free_memory(db, host)
+        self._assert_room_here(self.db.fields("VM", vm))
+        self.db.update("VM", vm,
+                       {"scheduled_to_be_resident_on": self.ctx.server.host_ref})
+
+    def _assert_room_here(self, vm_fields):
+        needed = vmspec.start_memory(vm_fields)
+        free = vmspec.host_free_memory(self.db, self.ctx.server.host_ref)
         if free < needed:
             raise XenAPIError("HOST_NOT_ENOUGH_FREE_MEMORY", str(needed),
                               str(free))
-        db.update("VM", vm, {"scheduled_to_be_resident_on": host})
 
     def _replace(self, old, f):
         """restore=true meets a VM of that uuid: replace it (Halted and
@@ -392,7 +422,8 @@ class Restore:
         if existing >= f.get("version", 0) and not self.force:
             raise XenAPIError("VM_TO_IMPORT_IS_NOT_NEWER_VERSION", old,
                               str(existing), str(f.get("version", 0)))
-        vm_config.delete_vm(self.ctx, old)
+        if not self.dry_run:
+            vm_config.delete_vm(self.ctx, old)
         return True
 
     def _destroy_vm(self, vm):
@@ -416,6 +447,9 @@ class Restore:
              else [])
         if found:
             self.table[obj["id"]] = found[0]
+            return
+        if self.dry_run:
+            self._would_make(obj["id"])
             return
         fields = self._constructor("network", f)
         other = dict(fields.get("other_config", {}))
@@ -449,11 +483,16 @@ class Restore:
         has_disk = f.get("VDI") in self.table
         hvm = bool(exported.get("HVM_boot_policy"))
         kind = f.get("type", "Disk")
+        ejected = self.dry_run and self.live and \
+            exported.get("power_state") != "Suspended"
         if f.get("currently_attached") and not has_disk and \
-                not (kind == "CD" and hvm):
+                not (kind == "CD" and (hvm or ejected)):
             raise XenAPIError("IMPORT_ERROR_ATTACHED_DISKS_NOT_FOUND")
         if not has_disk and kind not in ("CD", "Floppy"):
             log.warn("import: a disk VBD without its VDI is left out")
+            return
+        if self.dry_run:
+            self._would_make(obj["id"])
             return
         given = {} if has_disk else {"VDI": NULL_REF, "empty": True}
         fields = self._constructor("VBD", f, VM=vm, **given)
@@ -480,6 +519,9 @@ class Restore:
         if net is None:
             raise XenAPIError("IMPORT_ERROR_FAILED_TO_FIND_OBJECT",
                               f.get("network", NULL_REF))
+        if self.dry_run:
+            self._would_make(obj["id"])
+            return
         fields = self._constructor(
             "VIF", f, VM=vm, network=net,
             MAC=f.get("MAC", "") if self.restore else "")

@@ -139,10 +139,11 @@ def _members_of(xid, size):
 
 class ImportStream:
     """An XVA being uploaded; ``metadata``: only ova.xml is read (PUT
-    /import_metadata), the VDIs are found, not made."""
+    /import_metadata), the VDIs are found, not made; ``dry_run`` (with
+    ``metadata``): the objects are checked, none made."""
 
     def __init__(self, ctx, sr, restore=False, force=False, metadata=False,
-                 vdi_map=None, live=False):
+                 vdi_map=None, live=False, dry_run=False):
         self.ctx = ctx
         self.storage = ctx.server.storage
         self.sr = sr
@@ -151,6 +152,7 @@ class ImportStream:
         self.metadata = metadata
         self.vdi_map = vdi_map
         self.live = live
+        self.dry_run = dry_run
         self._decoder = codecs.Decoder()
         self._tar = tar.TarReader(MAX_MEMBER)
         self._state = "ova"           # -> "disks" -> "table" -> "done"
@@ -270,7 +272,8 @@ class ImportStream:
         ctx = self.ctx
         ova.assert_compatible(ctx.db, ctx.server.host_ref, self.header)
         self.restore = Restore(ctx, self.header, self.sr, self.restore_flag,
-                               self.force, self.vdi_map, self.live)
+                               self.force, self.vdi_map, self.live,
+                               self.dry_run)
         yield self.restore.create()
         if ctx.task is not None and ctx.db.exists("task", ctx.task):
             other = dict(ctx.db.fields("task", ctx.task)["other_config"])
