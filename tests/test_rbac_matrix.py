@@ -18,6 +18,7 @@ the server's pool membership (pool.join, the emergency calls ...) are
 checked against the session's permission list instead.
 """
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -229,20 +230,32 @@ def test_every_message_against_every_role(world):
     token = x.event_from(["*"], "", 0.0)["token"]
     x.task.create("someone's", "")
     assert x.event_from(["*"], token, 0.0)["events"]
-    values = Values(api, existing_objects(x))
+    existing = existing_objects(x)
     table = list(messages(api))
-    agree = disagree = refused_async = not_run = 0
-    report = []
+    sessions = {}
     for role in ROLES:
         user = users[role]
-        s = session_of(server, user, passwords[user])
-        values.existing["session"] = s._session
-        expected = {name: role in m["roles"] for name, m in table}
+        sessions[role] = session_of(server, user, passwords[user])
+    # (Read here: the root session is not shared between threads.)
+    permissions_of = {role: set(x.session.get_rbac_permissions(s._session))
+                      for role, s in sessions.items()}
 
-        # Refused calls first, all of them, then: nothing changed.
-        token = x.event_from(["*"], "", 0.0)["token"]
+    def values_of(role):
+        return Values(api, dict(existing, session=sessions[role]._session))
+
+    roles_of = {name: m["roles"] for name, m in table}
+
+    def expected(role, name):
+        return role in roles_of[name]
+
+    def refused(role):
+        """Every call the role may not make, with references of existing
+        objects: (agreeing, disagreeing, Async refused, what disagreed
+        with Async calls too)."""
+        s, values, agree, disagree, refused_async, report = \
+            sessions[role], values_of(role), 0, 0, 0, []
         for name, m in table:
-            if expected[name]:
+            if expected(role, name):
                 continue
             args = [values.of(p["type"], True) for p in m["params"][1:]]
             got = outcome(s, name, args)
@@ -257,13 +270,17 @@ def test_every_message_against_every_role(world):
                 if got not in ("denied", "noasync"):
                     report.append((role, "Async." + name, "expected denied",
                                    got))
-        changes = x.event_from(["*"], token, 0.0)["events"]
-        assert changes == [], (role, changes[:5])
+        return agree, disagree, refused_async, report
 
-        # Then the allowed ones, on references of nothing.
-        permissions = set(x.session.get_rbac_permissions(s._session))
+    def allowed(role):
+        """Every call the role may make, on references of nothing:
+        (agreeing, disagreeing, checked on the permission list only, what
+        disagreed)."""
+        s, values, agree, disagree, not_run, report = \
+            sessions[role], values_of(role), 0, 0, 0, []
+        permissions = permissions_of[role]
         for name, m in table:
-            if not expected[name]:
+            if not expected(role, name):
                 continue
             if name in NOT_RUN:
                 not_run += 1
@@ -276,8 +293,24 @@ def test_every_message_against_every_role(world):
             else:
                 disagree += 1
                 report.append((role, name, "expected allowed", "denied"))
+        return agree, disagree, not_run, report
+
+    # The roles run side by side (a client thread each, so that client and
+    # server work at once), refused calls first, all of them; then nothing
+    # may have changed.  Then the allowed ones.
+    with concurrent.futures.ThreadPoolExecutor(len(ROLES)) as pool:
+        token = x.event_from(["*"], "", 0.0)["token"]
+        first = list(pool.map(refused, ROLES))
+        changes = x.event_from(["*"], token, 0.0)["events"]
+        assert changes == [], changes[:5]
+        second = list(pool.map(allowed, ROLES))
+    for s in sessions.values():
         s.xenapi.session.logout()
-    total = agree + disagree
+    agree = sum(r[0] for r in first + second)
+    total = agree + sum(r[1] for r in first + second)
+    refused_async = sum(r[2] for r in first)
+    not_run = sum(r[2] for r in second)
+    report = [line for r in first + second for line in r[3]]
     print("RBAC matrix: %d of %d calls agree (%d messages x %d roles); "
           "%d Async calls refused too; %d allowed calls checked on the "
           "session's permissions instead of run" % (
