@@ -311,6 +311,13 @@ def test_an_emergency_change_of_master_keeps_every_hosts_rrds(pool, x,
     local_session(pool[0]).xenapi.pool.emergency_transition_to_master()
     PoolHosts.restart_together([pool[0], pool[2]])
     restarted = time.time()
+    # Neither stop tried the gone master (one not answering at all would
+    # have held it for a timeout).
+    for host in (pool[0], pool[2]):
+        with open(host.log_path, encoding="utf-8", errors="replace") as f:
+            tried = "to the master: PUT /rrd on %s:" % pool[1].address \
+                in f.read()
+        assert not tried, "%s backed up to the gone master" % host.address
     z_session = pool[0].session()
     z, sid = z_session.xenapi, z_session._session
 

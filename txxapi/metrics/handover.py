@@ -157,10 +157,12 @@ class Handover:
     def arriving(self, uuids, srs=()):
         """Before a sample is archived on a slave: the master's RRDs of
         the VMs whose domains are new here, and of the SRs newly plugged
-        here (a restart plugs its SRs after the metrics have started)."""
-        if not self.is_slave or not (uuids or srs) or \
-                self._identity.in_emergency_mode:
-            return      # (without a master, the domains start afresh)
+        here (a restart plugs its SRs after the metrics have started).
+        Asked in emergency mode too: a slave's first samples are taken
+        before its master has answered its hello; a master that is gone
+        delays one sample by one timeout, then they start afresh."""
+        if not self.is_slave or not (uuids or srs) or self.master_failed:
+            return
         unknown = yield self.metrics.run(self.store.unknown_vms, uuids)
         unknown_srs = yield self.metrics.run(self.store.unknown_srs,
                                              list(srs))
