@@ -177,6 +177,15 @@ def test_xml_form_and_vm_selection(server, x, sid, vm):
     assert all(len(r.findall("v")) == len(legend) for r in rows)
     times = [int(r.find("t").text) for r in rows]
     assert times == sorted(times, reverse=True)
+    # The Accept header chooses, as xcp-rrdd's (so */* is JSON); without
+    # one, the json key.
+    for accept, kind in (("*/*", "application/json"),
+                         ("text/xml, application/json;q=0.5", "text/xml")):
+        query = {"session_id": sid, "start": "-10", "vm_uuid": uuid,
+                 "json": "true"}
+        status, headers, body = get(server, "/rrd_updates", query,
+                                    [("Accept", accept)])
+        assert (status, headers["Content-Type"]) == (200, kind)
 
 
 def test_refusals(server, sid, vm):

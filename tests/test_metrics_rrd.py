@@ -64,6 +64,19 @@ def test_derive_spreads_a_reading_over_the_steps_it_straddles():
     assert newest(rrd, 0, 3) == [25, 20, 0.0]
 
 
+def test_derive_divides_by_the_steps_seconds_not_the_readings_spacing():
+    """A counter going up 100 a second is 100/s in every row however its
+    readings fall: one just after a step's end, one late (rrd.ml divides
+    what a PDP gathered by its steps' known seconds)."""
+    for times in ((1000, 1005, 1009.9, 1010.1, 1015),
+                  (1000, 1004, 1011, 1015)):
+        rrd = RRD(5, [DataSource("c", DERIVE, min=0)],
+                  [(AVERAGE, 10, 1, 0.5)], timestamp=1000)
+        for t in times:
+            rrd.update(t, {"c": 100 * (t - 1000)})
+        assert newest(rrd, 0, 3) == [pytest.approx(100)] * 3, times
+
+
 def test_min_and_max_carry_the_last_pdp_into_the_next_row():
     rrd = RRD(5, [DataSource("g", GAUGE)],
               [(AVERAGE, 10, 2, 0.5), (MIN, 10, 2, 1.0), (MAX, 10, 2, 1.0)],

@@ -155,11 +155,19 @@ def test_rrds_are_archived_as_xcp_rrdd_archives_them(tmp_path):
     # below it is unknown now, as in xcp-rrdd.)
     assert again.host.rrd.names() == store.host.rrd.names()
     # The VM's domain sampled again: its RRD carries on, the first rate of
-    # a counter unknown (its last reading was not kept).
+    # a counter unknown (its last reading was not kept: xcp-rrdd reads
+    # last_ds as unknown).  The minute's average leaves that PDP out; the
+    # 5 s row holds what rrd.ml holds for an unknown PDP, 0.
     feed(again, [sample(1000150, 0.3 * 150, 0.6 * 150, 150000.0)])
     rrd = again.vms[VM_UUID].rrd
     fine = [a for a in rrd.archives if a.pdp_per_row == 1][0]
     assert fine.peek(rrd.index("memory"), 1) == 512 << 20
+    cpu0 = rrd.index("cpu0")
+    assert fine.peek(cpu0, 0) == 0.0 and \
+        fine.peek(cpu0, 1) == pytest.approx(0.3)
+    minute = [a for a in rrd.archives if a.pdp_per_row == 12][0]
+    assert minute.cdp_unknown[cpu0] == 1 and \
+        minute.cdp_unknown[rrd.index("memory")] == 0
     # Only what changed is written again; what is no longer kept (an RRD
     # handed over) goes.
     written = dict(files.written)

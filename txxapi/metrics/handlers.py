@@ -4,8 +4,8 @@ The RRD handlers, answered as xcp-rrdd's (behind XAPI's proxy) answer:
 * GET /rrd_updates?start=[&cf=][&interval=][&host=true][&vm_uuid=]...
   [&sr_uuid=]...[&json=]: the rows since ``start`` (negative: before the
   last update) of the host's RRD, the VMs' here (all, or those named) and
-  the SRs named; XML, or JSON when a ``json`` key is present.  No
-  ``start``: 400.
+  the SRs named; JSON when the Accept header prefers it or a ``json``
+  key is present, else XML.  No ``start``: 400.
 * GET /host_rrd, /vm_rrd?uuid=, /sr_rrd?uuid=: a whole RRD, JSON when
   the Accept header prefers it or a ``json`` key is present.  No uuid:
   400; an RRD this host does not hold: 404.  A VM's RRD held by
@@ -136,7 +136,7 @@ def updates_query(request, params):
     host = query.get("host", "").lower() == "true"
     vms = all_values(request, "vm_uuid") or None
     srs = all_values(request, "sr_uuid") or None
-    return start, interval, cf, host, vms, srs, "json" in query
+    return start, interval, cf, host, vms, srs, wants_json(request, params)
 
 
 def _exposition(store, host_uuid):

@@ -14,8 +14,13 @@ own comes from when it starts without one, as XAPI's hosts pass them
   database says runs elsewhere is handed over the same way;
 * a slave's RRDs (its host's, its VMs' live ones, its SRs') are backed
   up to the master every BACKUP_INTERVAL and by host.backup_rrds, its
-  host's as the server stops; the host's and its SRs' are fetched back
-  from there when the host starts without them (its disk lost them);
+  host's as the server stops (unless it stops to leave that master: a
+  change of master, an emergency); the host's and its SRs' are fetched
+  back from there when the host starts without them (its disk lost
+  them);
+* a change of master keeps every host's own RRDs (its disk holds them
+  across the restart, as xcp-rrdd's memory holds them across xapi's);
+  a slave sends what it sends to the master to the new one;
 * a host that starts as a slave after being the master (a new master
   was designated, or took over while it was down) sends the new master
   what it kept for the pool: the RRDs of the VMs stopped (as those of
@@ -60,8 +65,9 @@ class Handover:
         # domain of theirs was seen going).
         self.read_back = set()
         self.sending = set()
-        # Set when this slave takes the failed master's place: nothing is
-        # backed up to it any more (its stop would wait out a timeout).
+        # Set when this host leaves the master it followed (it takes the
+        # mastership, or follows another): nothing is backed up to it
+        # any more (a gone one would hold the stop for a timeout).
         self.master_failed = False
         self._fetches = defer.DeferredSemaphore(FETCHES)
         self._sends = defer.DeferredSemaphore(SENDS)
@@ -151,10 +157,12 @@ class Handover:
     def arriving(self, uuids, srs=()):
         """Before a sample is archived on a slave: the master's RRDs of
         the VMs whose domains are new here, and of the SRs newly plugged
-        here (a restart plugs its SRs after the metrics have started)."""
-        if not self.is_slave or not (uuids or srs) or \
-                self._identity.in_emergency_mode:
-            return      # (without a master, the domains start afresh)
+        here (a restart plugs its SRs after the metrics have started).
+        Asked in emergency mode too: a slave's first samples are taken
+        before its master has answered its hello; a master that is gone
+        delays one sample by one timeout, then they start afresh."""
+        if not self.is_slave or not (uuids or srs) or self.master_failed:
+            return
         unknown = yield self.metrics.run(self.store.unknown_vms, uuids)
         unknown_srs = yield self.metrics.run(self.store.unknown_srs,
                                              list(srs))

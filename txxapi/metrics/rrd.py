@@ -261,7 +261,11 @@ class RRD:
                 ds.value = rate
         if elapsed <= 0:
             return
-        pdps = [self._pdp(ds, interval) for ds in sources]
+        # A DERIVE source's PDP is what it gathered over the steps that
+        # end here, whatever the readings' spacing (a reading just after
+        # a step's end, one late).
+        span = occupied_start - processed_start
+        pdps = [self._pdp(ds, interval, span) for ds in sources]
         for archive in self.archives:
             archive.update(step, processed_start, elapsed, pdps, sources)
         for ds, rate in zip(sources, rates):
@@ -291,12 +295,12 @@ class RRD:
         return rate
 
     @staticmethod
-    def _pdp(ds, interval):
+    def _pdp(ds, interval, span):
         if interval > ds.heartbeat:
             return NAN
         if ds.type == DERIVE:
-            span = interval - ds.unknown_sec
-            raw = ds.value / span if span > 0 else NAN
+            known = span - ds.unknown_sec
+            raw = ds.value / known if known > 0 else NAN
         else:
             raw = ds.value
         if ds.inverse:

@@ -93,8 +93,17 @@ def _set_role(server, new_role):
     server.identity.new_master()
 
 
+def _leave_master(server):
+    """This host is to follow another master, or none: nothing more is
+    backed up to the one it followed (as XAPI's hosts, whose xcp-rrdd
+    keeps its RRDs through xapi's restart and sends nothing then); one
+    that is gone would hold the stop for a timeout."""
+    server.metrics.handover.master_failed = True
+
+
 def become_master(server):
     log.info("becoming the pool's master; restarting")
+    _leave_master(server)
     _set_role(server, pool_role.Role(pool_role.MASTER))
     pool_join.restart(server.reactor)
 
@@ -103,7 +112,7 @@ def take_over(server):
     """Become the master at once (HA: the master failed and this host
     holds the mastership now): in place where the service can, else by
     a process restart."""
-    server.metrics.handover.master_failed = True
+    _leave_master(server)
     restart = getattr(server, "restart_in_place", None)
     if restart is None:
         become_master(server)
@@ -120,6 +129,7 @@ def become_slave_of(server, address, delay=pool_join.RESTART_DELAY):
         return
     log.info("becoming a slave of {address}; restarting", address=address)
     was_master = server.identity.is_master
+    _leave_master(server)
     _set_role(server, pool_role.Role(pool_role.SLAVE, address))
     # An old master still relays the designating call's answer to its
     # client: it stays up a little longer.
