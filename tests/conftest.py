@@ -1,4 +1,17 @@
 import os
+import sys
+import tempfile
+
+# The suite starts hundreds of server and `xe` processes: each would
+# compile every module of the project again where the environment asks
+# for no bytecode files.  They are cached outside the tree instead, for
+# this process and every one it starts.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+if not os.environ.get("PYTHONPYCACHEPREFIX"):
+    os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(
+        tempfile.gettempdir(), "txxapi-pycache-%d" % os.getuid())
+    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
 
 # Parallel workers (pytest-xdist) each take a loopback net of their own
 # (127.0.N.x, netns and bridge names): set before tests.support.pool reads
