@@ -98,11 +98,9 @@ def make_backend(settings, discard_domains=False):
 
 
 def ad_settings(settings):
-    """Where Active Directory is looked for, if it can be used here."""
-    try:
-        from txxapi.extauth.ad import Settings
-    except ImportError:
-        return None
+    """Where Active Directory is looked for (used if it can be, see
+    txxapi.extauth.service)."""
+    from txxapi.extauth.settings import Settings
     return Settings(dns_server=settings["ad-dns-server"],
                     ca_file=settings["ad-ca-file"])
 

@@ -169,12 +169,16 @@ def follow_address(cert_path, key_path, hostname, host_uuid, address):
         wanted = ipaddress.ip_address(address)
     except ValueError:
         return False
-    key, certificate, chain = _load(cert_path, key_path)
+    # The certificate first: the key (slow to load: its checks) only
+    # when it is issued again.
+    certificates = _certificates(_read(cert_path), cert_path)
+    certificate, chain = certificates[0], certificates[1:]
     if chain or certificate.issuer != certificate.subject:
         return False
     if wanted in map(ipaddress.ip_address,
                      certificate_addresses(certificate)):
         return False
+    key = _load(cert_path, key_path)[0]
     key_pem, cert_pem = _self_signed(hostname, host_uuid, [address], key)
     _write(cert_path, key_path, key_pem, cert_pem)
     return True
@@ -194,18 +198,24 @@ class _ServerOptions(CertificateOptions):
         return context
 
 
+def _certificates(cert_data, cert_path):
+    """The certificates of a PEM file, leaf first; raises without any."""
+    certificates = [x509.load_pem_x509_certificate(block)
+                    for label, block in _pem_blocks(cert_data)
+                    if label == "CERTIFICATE"]
+    if not certificates:
+        raise ValueError("no certificate in %s" % (cert_path,))
+    return certificates
+
+
 def _load(cert_path, key_path):
     # cryptography objects rather than pyOpenSSL's X509/PKey, which
     # pyOpenSSL now deprecates; Twisted hands them straight to the context.
     cert_data = _read(cert_path)
     key_data = cert_data if key_path is None else _read(key_path)
-    certificates = [x509.load_pem_x509_certificate(block)
-                    for label, block in _pem_blocks(cert_data)
-                    if label == "CERTIFICATE"]
+    certificates = _certificates(cert_data, cert_path)
     keys = [block for label, block in _pem_blocks(key_data)
             if label.endswith("PRIVATE KEY")]
-    if not certificates:
-        raise ValueError("no certificate in %s" % (cert_path,))
     if not keys:
         raise ValueError("no private key in %s"
                          % (cert_path if key_path is None else key_path,))

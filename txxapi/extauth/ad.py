@@ -26,9 +26,12 @@ import ldap
 from ldap.filter import escape_filter_chars
 
 from txxapi.extauth.pam import AuthFailure, NotResolved
+from txxapi.extauth import settings as _settings
+
+# (Kept here too, for callers of this module.)
+Settings = _settings.Settings
 
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
-TIMEOUT = 10.0
 LDAP_PORT = 389
 
 # userAccountControl bits.
@@ -83,15 +86,6 @@ def _filter_bytes(raw):
 
 def base_dn(domain):
     return ",".join("DC=" + part for part in domain.split("."))
-
-
-class Settings:
-    """Where the directory is found and how its certificate is checked."""
-
-    def __init__(self, dns_server="", ca_file="", timeout=TIMEOUT):
-        self.dns_server = dns_server
-        self.ca_file = ca_file
-        self.timeout = timeout
 
 
 class ADDirectory:

@@ -8,6 +8,7 @@ on the reactor, and errors keep XAPI's codes: an unknown subject is
 SUBJECT_CANNOT_BE_RESOLVED, a failing directory AUTH_SERVICE_ERROR.
 """
 
+import importlib.util
 import json
 import os
 
@@ -339,10 +340,29 @@ def suspended(info):
 
 
 def _active_directory(settings):
-    """The AD directory, if python-ldap and dnspython are here."""
-    try:
-        from txxapi.extauth import ad
-    except ImportError as e:
-        log.info("Active Directory unavailable: {error}", error=e)
+    """The AD directory, if python-ldap and dnspython are here: made at
+    its first use, which imports them."""
+    missing = [m for m in ("ldap", "dns") if importlib.util.find_spec(m)
+               is None]
+    if missing:
+        log.info("Active Directory unavailable: no {modules}",
+                 modules=", ".join(missing))
         return None
-    return ad.ADDirectory(settings or ad.Settings())
+    return _DirectoryOnFirstUse(settings)
+
+
+class _DirectoryOnFirstUse:
+    """Stands for txxapi.extauth.ad.ADDirectory until something of it is
+    asked for."""
+
+    auth_type = AD
+
+    def __init__(self, settings):
+        self._settings = settings
+        self._directory = None
+
+    def __getattr__(self, name):
+        if self._directory is None:
+            from txxapi.extauth import ad
+            self._directory = ad.ADDirectory(self._settings or ad.Settings())
+        return getattr(self._directory, name)
