@@ -498,3 +498,38 @@ def test_a_suspended_vm_arrives_suspended_and_resumes_there(sides):
     assert there.read(copy) == data
     y.VM.destroy(moved)
     y.VDI.destroy(copy)
+
+
+def test_the_incoming_vm_cannot_be_started_there(sides):
+    """While its memory arrives, the VM imported there is not the other
+    pool's client's to start (as XAPI's xenopsd, which holds the incoming
+    domain, refuses it); the move goes on."""
+    here, there = sides
+    y = there.x
+    data = os.urandom(DISK)
+    vm, vdi, vif = guest(here, "incoming", data, running=True,
+                         other={"simulator-migrate-delay": "1"})
+    uuid = here.x.VM.get_uuid(vm)
+    net = there.network("incoming arrivals")
+    sr = local_sr(y, there.host)
+    task = here.x.Async.VM.migrate_send(vm, receive(there), True, {vdi: sr},
+                                        {vif: net}, {}, {})
+    def imported():
+        found = [v for v, r in y.VM.get_all_records().items()
+                 if r["uuid"] == uuid and
+                 r["scheduled_to_be_resident_on"] == there.host]
+        return found[0] if found else None
+    incoming = wait_until(imported, what="the VM imported there")
+    refused = ["VM_BAD_POWER_STATE", incoming, "halted", "paused"]
+    assert failure(y.VM.start, incoming, False, False) == refused
+    assert failure(y.VM.start_on, incoming, there.host, False, False) == \
+        refused
+    assert y.VM.get_current_operations(incoming) == {}
+    done = wait_task(here.x, task)
+    assert done["status"] == "success", done["error_info"]
+    record = y.VM.get_record(incoming)
+    assert record["power_state"] == "Running"
+    y.VM.hard_shutdown(incoming)
+    copy = y.VBD.get_VDI(record["VBDs"][0])
+    y.VM.destroy(incoming)
+    y.VDI.destroy(copy)
