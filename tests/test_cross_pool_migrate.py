@@ -232,8 +232,6 @@ def test_refusals_leave_both_pools_as_they_were(sides):
         "HANDLE_INVALID", "network", "OpaqueRef:nowhere"]
     assert refused({vdi: sr}, {vif: net}, {"host": "OpaqueRef:elsewhere"}) \
         == ["INVALID_VALUE", "dest", "no session_id in the destination"]
-    assert refused({vdi: sr}, {vif: net}, options={"copy": "true"}) == [
-        "NOT_IMPLEMENTED", "VM.migrate_send with copy=true"]
     # A disabled destination.
     there.x.host.disable(there.host)
     try:
@@ -533,3 +531,60 @@ def test_the_incoming_vm_cannot_be_started_there(sides):
     copy = y.VBD.get_VDI(record["VBDs"][0])
     y.VM.destroy(incoming)
     y.VDI.destroy(copy)
+
+
+def test_a_halted_vm_is_copied_to_another_pool(sides):
+    """copy=true: a new VM there (its snapshots left out), the VM here
+    as it was; only a halted VM, and only to another pool."""
+    here, there = sides
+    x, y = here.x, there.x
+    data = os.urandom(DISK)
+    vm, vdi, vif = guest(here, "copied", data)
+    snapshot = x.VM.snapshot(vm, "kept here")
+    uuid = x.VM.get_uuid(vm)
+    net = there.network("copies")
+    sr = local_sr(y, there.host)
+    dest = receive(there)
+    x.message.create("COPY_NOTE", "3", "VM", uuid, "stays here")
+    options = {"copy": "true"}
+    before = there.counts()
+    x.VM.assert_can_migrate(vm, dest, True, {vdi: sr}, {vif: net}, options,
+                            {})
+    made = x.VM.migrate_send(vm, dest, True, {vdi: sr}, {vif: net}, options,
+                             {})
+    record = y.VM.get_record(made)
+    assert record["uuid"] != uuid
+    assert record["name_label"] == "copied"
+    assert record["power_state"] == "Halted"
+    assert record["current_operations"] == {}
+    assert record["snapshots"] == []
+    copy = y.VBD.get_VDI(record["VBDs"][0])
+    assert y.VDI.get_SR(copy) == sr and there.read(copy) == data
+    assert y.VIF.get_network(record["VIFs"][0]) == net
+    # Only the VM, its disk, VBD and VIF are new there.
+    assert there.counts() == tuple(n + 1 for n in before[:4]) + before[4:]
+    # Here as it was, its snapshot and messages too.
+    assert x.VM.get_record(vm)["current_operations"] == {}
+    assert x.VM.get_snapshots(vm) == [snapshot]
+    assert here.read(vdi) == data
+    assert any(m["name"] == "COPY_NOTE" and m["obj_uuid"] == uuid
+               for m in x.message.get_all_records().values())
+    # Not within the pool; not of a running VM.
+    error = failure(x.VM.migrate_send, vm, receive(here), True, {}, {},
+                    options, {})
+    assert error[0] == "OPERATION_NOT_ALLOWED", error
+    x.VM.start(vm, False, False)
+    counts = there.counts()
+    for call in (x.VM.assert_can_migrate, x.VM.migrate_send):
+        assert failure(call, vm, dest, True, {vdi: sr}, {vif: net}, options,
+                       {}) == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
+    assert there.counts() == counts
+    assert x.VM.get_current_operations(vm) == {}
+    x.VM.hard_shutdown(vm)
+    y.VM.destroy(made)
+    y.VDI.destroy(copy)
+    snapshot_vdi = x.VBD.get_VDI(x.VM.get_VBDs(snapshot)[0])
+    for ref in (snapshot, vm):
+        x.VM.destroy(ref)
+    for ref in (snapshot_vdi, vdi):
+        x.VDI.destroy(ref)
