@@ -10,8 +10,10 @@ records on both sides, the disks' bytes and the simulators' ledgers are
 checked; a refused or failed move leaves both pools as they were.
 """
 
+import json
 import os
 import ssl
+import urllib.error
 import urllib.request
 
 import pytest
@@ -73,6 +75,23 @@ class Side:
         return urllib.request.urlopen(
             self.url("/export_raw_vdi?vdi=%s&format=raw" % vdi),
             context=_insecure()).read()
+
+    def rrd_rows(self, uuid):
+        """The known memory rows of the VM's RRD here, in its finest
+        archive (a row a second), or None without one."""
+        request = urllib.request.Request(
+            self.url("/vm_rrd?uuid=%s" % uuid),
+            headers={"accept": "application/json"})
+        try:
+            rrd = json.load(urllib.request.urlopen(request,
+                                                   context=_insecure()))
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
+        i = [ds["name"] for ds in rrd["ds"]].index("memory")
+        finest = min(rrd["rra"], key=lambda a: int(a["pdp_per_row"]))
+        return sum(1 for row in finest["database"] if row[i] != "NaN")
 
     def ledger(self):
         return os.path.join(self.server.data_dir, "xenops")
@@ -271,6 +290,9 @@ def test_a_running_vm_moves_and_runs_on_there(sides):
                          other={"simulator-migrate-delay": "1"})
     uuid = here.x.VM.get_uuid(vm)
     started = here.x.VM_metrics.get_start_time(here.x.VM.get_metrics(vm))
+    # Its RRD has a history here, to go on there.
+    ran = wait_until(lambda: (here.rrd_rows(uuid) or 0) >= 3 and
+                     here.rrd_rows(uuid), what="the VM's RRD here")
     net = there.network("live arrivals")
     sr = local_sr(there.x, there.host)
     dest = receive(there)
@@ -309,6 +331,9 @@ def test_a_running_vm_moves_and_runs_on_there(sides):
         assert y.console.get_location(console).startswith(
             "https://%s/" % there.server.address)
     assert failure(here.x.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
+    # Its RRD went there as the move ended, its rows from here in it.
+    assert there.rrd_rows(uuid) >= ran
+    assert here.rrd_rows(uuid) is None
     # Its disk gone here, and the snapshot its copy was made from.
     assert vdi not in here.x.VDI.get_all()
     assert len(here.disks()) == vdis - 1

@@ -17,8 +17,9 @@ host not one of ours.  As XAPI's storage motion does it:
   vif_map; a running VM's memory then sent to the host with the
   migration stream (txxapi.migration.stream), where it runs on; only
   then is the VM removed here with its disks, its messages sent there
-  first.  The call answers the VM's ref in the other pool.  (The RRDs
-  do not follow it.)
+  first, and a running VM's RRD sent to its host there (PUT /rrd in
+  our session there, as XAPI's).  The call answers the VM's ref in the
+  other pool.
 
 A running VM's disks are not mirrored as XAPI mirrors them (its writes
 sent to both sides); they are pre-copied: each disk's snapshot copied
@@ -46,6 +47,8 @@ from txxapi import operations, vmspec
 from txxapi.errors import XenAPIError
 from txxapi.forwarding import hosts, remote as pool_calls
 from txxapi.impl import vm_config
+from txxapi.metrics import storage as rrd_storage, transfer
+from txxapi.metrics.store import VM as VM_RRD
 from txxapi.migration import live_copy, remote_pool, sender
 from txxapi.migration.remote_pool import RemotePool
 from txxapi.values import NULL_REF, DateTime
@@ -405,6 +408,27 @@ class Move:
                      uuid=self.uuid, e=e)
 
     @defer.inlineCallbacks
+    def send_rrd(self):
+        """A VM that ran here: its RRD to the host it runs on there, as
+        XAPI sends it (its history goes on there); one that cannot be
+        sent is lost, logged, and the move goes on."""
+        metrics = getattr(self.ctx.server, "metrics", None)
+        if metrics is None:
+            return
+        owner = yield metrics.run(metrics.store.release, VM_RRD, self.uuid,
+                                  True)
+        if owner is None:
+            return
+        try:
+            body = yield metrics.run(rrd_storage.to_xml, owner.rrd)
+            yield transfer.put(self.ctx.server.reactor, self.remote.address,
+                               None, self.uuid, body, False,
+                               session=self.remote.session)
+        except Exception as e:
+            log.warn("the RRD of VM {uuid} not sent: {e}", uuid=self.uuid,
+                     e=e)
+
+    @defer.inlineCallbacks
     def remove_here(self):
         """The VM is the other pool's: gone from here, and its disks."""
         ctx = self.ctx
@@ -427,7 +451,8 @@ def migrate_send(ctx, vm, dest, vdi_map, vif_map, options):
     copy = copying(options)
     move = Move(ctx, vm, remote, targets, vif_map, copy)
     try:
-        if db.fields("VM", vm)["power_state"] == "Running":
+        running = db.fields("VM", vm)["power_state"] == "Running"
+        if running:
             yield _running(ctx, move)
         else:
             yield move.copy_disks(False)
@@ -437,6 +462,8 @@ def migrate_send(ctx, vm, dest, vdi_map, vif_map, options):
         raise
     finally:
         yield move.forget_snapshots()
+    if running:
+        yield move.send_rrd()
     if not copy:
         yield move.remove_here()
     return move.imported
