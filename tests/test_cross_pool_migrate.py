@@ -10,8 +10,10 @@ records on both sides, the disks' bytes and the simulators' ledgers are
 checked; a refused or failed move leaves both pools as they were.
 """
 
+import json
 import os
 import ssl
+import urllib.error
 import urllib.request
 
 import pytest
@@ -73,6 +75,23 @@ class Side:
         return urllib.request.urlopen(
             self.url("/export_raw_vdi?vdi=%s&format=raw" % vdi),
             context=_insecure()).read()
+
+    def rrd_rows(self, uuid):
+        """The known memory rows of the VM's RRD here, in its finest
+        archive (a row a second), or None without one."""
+        request = urllib.request.Request(
+            self.url("/vm_rrd?uuid=%s" % uuid),
+            headers={"accept": "application/json"})
+        try:
+            rrd = json.load(urllib.request.urlopen(request,
+                                                   context=_insecure()))
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
+        i = [ds["name"] for ds in rrd["ds"]].index("memory")
+        finest = min(rrd["rra"], key=lambda a: int(a["pdp_per_row"]))
+        return sum(1 for row in finest["database"] if row[i] != "NaN")
 
     def ledger(self):
         return os.path.join(self.server.data_dir, "xenops")
@@ -232,8 +251,6 @@ def test_refusals_leave_both_pools_as_they_were(sides):
         "HANDLE_INVALID", "network", "OpaqueRef:nowhere"]
     assert refused({vdi: sr}, {vif: net}, {"host": "OpaqueRef:elsewhere"}) \
         == ["INVALID_VALUE", "dest", "no session_id in the destination"]
-    assert refused({vdi: sr}, {vif: net}, options={"copy": "true"}) == [
-        "NOT_IMPLEMENTED", "VM.migrate_send with copy=true"]
     # A disabled destination.
     there.x.host.disable(there.host)
     try:
@@ -273,6 +290,9 @@ def test_a_running_vm_moves_and_runs_on_there(sides):
                          other={"simulator-migrate-delay": "1"})
     uuid = here.x.VM.get_uuid(vm)
     started = here.x.VM_metrics.get_start_time(here.x.VM.get_metrics(vm))
+    # Its RRD has a history here, to go on there.
+    ran = wait_until(lambda: (here.rrd_rows(uuid) or 0) >= 3 and
+                     here.rrd_rows(uuid), what="the VM's RRD here")
     net = there.network("live arrivals")
     sr = local_sr(there.x, there.host)
     dest = receive(there)
@@ -311,6 +331,9 @@ def test_a_running_vm_moves_and_runs_on_there(sides):
         assert y.console.get_location(console).startswith(
             "https://%s/" % there.server.address)
     assert failure(here.x.VM.get_by_uuid, uuid)[0] == "UUID_INVALID"
+    # Its RRD went there as the move ended, its rows from here in it.
+    assert there.rrd_rows(uuid) >= ran
+    assert here.rrd_rows(uuid) is None
     # Its disk gone here, and the snapshot its copy was made from.
     assert vdi not in here.x.VDI.get_all()
     assert len(here.disks()) == vdis - 1
@@ -498,3 +521,95 @@ def test_a_suspended_vm_arrives_suspended_and_resumes_there(sides):
     assert there.read(copy) == data
     y.VM.destroy(moved)
     y.VDI.destroy(copy)
+
+
+def test_the_incoming_vm_cannot_be_started_there(sides):
+    """While its memory arrives, the VM imported there is not the other
+    pool's client's to start (as XAPI's xenopsd, which holds the incoming
+    domain, refuses it); the move goes on."""
+    here, there = sides
+    y = there.x
+    data = os.urandom(DISK)
+    vm, vdi, vif = guest(here, "incoming", data, running=True,
+                         other={"simulator-migrate-delay": "1"})
+    uuid = here.x.VM.get_uuid(vm)
+    net = there.network("incoming arrivals")
+    sr = local_sr(y, there.host)
+    task = here.x.Async.VM.migrate_send(vm, receive(there), True, {vdi: sr},
+                                        {vif: net}, {}, {})
+    def imported():
+        found = [v for v, r in y.VM.get_all_records().items()
+                 if r["uuid"] == uuid and
+                 r["scheduled_to_be_resident_on"] == there.host]
+        return found[0] if found else None
+    incoming = wait_until(imported, what="the VM imported there")
+    refused = ["VM_BAD_POWER_STATE", incoming, "halted", "paused"]
+    assert failure(y.VM.start, incoming, False, False) == refused
+    assert failure(y.VM.start_on, incoming, there.host, False, False) == \
+        refused
+    assert y.VM.get_current_operations(incoming) == {}
+    done = wait_task(here.x, task)
+    assert done["status"] == "success", done["error_info"]
+    record = y.VM.get_record(incoming)
+    assert record["power_state"] == "Running"
+    y.VM.hard_shutdown(incoming)
+    copy = y.VBD.get_VDI(record["VBDs"][0])
+    y.VM.destroy(incoming)
+    y.VDI.destroy(copy)
+
+
+def test_a_halted_vm_is_copied_to_another_pool(sides):
+    """copy=true: a new VM there (its snapshots left out), the VM here
+    as it was; only a halted VM, and only to another pool."""
+    here, there = sides
+    x, y = here.x, there.x
+    data = os.urandom(DISK)
+    vm, vdi, vif = guest(here, "copied", data)
+    snapshot = x.VM.snapshot(vm, "kept here")
+    uuid = x.VM.get_uuid(vm)
+    net = there.network("copies")
+    sr = local_sr(y, there.host)
+    dest = receive(there)
+    x.message.create("COPY_NOTE", "3", "VM", uuid, "stays here")
+    options = {"copy": "true"}
+    before = there.counts()
+    x.VM.assert_can_migrate(vm, dest, True, {vdi: sr}, {vif: net}, options,
+                            {})
+    made = x.VM.migrate_send(vm, dest, True, {vdi: sr}, {vif: net}, options,
+                             {})
+    record = y.VM.get_record(made)
+    assert record["uuid"] != uuid
+    assert record["name_label"] == "copied"
+    assert record["power_state"] == "Halted"
+    assert record["current_operations"] == {}
+    assert record["snapshots"] == []
+    copy = y.VBD.get_VDI(record["VBDs"][0])
+    assert y.VDI.get_SR(copy) == sr and there.read(copy) == data
+    assert y.VIF.get_network(record["VIFs"][0]) == net
+    # Only the VM, its disk, VBD and VIF are new there.
+    assert there.counts() == tuple(n + 1 for n in before[:4]) + before[4:]
+    # Here as it was, its snapshot and messages too.
+    assert x.VM.get_record(vm)["current_operations"] == {}
+    assert x.VM.get_snapshots(vm) == [snapshot]
+    assert here.read(vdi) == data
+    assert any(m["name"] == "COPY_NOTE" and m["obj_uuid"] == uuid
+               for m in x.message.get_all_records().values())
+    # Not within the pool; not of a running VM.
+    error = failure(x.VM.migrate_send, vm, receive(here), True, {}, {},
+                    options, {})
+    assert error[0] == "OPERATION_NOT_ALLOWED", error
+    x.VM.start(vm, False, False)
+    counts = there.counts()
+    for call in (x.VM.assert_can_migrate, x.VM.migrate_send):
+        assert failure(call, vm, dest, True, {vdi: sr}, {vif: net}, options,
+                       {}) == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
+    assert there.counts() == counts
+    assert x.VM.get_current_operations(vm) == {}
+    x.VM.hard_shutdown(vm)
+    y.VM.destroy(made)
+    y.VDI.destroy(copy)
+    snapshot_vdi = x.VBD.get_VDI(x.VM.get_VBDs(snapshot)[0])
+    for ref in (snapshot, vm):
+        x.VM.destroy(ref)
+    for ref in (snapshot_vdi, vdi):
+        x.VDI.destroy(ref)

@@ -13,19 +13,26 @@ Forwarding rules of the moves between hosts (txxapi/migration):
   operation meets OTHER_OPERATION_IN_PROGRESS); within the pool a
   running VM's move is routed as pool_migrate's (the destination marked
   and its memory held); a move to another pool runs where the VM runs,
-  or for a halted VM on a host that sees its disks;
+  or for a halted VM on a host that sees its disks (copy=true, a halted
+  VM's copy to another pool, is refused within the pool with
+  OPERATION_NOT_ALLOWED, as XAPI's);
 * host.evacuate runs on the master (it sends each VM's pool_migrate),
   with the host marked ``evacuate``.
 """
 
 from twisted.python.failure import Failure
 
+from txxapi.errors import XenAPIError
 from txxapi.forwarding import hosts
 from txxapi.forwarding.registry import Route, forwards
 from txxapi.ha.status import placement_admission
 from txxapi.migration import checks, cross_pool, sender, storage_motion
 from txxapi.migration import host_operations  # noqa: F401  (host rules)
 from txxapi.values import NULL_REF
+
+# XAPI's refusal of copy=true within the pool (its wording's sense).
+COPY_WITHIN_POOL = ("Copy mode is not allowed for a storage migration "
+                    "within the pool: use VM.copy or VM.clone")
 
 
 @forwards("VM.pool_migrate")
@@ -47,6 +54,8 @@ def migrate_send(ctx, vm, dest, live, vdi_map, vif_map, options, vgpu_map):
             else hosts.with_sr_plugged(ctx, disks[0]) if disks \
             else hosts.master(ctx)
         return Route(source, [mark])
+    if cross_pool.copying(options):
+        raise XenAPIError("OPERATION_NOT_ALLOWED", COPY_WITHIN_POOL)
     host, _ = storage_motion.plan(ctx, vm, dest, vdi_map, vif_map)
     if f["power_state"] == "Running" and host != f["resident_on"]:
         return _move(ctx, vm, host, mark)

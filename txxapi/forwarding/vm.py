@@ -9,6 +9,7 @@ from txxapi.forwarding import hosts
 from txxapi.forwarding.registry import Route, forwards
 from txxapi.ha.status import placement_admission
 from txxapi.migration.host_operations import assert_not_evacuating
+from txxapi.migration.receiver import assert_not_arriving
 from txxapi.impl import vm as vm_impl
 from txxapi.impl import vm_copy
 
@@ -66,6 +67,7 @@ def _placed(ctx, vm, op):
 
 @forwards("VM.start")
 def start(ctx, vm, start_paused, force):
+    assert_not_arriving(ctx.db, vm)
     return _placed(ctx, vm, "start")
 
 
@@ -79,6 +81,7 @@ def _on_named_host(op):
         ctx.db.fields("VM", vm)
         target = hosts.named(ctx, host)
         if op == "start_on":
+            assert_not_arriving(ctx.db, vm)
             assert_not_evacuating(ctx, target)
         return Route(target, [("VM", vm, op)],
                      admit=placement_admission(ctx, vm, target))

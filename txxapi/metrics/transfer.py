@@ -1,6 +1,7 @@
 """
 RRDs between the pool's hosts, moved as XAPI's hosts move them: HTTPS to
-the other host's port 443, the pool secret as a cookie.
+the other host's port 443, the pool secret as a cookie (to another
+pool's host, after a VM's move there: a session of that pool instead).
 
 * ``PUT /rrd?uuid=<vm>&archive=true``: a stopped VM's RRD to the master,
   which keeps it; ``uuid=<host>``: a slave's backup of its RRDs (the
@@ -42,9 +43,10 @@ class TransferFailed(Exception):
 def _request(reactor, method, address, path, query, secret, body=None,
              timeout=TIMEOUT):
     url = peer_url(address, "%s?%s" % (path, urlencode(query)))
-    headers = Headers({b"cookie": [b"pool_secret=" + secret.encode()],
-                       b"user-agent": [b"txxapi"],
+    headers = Headers({b"user-agent": [b"txxapi"],
                        b"content-type": [CONTENT_TYPE]})
+    if secret is not None:
+        headers.setRawHeaders(b"cookie", [b"pool_secret=" + secret.encode()])
     producer = None if body is None else \
         web_client.FileBodyProducer(io.BytesIO(body))
     try:
@@ -59,9 +61,13 @@ def _request(reactor, method, address, path, query, secret, body=None,
 
 
 @defer.inlineCallbacks
-def put(reactor, address, secret, uuid, body, archive, timeout=TIMEOUT):
-    """Send an RRD document; TransferFailed unless it was taken."""
-    query = [("uuid", uuid)] + ([("archive", "true")] if archive else [])
+def put(reactor, address, secret, uuid, body, archive, timeout=TIMEOUT,
+        session=None):
+    """Send an RRD document; TransferFailed unless it was taken.  To a
+    host of another pool (a VM moved there): no ``secret``, the
+    ``session`` there instead."""
+    query = [("uuid", uuid)] + ([("archive", "true")] if archive else []) \
+        + ([("session_id", session)] if session else [])
     code, data = yield _request(reactor, b"PUT", address, PUT_PATH, query,
                                 secret, body, timeout)
     if code != 200:

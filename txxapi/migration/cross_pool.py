@@ -17,8 +17,9 @@ host not one of ours.  As XAPI's storage motion does it:
   vif_map; a running VM's memory then sent to the host with the
   migration stream (txxapi.migration.stream), where it runs on; only
   then is the VM removed here with its disks, its messages sent there
-  first.  The call answers the VM's ref in the other pool.  (The RRDs
-  do not follow it.)
+  first, and a running VM's RRD sent to its host there (PUT /rrd in
+  our session there, as XAPI's).  The call answers the VM's ref in the
+  other pool.
 
 A running VM's disks are not mirrored as XAPI mirrors them (its writes
 sent to both sides); they are pre-copied: each disk's snapshot copied
@@ -30,7 +31,13 @@ sent) destroys what was made there (the VM, the VDIs) and leaves the VM
 here as it was; a suspended VM arrives suspended.  The VM's snapshots go
 with it (their disks copied whole, to the SR vdi_map gives them or their
 disk's, else the default SR there; linked as snapshots of the copies).
-Not built: a VM with checkpoints, copy mode (NOT_IMPLEMENTED).
+
+Copy mode (options copy=true), as XAPI's: a halted VM only (else
+VM_BAD_POWER_STATE; not within the pool: OPERATION_NOT_ALLOWED), its
+disks copied and its metadata imported there as a new VM (not restored:
+a new uuid), without its snapshots; the VM here stays, with its messages.
+Not built: a VM with checkpoints, a copy under force=true of a VM that
+is not halted (NOT_IMPLEMENTED).
 """
 
 from twisted.internet import defer
@@ -40,6 +47,8 @@ from txxapi import operations, vmspec
 from txxapi.errors import XenAPIError
 from txxapi.forwarding import hosts, remote as pool_calls
 from txxapi.impl import vm_config
+from txxapi.metrics import storage as rrd_storage, transfer
+from txxapi.metrics.store import VM as VM_RRD
 from txxapi.migration import live_copy, remote_pool, sender
 from txxapi.migration.remote_pool import RemotePool
 from txxapi.values import NULL_REF, DateTime
@@ -80,13 +89,14 @@ def _snapshots(db, vm):
     return sorted(db.where("VM", snapshot_of=vm))
 
 
-def vifs_mapped(db, vm, vif_map):
-    """{VIF: remote network} of all the VIFs of the VM and its snapshots:
-    a VIF not in the map takes the network of a mapped VIF with its MAC
-    (as XAPI infers it)."""
+def vifs_mapped(db, vm, vif_map, snapshots=True):
+    """{VIF: remote network} of all the VIFs of the VM (and its
+    snapshots): a VIF not in the map takes the network of a mapped VIF
+    with its MAC (as XAPI infers it)."""
     by_mac = {db.fields("VIF", v)["MAC"]: n for v, n in vif_map.items()}
+    owners = [vm] + (_snapshots(db, vm) if snapshots else [])
     out = {}
-    for vif in sorted(v for owner in [vm] + _snapshots(db, vm)
+    for vif in sorted(v for owner in owners
                       for v in db.where("VIF", VM=owner)):
         network = vif_map.get(vif) or by_mac.get(db.fields("VIF", vif)["MAC"])
         if network is None:
@@ -104,17 +114,33 @@ def assert_local(ctx, vm, dest, vdi_map, vif_map, options):
         db.fields("VDI", vdi)
     for vif in vif_map:
         db.fields("VIF", vif)
-    if options.get("copy") == "true":
-        raise XenAPIError("NOT_IMPLEMENTED",
-                          "VM.migrate_send with copy=true")
-    for snapshot in db.where("VM", snapshot_of=vm):
+    copy = copying(options)
+    for snapshot in [] if copy else db.where("VM", snapshot_of=vm):
         if db.fields("VM", snapshot)["power_state"] != "Halted":
             raise XenAPIError("NOT_IMPLEMENTED", "VM.migrate_send of a VM "
                               "with checkpoints to another pool")
     for _, vdi in _disks(db, vm):
         if vdi not in vdi_map:
             raise XenAPIError("VDI_NOT_IN_MAP", vdi)
-    vifs_mapped(db, vm, vif_map)
+    vifs_mapped(db, vm, vif_map, snapshots=not copy)
+
+
+def copying(options):
+    """Copy mode (options copy=true, as XAPI reads the flag): the VM is
+    made there and stays here."""
+    return options.get("copy") == "true"
+
+
+def assert_copyable(db, vm, options):
+    """XAPI copies only a halted VM to another pool (under force=true it
+    would copy a running one's disks as they run: not built here)."""
+    power = db.fields("VM", vm)["power_state"]
+    if power == "Halted":
+        return
+    if options.get("force") == "true":
+        raise XenAPIError("NOT_IMPLEMENTED", "VM.migrate_send with "
+                          "copy=true of a VM that is not halted")
+    raise XenAPIError("VM_BAD_POWER_STATE", vm, "halted", power.lower())
 
 
 def _version(software_version):
@@ -170,7 +196,7 @@ def _image_sr(ctx, vm, remote, vdi_map):
 
 
 @defer.inlineCallbacks
-def assert_remote(ctx, vm, remote, vdi_map, vif_map):
+def assert_remote(ctx, vm, remote, vdi_map, vif_map, options):
     """What the other pool says: the host, its SRs, networks, memory.
     The SR there of each disk (and suspend image) of the VM."""
     db = ctx.db
@@ -182,8 +208,11 @@ def assert_remote(ctx, vm, remote, vdi_map, vif_map):
     if _version(host["software_version"]) < _version(ours):
         raise XenAPIError("VM_HOST_INCOMPATIBLE_VERSION_MIGRATE", vm,
                           remote.host)
+    copy = copying(options)
+    if copy:
+        assert_copyable(db, vm, options)
     targets = {vdi: vdi_map[vdi] for _, vdi in _disks(db, vm)}
-    for _, vdi in _snapshot_disks(db, vm):
+    for _, vdi in [] if copy else _snapshot_disks(db, vm):
         targets[vdi] = yield _snapshot_sr(db, vdi, remote, vdi_map)
     image = _image(db, vm)
     if image is not None:
@@ -197,7 +226,8 @@ def assert_remote(ctx, vm, remote, vdi_map, vif_map):
                             record["currently_attached"])
         if not seen:
             raise XenAPIError("VM_REQUIRES_SR", vm, sr)
-    for network in sorted(set(vifs_mapped(db, vm, vif_map).values())):
+    for network in sorted(set(vifs_mapped(db, vm, vif_map,
+                                          not copy).values())):
         yield remote.call("network.get_uuid", network)
     if f["power_state"] == "Running":
         free = int((yield remote.call("host.compute_free_memory",
@@ -214,15 +244,16 @@ def assert_can_migrate(ctx, vm, dest, vdi_map, vif_map, options):
     operations.check(ctx, "VM", vm, "migrate_send")
     assert_local(ctx, vm, dest, vdi_map, vif_map, options)
     remote = RemotePool(ctx.server.reactor, dest)
-    yield assert_remote(ctx, vm, remote, vdi_map, vif_map)
+    yield assert_remote(ctx, vm, remote, vdi_map, vif_map, options)
 
 
-def _metadata(ctx, vm, copies, networks):
-    """The tar of the VM's ova.xml, its disks and VIFs naming what stands
-    for them in the other pool (XAPI's maps_to)."""
+def _metadata(ctx, vm, copies, networks, snapshots=True):
+    """The tar of the VM's ova.xml (with its snapshots'), its disks and
+    VIFs naming what stands for them in the other pool (XAPI's
+    maps_to)."""
     db = ctx.db
     walk = ova.Walk(db)
-    walk.vm(vm, snapshots=True, preserve_power_state=True)
+    walk.vm(vm, snapshots=snapshots, preserve_power_state=True)
     objs = ova.objects(db, walk, True, True)
     named = {walk.lookup(ref): there
              for ref, there in list(copies.items()) + list(networks.items())}
@@ -250,13 +281,15 @@ def _new_vdi(db, vdi, sr):
 class Move:
     """One VM's move to another pool, and what it made there."""
 
-    def __init__(self, ctx, vm, remote, targets, vif_map):
+    def __init__(self, ctx, vm, remote, targets, vif_map, copy=False):
         self.ctx = ctx
         self.db = ctx.db
         self.vm = vm
         self.remote = remote
         self.targets = targets      # VDI here -> SR there
-        self.networks = vifs_mapped(ctx.db, vm, vif_map)
+        # A copy: a new VM there (its snapshots not sent), this one stays.
+        self.copy = copy
+        self.networks = vifs_mapped(ctx.db, vm, vif_map, not copy)
         self.uuid = ctx.db.fields("VM", vm)["uuid"]
         self.copies = {}        # VDI here -> its copy there
         self.snapshots = {}     # VDI here -> (its VBD, its snapshot)
@@ -271,7 +304,9 @@ class Move:
         db, server = self.db, self.ctx.server
         disks = _disks(db, self.vm)
         # A snapshot's disk does not change: copied as it is.
-        disks += [(None, vdi) for _, vdi in _snapshot_disks(db, self.vm)]
+        if not self.copy:
+            disks += [(None, vdi) for _, vdi in _snapshot_disks(db,
+                                                                 self.vm)]
         image = _image(db, self.vm)
         if image is not None:
             disks.append((None, image))
@@ -311,9 +346,12 @@ class Move:
     @defer.inlineCallbacks
     def import_vm(self):
         self.ctx.check_cancelled()
-        document = _metadata(self.ctx, self.vm, self.copies, self.networks)
-        yield self.remote.import_metadata(document)
-        self.imported = yield self.remote.call("VM.get_by_uuid", self.uuid)
+        document = _metadata(self.ctx, self.vm, self.copies, self.networks,
+                             snapshots=not self.copy)
+        made = yield self.remote.import_metadata(document,
+                                                 restore=not self.copy)
+        self.imported = made[0] if self.copy else \
+            (yield self.remote.call("VM.get_by_uuid", self.uuid))
         self.imported_snapshots = yield self.remote.call("VM.get_snapshots",
                                                          self.imported)
 
@@ -370,6 +408,27 @@ class Move:
                      uuid=self.uuid, e=e)
 
     @defer.inlineCallbacks
+    def send_rrd(self):
+        """A VM that ran here: its RRD to the host it runs on there, as
+        XAPI sends it (its history goes on there); one that cannot be
+        sent is lost, logged, and the move goes on."""
+        metrics = getattr(self.ctx.server, "metrics", None)
+        if metrics is None:
+            return
+        owner = yield metrics.run(metrics.store.release, VM_RRD, self.uuid,
+                                  True)
+        if owner is None:
+            return
+        try:
+            body = yield metrics.run(rrd_storage.to_xml, owner.rrd)
+            yield transfer.put(self.ctx.server.reactor, self.remote.address,
+                               None, self.uuid, body, False,
+                               session=self.remote.session)
+        except Exception as e:
+            log.warn("the RRD of VM {uuid} not sent: {e}", uuid=self.uuid,
+                     e=e)
+
+    @defer.inlineCallbacks
     def remove_here(self):
         """The VM is the other pool's: gone from here, and its disks."""
         ctx = self.ctx
@@ -387,10 +446,13 @@ def migrate_send(ctx, vm, dest, vdi_map, vif_map, options):
     there."""
     db = ctx.db
     remote = RemotePool(ctx.server.reactor, dest)
-    targets = yield assert_remote(ctx, vm, remote, vdi_map, vif_map)
-    move = Move(ctx, vm, remote, targets, vif_map)
+    targets = yield assert_remote(ctx, vm, remote, vdi_map, vif_map,
+                                  options)
+    copy = copying(options)
+    move = Move(ctx, vm, remote, targets, vif_map, copy)
     try:
-        if db.fields("VM", vm)["power_state"] == "Running":
+        running = db.fields("VM", vm)["power_state"] == "Running"
+        if running:
             yield _running(ctx, move)
         else:
             yield move.copy_disks(False)
@@ -400,7 +462,10 @@ def migrate_send(ctx, vm, dest, vdi_map, vif_map, options):
         raise
     finally:
         yield move.forget_snapshots()
-    yield move.remove_here()
+    if running:
+        yield move.send_rrd()
+    if not copy:
+        yield move.remove_here()
     return move.imported
 
 

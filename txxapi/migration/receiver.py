@@ -5,7 +5,7 @@ or a pool session's session_id): any other caller gets 403, as one
 without credentials gets 401, except for a VM arriving from another
 pool (VM.migrate_send: imported here, Halted and scheduled to be
 resident on this host), which the session host.migrate_receive gave may
-send.
+send; until it is here, a start of it is refused (assert_not_arriving).
 
 Once its replica holds what the master had written when it sent the
 call to the source (``generation``), the handler checks the VM (known,
@@ -153,6 +153,17 @@ def arrival(db, vm, host):
     return f["power_state"] == "Halted" and f["resident_on"] == NULL_REF \
         and f["scheduled_to_be_resident_on"] == host \
         and not f["current_operations"]
+
+
+def assert_not_arriving(db, vm):
+    """A VM whose memory is on its way here from another pool is not to
+    be started by a client of this pool: refused as XAPI's xenopsd
+    refuses it, the incoming domain (paused until its memory is all
+    here) being the VM's already."""
+    f = db.fields("VM", vm)
+    if f["scheduled_to_be_resident_on"] != NULL_REF and \
+            arrival(db, vm, f["scheduled_to_be_resident_on"]):
+        raise XenAPIError("VM_BAD_POWER_STATE", vm, "halted", "paused")
 
 
 def _answer(request, response):

@@ -10,7 +10,9 @@ destination host's own address (the xenops URL's), over HTTPS:
   as the connection takes it (chunked: the stream's length is not known
   first);
 * the VM's metadata: PUT /import_metadata?restore=true&live=true with
-  the tar of its ova.xml, which XAPI's storage motion sends as well.
+  the tar of its ova.xml, which XAPI's storage motion sends as well
+  (restore=false for a copy: a new VM there); the task's result names
+  the VMs it made.
 
 Either ends with the connection; its outcome is a task made there first
 and named in the request (task_id), so that a refusal there that cuts
@@ -32,6 +34,7 @@ from zope.interface import implementer
 from txxapi.errors import XenAPIError
 from txxapi.pool.client import PeerClient, PeerUnreachable, peer_agent, \
     peer_url
+from txxapi.wire.xmlrpc import MalformedRequest, decode_value
 
 DEST_KEYS = ("host", "session_id", "SM", "xenops", "master")
 # Seconds an upload whose connection was cut waits for its task there.
@@ -99,12 +102,14 @@ class RemotePool:
                 lambda _: result))
         return d.addCallback(send)
 
-    def import_metadata(self, document):
+    def import_metadata(self, document, restore=True):
         """The VM of the metadata tar ``document`` made there (restored:
-        its uuid kept; live: linked to the disks and networks it names)."""
-        return self._put("/import_metadata", {"restore": "true",
-                                              "live": "true"},
-                         web_client.FileBodyProducer(io.BytesIO(document)))
+        its uuid kept; live: linked to the disks and networks it names):
+        the refs there of the VMs made, the import task's result."""
+        d = self._put("/import_metadata", {"restore": _flag(restore),
+                                           "live": "true"},
+                      web_client.FileBodyProducer(io.BytesIO(document)))
+        return d.addCallback(_refs)
 
     @defer.inlineCallbacks
     def _put(self, path, query, body):
@@ -128,13 +133,15 @@ class RemotePool:
             cut = e
         try:
             status = yield self._ended(task, TASK_WAIT if cut else 0)
-            error = []
+            error, result = [], ""
             if status == "failure":
                 error = yield self.call("task.get_error_info", task)
+            elif status == "success":
+                result = yield self.call("task.get_result", task)
         finally:
             yield self._forget(task)
         if status == "success" and cut is None:
-            return
+            return result
         if error:
             raise XenAPIError(*error)
         if cut is not None:
@@ -161,6 +168,22 @@ class RemotePool:
             yield self.call("task.destroy", task)
         except XenAPIError:
             pass
+
+
+def _flag(value):
+    return "true" if value else "false"
+
+
+def _refs(result):
+    """A task result holding a set of refs (an XML-RPC value)."""
+    try:
+        refs = decode_value(result)
+    except MalformedRequest:
+        refs = None
+    if not isinstance(refs, list):
+        raise XenAPIError("INTERNAL_ERROR", "import_metadata: the task's "
+                          "result is %r" % (result,))
+    return refs
 
 
 def _drained(response):
