@@ -96,10 +96,10 @@ class LeaseKeeper:
         sent = self.reactor.seconds()
         # Before the expiry an answer is only worth its time left; in
         # doubt, etcd's answer is all that can settle it.
-        left = self.client.timeout if self.in_doubt else \
+        timeout = self.client.timeout if self.in_doubt else \
             max(min(self.client.timeout, self.expires_at - sent), 0.05)
         d = self._in_flight = self.client.keepalive(self.lease.id,
-                                                    timeout=left)
+                                                    timeout=timeout)
         d.addCallbacks(self._renewed, self._failed,
                        callbackArgs=(sent,))
         d.addErrback(lambda f: f.trap(defer.CancelledError))
