@@ -18,6 +18,7 @@ import pytest
 from twisted.application import service
 from twisted.internet import defer, task
 
+from tests.support.api import wait_until
 from tests.support.etcd import (
     EtcdCluster, TIMING, free_ports, loopback, needs_etcd)
 from tests.support.pool import host_address
@@ -429,6 +430,35 @@ def test_quorum_loss_fails_writes_then_recovers(rt, cluster, client):
     values = [e.kv.value for e in seen]
     assert values in ([b"after"], [b"during", b"after"])
     rt.call(short.close)
+
+
+def test_a_lease_in_doubt_is_kept_through_a_quorum_loss(rt, cluster,
+                                                        client):
+    """expiry_is_loss=False (the mastership's keeper): with no quorum for
+    longer than the TTL the lease is in doubt, not lost; etcd kept it,
+    and the first renewal once the quorum is back settles it.  Only
+    etcd's word loses it."""
+    survivor, *others = cluster.members
+    c = rt.call(EtcdClient, [survivor.client_url] + [
+        m.client_url for m in others], timeout=1)
+    lease = rt.call(c.grant, 2)
+    lost = []
+    keeper = rt.call(lambda: LeaseKeeper(c, lease, lost.append,
+                                         expiry_is_loss=False).start())
+    rt.call(c.put, b"t/doubt", b"x", lease=lease.id)
+    for m in others:
+        cluster.kill(m)
+    wait_until(lambda: keeper.in_doubt, timeout=lease.ttl + 3,
+               what="the lease in doubt")
+    for m in others:
+        cluster.start_member(m)
+    wait_until(lambda: not keeper.in_doubt, timeout=15,
+               what="the lease renewed")
+    assert not lost and rt.call(c.get, b"t/doubt").lease == lease.id
+    rt.call(c.revoke, lease.id)
+    rt.call(lambda: keeper.lost, within=5)
+    assert "no longer exists" in lost[0]
+    rt.call(c.close)
 
 
 def test_member_services_add_and_remove(rt, tmp_path):

@@ -274,7 +274,11 @@ class PoolDatabase(service.MultiService):
         if lease is None:
             lease = yield self.client.grant(self.lease_ttl)
         # Renewed while it waits: the wait may outlast the lease's TTL.
-        self.lease_keeper = LeaseKeeper(self.client, lease).start(granted_at)
+        # Lost only once etcd says so: every write is fenced on the key's
+        # lease in etcd, and a quorum lost for longer than the TTL (a
+        # slave's member restarting while another is down) keeps it.
+        self.lease_keeper = LeaseKeeper(
+            self.client, lease, expiry_is_loss=False).start(granted_at)
         # Fires at once on a fresh pool; after a crash, once the old
         # master's lease has expired; after a transition, once the old
         # master has stopped.  Another master that holds it meanwhile makes

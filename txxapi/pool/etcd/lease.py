@@ -5,8 +5,18 @@ exists, or no renewal succeeded before the time it would expire.
 
 The expiry is counted from when each successful renewal was *sent*: the
 server counts from when it received it, later, so the keeper declares the
-lease lost no later than the server does and a master holding it stops in
-time (no two holders at once).
+lease lost no later than the server does and a holder that must stop
+before anyone else could take its place (an HA host fencing itself) stops
+in time.
+
+A holder whose every act is fenced in etcd itself (the pool master: each
+write compares the mastership key's lease) passes ``expiry_is_loss=False``:
+the expiry only puts the lease in doubt and the renewals go on, and only
+etcd's answer that the lease is gone loses it.  etcd does not expire a
+lease while it has no quorum (only a leader revokes, and a new leader
+extends every lease), so a master cut from the quorum for longer than its
+TTL — a slave's member restarting while another is down — carries on when
+the quorum is back instead of refusing writes for good.
 """
 
 from twisted.internet import defer
@@ -21,13 +31,17 @@ log = Logger()
 
 class LeaseKeeper:
     """Renew ``lease`` (a types.Lease) until stop(); on_lost(reason) is
-    called once, and self.lost fires with the reason, if it is lost."""
+    called once, and self.lost fires with the reason, if it is lost.
+    ``in_doubt``: past its expiry without a renewal (expiry_is_loss
+    false only)."""
 
     def __init__(self, client, lease, on_lost=None, interval=None,
-                 retry_interval=None):
+                 retry_interval=None, expiry_is_loss=True):
         self.client = client
         self.lease = lease
         self.on_lost = on_lost
+        self.expiry_is_loss = expiry_is_loss
+        self.in_doubt = False
         self.interval = interval or max(lease.ttl / 3.0, 0.05)
         self.retry_interval = retry_interval or min(self.interval / 3.0, 0.5)
         self.lost = defer.Deferred()
@@ -80,9 +94,12 @@ class LeaseKeeper:
     def _renew(self):
         self._renew_call = None
         sent = self.reactor.seconds()
-        left = self.expires_at - sent
-        d = self._in_flight = self.client.keepalive(
-            self.lease.id, timeout=max(min(self.client.timeout, left), 0.05))
+        # Before the expiry an answer is only worth its time left; in
+        # doubt, etcd's answer is all that can settle it.
+        timeout = self.client.timeout if self.in_doubt else \
+            max(min(self.client.timeout, self.expires_at - sent), 0.05)
+        d = self._in_flight = self.client.keepalive(self.lease.id,
+                                                    timeout=timeout)
         d.addCallbacks(self._renewed, self._failed,
                        callbackArgs=(sent,))
         d.addErrback(lambda f: f.trap(defer.CancelledError))
@@ -92,6 +109,10 @@ class LeaseKeeper:
         if not self._running:
             return
         self.renewals += 1
+        if self.in_doubt:
+            self.in_doubt = False
+            log.info("etcd lease {id:x}: renewed again, etcd kept it",
+                     id=self.lease.id)
         self._set_expiry(sent + lease.ttl)
         self._schedule(self.interval)
 
@@ -110,7 +131,13 @@ class LeaseKeeper:
 
     def _expired(self):
         self._expiry_call = None
-        self._lose("lease %x not renewed before it expired" % self.lease.id)
+        if self.expiry_is_loss:
+            self._lose("lease %x not renewed before it expired"
+                       % self.lease.id)
+            return
+        self.in_doubt = True
+        log.warn("etcd lease {id:x}: not renewed before it would expire; "
+                 "in doubt until etcd answers a renewal", id=self.lease.id)
 
     def _lose(self, reason):
         if not self._running:
