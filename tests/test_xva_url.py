@@ -111,18 +111,27 @@ class Files(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
 
+@pytest.fixture(scope="module")
+def web_certificate(tmp_path_factory):
+    """The TLS file server's key and certificate (made once: an RSA key
+    takes a while)."""
+    base = tmp_path_factory.mktemp("webtls")
+    key, cert = base / "key.pem", base / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-subj", "/CN=127.0.0.1", "-days", "1"], check=True,
+                   capture_output=True)
+    return key, cert
+
+
 @pytest.fixture
-def web(tmp_path):
+def web(web_certificate):
     """Plain and TLS file servers on loopback: (http base, https base,
     their files)."""
     files = {}
     servers = []
     stalled = threading.Event()
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
-                    "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-subj", "/CN=127.0.0.1", "-days", "1"], check=True,
-                   capture_output=True)
+    key, cert = web_certificate
     for tls in (False, True):
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
         httpd.files = files
@@ -132,7 +141,10 @@ def web(tmp_path):
             context.load_cert_chain(str(cert), str(key))
             httpd.socket = context.wrap_socket(httpd.socket,
                                                server_side=True)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        # Its shutdown waits for the loop's next look (half a second by
+        # default, per server and test).
+        threading.Thread(target=httpd.serve_forever, args=(0.05,),
+                         daemon=True).start()
         servers.append(httpd)
     bases = ["%s://127.0.0.1:%d" % (scheme, s.server_address[1])
              for scheme, s in zip(("http", "https"), servers)]

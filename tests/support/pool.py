@@ -162,13 +162,26 @@ class PoolHosts:
         return self
 
     def stop(self):
-        """The masters stopped first, then every other host, one at a
-        time: each while its etcd peers still make a quorum (a master's
-        last writes wait for one, and a stopping etcd leader hands its
-        leadership over, for seconds if its peers are stopping too)."""
-        for host in sorted(self.hosts, key=lambda h: h.proc is None or
-                           h.role() != "master"):
+        """The masters stopped first, then the hosts without an etcd
+        member all at once, then those with one, one at a time: each
+        while its etcd peers still make a quorum (a master's last writes
+        wait for one, and a stopping etcd leader hands its leadership
+        over, for seconds if its peers are stopping too: four members
+        stopped at once took 7.5 s, one at a time 0.5 s each)."""
+        running = [h for h in self.hosts if h.proc is not None]
+        masters = [h for h in running if h.role() == "master"]
+        for host in masters:
             host.stop()
+        slaves = [h for h in running if h not in masters]
+        clients = [h for h in slaves if not _runs_etcd_member(h)]
+        threads = [threading.Thread(target=h.stop) for h in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for host in slaves:
+            if host not in clients:
+                host.stop()
 
     @staticmethod
     def restart_together(hosts, timeout=60):
@@ -306,6 +319,15 @@ def wait_members(hosts, timeout=60):
             raise RuntimeError("the pool's etcd did not form: %r, %r"
                                % (urls, known))
         time.sleep(0.2)
+
+
+def _runs_etcd_member(host):
+    """What the host's etcd.json says; unreadable, it is taken to run
+    one (stopped alone, the safe way)."""
+    try:
+        return _etcd_config(host)["member"]
+    except (OSError, ValueError, KeyError):
+        return True
 
 
 def _etcd_config(host):

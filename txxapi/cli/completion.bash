@@ -11,22 +11,21 @@
 # --no-verify, socket=) are passed on to those calls.
 
 # One item a line of a --minimal answer (commas split, '\,' and '\\'
-# kept as the characters they stand for).
+# kept as the characters they stand for), a run of plain characters
+# taken at once: a character at a time is seconds for the command list.
 __xe_split_minimal()
 {
-    local line item="" i c
+    local line item="" part
     IFS= read -r line
-    for ((i = 0; i < ${#line}; i++)); do
-        c=${line:i:1}
-        if [[ $c == '\' ]]; then
-            i=$((i + 1))
-            item+=${line:i:1}
-        elif [[ $c == , ]]; then
-            printf '%s\n' "$item"
-            item=""
-        else
-            item+=$c
-        fi
+    while [[ -n $line ]]; do
+        # The text up to the next comma or backslash, taken whole.
+        part=${line%%[,\\]*}
+        item+=$part
+        line=${line:${#part}}
+        case $line in
+            \\*) item+=${line:1:1}; line=${line:2} ;;
+            ,*) printf '%s\n' "$item"; item=""; line=${line:1} ;;
+        esac
     done
     [[ -n $item ]] && printf '%s\n' "$item"
 }

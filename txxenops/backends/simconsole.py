@@ -17,6 +17,7 @@ All consoles of a backend share one selector thread.
 """
 
 import logging
+import re
 import selectors
 import socket
 import struct
@@ -33,6 +34,9 @@ _MSG_FIXED = {0: 20, 3: 10, 4: 8, 5: 6}   # type -> total length
 # Keysyms of the keys the picture follows.
 _KEYS = {0xff08: "\b", 0xff0d: "\r", 0xff8d: "\r"}
 OUTBUF_LIMIT = 1 << 20   # bytes queued for a client before reading stops
+# What a text console acts on: a run of printable bytes, a line end, a
+# backspace (the rest is dropped).
+_TEXT_TOKENS = re.compile(rb"[\x20-\x7e]+|[\r\n]|[\x08\x7f]")
 TICK = 0.5    # how often waiting incremental requests are looked at
 
 
@@ -191,16 +195,18 @@ class _TextConnection:
         self.closing = False
 
     def feed(self, data):
-        for byte in data:
-            if byte in (13, 10):
+        # A run of printable bytes is echoed whole: a byte at a time
+        # holds a client that pastes megabytes for seconds.
+        for token in _TEXT_TOKENS.findall(data):
+            if token in (b"\r", b"\n"):
                 self.outbuf += self.prompt
                 self.screen.key("\r")
-            elif byte in (8, 127):
+            elif token in (b"\b", b"\x7f"):
                 self.outbuf += b"\b \b"
                 self.screen.key("\b")
-            elif 32 <= byte < 127:
-                self.outbuf.append(byte)
-                self.screen.key(chr(byte))
+            else:
+                self.outbuf += token
+                self.screen.type_text(token.decode("ascii"))
         return True
 
     def poll(self):

@@ -68,6 +68,11 @@ class Screen:
             else:
                 self.typed = (self.typed + char)[-TYPED_MAX:]
 
+    def type_text(self, text):
+        """Printable characters typed at once (a pasted run)."""
+        with self._lock:
+            self.typed = (self.typed + text)[-TYPED_MAX:]
+
     def lines(self):
         with self._lock:
             return [self.name[:COLUMNS], "STATE: " + self.state,
