@@ -217,7 +217,8 @@ class Membership:
                 log.warn("pool: the host of etcd member {name} is not live; "
                          "its member goes to a live host",
                          name=replaced[0].name)
-                yield self._remove(replaced[0], hosts)
+                # Its host is not live: telling it waits for no answer.
+                yield self._remove(replaced[0], hosts, wait_told=False)
                 changed = True
             elif len(members) < target:
                 if not candidates:
@@ -293,7 +294,10 @@ class Membership:
         return True
 
     @defer.inlineCallbacks
-    def _remove(self, member, hosts):
+    def _remove(self, member, hosts, wait_told=True):
+        """``member`` out of the cluster, and its host told to stop it
+        (waited for unless ``wait_told`` is false: a host not live would
+        hold the next move for the call's whole timeout)."""
         client = self.client
         yield retry_unhealthy(client, HEALTH_TIMEOUT,
                               lambda: client.member_remove(member.id))
@@ -301,10 +305,18 @@ class Membership:
         log.info("pool: etcd member {name} removed", name=member.name)
         if host is None:
             return
-        try:
-            yield self.server.peers.call(host[1], LEAVE_CALL,
-                                         timeout=LEAVE_ANSWER_TIMEOUT)
-        except (PeerUnreachable, XenAPIError) as e:
+
+        def untold(f):
+            f.trap(PeerUnreachable, XenAPIError)
             # Its member stops by itself once it learns it was removed.
             log.warn("pool: {uuid} was not told to stop its etcd member "
-                     "({e})", uuid=member.name, e=e)
+                     "({e})", uuid=member.name, e=f.value)
+        told = self.server.peers.call(host[1], LEAVE_CALL,
+                                      timeout=LEAVE_ANSWER_TIMEOUT)
+        told.addErrback(untold)
+        if wait_told:
+            yield told
+        else:
+            told.addErrback(lambda f: log.failure(
+                "pool: telling {uuid} to stop its etcd member", f,
+                uuid=member.name))
