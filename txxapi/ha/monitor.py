@@ -355,13 +355,14 @@ class HAMonitor:
     @defer.inlineCallbacks
     def _give_up(self, keeper):
         """Out of the liveset at once: the master need not wait for the
-        lease to expire.  Should etcd not answer, it simply expires."""
+        lease to expire.  Should etcd not answer, it simply expires.
+        ha.json stays: the next start finds its lease gone, and discards
+        any domain the fencing missed."""
         try:
             yield keeper.stop(revoke=True, timeout=self.timeouts.renew)
         except EtcdError as e:
             log.warn("HA: could not revoke lease {id:x} ({e}); it expires",
                      id=keeper.lease.id, e=e)
-        local.clear(self.server.data_dir)
 
     # -- a slave: the master's failure ---------------------------------------------
 

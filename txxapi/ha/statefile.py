@@ -68,10 +68,13 @@ def survives_without(me, live, members, reaching):
 class Watch:
     """The statefile checks of one stay in the liveset: one at a time,
     at most every ``interval`` seconds, in the background (the storage
-    may hang; the monitor's pass does not wait for it)."""
+    may hang; the monitor's pass does not wait for it).  A check with no
+    answer for two intervals says no: a loaded host's slow check is not
+    a loss, one that hangs is."""
 
     def __init__(self, server, interval):
         self.server, self.interval = server, interval
+        self.hung_after = 2 * interval
         # When a check that found them began (the stay's start before).
         self.reached_at = self._now()
         self.result = None          # the last check's answer
@@ -83,14 +86,14 @@ class Watch:
 
     def poll(self):
         """Starts a check when one is due.  Whether this host reaches
-        the statefiles, by the last check (None before the first); a
-        check under way for longer than the interval says no."""
+        the statefiles, by the last check (None before the first), or
+        no if the check under way hangs."""
         now = self._now()
         if self._running_since is None and (
                 self._started is None or now - self._started >= self.interval):
             self._start(now)
         if self._running_since is not None and \
-                now - self._running_since > self.interval:
+                now - self._running_since > self.hung_after:
             return False
         return self.result
 
@@ -102,10 +105,10 @@ class Watch:
 
     def failed_since(self, at):
         """Whether a check begun at ``at`` or since found no statefile,
-        or the one under way has had no answer for the interval."""
+        or the one under way hangs."""
         now = self._now()
         if self._running_since is not None:
-            return now - max(self._running_since, at) > self.interval
+            return now - max(self._running_since, at) > self.hung_after
         return self.result is False and self._result_started >= at
 
     def lost_for(self):
