@@ -122,13 +122,6 @@ class Xenops:
         self.backend.close()
         self.workers.stop()
 
-    def mute(self):
-        """Write nothing more of what the domains do: a host fencing
-        itself, whose VMs' records are the master's to reset once it has
-        declared the host dead (XAPI's fenced host is simply gone)."""
-        self._running = False
-        self.backend.unsubscribe(self._backend_event)
-
     # --- calling the backend ----------------------------------------------
 
     def call(self, method, *args):

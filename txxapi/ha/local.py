@@ -72,16 +72,14 @@ def timeout_of(configuration):
 class Timeouts:
     """From T: the lease's TTL (T: a host that cannot renew for T is out
     of the liveset), its renewal interval (XAPI's heartbeat interval,
-    (T + 10) / 10, at most 3 s), the statefile timeout (T: a host that
-    has not reached the statefile for T applies the survival rules) and
-    the fencing margin the master waits after a lease expired before it
-    restarts that host's VMs (the host gave up at the latest when etcd
-    expired the lease, and has this long to stop its domains)."""
+    (T + 10) / 10, at most 3 s) and the fencing margin the master waits
+    after a lease expired before it restarts that host's VMs (the host
+    gave up at the latest when etcd expired the lease, and has this
+    long to stop its domains)."""
 
     def __init__(self, t):
         self.t = t
         self.ttl = t
-        self.statefile = t
         self.renew = min((t + 10) / 10.0, 3.0)
         self.margin = max(2.0, t / 10.0)
 

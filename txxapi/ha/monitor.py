@@ -12,18 +12,6 @@ at the pool's ha_enabled (its replica of it on a slave):
   backend, then the process restarts (and comes up without them).  Its
   LeaseKeeper counts the expiry from before etcd does, so this starts no
   later than the master can see the lease gone.
-- A host that has not reached the statefile for T fences itself too,
-  unless xhad's second survival rule lets it go on (no live host reaches
-  it and none of the liveset is missing; txxapi.ha.statefile): it keeps
-  its lease while it stops its domains, then revokes it, so that the
-  master restarts its VMs as soon as they are stopped.
-- A member of the liveset that lost its lease (fenced, or down past it)
-  joins again only once the master has declared it dead, as a fenced
-  host's reboot outlasts that: the master raises HA_HOST_FAILED for it
-  and restarts its VMs, whatever the time its process took to restart.
-  No host joins under a new lease while it cannot reach the statefile
-  that another live host reaches (it would be fenced again; xhad does
-  not start without it).
 - On the master: failed hosts found and their VMs restarted
   (txxapi.ha.failover).
 - On a slave: when the mastership key is gone (the master's lease
@@ -49,7 +37,6 @@ from txxapi.errors import XenAPIError
 from txxapi.ha import local, statefile
 from txxapi.ha.failover import Failover
 from txxapi.pool import join as pool_join
-from txxapi.pool import liveness
 from txxapi.pool import role as pool_role
 from txxapi.pool import transition
 from txxapi.pool.database import MASTER_KEY
@@ -67,16 +54,10 @@ class HAMonitor:
         # This host's lease in the liveset, and T's timings, while in it.
         self.keeper = self.timeouts = self._loop = None
         # Whether this host reaches the statefiles, as last said on etcd
-        # (None: not said under the lease it holds), and its checks.
-        self.statefile_access = self.statefile_watch = None
-        self._on_network_alone = False
-        # When the survival rules last said fence, pending a check that
-        # begins after (one that finds the statefile again cancels it:
-        # a host slower to see it back than the others is not fenced).
-        self._fence_verdict_at = None
+        # (None: not said under the lease it holds), and when it looked.
+        self.statefile_access = None
+        self._statefile_checked = None
         self.fenced = self._busy = self._stopping = self._warned = False
-        self._waiting = self._unreached = False
-        self._join_watch = None     # statefile checks before joining
         self.disabled = local.disabled_here(server.data_dir)
 
     @property
@@ -134,8 +115,6 @@ class HAMonitor:
                 yield self._leave()     # disabled, enabled with a new T
             if self.keeper is None:
                 yield self._join(pool)
-                if self.keeper is None:
-                    return
             else:
                 yield self._stay_member()
             yield self._check_statefile()
@@ -173,14 +152,11 @@ class HAMonitor:
         sent = server.reactor.seconds()
         lease = yield local.live_lease(client, server.data_dir)
         if lease is None:
-            if not (yield self._may_join_anew(timeouts)):
-                return
             lease = yield client.grant(timeouts.ttl)
         local.write(server.data_dir, lease)
         self.keeper = LeaseKeeper(client, lease, on_lost=self._fence,
                                   interval=timeouts.renew).start(sent)
-        self.statefile_access = self._fence_verdict_at = None
-        self.statefile_watch = statefile.Watch(server, timeouts.renew)
+        self.statefile_access = None
         uuid = self._uuid()
         address = server.db.fields("host", server.host_ref)["address"]
         yield client.put(local.live_key(uuid), address.encode(),
@@ -188,41 +164,6 @@ class HAMonitor:
         yield client.put(local.member_key(uuid), b"1")
         log.info("HA: in the liveset (lease {id:x}, T = {t} s)",
                  id=lease.id, t=t)
-
-    @defer.inlineCallbacks
-    def _may_join_anew(self, timeouts):
-        """Whether this host may join under a new lease: not while it is
-        a member the master (another host holding the mastership) has
-        not declared dead yet, nor while it cannot reach the statefile
-        another live host reaches."""
-        server, client = self.server, self.client
-        waiting = not server.identity.is_master and \
-            (yield client.get(local.member_key(self._uuid()))) is not None \
-            and liveness.is_live(server.db, server.host_ref)
-        if waiting:
-            holder = yield client.get(MASTER_KEY)
-            waiting = holder is not None and \
-                holder.value.decode() != self._uuid()
-        if waiting and not self._waiting:
-            log.info("HA: out of the liveset; joining again once the "
-                     "master has declared this host dead")
-        self._waiting = waiting
-        if waiting:
-            return False
-        if self._join_watch is None:
-            self._join_watch = statefile.Watch(server, timeouts.renew)
-        access = self._join_watch.poll()
-        if access is None:
-            return False
-        unreached = not access and bool(
-            (yield local.uuids_under(client, local.STATEFILE_PREFIX)))
-        if unreached and not self._unreached:
-            log.warn("HA: not joining the liveset: the statefile is out "
-                     "of reach here while other hosts reach it")
-        self._unreached = unreached
-        if not unreached:
-            self._join_watch = None
-        return not unreached
 
     @defer.inlineCallbacks
     def _stay_member(self):
@@ -237,7 +178,7 @@ class HAMonitor:
         keeper, self.keeper = self.keeper, None
         keeper.stop()
         client, uuid = self.client, self._uuid()
-        self.statefile_access = self.statefile_watch = None
+        self.statefile_access = None
         yield client.delete(local.member_key(uuid))
         mastership = getattr(self.server.pool_database, "lease_keeper", None)
         if mastership is not None and mastership.lease.id == keeper.lease.id:
@@ -253,57 +194,26 @@ class HAMonitor:
 
     @defer.inlineCallbacks
     def _check_statefile(self):
-        """Whether this host reaches the statefiles, said on etcd (under
-        its lease) when that changes; lost for the statefile timeout,
-        the survival rules."""
-        access = self.statefile_watch.poll()
-        if access is None:
+        """Every renewal interval: whether this host reaches the
+        statefiles, said on etcd (under its lease) when that changes."""
+        now = self.server.reactor.seconds()
+        if self.statefile_access is not None and \
+                now - self._statefile_checked < self.timeouts.renew:
             return
-        if access != self.statefile_access:
-            key = local.statefile_key(self._uuid())
-            if access:
-                yield self.client.put(key, b"1", lease=self.keeper.lease.id)
-                if self.statefile_access is not None:
-                    log.info("HA: the statefile is reachable again")
-            else:
-                yield self.client.delete(key)
-                log.warn("HA_STATEFILE_LOST: this host has lost access to "
-                         "the HA statefile")
-            self.statefile_access = access
+        self._statefile_checked = now
+        access = yield statefile.reachable(self.server)
+        if access == self.statefile_access:
+            return
+        key = local.statefile_key(self._uuid())
         if access:
-            self._on_network_alone = False
-            self._fence_verdict_at = None
-        elif self.statefile_watch.lost_for() >= self.timeouts.statefile:
-            yield self._survive_without_statefile()
-
-    @defer.inlineCallbacks
-    def _survive_without_statefile(self):
-        client, watch = self.client, self.statefile_watch
-        read_at = self.server.reactor.seconds()
-        live = yield local.uuids_under(client, local.LIVE_PREFIX)
-        members = yield local.uuids_under(client, local.MEMBER_PREFIX)
-        reaching = yield local.uuids_under(client, local.STATEFILE_PREFIX)
-        if self.fenced or self.keeper is None:
-            return
-        me = self._uuid()
-        if statefile.survives_without(me, live, members, reaching):
-            if not self._on_network_alone:
-                log.warn("HA: the statefile is lost to every host, and "
-                         "every host is in the liveset: going on")
-            self._on_network_alone = True
-            self._fence_verdict_at = None
-            return
-        if self._fence_verdict_at is None:
-            self._fence_verdict_at = read_at
-        if not watch.failed_since(self._fence_verdict_at):
-            watch.check_after(self._fence_verdict_at)
-            return
-        reason = ("the statefile lost here while other hosts reach it"
-                  if set(reaching) - {me} else
-                  "the statefile lost everywhere and hosts missing from "
-                  "the liveset (%s)" % ", ".join(sorted(set(members) -
-                                                        set(live))))
-        self._fence(reason, keeper=self.keeper)
+            yield self.client.put(key, b"1", lease=self.keeper.lease.id)
+            if self.statefile_access is not None:
+                log.info("HA: the statefile is reachable again")
+        else:
+            yield self.client.delete(key)
+            log.warn("HA_STATEFILE_LOST: this host has lost access to the "
+                     "HA statefile")
+        self.statefile_access = access
 
     # -- disabled on this host alone ---------------------------------------------
 
@@ -336,33 +246,16 @@ class HAMonitor:
 
     # -- fencing -----------------------------------------------------------------
 
-    def _fence(self, reason, keeper=None):
-        """The lease is lost (or, with ``keeper``, this host may not
-        survive): nothing this host runs may go on running, as the
-        survivors are about to restart it.  A lease still held is
-        revoked once the domains are stopped, not before."""
+    def _fence(self, reason):
+        """The lease is lost: nothing this host runs may go on running,
+        as the survivors are about to restart it."""
         if self.fenced or self._stopping:
             return
         self.fenced = True
         log.error("HA: {reason}: fencing this host", reason=reason)
-        self.server.xenops.mute()
         d = threads.deferToThread(fence_domains, self.server.xenops.backend)
         d.addErrback(lambda f: log.failure("HA: fencing", f))
-        if keeper is not None:
-            d.addCallback(lambda _: self._give_up(keeper))
         d.addBoth(lambda _: pool_join.restart(self.server.reactor, 0))
-
-    @defer.inlineCallbacks
-    def _give_up(self, keeper):
-        """Out of the liveset at once: the master need not wait for the
-        lease to expire.  Should etcd not answer, it simply expires.
-        ha.json stays: the next start finds its lease gone, and discards
-        any domain the fencing missed."""
-        try:
-            yield keeper.stop(revoke=True, timeout=self.timeouts.renew)
-        except EtcdError as e:
-            log.warn("HA: could not revoke lease {id:x} ({e}); it expires",
-                     id=keeper.lease.id, e=e)
 
     # -- a slave: the master's failure ---------------------------------------------
 
