@@ -11,11 +11,10 @@ from twisted.application import service
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
+from txxapi.http.management import EVERY_ADDRESS
 from txxapi.nbd.protocol import REQUESTS_IN_FLIGHT, NBDFactory
 
 log = Logger()
-
-EVERY_ADDRESS = ("", "0.0.0.0", "::")
 
 STANDARD_PORT = 10809
 # Connections served at once (xapi-nbd's limit).
