@@ -60,14 +60,12 @@ class Forwarder:
             # The master's to mark and to send where it runs.
             return remote.call_on(ctx, hosts.master(ctx), *call)
         if route.admit is not None:
-            return self._admitted(ctx, rule, implementation, args)
+            return self._admitted(ctx, rule, implementation, args, call)
         return self.run(ctx, route, lambda: implementation(ctx, *args), call)
 
-    def _admitted(self, ctx, rule, implementation, args):
+    def _admitted(self, ctx, rule, implementation, args, call):
         """The call routed, admitted and run as far as its hold under
         the placement lock."""
-        call = (ctx.message.wire_name, args)
-
         def admit(_):
             route = rule(ctx, *args)
             if route.admit is None:

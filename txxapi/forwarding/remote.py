@@ -82,8 +82,8 @@ def watched(reactor, peers, address, call):
             if not call.called:
                 lost.append(f)
                 call.cancel()
+        # A ping answered, even with an error, says the host is there.
         d.addErrback(unanswered).addBoth(lambda _: pinging.clear())
-        d.addErrback(lambda f: None)
 
     loop = LoopingCall(ping)
     loop.clock = reactor
