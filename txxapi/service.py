@@ -277,6 +277,9 @@ class XapiService(service.MultiService):
                 reactor=self.reactor)))
         if int(s["https-port"]) or int(s["nbd-port"]):
             certificate = self._certificate(data_dir)
+        # Our own certificate names the management address; one given
+        # with --certificate is the operator's.
+        own_certificate = certificate is not None and not s["certificate"]
         if int(s["https-port"]):
             makers.append(lambda address: _raising(
                 StreamServerEndpointService(endpoints.SSL4ServerEndpoint(
@@ -285,12 +288,12 @@ class XapiService(service.MultiService):
         self._management = management.ManagementListeners(
             self.reactor, server.db, server.host_ref, address, makers,
             fallback=fallback)
-        if certificate is not None and not s["certificate"]:
+        if own_certificate:
             self._management.followers.append(
                 lambda address: self._follow_address(certificate, address))
         self._management.followers.append(pool_database.address_moved)
         self._listener("management", self._management)
-        if certificate is not None and not s["certificate"]:
+        if own_certificate:
             # Where it listens (the fallback, if it had to), before a turn
             # of the reactor lets a connection in.
             listening = self._management.address
